@@ -1,0 +1,1 @@
+"""Bot gateway: the Telegram bot (aiogram 3) users talk to."""

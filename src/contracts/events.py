@@ -1,0 +1,354 @@
+"""The v1 event catalog: every event any service publishes.
+
+Event types double as routing keys (`<area>.<event>`); JobDispatched adds the workflow type.
+Credits are whole numbers; money is in kopecks. Telegram ids are 64-bit.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import AwareDatetime, Field, HttpUrl, model_validator
+
+from contracts.envelope import Event
+
+PROMPT_MAX_LENGTH = 4000
+"""Hard cap on a prompt in any event; services configure their own, lower limits."""
+
+DEFAULT_WORKFLOW = "qwen_edit_2511"
+WORKFLOW_TYPES: tuple[str, ...] = ("qwen_edit_2511", "qwen_image", "pillow_filter")
+"""Every workflow a runner may serve; each has its own GPU work queue."""
+
+Credits = Annotated[int, Field(ge=0, le=10**12)]
+PositiveCredits = Annotated[int, Field(gt=0, le=10**12)]
+Kopecks = Annotated[int, Field(gt=0, le=10**12)]
+UserId = Annotated[int, Field(gt=0, le=2**31 - 1)]
+"""Billing's account id (`users.user_id`)."""
+TelegramId = Annotated[int, Field(gt=0, lt=2**63)]
+ChatId = Annotated[int, Field(ne=0, gt=-(2**63), lt=2**63)]
+JobId = Annotated[int, Field(gt=0, le=2**31 - 1)]
+PaymentId = Annotated[int, Field(gt=0, le=2**31 - 1)]
+Attempt = Annotated[int, Field(ge=1, le=1000)]
+Prompt = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_LENGTH)]
+ObjectKey = Annotated[str, Field(min_length=1, max_length=255)]
+WorkflowType = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,50}$")]
+Reason = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9_.]+$")]
+Detail = Annotated[str, Field(max_length=2000)]
+
+
+class JobRejectReason(StrEnum):
+    """Why jobs refused a request before anything was charged."""
+
+    unknown_preset = "unknown_preset"
+    missing_image = "missing_image"
+    prompt_too_long = "prompt_too_long"
+    active_jobs_cap = "active_jobs_cap"
+    invalid_request = "invalid_request"
+
+
+class DebitRejectReason(StrEnum):
+    insufficient_funds = "insufficient_funds"
+    unknown_account = "unknown_account"
+    invalid_amount = "invalid_amount"
+
+
+# --- jobs ---------------------------------------------------------------------------------
+
+
+class JobRequested(Event):
+    """A user asked for an image: a preset or a prompt, on an uploaded image or none."""
+
+    event_type: ClassVar[str] = "job.requested"
+
+    request_id: uuid.UUID
+    user_id: UserId
+    telegram_id: TelegramId
+    chat_id: ChatId
+    preset_id: int | None = Field(default=None, gt=0)
+    prompt: Prompt | None = None
+    image_key: ObjectKey | None = None
+    language: Annotated[str, Field(min_length=2, max_length=10)] = "ru"
+
+    @model_validator(mode="after")
+    def _preset_or_prompt(self) -> JobRequested:
+        if self.preset_id is None and self.prompt is None:
+            raise ValueError("either preset_id or prompt is required")
+        return self
+
+
+class JobRequestRejected(Event):
+    """Jobs refused a request; nothing was charged."""
+
+    event_type: ClassVar[str] = "job.request_rejected"
+
+    request_id: uuid.UUID
+    user_id: UserId
+    chat_id: ChatId
+    reason: JobRejectReason
+    detail: Detail = ""
+
+
+class JobCreated(Event):
+    """A job exists and is priced; billing debits it next."""
+
+    event_type: ClassVar[str] = "job.created"
+
+    job_id: JobId
+    request_id: uuid.UUID
+    user_id: UserId
+    telegram_id: TelegramId
+    chat_id: ChatId
+    price: Credits
+    workflow_type: WorkflowType
+    preset_id: int | None = Field(default=None, gt=0)
+
+
+class JobDispatched(Event):
+    """A paid job handed to the GPU work queue of its workflow."""
+
+    event_type: ClassVar[str] = "job.dispatched"
+
+    job_id: JobId
+    attempt: Attempt
+    workflow_type: WorkflowType
+    prompt: Prompt
+    image_key: ObjectKey | None = None
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+
+    def routing_key(self) -> str:
+        return f"{self.event_type}.{self.workflow_type}"
+
+
+class JobQueued(Event):
+    """Where a dispatched job stands in line."""
+
+    event_type: ClassVar[str] = "job.queued"
+
+    job_id: JobId
+    user_id: UserId
+    chat_id: ChatId
+    position: Annotated[int, Field(ge=1)]
+    eta_seconds: Annotated[int, Field(ge=0)]
+
+
+class JobStarted(Event):
+    """A runner began an attempt."""
+
+    event_type: ClassVar[str] = "job.started"
+
+    job_id: JobId
+    attempt: Attempt
+    runner_id: Annotated[str, Field(min_length=1, max_length=100)]
+    total_steps: Annotated[int, Field(ge=0)]
+
+
+class JobProgress(Event):
+    """Step `step` of `total_steps` done (throttled by the runner)."""
+
+    event_type: ClassVar[str] = "job.progress"
+
+    job_id: JobId
+    attempt: Attempt
+    step: Annotated[int, Field(ge=0)]
+    total_steps: Annotated[int, Field(ge=1)]
+
+
+class JobCompleted(Event):
+    """A runner stored the result."""
+
+    event_type: ClassVar[str] = "job.completed"
+
+    job_id: JobId
+    attempt: Attempt
+    result_key: ObjectKey
+    duration_ms: Annotated[int, Field(ge=0)]
+    seed: int = Field(ge=0, lt=2**63)
+
+
+class JobAttemptFailed(Event):
+    """One attempt failed; `retryable` says whether another attempt may succeed."""
+
+    event_type: ClassVar[str] = "job.attempt_failed"
+
+    job_id: JobId
+    attempt: Attempt
+    retryable: bool
+    reason: Reason
+    detail: Detail = ""
+
+
+class JobFailed(Event):
+    """The job failed for good; billing refunds what it debited."""
+
+    event_type: ClassVar[str] = "job.failed"
+
+    job_id: JobId
+    user_id: UserId
+    chat_id: ChatId
+    reason: Reason
+    detail: Detail = ""
+
+
+class JobCancelRequested(Event):
+    """A user asked to cancel one of their jobs."""
+
+    event_type: ClassVar[str] = "job.cancel_requested"
+
+    job_id: JobId
+    user_id: UserId
+    chat_id: ChatId
+
+
+class JobCanceled(Event):
+    """The job was canceled; billing refunds what it debited, a runner stops it."""
+
+    event_type: ClassVar[str] = "job.canceled"
+
+    job_id: JobId
+    user_id: UserId
+    chat_id: ChatId
+    was_running: bool
+
+
+class PresetsChanged(Event):
+    """The preset catalog changed; caches refresh."""
+
+    event_type: ClassVar[str] = "catalog.presets_changed"
+
+    revision: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+# --- billing ------------------------------------------------------------------------------
+
+
+class BalanceDebited(Event):
+    """The job's price was taken from the balance, once."""
+
+    event_type: ClassVar[str] = "balance.debited"
+
+    job_id: JobId
+    user_id: UserId
+    amount: Credits
+    balance: Credits
+
+
+class DebitRejected(Event):
+    """The job could not be paid for; nothing was taken."""
+
+    event_type: ClassVar[str] = "balance.debit_rejected"
+
+    job_id: JobId
+    user_id: UserId
+    reason: DebitRejectReason
+    price: Credits
+    balance: Credits
+    shortfall: Credits
+
+
+class BalanceRefunded(Event):
+    """What was debited for a failed or canceled job came back, once."""
+
+    event_type: ClassVar[str] = "balance.refunded"
+
+    job_id: JobId
+    user_id: UserId
+    telegram_id: TelegramId
+    amount: PositiveCredits
+    balance: Credits
+
+
+class TopUpRequested(Event):
+    """A user chose a top-up package."""
+
+    event_type: ClassVar[str] = "payment.topup_requested"
+
+    request_id: uuid.UUID
+    user_id: UserId
+    telegram_id: TelegramId
+    chat_id: ChatId
+    package_id: Annotated[str, Field(min_length=1, max_length=50)]
+
+
+class PaymentCreated(Event):
+    """A YooKassa payment awaits the user at `confirmation_url`."""
+
+    event_type: ClassVar[str] = "payment.created"
+
+    request_id: uuid.UUID
+    payment_id: PaymentId
+    user_id: UserId
+    chat_id: ChatId
+    amount_kopecks: Kopecks
+    credits: PositiveCredits
+    confirmation_url: HttpUrl
+
+
+class PaymentSucceeded(Event):
+    """A payment was confirmed by YooKassa and credited, once."""
+
+    event_type: ClassVar[str] = "payment.succeeded"
+
+    payment_id: PaymentId
+    user_id: UserId
+    telegram_id: TelegramId
+    amount_kopecks: Kopecks
+    credits: PositiveCredits
+    balance: Credits
+
+
+class PaymentFailed(Event):
+    """A payment was canceled or could not be created; nothing was credited."""
+
+    event_type: ClassVar[str] = "payment.failed"
+
+    payment_id: PaymentId | None = None
+    request_id: uuid.UUID | None = None
+    user_id: UserId
+    telegram_id: TelegramId
+    reason: Reason
+
+
+class WeeklyBonusGranted(Event):
+    """The weekly bonus was credited, once for this user and ISO week."""
+
+    event_type: ClassVar[str] = "bonus.weekly_granted"
+
+    user_id: UserId
+    telegram_id: TelegramId
+    amount: PositiveCredits
+    balance: Credits
+    week: Annotated[str, Field(pattern=r"^\d{4}-W\d{2}$")]
+    granted_at: AwareDatetime
+
+
+CATALOG: dict[tuple[str, int], type[Event]] = {
+    (event.event_type, event.event_version): event
+    for event in (
+        JobRequested,
+        JobRequestRejected,
+        JobCreated,
+        JobDispatched,
+        JobQueued,
+        JobStarted,
+        JobProgress,
+        JobCompleted,
+        JobAttemptFailed,
+        JobFailed,
+        JobCancelRequested,
+        JobCanceled,
+        PresetsChanged,
+        BalanceDebited,
+        DebitRejected,
+        BalanceRefunded,
+        TopUpRequested,
+        PaymentCreated,
+        PaymentSucceeded,
+        PaymentFailed,
+        WeeklyBonusGranted,
+    )
+}
+"""Every event of the v1 contract by (type, version)."""
+

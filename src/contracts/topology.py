@@ -1,0 +1,163 @@
+"""Broker topology, defined once: exchanges, service queues, GPU work queues, dead-letter queues.
+
+`build_topology(namespace)` gives the same shape under any name prefix, so tests can run
+isolated on a shared broker; `to_definitions()` renders it as RabbitMQ definitions JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from contracts import events as ev
+from contracts.envelope import Event
+
+DEFAULT_NAMESPACE = "imagebot"
+DELIVERY_LIMIT = 5
+"""Deliveries of one message before its queue dead-letters it (failures and crashes count)."""
+
+SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
+    "billing": (ev.JobCreated, ev.JobFailed, ev.JobCanceled, ev.TopUpRequested),
+    "jobs": (
+        ev.JobRequested,
+        ev.BalanceDebited,
+        ev.DebitRejected,
+        ev.JobStarted,
+        ev.JobCompleted,
+        ev.JobAttemptFailed,
+        ev.JobCancelRequested,
+    ),
+    "bot_gateway": (
+        ev.JobRequestRejected,
+        ev.JobCreated,
+        ev.JobQueued,
+        ev.JobStarted,
+        ev.JobProgress,
+        ev.JobCompleted,
+        ev.JobFailed,
+        ev.JobCanceled,
+        ev.DebitRejected,
+        ev.BalanceRefunded,
+        ev.PaymentCreated,
+        ev.PaymentSucceeded,
+        ev.PaymentFailed,
+        ev.WeeklyBonusGranted,
+        ev.PresetsChanged,
+    ),
+}
+"""Which events each service's queue receives."""
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A durable quorum queue bound to the events exchange, dead-lettering to `<name>.dlq`."""
+
+    name: str
+    routing_keys: tuple[str, ...]
+    dead_letter_exchange: str
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-dead-letter-routing-key": self.name,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+
+DLQ_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
+
+
+@dataclass(frozen=True)
+class Topology:
+    namespace: str
+    service_queues: dict[str, QueueSpec]
+    gpu_queues: dict[str, QueueSpec]
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}.events"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.namespace}.dlx"
+
+    @property
+    def queues(self) -> tuple[QueueSpec, ...]:
+        return (*self.service_queues.values(), *self.gpu_queues.values())
+
+    def to_definitions(self, vhost: str = "/") -> dict[str, Any]:
+        """RabbitMQ definitions JSON (the format `rabbitmqctl import_definitions` reads)."""
+        exchanges = [
+            {
+                "name": name,
+                "vhost": vhost,
+                "type": kind,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+            for name, kind in ((self.events_exchange, "topic"), (self.dead_letter_exchange, "direct"))
+        ]
+        queues: list[dict[str, Any]] = []
+        bindings: list[dict[str, Any]] = []
+        for queue in self.queues:
+            queues.append(_queue_definition(queue.name, vhost, queue.arguments))
+            queues.append(_queue_definition(queue.dlq, vhost, DLQ_ARGUMENTS))
+            bindings.extend(
+                _binding_definition(self.events_exchange, queue.name, key, vhost)
+                for key in queue.routing_keys
+            )
+            bindings.append(
+                _binding_definition(self.dead_letter_exchange, queue.dlq, queue.name, vhost)
+            )
+        return {
+            "vhosts": [{"name": vhost}],
+            "exchanges": exchanges,
+            "queues": queues,
+            "bindings": bindings,
+        }
+
+
+def _queue_definition(name: str, vhost: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": arguments}
+
+
+def _binding_definition(source: str, queue: str, routing_key: str, vhost: str) -> dict[str, Any]:
+    return {
+        "source": source,
+        "vhost": vhost,
+        "destination": queue,
+        "destination_type": "queue",
+        "routing_key": routing_key,
+        "arguments": {},
+    }
+
+
+def build_topology(namespace: str = DEFAULT_NAMESPACE) -> Topology:
+    dlx = f"{namespace}.dlx"
+    service_queues = {
+        service: QueueSpec(
+            name=f"{namespace}.{service}",
+            routing_keys=tuple(event.event_type for event in handled),
+            dead_letter_exchange=dlx,
+        )
+        for service, handled in SUBSCRIPTIONS.items()
+    }
+    gpu_queues = {
+        workflow: QueueSpec(
+            name=f"{namespace}.gpu.{workflow}",
+            routing_keys=(f"{ev.JobDispatched.event_type}.{workflow}",),
+            dead_letter_exchange=dlx,
+        )
+        for workflow in ev.WORKFLOW_TYPES
+    }
+    return Topology(namespace=namespace, service_queues=service_queues, gpu_queues=gpu_queues)

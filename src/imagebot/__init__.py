@@ -1,0 +1,1 @@
+"""The `imagebot` command: migrations, services, contracts and topology export."""

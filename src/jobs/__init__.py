@@ -1,0 +1,1 @@
+"""Jobs: the preset catalog and the job lifecycle from request to result."""

@@ -1,0 +1,59 @@
+"""Broker construction, topology declaration and subscription of consumers."""
+
+from __future__ import annotations
+
+from faststream import AckPolicy
+from faststream.rabbit import (
+    Channel,
+    ExchangeType,
+    QueueType,
+    RabbitBroker,
+    RabbitExchange,
+    RabbitQueue,
+)
+
+from contracts.topology import DLQ_ARGUMENTS, QueueSpec, Topology
+from messaging.consumer import EventConsumer
+from messaging.settings import BrokerSettings
+
+
+def create_broker(settings: BrokerSettings, *, graceful_timeout_s: float = 30.0) -> RabbitBroker:
+    """Publisher confirms on, and an unroutable mandatory publish raises instead of vanishing."""
+    return RabbitBroker(
+        settings.url.get_secret_value(),
+        default_channel=Channel(publisher_confirms=True, on_return_raises=True),
+        graceful_timeout=graceful_timeout_s,
+    )
+
+
+def rabbit_queue(spec: QueueSpec) -> RabbitQueue:
+    return RabbitQueue(spec.name, queue_type=QueueType.QUORUM, arguments=spec.arguments)  # type: ignore[arg-type]
+
+
+async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
+    """Declare every exchange, queue and binding; idempotent, so each service does it at start."""
+    events = await broker.declare_exchange(
+        RabbitExchange(topology.events_exchange, type=ExchangeType.TOPIC, durable=True)
+    )
+    dlx = await broker.declare_exchange(
+        RabbitExchange(topology.dead_letter_exchange, type=ExchangeType.DIRECT, durable=True)
+    )
+    for spec in topology.queues:
+        queue = await broker.declare_queue(rabbit_queue(spec))
+        for routing_key in spec.routing_keys:
+            await queue.bind(events, routing_key=routing_key)
+        dlq = await broker.declare_queue(
+            RabbitQueue(spec.dlq, queue_type=QueueType.QUORUM, arguments=DLQ_ARGUMENTS)  # type: ignore[arg-type]
+        )
+        await dlq.bind(dlx, routing_key=spec.name)
+
+
+def subscribe(broker: RabbitBroker, spec: QueueSpec, consumer: EventConsumer, prefetch: int) -> None:
+    """Attach `consumer` to its queue; it acknowledges each message itself."""
+    broker.subscriber(
+        rabbit_queue(spec),
+        channel=Channel(prefetch_count=prefetch),
+        ack_policy=AckPolicy.MANUAL,
+        no_reply=True,
+        title=spec.name,
+    )(consumer.__call__)

@@ -1,0 +1,132 @@
+"""Consuming one service queue: validate, route by event type, settle the message.
+
+- malformed JSON, a wrong schema, an unknown type or version, an event nobody here handles:
+  rejected without requeue, so the queue dead-letters it at once, with a log line naming why;
+- a handler that raises: the message is rejected with requeue after a backoff, which counts
+  towards the queue's delivery limit; past it the queue dead-letters the message;
+- success: acknowledged only after the handler (and its transaction) finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import ValidationError
+
+from contracts.envelope import Event, RawEnvelope, UnknownEventError, open_envelope
+from contracts.events import CATALOG
+from messaging.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+EnvelopeHandler = Callable[[Any, RawEnvelope], Awaitable[None]]
+UnitOfWorkHandler = Callable[[Any, UnitOfWork], Awaitable[None]]
+
+
+class MalformedMessageError(ValueError):
+    """A message that can never be processed, whatever the retry."""
+
+
+class EventConsumer:
+    """Routes the events of one queue to handlers taking `(event, envelope)`."""
+
+    def __init__(
+        self, queue: str, *, retry_backoff_s: float = 0.5, retry_backoff_max_s: float = 10.0
+    ) -> None:
+        self.queue = queue
+        self._handlers: dict[type[Event], Callable[[Any, RawEnvelope], Awaitable[None]]] = {}
+        self._backoff_s = retry_backoff_s
+        self._backoff_max_s = retry_backoff_max_s
+
+    @property
+    def handled(self) -> tuple[type[Event], ...]:
+        return tuple(self._handlers)
+
+    def on(self, event_type: type[E]) -> Callable[[Callable[[E, Any], Awaitable[None]]], Any]:
+        """Register the handler of `event_type`."""
+
+        def register(handler: Callable[[E, Any], Awaitable[None]]) -> Any:
+            if event_type in self._handlers:
+                raise ValueError(f"{event_type.__name__} already has a handler on {self.queue}")
+            self._handlers[event_type] = self._wrap(handler)
+            return handler
+
+        return register
+
+    def _wrap(self, handler: Callable[[Any, Any], Awaitable[None]]) -> EnvelopeHandler:
+        return handler
+
+    async def __call__(self, message: RabbitMessage) -> None:
+        """The FastStream subscriber: settles every message it is given, never raises."""
+        try:
+            envelope, event = self.decode(message.body)
+            handler = self._handlers.get(type(event))
+            if handler is None:
+                raise MalformedMessageError(f"no handler for {envelope.type!r} on {self.queue}")
+        except MalformedMessageError as exc:
+            log.error(
+                "dead-lettering message %s from %s: %s", message.message_id, self.queue, exc
+            )
+            await message.reject(requeue=False)
+            return
+        try:
+            await handler(event, envelope)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            deliveries = _delivery_count(message)
+            log.exception(
+                "handling %s %s from %s failed (delivery %d); returning it to the queue",
+                envelope.type,
+                envelope.id,
+                self.queue,
+                deliveries,
+            )
+            await asyncio.sleep(min(self._backoff_s * 2 ** (deliveries - 1), self._backoff_max_s))
+            await message.reject(requeue=True)
+            return
+        await message.ack()
+
+    @staticmethod
+    def decode(body: bytes) -> tuple[RawEnvelope, Event]:
+        try:
+            envelope = RawEnvelope.model_validate_json(body)
+            return envelope, open_envelope(envelope, CATALOG)
+        except ValidationError as exc:
+            reason = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
+            )
+            raise MalformedMessageError(f"invalid event: {reason}") from exc
+        except UnknownEventError as exc:
+            raise MalformedMessageError(str(exc)) from exc
+
+
+class TransactionalConsumer(EventConsumer):
+    """Handlers take `(event, unit_of_work)`: one transaction per message, duplicates skipped."""
+
+    def __init__(self, queue: str, unit_of_work: Callable[[], UnitOfWork], **backoff: float) -> None:
+        super().__init__(queue, **backoff)
+        self._unit_of_work = unit_of_work
+
+    def _wrap(self, handler: UnitOfWorkHandler) -> EnvelopeHandler:
+        async def in_unit_of_work(event: Event, envelope: RawEnvelope) -> None:
+            async with self._unit_of_work() as uow:
+                uow.cause = envelope
+                if not await uow.claim(envelope.id, envelope.type):
+                    log.info("skipping duplicate %s %s on %s", envelope.type, envelope.id, self.queue)
+                    return
+                await handler(event, uow)
+                await uow.commit()
+
+        return in_unit_of_work
+
+
+def _delivery_count(message: RabbitMessage) -> int:
+    """1 on first delivery; quorum queues count returns in `x-delivery-count`."""
+    count = message.headers.get("x-delivery-count", 0)
+    return (count if isinstance(count, int) else 0) + 1

@@ -1,0 +1,146 @@
+"""The outbox relay: publishes committed events in commit order, then marks them sent.
+
+A crash between publishing and marking re-publishes on restart; consumers deduplicate by
+event id, so delivery is at-least-once on the wire and exactly-once in effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.envelope import RawEnvelope
+from messaging.publisher import EventPublisher
+from messaging.settings import OutboxSettings
+from messaging.tables import DeliveryTables
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+PURGE_EVERY_S = 3600.0
+
+
+@dataclass(frozen=True)
+class RelayPass:
+    published: int
+    failed: int
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        tables: DeliveryTables,
+        publisher: EventPublisher,
+        settings: OutboxSettings,
+    ) -> None:
+        self._sessions = sessions
+        self._outbox = tables.outbox
+        self._inbox = tables.inbox
+        self._publisher = publisher
+        self._settings = settings
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def notify(self) -> None:
+        """Called after a commit that wrote outbox rows: publish now rather than at the next poll."""
+        self._wakeup.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._outbox.name}")
+
+    async def stop(self) -> None:
+        """Stop polling after publishing everything already committed."""
+        self._stopping.set()
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+
+    async def publish_pending(self) -> RelayPass:
+        """Publish one batch of unsent events and mark the confirmed ones sent."""
+        outbox = self._outbox
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    select(outbox.c.id, outbox.c.routing_key, outbox.c.envelope)
+                    .where(outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.seq)
+                    .limit(self._settings.batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+            if not rows:
+                return RelayPass(published=0, failed=0)
+            results = await asyncio.gather(
+                *(
+                    self._publisher.publish_envelope(
+                        RawEnvelope.model_validate(row.envelope), row.routing_key
+                    )
+                    for row in rows
+                ),
+                return_exceptions=True,
+            )
+            sent = [row.id for row, result in zip(rows, results, strict=True) if result is None]
+            if sent:
+                await session.execute(
+                    update(outbox).where(outbox.c.id.in_(sent)).values(published_at=func.now())
+                )
+            for row, result in zip(rows, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error(
+                        "outbox: publishing event %s to %r failed: %r",
+                        row.id,
+                        row.routing_key,
+                        result,
+                    )
+                    await session.execute(
+                        update(outbox)
+                        .where(outbox.c.id == row.id)
+                        .values(attempts=outbox.c.attempts + 1, last_error=repr(result)[:2000])
+                    )
+            return RelayPass(published=len(sent), failed=len(rows) - len(sent))
+
+    async def purge_old(self) -> None:
+        """Forget published events and inbox marks past the retention period."""
+        horizon = func.now() - timedelta(days=self._settings.retention_days)
+        async with self._sessions() as session, session.begin():
+            await session.execute(delete(self._outbox).where(self._outbox.c.published_at < horizon))
+            await session.execute(delete(self._inbox).where(self._inbox.c.received_at < horizon))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = self._settings.poll_interval_s
+        next_purge = loop.time()
+        while True:
+            if loop.time() >= next_purge:
+                await self._purge_quietly()
+                next_purge = loop.time() + PURGE_EVERY_S
+            stopping = self._stopping.is_set()
+            self._wakeup.clear()
+            try:
+                result = await self.publish_pending()
+            except Exception:
+                log.exception("outbox %s: relay pass failed", self._outbox.name)
+                result = RelayPass(published=0, failed=1)
+            # Unconfirmed rows stay in the outbox and are retried, backing off while it lasts.
+            backoff = min(backoff * 2, MAX_BACKOFF_S) if result.failed else self._settings.poll_interval_s
+            if stopping and (result.published == 0 or result.failed):
+                return
+            if result.published == self._settings.batch_size:
+                continue
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)
+            except TimeoutError:
+                pass
+
+    async def _purge_quietly(self) -> None:
+        try:
+            await self.purge_old()
+        except Exception:
+            log.exception("outbox %s: purge failed", self._outbox.name)

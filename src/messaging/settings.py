@@ -1,0 +1,48 @@
+"""Settings for the infrastructure every service uses: one class per concern."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.topology import DEFAULT_NAMESPACE
+
+
+class DatabaseSettings(BaseSettings):
+    """PostgreSQL; `DATABASE_URL` may use the plain `postgresql://` scheme."""
+
+    model_config = SettingsConfigDict(env_prefix="DATABASE_", env_file=".env", extra="ignore")
+
+    url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/imagebot")
+    pool_size: int = Field(default=10, ge=1)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _use_asyncpg(cls, url: SecretStr) -> SecretStr:
+        value = url.get_secret_value()
+        for plain in ("postgresql://", "postgres://"):
+            if value.startswith(plain):
+                return SecretStr("postgresql+asyncpg://" + value.removeprefix(plain))
+        return url
+
+
+class BrokerSettings(BaseSettings):
+    """RabbitMQ connection and the name prefix of every exchange and queue."""
+
+    model_config = SettingsConfigDict(env_prefix="AMQP_", env_file=".env", extra="ignore")
+
+    url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    namespace: str = Field(default=DEFAULT_NAMESPACE, pattern=r"^[a-zA-Z0-9_.-]{1,50}$")
+    prefetch: int = Field(default=20, ge=1, le=1000)
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class OutboxSettings(BaseSettings):
+    """The relay that publishes committed events."""
+
+    model_config = SettingsConfigDict(env_prefix="OUTBOX_", env_file=".env", extra="ignore")
+
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    retention_days: int = Field(default=7, ge=1)
