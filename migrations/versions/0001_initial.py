@@ -27,7 +27,9 @@ def upgrade() -> None:
         sa.Column("telegram_id", sa.Integer(), nullable=True),
         sa.Column("username", sa.String(length=100), nullable=True),
         sa.Column("balance", sa.Float(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True
+        ),
         sa.PrimaryKeyConstraint("user_id", name=op.f("users_pkey")),
     )
     op.create_index(op.f("ix_users_user_id"), "users", ["user_id"], unique=False)
@@ -60,7 +62,9 @@ def upgrade() -> None:
         sa.Column("result_path", sa.String(length=255), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("retry_count", sa.Integer(), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True
+        ),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["users.user_id"], name=op.f("jobs_user_id_fkey")),
         sa.PrimaryKeyConstraint("id", name=op.f("jobs_pkey")),
@@ -74,8 +78,12 @@ def upgrade() -> None:
         sa.Column("amount", sa.Float(), nullable=True),
         sa.Column("status", sa.String(length=50), nullable=True),
         sa.Column("payment_id", sa.String(length=100), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True),
-        sa.ForeignKeyConstraint(["user_id"], ["users.user_id"], name=op.f("payment_logs_user_id_fkey")),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.user_id"], name=op.f("payment_logs_user_id_fkey")
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("payment_logs_pkey")),
     )
     op.create_index(op.f("ix_payment_logs_id"), "payment_logs", ["id"], unique=False)
@@ -93,8 +101,12 @@ def upgrade() -> None:
         sa.Column("payment_method_details", sa.Text(), nullable=True),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("confirmation_url", sa.String(length=500), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True),
-        sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True),
+        sa.Column(
+            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True
+        ),
+        sa.Column(
+            "updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=True
+        ),
         sa.Column("paid_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["users.user_id"], name=op.f("payments_user_id_fkey")),
         sa.PrimaryKeyConstraint("id", name=op.f("payments_pkey")),

@@ -27,7 +27,12 @@ def upgrade() -> None:
             sa.Column("seq", sa.BigInteger(), sa.Identity(always=False), nullable=False),
             sa.Column("routing_key", sa.String(length=255), nullable=False),
             sa.Column("envelope", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-            sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+            sa.Column(
+                "created_at",
+                sa.DateTime(timezone=True),
+                server_default=sa.text("now()"),
+                nullable=False,
+            ),
             sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
             sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
             sa.Column("last_error", sa.Text(), nullable=True),
@@ -45,7 +50,12 @@ def upgrade() -> None:
             f"{owner}_inbox",
             sa.Column("event_id", sa.Uuid(), nullable=False),
             sa.Column("event_type", sa.String(length=100), nullable=False),
-            sa.Column("received_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+            sa.Column(
+                "received_at",
+                sa.DateTime(timezone=True),
+                server_default=sa.text("now()"),
+                nullable=False,
+            ),
             sa.PrimaryKeyConstraint("event_id", name=op.f(f"{owner}_inbox_pkey")),
         )
         op.create_index(f"ix_{owner}_inbox_received_at", f"{owner}_inbox", ["received_at"])

@@ -1,1 +1,1 @@
-"""Billing: accounts and balances, the ledger, debits and refunds, YooKassa payments, weekly bonus."""
+"""Billing: balances and the ledger, debits and refunds, YooKassa top-ups, the weekly bonus."""

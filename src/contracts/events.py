@@ -7,7 +7,6 @@ Credits are whole numbers; money is in kopecks. Telegram ids are 64-bit.
 from __future__ import annotations
 
 import uuid
-
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -28,7 +27,7 @@ Kopecks = Annotated[int, Field(gt=0, le=10**12)]
 UserId = Annotated[int, Field(gt=0, le=2**31 - 1)]
 """Billing's account id (`users.user_id`)."""
 TelegramId = Annotated[int, Field(gt=0, lt=2**63)]
-ChatId = Annotated[int, Field(ne=0, gt=-(2**63), lt=2**63)]
+ChatId = Annotated[int, Field(gt=-(2**63), lt=2**63)]
 JobId = Annotated[int, Field(gt=0, le=2**31 - 1)]
 PaymentId = Annotated[int, Field(gt=0, le=2**31 - 1)]
 Attempt = Annotated[int, Field(ge=1, le=1000)]
@@ -351,4 +350,3 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
     )
 }
 """Every event of the v1 contract by (type, version)."""
-

@@ -105,7 +105,10 @@ class Topology:
                 "internal": False,
                 "arguments": {},
             }
-            for name, kind in ((self.events_exchange, "topic"), (self.dead_letter_exchange, "direct"))
+            for name, kind in (
+                (self.events_exchange, "topic"),
+                (self.dead_letter_exchange, "direct"),
+            )
         ]
         queues: list[dict[str, Any]] = []
         bindings: list[dict[str, Any]] = []
@@ -128,7 +131,13 @@ class Topology:
 
 
 def _queue_definition(name: str, vhost: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": arguments}
+    return {
+        "name": name,
+        "vhost": vhost,
+        "durable": True,
+        "auto_delete": False,
+        "arguments": arguments,
+    }
 
 
 def _binding_definition(source: str, queue: str, routing_key: str, vhost: str) -> dict[str, Any]:

@@ -48,7 +48,9 @@ async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
         await dlq.bind(dlx, routing_key=spec.name)
 
 
-def subscribe(broker: RabbitBroker, spec: QueueSpec, consumer: EventConsumer, prefetch: int) -> None:
+def subscribe(
+    broker: RabbitBroker, spec: QueueSpec, consumer: EventConsumer, prefetch: int
+) -> None:
     """Attach `consumer` to its queue; it acknowledges each message itself."""
     broker.subscriber(
         rabbit_queue(spec),

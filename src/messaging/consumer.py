@@ -69,9 +69,7 @@ class EventConsumer:
             if handler is None:
                 raise MalformedMessageError(f"no handler for {envelope.type!r} on {self.queue}")
         except MalformedMessageError as exc:
-            log.error(
-                "dead-lettering message %s from %s: %s", message.message_id, self.queue, exc
-            )
+            log.error("dead-lettering message %s from %s: %s", message.message_id, self.queue, exc)
             await message.reject(requeue=False)
             return
         try:
@@ -109,7 +107,9 @@ class EventConsumer:
 class TransactionalConsumer(EventConsumer):
     """Handlers take `(event, unit_of_work)`: one transaction per message, duplicates skipped."""
 
-    def __init__(self, queue: str, unit_of_work: Callable[[], UnitOfWork], **backoff: float) -> None:
+    def __init__(
+        self, queue: str, unit_of_work: Callable[[], UnitOfWork], **backoff: float
+    ) -> None:
         super().__init__(queue, **backoff)
         self._unit_of_work = unit_of_work
 
@@ -118,7 +118,9 @@ class TransactionalConsumer(EventConsumer):
             async with self._unit_of_work() as uow:
                 uow.cause = envelope
                 if not await uow.claim(envelope.id, envelope.type):
-                    log.info("skipping duplicate %s %s on %s", envelope.type, envelope.id, self.queue)
+                    log.info(
+                        "skipping duplicate %s %s on %s", envelope.type, envelope.id, self.queue
+                    )
                     return
                 await handler(event, uow)
                 await uow.commit()

@@ -7,6 +7,7 @@ event id, so delivery is at-least-once on the wire and exactly-once in effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -49,7 +50,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
 
     def notify(self) -> None:
-        """Called after a commit that wrote outbox rows: publish now rather than at the next poll."""
+        """Called after a commit that wrote outbox rows: publish now, not at the next poll."""
         self._wakeup.set()
 
     def start(self) -> None:
@@ -129,15 +130,15 @@ class OutboxRelay:
                 log.exception("outbox %s: relay pass failed", self._outbox.name)
                 result = RelayPass(published=0, failed=1)
             # Unconfirmed rows stay in the outbox and are retried, backing off while it lasts.
-            backoff = min(backoff * 2, MAX_BACKOFF_S) if result.failed else self._settings.poll_interval_s
+            backoff = (
+                min(backoff * 2, MAX_BACKOFF_S) if result.failed else self._settings.poll_interval_s
+            )
             if stopping and (result.published == 0 or result.failed):
                 return
             if result.published == self._settings.batch_size:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
 
     async def _purge_quietly(self) -> None:
         try:

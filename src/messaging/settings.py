@@ -36,6 +36,9 @@ class BrokerSettings(BaseSettings):
     namespace: str = Field(default=DEFAULT_NAMESPACE, pattern=r"^[a-zA-Z0-9_.-]{1,50}$")
     prefetch: int = Field(default=20, ge=1, le=1000)
     publish_timeout_s: float = Field(default=10.0, gt=0)
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+    """Pause before a failed message returns to its queue, doubling with each delivery."""
+    retry_backoff_max_s: float = Field(default=10.0, ge=0)
 
 
 class OutboxSettings(BaseSettings):

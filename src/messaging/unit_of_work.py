@@ -16,7 +16,7 @@ from messaging.tables import DeliveryTables
 
 
 class UnitOfWork:
-    """Rolls back unless `commit()` is called; emitted events reach the outbox in the same commit."""
+    """Rolls back unless committed; emitted events reach the outbox in the same commit."""
 
     session: AsyncSession
 

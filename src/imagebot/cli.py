@@ -1,0 +1,78 @@
+"""`imagebot`: the one command for operating the system."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from contracts.schemas import all_schemas
+from contracts.topology import build_topology
+from messaging.settings import BrokerSettings
+
+app = typer.Typer(help="imagebot: Telegram image bot services and tools.", no_args_is_help=True)
+contracts_app = typer.Typer(help="The public event contract.", no_args_is_help=True)
+topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)
+app.add_typer(contracts_app, name="contracts")
+app.add_typer(topology_app, name="topology")
+
+SERVICES = ("billing", "jobs", "bot_gateway", "gpu_runner")
+
+
+def _alembic_ini() -> Path:
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / "alembic.ini").is_file() and (root / "migrations").is_dir():
+            return root / "alembic.ini"
+    raise typer.BadParameter("alembic.ini and migrations/ not found; run from the project root")
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+    downgrade: Annotated[bool, typer.Option(help="Downgrade to the revision instead.")] = False,
+) -> None:
+    """Bring the database (DATABASE_URL) to a revision of the migration history."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(_alembic_ini()))
+    if downgrade:
+        command.downgrade(config, revision)
+    else:
+        command.upgrade(config, revision)
+
+
+@app.command()
+def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]) -> None:
+    """Run one service until SIGINT/SIGTERM."""
+    if service not in SERVICES:
+        raise typer.BadParameter(
+            f"unknown service {service!r}; choose one of {', '.join(SERVICES)}"
+        )
+    try:
+        entry = importlib.import_module(f"{service}.__main__")
+    except ModuleNotFoundError as exc:
+        typer.echo(f"{service}: this build has no runnable {service} service ({exc})", err=True)
+        raise typer.Exit(2) from exc
+    entry.main()
+
+
+@contracts_app.command("export")
+def contracts_export(
+    directory: Annotated[Path, typer.Argument(help="Where to write one JSON Schema per event.")],
+) -> None:
+    """Write the JSON Schema of every event of the catalog."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, schema in all_schemas().items():
+        (directory / name).write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n")
+    typer.echo(f"wrote {len(all_schemas())} schemas to {directory}")
+
+
+@topology_app.command("export")
+def topology_export() -> None:
+    """Print the RabbitMQ definitions JSON of the topology (AMQP_NAMESPACE)."""
+    topology = build_topology(BrokerSettings().namespace)
+    typer.echo(json.dumps(topology.to_definitions(), indent=2))

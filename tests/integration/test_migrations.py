@@ -1,0 +1,258 @@
+"""The migration history reproduces the customer's schema and upgrades their data in place."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+from alembic import command
+from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from support.database import DatabaseFactory, alembic_config, migrate
+
+# The seed (../shared/seed/000_b7232ac8665fab9e.txt), column by column:
+# name -> (type, max length, nullable, server default).
+SEED_COLUMNS: dict[str, dict[str, tuple[str, int | None, bool, str | None]]] = {
+    "users": {
+        "user_id": ("integer", None, False, "nextval"),
+        "telegram_id": ("bigint", None, True, None),  # widened from integer by design
+        "username": ("character varying", 100, True, None),
+        "balance": ("double precision", None, True, None),
+        "created_at": ("timestamp with time zone", None, True, "now()"),
+    },
+    "presets": {
+        "id": ("integer", None, False, "nextval"),
+        "category": ("character varying", 50, True, None),
+        "name": ("character varying", 100, True, None),
+        "prompt": ("text", None, True, None),
+        "icon": ("character varying", 255, True, None),
+        "price": ("double precision", None, True, None),
+        "order_index": ("integer", None, True, None),
+        "workflow_type": ("character varying", 50, True, "'qwen_edit_2511'::character varying"),
+    },
+    "jobs": {
+        "id": ("integer", None, False, "nextval"),
+        "user_id": ("integer", None, True, None),
+        "image_path": ("character varying", 255, True, None),
+        "prompt": ("text", None, True, None),
+        "status": ("USER-DEFINED", None, True, None),
+        "result_path": ("character varying", 255, True, None),
+        "error": ("text", None, True, None),
+        "retry_count": ("integer", None, True, None),
+        "created_at": ("timestamp with time zone", None, True, "now()"),
+        "updated_at": ("timestamp with time zone", None, True, None),
+    },
+    "payment_logs": {
+        "id": ("integer", None, False, "nextval"),
+        "user_id": ("integer", None, True, None),
+        "amount": ("double precision", None, True, None),
+        "status": ("character varying", 50, True, None),
+        "payment_id": ("character varying", 100, True, None),
+        "created_at": ("timestamp with time zone", None, True, "now()"),
+    },
+    "payments": {
+        "id": ("integer", None, False, "nextval"),
+        "user_id": ("integer", None, True, None),
+        "yukassa_payment_id": ("character varying", 100, True, None),
+        "amount": ("integer", None, True, None),
+        "currency": ("character varying", 3, True, None),
+        "status": ("USER-DEFINED", None, True, None),
+        "payment_type": ("USER-DEFINED", None, True, None),
+        "payment_method": ("character varying", 50, True, None),
+        "payment_method_details": ("text", None, True, None),
+        "description": ("text", None, True, None),
+        "confirmation_url": ("character varying", 500, True, None),
+        "created_at": ("timestamp with time zone", None, True, "now()"),
+        "updated_at": ("timestamp with time zone", None, True, "now()"),
+        "paid_at": ("timestamp with time zone", None, True, None),
+    },
+}
+SEED_ENUMS = {
+    "jobstatus": ["queued", "processing", "completed", "failed"],
+    "paymentstatus": ["pending", "succeeded", "failed", "cancelled"],
+    "paymenttype": ["payment", "weekly_bonus", "refund"],
+}
+SEED_INDEXES = {  # (table, index name, columns, unique)
+    ("users", "ix_users_user_id", ("user_id",), False),
+    ("users", "ix_users_telegram_id", ("telegram_id",), True),
+    ("users", "ix_users_username", ("username",), False),
+    ("presets", "ix_presets_id", ("id",), False),
+    ("presets", "ix_presets_category", ("category",), False),
+    ("presets", "ix_presets_name", ("name",), False),
+    ("presets", "ix_presets_order_index", ("order_index",), False),
+    ("jobs", "ix_jobs_id", ("id",), False),
+    ("payment_logs", "ix_payment_logs_id", ("id",), False),
+    ("payments", "ix_payments_id", ("id",), False),
+    ("payments", "ix_payments_yukassa_payment_id", ("yukassa_payment_id",), True),
+}
+SEED_FOREIGN_KEYS = {
+    ("jobs", "user_id", "users", "user_id"),
+    ("payment_logs", "user_id", "users", "user_id"),
+    ("payments", "user_id", "users", "user_id"),
+}
+
+
+def _dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _default(default: str | None) -> str | None:
+    return "nextval" if default and default.startswith("nextval") else default
+
+
+async def _columns(connection: asyncpg.Connection, table: str) -> dict[str, tuple[Any, ...]]:
+    rows = await connection.fetch(
+        "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default "
+        "FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1",
+        table,
+    )
+    return {
+        row["column_name"]: (
+            row["data_type"],
+            row["character_maximum_length"],
+            row["is_nullable"] == "YES",
+            "nextval"
+            if (row["column_default"] or "").startswith("nextval")
+            else row["column_default"],
+        )
+        for row in rows
+    }
+
+
+async def _schema(url: str) -> dict[str, Any]:
+    engine = create_async_engine(url)
+    async with engine.connect() as connection:
+
+        def read(sync: Any) -> dict[str, Any]:
+            inspector = inspect(sync)
+            present = [table for table in SEED_COLUMNS if inspector.has_table(table)]
+            return {
+                "tables": set(inspector.get_table_names()),
+                "indexes": {
+                    (table, index["name"], tuple(index["column_names"]), index["unique"])
+                    for table in present
+                    for index in inspector.get_indexes(table)
+                },
+                "foreign_keys": {
+                    (
+                        table,
+                        fk["constrained_columns"][0],
+                        fk["referred_table"],
+                        fk["referred_columns"][0],
+                    )
+                    for table in present
+                    for fk in inspector.get_foreign_keys(table)
+                },
+                "enums": {enum["name"]: enum["labels"] for enum in inspector.get_enums()},
+                "primary_keys": {
+                    table: tuple(inspector.get_pk_constraint(table)["constrained_columns"])
+                    for table in present
+                },
+            }
+
+        schema = await connection.run_sync(read)
+    await engine.dispose()
+    return schema
+
+
+async def test_head_is_exactly_the_seed_schema(databases: DatabaseFactory) -> None:
+    url = await databases.create("seed_schema")
+    await migrate(url)
+    schema = await _schema(url)
+    assert set(SEED_COLUMNS) <= schema["tables"]
+    own = schema["tables"] - set(SEED_COLUMNS) - {"alembic_version"}
+    assert all(name.endswith(("_outbox", "_inbox")) for name in own), own
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        for table, columns in SEED_COLUMNS.items():
+            assert await _columns(connection, table) == columns, table
+    finally:
+        await connection.close()
+    assert schema["enums"] == SEED_ENUMS
+    assert schema["indexes"] == SEED_INDEXES
+    assert schema["foreign_keys"] == SEED_FOREIGN_KEYS
+    assert schema["primary_keys"] == {
+        "users": ("user_id",), "presets": ("id",), "jobs": ("id",),
+        "payment_logs": ("id",), "payments": ("id",),
+    }  # fmt: skip
+
+
+async def test_models_and_migrations_do_not_drift(database_url: str) -> None:
+    await asyncio.to_thread(command.check, alembic_config(database_url))
+
+
+async def test_downgrade_to_base_and_upgrade_again(databases: DatabaseFactory) -> None:
+    url = await databases.create("round_trip")
+    await migrate(url)
+    await migrate(url, "base", down=True)
+    assert (await _schema(url))["tables"] == {"alembic_version"}
+    assert (await _schema(url))["enums"] == {}
+    await migrate(url)
+    assert set(SEED_COLUMNS) <= (await _schema(url))["tables"]
+
+
+async def test_every_revision_steps_down_and_up(databases: DatabaseFactory) -> None:
+    url = await databases.create("stepwise")
+    for revision in ("0001", "0002", "0003", "0004", "0005"):
+        await migrate(url, revision)
+        if revision != "0001":
+            await migrate(url, "-1", down=True)
+            await migrate(url, revision)
+
+
+async def test_a_database_at_the_first_revision_keeps_its_rows(databases: DatabaseFactory) -> None:
+    url = await databases.create("legacy_rows")
+    await migrate(url, "0001")
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        await connection.execute(
+            "INSERT INTO users (telegram_id, username, balance) VALUES (123456789, 'anna', 42.0);"
+            'INSERT INTO presets (category, name, prompt, icon, price, "order") VALUES '
+            "('фото', 'Ретушь', 'retouch the portrait', 'r.png', 30.0, 3),"
+            "('стилизация', 'Аниме', 'anime style', 'a.png', 25.0, 7);"
+            "INSERT INTO jobs (user_id, image_path, prompt, status, retry_count) "
+            "VALUES (1, 'in/1.jpg', 'retouch', 'completed', 1);"
+            "INSERT INTO payments (user_id, yukassa_payment_id, amount, currency, status, "
+            "payment_type) VALUES (1, 'yk-1', 19900, 'RUB', 'cancelled', 'payment');"
+            "INSERT INTO payment_logs (user_id, amount, status, payment_id) "
+            "VALUES (1, 199.0, 'ok', 'yk-1');"
+        )
+        await migrate(url)
+        presets = await connection.fetch(
+            "SELECT name, order_index, workflow_type FROM presets ORDER BY id"
+        )
+        assert [tuple(row) for row in presets] == [
+            ("Ретушь", 3, "qwen_edit_2511"),
+            ("Аниме", 7, "qwen_edit_2511"),
+        ]
+        user = await connection.fetchrow("SELECT telegram_id, username, balance FROM users")
+        assert tuple(user) == (123456789, "anna", 42.0)
+        await connection.execute("UPDATE users SET telegram_id = $1", 2**40)  # now fits
+        job = await connection.fetchrow("SELECT user_id, status::text, retry_count FROM jobs")
+        assert tuple(job) == (1, "completed", 1)
+        payment = await connection.fetchrow("SELECT status::text, amount FROM payments")
+        assert tuple(payment) == ("cancelled", 19900)
+        assert await connection.fetchval("SELECT count(*) FROM payment_logs") == 1
+    finally:
+        await connection.close()
+
+
+async def test_downgrade_to_the_first_revision_restores_the_legacy_shape(
+    databases: DatabaseFactory,
+) -> None:
+    url = await databases.create("legacy_down")
+    await migrate(url)
+    await migrate(url, "0001", down=True)
+    schema = await _schema(url)
+    assert ("presets", "ix_presets_order", ("order",), False) in schema["indexes"]
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        presets = await _columns(connection, "presets")
+        users = await _columns(connection, "users")
+    finally:
+        await connection.close()
+    assert "workflow_type" not in presets
+    assert users["telegram_id"][0] == "integer"

@@ -1,0 +1,146 @@
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from contracts import CATALOG, Event, UnknownEventError, new_envelope, open_envelope
+from contracts.envelope import RawEnvelope
+from contracts.events import (
+    BalanceDebited,
+    JobDispatched,
+    JobRequested,
+    PaymentCreated,
+    PaymentSucceeded,
+    WeeklyBonusGranted,
+)
+from contracts.schemas import all_schemas
+from contracts.topology import SUBSCRIPTIONS, build_topology
+
+ROOT = Path(__file__).resolve().parents[2]
+
+REQUIRED_EVENTS = {
+    "JobRequested", "JobCreated", "BalanceDebited", "DebitRejected", "JobDispatched",
+    "JobQueued", "JobStarted", "JobProgress", "JobCompleted", "JobAttemptFailed", "JobFailed",
+    "JobCancelRequested", "JobCanceled", "BalanceRefunded", "TopUpRequested", "PaymentCreated",
+    "PaymentSucceeded", "PaymentFailed", "WeeklyBonusGranted",
+}  # fmt: skip
+
+
+def test_catalog_holds_every_event_of_the_design() -> None:
+    assert {event.__name__ for event in CATALOG.values()} >= REQUIRED_EVENTS
+
+
+def test_event_types_are_area_dot_event_routing_keys() -> None:
+    for event_type, version in CATALOG:
+        area, _, name = event_type.partition(".")
+        assert area, event_type
+        assert name, event_type
+        assert version == 1, event_type
+
+
+def test_envelope_round_trip_keeps_id_and_payload() -> None:
+    event = BalanceDebited(job_id=7, user_id=3, amount=30, balance=30)
+    envelope = new_envelope(event, source="billing", correlation_id="req-1")
+    decoded = RawEnvelope.model_validate_json(envelope.model_dump_json())
+    assert decoded.id == envelope.id
+    assert decoded.correlation_id == "req-1"
+    assert open_envelope(decoded, CATALOG) == event
+
+
+def test_caused_envelope_inherits_correlation_and_names_its_cause() -> None:
+    cause = new_envelope(BalanceDebited(job_id=7, user_id=3, amount=1, balance=0), source="b")
+    effect = new_envelope(
+        BalanceDebited(job_id=8, user_id=3, amount=1, balance=0), source="b", cause=cause
+    )
+    assert effect.correlation_id == cause.correlation_id
+    assert effect.causation_id == cause.id
+
+
+def test_unknown_type_or_version_is_refused() -> None:
+    envelope = new_envelope(BalanceDebited(job_id=7, user_id=3, amount=1, balance=0), source="b")
+    for change in ({"version": 2}, {"type": "balance.stolen"}):
+        with pytest.raises(UnknownEventError):
+            open_envelope(envelope.model_copy(update=change), CATALOG)
+
+
+def test_payload_must_match_the_schema() -> None:
+    envelope = new_envelope(BalanceDebited(job_id=7, user_id=3, amount=1, balance=0), source="b")
+    wrong = envelope.model_copy(update={"data": {**envelope.data, "amount": -5}})
+    with pytest.raises(ValidationError):
+        open_envelope(wrong, CATALOG)
+    with pytest.raises(ValidationError):
+        open_envelope(envelope.model_copy(update={"data": {**envelope.data, "x": 1}}), CATALOG)
+
+
+def test_job_requested_needs_a_preset_or_a_prompt() -> None:
+    common = {"request_id": uuid.uuid4(), "user_id": 1, "telegram_id": 2**40, "chat_id": 2**40}
+    with pytest.raises(ValidationError, match="preset_id or prompt"):
+        JobRequested(**common)  # type: ignore[arg-type]
+    assert JobRequested(**common, preset_id=3).preset_id == 3  # type: ignore[arg-type]
+
+
+def test_dispatch_routes_to_the_queue_of_its_workflow() -> None:
+    event = JobDispatched(job_id=1, attempt=1, workflow_type="qwen_image", prompt="a cat")
+    assert event.routing_key() == "job.dispatched.qwen_image"
+    queue = build_topology().gpu_queues["qwen_image"]
+    assert queue.routing_keys == ("job.dispatched.qwen_image",)
+
+
+def test_money_fields_refuse_nonsense() -> None:
+    with pytest.raises(ValidationError):
+        PaymentSucceeded(
+            payment_id=1, user_id=1, telegram_id=1, amount_kopecks=0, credits=10, balance=10
+        )
+    with pytest.raises(ValidationError):
+        PaymentCreated(
+            request_id=uuid.uuid4(), payment_id=1, user_id=1, chat_id=1, amount_kopecks=100,
+            credits=1, confirmation_url="not a url",  # type: ignore[arg-type]
+        )  # fmt: skip
+    with pytest.raises(ValidationError):
+        WeeklyBonusGranted.model_validate(
+            {"user_id": 1, "telegram_id": 1, "amount": 5, "balance": 5, "week": "2026-48",
+             "granted_at": "2026-11-25T10:00:00+03:00"}
+        )  # fmt: skip
+
+
+def test_every_subscription_is_an_event_of_the_catalog() -> None:
+    for handled in SUBSCRIPTIONS.values():
+        assert set(handled) <= set(CATALOG.values())
+        assert all(issubclass(event, Event) for event in handled)
+
+
+def test_committed_json_schemas_match_the_code() -> None:
+    """`imagebot contracts export docs/events` must be rerun after any contract change."""
+    committed = {
+        path.name: json.loads(path.read_text()) for path in (ROOT / "docs/events").glob("*.json")
+    }
+    assert committed == all_schemas()
+    assert len(committed) == len(CATALOG)
+
+
+def test_committed_definitions_match_the_topology() -> None:
+    """`imagebot topology export > rabbitmq/definitions.json` must be rerun after a change."""
+    committed = json.loads((ROOT / "rabbitmq/definitions.json").read_text())
+    assert committed == build_topology().to_definitions()
+
+
+def test_every_queue_dead_letters_to_its_own_dlq() -> None:
+    definitions = build_topology().to_definitions()
+    queues = {queue["name"]: queue for queue in definitions["queues"]}
+    for name, queue in queues.items():
+        if name.endswith(".dlq"):
+            continue
+        assert queue["arguments"]["x-dead-letter-routing-key"] == name
+        assert queue["arguments"]["x-queue-type"] == "quorum"
+        assert f"{name}.dlq" in queues
+        dlq_binding = {
+            "source": "imagebot.dlx",
+            "vhost": "/",
+            "destination": f"{name}.dlq",
+            "destination_type": "queue",
+            "routing_key": name,
+            "arguments": {},
+        }
+        assert dlq_binding in definitions["bindings"]
