@@ -94,14 +94,16 @@ class EventConsumer:
     def decode(body: bytes) -> tuple[RawEnvelope, Event]:
         try:
             envelope = RawEnvelope.model_validate_json(body)
-            return envelope, open_envelope(envelope, CATALOG)
         except ValidationError as exc:
-            reason = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:5]
-            )
-            raise MalformedMessageError(f"invalid event: {reason}") from exc
+            raise MalformedMessageError(f"invalid envelope: {_describe(exc)}") from exc
+        try:
+            return envelope, open_envelope(envelope, CATALOG)
         except UnknownEventError as exc:
             raise MalformedMessageError(str(exc)) from exc
+        except ValidationError as exc:
+            raise MalformedMessageError(
+                f"invalid {envelope.type} v{envelope.version} payload: {_describe(exc)}"
+            ) from exc
 
 
 class TransactionalConsumer(EventConsumer):
@@ -132,3 +134,9 @@ def _delivery_count(message: RabbitMessage) -> int:
     """1 on first delivery; quorum queues count returns in `x-delivery-count`."""
     count = message.headers.get("x-delivery-count", 0)
     return (count if isinstance(count, int) else 0) + 1
+
+
+def _describe(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}" for item in error.errors()[:5]
+    )

@@ -135,7 +135,7 @@ class OutboxRelay:
             )
             if stopping and (result.published == 0 or result.failed):
                 return
-            if result.published == self._settings.batch_size:
+            if stopping or result.published == self._settings.batch_size:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=backoff)

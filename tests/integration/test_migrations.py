@@ -180,8 +180,10 @@ async def test_head_is_exactly_the_seed_schema(databases: DatabaseFactory) -> No
     }  # fmt: skip
 
 
-async def test_models_and_migrations_do_not_drift(database_url: str) -> None:
-    await asyncio.to_thread(command.check, alembic_config(database_url))
+async def test_models_and_migrations_do_not_drift(databases: DatabaseFactory) -> None:
+    url = await databases.create("drift")
+    await migrate(url)
+    await asyncio.to_thread(command.check, alembic_config(url))
 
 
 async def test_downgrade_to_base_and_upgrade_again(databases: DatabaseFactory) -> None:
