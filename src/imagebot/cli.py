@@ -71,6 +71,28 @@ def contracts_export(
     typer.echo(f"wrote {len(all_schemas())} schemas to {directory}")
 
 
+@topology_app.command("declare")
+def topology_declare() -> None:
+    """Declare every exchange, queue and binding on the broker (AMQP_URL); idempotent."""
+    import asyncio
+
+    from messaging.broker import create_broker, declare_topology
+
+    settings = BrokerSettings()
+    topology = build_topology(settings.namespace)
+
+    async def declare() -> None:
+        broker = create_broker(settings)
+        await broker.connect()
+        try:
+            await declare_topology(broker, topology)
+        finally:
+            await broker.stop()
+
+    asyncio.run(declare())
+    typer.echo(f"declared {len(topology.queues)} queues and their DLQs in {topology.namespace!r}")
+
+
 @topology_app.command("export")
 def topology_export() -> None:
     """Print the RabbitMQ definitions JSON of the topology (AMQP_NAMESPACE)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 from faststream import AckPolicy
 from faststream.rabbit import (
     Channel,
@@ -16,6 +18,9 @@ from contracts.topology import DLQ_ARGUMENTS, QueueSpec, Topology
 from messaging.consumer import EventConsumer
 from messaging.settings import BrokerSettings
 
+if TYPE_CHECKING:
+    from faststream.rabbit.schemas.queue import QuorumQueueArgs
+
 
 def create_broker(settings: BrokerSettings, *, graceful_timeout_s: float = 30.0) -> RabbitBroker:
     """Publisher confirms on, and an unroutable mandatory publish raises instead of vanishing."""
@@ -27,7 +32,13 @@ def create_broker(settings: BrokerSettings, *, graceful_timeout_s: float = 30.0)
 
 
 def rabbit_queue(spec: QueueSpec) -> RabbitQueue:
-    return RabbitQueue(spec.name, queue_type=QueueType.QUORUM, arguments=spec.arguments)  # type: ignore[arg-type]
+    return _quorum_queue(spec.name, spec.arguments)
+
+
+def _quorum_queue(name: str, arguments: dict[str, Any]) -> RabbitQueue:
+    return RabbitQueue(
+        name, queue_type=QueueType.QUORUM, arguments=cast("QuorumQueueArgs", arguments)
+    )
 
 
 async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
@@ -42,9 +53,7 @@ async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
         queue = await broker.declare_queue(rabbit_queue(spec))
         for routing_key in spec.routing_keys:
             await queue.bind(events, routing_key=routing_key)
-        dlq = await broker.declare_queue(
-            RabbitQueue(spec.dlq, queue_type=QueueType.QUORUM, arguments=DLQ_ARGUMENTS)  # type: ignore[arg-type]
-        )
+        dlq = await broker.declare_queue(_quorum_queue(spec.dlq, DLQ_ARGUMENTS))
         await dlq.bind(dlx, routing_key=spec.name)
 
 

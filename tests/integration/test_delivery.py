@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +23,7 @@ from contracts.topology import DELIVERY_LIMIT, QueueSpec, Topology
 from jobs.models import DELIVERY
 from messaging.broker import create_broker, declare_topology, subscribe
 from messaging.consumer import EventConsumer, TransactionalConsumer
+from messaging.lifecycle import ServiceLifecycle
 from messaging.publisher import EventPublisher
 from messaging.relay import OutboxRelay
 from messaging.settings import BrokerSettings, OutboxSettings
@@ -107,8 +107,10 @@ async def test_relay_killed_mid_batch_loses_no_event(
         emitted = {uow.emit(progress(step)).id for step in range(50)}
         await uow.commit()
 
-    crash = subprocess.run(
-        [sys.executable, "-m", "support.crashing_relay"],
+    crash = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "support.crashing_relay",
         env={
             **os.environ,
             "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT / 'src'}",
@@ -117,11 +119,10 @@ async def test_relay_killed_mid_batch_loses_no_event(
             "AMQP_NAMESPACE": topology.namespace,
             "CRASH_AFTER": "25",
         },
-        capture_output=True,
-        timeout=60,
-        check=False,
+        stderr=asyncio.subprocess.PIPE,
     )
-    assert crash.returncode == -9, crash.stderr.decode()
+    _, stderr = await asyncio.wait_for(crash.communicate(), timeout=60)
+    assert crash.returncode == -9, stderr.decode()
     # The first batch of 20 was marked sent; the killed batch was not, though some went out.
     unsent = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
     assert await count(sessions, unsent) == 30
@@ -366,3 +367,42 @@ async def test_a_commit_wakes_the_relay_at_once(
 
 async def _zero(sessions: async_sessionmaker[AsyncSession], sql: str) -> bool:
     return await count(sessions, sql) == 0
+
+
+async def test_graceful_shutdown_finishes_in_flight_messages_then_flushes_the_outbox(
+    clean_tables: None,
+    topology: Topology,
+    broker: RabbitBroker,
+    amqp_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    queue = topology.service_queues["bot_gateway"]
+    relay = OutboxRelay(
+        sessions, DELIVERY, publisher_for(broker, topology), OutboxSettings(poll_interval_s=60)
+    )
+    consumer = TransactionalConsumer(
+        queue.name, lambda: UnitOfWork(sessions, DELIVERY, source="test")
+    )
+    started = asyncio.Event()
+
+    @consumer.on(JobProgress)
+    async def slow(event: JobProgress, uow: UnitOfWork) -> None:
+        started.set()
+        await asyncio.sleep(1.0)
+        uow.emit(JobCompleted(job_id=1, attempt=1, result_key="r.png", duration_ms=1, seed=1))
+
+    subscribe(broker, queue, consumer, prefetch=1)
+    lifecycle = ServiceLifecycle(broker, topology, [relay])
+    await lifecycle.on_startup()
+    await broker.start()
+    await lifecycle.after_startup()
+    await publisher_for(broker, topology).publish(progress(1))
+    await asyncio.wait_for(started.wait(), timeout=10)
+
+    await lifecycle.on_shutdown()  # while the handler is still sleeping
+    await broker.stop()
+
+    assert await count(sessions, "SELECT count(*) FROM jobs_inbox") == 1
+    assert await count(sessions, "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL") == 0
+    delivered = await drain(amqp_url, queue.name)  # acknowledged: not redelivered
+    assert [message.type for message in delivered] == ["job.completed"]
