@@ -76,20 +76,11 @@ def topology_declare() -> None:
     """Declare every exchange, queue and binding on the broker (AMQP_URL); idempotent."""
     import asyncio
 
-    from messaging.broker import create_broker, declare_topology
+    from messaging.broker import declare_topology
 
     settings = BrokerSettings()
     topology = build_topology(settings.namespace)
-
-    async def declare() -> None:
-        broker = create_broker(settings)
-        await broker.connect()
-        try:
-            await declare_topology(broker, topology)
-        finally:
-            await broker.stop()
-
-    asyncio.run(declare())
+    asyncio.run(declare_topology(settings.url.get_secret_value(), topology))
     typer.echo(f"declared {len(topology.queues)} queues and their DLQs in {topology.namespace!r}")
 
 

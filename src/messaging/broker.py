@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
+import aio_pika
 from faststream import AckPolicy
 from faststream.rabbit import (
     Channel,
-    ExchangeType,
     QueueType,
     RabbitBroker,
-    RabbitExchange,
     RabbitQueue,
 )
 
@@ -41,20 +40,27 @@ def _quorum_queue(name: str, arguments: dict[str, Any]) -> RabbitQueue:
     )
 
 
-async def declare_topology(broker: RabbitBroker, topology: Topology) -> None:
-    """Declare every exchange, queue and binding; idempotent, so each service does it at start."""
-    events = await broker.declare_exchange(
-        RabbitExchange(topology.events_exchange, type=ExchangeType.TOPIC, durable=True)
-    )
-    dlx = await broker.declare_exchange(
-        RabbitExchange(topology.dead_letter_exchange, type=ExchangeType.DIRECT, durable=True)
-    )
-    for spec in topology.queues:
-        queue = await broker.declare_queue(rabbit_queue(spec))
-        for routing_key in spec.routing_keys:
-            await queue.bind(events, routing_key=routing_key)
-        dlq = await broker.declare_queue(_quorum_queue(spec.dlq, DLQ_ARGUMENTS))
-        await dlq.bind(dlx, routing_key=spec.name)
+async def declare_topology(amqp_url: str, topology: Topology) -> None:
+    """Declare every exchange, queue and binding; idempotent, so each service does it at start.
+
+    Uses a connection of its own: FastStream caches declared queues per name, so declaring them
+    on the broker's default channel would hand subscribers that channel without their prefetch.
+    """
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        events = await channel.declare_exchange(
+            topology.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        dlx = await channel.declare_exchange(
+            topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        for spec in topology.queues:
+            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            for routing_key in spec.routing_keys:
+                await queue.bind(events, routing_key=routing_key)
+            dlq = await channel.declare_queue(spec.dlq, durable=True, arguments=DLQ_ARGUMENTS)
+            await dlq.bind(dlx, routing_key=spec.name)
 
 
 def subscribe(

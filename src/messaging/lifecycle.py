@@ -19,15 +19,20 @@ class ServiceLifecycle:
     """
 
     def __init__(
-        self, broker: RabbitBroker, topology: Topology, relays: Sequence[OutboxRelay] = ()
+        self,
+        broker: RabbitBroker,
+        amqp_url: str,
+        topology: Topology,
+        relays: Sequence[OutboxRelay] = (),
     ) -> None:
         self._broker = broker
+        self._amqp_url = amqp_url
         self._topology = topology
         self._relays = tuple(relays)
 
     async def on_startup(self) -> None:
+        await declare_topology(self._amqp_url, self._topology)
         await self._broker.connect()
-        await declare_topology(self._broker, self._topology)
 
     async def after_startup(self) -> None:
         for relay in self._relays:

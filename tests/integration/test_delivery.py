@@ -48,8 +48,8 @@ async def clean_tables(sessions: async_sessionmaker[AsyncSession]) -> None:
 async def broker(amqp_url: str, topology: Topology) -> AsyncIterator[RabbitBroker]:
     """Connected, with the test's topology declared; subscribers may be added before start."""
     broker = create_broker(BrokerSettings(url=amqp_url), graceful_timeout_s=5)  # type: ignore[arg-type]
+    await declare_topology(amqp_url, topology)
     await broker.connect()
-    await declare_topology(broker, topology)
     yield broker
     await broker.stop()
 
@@ -392,7 +392,7 @@ async def test_graceful_shutdown_finishes_in_flight_messages_then_flushes_the_ou
         uow.emit(JobCompleted(job_id=1, attempt=1, result_key="r.png", duration_ms=1, seed=1))
 
     subscribe(broker, queue, consumer, prefetch=1)
-    lifecycle = ServiceLifecycle(broker, topology, [relay])
+    lifecycle = ServiceLifecycle(broker, amqp_url, topology, [relay])
     await lifecycle.on_startup()
     await broker.start()
     await lifecycle.after_startup()
@@ -406,3 +406,30 @@ async def test_graceful_shutdown_finishes_in_flight_messages_then_flushes_the_ou
     assert await count(sessions, "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL") == 0
     delivered = await drain(amqp_url, queue.name)  # acknowledged: not redelivered
     assert [message.type for message in delivered] == ["job.completed"]
+
+
+async def test_a_consumer_runs_no_more_handlers_at_once_than_its_prefetch(
+    topology: Topology, broker: RabbitBroker
+) -> None:
+    queue = topology.service_queues["bot_gateway"]
+    consumer = EventConsumer(queue.name)
+    running, most, done = 0, 0, asyncio.Event()
+    handled: list[int] = []
+
+    @consumer.on(JobProgress)
+    async def slow(event: JobProgress, envelope: RawEnvelope) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        handled.append(event.step)
+        if len(handled) == 30:
+            done.set()
+
+    subscribe(broker, queue, consumer, prefetch=5)
+    await broker.start()
+    publisher = publisher_for(broker, topology)
+    await asyncio.gather(*(publisher.publish(progress(step)) for step in range(30)))
+    await asyncio.wait_for(done.wait(), timeout=20)
+    assert most == 5
