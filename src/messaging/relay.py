@@ -1,4 +1,7 @@
-"""The outbox relay: publishes committed events in commit order, then marks them sent.
+"""The outbox relay: publishes committed events in outbox order, then marks them sent.
+
+There is no global ordering guarantee (concurrent writers, retries); consumers enforce their
+own transitions.
 
 A crash between publishing and marking re-publishes on restart; consumers deduplicate by
 event id, so delivery is at-least-once on the wire and exactly-once in effect.
