@@ -111,5 +111,7 @@ async def topology(amqp_url: str) -> AsyncIterator[Topology]:
         for spec in topology.queues:
             for name in (spec.name, spec.dlq):
                 await channel.queue_delete(name)
+        for name in topology.rpc_queues:
+            await channel.queue_delete(name)
         for exchange in (topology.events_exchange, topology.dead_letter_exchange):
             await channel.exchange_delete(exchange)

@@ -11,6 +11,7 @@ from typing import Any
 
 from contracts import events as ev
 from contracts.envelope import Event
+from contracts.rpc import REQUESTS
 
 DEFAULT_NAMESPACE = "imagebot"
 DELIVERY_LIMIT = 5
@@ -74,12 +75,24 @@ class QueueSpec:
 
 DLQ_ARGUMENTS: dict[str, Any] = {"x-queue-type": "quorum"}
 
+RPC_REQUEST_TTL_MS = 60_000
+RPC_ARGUMENTS: dict[str, Any] = {"x-queue-type": "classic", "x-message-ttl": RPC_REQUEST_TTL_MS}
+"""Requests nobody answered in time are worthless to their callers: they expire, unlogged."""
+
 
 @dataclass(frozen=True)
 class Topology:
     namespace: str
     service_queues: dict[str, QueueSpec]
     gpu_queues: dict[str, QueueSpec]
+
+    def rpc_queue(self, method: str) -> str:
+        """The queue a request/reply method is served on (default exchange, no dead-lettering)."""
+        return f"{self.namespace}.rpc.{method}"
+
+    @property
+    def rpc_queues(self) -> tuple[str, ...]:
+        return tuple(self.rpc_queue(method) for method in REQUESTS)
 
     @property
     def events_exchange(self) -> str:
@@ -122,6 +135,7 @@ class Topology:
             bindings.append(
                 _binding_definition(self.dead_letter_exchange, queue.dlq, queue.name, vhost)
             )
+        queues.extend(_queue_definition(name, vhost, RPC_ARGUMENTS) for name in self.rpc_queues)
         return {
             "vhosts": [{"name": vhost}],
             "exchanges": exchanges,

@@ -13,7 +13,7 @@ from faststream.rabbit import (
     RabbitQueue,
 )
 
-from contracts.topology import DLQ_ARGUMENTS, QueueSpec, Topology
+from contracts.topology import DLQ_ARGUMENTS, RPC_ARGUMENTS, QueueSpec, Topology
 from messaging.consumer import EventConsumer
 from messaging.settings import BrokerSettings
 
@@ -61,6 +61,8 @@ async def declare_topology(amqp_url: str, topology: Topology) -> None:
                 await queue.bind(events, routing_key=routing_key)
             dlq = await channel.declare_queue(spec.dlq, durable=True, arguments=DLQ_ARGUMENTS)
             await dlq.bind(dlx, routing_key=spec.name)
+        for name in topology.rpc_queues:
+            await channel.declare_queue(name, durable=True, arguments=RPC_ARGUMENTS)
 
 
 def subscribe(

@@ -4,6 +4,9 @@
   rejected without requeue, so the queue dead-letters it at once, with a log line naming why;
 - a handler that raises: the message is rejected with requeue after a backoff, which counts
   towards the queue's delivery limit; past it the queue dead-letters the message;
+- a handler that hits trouble which is no fault of the message (lost database or broker
+  connection, deadlock, serialization failure): retried in process, with backoff, for up to
+  `transient_retry_s`, so an outage does not burn a healthy message's delivery limit;
 - success: acknowledged only after the handler (and its transaction) finished.
 """
 
@@ -16,6 +19,7 @@ from typing import Any, TypeVar
 
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from contracts.envelope import Event, RawEnvelope, UnknownEventError, open_envelope
 from contracts.events import CATALOG
@@ -36,12 +40,18 @@ class EventConsumer:
     """Routes the events of one queue to handlers taking `(event, envelope)`."""
 
     def __init__(
-        self, queue: str, *, retry_backoff_s: float = 0.5, retry_backoff_max_s: float = 10.0
+        self,
+        queue: str,
+        *,
+        retry_backoff_s: float = 0.5,
+        retry_backoff_max_s: float = 10.0,
+        transient_retry_s: float = 300.0,
     ) -> None:
         self.queue = queue
         self._handlers: dict[type[Event], Callable[[Any, RawEnvelope], Awaitable[None]]] = {}
         self._backoff_s = retry_backoff_s
         self._backoff_max_s = retry_backoff_max_s
+        self._transient_retry_s = transient_retry_s
 
     @property
     def handled(self) -> tuple[type[Event], ...]:
@@ -73,7 +83,7 @@ class EventConsumer:
             await message.reject(requeue=False)
             return
         try:
-            await handler(event, envelope)
+            await self._handle(handler, event, envelope)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -89,6 +99,27 @@ class EventConsumer:
             await message.reject(requeue=True)
             return
         await message.ack()
+
+    async def _handle(self, handler: EnvelopeHandler, event: Event, envelope: RawEnvelope) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._transient_retry_s
+        delay = max(self._backoff_s, 0.05)
+        while True:
+            try:
+                await handler(event, envelope)
+                return
+            except Exception as exc:
+                if not is_transient(exc) or loop.time() + delay > deadline:
+                    raise
+                log.warning(
+                    "handling %s %s hit %r; retrying in %.1fs",
+                    envelope.type,
+                    envelope.id,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max(self._backoff_max_s, delay))
 
     @staticmethod
     def decode(body: bytes) -> tuple[RawEnvelope, Event]:
@@ -128,6 +159,18 @@ class TransactionalConsumer(EventConsumer):
                 await uow.commit()
 
         return in_unit_of_work
+
+
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
+"""Serialization failure, deadlock, admin/crash shutdown, cannot connect now, too many clients."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Trouble that is no fault of the message: another try, a moment later, may succeed."""
+    if isinstance(error, DBAPIError):
+        sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        return error.connection_invalidated or sqlstate in TRANSIENT_SQLSTATES
+    return isinstance(error, (ConnectionError, TimeoutError, OSError))
 
 
 def _delivery_count(message: RabbitMessage) -> int:

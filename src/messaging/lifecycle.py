@@ -1,8 +1,12 @@
-"""A service's life on the broker: declare the topology, run its relay, drain on shutdown."""
+"""A service's life on the broker: declare the topology, run its loops, drain on shutdown."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from faststream.rabbit import RabbitBroker
 
@@ -10,12 +14,45 @@ from contracts.topology import Topology
 from messaging.broker import declare_topology
 from messaging.relay import OutboxRelay
 
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """Runs `job` every `interval_s` until stopped; a failing run is logged, never fatal."""
+
+    def __init__(self, name: str, interval_s: float, job: Callable[[], Awaitable[Any]]) -> None:
+        self.name = name
+        self._interval_s = interval_s
+        self._job = job
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def stop(self) -> None:
+        """Let a run in progress finish, then stop."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._job()
+            except Exception:
+                log.exception("periodic %s failed; next run in %.1fs", self.name, self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval_s)
+
 
 class ServiceLifecycle:
     """Hooks for FastStream's `on_startup`, `after_startup` and `on_shutdown`.
 
-    Shutdown order matters: stop taking messages and let in-flight ones finish (their
-    transactions commit outbox rows), then flush the outbox, and only then close the broker.
+    Shutdown order matters: cancel the consumers first, so the broker sends nothing more while
+    in-flight messages finish (a message dropped during the drain would come back with one more
+    delivery counted); stop the periodic loops; flush the outbox; only then close the broker.
     """
 
     def __init__(
@@ -24,11 +61,13 @@ class ServiceLifecycle:
         amqp_url: str,
         topology: Topology,
         relays: Sequence[OutboxRelay] = (),
+        periodic: Sequence[Periodic] = (),
     ) -> None:
         self._broker = broker
         self._amqp_url = amqp_url
         self._topology = topology
         self._relays = tuple(relays)
+        self._periodic = tuple(periodic)
 
     async def on_startup(self) -> None:
         await declare_topology(self._amqp_url, self._topology)
@@ -37,9 +76,30 @@ class ServiceLifecycle:
     async def after_startup(self) -> None:
         for relay in self._relays:
             relay.start()
+        for loop in self._periodic:
+            loop.start()
 
     async def on_shutdown(self) -> None:
         for subscriber in self._broker.subscribers:
+            await _cancel_consumer(subscriber)
+        for subscriber in self._broker.subscribers:
             await subscriber.stop()
+        for loop in self._periodic:
+            await loop.stop()
         for relay in self._relays:
             await relay.stop()
+
+
+async def _cancel_consumer(subscriber: Any) -> None:
+    """basic.cancel while the subscriber still runs, so deliveries already here get handled.
+
+    FastStream's `stop()` first marks the subscriber stopped and cancels only after the drain;
+    anything delivered in between is dropped unacknowledged. Its queue and consumer tag are
+    not public, hence the getattr.
+    """
+    queue = getattr(subscriber, "_queue_obj", None)
+    tag = getattr(subscriber, "_consumer_tag", None)
+    if queue is None or tag is None or queue.channel.is_closed:
+        return
+    await queue.cancel(tag)
+    subscriber._consumer_tag = None

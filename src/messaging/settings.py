@@ -39,6 +39,10 @@ class BrokerSettings(BaseSettings):
     retry_backoff_s: float = Field(default=0.5, ge=0)
     """Pause before a failed message returns to its queue, doubling with each delivery."""
     retry_backoff_max_s: float = Field(default=10.0, ge=0)
+    transient_retry_s: float = Field(default=300.0, ge=0)
+    """How long a handler is retried in process through a database or broker outage."""
+    rpc_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """How long a request/reply caller waits before giving up."""
 
 
 class OutboxSettings(BaseSettings):
@@ -49,3 +53,15 @@ class OutboxSettings(BaseSettings):
     batch_size: int = Field(default=100, ge=1, le=10_000)
     poll_interval_s: float = Field(default=0.5, gt=0)
     retention_days: int = Field(default=7, ge=1)
+
+
+class ServiceSettings(BaseSettings):
+    """The process around a service: its HTTP port (health, webhooks), logging, shutdown."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVICE_", env_file=".env", extra="ignore")
+
+    http_host: str = "0.0.0.0"  # a container serves its port on every interface
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    graceful_timeout_s: float = Field(default=20.0, gt=0)
+    """Time in-flight messages get to finish on shutdown; below compose's stop_grace_period."""

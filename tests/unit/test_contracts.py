@@ -15,6 +15,7 @@ from contracts.events import (
     PaymentSucceeded,
     WeeklyBonusGranted,
 )
+from contracts.rpc import REQUESTS
 from contracts.schemas import all_schemas
 from contracts.topology import SUBSCRIPTIONS, build_topology
 
@@ -130,7 +131,7 @@ def test_every_queue_dead_letters_to_its_own_dlq() -> None:
     definitions = build_topology().to_definitions()
     queues = {queue["name"]: queue for queue in definitions["queues"]}
     for name, queue in queues.items():
-        if name.endswith(".dlq"):
+        if name.endswith(".dlq") or ".rpc." in name:
             continue
         assert queue["arguments"]["x-dead-letter-routing-key"] == name
         assert queue["arguments"]["x-queue-type"] == "quorum"
@@ -144,3 +145,12 @@ def test_every_queue_dead_letters_to_its_own_dlq() -> None:
             "arguments": {},
         }
         assert dlq_binding in definitions["bindings"]
+
+
+def test_request_reply_queues_expire_unanswered_requests_instead_of_dead_lettering() -> None:
+    definitions = build_topology().to_definitions()
+    rpc = {q["name"]: q for q in definitions["queues"] if ".rpc." in q["name"]}
+    assert set(rpc) == {f"imagebot.rpc.{method}" for method in REQUESTS}
+    for queue in rpc.values():
+        assert queue["arguments"]["x-message-ttl"] > 0
+        assert "x-dead-letter-exchange" not in queue["arguments"]

@@ -1,0 +1,157 @@
+"""What every service with a database is made of, assembled once for its composition root.
+
+A service's `create_app` builds a `ServiceRuntime`, registers its event handlers on
+`runtime.consumer`, its request/reply methods with `runtime.serve`, its loops with
+`runtime.every`, and returns `runtime.app(routes)`: an ASGI app serving `/healthz` (and any
+routes it adds, such as webhooks) next to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import uvicorn
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi.types import ASGIApp, Scope
+from faststream.rabbit import RabbitBroker
+from pydantic import BaseModel
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from contracts.topology import Topology, build_topology
+from messaging.broker import create_broker, subscribe
+from messaging.consumer import TransactionalConsumer
+from messaging.database import create_engine, create_session_factory
+from messaging.lifecycle import Periodic, ServiceLifecycle
+from messaging.publisher import EventPublisher
+from messaging.relay import OutboxRelay
+from messaging.rpc import RequestT, serve
+from messaging.settings import (
+    BrokerSettings,
+    DatabaseSettings,
+    OutboxSettings,
+    ServiceSettings,
+)
+from messaging.tables import DeliveryTables
+from messaging.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class ServiceRuntime:
+    """Broker, database, outbox relay and consumer of one service, and their lifecycle."""
+
+    def __init__(
+        self,
+        name: str,
+        tables: DeliveryTables,
+        *,
+        database: DatabaseSettings,
+        broker: BrokerSettings,
+        outbox: OutboxSettings,
+        service: ServiceSettings,
+    ) -> None:
+        self.name = name
+        self.settings = service
+        self.broker_settings = broker
+        self.topology: Topology = build_topology(broker.namespace)
+        self.broker: RabbitBroker = create_broker(
+            broker, graceful_timeout_s=service.graceful_timeout_s
+        )
+        self.engine: AsyncEngine = create_engine(database)
+        self.sessions: async_sessionmaker[AsyncSession] = create_session_factory(self.engine)
+        self.tables = tables
+        self.publisher = EventPublisher(
+            self.broker,
+            self.topology.events_exchange,
+            source=name,
+            timeout_s=broker.publish_timeout_s,
+        )
+        self.relay = OutboxRelay(self.sessions, tables, self.publisher, outbox)
+        self.consumer = TransactionalConsumer(
+            self.topology.service_queues[name].name,
+            self.unit_of_work,
+            retry_backoff_s=broker.retry_backoff_s,
+            retry_backoff_max_s=broker.retry_backoff_max_s,
+            transient_retry_s=broker.transient_retry_s,
+        )
+        self._periodic: list[Periodic] = []
+
+    def unit_of_work(self) -> UnitOfWork:
+        """A fresh unit of work whose commits wake the relay."""
+        return UnitOfWork(self.sessions, self.tables, source=self.name, on_commit=self.relay.notify)
+
+    def serve(
+        self,
+        request_type: type[RequestT],
+        handler: Callable[[RequestT], Awaitable[BaseModel]],
+        *,
+        prefetch: int = 10,
+    ) -> None:
+        """Answer a request/reply method (see `messaging.rpc`)."""
+        serve(self.broker, self.topology, request_type, handler, prefetch=prefetch)
+
+    def every(self, interval_s: float, name: str, job: Callable[[], Awaitable[Any]]) -> None:
+        """Run `job` every `interval_s` while the service runs (every replica runs it)."""
+        self._periodic.append(Periodic(f"{self.name}.{name}", interval_s, job))
+
+    def app(self, routes: Sequence[tuple[str, ASGIApp]] = ()) -> AsgiFastStream:
+        """The service as an ASGI app: broker subscribers, loops, `/healthz` and `routes`."""
+        if self.consumer.handled:
+            subscribe(
+                self.broker,
+                self.topology.service_queues[self.name],
+                self.consumer,
+                self.broker_settings.prefetch,
+            )
+        lifecycle = ServiceLifecycle(
+            self.broker,
+            self.broker_settings.url.get_secret_value(),
+            self.topology,
+            relays=[self.relay],
+            periodic=self._periodic,
+        )
+        return AsgiFastStream(
+            self.broker,
+            asgi_routes=[("/healthz", self._health()), *routes],
+            on_startup=[lifecycle.on_startup],
+            after_startup=[lifecycle.after_startup],
+            on_shutdown=[lifecycle.on_shutdown],
+            after_shutdown=[self.engine.dispose],
+        )
+
+    def _health(self) -> ASGIApp:
+        broker, engine = self.broker, self.engine
+
+        @get(include_in_schema=False)
+        async def healthz(scope: Scope) -> AsgiResponse:
+            try:
+                async with asyncio.timeout(3.0), engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+            except Exception as exc:
+                log.warning("health: database unreachable: %r", exc)
+                return AsgiResponse(b"database unreachable", 503)
+            if not await broker.ping(3.0):
+                return AsgiResponse(b"broker unreachable", 503)
+            return AsgiResponse(b"ok", 200)
+
+        return healthz
+
+
+def run(app: ASGIApp, settings: ServiceSettings | None = None) -> None:
+    """Serve `app` until SIGINT/SIGTERM; uvicorn runs the lifespan (startup, drain, shutdown)."""
+    settings = settings or ServiceSettings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s) + 5,
+        access_log=False,
+    )
