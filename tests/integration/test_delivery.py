@@ -24,11 +24,11 @@ from jobs.models import DELIVERY
 from messaging.broker import create_broker, declare_topology, subscribe
 from messaging.consumer import EventConsumer, TransactionalConsumer
 from messaging.lifecycle import ServiceLifecycle
-from messaging.publisher import EventPublisher
 from messaging.relay import OutboxRelay
 from messaging.settings import BrokerSettings, OutboxSettings
 from messaging.unit_of_work import UnitOfWork
 from support.database import ROOT
+from support.messaging import count, drain, eventually, publisher_for, scalar
 
 Settle = Callable[[], Awaitable[None]]
 
@@ -57,45 +57,6 @@ async def broker(amqp_url: str, topology: Topology) -> AsyncIterator[RabbitBroke
 @pytest.fixture
 def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> Callable[[], UnitOfWork]:
     return lambda: UnitOfWork(sessions, DELIVERY, source="test")
-
-
-def publisher_for(broker: RabbitBroker, topology: Topology) -> EventPublisher:
-    return EventPublisher(broker, topology.events_exchange, source="test", timeout_s=10)
-
-
-async def drain(amqp_url: str, queue: str, *, idle_s: float = 1.0) -> list[AbstractIncomingMessage]:
-    """Take every message from `queue` until it stays empty for `idle_s`."""
-    taken: list[AbstractIncomingMessage] = []
-    connection = await aio_pika.connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        source = await channel.get_queue(queue, ensure=False)
-        idle_since = asyncio.get_running_loop().time()
-        while asyncio.get_running_loop().time() - idle_since < idle_s:
-            message = await source.get(no_ack=True, fail=False)
-            if message is None:
-                await asyncio.sleep(0.05)
-            else:
-                taken.append(message)
-                idle_since = asyncio.get_running_loop().time()
-    return taken
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-async def scalar(sessions: async_sessionmaker[AsyncSession], sql: str) -> Any:
-    async with sessions() as session:
-        return (await session.execute(text(sql))).scalar_one()
-
-
-async def count(sessions: async_sessionmaker[AsyncSession], sql: str) -> int:
-    return int(await scalar(sessions, sql))
 
 
 async def test_relay_killed_mid_batch_loses_no_event(
