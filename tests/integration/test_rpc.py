@@ -1,0 +1,107 @@
+"""Request/reply on the real broker: answers, refusals, bad requests, silence."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+from faststream.rabbit import RabbitBroker
+
+from contracts.rpc import Account, EnsureAccount, PresetCatalog
+from contracts.topology import Topology
+from messaging.broker import create_broker, declare_topology
+from messaging.rpc import RpcClient, RpcRefusedError, serve
+from messaging.settings import BrokerSettings
+
+
+async def open_account(request: EnsureAccount) -> Account:
+    if request.telegram_id == 13:
+        raise RpcRefusedError("banned", "unlucky number")
+    if request.telegram_id == 666:
+        raise RuntimeError("the handler broke")
+    return Account(
+        user_id=7,
+        telegram_id=request.telegram_id,
+        username=request.username,
+        balance=60,
+        created=True,
+    )
+
+
+@pytest.fixture
+async def server(amqp_url: str, topology: Topology) -> AsyncIterator[RabbitBroker]:
+    broker = create_broker(BrokerSettings(url=amqp_url), graceful_timeout_s=5)  # type: ignore[arg-type]
+    await declare_topology(amqp_url, topology)
+    serve(broker, topology, EnsureAccount, open_account)
+    await broker.start()
+    yield broker
+    await broker.stop()
+
+
+@pytest.fixture
+async def client(amqp_url: str, topology: Topology) -> AsyncIterator[RpcClient]:
+    broker = create_broker(BrokerSettings(url=amqp_url))  # type: ignore[arg-type]
+    await broker.start()
+    yield RpcClient(broker, topology, timeout_s=2)
+    await broker.stop()
+
+
+async def test_a_call_returns_the_servers_result(server: RabbitBroker, client: RpcClient) -> None:
+    account = await client.call(EnsureAccount(telegram_id=2**40, username="ann"), Account)
+    assert account == Account(
+        user_id=7, telegram_id=2**40, username="ann", balance=60, created=True
+    )
+
+
+async def test_a_refusal_reaches_the_caller_with_its_code(
+    server: RabbitBroker, client: RpcClient
+) -> None:
+    with pytest.raises(RpcRefusedError) as refused:
+        await client.call(EnsureAccount(telegram_id=13), Account)
+    assert (refused.value.code, refused.value.detail) == ("banned", "unlucky number")
+
+
+async def test_a_broken_handler_answers_internal_error_instead_of_silence(
+    server: RabbitBroker, client: RpcClient
+) -> None:
+    with pytest.raises(RpcRefusedError) as refused:
+        await client.call(EnsureAccount(telegram_id=666), Account)
+    assert refused.value.code == "internal_error"
+    # and the server goes on answering
+    assert (await client.call(EnsureAccount(telegram_id=1), Account)).telegram_id == 1
+
+
+async def test_a_malformed_request_is_answered_invalid_request(
+    server: RabbitBroker, amqp_url: str, topology: Topology
+) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        replies = await channel.declare_queue(exclusive=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(b'{"telegram_id": -5}', reply_to=replies.name),
+            routing_key=topology.rpc_queue(EnsureAccount.method),
+        )
+        reply = await _first(replies)
+    assert b'"code":"invalid_request"' in reply.body
+
+
+async def _first(queue: aio_pika.abc.AbstractQueue) -> aio_pika.abc.AbstractIncomingMessage:
+    async with queue.iterator(timeout=5) as messages:
+        async for message in messages:
+            return message
+    raise AssertionError("no reply")
+
+
+async def test_a_call_nobody_answers_times_out(
+    client: RpcClient, amqp_url: str, topology: Topology
+) -> None:
+    await declare_topology(amqp_url, topology)  # the queue exists, no server consumes it
+    with pytest.raises(TimeoutError):
+        await client.call(EnsureAccount(telegram_id=1), Account)
+
+
+async def test_asking_for_the_wrong_result_type_is_a_programming_error(client: RpcClient) -> None:
+    with pytest.raises(TypeError):
+        await client.call(EnsureAccount(telegram_id=1), PresetCatalog)

@@ -1,0 +1,154 @@
+"""A service's runtime on the real broker and database: serving, health, loops, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import uvicorn
+from faststream.rabbit import RabbitBroker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.envelope import RawEnvelope
+from contracts.events import JobCompleted, JobProgress, JobStarted
+from contracts.topology import Topology
+from jobs.models import DELIVERY
+from messaging.broker import create_broker, declare_topology, subscribe
+from messaging.consumer import EventConsumer
+from messaging.lifecycle import ServiceLifecycle
+from messaging.runtime import ServiceRuntime
+from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from messaging.unit_of_work import UnitOfWork
+from support.messaging import count, drain, eventually, publisher_for
+
+
+@pytest.fixture
+async def broker(amqp_url: str, topology: Topology) -> AsyncIterator[RabbitBroker]:
+    broker = create_broker(BrokerSettings(url=amqp_url), graceful_timeout_s=5)  # type: ignore[arg-type]
+    await declare_topology(amqp_url, topology)
+    await broker.connect()
+    yield broker
+    await broker.stop()
+
+
+async def test_shutdown_hands_back_undelivered_messages_without_counting_a_delivery(
+    topology: Topology, broker: RabbitBroker, amqp_url: str
+) -> None:
+    """The consumer is cancelled before the drain, so nothing arrives only to be dropped."""
+    queue = topology.service_queues["bot_gateway"]
+    consumer = EventConsumer(queue.name)
+    handled: list[int] = []
+
+    @consumer.on(JobProgress)
+    async def slow(event: JobProgress, envelope: RawEnvelope) -> None:
+        await asyncio.sleep(0.3)
+        handled.append(event.step)
+
+    subscribe(broker, queue, consumer, prefetch=2)
+    lifecycle = ServiceLifecycle(broker, amqp_url, topology)
+    await lifecycle.on_startup()
+    await broker.start()
+    publisher = publisher_for(broker, topology)
+    for step in range(20):
+        await publisher.publish(JobProgress(job_id=1, attempt=1, step=step, total_steps=20))
+    await eventually(lambda: _at_least(handled, 1), timeout_s=10)
+
+    await lifecycle.on_shutdown()
+    await broker.stop()
+
+    remaining = await drain(amqp_url, queue.name)
+    assert 1 <= len(handled) < 20
+    assert sorted(handled + [_step(message.body) for message in remaining]) == list(range(20))
+    assert [message.headers.get("x-delivery-count", 0) for message in remaining] == [0] * len(
+        remaining
+    )
+
+
+async def _at_least(items: list[int], n: int) -> bool:
+    return len(items) >= n
+
+
+def _step(body: bytes) -> int:
+    return int(RawEnvelope.model_validate_json(body).data["step"])
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_a_runtime_serves_health_handles_events_runs_loops_and_stops_cleanly(
+    topology: Topology,
+    database_url: str,
+    amqp_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session, session.begin():
+        await session.execute(text("TRUNCATE jobs_outbox, jobs_inbox"))
+    port = _free_port()
+    runtime = ServiceRuntime(
+        "jobs",
+        DELIVERY,
+        database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
+        broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
+        outbox=OutboxSettings(poll_interval_s=30),
+        service=ServiceSettings(http_port=port, graceful_timeout_s=5),
+    )
+    ticks: list[float] = []
+
+    @runtime.consumer.on(JobStarted)
+    async def finish(event: JobStarted, uow: UnitOfWork) -> None:
+        uow.emit(
+            JobCompleted(
+                job_id=event.job_id, attempt=event.attempt, result_key="r", duration_ms=1, seed=1
+            )
+        )
+
+    async def tick() -> None:
+        ticks.append(asyncio.get_running_loop().time())
+
+    runtime.every(0.05, "tick", tick)
+    server = uvicorn.Server(
+        uvicorn.Config(runtime.app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: _healthy(port), timeout_s=20)
+        sender = create_broker(BrokerSettings(url=amqp_url))  # type: ignore[arg-type]
+        await sender.connect()
+        await publisher_for(sender, topology).publish(
+            JobStarted(job_id=5, attempt=1, runner_id="r1", total_steps=2)
+        )
+        await sender.stop()
+        gateway = topology.service_queues["bot_gateway"].name
+        seen = []
+        for _ in range(50):
+            seen += [m.type for m in await drain(amqp_url, gateway, idle_s=0.2)]
+            if "job.completed" in seen:
+                break
+        assert "job.completed" in seen  # emitted in the handler's transaction, relayed on commit
+        assert len(ticks) >= 2
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+    ticks_at_stop = len(ticks)
+    await asyncio.sleep(0.2)
+    assert len(ticks) == ticks_at_stop  # the loop stopped with the service
+    assert await count(sessions, "SELECT count(*) FROM jobs_inbox") == 1
+    assert await count(sessions, "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL") == 0
+
+
+async def _healthy(port: int) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/healthz") as response,
+        ):
+            return response.status == 200 and await response.text() == "ok"
+    except aiohttp.ClientError:
+        return False
