@@ -1,11 +1,31 @@
-"""Tables jobs owns: the customer's `presets` and `jobs`, and its delivery tables."""
+"""Tables jobs owns: the customer's `presets` and `jobs`, `job_transitions`, and its delivery tables.
+
+The seed's columns stay exactly as they were; everything the lifecycle needs is added beside
+them (nullable or defaulted), so the customer's own tools keep reading both tables.
+"""
 
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime
 
-from sqlalchemy import DateTime, Enum, Float, ForeignKey, Integer, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    func,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from contracts.events import DEFAULT_WORKFLOW
@@ -18,6 +38,8 @@ class Base(DeclarativeBase):
 
 
 class JobStatus(enum.Enum):
+    """The seed's coarse status, kept in step with `Job.stage` for the customer's tools."""
+
     queued = "queued"
     processing = "processing"
     completed = "completed"
@@ -37,6 +59,8 @@ class Preset(Base):
     workflow_type: Mapped[str | None] = mapped_column(
         String(50), default=DEFAULT_WORKFLOW, server_default=DEFAULT_WORKFLOW
     )
+    # --- added by jobs (0007)
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
 
 
 class Job(Base):
@@ -56,6 +80,71 @@ class Job(Base):
     )
     updated_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), onupdate=func.now()
+    )
+    # --- added by jobs (0007); NULL on rows older than the lifecycle
+    request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True)
+    stage: Mapped[str | None] = mapped_column(String(20))
+    """The detailed lifecycle state (`jobs.domain.Stage`); `status` is derived from it."""
+    preset_id: Mapped[int | None] = mapped_column(Integer)
+    price: Mapped[int | None] = mapped_column(Integer)
+    workflow_type: Mapped[str | None] = mapped_column(String(50))
+    telegram_id: Mapped[int | None] = mapped_column(BigInteger)
+    chat_id: Mapped[int | None] = mapped_column(BigInteger)
+    language: Mapped[str | None] = mapped_column(String(10))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    debited_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """When a dispatched or processing attempt is given up on (timeout sweeper)."""
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_jobs_user_id_stage", "user_id", "stage"),
+        Index(
+            "ix_jobs_ready",
+            "next_attempt_at",
+            postgresql_where=text("stage = 'waiting'"),
+        ),
+        Index(
+            "ix_jobs_deadline",
+            "deadline_at",
+            postgresql_where=text("stage IN ('dispatched', 'processing')"),
+        ),
+        Index(
+            "ix_jobs_line",
+            "workflow_type",
+            "dispatched_at",
+            postgresql_where=text("stage = 'dispatched'"),
+        ),
+        Index(
+            "ix_jobs_recent_durations",
+            "workflow_type",
+            "finished_at",
+            postgresql_where=text("duration_ms IS NOT NULL"),
+        ),
+    )
+
+
+class JobTransition(Base):
+    """Every stage change of every job, with the event that caused it."""
+
+    __tablename__ = "job_transitions"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    job_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    from_stage: Mapped[str | None] = mapped_column(String(20))
+    to_stage: Mapped[str] = mapped_column(String(20), nullable=False)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False)
+    reason: Mapped[str | None] = mapped_column(String(100))
+    event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    """The incoming event that caused it; NULL for the dispatcher's and sweeper's own moves."""
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 
 
