@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import RawEnvelope
@@ -26,6 +26,7 @@ from messaging.tables import DeliveryTables
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 30.0
+MAX_ROW_BACKOFF_S = 300.0
 PURGE_EVERY_S = 3600.0
 
 
@@ -67,13 +68,19 @@ class OutboxRelay:
             await self._task
 
     async def publish_pending(self) -> RelayPass:
-        """Publish one batch of unsent events and mark the confirmed ones sent."""
+        """Publish one batch of due, unsent events and mark the confirmed ones sent."""
         outbox = self._outbox
         async with self._sessions() as session, session.begin():
             rows = (
                 await session.execute(
-                    select(outbox.c.id, outbox.c.routing_key, outbox.c.envelope)
-                    .where(outbox.c.published_at.is_(None))
+                    select(outbox.c.id, outbox.c.routing_key, outbox.c.envelope, outbox.c.attempts)
+                    .where(
+                        outbox.c.published_at.is_(None),
+                        or_(
+                            outbox.c.next_attempt_at.is_(None),
+                            outbox.c.next_attempt_at <= func.now(),
+                        ),
+                    )
                     .order_by(outbox.c.seq)
                     .limit(self._settings.batch_size)
                     .with_for_update(skip_locked=True)
@@ -82,12 +89,7 @@ class OutboxRelay:
             if not rows:
                 return RelayPass(published=0, failed=0)
             results = await asyncio.gather(
-                *(
-                    self._publisher.publish_envelope(
-                        RawEnvelope.model_validate(row.envelope), row.routing_key
-                    )
-                    for row in rows
-                ),
+                *(self._publish_row(row.envelope, row.routing_key) for row in rows),
                 return_exceptions=True,
             )
             sent = [row.id for row, result in zip(rows, results, strict=True) if result is None]
@@ -97,18 +99,44 @@ class OutboxRelay:
                 )
             for row, result in zip(rows, results, strict=True):
                 if isinstance(result, BaseException):
-                    log.error(
-                        "outbox: publishing event %s to %r failed: %r",
-                        row.id,
-                        row.routing_key,
-                        result,
-                    )
-                    await session.execute(
-                        update(outbox)
-                        .where(outbox.c.id == row.id)
-                        .values(attempts=outbox.c.attempts + 1, last_error=repr(result)[:2000])
-                    )
+                    await self._back_off(session, row.id, row.routing_key, row.attempts, result)
             return RelayPass(published=len(sent), failed=len(rows) - len(sent))
+
+    async def _publish_row(self, envelope: dict[str, object], routing_key: str) -> None:
+        await self._publisher.publish_envelope(RawEnvelope.model_validate(envelope), routing_key)
+
+    async def _back_off(
+        self,
+        session: AsyncSession,
+        row_id: object,
+        routing_key: str,
+        attempts: int,
+        error: BaseException,
+    ) -> None:
+        """A failing row waits its own, growing turn; the rows behind it go on meanwhile.
+
+        It is never dropped: past `MAX_ROW_BACKOFF_S` it is retried at that interval until
+        it goes out (or an operator deals with it), and every failure is logged.
+        """
+        delay = min(self._settings.poll_interval_s * 2**attempts, MAX_ROW_BACKOFF_S)
+        log.error(
+            "outbox: publishing event %s to %r failed (attempt %d, next in %.0fs): %r",
+            row_id,
+            routing_key,
+            attempts + 1,
+            delay,
+            error,
+        )
+        outbox = self._outbox
+        await session.execute(
+            update(outbox)
+            .where(outbox.c.id == row_id)
+            .values(
+                attempts=outbox.c.attempts + 1,
+                last_error=repr(error)[:2000],
+                next_attempt_at=func.now() + timedelta(seconds=delay),
+            )
+        )
 
     async def purge_old(self) -> None:
         """Forget published events and inbox marks past the retention period."""

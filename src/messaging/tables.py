@@ -42,6 +42,7 @@ def delivery_tables(owner: str, metadata: MetaData) -> DeliveryTables:
         Column("published_at", DateTime(timezone=True)),
         Column("attempts", Integer, nullable=False, server_default="0"),
         Column("last_error", Text),
+        Column("next_attempt_at", DateTime(timezone=True)),  # set while a failing row backs off
         Index(
             f"ix_{owner}_outbox_pending",
             "seq",

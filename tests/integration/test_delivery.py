@@ -280,6 +280,48 @@ async def test_an_unroutable_publish_raises_and_the_event_stays_in_the_outbox(
     assert "NO_ROUTE" in str(await scalar(sessions, "SELECT last_error FROM jobs_outbox LIMIT 1"))
 
 
+async def test_a_failing_row_backs_off_alone_and_a_corrupt_row_does_not_stop_the_rest(
+    clean_tables: None,
+    topology: Topology,
+    broker: RabbitBroker,
+    amqp_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    unit_of_work: Callable[[], UnitOfWork],
+) -> None:
+    async with unit_of_work() as uow:
+        for step in range(3):
+            uow.emit(progress(step))
+        await uow.commit()
+    async with sessions() as session, session.begin():
+        first, second = (
+            await session.execute(text("SELECT id FROM jobs_outbox ORDER BY seq LIMIT 2"))
+        ).scalars()
+        await session.execute(
+            text("UPDATE jobs_outbox SET routing_key = 'nobody.listens' WHERE id = :id"),
+            {"id": first},
+        )
+        await session.execute(
+            text('UPDATE jobs_outbox SET envelope = \'{"not": "an envelope"}\' WHERE id = :id'),
+            {"id": second},
+        )
+    relay = OutboxRelay(
+        sessions, DELIVERY, publisher_for(broker, topology), OutboxSettings(poll_interval_s=60)
+    )
+
+    first_pass = await relay.publish_pending()
+    second_pass = await relay.publish_pending()  # the failed rows are not due yet
+
+    assert (first_pass.published, first_pass.failed) == (1, 2)
+    assert (second_pass.published, second_pass.failed) == (0, 0)
+    waiting = (
+        "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL AND attempts = 1"
+        " AND next_attempt_at > now() + interval '30 seconds'"
+    )
+    assert await count(sessions, waiting) == 2
+    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
+    assert [RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered] == [2]
+
+
 async def test_stopping_the_relay_flushes_what_was_committed(
     clean_tables: None,
     topology: Topology,
