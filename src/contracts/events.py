@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import AwareDatetime, Field, HttpUrl, model_validator
 
@@ -17,9 +17,10 @@ from contracts.envelope import Event
 PROMPT_MAX_LENGTH = 4000
 """Hard cap on a prompt in any event; services configure their own, lower limits."""
 
-DEFAULT_WORKFLOW = "qwen_edit_2511"
-WORKFLOW_TYPES: tuple[str, ...] = ("qwen_edit_2511", "qwen_image", "pillow_filter")
+WorkflowType = Literal["qwen_edit_2511", "qwen_image", "pillow_filter"]
 """Every workflow a runner may serve; each has its own GPU work queue."""
+WORKFLOW_TYPES: tuple[str, ...] = get_args(WorkflowType)
+DEFAULT_WORKFLOW: WorkflowType = "qwen_edit_2511"
 
 Credits = Annotated[int, Field(ge=0, le=10**12)]
 PositiveCredits = Annotated[int, Field(gt=0, le=10**12)]
@@ -33,7 +34,6 @@ PaymentId = Annotated[int, Field(gt=0, le=2**31 - 1)]
 Attempt = Annotated[int, Field(ge=1, le=1000)]
 Prompt = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_LENGTH)]
 ObjectKey = Annotated[str, Field(min_length=1, max_length=255)]
-WorkflowType = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,50}$")]
 Reason = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9_.]+$")]
 Detail = Annotated[str, Field(max_length=2000)]
 

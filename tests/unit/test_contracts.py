@@ -154,3 +154,8 @@ def test_request_reply_queues_expire_unanswered_requests_instead_of_dead_letteri
     for queue in rpc.values():
         assert queue["arguments"]["x-message-ttl"] > 0
         assert "x-dead-letter-exchange" not in queue["arguments"]
+
+
+def test_a_dispatch_to_a_workflow_no_runner_serves_is_refused_before_the_outbox() -> None:
+    with pytest.raises(ValidationError):
+        JobDispatched(job_id=1, attempt=1, workflow_type="sdxl_turbo", prompt="a cat")  # type: ignore[arg-type]
