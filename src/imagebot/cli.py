@@ -34,15 +34,28 @@ def migrate(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
     downgrade: Annotated[bool, typer.Option(help="Downgrade to the revision instead.")] = False,
 ) -> None:
-    """Bring the database (DATABASE_URL) to a revision of the migration history."""
+    """Bring the database (DATABASE_URL) to a revision of the migration history.
+
+    A database the customer built before us (the seed's tables, no revision of ours) is
+    recognised by its shape, stamped at the matching revision and upgraded in place.
+    """
     from alembic import command
     from alembic.config import Config
+
+    from imagebot.adoption import AdoptionError, adopt
 
     config = Config(str(_alembic_ini()))
     if downgrade:
         command.downgrade(config, revision)
-    else:
-        command.upgrade(config, revision)
+        return
+    try:
+        adopted = adopt(config)
+    except AdoptionError as exc:
+        typer.echo(f"refusing to migrate: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if adopted:
+        typer.echo(f"adopted an existing database at revision {adopted}")
+    command.upgrade(config, revision)
 
 
 @app.command()

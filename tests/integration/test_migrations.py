@@ -6,12 +6,17 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from imagebot.adoption import AdoptionError, adopt
 from support.database import DatabaseFactory, alembic_config, migrate
+
+HEAD = ScriptDirectory.from_config(alembic_config("unused")).get_current_head()
 
 # The seed (../shared/seed/000_b7232ac8665fab9e.txt), column by column:
 # name -> (type, max length, nullable, server default).
@@ -258,3 +263,47 @@ async def test_downgrade_to_the_first_revision_restores_the_legacy_shape(
         await connection.close()
     assert "workflow_type" not in presets
     assert users["telegram_id"][0] == "integer"
+
+
+@pytest.mark.parametrize("shape", ["0001", "0002", "0003"])
+async def test_a_customer_database_without_our_history_is_adopted_in_place(
+    databases: DatabaseFactory, shape: str
+) -> None:
+    """Their database carries their own revision id; its shape says where it stands."""
+    url = await databases.create(f"adopt_{shape}")
+    await migrate(url, shape)
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        await connection.execute(
+            "UPDATE alembic_version SET version_num = 'a1b2c3d4e5f6';"
+            "INSERT INTO users (telegram_id, username, balance) VALUES (42, 'boris', 17.0);"
+        )
+        adopted = await asyncio.to_thread(adopt, alembic_config(url))
+        await migrate(url)
+        assert adopted == shape
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == HEAD
+        user = await connection.fetchrow("SELECT telegram_id, username, balance FROM users")
+        assert tuple(user) == (42, "boris", 17.0)
+    finally:
+        await connection.close()
+
+
+async def test_adoption_leaves_empty_and_already_managed_databases_alone(
+    databases: DatabaseFactory,
+) -> None:
+    empty = await databases.create("adopt_empty")
+    assert await asyncio.to_thread(adopt, alembic_config(empty)) is None
+    ours = await databases.create("adopt_ours")
+    await migrate(ours, "0004")
+    assert await asyncio.to_thread(adopt, alembic_config(ours)) is None
+
+
+async def test_a_database_with_only_some_seed_tables_is_refused(databases: DatabaseFactory) -> None:
+    url = await databases.create("adopt_partial")
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        await connection.execute("CREATE TABLE users (user_id serial PRIMARY KEY)")
+    finally:
+        await connection.close()
+    with pytest.raises(AdoptionError, match="seed tables missing"):
+        await asyncio.to_thread(adopt, alembic_config(url))
