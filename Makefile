@@ -2,8 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
-export DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
-export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
+# Tests and benchmarks create throwaway databases on this server (and clean them up), and
+# throwaway exchanges/queues on this broker. Services and `migrate` read DATABASE_URL/AMQP_URL
+# from the environment or .env (see .env.example) instead.
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
+TEST_ENV = DATABASE_URL=$(TEST_DATABASE_URL) AMQP_URL=$(TEST_AMQP_URL)
 
 .PHONY: help install setup migrate topology contracts lint format types pytest test test-unit test-integration clean
 
@@ -43,13 +47,13 @@ types: ## mypy, strict
 	$(BIN)/mypy
 
 pytest: ## All tests (unit, integration on the real PostgreSQL and RabbitMQ)
-	$(BIN)/pytest
+	$(TEST_ENV) $(BIN)/pytest
 
 test-unit: ## Unit tests only
-	$(BIN)/pytest -m unit
+	$(TEST_ENV) $(BIN)/pytest -m unit
 
 test-integration: ## Integration tests only
-	$(BIN)/pytest -m integration
+	$(TEST_ENV) $(BIN)/pytest -m integration
 
 test: lint types pytest ## What CI runs: lint, types, every test
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.engine import make_url
 
+from billing import cli as billing_cli
 from contracts.schemas import all_schemas
 from contracts.topology import build_topology
 from messaging.settings import BrokerSettings
@@ -18,6 +21,7 @@ contracts_app = typer.Typer(help="The public event contract.", no_args_is_help=T
 topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(topology_app, name="topology")
+app.add_typer(billing_cli.app, name="billing")
 
 SERVICES = ("billing", "jobs", "bot_gateway", "gpu_runner")
 
@@ -36,15 +40,20 @@ def migrate(
 ) -> None:
     """Bring the database (DATABASE_URL) to a revision of the migration history.
 
-    A database the customer built before us (the seed's tables, no revision of ours) is
-    recognised by its shape, stamped at the matching revision and upgraded in place.
+    A missing database is created. A database the customer built before us (the seed's
+    tables, no revision of ours) is recognised by its shape, stamped at the matching revision
+    and upgraded in place.
     """
     from alembic import command
     from alembic.config import Config
 
-    from imagebot.adoption import AdoptionError, adopt
+    from imagebot.database import AdoptionError, adopt, ensure_database
+    from messaging.settings import DatabaseSettings
 
     config = Config(str(_alembic_ini()))
+    url = DatabaseSettings().url.get_secret_value()
+    if asyncio.run(ensure_database(url)):
+        typer.echo(f"created database {make_url(url).database}")
     if downgrade:
         command.downgrade(config, revision)
         return

@@ -13,7 +13,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from imagebot.adoption import AdoptionError, adopt
+from imagebot.database import AdoptionError, adopt
 from support.database import DatabaseFactory, alembic_config, migrate
 
 HEAD = ScriptDirectory.from_config(alembic_config("unused")).get_current_head()

@@ -1,4 +1,4 @@
-"""Adopting the customer's existing database into our migration history.
+"""Preparing a database for our migrations: create it when missing, adopt the customer's.
 
 Their database was built by migrations we do not have, so it carries no revision of ours (or an
 unknown one). Its shape tells where it stands in the seed's story, which our history replays:
@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from messaging.settings import DatabaseSettings
@@ -69,3 +71,26 @@ def adopt(config: Config) -> str | None:
     if revision is not None:
         command.stamp(config, revision, purge=True)
     return revision
+
+
+async def ensure_database(url: str) -> bool:
+    """Create the database `url` names if it does not exist yet; True if it was created."""
+    target = make_url(DatabaseSettings(url=url).url.get_secret_value())
+    dsn = target.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        connection = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        pass
+    else:
+        await connection.close()
+        return False
+    maintenance = await asyncpg.connect(
+        target.set(drivername="postgresql", database="postgres").render_as_string(
+            hide_password=False
+        )
+    )
+    try:
+        await maintenance.execute(f'CREATE DATABASE "{target.database}"')
+    finally:
+        await maintenance.close()
+    return True
