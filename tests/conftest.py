@@ -55,7 +55,7 @@ def postgres_server_url() -> Iterator[str]:
         pytest.fail(MISSING_SERVICES, pytrace=False)
     from testcontainers.postgres import PostgresContainer
 
-    with PostgresContainer("postgres:16", driver="asyncpg") as container:
+    with PostgresContainer("postgres:15", driver="asyncpg") as container:
         yield container.get_connection_url()
 
 
