@@ -1,15 +1,32 @@
-"""Tables billing owns: the customer's `users`, `payments`, `payment_logs`, and its delivery tables.
+"""Tables billing owns: the customer's `users`, `payments`, `payment_logs`, the ledger, and its
+delivery tables.
 
-Column names, types, lengths and defaults follow the customer's schema exactly
-(`users.telegram_id` widened to BIGINT: Telegram ids exceed 32 bits).
+Column names, types, lengths and defaults of the customer's tables follow their schema exactly
+(`users.telegram_id` widened to BIGINT: Telegram ids exceed 32 bits); billing only adds a
+`CHECK (balance >= 0)` on `users` and two nullable columns on `payments` (`request_id`,
+`credits`) that make top-ups idempotent.
 """
 
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Enum, Float, ForeignKey, Integer, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Identity,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from messaging.database import metadata
@@ -35,6 +52,7 @@ class PaymentType(enum.Enum):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (CheckConstraint("balance >= 0", name="balance_non_negative"),)
 
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
     telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True)
@@ -70,6 +88,10 @@ class Payment(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
     paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Billing's additions: the TopUpRequested a payment answers (one payment per request) and
+    # the credits it buys, fixed when it was created.
+    request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True, nullable=True)
+    credits: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class PaymentLog(Base):
@@ -85,6 +107,23 @@ class PaymentLog(Base):
     created_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+
+
+class LedgerEntry(Base):
+    """Append-only: every balance change, once per idempotency key; balance = sum(amount)."""
+
+    __tablename__ = "billing_ledger"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.user_id"), index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    payment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 DELIVERY = delivery_tables("billing", metadata)

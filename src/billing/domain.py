@@ -1,0 +1,160 @@
+"""Billing's money rules, free of I/O: ledger keys, ISO weeks, YooKassa verification."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+
+class LedgerKind(enum.StrEnum):
+    opening = "opening"
+    welcome = "welcome"
+    debit = "debit"
+    refund = "refund"
+    topup = "topup"
+    bonus = "bonus"
+    adjustment = "adjustment"
+
+
+def welcome_key(user_id: int) -> str:
+    return f"welcome:{user_id}"
+
+
+def debit_key(job_id: int) -> str:
+    return f"debit:job:{job_id}"
+
+
+def refund_key(job_id: int) -> str:
+    return f"refund:job:{job_id}"
+
+
+def topup_key(yookassa_payment_id: str) -> str:
+    return f"topup:{yookassa_payment_id}"
+
+
+def bonus_key(user_id: int, week: str) -> str:
+    return f"bonus:{user_id}:{week}"
+
+
+def adjustment_key(token: str) -> str:
+    return f"adjustment:{token}"
+
+
+def creation_key(request_id: object) -> str:
+    """The YooKassa Idempotence-Key of a top-up: the same for every redelivery of its request."""
+    return f"topup-{request_id}"
+
+
+def iso_week(moment: datetime, time_zone: str) -> str:
+    """`YYYY-Www` of `moment` in `time_zone` (the week turns on Monday midnight there)."""
+    year, week, _ = moment.astimezone(ZoneInfo(time_zone)).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def shortfall(balance: int, price: int) -> int:
+    return max(price - balance, 0)
+
+
+# --- YooKassa -----------------------------------------------------------------------------
+
+YOOKASSA_TO_OURS = {"pending": "pending", "waiting_for_capture": "pending",
+                    "succeeded": "succeeded", "canceled": "cancelled"}  # fmt: skip
+"""YooKassa spells `canceled`; the customer's `PaymentStatus` spells `cancelled`."""
+NOTIFICATION_STATUS = {"payment.succeeded": "succeeded", "payment.canceled": "canceled",
+                       "payment.waiting_for_capture": "waiting_for_capture"}  # fmt: skip
+
+
+def our_status(yookassa_status: str) -> str:
+    try:
+        return YOOKASSA_TO_OURS[yookassa_status]
+    except KeyError:
+        raise ValueError(f"unknown YooKassa payment status {yookassa_status!r}") from None
+
+
+def yookassa_status(our: str) -> str:
+    return {value: key for key, value in YOOKASSA_TO_OURS.items()}.get(our, our)
+
+
+def amount_value(kopecks: int) -> str:
+    """Kopecks as YooKassa's decimal string: 12345 -> "123.45"."""
+    return f"{kopecks // 100}.{kopecks % 100:02d}"
+
+
+def to_kopecks(value: str) -> int:
+    """YooKassa's decimal string as kopecks; refuses fractions of a kopeck."""
+    try:
+        amount = Decimal(value) * 100
+    except (InvalidOperation, TypeError):
+        raise ValueError(f"not an amount: {value!r}") from None
+    if amount != amount.to_integral_value() or amount < 0:
+        raise ValueError(f"not a whole number of kopecks: {value!r}")
+    return int(amount)
+
+
+@dataclass(frozen=True)
+class RemotePayment:
+    """A payment as YooKassa's API reports it (the only version we trust)."""
+
+    id: str
+    status: str
+    amount_kopecks: int
+    currency: str
+    metadata: dict[str, str]
+    confirmation_url: str | None = None
+    method_type: str | None = None
+    method_details: dict[str, Any] = field(default_factory=dict)
+    cancellation_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalPayment:
+    """Our `payments` row of a top-up."""
+
+    id: int
+    user_id: int
+    amount_kopecks: int
+    currency: str
+    status: str
+    yookassa_id: str | None
+    credits: int | None
+    telegram_id: int | None
+
+
+def payment_mismatches(local: LocalPayment, remote: RemotePayment) -> list[str]:
+    """What in the API's version of the payment contradicts our row; empty when it matches."""
+    problems = []
+    if remote.id != local.yookassa_id:
+        problems.append(f"id {remote.id!r} != {local.yookassa_id!r}")
+    if remote.amount_kopecks != local.amount_kopecks:
+        problems.append(f"amount {remote.amount_kopecks} != {local.amount_kopecks} kopecks")
+    if remote.currency != local.currency:
+        problems.append(f"currency {remote.currency!r} != {local.currency!r}")
+    if remote.metadata.get("payment_id") != str(local.id):
+        problems.append(f"metadata payment_id {remote.metadata.get('payment_id')!r}")
+    if remote.metadata.get("user_id") != str(local.user_id):
+        problems.append(f"metadata user_id {remote.metadata.get('user_id')!r}")
+    return problems
+
+
+class Settlement(enum.Enum):
+    """What a verified API status means for a payment row."""
+
+    credit = "credit"  # pending -> succeeded: credit once
+    cancel = "cancel"  # pending -> cancelled: nothing credited
+    wait = "wait"  # still pending at YooKassa
+    done = "done"  # already settled the same way: nothing to do
+    conflict = "conflict"  # settled the other way: never undone silently, needs a human
+
+
+def settle(local_status: str, remote_status: str) -> Settlement:
+    """Payments move `pending -> succeeded | cancelled` at most once."""
+    target = our_status(remote_status)
+    if target == "pending":
+        return Settlement.wait if local_status == "pending" else Settlement.conflict
+    if local_status == "pending":
+        return Settlement.credit if target == "succeeded" else Settlement.cancel
+    return Settlement.done if local_status == target else Settlement.conflict

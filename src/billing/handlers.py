@@ -1,0 +1,50 @@
+"""Thin entry points: events from the billing queue and request/reply calls."""
+
+from __future__ import annotations
+
+from billing import services
+from billing.settings import BillingSettings
+from billing.topups import TopUps
+from contracts.events import JobCanceled, JobCreated, JobFailed, TopUpRequested
+from contracts.rpc import (
+    Account,
+    EnsureAccount,
+    ListTopUpPackages,
+    TopUpPackages,
+)
+from messaging.runtime import ServiceRuntime
+from messaging.unit_of_work import UnitOfWork
+
+
+def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps) -> None:
+    consumer = runtime.consumer
+
+    @consumer.on(JobCreated)
+    async def job_created(event: JobCreated, uow: UnitOfWork) -> None:
+        await services.debit_job(event, uow)
+
+    @consumer.on(JobFailed)
+    async def job_failed(event: JobFailed, uow: UnitOfWork) -> None:
+        await services.refund_job(event.job_id, uow, settings)
+
+    @consumer.on(JobCanceled)
+    async def job_canceled(event: JobCanceled, uow: UnitOfWork) -> None:
+        await services.refund_job(event.job_id, uow, settings)
+
+    @consumer.on(TopUpRequested)
+    async def topup_requested(event: TopUpRequested, uow: UnitOfWork) -> None:
+        await topups.request(event, uow)
+
+    async def ensure_account(request: EnsureAccount) -> Account:
+        async with runtime.unit_of_work() as uow:
+            account = await services.ensure_account(
+                uow, request.telegram_id, request.username, settings.welcome_credits
+            )
+            await uow.commit()
+        return account
+
+    async def list_packages(request: ListTopUpPackages) -> TopUpPackages:
+        return TopUpPackages(packages=list(settings.packages))
+
+    runtime.serve(EnsureAccount, ensure_account)
+    runtime.serve(ListTopUpPackages, list_packages)

@@ -1,0 +1,80 @@
+"""Reconciliation: pending payments re-checked through the API, so a missed webhook still
+credits; payments that never got created, or stayed unpaid too long, are closed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from billing import payments
+from billing.domain import LocalPayment, payment_mismatches
+from billing.services import settle_payment
+from billing.settings import BillingSettings
+from billing.yookassa_gateway import PaymentNotFoundError, PaymentProvider, ProviderRejectedError
+from contracts.events import PaymentFailed
+from messaging.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], UnitOfWork],
+        provider: PaymentProvider,
+        settings: BillingSettings,
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._provider = provider
+        self._settings = settings
+
+    async def run_once(self) -> int:
+        """Check every pending payment older than the configured age; how many were settled."""
+        async with self._unit_of_work() as uow:
+            due = await payments.pending_older_than(
+                uow.session, self._settings.reconcile_min_age_s, self._settings.reconcile_batch
+            )
+        settled = 0
+        for local, _, age_s in due:
+            settled += await self._check(local, age_s)
+        return settled
+
+    async def _check(self, local: LocalPayment, age_s: float) -> int:
+        if local.yookassa_id is None:
+            # Creation never finished (YooKassa down through every retry): the user never saw
+            # a confirmation URL, so nothing can have been paid.
+            return await self._close(local, "failed", "provider_unavailable")
+        try:
+            remote = await self._provider.fetch(local.yookassa_id)
+        except (PaymentNotFoundError, ProviderRejectedError) as exc:
+            log.error("reconcile: payment %s (%s): %s", local.id, local.yookassa_id, exc)
+            return 0
+        if problems := payment_mismatches(local, remote):
+            log.error("reconcile: payment %s contradicts the API: %s", local.id, problems)
+            return 0
+        if remote.status in ("pending", "waiting_for_capture"):
+            if age_s < self._settings.pending_expiry_s:
+                return 0
+            return await self._close(local, "cancelled", "expired")
+        async with self._unit_of_work() as uow:
+            outcome = await settle_payment(uow, local, remote)
+            await uow.commit()
+        log.info("reconcile: payment %s: %s", local.id, outcome.settlement.value)
+        return 1
+
+    async def _close(self, local: LocalPayment, status: str, reason: str) -> int:
+        async with self._unit_of_work() as uow:
+            if not await payments.transition(uow.session, local.id, status):
+                return 0
+            if local.telegram_id is not None:
+                uow.emit(
+                    PaymentFailed(
+                        payment_id=local.id,
+                        user_id=local.user_id,
+                        telegram_id=local.telegram_id,
+                        reason=reason,
+                    )
+                )
+            await uow.commit()
+        log.warning("reconcile: payment %s closed as %s (%s)", local.id, status, reason)
+        return 1

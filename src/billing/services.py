@@ -1,0 +1,233 @@
+"""Billing's use cases: each runs inside the caller's unit of work and emits its events there."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from billing import accounts, payments
+from billing.domain import (
+    LedgerKind,
+    LocalPayment,
+    RemotePayment,
+    Settlement,
+    debit_key,
+    refund_key,
+    settle,
+    shortfall,
+    topup_key,
+    welcome_key,
+)
+from billing.settings import BillingSettings
+from contracts.events import (
+    BalanceDebited,
+    BalanceRefunded,
+    DebitRejected,
+    DebitRejectReason,
+    JobCreated,
+    PaymentFailed,
+    PaymentSucceeded,
+)
+from contracts.rpc import Account
+from messaging.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+async def debit_job(event: JobCreated, uow: UnitOfWork) -> None:
+    """Take the job's price once, never below zero; a zero price debits zero."""
+    moved = await accounts.move(
+        uow.session,
+        user_id=event.user_id,
+        amount=-event.price,
+        key=debit_key(event.job_id),
+        kind=LedgerKind.debit,
+        job_id=event.job_id,
+    )
+    if moved is not None:
+        uow.emit(
+            BalanceDebited(
+                job_id=event.job_id,
+                user_id=event.user_id,
+                amount=event.price,
+                balance=moved.balance,
+            )
+        )
+        return
+    if await accounts.applied(uow.session, debit_key(event.job_id)):
+        log.info("job %s was already debited; nothing to do", event.job_id)
+        return
+    account = await accounts.state(uow.session, event.user_id)
+    reason = (
+        DebitRejectReason.insufficient_funds
+        if account.exists
+        else DebitRejectReason.unknown_account
+    )
+    log.info("debit of job %s rejected: %s", event.job_id, reason.value)
+    uow.emit(
+        DebitRejected(
+            job_id=event.job_id,
+            user_id=event.user_id,
+            reason=reason,
+            price=event.price,
+            balance=account.balance,
+            shortfall=shortfall(account.balance, event.price),
+        )
+    )
+
+
+async def refund_job(job_id: int, uow: UnitOfWork, settings: BillingSettings) -> None:
+    """Give back exactly what was debited for the job, once, and only if it was debited."""
+    debited = await accounts.entry_amount(uow.session, debit_key(job_id))
+    if debited is None or debited[1] == 0:
+        log.info("job %s: nothing was debited, nothing to refund", job_id)
+        return
+    user_id, amount = debited[0], -debited[1]
+    moved = await accounts.move(
+        uow.session,
+        user_id=user_id,
+        amount=amount,
+        key=refund_key(job_id),
+        kind=LedgerKind.refund,
+        job_id=job_id,
+    )
+    if moved is None:
+        log.info("job %s was already refunded; nothing to do", job_id)
+        return
+    await payments.record_credit(
+        uow.session,
+        user_id=user_id,
+        kind="refund",
+        amount_kopecks=amount * settings.kopecks_per_credit,
+        description=f"refund for job {job_id}",
+    )
+    if moved.telegram_id is None:
+        log.warning("job %s refunded to user %s who has no telegram id", job_id, user_id)
+        return
+    uow.emit(
+        BalanceRefunded(
+            job_id=job_id,
+            user_id=user_id,
+            telegram_id=moved.telegram_id,
+            amount=amount,
+            balance=moved.balance,
+        )
+    )
+
+
+async def ensure_account(
+    uow: UnitOfWork, telegram_id: int, username: str | None, welcome_credits: int
+) -> Account:
+    """Open the account with its welcome credits, or refresh its username."""
+    opened = await accounts.ensure(uow.session, telegram_id, username)
+    balance = opened.balance
+    if opened.created and welcome_credits > 0:
+        moved = await accounts.move(
+            uow.session,
+            user_id=opened.user_id,
+            amount=welcome_credits,
+            key=welcome_key(opened.user_id),
+            kind=LedgerKind.welcome,
+        )
+        balance = moved.balance if moved is not None else balance
+    return Account(
+        user_id=opened.user_id,
+        telegram_id=telegram_id,
+        username=username,
+        balance=balance,
+        created=opened.created,
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    settlement: Settlement
+    credited: bool
+
+
+async def settle_payment(uow: UnitOfWork, local: LocalPayment, remote: RemotePayment) -> Outcome:
+    """Apply YooKassa's verified status to our row: pending -> succeeded | cancelled, once."""
+    decision = settle(local.status, remote.status)
+    if decision is Settlement.credit:
+        return Outcome(decision, await _credit(uow, local, remote))
+    if decision is Settlement.cancel:
+        if await payments.transition(uow.session, local.id, "cancelled"):
+            await payments.log_legacy(
+                uow.session,
+                user_id=local.user_id,
+                rubles=local.amount_kopecks / 100,
+                status="canceled",
+                yookassa_id=remote.id,
+            )
+            _emit_failed(uow, local, remote.cancellation_reason or "canceled")
+        return Outcome(decision, credited=False)
+    if decision is Settlement.conflict:
+        log.error(
+            "payment %s (%s) is %s here but %s at YooKassa: left as it is, needs a human",
+            local.id,
+            remote.id,
+            local.status,
+            remote.status,
+        )
+    return Outcome(decision, credited=False)
+
+
+async def _credit(uow: UnitOfWork, local: LocalPayment, remote: RemotePayment) -> bool:
+    if not await payments.transition(
+        uow.session,
+        local.id,
+        "succeeded",
+        method_type=remote.method_type,
+        method_details=remote.method_details,
+    ):
+        return False  # a concurrent notification got there first
+    credits = local.credits or 0
+    moved = await accounts.move(
+        uow.session,
+        user_id=local.user_id,
+        amount=credits,
+        key=topup_key(remote.id),
+        kind=LedgerKind.topup,
+        payment_id=local.id,
+    )
+    if moved is None:
+        raise RuntimeError(f"payment {local.id}: credit refused although the row was pending")
+    await payments.log_legacy(
+        uow.session,
+        user_id=local.user_id,
+        rubles=local.amount_kopecks / 100,
+        status="succeeded",
+        yookassa_id=remote.id,
+    )
+    if moved.telegram_id is not None and credits > 0:
+        uow.emit(
+            PaymentSucceeded(
+                payment_id=local.id,
+                user_id=local.user_id,
+                telegram_id=moved.telegram_id,
+                amount_kopecks=local.amount_kopecks,
+                credits=credits,
+                balance=moved.balance,
+            )
+        )
+    return True
+
+
+def _emit_failed(uow: UnitOfWork, local: LocalPayment, reason: str) -> None:
+    if local.telegram_id is None:
+        return
+    uow.emit(
+        PaymentFailed(
+            payment_id=local.id,
+            user_id=local.user_id,
+            telegram_id=local.telegram_id,
+            reason=_reason(reason),
+        )
+    )
+
+
+def _reason(text: str) -> str:
+    cleaned = "".join(
+        c if (c.isascii() and c.isalnum()) or c in "_." else "_" for c in text.lower()
+    )[:100]
+    return cleaned or "canceled"
