@@ -1,0 +1,116 @@
+"""Composition root of the gpu_runner: no database, so no ServiceRuntime; broker pieces only."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+
+from faststream import AckPolicy
+from faststream.asgi import AsgiFastStream, AsgiResponse, get
+from faststream.asgi.types import ASGIApp, Scope
+from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
+
+from contracts.events import JobCanceled
+from contracts.topology import Topology, build_topology
+from gpu_runner.cancellations import Cancellations
+from gpu_runner.runner import Runner
+from gpu_runner.settings import RunnerSettings, StorageSettings
+from gpu_runner.storage import ObjectStore, create_object_store
+from gpu_runner.workflows import Workflow, build_workflows
+from messaging.broker import create_broker, rabbit_queue
+from messaging.lifecycle import ServiceLifecycle
+from messaging.publisher import EventPublisher
+from messaging.settings import BrokerSettings, ServiceSettings
+
+SOURCE = "gpu_runner"
+
+
+def create_app(
+    settings: RunnerSettings | None = None,
+    *,
+    storage: StorageSettings | None = None,
+    broker: BrokerSettings | None = None,
+    service: ServiceSettings | None = None,
+    workflows: Mapping[str, Workflow] | None = None,
+    store: ObjectStore | None = None,
+) -> AsgiFastStream:
+    """The runner as an ASGI app; raises `ModelDirectoryMissingError` before touching the broker."""
+    settings = settings or RunnerSettings()
+    broker = broker or BrokerSettings()
+    service = service or ServiceSettings()
+    workflows = dict(workflows) if workflows is not None else build_workflows(settings)
+    for workflow in workflows.values():
+        workflow.check()
+    topology = build_topology(broker.namespace)
+    rabbit = create_broker(broker, graceful_timeout_s=service.graceful_timeout_s)
+    publisher = EventPublisher(
+        rabbit, topology.events_exchange, source=SOURCE, timeout_s=broker.publish_timeout_s
+    )
+    runner = Runner(
+        workflows,
+        store or create_object_store(storage or StorageSettings()),
+        publisher,
+        settings,
+        Cancellations(),
+    )
+    subscribe_runner(rabbit, topology, runner, settings)
+    lifecycle = ServiceLifecycle(rabbit, broker.url.get_secret_value(), topology)
+    return AsgiFastStream(
+        rabbit,
+        asgi_routes=[("/healthz", _health(rabbit, runner))],
+        # Models load before the broker connects: no job is taken by a runner still loading.
+        on_startup=[runner.load, lifecycle.on_startup],
+        after_startup=[lifecycle.after_startup],
+        on_shutdown=[lifecycle.on_shutdown],
+        after_shutdown=[runner.close],
+    )
+
+
+def subscribe_runner(
+    rabbit: RabbitBroker, topology: Topology, runner: Runner, settings: RunnerSettings
+) -> None:
+    """The work queues of the served workflows, and this process's own cancel queue."""
+    for name in runner.workflows:
+        rabbit.subscriber(
+            rabbit_queue(topology.gpu_queues[name]),
+            # One job on the device plus `stage_ahead` being fetched and decoded meanwhile.
+            channel=Channel(prefetch_count=1 + settings.stage_ahead),
+            ack_policy=AckPolicy.MANUAL,
+            no_reply=True,
+            title=topology.gpu_queues[name].name,
+        )(_bound(runner))
+    cancel_queue = RabbitQueue(
+        f"{topology.namespace}.gpu.cancels.{settings.name}.{uuid.uuid4().hex[:8]}",
+        exclusive=True,
+        auto_delete=True,
+        routing_key=JobCanceled.event_type,
+    )
+    rabbit.subscriber(
+        cancel_queue,
+        RabbitExchange(topology.events_exchange, type=ExchangeType.TOPIC, durable=True),
+        ack_policy=AckPolicy.ACK,
+        no_reply=True,
+        title=cancel_queue.name,
+    )(runner.on_cancel)
+
+
+def _bound(runner: Runner) -> Callable[[RabbitMessage], Awaitable[None]]:
+    """A handler of its own per subscriber (FastStream wraps the function it is given)."""
+
+    async def take(message: RabbitMessage) -> None:
+        await runner.on_message(message)
+
+    return take
+
+
+def _health(rabbit: RabbitBroker, runner: Runner) -> ASGIApp:
+    @get(include_in_schema=False)
+    async def healthz(scope: Scope) -> AsgiResponse:
+        if not runner.loaded:
+            return AsgiResponse(b"models loading", 503)
+        if not await rabbit.ping(3.0):
+            return AsgiResponse(b"broker unreachable", 503)
+        return AsgiResponse(b"ok", 200)
+
+    return healthz

@@ -1,0 +1,375 @@
+"""The worker loop: take a dispatched job, run its workflow, store the result, report.
+
+Per message: fetch and decode the input (overlapping whatever runs on the device now), wait
+for the device (one job at a time), run the steps on the inference thread, then encode, store
+and publish the outcome while the next job already runs. The message is acknowledged only
+after its outcome is published, so a runner that dies mid-job leaves it to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import ValidationError
+
+from contracts.envelope import Envelope, Event, RawEnvelope
+from contracts.events import (
+    WORKFLOW_TYPES,
+    JobAttemptFailed,
+    JobCanceled,
+    JobCompleted,
+    JobDispatched,
+    JobProgress,
+    JobStarted,
+)
+from gpu_runner.cancellations import Cancellations
+from gpu_runner.failures import AttemptFailure, JobCanceledError, classify
+from gpu_runner.images import InvalidImageError, decode_image, encode_png
+from gpu_runner.settings import RunnerSettings
+from gpu_runner.storage import (
+    InvalidKeyError,
+    ObjectNotFoundError,
+    ObjectStore,
+    ObjectTooLargeError,
+)
+from gpu_runner.workflows import RenderRequest, Workflow
+from messaging.consumer import EventConsumer, MalformedMessageError
+
+log = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    async def publish(self, event: Event, *, cause: Envelope[Any] | None = None) -> RawEnvelope: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    event: JobCompleted | JobAttemptFailed
+    envelope: RawEnvelope
+
+
+class Runner:
+    """Runs dispatched jobs one at a time on its device and reports each outcome once."""
+
+    def __init__(
+        self,
+        workflows: Mapping[str, Workflow],
+        store: ObjectStore,
+        publisher: Publisher,
+        settings: RunnerSettings,
+        cancellations: Cancellations | None = None,
+    ) -> None:
+        self.workflows = dict(workflows)
+        self.cancellations = cancellations or Cancellations()
+        self.loaded = False
+        self._store = store
+        self._publisher = publisher
+        self._settings = settings
+        self._device = asyncio.Lock()
+        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+
+    async def load(self) -> None:
+        """Load every served pipeline once, on the inference thread, before taking jobs."""
+        loop = asyncio.get_running_loop()
+        for workflow in self.workflows.values():
+            started = time.monotonic()
+            await loop.run_in_executor(self._inference, workflow.load)
+            log.info("workflow %s ready in %.1fs", workflow.name, time.monotonic() - started)
+        self.loaded = True
+
+    def close(self) -> None:
+        self._inference.shutdown(wait=False, cancel_futures=True)
+
+    async def on_message(self, message: RabbitMessage) -> None:
+        """The work-queue subscriber: settles every message, acknowledging after the outcome."""
+        try:
+            envelope, job = parse_dispatch(message.body)
+        except UnrunnableDispatchError as exc:
+            await self._refuse(message, exc)
+            return
+        try:
+            await self.run(job, envelope)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: outcome not published; returning it to the queue", job.job_id)
+            await message.reject(requeue=True)
+            return
+        await message.ack()
+
+    async def on_cancel(self, message: RabbitMessage) -> None:
+        """The per-runner cancel subscriber: a JobCanceled stops that job at its next step."""
+        try:
+            _, event = EventConsumer.decode(message.body)
+        except MalformedMessageError as exc:
+            log.warning("ignoring unreadable message on the cancel queue: %s", exc)
+            return
+        if isinstance(event, JobCanceled) and self.cancellations.cancel(event.job_id):
+            log.info("job %s canceled while running here; stopping at its next step", event.job_id)
+
+    async def run(
+        self, job: JobDispatched, envelope: RawEnvelope
+    ) -> JobCompleted | JobAttemptFailed:
+        """Run one dispatched job and publish its outcome."""
+        try:
+            outcome: JobCompleted | JobAttemptFailed = await self._attempt(job, envelope)
+        except AttemptFailure as failure:
+            log.warning("job %s attempt %s failed: %s", job.job_id, job.attempt, failure)
+            outcome = JobAttemptFailed(
+                job_id=job.job_id,
+                attempt=job.attempt,
+                retryable=failure.retryable,
+                reason=failure.reason,
+                detail=failure.detail,
+            )
+        await self._publish(outcome, envelope)
+        return outcome
+
+    async def _attempt(self, job: JobDispatched, envelope: RawEnvelope) -> JobCompleted:
+        if self.cancellations.is_canceled(job.job_id):
+            raise AttemptFailure("canceled", "canceled before it started", retryable=False)
+        if (done := await self._finished(job)) is not None:
+            log.info("job %s already has a result; reporting it again", job.job_id)
+            return done
+        workflow = self.workflows.get(job.workflow_type)
+        if workflow is None:
+            raise AttemptFailure(
+                "unsupported_workflow",
+                f"this runner serves {', '.join(self.workflows)}, not {job.workflow_type}",
+                retryable=False,
+            )
+        request = await self._prepare(job, workflow)
+        reports: list[Awaitable[None]] = []
+        try:
+            async with self._device:
+                started = time.monotonic()
+                image = await self._infer(job, envelope, workflow, request, reports)
+            png = await asyncio.to_thread(encode_png, image)
+            result = await self._store_result(job, png, request.seed, started)
+        finally:
+            for report in reports:
+                await report
+        return result
+
+    async def _prepare(self, job: JobDispatched, workflow: Workflow) -> RenderRequest:
+        seed = workflow.seed_for(job.job_id, job.seed)
+        if not workflow.needs_image:
+            return RenderRequest(prompt=job.prompt, image=None, seed=seed)
+        if job.image_key is None:
+            raise AttemptFailure(
+                "missing_image", f"{workflow.name} needs an image", retryable=False
+            )
+        try:
+            data = await self._store.get(job.image_key, max_bytes=self._settings.max_input_bytes)
+        except (ObjectNotFoundError, InvalidKeyError) as exc:
+            raise AttemptFailure(
+                "missing_image", f"no image at {job.image_key!r}", retryable=False
+            ) from exc
+        except ObjectTooLargeError as exc:
+            raise AttemptFailure("image_too_large", str(exc), retryable=False) from exc
+        except Exception as exc:
+            raise AttemptFailure("storage_unavailable", repr(exc), retryable=True) from exc
+        try:
+            image = await asyncio.to_thread(
+                decode_image,
+                data,
+                allowed_formats=self._settings.formats,
+                max_pixels=self._settings.max_input_pixels,
+            )
+        except InvalidImageError as exc:
+            raise AttemptFailure(exc.reason, exc.detail, retryable=False) from exc
+        return RenderRequest(prompt=job.prompt, image=image, seed=seed)
+
+    async def _infer(
+        self,
+        job: JobDispatched,
+        envelope: RawEnvelope,
+        workflow: Workflow,
+        request: RenderRequest,
+        reports: list[Awaitable[None]],
+    ) -> Any:
+        total = workflow.total_steps()
+        started = JobStarted(
+            job_id=job.job_id, attempt=job.attempt, runner_id=self._settings.name, total_steps=total
+        )
+        announced = asyncio.create_task(self._publish_quietly(started, envelope))
+        progress = ProgressReporter(
+            job, self._settings.progress_interval_s, lambda e: self._publish_quietly(e, envelope)
+        )
+        reports.append(progress.close(after=announced))
+        with self.cancellations.running(job.job_id) as canceled:
+
+            def step_done(step: int, total_steps: int) -> None:
+                if canceled.is_set():
+                    raise JobCanceledError(step, total_steps)
+                progress.step_done(step, total_steps)
+
+            loop = asyncio.get_running_loop()
+            try:
+                return await loop.run_in_executor(
+                    self._inference, workflow.render, request, step_done
+                )
+            except JobCanceledError as exc:
+                raise AttemptFailure("canceled", str(exc), retryable=False) from exc
+            except Exception as exc:
+                raise classify(exc) from exc
+
+    def _result_keys(self, job_id: int) -> tuple[str, str]:
+        base = f"{self._settings.result_prefix}/{job_id}"
+        return f"{base}.png", f"{base}.json"
+
+    async def _store_result(
+        self, job: JobDispatched, png: bytes, seed: int, started: float
+    ) -> JobCompleted:
+        image_key, record_key = self._result_keys(job.job_id)
+        await self._store.put(image_key, png, content_type="image/png")
+        completed = JobCompleted(
+            job_id=job.job_id,
+            attempt=job.attempt,
+            result_key=image_key,
+            duration_ms=round((time.monotonic() - started) * 1000),
+            seed=seed,
+        )
+        # Written last: its presence means the job is done (see `_finished`).
+        record = completed.model_dump_json().encode()
+        await self._store.put(record_key, record, content_type="application/json")
+        return completed
+
+    async def _finished(self, job: JobDispatched) -> JobCompleted | None:
+        """A result stored by an earlier delivery of this job, so it never runs twice."""
+        _, record_key = self._result_keys(job.job_id)
+        if not await self._store.exists(record_key):
+            return None
+        record = json.loads(await self._store.get(record_key, max_bytes=10_000))
+        return JobCompleted.model_validate({**record, "attempt": job.attempt})
+
+    async def _publish(self, event: Event, cause: RawEnvelope) -> None:
+        """Publish with confirms, retrying through a broker hiccup for `publish_retry_s`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.publish_retry_s
+        delay = 0.2
+        while True:
+            try:
+                await self._publisher.publish(event, cause=cause)
+                return
+            except Exception as exc:
+                if loop.time() + delay > deadline:
+                    raise
+                log.warning(
+                    "publishing %s failed (%r); retrying in %.1fs", event.event_type, exc, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _publish_quietly(self, event: Event, cause: RawEnvelope) -> None:
+        """For JobStarted and JobProgress: informative, never worth failing a job over."""
+        try:
+            await self._publish(event, cause)
+        except Exception:
+            log.exception("could not publish %s", event.event_type)
+
+    async def _refuse(self, message: RabbitMessage, error: UnrunnableDispatchError) -> None:
+        if error.failed is None or error.envelope is None:
+            log.error("dead-lettering unreadable dispatch %s: %s", message.message_id, error)
+            await message.reject(requeue=False)
+            return
+        log.warning("refusing dispatch of job %s: %s", error.failed.job_id, error)
+        try:
+            await self._publish(error.failed, error.envelope)
+        except Exception:
+            log.exception("refusal of job %s not published; returning it", error.failed.job_id)
+            await message.reject(requeue=True)
+            return
+        await message.ack()
+
+
+class ProgressReporter:
+    """Throttled JobProgress: steps noted on the inference thread, published on the loop."""
+
+    def __init__(
+        self,
+        job: JobDispatched,
+        interval_s: float,
+        publish: Callable[[JobProgress], Awaitable[None]],
+    ) -> None:
+        self._job = job
+        self._interval_s = interval_s
+        self._publish = publish
+        self._loop = asyncio.get_running_loop()
+        self._steps: asyncio.Queue[JobProgress | None] = asyncio.Queue()
+        self._last_noted = float("-inf")
+
+    def step_done(self, step: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self._last_noted < self._interval_s:
+            return
+        self._last_noted = now
+        event = JobProgress(
+            job_id=self._job.job_id, attempt=self._job.attempt, step=step, total_steps=total
+        )
+        self._loop.call_soon_threadsafe(self._steps.put_nowait, event)
+
+    async def close(self, *, after: Awaitable[None]) -> None:
+        """Publish what was noted, in order, after `after` (the JobStarted publish)."""
+        await after
+        self._steps.put_nowait(None)
+        while (event := await self._steps.get()) is not None:
+            await self._publish(event)
+
+
+class UnrunnableDispatchError(ValueError):
+    """A work-queue message that is no runnable JobDispatched.
+
+    When its envelope still names a job and attempt, `failed` is the permanent
+    JobAttemptFailed that tells jobs (and so the user); otherwise the message is dead-lettered.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        envelope: RawEnvelope | None = None,
+        failed: JobAttemptFailed | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.envelope = envelope
+        self.failed = failed
+
+
+def parse_dispatch(body: bytes) -> tuple[RawEnvelope, JobDispatched]:
+    try:
+        envelope, event = EventConsumer.decode(body)
+    except MalformedMessageError as exc:
+        raise _salvage(body, str(exc)) from exc
+    if not isinstance(event, JobDispatched):
+        raise UnrunnableDispatchError(f"{envelope.type} is not a job.dispatched")
+    return envelope, event
+
+
+def _salvage(body: bytes, detail: str) -> UnrunnableDispatchError:
+    try:
+        envelope = RawEnvelope.model_validate_json(body)
+    except ValidationError:
+        return UnrunnableDispatchError(detail)
+    if envelope.type != JobDispatched.event_type:
+        return UnrunnableDispatchError(detail)
+    workflow = envelope.data.get("workflow_type")
+    reason = "unsupported_workflow" if workflow not in WORKFLOW_TYPES else "invalid_dispatch"
+    try:
+        failed = JobAttemptFailed(
+            job_id=envelope.data.get("job_id"),
+            attempt=envelope.data.get("attempt"),
+            retryable=False,
+            reason=reason,
+            detail=detail[:2000],
+        )
+    except ValidationError:
+        return UnrunnableDispatchError(detail)
+    return UnrunnableDispatchError(detail, envelope, failed)
