@@ -1,4 +1,4 @@
-"""Tables jobs owns: the customer's `presets` and `jobs`, `job_transitions`, and its delivery tables.
+"""Tables jobs owns: the seed's `presets` and `jobs`, `job_transitions`, and its delivery tables.
 
 The seed's columns stay exactly as they were; everything the lifecycle needs is added beside
 them (nullable or defaulted), so the customer's own tools keep reading both tables.
