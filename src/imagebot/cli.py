@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from billing import cli as billing_cli
 from contracts.schemas import all_schemas
 from contracts.topology import build_topology
+from imagebot.dlq_commands import dlq_app
 from jobs import cli as jobs_cli
 from messaging.settings import BrokerSettings
 
@@ -22,6 +23,7 @@ contracts_app = typer.Typer(help="The public event contract.", no_args_is_help=T
 topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(topology_app, name="topology")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(billing_cli.app, name="billing")
 app.add_typer(jobs_cli.presets_app, name="presets")
 
