@@ -1,0 +1,273 @@
+"""Debits and refunds through the running billing service, on the real broker and database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import aio_pika
+from faststream.rabbit import RabbitBroker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing.app import Billing
+from contracts.envelope import new_envelope
+from contracts.events import JobCanceled, JobFailed
+from contracts.rpc import Account, EnsureAccount, ListTopUpPackages, TopUpPackages
+from contracts.topology import Topology
+from messaging.publisher import EventPublisher
+from messaging.rpc import RpcClient
+from support.billing_harness import (
+    balance_of,
+    eventually,
+    ledger_sum,
+    new_job,
+    new_telegram_id,
+    open_account,
+    outbox,
+    scalar,
+    send,
+)
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+async def handled(sessions: Sessions, count: int) -> None:
+    async def enough() -> bool:
+        return int(await scalar(sessions, "SELECT count(*) FROM billing_inbox")) >= count
+
+    await eventually(enough)
+
+
+async def test_1000_concurrent_debits_on_an_account_funded_for_exactly_seven(
+    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+) -> None:
+    user_id, telegram_id = await open_account(billing_sessions, balance=7 * 13)
+    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+    jobs = [new_job(user_id, telegram_id, price=13) for _ in range(1000)]
+    await asyncio.gather(*(send(sender, job) for job in jobs))
+    await handled(billing_sessions, inbox_before + 1000)
+
+    debited = await outbox(billing_sessions, "balance.debited", user_id=user_id)
+    rejected = await outbox(billing_sessions, "balance.debit_rejected", user_id=user_id)
+    assert len(debited) == 7
+    assert len(rejected) == 993
+    assert {r["reason"] for r in rejected} == {"insufficient_funds"}
+    assert all(r["shortfall"] == 13 - r["balance"] and r["balance"] >= 0 for r in rejected)
+    assert sorted(d["balance"] for d in debited) == [0, 13, 26, 39, 52, 65, 78]
+    assert await balance_of(billing_sessions, user_id) == 0
+    assert await ledger_sum(billing_sessions, user_id) == 0
+    # Never negative at any moment: every intermediate balance the ledger saw, and the CHECK.
+    lowest = await scalar(
+        billing_sessions,
+        "SELECT min(balance_after) FROM billing_ledger WHERE user_id = :u",
+        u=user_id,
+    )
+    assert lowest == 0
+    assert (
+        await scalar(
+            billing_sessions,
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_users_balance_non_negative'",
+        )
+        == 1
+    )
+
+
+async def test_every_event_delivered_twice_moves_money_once(
+    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+) -> None:
+    user_id, telegram_id = await open_account(billing_sessions, balance=100)
+    paid, failed, canceled = (new_job(user_id, telegram_id, price=10) for _ in range(3))
+    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+    events = [
+        paid,
+        failed,
+        canceled,
+        JobFailed(job_id=failed.job_id, user_id=user_id, chat_id=1, reason="gpu_error"),
+        JobCanceled(job_id=canceled.job_id, user_id=user_id, chat_id=1, was_running=True),
+    ]
+    envelopes = [new_envelope(event, source="test") for event in events]
+    for envelope, event in zip(envelopes, events, strict=True):
+        # The same message twice (a redelivery), and the same fact again under a new event id
+        # (a publisher that re-sent it): neither may move money a second time.
+        await sender.publish_envelope(envelope, event.routing_key())
+        await sender.publish_envelope(envelope, event.routing_key())
+        await send(sender, event)
+    await handled(billing_sessions, inbox_before + 10)
+    await asyncio.sleep(0.3)  # let any wrongly accepted duplicate land before counting
+
+    assert len(await outbox(billing_sessions, "balance.debited", user_id=user_id)) == 3
+    refunds = await outbox(billing_sessions, "balance.refunded", user_id=user_id)
+    assert sorted((r["job_id"], r["amount"]) for r in refunds) == sorted(
+        [(failed.job_id, 10), (canceled.job_id, 10)]
+    )
+    assert await balance_of(billing_sessions, user_id) == 90
+    assert await ledger_sum(billing_sessions, user_id) == 90
+    refund_rows = await scalar(
+        billing_sessions,
+        "SELECT count(*) FROM payments WHERE user_id = :u AND payment_type = 'refund' "
+        "AND status = 'succeeded' AND amount = 1000",
+        u=user_id,
+    )
+    assert refund_rows == 2
+    database_url = billing.runtime.engine.url.render_as_string(hide_password=False)
+    assert await _audit(database_url) == (0, "0 drifting")
+
+
+async def imagebot(database_url: str, *args: str) -> tuple[int, str, str]:
+    """Run the `imagebot` command against `database_url`: (exit code, stdout, stderr)."""
+    executable = Path(sys.executable).with_name("imagebot")
+    process = await asyncio.create_subprocess_exec(
+        str(executable),
+        *args,
+        env={**os.environ, "DATABASE_URL": database_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def _audit(database_url: str) -> tuple[int, str]:
+    code, out, _ = await imagebot(database_url, "billing", "audit")
+    return code, out.strip().split(": ")[-1]
+
+
+async def test_audit_fails_on_drift_and_adjust_corrects_through_the_ledger(
+    billing_sessions: Sessions, billing_database_url: str
+) -> None:
+    user_id, telegram_id = await open_account(billing_sessions, balance=60)
+    await _execute(
+        billing_sessions, "UPDATE users SET balance = balance + 5 WHERE user_id = :u", user_id
+    )
+    code, out, err = await imagebot(billing_database_url, "billing", "audit")
+    assert code == 1
+    assert f"DRIFT user {user_id} (telegram {telegram_id}): balance 65.0 != ledger 60" in err
+    await _execute(
+        billing_sessions, "UPDATE users SET balance = balance - 5 WHERE user_id = :u", user_id
+    )
+    assert await _audit(billing_database_url) == (0, "0 drifting")
+
+    args = ("billing", "adjust", "--telegram-id", str(telegram_id), "--credits", "5")
+    code, out, err = await imagebot(billing_database_url, *args, "--reason", "goodwill")
+    assert code == 0, err
+    assert "balance 65" in out
+    assert await balance_of(billing_sessions, user_id) == 65
+    assert await ledger_sum(billing_sessions, user_id) == 65
+    code, out, err = await imagebot(billing_database_url, *args[:-1], "-100", "--reason", "oops")
+    assert code == 1
+    assert "below zero" in err
+    assert await balance_of(billing_sessions, user_id) == 65
+    assert await _audit(billing_database_url) == (0, "0 drifting")
+
+
+async def _execute(sessions: Sessions, sql: str, user_id: int, by: int) -> None:
+    async with sessions() as session, session.begin():
+        await session.execute(text(sql), {"u": user_id, "by": by})
+
+
+async def test_refunds_only_what_was_debited(
+    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+) -> None:
+    user_id, telegram_id = await open_account(billing_sessions, balance=5)
+    never_paid = new_job(user_id, telegram_id, price=50)  # rejected: insufficient funds
+    never_seen = new_job(user_id, telegram_id, price=1)  # JobFailed without a JobCreated
+    free = new_job(user_id, telegram_id, price=0)
+    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+    for event in (
+        never_paid,
+        free,
+        JobFailed(job_id=never_paid.job_id, user_id=user_id, chat_id=1, reason="x"),
+        JobFailed(job_id=never_seen.job_id, user_id=user_id, chat_id=1, reason="x"),
+        JobCanceled(job_id=free.job_id, user_id=user_id, chat_id=1, was_running=False),
+    ):
+        await send(sender, event)
+    await handled(billing_sessions, inbox_before + 5)
+    rejected = await outbox(billing_sessions, "balance.debit_rejected", job_id=never_paid.job_id)
+    assert rejected == [
+        {
+            "job_id": never_paid.job_id,
+            "user_id": user_id,
+            "reason": "insufficient_funds",
+            "price": 50,
+            "balance": 5,
+            "shortfall": 45,
+        }
+    ]
+    free_debit = await outbox(billing_sessions, "balance.debited", job_id=free.job_id)
+    assert [(d["amount"], d["balance"]) for d in free_debit] == [(0, 5)]
+    assert await outbox(billing_sessions, "balance.refunded", user_id=user_id) == []
+    assert await balance_of(billing_sessions, user_id) == 5
+
+
+async def test_bad_input_gets_a_reason_and_moves_no_money(
+    billing: Billing,
+    sender: EventPublisher,
+    billing_sessions: Sessions,
+    topology: Topology,
+    amqp_url: str,
+) -> None:
+    user_id, telegram_id = await open_account(billing_sessions, balance=60)
+    unknown = new_job(2**31 - 7, telegram_id, price=10)
+    await send(sender, unknown)
+    negative = new_envelope(new_job(user_id, telegram_id, price=10), source="test")
+    poisoned = negative.model_dump(mode="json")
+    poisoned["data"]["price"] = -10
+    await sender._broker.publish(
+        __import__("json").dumps(poisoned).encode(),
+        exchange=topology.events_exchange,
+        routing_key="job.created",
+        persist=True,
+        message_id=str(negative.id),
+    )
+
+    async def rejected() -> bool:
+        return bool(await outbox(billing_sessions, "balance.debit_rejected", job_id=unknown.job_id))
+
+    await eventually(rejected)
+    [reply] = await outbox(billing_sessions, "balance.debit_rejected", job_id=unknown.job_id)
+    assert (reply["reason"], reply["balance"], reply["shortfall"]) == ("unknown_account", 0, 10)
+    dead = await _take_one(amqp_url, topology.service_queues["billing"].dlq)
+    assert dead.message_id == str(negative.id)
+    assert await balance_of(billing_sessions, user_id) == 60
+
+
+async def _take_one(amqp_url: str, queue: str) -> aio_pika.abc.AbstractIncomingMessage:
+    connection = await aio_pika.connect_robust(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        source = await channel.get_queue(queue, ensure=False)
+        for _ in range(200):
+            message = await source.get(no_ack=True, fail=False)
+            if message is not None:
+                return message
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"nothing dead-lettered to {queue}")
+
+
+async def test_accounts_open_once_with_welcome_credits_over_request_reply(
+    billing: Billing, rpc_broker: RabbitBroker, topology: Topology, billing_sessions: Sessions
+) -> None:
+    client = RpcClient(rpc_broker, topology, timeout_s=5)
+    telegram_id = new_telegram_id()
+    first = await client.call(EnsureAccount(telegram_id=telegram_id, username="anna"), Account)
+    again = await client.call(EnsureAccount(telegram_id=telegram_id, username="anna_k"), Account)
+    assert (first.created, first.balance, first.telegram_id) == (True, 60, telegram_id)
+    assert (again.created, again.balance, again.user_id) == (False, 60, first.user_id)
+    assert (
+        await scalar(
+            billing_sessions, "SELECT username FROM users WHERE user_id = :u", u=first.user_id
+        )
+        == "anna_k"
+    )
+    keys = await scalar(
+        billing_sessions,
+        "SELECT string_agg(idempotency_key, ',') FROM billing_ledger WHERE user_id = :u",
+        u=first.user_id,
+    )
+    assert keys == f"welcome:{first.user_id}"
+    packages = await client.call(ListTopUpPackages(), TopUpPackages)
+    assert [p.package_id for p in packages.packages] == ["small", "medium", "large"]

@@ -1,0 +1,138 @@
+"""Helpers for billing's integration tests and benchmark: accounts, events, the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing import accounts, services
+from billing.app import Settings
+from billing.domain import LedgerKind
+from billing.models import DELIVERY
+from billing.settings import BillingSettings, BonusSettings, WebhookSettings, YooKassaSettings
+from contracts.envelope import Event, RawEnvelope, new_envelope
+from contracts.events import JobCreated
+from contracts.topology import Topology
+from messaging.publisher import EventPublisher
+from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from messaging.unit_of_work import UnitOfWork
+from support.fake_yookassa import FakeYooKassa
+
+_telegram_ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**6 + 2**33)
+_job_ids = itertools.count(random.randrange(1, 2**30))
+
+
+def new_telegram_id() -> int:
+    """Telegram ids above 32 bits, unique within the run."""
+    return next(_telegram_ids)
+
+
+def new_job(user_id: int, telegram_id: int, price: int, job_id: int | None = None) -> JobCreated:
+    return JobCreated(
+        job_id=job_id or next(_job_ids),
+        request_id=uuid.uuid4(),
+        user_id=user_id,
+        telegram_id=telegram_id,
+        chat_id=telegram_id,
+        price=price,
+        workflow_type="qwen_edit_2511",
+    )
+
+
+def make_settings(
+    database_url: str, amqp_url: str, topology: Topology, fake: FakeYooKassa, **overrides: Any
+) -> Settings:
+    return Settings(
+        database=DatabaseSettings(url=database_url, pool_size=20),  # type: ignore[arg-type]
+        broker=BrokerSettings(
+            url=amqp_url,  # type: ignore[arg-type]
+            namespace=topology.namespace,
+            prefetch=50,
+            retry_backoff_s=0.05,
+            transient_retry_s=2.0,
+        ),
+        outbox=OutboxSettings(poll_interval_s=0.1),
+        service=ServiceSettings(graceful_timeout_s=5),
+        billing=overrides.pop("billing", BillingSettings(reconcile_interval_s=3600)),
+        yookassa=YooKassaSettings(api_url=fake.api_url, timeout_s=5),
+        bonus=overrides.pop("bonus", BonusSettings(enabled=False, interval_s=3600)),
+        webhook=overrides.pop("webhook", WebhookSettings(allowed_networks="127.0.0.1/32")),
+    )
+
+
+async def send(sender: EventPublisher, event: Event) -> RawEnvelope:
+    envelope = new_envelope(event, source="test")
+    await sender.publish_envelope(envelope, event.routing_key())
+    return envelope
+
+
+async def open_account(
+    sessions: async_sessionmaker[AsyncSession], *, balance: int, welcome: int = 60
+) -> tuple[int, int]:
+    """(user_id, telegram_id) of a new account holding exactly `balance`, via the ledger."""
+    telegram_id = new_telegram_id()
+    async with UnitOfWork(sessions, DELIVERY, source="test") as uow:
+        account = await services.ensure_account(uow, telegram_id, "tester", welcome)
+        if balance != account.balance:
+            moved = await accounts.move(
+                uow.session,
+                user_id=account.user_id,
+                amount=balance - account.balance,
+                key=f"adjustment:test:{uuid.uuid4()}",
+                kind=LedgerKind.adjustment,
+                reason="test funding",
+            )
+            assert moved is not None
+            assert moved.balance == balance
+        await uow.commit()
+    return account.user_id, telegram_id
+
+
+async def outbox(
+    sessions: async_sessionmaker[AsyncSession], routing_key: str, **data: Any
+) -> list[dict[str, Any]]:
+    """Payloads billing committed to its outbox under `routing_key` whose data match `data`."""
+    async with sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT envelope FROM billing_outbox WHERE routing_key = :key "
+                "AND envelope->'data' @> CAST(:data AS jsonb) ORDER BY seq"
+            ),
+            {"key": routing_key, "data": json.dumps(data)},
+        )
+        return [row[0]["data"] for row in rows]
+
+
+async def scalar(sessions: async_sessionmaker[AsyncSession], sql: str, **params: Any) -> Any:
+    async with sessions() as session:
+        return (await session.execute(text(sql), params)).scalar_one()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+async def balance_of(sessions: async_sessionmaker[AsyncSession], user_id: int) -> float:
+    return float(await scalar(sessions, "SELECT balance FROM users WHERE user_id = :u", u=user_id))
+
+
+async def ledger_sum(sessions: async_sessionmaker[AsyncSession], user_id: int) -> int:
+    return int(
+        await scalar(
+            sessions,
+            "SELECT COALESCE(sum(amount), 0) FROM billing_ledger WHERE user_id = :u",
+            u=user_id,
+        )
+    )
