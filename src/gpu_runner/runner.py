@@ -202,9 +202,12 @@ class Runner:
         )
         announced = asyncio.create_task(self._publish_quietly(started, envelope))
         progress = ProgressReporter(
-            job, self._settings.progress_interval_s, lambda e: self._publish_quietly(e, envelope)
+            job,
+            self._settings.progress_interval_s,
+            lambda event: self._publish_quietly(event, envelope),
+            after=announced,
         )
-        reports.append(progress.close(after=announced))
+        reports.append(progress.close())
         with self.cancellations.running(job.job_id) as canceled:
 
             def step_done(step: int, total_steps: int) -> None:
@@ -292,13 +295,18 @@ class Runner:
 
 
 class ProgressReporter:
-    """Throttled JobProgress: steps noted on the inference thread, published on the loop."""
+    """Throttled JobProgress: steps noted on the inference thread, published on the loop.
+
+    Publishing starts only once `after` (the JobStarted publish) is done, so the order holds.
+    """
 
     def __init__(
         self,
         job: JobDispatched,
         interval_s: float,
         publish: Callable[[JobProgress], Awaitable[None]],
+        *,
+        after: Awaitable[None],
     ) -> None:
         self._job = job
         self._interval_s = interval_s
@@ -306,6 +314,7 @@ class ProgressReporter:
         self._loop = asyncio.get_running_loop()
         self._steps: asyncio.Queue[JobProgress | None] = asyncio.Queue()
         self._last_noted = float("-inf")
+        self._sending = asyncio.create_task(self._send(after))
 
     def step_done(self, step: int, total: int) -> None:
         now = time.monotonic()
@@ -317,10 +326,13 @@ class ProgressReporter:
         )
         self._loop.call_soon_threadsafe(self._steps.put_nowait, event)
 
-    async def close(self, *, after: Awaitable[None]) -> None:
-        """Publish what was noted, in order, after `after` (the JobStarted publish)."""
-        await after
+    async def close(self) -> None:
+        """Wait until every noted step is published."""
         self._steps.put_nowait(None)
+        await self._sending
+
+    async def _send(self, after: Awaitable[None]) -> None:
+        await after
         while (event := await self._steps.get()) is not None:
             await self._publish(event)
 
