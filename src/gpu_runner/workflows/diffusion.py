@@ -106,7 +106,8 @@ class DiffusionWorkflow:
 
 
 def output_size(resolution: int, aspect: float) -> tuple[int, int]:
-    """About resolution² pixels at the given width/height ratio, sides multiples of 32."""
+    """About resolution² pixels at the given width/height ratio; sides are multiples of 16
+    (the VAE's 8x downscale times the transformer's 2x2 patches)."""
     width = math.sqrt(resolution * resolution * aspect)
     height = width / aspect
-    return max(32, round(width / 32) * 32), max(32, round(height / 32) * 32)
+    return max(16, round(width / 16) * 16), max(16, round(height / 16) * 16)
