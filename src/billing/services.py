@@ -149,17 +149,20 @@ async def settle_payment(uow: UnitOfWork, local: LocalPayment, remote: RemotePay
     """Apply YooKassa's verified status to our row: pending -> succeeded | cancelled, once."""
     decision = settle(local.status, remote.status)
     if decision is Settlement.credit:
-        return Outcome(decision, await _credit(uow, local, remote))
+        if await _credit(uow, local, remote):
+            return Outcome(decision, credited=True)
+        return Outcome(Settlement.done, credited=False)  # a concurrent notification won
     if decision is Settlement.cancel:
-        if await payments.transition(uow.session, local.id, "cancelled"):
-            await payments.log_legacy(
-                uow.session,
-                user_id=local.user_id,
-                rubles=local.amount_kopecks / 100,
-                status="canceled",
-                yookassa_id=remote.id,
-            )
-            _emit_failed(uow, local, remote.cancellation_reason or "canceled")
+        if not await payments.transition(uow.session, local.id, "cancelled"):
+            return Outcome(Settlement.done, credited=False)
+        await payments.log_legacy(
+            uow.session,
+            user_id=local.user_id,
+            rubles=local.amount_kopecks / 100,
+            status="canceled",
+            yookassa_id=remote.id,
+        )
+        _emit_failed(uow, local, remote.cancellation_reason or "canceled")
         return Outcome(decision, credited=False)
     if decision is Settlement.conflict:
         log.error(

@@ -140,15 +140,12 @@ async def test_audit_fails_on_drift_and_adjust_corrects_through_the_ledger(
     billing_sessions: Sessions, billing_database_url: str
 ) -> None:
     user_id, telegram_id = await open_account(billing_sessions, balance=60)
-    await _execute(
-        billing_sessions, "UPDATE users SET balance = balance + 5 WHERE user_id = :u", user_id
-    )
+    drift = "UPDATE users SET balance = balance + :by WHERE user_id = :u"
+    await _execute(billing_sessions, drift, user_id, 5)  # behind the ledger's back
     code, out, err = await imagebot(billing_database_url, "billing", "audit")
     assert code == 1
     assert f"DRIFT user {user_id} (telegram {telegram_id}): balance 65.0 != ledger 60" in err
-    await _execute(
-        billing_sessions, "UPDATE users SET balance = balance - 5 WHERE user_id = :u", user_id
-    )
+    await _execute(billing_sessions, drift, user_id, -5)
     assert await _audit(billing_database_url) == (0, "0 drifting")
 
     args = ("billing", "adjust", "--telegram-id", str(telegram_id), "--credits", "5")

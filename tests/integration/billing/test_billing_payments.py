@@ -1,0 +1,331 @@
+"""Top-ups, the YooKassa webhook and reconciliation: the real SDK against a fake YooKassa API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from billing import payments
+from billing.app import Billing, Settings, build
+from billing.domain import creation_key
+from billing.settings import BillingSettings, WebhookSettings
+from billing.yookassa_gateway import PaymentDraft
+from contracts.events import TopUpRequested
+from messaging.publisher import EventPublisher
+from support.billing_harness import (
+    balance_of,
+    eventually,
+    ledger_sum,
+    open_account,
+    outbox,
+    scalar,
+    send,
+)
+from support.fake_yookassa import FakeYooKassa
+
+Sessions = async_sessionmaker[AsyncSession]
+YOOKASSA_ADDRESS = "185.71.76.10"  # inside YooKassa's published 185.71.76.0/27
+
+
+@pytest.fixture
+async def idle_billing(settings: Settings) -> AsyncIterator[Billing]:
+    """Billing built but not consuming: the webhook and loops are driven by the test."""
+    service = build(settings)
+    yield service
+    await service.runtime.engine.dispose()
+
+
+async def pending_payment(
+    billing: Billing, sessions: Sessions, user_id: int, kopecks: int = 10000, credits: int = 100
+) -> tuple[int, str]:
+    """A top-up as billing leaves it after TopUpRequested: (our payment id, YooKassa id)."""
+    request_id = uuid.uuid4()
+    async with sessions() as session, session.begin():
+        local = await payments.open_topup(
+            session,
+            request_id=request_id,
+            user_id=user_id,
+            amount_kopecks=kopecks,
+            credits=credits,
+            currency="RUB",
+            description="test",
+        )
+    gateway = billing.topups._provider
+    remote = await gateway.create(
+        PaymentDraft(
+            kopecks,
+            "RUB",
+            "test",
+            {"payment_id": str(local.id), "user_id": str(user_id)},
+            "https://t.me/",
+        ),
+        creation_key(request_id),
+    )
+    async with sessions() as session, session.begin():
+        assert await payments.attach_yookassa(
+            session, local.id, remote.id, remote.confirmation_url or ""
+        )
+    return local.id, remote.id
+
+
+async def post(
+    billing: Billing,
+    body: bytes | dict[str, Any],
+    *,
+    client: str = "127.0.0.1",
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """POST to the webhook ASGI app as a peer at `client`: (status, detail)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/yookassa",
+        "client": (client, 40000),
+        "headers": [(b"content-type", content_type.encode())]
+        + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
+    chunks = [{"type": "http.request", "body": raw, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def respond(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await billing.webhook(scope, receive, respond)  # type: ignore[arg-type]
+    return sent[0]["status"], json.loads(sent[1]["body"])["detail"]
+
+
+async def test_a_topup_creates_one_yookassa_payment_however_often_it_is_delivered(
+    billing: Billing,
+    sender: EventPublisher,
+    billing_sessions: Sessions,
+    fake_yookassa: FakeYooKassa,
+) -> None:
+    user_id, telegram_id = await open_account(billing_sessions, balance=60)
+    request = TopUpRequested(
+        request_id=uuid.uuid4(),
+        user_id=user_id,
+        telegram_id=telegram_id,
+        chat_id=telegram_id,
+        package_id="medium",
+    )
+    fake_yookassa.fail_next(1)  # the first create fails on YooKassa's side: retried
+    for _ in range(3):  # and the request itself arrives three times, under new event ids
+        await send(sender, request)
+
+    async def created() -> bool:
+        found = await outbox(
+            billing_sessions, "payment.created", request_id=str(request.request_id)
+        )
+        return bool(found)
+
+    await eventually(created)
+    await asyncio.sleep(0.5)
+    [event] = await outbox(billing_sessions, "payment.created", request_id=str(request.request_id))
+    assert len(fake_yookassa.payments) == 1
+    [remote] = fake_yookassa.payments.values()
+    assert (event["amount_kopecks"], event["credits"]) == (50000, 550)
+    assert event["confirmation_url"] == remote["confirmation"]["confirmation_url"]
+    assert remote["amount"] == {"value": "500.00", "currency": "RUB"}
+    assert remote["metadata"]["payment_id"] == str(event["payment_id"])
+    assert remote["metadata"]["user_id"] == str(user_id)
+    row = await scalar(
+        billing_sessions,
+        "SELECT status::text || ' ' || yukassa_payment_id || ' ' || amount || ' ' || credits "
+        "FROM payments WHERE request_id = :r",
+        r=request.request_id,
+    )
+    assert row == f"pending {remote['id']} 50000 550"
+
+
+async def test_an_unknown_package_fails_with_a_reason(
+    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+) -> None:
+    user_id, telegram_id = await open_account(billing_sessions, balance=60)
+    request_id = uuid.uuid4()
+    await send(
+        sender,
+        TopUpRequested(
+            request_id=request_id,
+            user_id=user_id,
+            telegram_id=telegram_id,
+            chat_id=telegram_id,
+            package_id="gold",
+        ),
+    )
+
+    async def failed() -> bool:
+        return bool(await outbox(billing_sessions, "payment.failed", request_id=str(request_id)))
+
+    await eventually(failed)
+    [event] = await outbox(billing_sessions, "payment.failed", request_id=str(request_id))
+    assert event["reason"] == "unknown_package"
+    count = "SELECT count(*) FROM payments WHERE request_id = :r"
+    assert await scalar(billing_sessions, count, r=request_id) == 0
+
+
+async def test_the_same_success_notification_20_times_at_once_credits_once(
+    idle_billing: Billing, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+) -> None:
+    user_id, _ = await open_account(billing_sessions, balance=60)
+    payment_id, yookassa_id = await pending_payment(idle_billing, billing_sessions, user_id)
+    fake_yookassa.set_status(yookassa_id, "succeeded")
+    body = fake_yookassa.notification(yookassa_id)
+
+    answers = await asyncio.gather(*(post(idle_billing, body) for _ in range(20)))
+
+    assert {status for status, _ in answers} == {200}
+    assert sorted(detail for _, detail in answers) == ["credit"] + ["done"] * 19
+    assert await balance_of(billing_sessions, user_id) == 160
+    assert await ledger_sum(billing_sessions, user_id) == 160
+    [event] = await outbox(billing_sessions, "payment.succeeded", payment_id=payment_id)
+    assert (event["credits"], event["balance"], event["amount_kopecks"]) == (100, 160, 10000)
+    row = await scalar(
+        billing_sessions,
+        "SELECT status::text || ' ' || payment_method || ' ' || (paid_at IS NOT NULL) "
+        "FROM payments WHERE id = :p",
+        p=payment_id,
+    )
+    assert row == "succeeded bank_card true"
+    logs = "SELECT count(*) FROM payment_logs WHERE payment_id = :y AND status = 'succeeded'"
+    assert await scalar(billing_sessions, logs, y=yookassa_id) == 1
+
+
+async def test_forged_or_malformed_notifications_credit_nothing(
+    idle_billing: Billing, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+) -> None:
+    user_id, _ = await open_account(billing_sessions, balance=60)
+    _, yookassa_id = await pending_payment(idle_billing, billing_sessions, user_id)
+    claims_success = fake_yookassa.notification(yookassa_id, "payment.succeeded")
+    # The API still says pending: the body contradicts it.
+    assert (await post(idle_billing, claims_success))[0] == 409
+    fake_yookassa.set_status(yookassa_id, "succeeded")
+    assert (await post(idle_billing, claims_success, client="203.0.113.9"))[0] == 403
+    forged = fake_yookassa.notification(yookassa_id)
+    forged["object"]["id"] = "2f000000-000f-5000-8000-000000000000"
+    assert (await post(idle_billing, forged))[0] == 404
+    assert (await post(idle_billing, b"{not json"))[0] == 400
+    assert (await post(idle_billing, {"type": "notification", "event": "refund.succeeded"}))[
+        0
+    ] == 400
+    assert (await post(idle_billing, b"x" * 70_000))[0] == 413
+    assert (await post(idle_billing, claims_success, content_type="text/plain"))[0] == 415
+    # The API's amount differs from ours (a payment tampered with, or not ours after all).
+    fake_yookassa.payments[yookassa_id]["amount"]["value"] = "1.00"
+    status, detail = await post(idle_billing, claims_success)
+    assert status == 422
+    assert "amount" in detail
+    assert await balance_of(billing_sessions, user_id) == 60
+    assert await scalar(
+        billing_sessions, "SELECT status::text FROM payments WHERE yukassa_payment_id = :y",
+        y=yookassa_id,
+    ) == "pending"  # fmt: skip
+
+
+async def test_a_trusted_proxy_vouches_for_yookassa_and_nobody_else_does(
+    settings: Settings, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+) -> None:
+    settings.webhook = WebhookSettings(trusted_proxies="127.0.0.1/32")  # YooKassa's own ranges
+    service = build(settings)
+    try:
+        user_id, _ = await open_account(billing_sessions, balance=0, welcome=0)
+        _, yookassa_id = await pending_payment(service, billing_sessions, user_id)
+        fake_yookassa.set_status(yookassa_id, "succeeded")
+        body = fake_yookassa.notification(yookassa_id)
+        spoofed = {"X-Forwarded-For": f"{YOOKASSA_ADDRESS}, 198.51.100.7"}
+        assert (await post(service, body, headers=spoofed))[0] == 403
+        # A client claiming a YooKassa address directly, with no proxy in between: not believed.
+        direct = {"X-Forwarded-For": YOOKASSA_ADDRESS}
+        assert (await post(service, body, client="198.51.100.7", headers=direct))[0] == 403
+        assert (await post(service, body, headers={"X-Forwarded-For": YOOKASSA_ADDRESS})) == (
+            200,
+            "credit",
+        )
+        assert await balance_of(billing_sessions, user_id) == 100
+    finally:
+        await service.runtime.engine.dispose()
+
+
+async def test_a_cancel_after_success_takes_nothing_back(
+    idle_billing: Billing,
+    billing_sessions: Sessions,
+    fake_yookassa: FakeYooKassa,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    user_id, _ = await open_account(billing_sessions, balance=60)
+    payment_id, yookassa_id = await pending_payment(idle_billing, billing_sessions, user_id)
+    fake_yookassa.set_status(yookassa_id, "succeeded")
+    assert await post(idle_billing, fake_yookassa.notification(yookassa_id)) == (200, "credit")
+    fake_yookassa.set_status(yookassa_id, "canceled")
+    with caplog.at_level(logging.ERROR, logger="billing.services"):
+        status, detail = await post(idle_billing, fake_yookassa.notification(yookassa_id))
+    assert (status, detail) == (200, "conflict")
+    assert "needs a human" in caplog.text
+    assert await balance_of(billing_sessions, user_id) == 160
+    assert await outbox(billing_sessions, "payment.failed", payment_id=payment_id) == []
+
+
+async def test_a_canceled_payment_fails_once_and_credits_nothing(
+    idle_billing: Billing, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+) -> None:
+    user_id, _ = await open_account(billing_sessions, balance=60)
+    payment_id, yookassa_id = await pending_payment(idle_billing, billing_sessions, user_id)
+    fake_yookassa.set_status(yookassa_id, "canceled")
+    body = fake_yookassa.notification(yookassa_id)
+    assert [await post(idle_billing, body) for _ in range(2)] == [(200, "cancel"), (200, "done")]
+    [event] = await outbox(billing_sessions, "payment.failed", payment_id=payment_id)
+    assert event["reason"] == "expired_on_confirmation"
+    assert await balance_of(billing_sessions, user_id) == 60
+
+
+async def test_reconciliation_credits_a_missed_webhook_and_closes_stale_payments(
+    settings: Settings, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+) -> None:
+    settings.billing = BillingSettings(reconcile_min_age_s=0, pending_expiry_s=3600)
+    service = build(settings)
+    try:
+        user_id, _ = await open_account(billing_sessions, balance=60)
+        paid_id, paid = await pending_payment(service, billing_sessions, user_id)
+        stale_id, _ = await pending_payment(service, billing_sessions, user_id)
+        waiting_id, _ = await pending_payment(service, billing_sessions, user_id)
+        fake_yookassa.set_status(paid, "succeeded")
+        await _age(billing_sessions, stale_id, hours=2)
+        await service.reconciler.run_once()
+        await service.reconciler.run_once()  # a second pass changes nothing
+        statuses = await scalar(
+            billing_sessions,
+            "SELECT string_agg(status::text, ',' ORDER BY id) FROM payments WHERE id IN (:a,:b,:c)",
+            a=paid_id,
+            b=stale_id,
+            c=waiting_id,
+        )
+        assert statuses == "succeeded,cancelled,pending"
+        assert await balance_of(billing_sessions, user_id) == 160
+        assert len(await outbox(billing_sessions, "payment.succeeded", payment_id=paid_id)) == 1
+        [expired] = await outbox(billing_sessions, "payment.failed", payment_id=stale_id)
+        assert expired["reason"] == "expired"
+    finally:
+        await service.runtime.engine.dispose()
+
+
+async def _age(sessions: Sessions, payment_id: int, *, hours: int) -> None:
+    from sqlalchemy import text
+
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "UPDATE payments SET created_at = now() - make_interval(hours => :h) WHERE id = :p"
+            ),
+            {"h": hours, "p": payment_id},
+        )
