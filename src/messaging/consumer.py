@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -23,12 +24,14 @@ from sqlalchemy.exc import DBAPIError
 
 from contracts.envelope import Event, RawEnvelope, UnknownEventError, open_envelope
 from contracts.events import CATALOG
+from messaging.metrics import HANDLER_SECONDS, MESSAGES_CONSUMED
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
-EnvelopeHandler = Callable[[Any, RawEnvelope], Awaitable[None]]
+EnvelopeHandler = Callable[[Any, RawEnvelope], Awaitable[bool | None]]
+"""Returns False when the message was a duplicate and changed nothing."""
 UnitOfWorkHandler = Callable[[Any, UnitOfWork], Awaitable[None]]
 
 
@@ -48,7 +51,7 @@ class EventConsumer:
         transient_retry_s: float = 300.0,
     ) -> None:
         self.queue = queue
-        self._handlers: dict[type[Event], Callable[[Any, RawEnvelope], Awaitable[None]]] = {}
+        self._handlers: dict[type[Event], EnvelopeHandler] = {}
         self._backoff_s = retry_backoff_s
         self._backoff_max_s = retry_backoff_max_s
         self._transient_retry_s = transient_retry_s
@@ -80,10 +83,12 @@ class EventConsumer:
                 raise MalformedMessageError(f"no handler for {envelope.type!r} on {self.queue}")
         except MalformedMessageError as exc:
             log.error("dead-lettering message %s from %s: %s", message.message_id, self.queue, exc)
+            MESSAGES_CONSUMED.labels(self.queue, "malformed", "dead_letter").inc()
             await message.reject(requeue=False)
             return
+        started = time.perf_counter()
         try:
-            await self._handle(handler, event, envelope)
+            applied = await self._handle(handler, event, envelope)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -95,19 +100,24 @@ class EventConsumer:
                 self.queue,
                 deliveries,
             )
+            MESSAGES_CONSUMED.labels(self.queue, envelope.type, "retry").inc()
             await asyncio.sleep(min(self._backoff_s * 2 ** (deliveries - 1), self._backoff_max_s))
             await message.reject(requeue=True)
             return
+        HANDLER_SECONDS.labels(self.queue, envelope.type).observe(time.perf_counter() - started)
+        outcome = "duplicate" if applied is False else "ok"
+        MESSAGES_CONSUMED.labels(self.queue, envelope.type, outcome).inc()
         await message.ack()
 
-    async def _handle(self, handler: EnvelopeHandler, event: Event, envelope: RawEnvelope) -> None:
+    async def _handle(
+        self, handler: EnvelopeHandler, event: Event, envelope: RawEnvelope
+    ) -> bool | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._transient_retry_s
         delay = max(self._backoff_s, 0.05)
         while True:
             try:
-                await handler(event, envelope)
-                return
+                return await handler(event, envelope)
             except Exception as exc:
                 if not is_transient(exc) or loop.time() + delay > deadline:
                     raise
@@ -147,16 +157,17 @@ class TransactionalConsumer(EventConsumer):
         self._unit_of_work = unit_of_work
 
     def _wrap(self, handler: UnitOfWorkHandler) -> EnvelopeHandler:
-        async def in_unit_of_work(event: Event, envelope: RawEnvelope) -> None:
+        async def in_unit_of_work(event: Event, envelope: RawEnvelope) -> bool:
             async with self._unit_of_work() as uow:
                 uow.cause = envelope
                 if not await uow.claim(envelope.id, envelope.type):
                     log.info(
                         "skipping duplicate %s %s on %s", envelope.type, envelope.id, self.queue
                     )
-                    return
+                    return False
                 await handler(event, uow)
                 await uow.commit()
+                return True
 
         return in_unit_of_work
 

@@ -90,6 +90,23 @@ class ServiceLifecycle:
             await relay.stop()
 
 
+async def consuming(subscriber: Any) -> bool:
+    """Whether the broker still delivers to this subscriber.
+
+    The broker may cancel a consumer while the connection stays up (its queue deleted, a
+    quorum queue's leader lost); aiormq then drops the tag from its channel's consumers.
+    """
+    queue = getattr(subscriber, "_queue_obj", None)
+    tag = getattr(subscriber, "_consumer_tag", None)
+    if queue is None or tag is None or queue.channel.is_closed:
+        return False
+    try:
+        channel = await queue.channel.get_underlay_channel()
+    except Exception:  # the channel is not open (yet, or any more)
+        return False
+    return tag in channel.consumers
+
+
 async def _cancel_consumer(subscriber: Any) -> None:
     """basic.cancel while the subscriber still runs, so deliveries already here get handled.
 

@@ -7,6 +7,7 @@ from typing import Any
 from faststream.rabbit import RabbitBroker, RabbitExchange
 
 from contracts.envelope import Envelope, Event, RawEnvelope, new_envelope
+from messaging.metrics import EVENTS_PUBLISHED, PUBLISH_FAILURES
 
 
 class EventPublisher:
@@ -27,6 +28,14 @@ class EventPublisher:
         return envelope
 
     async def publish_envelope(self, envelope: RawEnvelope, routing_key: str) -> None:
+        try:
+            await self._send(envelope, routing_key)
+        except Exception:
+            PUBLISH_FAILURES.labels(self._source, routing_key).inc()
+            raise
+        EVENTS_PUBLISHED.labels(self._source, routing_key).inc()
+
+    async def _send(self, envelope: RawEnvelope, routing_key: str) -> None:
         await self._broker.publish(
             envelope.model_dump_json().encode(),
             exchange=self._exchange,

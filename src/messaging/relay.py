@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import RawEnvelope
+from messaging.metrics import OUTBOX_LAG_SECONDS, OUTBOX_UNSENT
 from messaging.publisher import EventPublisher
 from messaging.settings import OutboxSettings
 from messaging.tables import DeliveryTables
@@ -137,6 +138,22 @@ class OutboxRelay:
                 next_attempt_at=func.now() + timedelta(seconds=delay),
             )
         )
+
+    async def observe(self) -> None:
+        """Update the outbox gauges: how many events wait, and for how long the oldest has."""
+        outbox = self._outbox
+        async with self._sessions() as session:
+            unsent, oldest = (
+                await session.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.published_at.is_(None)
+                    )
+                )
+            ).one()
+            now = (await session.execute(select(func.now()))).scalar_one()
+        owner = self._outbox.name.removesuffix("_outbox")
+        OUTBOX_UNSENT.labels(owner).set(unsent)
+        OUTBOX_LAG_SECONDS.labels(owner).set((now - oldest).total_seconds() if oldest else 0.0)
 
     async def purge_old(self) -> None:
         """Forget published events and inbox marks past the retention period."""

@@ -2,8 +2,9 @@
 
 A service's `create_app` builds a `ServiceRuntime`, registers its event handlers on
 `runtime.consumer`, its request/reply methods with `runtime.serve`, its loops with
-`runtime.every`, and returns `runtime.app(routes)`: an ASGI app serving `/healthz` (and any
-routes it adds, such as webhooks) next to the broker.
+`runtime.every`, and returns `runtime.app(routes)`: an ASGI app serving `/healthz` (alive),
+`/readyz` (database, broker, consumers), `/metrics` (Prometheus) and any routes it adds, such
+as webhooks, next to the broker.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import aio_pika
 import uvicorn
 from faststream.asgi import AsgiFastStream, AsgiResponse, get
 from faststream.asgi.types import ASGIApp, Scope
@@ -25,7 +27,8 @@ from contracts.topology import Topology, build_topology
 from messaging.broker import create_broker, subscribe
 from messaging.consumer import TransactionalConsumer
 from messaging.database import create_engine, create_session_factory
-from messaging.lifecycle import Periodic, ServiceLifecycle
+from messaging.lifecycle import Periodic, ServiceLifecycle, consuming
+from messaging.metrics import DLQ_MESSAGES, exposition
 from messaging.publisher import EventPublisher
 from messaging.relay import OutboxRelay
 from messaging.rpc import RequestT, serve
@@ -39,6 +42,8 @@ from messaging.tables import DeliveryTables
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+OBSERVE_EVERY_S = 15.0
 
 
 class ServiceRuntime:
@@ -114,31 +119,68 @@ class ServiceRuntime:
             relays=[self.relay],
             periodic=self._periodic,
         )
+        self.every(OBSERVE_EVERY_S, "observe", self._observe)
         return AsgiFastStream(
             self.broker,
-            asgi_routes=[("/healthz", self._health()), *routes],
+            asgi_routes=[
+                ("/healthz", _alive()),
+                ("/readyz", self._readiness()),
+                ("/metrics", _metrics()),
+                *routes,
+            ],
             on_startup=[lifecycle.on_startup],
             after_startup=[lifecycle.after_startup],
             on_shutdown=[lifecycle.on_shutdown],
             after_shutdown=[self.engine.dispose],
         )
 
-    def _health(self) -> ASGIApp:
+    async def _observe(self) -> None:
+        """Refresh the gauges no event updates: outbox backlog and this service's DLQ depth."""
+        await self.relay.observe()
+        dlq = self.topology.service_queues[self.name].dlq
+        connection = await aio_pika.connect(self.broker_settings.url.get_secret_value())
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(dlq, passive=True)
+            DLQ_MESSAGES.labels(dlq).set(queue.declaration_result.message_count or 0)
+
+    def _readiness(self) -> ASGIApp:
         broker, engine = self.broker, self.engine
 
         @get(include_in_schema=False)
-        async def healthz(scope: Scope) -> AsgiResponse:
+        async def readyz(scope: Scope) -> AsgiResponse:
             try:
                 async with asyncio.timeout(3.0), engine.connect() as connection:
                     await connection.execute(text("SELECT 1"))
             except Exception as exc:
-                log.warning("health: database unreachable: %r", exc)
+                log.warning("readiness: database unreachable: %r", exc)
                 return AsgiResponse(b"database unreachable", 503)
             if not await broker.ping(3.0):
                 return AsgiResponse(b"broker unreachable", 503)
-            return AsgiResponse(b"ok", 200)
+            for subscriber in broker.subscribers:
+                if not await consuming(subscriber):
+                    log.warning("readiness: %s is not consuming", subscriber)
+                    return AsgiResponse(b"a consumer is not consuming", 503)
+            return AsgiResponse(b"ready", 200)
 
-        return healthz
+        return readyz
+
+
+def _alive() -> ASGIApp:
+    @get(include_in_schema=False)
+    async def healthz(scope: Scope) -> AsgiResponse:
+        return AsgiResponse(b"ok", 200)
+
+    return healthz
+
+
+def _metrics() -> ASGIApp:
+    @get(include_in_schema=False)
+    async def metrics(scope: Scope) -> AsgiResponse:
+        body, content_type = exposition()
+        return AsgiResponse(body, 200, headers={"content-type": content_type})
+
+    return metrics
 
 
 def run(app: ASGIApp, settings: ServiceSettings | None = None) -> None:

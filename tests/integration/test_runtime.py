@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 
+import aio_pika
 import aiohttp
 import pytest
 import uvicorn
@@ -133,6 +134,21 @@ async def test_a_runtime_serves_health_handles_events_runs_loops_and_stops_clean
                 break
         assert "job.completed" in seen  # emitted in the handler's transaction, relayed on commit
         assert len(ticks) >= 2
+        assert await _get(port, "/readyz") == (200, "ready")
+        status, metrics = await _get(port, "/metrics")
+        consumed = (
+            f'imagebot_messages_consumed_total{{event_type="job.started",outcome="ok",'
+            f'queue="{topology.namespace}.jobs"}} 1.0'
+        )
+        assert status == 200
+        assert consumed in metrics
+        assert (
+            'imagebot_events_published_total{routing_key="job.completed",source="jobs"}' in metrics
+        )
+
+        await _delete_queue(amqp_url, topology.service_queues["jobs"].name)  # broker cancels
+        await eventually(lambda: _status_is(port, "/readyz", 503), timeout_s=10)
+        assert await _get(port, "/healthz") == (200, "ok")  # alive, just not ready
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, timeout=30)
@@ -143,12 +159,27 @@ async def test_a_runtime_serves_health_handles_events_runs_loops_and_stops_clean
     assert await count(sessions, "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL") == 0
 
 
+async def _get(port: int, path: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}{path}") as response,
+    ):
+        return response.status, await response.text()
+
+
+async def _status_is(port: int, path: str, status: int) -> bool:
+    return (await _get(port, path))[0] == status
+
+
 async def _healthy(port: int) -> bool:
     try:
-        async with (
-            aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/healthz") as response,
-        ):
-            return response.status == 200 and await response.text() == "ok"
+        return await _get(port, "/readyz") == (200, "ready")
     except aiohttp.ClientError:
         return False
+
+
+async def _delete_queue(amqp_url: str, name: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.queue_delete(name)
