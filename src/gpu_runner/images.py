@@ -43,6 +43,7 @@ def decode_image(data: bytes, *, allowed_formats: frozenset[str], max_pixels: in
 
 
 def encode_png(image: Image.Image) -> bytes:
+    """Lossless; zlib level 1 is ~3x faster than the default 6 for a few percent more bytes."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
