@@ -18,8 +18,13 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-install: $(PY) ## Install the project and its dev tools into .venv
-	$(PY) -m pip install -q -e ".[dev]"
+# The gpu extra (diffusers, transformers) runs on the CPU too. Plain pip takes torch's CPU wheel;
+# uv and poetry would pull several GB of CUDA packages instead.
+TORCH ?= torch==2.13.0
+
+install: $(PY) ## Install the project, its dev tools and the gpu extra (CPU torch) into .venv
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[gpu,dev]"
 
 setup: install ## Migrate the database and declare the broker topology (DATABASE_URL, AMQP_URL)
 	$(BIN)/imagebot migrate
@@ -59,3 +64,6 @@ test: lint types pytest ## What CI runs: lint, types, every test
 
 clean: ## Remove caches
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
+
+bench-runner: ## gpu_runner: device utilization and gaps over 100 back-to-back fake jobs (real broker)
+	$(TEST_ENV) $(PY) bench/runner.py
