@@ -65,5 +65,12 @@ test: lint types pytest ## What CI runs: lint, types, every test
 clean: ## Remove caches
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
+bench-billing: ## Billing: debits/s (spread, hot account), webhooks/s vs the raw asyncpg ceiling
+	$(TEST_ENV) $(PY) bench/billing.py
+
 bench-runner: ## gpu_runner: device utilization and gaps over 100 back-to-back fake jobs (real broker)
 	$(TEST_ENV) $(PY) bench/runner.py
+
+.PHONY: bench-jobs
+bench-jobs: ## Jobs alone: request → dispatch latency p50/p99 and jobs/s, beside a raw broker hop
+	$(TEST_ENV) $(PY) bench/jobs.py

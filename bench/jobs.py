@@ -1,0 +1,249 @@
+"""Request → dispatch latency and throughput of the jobs service alone.
+
+Runs the real jobs service in process on a throwaway database and broker namespace, and plays
+its neighbours: virtual users (closed loop, `--concurrency` at a time, a fresh account per job)
+publish JobRequested; a stand-in for billing answers each JobCreated with BalanceDebited at
+once; the clock stops when the job's JobDispatched reaches the GPU exchange binding. Each job
+is 4 broker hops and 2 database transactions (JobRequested → JobCreated, BalanceDebited →
+JobDispatched + JobQueued), each event relayed from the outbox.
+
+The baseline, measured first in the same run on the same broker: one raw publish → consume
+hop through the events exchange at the same concurrency. The last line is the jobs figure.
+
+    make bench-jobs            # or: python bench/jobs.py --jobs 1000 --concurrency 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from contracts.envelope import RawEnvelope, new_envelope, open_envelope  # noqa: E402
+from contracts.events import (  # noqa: E402
+    CATALOG,
+    BalanceDebited,
+    JobCreated,
+    JobDispatched,
+    JobProgress,
+    JobRequested,
+    JobRequestRejected,
+)
+from contracts.topology import Topology, build_topology  # noqa: E402
+from jobs.app import create_app  # noqa: E402
+from jobs.settings import JobsSettings  # noqa: E402
+from messaging.broker import declare_topology  # noqa: E402
+from messaging.settings import (  # noqa: E402
+    BrokerSettings,
+    DatabaseSettings,
+    OutboxSettings,
+    ServiceSettings,
+)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
+
+
+async def publish(exchange: AbstractExchange, envelope: RawEnvelope, routing_key: str) -> None:
+    await exchange.publish(
+        aio_pika.Message(
+            envelope.model_dump_json().encode(),
+            message_id=str(envelope.id),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+        ),
+        routing_key=routing_key,
+    )
+
+
+async def closed_loop(
+    total: int, concurrency: int, one: Callable[[int], Awaitable[float]]
+) -> tuple[list[float], float]:
+    """Run `one(i)` for i < total, `concurrency` at a time; latencies (ms) and wall time (s)."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for index in counter:
+            latencies.append(await one(index))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, time.perf_counter() - started
+
+
+async def baseline(channel: AbstractChannel, topology: Topology, total: int, conc: int) -> str:
+    exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key="bench.ping")
+    waiting: dict[str, asyncio.Future[float]] = {}
+
+    async def arrived(message: AbstractIncomingMessage) -> None:
+        waiting.pop(message.message_id or "").set_result(time.perf_counter())
+
+    await queue.consume(arrived, no_ack=True)
+
+    async def one(index: int) -> float:
+        envelope = new_envelope(JobProgress(job_id=1, attempt=1, step=index, total_steps=1),
+                                source="bench")  # fmt: skip
+        done = waiting[str(envelope.id)] = asyncio.get_running_loop().create_future()
+        sent = time.perf_counter()
+        await publish(exchange, envelope, "bench.ping")
+        return (await done - sent) * 1000
+
+    latencies, wall = await closed_loop(total, conc, one)
+    return (
+        f"baseline broker hop (publish → consume, {total} msgs, concurrency {conc}): "
+        f"msgs_per_s={total / wall:.0f} p50_ms={percentile(latencies, 0.5):.2f} "
+        f"p99_ms={percentile(latencies, 0.99):.2f}"
+    )
+
+
+async def jobs_run(channel: AbstractChannel, topology: Topology, total: int, conc: int) -> str:
+    exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    for key in ("job.created", "job.request_rejected", "job.dispatched.#"):
+        await queue.bind(exchange, routing_key=key)
+    waiting: dict[uuid.UUID, asyncio.Future[float]] = {}
+    request_of: dict[int, uuid.UUID] = {}
+
+    async def arrived(message: AbstractIncomingMessage) -> None:
+        envelope = RawEnvelope.model_validate_json(message.body)
+        event = open_envelope(envelope, CATALOG)
+        if isinstance(event, JobCreated):  # billing's part: debit at once
+            request_of[event.job_id] = event.request_id
+            debited = BalanceDebited(
+                job_id=event.job_id, user_id=event.user_id, amount=event.price, balance=1000
+            )
+            await publish(exchange, new_envelope(debited, source="bench", cause=envelope),
+                          debited.routing_key())  # fmt: skip
+        elif isinstance(event, JobDispatched):
+            waiting.pop(request_of.pop(event.job_id)).set_result(time.perf_counter())
+        elif isinstance(event, JobRequestRejected):
+            waiting.pop(event.request_id).set_exception(RuntimeError(event.detail))
+
+    await queue.consume(arrived, no_ack=True)
+
+    async def one(index: int) -> float:
+        user_id = index + 1  # a fresh account per job: no per-user cap in the way
+        request = JobRequested(
+            request_id=uuid.uuid4(),
+            user_id=user_id,
+            telegram_id=user_id,
+            chat_id=user_id,
+            preset_id=1,
+            image_key="uploads/bench.jpg",
+        )
+        done = waiting[request.request_id] = asyncio.get_running_loop().create_future()
+        sent = time.perf_counter()
+        await publish(exchange, new_envelope(request, source="bench"), request.routing_key())
+        return (await done - sent) * 1000
+
+    await closed_loop(min(conc, total), conc, one)  # warm-up: connections, caches
+    latencies, wall = await closed_loop(total, conc, one)
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+    return (
+        f"jobs request → dispatch ({total} jobs, concurrency {conc}): "
+        f"jobs_per_s={total / wall:.0f} p50_ms={p50:.2f} p99_ms={p99:.2f}\n"
+        f"BENCH jobs_per_s={total / wall:.1f} p50_ms={p50:.2f} p99_ms={p99:.2f}"
+    )
+
+
+async def create_database(server_url: str, users: int) -> str:
+    server = make_url(server_url).set(drivername="postgresql")
+    name = f"imagebot_bench_jobs_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = server.set(database=name).render_as_string(hide_password=False)
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = DatabaseSettings(url=url).url.get_secret_value()  # type: ignore[arg-type]
+    config.attributes["configure_logging"] = False
+    await asyncio.to_thread(command.upgrade, config, "head")
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(
+            "INSERT INTO users (telegram_id, balance) SELECT n, 1000 FROM generate_series(1, $1) n",
+            users,
+        )
+        await connection.execute(
+            "INSERT INTO presets (category, name, prompt, price, order_index, workflow_type) "
+            "VALUES ('фото', 'Ретушь', 'Retouch the portrait', 30, 1, 'qwen_edit_2511')"
+        )
+    finally:
+        await connection.close()
+    return url
+
+
+async def drop_database(server_url: str, url: str) -> None:
+    server = make_url(server_url).set(drivername="postgresql")
+    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def delete_namespace(channel: AbstractChannel, topology: Topology) -> None:
+    for spec in topology.queues:
+        for name in (spec.name, spec.dlq):
+            await channel.queue_delete(name)
+    for name in topology.rpc_queues:
+        await channel.queue_delete(name)
+    for exchange in (topology.events_exchange, topology.dead_letter_exchange):
+        await channel.exchange_delete(exchange)
+
+
+async def main(total: int, concurrency: int) -> None:
+    server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    topology = build_topology(f"bench-jobs-{uuid.uuid4().hex[:6]}")
+    database_url = await create_database(server_url, total + concurrency)
+    await declare_topology(amqp_url, topology)
+    connection = await aio_pika.connect_robust(amqp_url)
+    try:
+        channel = await connection.channel()
+        print(await baseline(channel, topology, total * 2, concurrency), flush=True)
+        app = create_app(
+            JobsSettings(),
+            database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
+            broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
+            outbox=OutboxSettings(),
+            service=ServiceSettings(graceful_timeout_s=5),
+        )
+        async with app:
+            print(await jobs_run(channel, topology, total, concurrency), flush=True)
+    finally:
+        await delete_namespace(await connection.channel(), topology)
+        await connection.close()
+        await drop_database(server_url, database_url)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=20)
+    arguments = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.disable(logging.INFO)  # FastStream logs a line per message: measure jobs, not that
+    asyncio.run(main(arguments.jobs, arguments.concurrency))
