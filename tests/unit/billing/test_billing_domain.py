@@ -1,0 +1,88 @@
+"""Billing's pure money rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from billing.domain import (
+    LocalPayment,
+    RemotePayment,
+    Settlement,
+    amount_value,
+    iso_week,
+    our_status,
+    payment_mismatches,
+    settle,
+    shortfall,
+    to_kopecks,
+    yookassa_status,
+)
+from billing.settings import BillingSettings, YooKassaSettings
+
+
+def test_the_iso_week_turns_at_midnight_in_the_configured_time_zone() -> None:
+    sunday_night_utc = datetime(2026, 11, 22, 20, 59, 59, tzinfo=UTC)  # 23:59:59 in Moscow
+    monday_moscow = datetime(2026, 11, 22, 21, 0, 0, tzinfo=UTC)  # 00:00:00 in Moscow
+    assert iso_week(sunday_night_utc, "Europe/Moscow") == "2026-W47"
+    assert iso_week(monday_moscow, "Europe/Moscow") == "2026-W48"
+    assert iso_week(monday_moscow, "UTC") == "2026-W47"
+    assert iso_week(datetime(2027, 1, 1, 12, tzinfo=UTC), "UTC") == "2026-W53"
+
+
+def test_statuses_map_between_yookassa_and_the_seed_spelling() -> None:
+    assert our_status("canceled") == "cancelled"
+    assert yookassa_status("cancelled") == "canceled"
+    assert our_status("waiting_for_capture") == "pending"
+    with pytest.raises(ValueError, match="unknown"):
+        our_status("refunded")
+
+
+def test_amounts_round_trip_between_kopecks_and_yookassa_strings() -> None:
+    assert amount_value(12345) == "123.45"
+    assert amount_value(5) == "0.05"
+    assert to_kopecks("123.45") == 12345
+    assert to_kopecks("100") == 10000
+    for bad in ("1.005", "-1.00", "abc"):
+        with pytest.raises(ValueError, match=r"kopecks|amount"):
+            to_kopecks(bad)
+
+
+def test_payments_settle_pending_to_final_at_most_once() -> None:
+    assert settle("pending", "succeeded") is Settlement.credit
+    assert settle("pending", "canceled") is Settlement.cancel
+    assert settle("pending", "pending") is Settlement.wait
+    assert settle("succeeded", "succeeded") is Settlement.done
+    assert settle("succeeded", "canceled") is Settlement.conflict  # never taken back silently
+    assert settle("cancelled", "succeeded") is Settlement.conflict
+
+
+def test_the_api_version_must_match_our_row() -> None:
+    local = LocalPayment(7, 3, 10000, "RUB", "pending", "yk", 100, 1)
+    remote = RemotePayment("yk", "succeeded", 10000, "RUB", {"payment_id": "7", "user_id": "3"})
+    assert payment_mismatches(local, remote) == []
+    forged = RemotePayment("yk", "succeeded", 100, "USD", {"payment_id": "8"})
+    assert len(payment_mismatches(local, forged)) == 4
+
+
+def test_shortfall_is_never_negative() -> None:
+    assert shortfall(balance=5, price=13) == 8
+    assert shortfall(balance=50, price=13) == 0
+
+
+def test_packages_are_validated_and_sorted_cheapest_first() -> None:
+    settings = BillingSettings(
+        topup_packages='[{"package_id": "b", "amount_kopecks": 900, "credits": 9},'
+        ' {"package_id": "a", "amount_kopecks": 100, "credits": 1}]'
+    )
+    assert [p.package_id for p in settings.packages] == ["a", "b"]
+    with pytest.raises(ValueError, match="credits"):
+        BillingSettings(topup_packages='[{"package_id": "x", "amount_kopecks": 100, "credits": 0}]')
+
+
+def test_a_placeholder_secret_is_refused_outside_development() -> None:
+    assert YooKassaSettings(environment="development").secret_key.get_secret_value()
+    with pytest.raises(ValueError, match="placeholder"):
+        YooKassaSettings(environment="production")
+    YooKassaSettings(environment="production", secret_key="live_abc")  # type: ignore[arg-type]
