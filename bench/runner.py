@@ -18,7 +18,6 @@ import itertools
 import os
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -28,8 +27,6 @@ from pathlib import Path
 import aio_pika
 import uvicorn
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from contracts.events import JobDispatched
 from contracts.topology import Topology, build_topology

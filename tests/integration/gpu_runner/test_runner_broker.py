@@ -213,3 +213,24 @@ async def test_a_dispatch_that_kills_every_runner_ends_in_the_dlq(
             if dead := list(await drain(amqp_url, queue.dlq, idle_s=0.2)):
                 break
     assert [message.body for message in dead] == [b"\x00not json"]  # type: ignore[attr-defined]
+
+
+async def test_a_missing_model_directory_stops_the_runner_before_it_takes_a_job(
+    amqp_url: str, topology: Topology, objects: Path, tmp_path: Path
+) -> None:
+    waiting = JobDispatched(job_id=51, attempt=1, workflow_type="qwen_image", prompt="a fox")
+    await publish(amqp_url, topology, waiting)
+    process = await asyncio.create_subprocess_exec(
+        IMAGEBOT,
+        "run",
+        "gpu_runner",
+        env=runner_process_env(
+            amqp_url, topology, objects, gpu_workflows="qwen_image", gpu_models_dir=tmp_path
+        ),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 2
+    assert f"no diffusers model in {tmp_path / 'Qwen-Image'}" in stderr.decode()
+    [still_queued] = await drain(amqp_url, topology.gpu_queues["qwen_image"].name, idle_s=0.3)
+    assert json.loads(still_queued.body)["data"]["job_id"] == 51

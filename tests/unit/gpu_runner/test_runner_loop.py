@@ -1,0 +1,137 @@
+"""The runner's decisions with a fake workflow and publisher (the broker is in integration)."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from contracts.envelope import Envelope, Event, RawEnvelope, new_envelope
+from contracts.events import JobAttemptFailed, JobCompleted, JobDispatched, JobProgress
+from gpu_runner.runner import Runner
+from gpu_runner.settings import RunnerSettings
+from gpu_runner.storage import LocalObjectStore
+from gpu_runner.workflows import RenderRequest, StepObserver
+
+
+class RecordingPublisher:
+    def __init__(self, fail_completed: int = 0) -> None:
+        self.events: list[Event] = []
+        self.attempts = 0
+        self._fail_completed = fail_completed
+
+    async def publish(self, event: Event, *, cause: Envelope[Any] | None = None) -> RawEnvelope:
+        self.attempts += 1
+        if isinstance(event, JobCompleted) and self._fail_completed:
+            self._fail_completed -= 1
+            raise ConnectionError("broker gone")
+        self.events.append(event)
+        return new_envelope(event, source="test", cause=cause)
+
+
+class TextToSquare:
+    name = "qwen_image"
+    needs_image = False
+
+    def __init__(self, steps: int = 4) -> None:
+        self.steps = steps
+        self.renders = 0
+
+    def check(self) -> None: ...
+
+    def load(self) -> None: ...
+
+    def total_steps(self) -> int:
+        return self.steps
+
+    def seed_for(self, job_id: int, dispatched_seed: int | None) -> int:
+        return dispatched_seed or 1
+
+    def render(self, request: RenderRequest, on_step: StepObserver) -> Image.Image:
+        self.renders += 1
+        for step in range(1, self.steps + 1):
+            on_step(step, self.steps)
+        return Image.new("RGB", (8, 8), (request.seed % 256, 0, 0))
+
+
+def dispatch(job_id: int = 1, attempt: int = 1) -> tuple[JobDispatched, RawEnvelope]:
+    job = JobDispatched(
+        job_id=job_id, attempt=attempt, workflow_type="qwen_image", prompt="fox", seed=7
+    )
+    return job, new_envelope(job, source="jobs")
+
+
+def runner(
+    tmp_path: Path, publisher: RecordingPublisher, workflow: TextToSquare, **settings: Any
+) -> Runner:
+    return Runner(
+        {"qwen_image": workflow},
+        LocalObjectStore(tmp_path),
+        publisher,
+        RunnerSettings(workflows="qwen_image", runner_id="r1", **settings),
+    )
+
+
+async def test_outcome_comes_last_after_started_and_every_progress(tmp_path: Path) -> None:
+    publisher, workflow = RecordingPublisher(), TextToSquare()
+    outcome = await runner(tmp_path, publisher, workflow, progress_interval_s=0).run(*dispatch())
+    assert [event.event_type for event in publisher.events] == [
+        "job.started",
+        *["job.progress"] * 4,
+        "job.completed",
+    ]
+    assert isinstance(outcome, JobCompleted)
+    assert (outcome.result_key, outcome.seed) == ("results/1.png", 7)
+    assert (tmp_path / "results" / "1.png").is_file()
+
+
+async def test_progress_is_throttled(tmp_path: Path) -> None:
+    publisher, workflow = RecordingPublisher(), TextToSquare(steps=50)
+    await runner(tmp_path, publisher, workflow, progress_interval_s=60).run(*dispatch())
+    progress = [e for e in publisher.events if isinstance(e, JobProgress)]
+    assert [p.step for p in progress] == [1]
+
+
+async def test_a_finished_job_is_reported_again_not_rerun(tmp_path: Path) -> None:
+    publisher, workflow = RecordingPublisher(), TextToSquare()
+    first = await runner(tmp_path, publisher, workflow).run(*dispatch(attempt=1))
+    again = await runner(tmp_path, publisher, workflow).run(*dispatch(attempt=2))
+    assert workflow.renders == 1
+    assert isinstance(first, JobCompleted)
+    assert again == first.model_copy(update={"attempt": 2})
+
+
+async def test_a_canceled_job_does_not_start_and_a_wrong_workflow_is_refused(
+    tmp_path: Path,
+) -> None:
+    publisher, workflow = RecordingPublisher(), TextToSquare()
+    subject = runner(tmp_path, publisher, workflow)
+    subject.cancellations.cancel(1)
+    canceled = await subject.run(*dispatch(job_id=1))
+    job = JobDispatched(job_id=2, attempt=1, workflow_type="pillow_filter", prompt="blur")
+    refused = await subject.run(job, new_envelope(job, source="jobs"))
+    assert isinstance(canceled, JobAttemptFailed)
+    assert (canceled.reason, canceled.retryable) == ("canceled", False)
+    assert isinstance(refused, JobAttemptFailed)
+    assert (refused.reason, refused.retryable) == ("unsupported_workflow", False)
+    assert workflow.renders == 0
+
+
+async def test_an_outcome_publish_is_retried_through_a_broker_hiccup(tmp_path: Path) -> None:
+    publisher = RecordingPublisher(fail_completed=2)
+    await runner(tmp_path, publisher, TextToSquare(steps=1), publish_retry_s=5).run(*dispatch())
+    assert [event.event_type for event in publisher.events] == [
+        "job.started",
+        "job.progress",
+        "job.completed",
+    ]
+    assert publisher.attempts == 5
+
+
+async def test_an_outcome_that_cannot_be_published_raises_so_the_job_returns(
+    tmp_path: Path,
+) -> None:
+    publisher = RecordingPublisher(fail_completed=100)
+    subject = runner(tmp_path, publisher, TextToSquare(steps=1), publish_retry_s=0.3)
+    with pytest.raises(ConnectionError):
+        await subject.run(*dispatch())
