@@ -68,7 +68,8 @@ class PipelineSettings(BaseModel):
     steps: int = Field(default=40, ge=1, le=200)
     guidance: float = Field(default=4.0, ge=0, le=30)
     """`true_cfg_scale`; CFG with the negative prompt is on only above 1."""
-    negative_prompt: str = " "
+    negative_prompt: str = ""
+    """Used when guidance > 1; empty means a single space, as Qwen-Image's own examples do."""
     resolution: int = Field(default=1024, ge=64, le=4096)
     """Output is about resolution² pixels (edits keep the input's aspect ratio)."""
     seed_policy: SeedPolicy = "job"
@@ -96,6 +97,7 @@ class QwenImageSettings(PipelineSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPU_QWEN_IMAGE_", env_file=".env", extra="ignore")
 
     model_subdir: str = "Qwen-Image"
+    steps: int = Field(default=50, ge=1, le=200)
 
 
 class PillowFilterSettings(BaseSettings):

@@ -89,7 +89,7 @@ class DiffusionWorkflow:
 
         arguments: dict[str, Any] = {
             "prompt": request.prompt,
-            "negative_prompt": s.negative_prompt,
+            "negative_prompt": s.negative_prompt or " ",
             "true_cfg_scale": s.guidance,
             "num_inference_steps": s.steps,
             "width": width,
