@@ -102,6 +102,9 @@ def _text_encoder(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLForConditionalGenerati
             "vocab_size": len(tokenizer),
             "rope_parameters": {"rope_type": "default", "mrope_section": [1, 1, 2]},
             "rope_theta": 1_000_000.0,
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
         },
         vision_config={
             "depth": 2,
