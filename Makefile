@@ -29,6 +29,7 @@ install: $(PY) ## Install the project, its dev tools and the gpu extra (CPU torc
 setup: install ## Migrate the database and declare the broker topology (DATABASE_URL, AMQP_URL)
 	$(BIN)/imagebot migrate
 	$(BIN)/imagebot topology declare
+	$(BIN)/imagebot presets import catalog/presets.yaml
 
 migrate: ## Bring the database to the newest revision
 	$(BIN)/imagebot migrate
