@@ -1,0 +1,68 @@
+"""Wiring: each incoming event to its use case, each request/reply method to its read."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.events import (
+    BalanceDebited,
+    DebitRejected,
+    JobAttemptFailed,
+    JobCancelRequested,
+    JobCompleted,
+    JobRequested,
+    JobStarted,
+)
+from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
+from jobs.catalog import catalog_view
+from jobs.lifecycle import JobLifecycle
+from jobs.repository import CatalogRepository, JobsRepository
+from messaging.runtime import ServiceRuntime
+
+
+def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
+    on = runtime.consumer.on
+    on(JobRequested)(lifecycle.request)
+    on(BalanceDebited)(lifecycle.paid)
+    on(DebitRejected)(lifecycle.debit_rejected)
+    on(JobStarted)(lifecycle.started)
+    on(JobCompleted)(lifecycle.completed)
+    on(JobAttemptFailed)(lifecycle.attempt_failed)
+    on(JobCancelRequested)(lifecycle.cancel)
+    reads = Reads(runtime.sessions, lifecycle.settings.custom_prompt_price)
+    runtime.serve(ListPresets, reads.presets)
+    runtime.serve(ListJobs, reads.jobs)
+
+
+class Reads:
+    """The request/reply reads the gateway makes: the catalog and a user's history."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], custom_prompt_price: int):
+        self._sessions = sessions
+        self._custom_prompt_price = custom_prompt_price
+
+    async def presets(self, _: ListPresets) -> PresetCatalog:
+        async with self._sessions() as session:
+            presets = await CatalogRepository(session).all_presets()
+            return catalog_view(presets, self._custom_prompt_price)
+
+    async def jobs(self, request: ListJobs) -> JobHistory:
+        async with self._sessions() as session:
+            jobs = await JobsRepository(session).recent_jobs(request.user_id, request.limit)
+        return JobHistory(
+            jobs=[
+                JobView(
+                    job_id=job.id,
+                    status=job.stage or (job.status.value if job.status else "unknown"),
+                    prompt=job.prompt,
+                    preset_id=job.preset_id,
+                    price=job.price or 0,
+                    result_key=job.result_path,
+                    error=job.error,
+                    created_at=job.created_at,
+                    updated_at=job.updated_at,
+                )
+                for job in jobs
+                if job.created_at is not None
+            ]
+        )
