@@ -59,7 +59,10 @@ class FakeYooKassa:
                 "title": "Bank card *4444",
             }
         if status == "canceled":
-            payment["cancellation_details"] = {"party": "yoo_money", "reason": "expired_on_confirmation"}
+            payment["cancellation_details"] = {
+                "party": "yoo_money",
+                "reason": "expired_on_confirmation",
+            }
         payment.update(changes)
         return copy.deepcopy(payment)
 
