@@ -62,7 +62,7 @@ def create_app(
         # Models load before the broker connects: no job is taken by a runner still loading.
         on_startup=[runner.load, lifecycle.on_startup],
         after_startup=[lifecycle.after_startup],
-        on_shutdown=[lifecycle.on_shutdown],
+        on_shutdown=[runner.stop_taking, lifecycle.on_shutdown],
         after_shutdown=[runner.close],
     )
 

@@ -70,6 +70,7 @@ class Runner:
         self.workflows = dict(workflows)
         self.cancellations = cancellations or Cancellations()
         self.loaded = False
+        self._stopping = False
         self._store = store
         self._publisher = publisher
         self._settings = settings
@@ -85,6 +86,10 @@ class Runner:
             log.info("workflow %s ready in %.1fs", workflow.name, time.monotonic() - started)
         self.loaded = True
 
+    async def stop_taking(self) -> None:
+        """On shutdown: jobs staged but not started go back to the queue instead of running."""
+        self._stopping = True
+
     def close(self) -> None:
         self._inference.shutdown(wait=False, cancel_futures=True)
 
@@ -99,6 +104,10 @@ class Runner:
             await self.run(job, envelope)
         except asyncio.CancelledError:
             raise
+        except ShuttingDownError:
+            log.info("job %s not started; returning it to the queue for another runner", job.job_id)
+            await message.reject(requeue=True)
+            return
         except Exception:
             log.exception("job %s: outcome not published; returning it to the queue", job.job_id)
             await message.reject(requeue=True)
@@ -150,6 +159,8 @@ class Runner:
         reports: list[Awaitable[None]] = []
         try:
             async with self._device:
+                if self._stopping:
+                    raise ShuttingDownError(job.job_id)
                 started = time.monotonic()
                 image = await self._infer(job, envelope, workflow, request, reports)
             png = await asyncio.to_thread(encode_png, image)
@@ -335,6 +346,10 @@ class ProgressReporter:
         await after
         while (event := await self._steps.get()) is not None:
             await self._publish(event)
+
+
+class ShuttingDownError(Exception):
+    """The runner is stopping: a staged job is handed back rather than started."""
 
 
 class UnrunnableDispatchError(ValueError):

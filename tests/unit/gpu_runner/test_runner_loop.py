@@ -1,5 +1,7 @@
 """The runner's decisions with a fake workflow and publisher (the broker is in integration)."""
 
+import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -7,8 +9,14 @@ import pytest
 from PIL import Image
 
 from contracts.envelope import Envelope, Event, RawEnvelope, new_envelope
-from contracts.events import JobAttemptFailed, JobCompleted, JobDispatched, JobProgress
-from gpu_runner.runner import Runner
+from contracts.events import (
+    JobAttemptFailed,
+    JobCompleted,
+    JobDispatched,
+    JobProgress,
+    JobStarted,
+)
+from gpu_runner.runner import Runner, ShuttingDownError
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.storage import LocalObjectStore
 from gpu_runner.workflows import RenderRequest, StepObserver
@@ -135,3 +143,33 @@ async def test_an_outcome_that_cannot_be_published_raises_so_the_job_returns(
     subject = runner(tmp_path, publisher, TextToSquare(steps=1), publish_retry_s=0.3)
     with pytest.raises(ConnectionError):
         await subject.run(*dispatch())
+
+
+class Gate(TextToSquare):
+    """Renders only when the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__(steps=1)
+        self.rendering = threading.Event()
+        self.open = threading.Event()
+
+    def render(self, request: RenderRequest, on_step: StepObserver) -> Image.Image:
+        self.rendering.set()
+        self.open.wait(timeout=10)
+        return super().render(request, on_step)
+
+
+async def test_on_shutdown_a_staged_job_goes_back_instead_of_starting(tmp_path: Path) -> None:
+    publisher, workflow = RecordingPublisher(), Gate()
+    subject = runner(tmp_path, publisher, workflow)
+    running = asyncio.create_task(subject.run(*dispatch(job_id=1)))
+    await asyncio.to_thread(workflow.rendering.wait, 10)
+    staged = asyncio.create_task(subject.run(*dispatch(job_id=2)))
+    await asyncio.sleep(0.05)
+    await subject.stop_taking()
+    workflow.open.set()
+    assert isinstance(await running, JobCompleted)  # the running job finishes and reports
+    with pytest.raises(ShuttingDownError):
+        await staged
+    assert workflow.renders == 1
+    assert [e.job_id for e in publisher.events if isinstance(e, JobStarted)] == [1]
