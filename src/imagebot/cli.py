@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from billing import cli as billing_cli
 from contracts.schemas import all_schemas
 from contracts.topology import build_topology
+from gpu_runner import cli as gpu_runner_cli
 from imagebot.dlq_commands import dlq_app
 from jobs import cli as jobs_cli
 from messaging.settings import BrokerSettings
@@ -26,6 +27,7 @@ app.add_typer(topology_app, name="topology")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(billing_cli.app, name="billing")
 app.add_typer(jobs_cli.presets_app, name="presets")
+app.add_typer(gpu_runner_cli.app, name="gpu")
 
 SERVICES = ("billing", "jobs", "bot_gateway", "gpu_runner")
 

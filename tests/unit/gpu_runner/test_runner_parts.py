@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from contracts.envelope import new_envelope
 from contracts.events import JobDispatched
@@ -15,6 +16,7 @@ from gpu_runner.storage import InvalidKeyError, LocalObjectStore, ObjectNotFound
 from gpu_runner.workflows import build_workflows
 from gpu_runner.workflows.base import choose_seed
 from gpu_runner.workflows.diffusion import output_size
+from imagebot.cli import app
 
 
 class OutOfMemoryError(RuntimeError):
@@ -106,3 +108,19 @@ def test_a_dispatch_for_an_unknown_workflow_is_answered_not_dead_lettered() -> N
     with pytest.raises(UnrunnableDispatchError) as garbage:
         parse_dispatch(b"{not json")
     assert garbage.value.failed is None  # nothing to answer: the DLQ keeps it
+
+
+def test_the_gpu_check_command_names_missing_model_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPU_WORKFLOWS", "qwen_image,pillow_filter")
+    monkeypatch.setenv("GPU_MODELS_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["gpu", "check"])
+    assert result.exit_code == 2
+    assert f"qwen_image: MISSING: workflow qwen_image: no diffusers model in {tmp_path}" in (
+        result.output
+    )
+    assert "pillow_filter: ok" in result.output
+    (tmp_path / "Qwen-Image").mkdir()
+    (tmp_path / "Qwen-Image" / "model_index.json").write_text("{}")
+    assert CliRunner().invoke(app, ["gpu", "check"]).exit_code == 0
