@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import io
 import itertools
+import logging
 import os
 import socket
 import statistics
@@ -183,6 +184,7 @@ def _line(label: str, result: dict[str, float]) -> str:
 
 
 async def main() -> None:
+    logging.disable(logging.INFO)  # FastStream logs every message received and processed
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--duration-s", type=float, default=0.2, help="device time per job")
