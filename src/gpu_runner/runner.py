@@ -164,7 +164,10 @@ class Runner:
                 started = time.monotonic()
                 image = await self._infer(job, envelope, workflow, request, reports)
             png = await asyncio.to_thread(encode_png, image)
-            result = await self._store_result(job, png, request.seed, started)
+            try:
+                result = await self._store_result(job, png, request.seed, started)
+            except Exception as exc:
+                raise AttemptFailure("storage_unavailable", repr(exc), retryable=True) from exc
         finally:
             for report in reports:
                 await report
@@ -260,10 +263,15 @@ class Runner:
     async def _finished(self, job: JobDispatched) -> JobCompleted | None:
         """A result stored by an earlier delivery of this job, so it never runs twice."""
         _, record_key = self._result_keys(job.job_id)
-        if not await self._store.exists(record_key):
+        try:
+            if not await self._store.exists(record_key):
+                return None
+            record = json.loads(await self._store.get(record_key, max_bytes=10_000))
+            return JobCompleted.model_validate({**record, "attempt": job.attempt})
+        except Exception:
+            # Unreadable: run the job (jobs takes only one completion); never fail it for this.
+            log.exception("job %s: cannot read its result record %s", job.job_id, record_key)
             return None
-        record = json.loads(await self._store.get(record_key, max_bytes=10_000))
-        return JobCompleted.model_validate({**record, "attempt": job.attempt})
 
     async def _publish(self, event: Event, cause: RawEnvelope) -> None:
         """Publish with confirms, retrying through a broker hiccup for `publish_retry_s`."""

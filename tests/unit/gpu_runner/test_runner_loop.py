@@ -173,3 +173,12 @@ async def test_on_shutdown_a_staged_job_goes_back_instead_of_starting(tmp_path: 
         await staged
     assert workflow.renders == 1
     assert [e.job_id for e in publisher.events if isinstance(e, JobStarted)] == [1]
+
+
+async def test_a_result_that_cannot_be_stored_is_a_retryable_failure(tmp_path: Path) -> None:
+    (tmp_path / "results").write_text("a file where the results directory should be")
+    publisher = RecordingPublisher()
+    outcome = await runner(tmp_path, publisher, TextToSquare()).run(*dispatch())
+    assert isinstance(outcome, JobAttemptFailed)
+    assert (outcome.reason, outcome.retryable) == ("storage_unavailable", True)
+    assert publisher.events[-1] == outcome
