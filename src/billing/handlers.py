@@ -25,11 +25,11 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
 
     @consumer.on(JobFailed)
     async def job_failed(event: JobFailed, uow: UnitOfWork) -> None:
-        await services.refund_job(event.job_id, uow, settings)
+        await services.refund_job(event.job_id, event.user_id, uow, settings)
 
     @consumer.on(JobCanceled)
     async def job_canceled(event: JobCanceled, uow: UnitOfWork) -> None:
-        await services.refund_job(event.job_id, uow, settings)
+        await services.refund_job(event.job_id, event.user_id, uow, settings)
 
     @consumer.on(TopUpRequested)
     async def topup_requested(event: TopUpRequested, uow: UnitOfWork) -> None:

@@ -55,7 +55,7 @@ async def debit_job(event: JobCreated, uow: UnitOfWork) -> None:
         )
         return
     if await accounts.applied(uow.session, debit_key(event.job_id)):
-        log.info("job %s was already debited; nothing to do", event.job_id)
+        log.info("job %s was already debited or closed; nothing to do", event.job_id)
         return
     account = await accounts.state(uow.session, event.user_id)
     reason = (
@@ -76,10 +76,33 @@ async def debit_job(event: JobCreated, uow: UnitOfWork) -> None:
     )
 
 
-async def refund_job(job_id: int, uow: UnitOfWork, settings: BillingSettings) -> None:
-    """Give back exactly what was debited for the job, once, and only if it was debited."""
+async def refund_job(job_id: int, user_id: int, uow: UnitOfWork, settings: BillingSettings) -> None:
+    """Give back exactly what was debited for the job, once, and only if it was debited.
+
+    A job may close (canceled, failed) before its JobCreated reaches us: its debit key then
+    gets a zero entry, so the debit that arrives later finds the job settled and takes
+    nothing. Debit and closing race on that one unique key; the loser rolls back and retries.
+    """
     debited = await accounts.entry_amount(uow.session, debit_key(job_id))
-    if debited is None or debited[1] == 0:
+    if debited is None:
+        closed = await accounts.move(
+            uow.session,
+            user_id=user_id,
+            amount=0,
+            key=debit_key(job_id),
+            kind=LedgerKind.debit,
+            job_id=job_id,
+            reason="closed before its debit",
+        )
+        if closed is not None:
+            log.info("job %s closed before its debit; it will not be charged", job_id)
+            return
+        # The debit committed while we waited for the account's row: refund it.
+        debited = await accounts.entry_amount(uow.session, debit_key(job_id))
+        if debited is None:
+            log.warning("job %s closed for user %s, who has no account", job_id, user_id)
+            return
+    if debited[1] == 0:
         log.info("job %s: nothing was debited, nothing to refund", job_id)
         return
     user_id, amount = debited[0], -debited[1]

@@ -268,3 +268,48 @@ async def test_accounts_open_once_with_welcome_credits_over_request_reply(
     assert keys == f"welcome:{first.user_id}"
     packages = await client.call(ListTopUpPackages(), TopUpPackages)
     assert [p.package_id for p in packages.packages] == ["small", "medium", "large"]
+
+
+async def test_a_job_closed_before_or_while_its_debit_arrives_is_never_charged(
+    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+) -> None:
+    """JobCanceled may overtake JobCreated (they travel separately): no money may stick."""
+    user_id, telegram_id = await open_account(billing_sessions, balance=100)
+    overtaken = new_job(user_id, telegram_id, price=30)
+    racing = [new_job(user_id, telegram_id, price=1) for _ in range(40)]
+    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+
+    await send(
+        sender, JobCanceled(job_id=overtaken.job_id, user_id=user_id, chat_id=1, was_running=False)
+    )
+    await handled(billing_sessions, inbox_before + 1)
+    await send(sender, overtaken)
+    await asyncio.gather(
+        *(
+            send(sender, event)
+            for job in racing
+            for event in (
+                job,
+                JobCanceled(job_id=job.job_id, user_id=user_id, chat_id=1, was_running=False),
+            )
+        )
+    )
+    await handled(billing_sessions, inbox_before + 2 + 2 * len(racing))
+
+    async def settled() -> bool:
+        debited = {
+            job.job_id
+            for job in racing
+            if await outbox(billing_sessions, "balance.debited", job_id=job.job_id)
+        }
+        refunded = {
+            job.job_id
+            for job in racing
+            if await outbox(billing_sessions, "balance.refunded", job_id=job.job_id)
+        }
+        # whatever was taken came back (races lost on the job's debit key are retried)
+        return debited == refunded and await balance_of(billing_sessions, user_id) == 100
+
+    await eventually(settled)
+    assert await outbox(billing_sessions, "balance.debited", job_id=overtaken.job_id) == []
+    assert await ledger_sum(billing_sessions, user_id) == 100
