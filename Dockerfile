@@ -1,6 +1,6 @@
 # One image for every imagebot service:
 #   docker build -t imagebot .                                  # bot_gateway, billing, jobs, migrate
-#   docker build -t imagebot-gpu --build-arg EXTRAS=gpu .       # gpu_runner (torch, diffusers, ...)
+#   docker build -t imagebot-gpu --build-arg EXTRAS=gpu,cuda .  # gpu_runner (torch, diffusers, ...)
 # Run a service with `imagebot run <service>`, migrations with `imagebot migrate`.
 
 ARG PYTHON_IMAGE=python:3.11-slim

@@ -71,11 +71,12 @@ def test_app_services_can_scale(services: dict[str, dict[str, Any]]) -> None:
         assert "container_name" not in services[name], name
 
 
-def test_gpu_runner_reserves_nvidia_gpus(services: dict[str, dict[str, Any]]) -> None:
+def test_gpu_runner_reserves_nvidia_gpus_and_lets_a_running_job_finish(services: dict[str, dict[str, Any]]) -> None:
     runner = services["gpu_runner"]
     devices = runner["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
-    assert runner["build"]["args"]["EXTRAS"] == "gpu"
+    assert runner["build"]["args"]["EXTRAS"] == "gpu,cuda"
+    assert float(runner["environment"]["SERVICE_GRACEFUL_TIMEOUT_S"]) < 120  # stop_grace_period
 
 
 def test_rabbitmq_loads_the_topology(services: dict[str, dict[str, Any]]) -> None:
