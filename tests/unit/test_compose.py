@@ -71,7 +71,9 @@ def test_app_services_can_scale(services: dict[str, dict[str, Any]]) -> None:
         assert "container_name" not in services[name], name
 
 
-def test_gpu_runner_reserves_nvidia_gpus_and_lets_a_running_job_finish(services: dict[str, dict[str, Any]]) -> None:
+def test_gpu_runner_reserves_nvidia_gpus_and_lets_a_running_job_finish(
+    services: dict[str, dict[str, Any]],
+) -> None:
     runner = services["gpu_runner"]
     devices = runner["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
