@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from contracts.envelope import Event, RawEnvelope, UnknownEventError, open_envelope
 from contracts.events import CATALOG
+from messaging.logs import handling
 from messaging.metrics import HANDLER_SECONDS, MESSAGES_CONSUMED
 from messaging.unit_of_work import UnitOfWork
 
@@ -82,10 +83,27 @@ class EventConsumer:
             if handler is None:
                 raise MalformedMessageError(f"no handler for {envelope.type!r} on {self.queue}")
         except MalformedMessageError as exc:
-            log.error("dead-lettering message %s from %s: %s", message.message_id, self.queue, exc)
+            with handling(correlation_id=message.correlation_id, event_id=message.message_id):
+                log.error(
+                    "dead-lettering message %s from %s: %s", message.message_id, self.queue, exc
+                )
             MESSAGES_CONSUMED.labels(self.queue, "malformed", "dead_letter").inc()
             await message.reject(requeue=False)
             return
+        with handling(
+            correlation_id=envelope.correlation_id,
+            event_id=str(envelope.id),
+            event_type=envelope.type,
+        ):
+            await self._settle(message, handler, event, envelope)
+
+    async def _settle(
+        self,
+        message: RabbitMessage,
+        handler: EnvelopeHandler,
+        event: Event,
+        envelope: RawEnvelope,
+    ) -> None:
         started = time.perf_counter()
         try:
             applied = await self._handle(handler, event, envelope)

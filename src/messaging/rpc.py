@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.rpc import Reply, Request, RpcError
 from contracts.topology import RPC_ARGUMENTS, RPC_REQUEST_TTL_MS, Topology
+from messaging.logs import current, handling
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,14 @@ def serve(
     """Answer `request_type` calls with `handler`; `RpcRefusedError` becomes an error reply."""
 
     async def answer(message: RabbitMessage) -> bytes:
+        with handling(
+            correlation_id=_caller_correlation_id(message) or message.correlation_id,
+            event_id=message.message_id,
+            event_type=request_type.method,
+        ):
+            return await _answer(message)
+
+    async def _answer(message: RabbitMessage) -> bytes:
         try:
             request = request_type.model_validate_json(message.body)
         except ValidationError as exc:
@@ -88,6 +97,7 @@ class RpcClient:
             timeout=self._timeout_s,
             expiration=min(self._timeout_s, RPC_REQUEST_TTL_MS / 1000),
             content_type="application/json",
+            headers=_correlation_header(),
         )
         reply = Reply.model_validate_json(response.body)
         if reply.error is not None:
@@ -95,6 +105,20 @@ class RpcClient:
         if reply.result is None:
             raise RpcRefusedError("empty_reply", f"{request.method} answered nothing")
         return result_type.model_validate(reply.result)
+
+
+CORRELATION_HEADER = "x-correlation-id"
+"""The caller's correlation id (the message it was handling), so the server's logs name it."""
+
+
+def _correlation_header() -> dict[str, Any]:
+    correlation_id = current().correlation_id
+    return {CORRELATION_HEADER: correlation_id} if correlation_id else {}
+
+
+def _caller_correlation_id(message: RabbitMessage) -> str | None:
+    value = message.headers.get(CORRELATION_HEADER)
+    return value if isinstance(value, str) else None
 
 
 def _reply(*, result: dict[str, Any] | None = None, error: RpcError | None = None) -> bytes:

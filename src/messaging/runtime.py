@@ -28,6 +28,7 @@ from messaging.broker import create_broker, subscribe
 from messaging.consumer import TransactionalConsumer
 from messaging.database import create_engine, create_session_factory
 from messaging.lifecycle import Periodic, ServiceLifecycle, consuming
+from messaging.logs import configure_logging, name_service
 from messaging.metrics import DLQ_MESSAGES, exposition
 from messaging.publisher import EventPublisher
 from messaging.relay import OutboxRelay
@@ -60,6 +61,7 @@ class ServiceRuntime:
         service: ServiceSettings,
     ) -> None:
         self.name = name
+        name_service(name)
         self.settings = service
         self.broker_settings = broker
         self.topology: Topology = build_topology(broker.namespace)
@@ -186,13 +188,12 @@ def _metrics() -> ASGIApp:
 def run(app: ASGIApp, settings: ServiceSettings | None = None) -> None:
     """Serve `app` until SIGINT/SIGTERM; uvicorn runs the lifespan (startup, drain, shutdown)."""
     settings = settings or ServiceSettings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level, settings.log_format)
     uvicorn.run(
         app,
         host=settings.http_host,
         port=settings.http_port,
+        log_config=None,  # uvicorn's lines go through our handler too (JSON, correlation id)
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.graceful_timeout_s) + 5,
         access_log=False,

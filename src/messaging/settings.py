@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -55,6 +57,9 @@ class OutboxSettings(BaseSettings):
     retention_days: int = Field(default=7, ge=1)
 
 
+LogFormat = Literal["json", "text"]
+
+
 class ServiceSettings(BaseSettings):
     """The process around a service: its HTTP port (health, webhooks), logging, shutdown."""
 
@@ -63,5 +68,7 @@ class ServiceSettings(BaseSettings):
     http_host: str = "0.0.0.0"  # a container serves its port on every interface
     http_port: int = Field(default=8080, ge=1, le=65535)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: LogFormat = "json"
+    """`json`: one object per line, for log collectors; `text` for reading in a terminal."""
     graceful_timeout_s: float = Field(default=20.0, gt=0)
     """Time in-flight messages get to finish on shutdown; below compose's stop_grace_period."""

@@ -18,6 +18,7 @@ class FakeMessage:
     body: bytes
     headers: dict[str, Any] = field(default_factory=dict)
     message_id: str = "m1"
+    correlation_id: str | None = None
     settled: list[str] = field(default_factory=list)
 
     async def ack(self) -> None:
