@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -19,11 +20,15 @@ from gpu_runner.settings import RunnerSettings, StorageSettings
 from gpu_runner.storage import ObjectStore, create_object_store
 from gpu_runner.workflows import Workflow, build_workflows
 from messaging.broker import create_broker, rabbit_queue
-from messaging.lifecycle import ServiceLifecycle
+from messaging.lifecycle import ServiceLifecycle, consuming
+from messaging.logs import name_service
+from messaging.metrics import exposition
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, ServiceSettings
 
 SOURCE = "gpu_runner"
+
+log = logging.getLogger(__name__)
 
 
 def create_app(
@@ -37,6 +42,7 @@ def create_app(
 ) -> AsgiFastStream:
     """The runner as an ASGI app; raises `ModelDirectoryMissingError` before touching the broker."""
     settings = settings or RunnerSettings()
+    name_service(SOURCE)
     broker = broker or BrokerSettings()
     service = service or ServiceSettings()
     workflows = dict(workflows) if workflows is not None else build_workflows(settings)
@@ -58,7 +64,11 @@ def create_app(
     lifecycle = ServiceLifecycle(rabbit, broker.url.get_secret_value(), topology)
     return AsgiFastStream(
         rabbit,
-        asgi_routes=[("/healthz", _health(rabbit, runner))],
+        asgi_routes=[
+            ("/healthz", _alive()),
+            ("/readyz", _readiness(rabbit, runner)),
+            ("/metrics", _metrics()),
+        ],
         # Models load before the broker connects: no job is taken by a runner still loading.
         on_startup=[runner.load, lifecycle.on_startup],
         after_startup=[lifecycle.after_startup],
@@ -79,7 +89,7 @@ def subscribe_runner(
             ack_policy=AckPolicy.MANUAL,
             no_reply=True,
             title=topology.gpu_queues[name].name,
-        )(_bound(runner))
+        )(_bound(runner, topology.gpu_queues[name].name))
     cancel_queue = RabbitQueue(
         f"{topology.namespace}.gpu.cancels.{settings.name}.{uuid.uuid4().hex[:8]}",
         exclusive=True,
@@ -95,22 +105,45 @@ def subscribe_runner(
     )(runner.on_cancel)
 
 
-def _bound(runner: Runner) -> Callable[[RabbitMessage], Awaitable[None]]:
+def _bound(runner: Runner, queue: str) -> Callable[[RabbitMessage], Awaitable[None]]:
     """A handler of its own per subscriber (FastStream wraps the function it is given)."""
 
     async def take(message: RabbitMessage) -> None:
-        await runner.on_message(message)
+        await runner.on_message(message, queue=queue)
 
     return take
 
 
-def _health(rabbit: RabbitBroker, runner: Runner) -> ASGIApp:
+def _alive() -> ASGIApp:
     @get(include_in_schema=False)
     async def healthz(scope: Scope) -> AsgiResponse:
+        return AsgiResponse(b"ok", 200)
+
+    return healthz
+
+
+def _readiness(rabbit: RabbitBroker, runner: Runner) -> ASGIApp:
+    """Ready: models loaded, broker reachable, every work queue (and the cancel queue) consumed."""
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Scope) -> AsgiResponse:
         if not runner.loaded:
             return AsgiResponse(b"models loading", 503)
         if not await rabbit.ping(3.0):
             return AsgiResponse(b"broker unreachable", 503)
-        return AsgiResponse(b"ok", 200)
+        for subscriber in rabbit.subscribers:
+            if not await consuming(subscriber):
+                log.warning("readiness: %s is not consuming", subscriber)
+                return AsgiResponse(b"a consumer is not consuming", 503)
+        return AsgiResponse(b"ready", 200)
 
-    return healthz
+    return readyz
+
+
+def _metrics() -> ASGIApp:
+    @get(include_in_schema=False)
+    async def metrics(scope: Scope) -> AsgiResponse:
+        body, content_type = exposition()
+        return AsgiResponse(body, 200, headers={"content-type": content_type})
+
+    return metrics

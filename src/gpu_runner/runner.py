@@ -33,6 +33,7 @@ from contracts.events import (
 from gpu_runner.cancellations import Cancellations
 from gpu_runner.failures import AttemptFailure, JobCanceledError, classify
 from gpu_runner.images import InvalidImageError, decode_image, encode_png
+from gpu_runner.metrics import BusyMeter
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.storage import (
     InvalidKeyError,
@@ -42,6 +43,8 @@ from gpu_runner.storage import (
 )
 from gpu_runner.workflows import RenderRequest, Workflow
 from messaging.consumer import EventConsumer, MalformedMessageError
+from messaging.logs import handling
+from messaging.metrics import HANDLER_SECONDS, MESSAGES_CONSUMED
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +69,11 @@ class Runner:
         publisher: Publisher,
         settings: RunnerSettings,
         cancellations: Cancellations | None = None,
+        meter: BusyMeter | None = None,
     ) -> None:
         self.workflows = dict(workflows)
         self.cancellations = cancellations or Cancellations()
+        self.meter = meter or BusyMeter(settings.name)
         self.loaded = False
         self._stopping = False
         self._store = store
@@ -93,13 +98,29 @@ class Runner:
     def close(self) -> None:
         self._inference.shutdown(wait=False, cancel_futures=True)
 
-    async def on_message(self, message: RabbitMessage) -> None:
+    async def on_message(self, message: RabbitMessage, *, queue: str = "gpu") -> None:
         """The work-queue subscriber: settles every message, acknowledging after the outcome."""
         try:
             envelope, job = parse_dispatch(message.body)
         except UnrunnableDispatchError as exc:
-            await self._refuse(message, exc)
+            with handling(correlation_id=message.correlation_id, event_id=message.message_id):
+                outcome = await self._refuse(message, exc)
+            MESSAGES_CONSUMED.labels(queue, "job.dispatched", outcome).inc()
             return
+        started = time.perf_counter()
+        with handling(
+            correlation_id=envelope.correlation_id,
+            event_id=str(envelope.id),
+            event_type=envelope.type,
+        ):
+            outcome = await self._settle(message, job, envelope)
+        MESSAGES_CONSUMED.labels(queue, envelope.type, outcome).inc()
+        if outcome == "ok":
+            HANDLER_SECONDS.labels(queue, envelope.type).observe(time.perf_counter() - started)
+
+    async def _settle(
+        self, message: RabbitMessage, job: JobDispatched, envelope: RawEnvelope
+    ) -> str:
         try:
             await self.run(job, envelope)
         except asyncio.CancelledError:
@@ -107,12 +128,13 @@ class Runner:
         except ShuttingDownError:
             log.info("job %s not started; returning it to the queue for another runner", job.job_id)
             await message.reject(requeue=True)
-            return
+            return "returned"
         except Exception:
             log.exception("job %s: outcome not published; returning it to the queue", job.job_id)
             await message.reject(requeue=True)
-            return
+            return "retry"
         await message.ack()
+        return "ok"
 
     async def on_cancel(self, message: RabbitMessage) -> None:
         """The per-runner cancel subscriber: a JobCanceled stops that job at its next step."""
@@ -162,7 +184,8 @@ class Runner:
                 if self._stopping:
                     raise ShuttingDownError(job.job_id)
                 started = time.monotonic()
-                image = await self._infer(job, envelope, workflow, request, reports)
+                with self.meter.busy(workflow.name):
+                    image = await self._infer(job, envelope, workflow, request, reports)
             png = await asyncio.to_thread(encode_png, image)
             try:
                 result = await self._store_result(job, png, request.seed, started)
@@ -298,19 +321,20 @@ class Runner:
         except Exception:
             log.exception("could not publish %s", event.event_type)
 
-    async def _refuse(self, message: RabbitMessage, error: UnrunnableDispatchError) -> None:
+    async def _refuse(self, message: RabbitMessage, error: UnrunnableDispatchError) -> str:
         if error.failed is None or error.envelope is None:
             log.error("dead-lettering unreadable dispatch %s: %s", message.message_id, error)
             await message.reject(requeue=False)
-            return
+            return "dead_letter"
         log.warning("refusing dispatch of job %s: %s", error.failed.job_id, error)
         try:
             await self._publish(error.failed, error.envelope)
         except Exception:
             log.exception("refusal of job %s not published; returning it", error.failed.job_id)
             await message.reject(requeue=True)
-            return
+            return "retry"
         await message.ack()
+        return "refused"
 
 
 class ProgressReporter:

@@ -6,9 +6,10 @@ from faststream.asgi import AsgiFastStream
 
 from jobs.handlers import register_handlers
 from jobs.lifecycle import JobLifecycle
+from jobs.metrics import observe_jobs
 from jobs.models import DELIVERY
 from jobs.settings import JobsSettings
-from messaging.runtime import ServiceRuntime
+from messaging.runtime import OBSERVE_EVERY_S, ServiceRuntime
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
 
 
@@ -42,4 +43,5 @@ def create_app(
         "sweeper",
         lambda: lifecycle.sweeper.sweep(runtime.unit_of_work),
     )
+    runtime.every(OBSERVE_EVERY_S, "jobs_gauge", lambda: observe_jobs(runtime.sessions))
     return runtime.app()

@@ -7,7 +7,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 MESSAGES_CONSUMED = Counter(
     "imagebot_messages_consumed_total",
     "Messages taken from a queue, by how they were settled.",
-    ["queue", "event_type", "outcome"],  # outcome: ok, duplicate, retry, dead_letter
+    # outcome: ok, duplicate, retry, dead_letter; the runner also: refused (a permanent
+    # JobAttemptFailed sent for it), returned (handed back unstarted on shutdown)
+    ["queue", "event_type", "outcome"],
 )
 HANDLER_SECONDS = Histogram(
     "imagebot_handler_seconds",

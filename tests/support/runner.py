@@ -45,7 +45,7 @@ async def _healthy(port: int) -> bool:
     try:
         async with (
             aiohttp.ClientSession() as http,
-            http.get(f"http://127.0.0.1:{port}/healthz") as response,
+            http.get(f"http://127.0.0.1:{port}/readyz") as response,
         ):
             return response.status == 200
     except aiohttp.ClientError:
