@@ -5,12 +5,14 @@ Repositories never commit; the caller's unit of work does.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from billing.domain import LedgerKind
+from contracts.envelope import RawEnvelope
 
 # One round trip: the balance moves only if it stays >= 0 and the key was never applied, and
 # the ledger row is written from the very row the UPDATE returned. Two transactions racing on
@@ -30,6 +32,36 @@ _MOVE = text(
         RETURNING balance_after
     )
     SELECT entry.balance_after, moved.telegram_id FROM entry, moved
+    """
+)
+
+# The common debit in one autocommitted statement (one round trip, no BEGIN/COMMIT): the
+# conditional debit, its ledger row, the inbox mark and the BalanceDebited outbox row, whose
+# envelope gets the balance the UPDATE returned. It does nothing at all unless the debit
+# applies; every other outcome (duplicate, refusal, closed job) takes the general path.
+_DEBIT_AT_ONCE = text(
+    """
+    WITH moved AS (
+        UPDATE users SET balance = balance - :price
+        WHERE user_id = :user_id AND balance >= :price
+          AND NOT EXISTS (SELECT 1 FROM billing_ledger WHERE idempotency_key = :key)
+          AND NOT EXISTS (SELECT 1 FROM billing_inbox WHERE event_id = :event_id)
+        RETURNING user_id, balance
+    ), entry AS (
+        INSERT INTO billing_ledger (user_id, idempotency_key, kind, amount, balance_after, job_id)
+        SELECT user_id, :key, 'debit', -CAST(:price AS bigint), balance::bigint, :job_id
+        FROM moved
+        RETURNING balance_after
+    ), claimed AS (
+        INSERT INTO billing_inbox (event_id, event_type)
+        SELECT CAST(:event_id AS uuid), :event_type FROM moved
+    ), sent AS (
+        INSERT INTO billing_outbox (id, routing_key, envelope)
+        SELECT CAST(:outbox_id AS uuid), :routing_key,
+               jsonb_set(CAST(:envelope AS jsonb), '{data,balance}', to_jsonb(balance_after))
+        FROM entry
+    )
+    SELECT balance_after FROM entry
     """
 )
 
@@ -82,8 +114,9 @@ async def move(
     reason: str | None = None,
 ) -> Moved | None:
     """Add `amount` (signed) to the balance once per `key`; None when refused or already done."""
+    connection = await session.connection()  # Core: the ORM adds nothing to one statement
     row = (
-        await session.execute(
+        await connection.execute(
             _MOVE,
             {
                 "user_id": user_id,
@@ -158,3 +191,34 @@ async def drifts(session: AsyncSession) -> list[Drift]:
 
 async def count_accounts(session: AsyncSession) -> int:
     return int((await session.execute(text("SELECT count(*) FROM users"))).scalar_one())
+
+
+async def debit_at_once(
+    connection: AsyncConnection,
+    *,
+    user_id: int,
+    price: int,
+    key: str,
+    job_id: int,
+    event_id: uuid.UUID,
+    event_type: str,
+    debited: RawEnvelope,
+    routing_key: str,
+) -> int | None:
+    """The debit, its ledger row, inbox mark and outbox row at once; the balance, or None."""
+    return (
+        await connection.execute(
+            _DEBIT_AT_ONCE,
+            {
+                "user_id": user_id,
+                "price": price,
+                "key": key,
+                "job_id": job_id,
+                "event_id": event_id,
+                "event_type": event_type,
+                "outbox_id": debited.id,
+                "routing_key": routing_key,
+                "envelope": debited.model_dump_json(),
+            },
+        )
+    ).scalar_one_or_none()

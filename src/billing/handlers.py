@@ -5,6 +5,7 @@ from __future__ import annotations
 from billing import services
 from billing.settings import BillingSettings
 from billing.topups import TopUps
+from contracts.envelope import RawEnvelope
 from contracts.events import JobCanceled, JobCreated, JobFailed, TopUpRequested
 from contracts.rpc import (
     Account,
@@ -19,7 +20,10 @@ from messaging.unit_of_work import UnitOfWork
 def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps) -> None:
     consumer = runtime.consumer
 
-    @consumer.on(JobCreated)
+    async def debit_at_once(event: JobCreated, envelope: RawEnvelope) -> bool:
+        return await services.debit_job_at_once(runtime, event, envelope)
+
+    @consumer.on(JobCreated, fast_path=debit_at_once)
     async def job_created(event: JobCreated, uow: UnitOfWork) -> None:
         await services.debit_job(event, uow)
 

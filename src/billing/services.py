@@ -19,6 +19,7 @@ from billing.domain import (
     welcome_key,
 )
 from billing.settings import BillingSettings
+from contracts.envelope import RawEnvelope, new_envelope
 from contracts.events import (
     BalanceDebited,
     BalanceRefunded,
@@ -29,9 +30,38 @@ from contracts.events import (
     PaymentSucceeded,
 )
 from contracts.rpc import Account
+from messaging.runtime import ServiceRuntime
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+
+async def debit_job_at_once(runtime: ServiceRuntime, event: JobCreated, cause: RawEnvelope) -> bool:
+    """The common debit as one autocommitted statement; False leaves it to `debit_job`."""
+    if event.price <= 0:
+        return False
+    debited = new_envelope(
+        BalanceDebited(job_id=event.job_id, user_id=event.user_id, amount=event.price, balance=0),
+        source=runtime.name,
+        cause=cause,
+    )
+    async with runtime.engine.connect() as connection:
+        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        balance = await accounts.debit_at_once(
+            autocommit,
+            user_id=event.user_id,
+            price=event.price,
+            key=debit_key(event.job_id),
+            job_id=event.job_id,
+            event_id=cause.id,
+            event_type=cause.type,
+            debited=debited,
+            routing_key=BalanceDebited.event_type,
+        )
+    if balance is None:
+        return False
+    runtime.relay.notify()
+    return True
 
 
 async def debit_job(event: JobCreated, uow: UnitOfWork) -> None:

@@ -34,6 +34,7 @@ E = TypeVar("E", bound=Event)
 EnvelopeHandler = Callable[[Any, RawEnvelope], Awaitable[bool | None]]
 """Returns False when the message was a duplicate and changed nothing."""
 UnitOfWorkHandler = Callable[[Any, UnitOfWork], Awaitable[None]]
+FastPath = Callable[[Any, RawEnvelope], Awaitable[bool]]
 
 
 class MalformedMessageError(ValueError):
@@ -61,18 +62,24 @@ class EventConsumer:
     def handled(self) -> tuple[type[Event], ...]:
         return tuple(self._handlers)
 
-    def on(self, event_type: type[E]) -> Callable[[Callable[[E, Any], Awaitable[None]]], Any]:
-        """Register the handler of `event_type`."""
+    def on(
+        self, event_type: type[E], *, fast_path: FastPath | None = None
+    ) -> Callable[[Callable[[E, Any], Awaitable[None]]], Any]:
+        """Register the handler of `event_type` (see TransactionalConsumer for `fast_path`)."""
 
         def register(handler: Callable[[E, Any], Awaitable[None]]) -> Any:
             if event_type in self._handlers:
                 raise ValueError(f"{event_type.__name__} already has a handler on {self.queue}")
-            self._handlers[event_type] = self._wrap(handler)
+            self._handlers[event_type] = self._wrap(handler, fast_path)
             return handler
 
         return register
 
-    def _wrap(self, handler: Callable[[Any, Any], Awaitable[None]]) -> EnvelopeHandler:
+    def _wrap(
+        self, handler: Callable[[Any, Any], Awaitable[None]], fast_path: FastPath | None
+    ) -> EnvelopeHandler:
+        if fast_path is not None:
+            raise ValueError("a fast path needs a TransactionalConsumer")
         return handler
 
     async def __call__(self, message: RabbitMessage) -> None:
@@ -174,8 +181,17 @@ class TransactionalConsumer(EventConsumer):
         super().__init__(queue, **backoff)
         self._unit_of_work = unit_of_work
 
-    def _wrap(self, handler: UnitOfWorkHandler) -> EnvelopeHandler:
+    def _wrap(self, handler: UnitOfWorkHandler, fast_path: FastPath | None) -> EnvelopeHandler:
+        """The handler in a unit of work; a `fast_path` is tried first.
+
+        A fast path handles the common case of a hot event in one autocommitted statement
+        that also writes the inbox mark and the outbox rows; it returns False to leave the
+        message (untouched) to the general path: duplicates, refusals, anything unusual.
+        """
+
         async def in_unit_of_work(event: Event, envelope: RawEnvelope) -> bool:
+            if fast_path is not None and await fast_path(event, envelope):
+                return True
             async with self._unit_of_work() as uow:
                 uow.cause = envelope
                 if not await uow.claim(envelope.id, envelope.type):

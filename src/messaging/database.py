@@ -29,7 +29,9 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     return create_async_engine(
         settings.url.get_secret_value(),
         pool_size=settings.pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per checkout, and a connection that died is
+        # already handled: consumers retry connection errors in place (`is_transient`).
+        pool_pre_ping=False,
         echo=settings.echo,
     )
 

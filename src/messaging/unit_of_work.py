@@ -60,7 +60,8 @@ class UnitOfWork:
     async def claim(self, event_id: uuid.UUID, event_type: str) -> bool:
         """Mark an incoming event as handled; False when it already was (a duplicate)."""
         inbox = self._tables.inbox
-        claimed = await self.session.execute(
+        connection = await self.session.connection()  # Core: no ORM overhead on the hot path
+        claimed = await connection.execute(
             pg_insert(inbox)
             .values(event_id=event_id, event_type=event_type)
             .on_conflict_do_nothing()
@@ -70,7 +71,8 @@ class UnitOfWork:
 
     async def commit(self) -> None:
         if self._pending:
-            await self.session.execute(
+            connection = await self.session.connection()
+            await connection.execute(
                 insert(self._tables.outbox),
                 [
                     {

@@ -313,3 +313,33 @@ async def test_a_job_closed_before_or_while_its_debit_arrives_is_never_charged(
     await eventually(settled)
     assert await outbox(billing_sessions, "balance.debited", job_id=overtaken.job_id) == []
     assert await ledger_sum(billing_sessions, user_id) == 100
+
+
+async def test_a_refused_debit_redelivered_after_a_top_up_stays_refused(
+    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+) -> None:
+    """The one-statement debit must not turn an answered JobCreated into a second answer."""
+    user_id, telegram_id = await open_account(billing_sessions, balance=5)
+    job = new_job(user_id, telegram_id, price=10)
+    envelope = new_envelope(job, source="test")
+    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+    await sender.publish_envelope(envelope, job.routing_key())
+    await handled(billing_sessions, inbox_before + 1)
+    await _execute(
+        billing_sessions, "UPDATE users SET balance = balance + :by WHERE user_id = :u", user_id, 50
+    )
+    await sender.publish_envelope(envelope, job.routing_key())  # the same message again
+    paid = new_job(user_id, telegram_id, price=10)  # and a fresh job, which now goes through
+    await send(sender, paid)
+    await eventually(
+        lambda: _debited(billing_sessions, paid.job_id),
+    )
+    await asyncio.sleep(0.3)
+
+    assert await outbox(billing_sessions, "balance.debited", job_id=job.job_id) == []
+    assert len(await outbox(billing_sessions, "balance.debit_rejected", job_id=job.job_id)) == 1
+    assert await balance_of(billing_sessions, user_id) == 45
+
+
+async def _debited(sessions: Sessions, job_id: int) -> bool:
+    return bool(await outbox(sessions, "balance.debited", job_id=job_id))
