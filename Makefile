@@ -25,6 +25,7 @@ TORCH ?= torch==2.13.0
 install: $(PY) ## Install the project, its dev tools and the gpu extra (CPU torch) into .venv
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[gpu,dev]"
+	$(MAKE) asyncapi-parser
 
 setup: install ## Migrate the database and declare the broker topology (DATABASE_URL, AMQP_URL)
 	$(BIN)/imagebot migrate
@@ -75,3 +76,10 @@ bench-runner: ## gpu_runner: device utilization and gaps over 100 back-to-back f
 .PHONY: bench-jobs
 bench-jobs: ## Jobs alone: request → dispatch latency p50/p99 and jobs/s, beside a raw broker hop
 	$(TEST_ENV) $(PY) bench/jobs.py
+
+.PHONY: asyncapi asyncapi-parser
+asyncapi: ## Regenerate docs/asyncapi.yaml (the AsyncAPI 3 document) from the code
+	$(BIN)/imagebot docs asyncapi --namespace imagebot -o docs/asyncapi.yaml
+
+asyncapi-parser: ## Install the official AsyncAPI parser (node) that tests validate the document with
+	npm ci --prefix tools/asyncapi --no-audit --no-fund --loglevel=error

@@ -48,6 +48,30 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
 }
 """Which events each service's queue receives."""
 
+PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
+    "bot_gateway": (ev.JobRequested, ev.JobCancelRequested, ev.TopUpRequested),
+    "jobs": (
+        ev.JobRequestRejected,
+        ev.JobCreated,
+        ev.JobDispatched,
+        ev.JobQueued,
+        ev.JobFailed,
+        ev.JobCanceled,
+        ev.PresetsChanged,
+    ),
+    "billing": (
+        ev.BalanceDebited,
+        ev.DebitRejected,
+        ev.BalanceRefunded,
+        ev.PaymentCreated,
+        ev.PaymentSucceeded,
+        ev.PaymentFailed,
+        ev.WeeklyBonusGranted,
+    ),
+    "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
+}
+"""Which service publishes each event: exactly one per event (the AsyncAPI document's source)."""
+
 
 @dataclass(frozen=True)
 class QueueSpec:

@@ -16,6 +16,7 @@ from contracts.schemas import all_schemas
 from contracts.topology import build_topology
 from gpu_runner import cli as gpu_runner_cli
 from imagebot.dlq_commands import dlq_app
+from imagebot.docs_commands import docs_app
 from jobs import cli as jobs_cli
 from messaging.settings import BrokerSettings
 
@@ -25,6 +26,7 @@ topology_app = typer.Typer(help="The RabbitMQ topology.", no_args_is_help=True)
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(topology_app, name="topology")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(docs_app, name="docs")
 app.add_typer(billing_cli.app, name="billing")
 app.add_typer(jobs_cli.presets_app, name="presets")
 app.add_typer(gpu_runner_cli.app, name="gpu")
