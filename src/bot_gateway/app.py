@@ -1,0 +1,219 @@
+"""The bot gateway's composition root: the aiogram dispatcher and bot, the event consumer,
+the outbound sender, and the service runtime's ASGI app that runs them all."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.utils.i18n import I18n
+from faststream.asgi import AsgiFastStream
+
+from bot_gateway.backends import Backends
+from bot_gateway.conversation import Conversation
+from bot_gateway.errors import error_handler
+from bot_gateway.fsm_storage import PostgresStorage
+from bot_gateway.handlers import register_handlers
+from bot_gateway.limits import RateLimiter
+from bot_gateway.middlewares import AccountMiddleware, FloodMiddleware, LanguageMiddleware
+from bot_gateway.models import DELIVERY
+from bot_gateway.notifications import Notifications
+from bot_gateway.rate_limited import RateLimitedRequests
+from bot_gateway.routers import feature_routers
+from bot_gateway.sender import OutboundSender
+from bot_gateway.settings import (
+    ConversationSettings,
+    DeliverySettings,
+    StorageSettings,
+    TelegramSettings,
+)
+from bot_gateway.storage import ObjectStore, create_object_store
+from bot_gateway.throttling import FloodGuard
+from bot_gateway.uploads import Uploads
+from bot_gateway.webhook import PATH as WEBHOOK_PATH
+from bot_gateway.webhook import TelegramWebhook
+from messaging.rpc import RpcClient
+from messaging.runtime import ServiceRuntime
+from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+
+log = logging.getLogger(__name__)
+
+LOCALES = Path(__file__).parent / "locales"
+
+
+@dataclass
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+    telegram: TelegramSettings = field(default_factory=TelegramSettings)
+    conversation: ConversationSettings = field(default_factory=ConversationSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+
+
+@dataclass
+class Gateway:
+    """Everything `build` made, for tests and benchmarks that drive parts directly."""
+
+    runtime: ServiceRuntime
+    bot: Bot
+    dispatcher: Dispatcher
+    sender: OutboundSender
+    conversation: Conversation
+    backends: Backends
+    app: AsgiFastStream
+
+
+def create_bot(settings: TelegramSettings) -> Bot:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.api_url))
+    return Bot(settings.bot_token.get_secret_value(), session=session)
+
+
+def build(
+    settings: Settings | None = None, *, bot: Bot | None = None, store: ObjectStore | None = None
+) -> Gateway:
+    settings = settings or Settings()
+    runtime = ServiceRuntime(
+        "bot_gateway",
+        DELIVERY,
+        database=settings.database,
+        broker=settings.broker,
+        outbox=settings.outbox,
+        service=settings.service,
+    )
+    delivery = settings.delivery
+    bot = bot or create_bot(settings.telegram)
+    limiter = RateLimiter(
+        global_rate_per_s=delivery.global_rate_per_s,
+        chat_interval_s=delivery.chat_interval_s,
+        group_interval_s=delivery.group_interval_s,
+    )
+    bot.session.middleware(
+        RateLimitedRequests(limiter, retry_after_tries=delivery.retry_after_tries)
+    )
+    store = store or create_object_store(settings.storage)
+    sender = OutboundSender(runtime.sessions, bot, store, delivery)
+    backends = Backends(
+        RpcClient(runtime.broker, runtime.topology, timeout_s=settings.broker.rpc_timeout_s),
+        catalog_ttl_s=settings.conversation.catalog_ttl_s,
+    )
+    conversation = Conversation(
+        runtime.unit_of_work, edit_interval_s=delivery.edit_interval_s, mail_committed=sender.notify
+    )
+    i18n = I18n(path=LOCALES, default_locale=settings.telegram.default_language, domain="messages")
+    notifications = Notifications(
+        i18n,
+        default_language=settings.telegram.default_language,
+        edit_interval_s=delivery.edit_interval_s,
+    )
+    register_handlers(runtime, notifications, backends, sender.notify)
+    dispatcher = _dispatcher(settings, runtime, i18n, conversation, backends, store)
+    webhook = TelegramWebhook(dispatcher, bot, settings.telegram.webhook_secret.get_secret_value())
+    routes = [(WEBHOOK_PATH, webhook)] if settings.telegram.mode == "webhook" else []
+    app = runtime.app(routes)
+    updates = _Updates(settings.telegram, dispatcher, bot, webhook)
+
+    @app.after_startup
+    async def start_bot() -> None:
+        sender.start()
+        await updates.start()
+
+    @app.on_shutdown
+    async def stop_bot() -> None:
+        """After the consumers drained: no new updates, finish those in hand, flush."""
+        await updates.stop()
+        await runtime.relay.publish_pending()
+        await sender.stop()
+        await bot.session.close()
+
+    return Gateway(runtime, bot, dispatcher, sender, conversation, backends, app)
+
+
+def create_app(
+    settings: Settings | None = None, *, bot: Bot | None = None, store: ObjectStore | None = None
+) -> AsgiFastStream:
+    """The bot gateway as an ASGI app: polling or webhook, consumer, sender, /healthz."""
+    return build(settings, bot=bot, store=store).app
+
+
+def _dispatcher(
+    settings: Settings,
+    runtime: ServiceRuntime,
+    i18n: I18n,
+    conversation: Conversation,
+    backends: Backends,
+    store: ObjectStore,
+) -> Dispatcher:
+    dispatcher = Dispatcher(
+        storage=PostgresStorage(runtime.sessions),
+        conversation=conversation,
+        backends=backends,
+        uploads=Uploads(store, settings.conversation),
+        limits=settings.conversation,
+    )
+    flood = FloodMiddleware(
+        FloodGuard(
+            limit=settings.conversation.flood_messages,
+            window_s=settings.conversation.flood_window_s,
+        )
+    )
+    language = LanguageMiddleware(i18n)
+    account = AccountMiddleware(conversation, backends)
+    for observer in (dispatcher.message, dispatcher.callback_query):
+        observer.outer_middleware(language)
+        observer.outer_middleware(flood)
+        observer.outer_middleware(account)
+    dispatcher.errors.register(error_handler(i18n))
+    dispatcher.include_routers(*feature_routers(settings.telegram.admins))
+    return dispatcher
+
+
+class _Updates:
+    """Polling (started here, stopped before shutdown) or the webhook (registered with Telegram)."""
+
+    def __init__(
+        self, settings: TelegramSettings, dispatcher: Dispatcher, bot: Bot, webhook: TelegramWebhook
+    ) -> None:
+        self._settings = settings
+        self._dispatcher = dispatcher
+        self._bot = bot
+        self._webhook = webhook
+        self._polling: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        allowed = self._dispatcher.resolve_used_update_types()
+        if self._settings.mode == "webhook":
+            await self._bot.set_webhook(
+                self._settings.webhook_url + WEBHOOK_PATH,
+                secret_token=self._settings.webhook_secret.get_secret_value(),
+                allowed_updates=allowed,
+            )
+            return
+        self._polling = asyncio.create_task(
+            self._dispatcher.start_polling(
+                self._bot,
+                polling_timeout=self._settings.polling_timeout_s,
+                handle_signals=False,
+                close_bot_session=False,
+                allowed_updates=allowed,
+            ),
+            name="gateway.polling",
+        )
+
+    async def stop(self) -> None:
+        if self._polling is not None:
+            with contextlib.suppress(RuntimeError):
+                await self._dispatcher.stop_polling()
+            with contextlib.suppress(Exception):
+                await self._polling
+        in_hand = [*self._webhook.in_flight, *getattr(self._dispatcher, "_handle_update_tasks", ())]
+        if in_hand:
+            await asyncio.wait(in_hand, timeout=10)

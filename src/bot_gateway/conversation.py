@@ -1,0 +1,203 @@
+"""Use cases started by a user in the chat: each one unit of work, the events it causes in
+the gateway's outbox, the messages it causes in the mailbox."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from bot_gateway import texts
+from bot_gateway.domain import FINISHED, Phase
+from bot_gateway.models import GatewayCredit, GatewayJob
+from bot_gateway.repository import Credits, Jobs, Mailbox, Users
+from contracts.events import JobCancelRequested, JobRequested, TopUpRequested
+from messaging.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Customer:
+    """Who is talking: their Telegram id, billing's account id, their chat and language."""
+
+    telegram_id: int
+    user_id: int
+    chat_id: int
+    language: str
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What the user has chosen so far (kept in the FSM data between messages)."""
+
+    draft: str
+    title: str
+    price: int
+    preset_id: int | None = None
+    prompt: str | None = None
+    image_key: str | None = None
+
+    def as_data(self) -> dict[str, Any]:
+        return {
+            "draft": self.draft,
+            "title": self.title,
+            "price": self.price,
+            "preset_id": self.preset_id,
+            "prompt": self.prompt,
+            "image_key": self.image_key,
+        }
+
+
+class CancelOutcome(Enum):
+    requested = "requested"
+    too_early = "too_early"
+    finished = "finished"
+    not_found = "not_found"
+
+
+class Conversation:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], UnitOfWork],
+        *,
+        edit_interval_s: float,
+        mail_committed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._edit_interval_s = edit_interval_s
+        self._mail_committed = mail_committed
+
+    async def remember(self, customer: Customer, username: str | None) -> None:
+        async with self._unit_of_work() as uow:
+            await Users(uow.session).remember(
+                telegram_id=customer.telegram_id,
+                user_id=customer.user_id,
+                chat_id=customer.chat_id,
+                language=customer.language,
+                username=username,
+            )
+            await uow.commit()
+
+    async def known(self, telegram_id: int) -> Customer | None:
+        async with self._unit_of_work() as uow:
+            user = await Users(uow.session).by_telegram_id(telegram_id)
+        if user is None:
+            return None
+        return Customer(user.telegram_id, user.user_id, user.chat_id, user.language)
+
+    async def request_job(
+        self, customer: Customer, draft: Draft, status_message_id: int
+    ) -> uuid.UUID:
+        """JobRequested, and the status message says it was accepted."""
+        request_id = uuid.uuid4()
+        async with self._unit_of_work() as uow:
+            Jobs(uow.session).add(
+                GatewayJob(
+                    request_id=request_id,
+                    telegram_id=customer.telegram_id,
+                    user_id=customer.user_id,
+                    chat_id=customer.chat_id,
+                    language=customer.language,
+                    preset_id=draft.preset_id,
+                    title=draft.title[:200],
+                    prompt=draft.prompt,
+                    image_key=draft.image_key,
+                    phase=Phase.requested,
+                    price=draft.price,
+                    status_message_id=status_message_id,
+                )
+            )
+            uow.emit(
+                JobRequested(
+                    request_id=request_id,
+                    user_id=customer.user_id,
+                    telegram_id=customer.telegram_id,
+                    chat_id=customer.chat_id,
+                    preset_id=draft.preset_id,
+                    prompt=draft.prompt,
+                    image_key=draft.image_key,
+                    language=customer.language,
+                ),
+                correlation_id=str(request_id),
+            )
+            await Mailbox(uow.session, edit_interval_s=self._edit_interval_s).show_status(
+                request_id,
+                customer.chat_id,
+                {"message_id": status_message_id, "text": texts.accepted(draft.title)},
+                final=True,
+            )
+            await uow.commit()
+        self._mail_committed()
+        return request_id
+
+    async def job_of(self, customer: Customer, request_id: uuid.UUID) -> GatewayJob | None:
+        """The user's own job; someone else's (a forged button) is None."""
+        async with self._unit_of_work() as uow:
+            job = await Jobs(uow.session).by_request(request_id)
+        return job if job is not None and job.telegram_id == customer.telegram_id else None
+
+    async def cancel(self, customer: Customer, request_id: uuid.UUID) -> CancelOutcome:
+        """JobCancelRequested for one of the user's own unfinished jobs."""
+        async with self._unit_of_work() as uow:
+            job = await Jobs(uow.session).by_request(request_id, lock=True)
+            if job is None or job.telegram_id != customer.telegram_id:
+                return CancelOutcome.not_found
+            if Phase(job.phase) in FINISHED:
+                return CancelOutcome.finished
+            if job.job_id is None:
+                return CancelOutcome.too_early
+            uow.emit(
+                JobCancelRequested(
+                    job_id=job.job_id, user_id=customer.user_id, chat_id=customer.chat_id
+                ),
+                correlation_id=str(request_id),
+            )
+            await uow.commit()
+        return CancelOutcome.requested
+
+    async def active_jobs(self, customer: Customer) -> list[GatewayJob]:
+        async with self._unit_of_work() as uow:
+            return await Jobs(uow.session).active_of(customer.telegram_id)
+
+    async def request_topup(self, customer: Customer, package_id: str) -> None:
+        async with self._unit_of_work() as uow:
+            uow.emit(
+                TopUpRequested(
+                    request_id=uuid.uuid4(),
+                    user_id=customer.user_id,
+                    telegram_id=customer.telegram_id,
+                    chat_id=customer.chat_id,
+                    package_id=package_id,
+                )
+            )
+            await uow.commit()
+
+    async def credits(self, customer: Customer, limit: int) -> list[GatewayCredit]:
+        async with self._unit_of_work() as uow:
+            return await Credits(uow.session).recent(customer.telegram_id, limit)
+
+    async def titles(self, job_ids: list[int]) -> dict[int, str]:
+        async with self._unit_of_work() as uow:
+            return await Jobs(uow.session).titles(job_ids)
+
+    async def broadcast(self, text: str) -> int:
+        """One message per reachable chat, through the sender and its limits."""
+        broadcast_id = uuid.uuid4().hex
+        async with self._unit_of_work() as uow:
+            chats = await Users(uow.session).reachable_chats()
+            mailbox = Mailbox(uow.session, edit_interval_s=self._edit_interval_s)
+            for chat_id in chats:
+                await mailbox.send(
+                    f"broadcast:{broadcast_id}:{chat_id}", chat_id, "text", {"text": text}
+                )
+            await uow.commit()
+        self._mail_committed()
+        return len(chats)
+
+    async def stats(self) -> tuple[int, int, int, int]:
+        async with self._unit_of_work() as uow:
+            users = await Users(uow.session).count()
+            today, active = await Jobs(uow.session).stats()
+            pending = await Mailbox(uow.session, edit_interval_s=0).pending()
+        return users, today, active, pending

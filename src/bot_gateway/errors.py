@@ -1,0 +1,42 @@
+"""The central error handler: a user never meets a traceback, always a localized sentence."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram.types import ErrorEvent
+from aiogram.utils.i18n import I18n
+
+from bot_gateway import texts
+from bot_gateway.backends import ServiceBusyError
+from bot_gateway.domain import locale_for
+
+log = logging.getLogger(__name__)
+
+
+def error_handler(i18n: I18n):  # type: ignore[no-untyped-def]
+    async def on_error(event: ErrorEvent) -> bool:
+        update = event.update
+        user = (
+            update.message.from_user
+            if update.message
+            else update.callback_query.from_user
+            if update.callback_query
+            else None
+        )
+        if isinstance(event.exception, ServiceBusyError):
+            log.warning("update %s: %s did not answer", update.update_id, event.exception)
+        else:
+            log.exception("update %s failed", update.update_id, exc_info=event.exception)
+        locale = locale_for(
+            user.language_code if user else None, i18n.available_locales, i18n.default_locale
+        )
+        with i18n.context(), i18n.use_locale(locale):
+            text = texts.busy() if isinstance(event.exception, ServiceBusyError) else texts.error()
+        if update.message is not None:
+            await update.message.answer(text)
+        elif update.callback_query is not None:
+            await update.callback_query.answer(text, show_alert=True)
+        return True
+
+    return on_error

@@ -1,0 +1,70 @@
+"""Wiring: each event on the gateway's queue to what it means for the user."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import event as orm_event
+
+from bot_gateway.backends import Backends
+from bot_gateway.notifications import Notifications
+from contracts.envelope import Event
+from contracts.events import (
+    BalanceRefunded,
+    DebitRejected,
+    JobCanceled,
+    JobCompleted,
+    JobCreated,
+    JobFailed,
+    JobProgress,
+    JobQueued,
+    JobRequestRejected,
+    JobStarted,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentSucceeded,
+    PresetsChanged,
+    WeeklyBonusGranted,
+)
+from messaging.runtime import ServiceRuntime
+from messaging.unit_of_work import UnitOfWork
+
+UseCase = Callable[[Any, UnitOfWork], Awaitable[None]]
+
+
+def register_handlers(
+    runtime: ServiceRuntime,
+    notifications: Notifications,
+    backends: Backends,
+    mail_committed: Callable[[], None],
+) -> None:
+    def wake_sender_after_commit(use_case: UseCase) -> UseCase:
+        async def handle(event: Any, uow: UnitOfWork) -> None:
+            orm_event.listen(uow.session.sync_session, "after_commit", lambda _: mail_committed())
+            await use_case(event, uow)
+
+        return handle
+
+    routes: dict[type[Event], UseCase] = {
+        JobCreated: notifications.job_created,
+        JobRequestRejected: notifications.request_rejected,
+        JobQueued: notifications.queued,
+        JobStarted: notifications.started,
+        JobProgress: notifications.progress,
+        JobCompleted: notifications.completed,
+        JobFailed: notifications.failed,
+        JobCanceled: notifications.canceled,
+        DebitRejected: notifications.debit_rejected,
+        BalanceRefunded: notifications.refunded,
+        PaymentCreated: notifications.payment_created,
+        PaymentSucceeded: notifications.payment_succeeded,
+        PaymentFailed: notifications.payment_failed,
+        WeeklyBonusGranted: notifications.weekly_bonus,
+    }
+    for event_type, use_case in routes.items():
+        runtime.consumer.on(event_type)(wake_sender_after_commit(use_case))
+
+    @runtime.consumer.on(PresetsChanged)
+    async def presets_changed(event: PresetsChanged, uow: UnitOfWork) -> None:
+        backends.forget_catalog()

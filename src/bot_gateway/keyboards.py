@@ -1,0 +1,170 @@
+"""Inline keyboards and the callback data behind their buttons.
+
+Callback data is short, typed and parsed strictly: anything that does not unpack (a forged or
+an old button) reaches the fallback handler, which says the button is outdated.
+"""
+
+from __future__ import annotations
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.utils.keyboard import InlineKeyboardBuilder
+
+from bot_gateway import texts
+from bot_gateway.domain import rubles
+from contracts.rpc import PresetCatalog, TopUpPackage
+
+
+class MenuAction(CallbackData, prefix="m"):
+    action: str
+
+
+class CategoryChoice(CallbackData, prefix="c"):
+    revision: str
+    index: int
+
+
+class PresetChoice(CallbackData, prefix="p"):
+    preset_id: int
+
+
+class DraftAction(CallbackData, prefix="d"):
+    action: str  # start | drop | generate
+    draft: str
+
+
+class CancelJob(CallbackData, prefix="x"):
+    request: str
+
+
+class ResultAction(CallbackData, prefix="r"):
+    action: str  # again | another
+    request: str
+
+
+class PackageChoice(CallbackData, prefix="k"):
+    package_id: str
+
+
+MENU_ACTIONS = ("catalog", "prompt", "balance", "topup", "history", "help")
+
+
+def main_menu() -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for action, label in texts.menu_buttons().items():
+        builder.button(text=label, callback_data=MenuAction(action=action))
+    builder.adjust(2)
+    return builder.as_markup()
+
+
+def categories(catalog: PresetCatalog) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for index, category in enumerate(category_names(catalog)):
+        builder.button(
+            text=category,
+            callback_data=CategoryChoice(revision=catalog.revision[:8], index=index),
+        )
+    builder.button(text=texts.menu_buttons()["prompt"], callback_data=MenuAction(action="prompt"))
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+def category_names(catalog: PresetCatalog) -> list[str]:
+    return list(dict.fromkeys(preset.category for preset in catalog.presets))
+
+
+def presets(catalog: PresetCatalog, category: str) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for preset in sorted(
+        (p for p in catalog.presets if p.category == category), key=lambda p: p.order_index
+    ):
+        label = f"{preset.icon or ''} {preset.name} · {preset.price}".strip()
+        builder.button(text=label, callback_data=PresetChoice(preset_id=preset.id))
+    builder.button(text=texts.back(), callback_data=MenuAction(action="catalog"))
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+def confirm(draft: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=texts.start_button(),
+                    callback_data=DraftAction(action="start", draft=draft).pack(),
+                ),
+                InlineKeyboardButton(
+                    text=texts.cancel_button(),
+                    callback_data=DraftAction(action="drop", draft=draft).pack(),
+                ),
+            ]
+        ]
+    )
+
+
+def generate(draft: str) -> InlineKeyboardMarkup:
+    return _single(texts.generate_button(), DraftAction(action="generate", draft=draft).pack())
+
+
+def cancel_job(request: str) -> InlineKeyboardMarkup:
+    return _single(texts.cancel_button(), CancelJob(request=request).pack())
+
+
+def result(request: str) -> InlineKeyboardMarkup:
+    labels = texts.result_buttons()
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=labels["again"],
+                    callback_data=ResultAction(action="again", request=request).pack(),
+                ),
+                InlineKeyboardButton(
+                    text=labels["another"],
+                    callback_data=ResultAction(action="another", request=request).pack(),
+                ),
+            ],
+            [
+                InlineKeyboardButton(
+                    text=labels["menu"], callback_data=MenuAction(action="menu").pack()
+                )
+            ],
+        ]
+    )
+
+
+def topup() -> InlineKeyboardMarkup:
+    return _single(texts.topup_button(), MenuAction(action="topup").pack())
+
+
+def packages(options: list[TopUpPackage]) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for package in options:
+        builder.button(
+            text=texts.package_button(package.credits, rubles(package.amount_kopecks)),
+            callback_data=PackageChoice(package_id=package.package_id),
+        )
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+def pay(url: str, kopecks: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text=texts.pay_button(rubles(kopecks)), url=url)]]
+    )
+
+
+def jobs_to_cancel(jobs: list[tuple[str, str]]) -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for request, title in jobs:
+        builder.button(
+            text=texts.cancel_job_button(title), callback_data=CancelJob(request=request)
+        )
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+def _single(text: str, callback_data: str) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[[InlineKeyboardButton(text=text, callback_data=callback_data)]]
+    )

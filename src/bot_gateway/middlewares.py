@@ -1,0 +1,94 @@
+"""What every update passes before a handler: flood control, the user's language, and their
+account (opened in billing on first contact)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from aiogram import BaseMiddleware
+from aiogram.types import CallbackQuery, Message, TelegramObject, User
+from aiogram.utils.i18n import I18n, I18nMiddleware
+
+from bot_gateway import texts
+from bot_gateway.backends import Backends
+from bot_gateway.conversation import Conversation, Customer
+from bot_gateway.domain import locale_for
+from bot_gateway.throttling import FloodGuard, Verdict
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
+
+
+class LanguageMiddleware(I18nMiddleware):
+    """Russian by default; the user's Telegram language when the bot speaks it."""
+
+    def __init__(self, i18n: I18n) -> None:
+        super().__init__(i18n)
+
+    async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
+        user: User | None = data.get("event_from_user")
+        return locale_for(
+            user.language_code if user else None,
+            self.i18n.available_locales,
+            self.i18n.default_locale,
+        )
+
+
+class FloodMiddleware(BaseMiddleware):
+    """Past the limit a user is told once to slow down; the rest is dropped until they do."""
+
+    def __init__(self, guard: FloodGuard) -> None:
+        self._guard = guard
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        user: User | None = data.get("event_from_user")
+        if user is None:
+            return await handler(event, data)
+        verdict = self._guard.check(user.id)
+        if verdict is Verdict.allow:
+            return await handler(event, data)
+        log.info("flood from user %s: %s", user.id, verdict.value)
+        if verdict is Verdict.warn:
+            if isinstance(event, Message):
+                await event.answer(texts.flood())
+            elif isinstance(event, CallbackQuery):
+                await event.answer(texts.flood(), show_alert=True)
+        elif isinstance(event, CallbackQuery):
+            await event.answer()
+        return None
+
+
+class AccountMiddleware(BaseMiddleware):
+    """`customer` for handlers: remembered by the gateway, or opened in billing now."""
+
+    def __init__(self, conversation: Conversation, backends: Backends) -> None:
+        self._conversation = conversation
+        self._backends = backends
+
+    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
+        user: User | None = data.get("event_from_user")
+        chat = data.get("event_chat")
+        if user is None or user.is_bot or chat is None:
+            return await handler(event, data)
+        language = data["i18n"].current_locale
+        known = await self._conversation.known(user.id)
+        if known is None:
+            account = await self._backends.ensure_account(user.id, username_of(user))
+            data["opened_account"] = account
+            known = Customer(user.id, account.user_id, user.id, language)
+            await self._conversation.remember(known, username_of(user))
+        elif known.language != language:
+            known = replace(known, language=language)
+            await self._conversation.remember(known, username_of(user))
+        customer = replace(known, chat_id=chat.id)
+        data["customer"] = customer
+        return await handler(event, data)
+
+
+def username_of(user: User) -> str | None:
+    name = user.username or user.full_name
+    return name[:100] if name else None

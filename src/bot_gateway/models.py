@@ -1,0 +1,144 @@
+"""Tables the gateway owns: who its users are, its view of their jobs and credits, the Telegram
+messages it still has to deliver, FSM conversations, and its outbox and inbox."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from messaging.database import metadata
+from messaging.tables import delivery_tables
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+
+
+class GatewayUser(Base):
+    """A Telegram user the bot has talked to, with billing's account id and their language."""
+
+    __tablename__ = "gateway_users"
+
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    user_id: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    language: Mapped[str] = mapped_column(String(10), nullable=False, server_default="ru")
+    username: Mapped[str | None] = mapped_column(String(100))
+    blocked: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    """Telegram said the user blocked the bot: broadcasts skip them."""
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class GatewayJob(Base):
+    """The gateway's view of one request: where its status message is, how far it got."""
+
+    __tablename__ = "gateway_jobs"
+
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    user_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    chat_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    language: Mapped[str] = mapped_column(String(10), nullable=False)
+    preset_id: Mapped[int | None] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    prompt: Mapped[str | None] = mapped_column(Text)
+    image_key: Mapped[str | None] = mapped_column(String(255))
+    phase: Mapped[str] = mapped_column(String(20), nullable=False)
+    price: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    total_steps: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    status_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_gateway_jobs_telegram_id_phase", "telegram_id", "phase"),)
+
+
+class GatewayCredit(Base):
+    """Credits that reached a user (top-ups, bonuses, refunds), as billing announced them."""
+
+    __tablename__ = "gateway_credits"
+
+    event_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    credits: Mapped[int] = mapped_column(Integer, nullable=False)
+    balance: Mapped[int] = mapped_column(Integer, nullable=False)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class OutboundMessage(Base):
+    """A Telegram call still to make: the sender delivers it and marks it sent.
+
+    `key` deduplicates (a second JobCompleted never sends a second photo) and coalesces (a job's
+    status edits share one row; a newer text replaces one not yet sent and bumps `version`).
+    """
+
+    __tablename__ = "gateway_outbound"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
+    not_before: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (
+        Index(
+            "ix_gateway_outbound_pending",
+            "not_before",
+            postgresql_where=text("sent_at IS NULL"),
+        ),
+    )
+
+
+class FsmRecord(Base):
+    """aiogram's conversation state and data, so a dialogue survives a restart."""
+
+    __tablename__ = "gateway_fsm"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    state: Mapped[str | None] = mapped_column(String(200))
+    data: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+DELIVERY = delivery_tables("bot_gateway", metadata)

@@ -1,0 +1,222 @@
+"""What each incoming event means to the user: the gateway's view of the job moves, and the
+message to show is committed to the mailbox in the same transaction (the sender delivers it).
+
+Events that name only a job id need the JobCreated that linked it to a request; if that has
+not been handled yet (another consumer is on it), the handler raises and the event comes back
+after a backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aiogram.types import InlineKeyboardMarkup
+from aiogram.utils.i18n import I18n
+
+from bot_gateway import keyboards, texts
+from bot_gateway.domain import Phase, advances, rubles
+from bot_gateway.models import GatewayJob
+from bot_gateway.repository import Credits, Jobs, Mailbox, Users
+from bot_gateway.sender import markup_payload
+from contracts.events import (
+    BalanceRefunded,
+    DebitRejected,
+    JobCanceled,
+    JobCompleted,
+    JobCreated,
+    JobFailed,
+    JobProgress,
+    JobQueued,
+    JobRequestRejected,
+    JobStarted,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentSucceeded,
+    WeeklyBonusGranted,
+)
+from messaging.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+class JobNotLinkedYetError(LookupError):
+    """An event about a job whose JobCreated has not been handled: try again shortly."""
+
+
+class Notifications:
+    def __init__(self, i18n: I18n, *, default_language: str, edit_interval_s: float) -> None:
+        self._i18n = i18n
+        self._default = default_language
+        self._edit_interval_s = edit_interval_s
+
+    @contextmanager
+    def _speaking(self, language: str | None) -> Iterator[None]:
+        with self._i18n.context(), self._i18n.use_locale(language or self._default):
+            yield
+
+    def _mailbox(self, uow: UnitOfWork) -> Mailbox:
+        return Mailbox(uow.session, edit_interval_s=self._edit_interval_s)
+
+    async def _job(self, uow: UnitOfWork, job_id: int) -> GatewayJob:
+        job = await Jobs(uow.session).by_job(job_id)
+        if job is None:
+            raise JobNotLinkedYetError(f"job {job_id} is not linked to a request yet")
+        return job
+
+    async def _status(
+        self,
+        uow: UnitOfWork,
+        job: GatewayJob,
+        text: str,
+        *,
+        markup: InlineKeyboardMarkup | None = None,
+        final: bool = False,
+    ) -> None:
+        payload = {
+            "message_id": job.status_message_id,
+            "text": text,
+            "markup": markup_payload(markup),
+        }
+        await self._mailbox(uow).show_status(job.request_id, job.chat_id, payload, final=final)
+
+    async def job_created(self, event: JobCreated, uow: UnitOfWork) -> None:
+        """Link the job to the request; the price is known from now on."""
+        job = await Jobs(uow.session).by_request(event.request_id, lock=True)
+        if job is None:
+            log.warning("JobCreated for request %s the gateway never made", event.request_id)
+            return
+        job.job_id, job.price = event.job_id, event.price
+        if advances(job.phase, Phase.created):
+            job.phase = Phase.created
+
+    async def request_rejected(self, event: JobRequestRejected, uow: UnitOfWork) -> None:
+        """Jobs refused: say why; nothing was charged."""
+        job = await Jobs(uow.session).by_request(event.request_id, lock=True)
+        if job is None or not advances(job.phase, Phase.rejected):
+            return
+        job.phase = Phase.rejected
+        with self._speaking(job.language):
+            await self._status(uow, job, texts.rejected(job.title, event.reason), final=True)
+
+    async def queued(self, event: JobQueued, uow: UnitOfWork) -> None:
+        job = await self._job(uow, event.job_id)
+        if not advances(job.phase, Phase.queued) or job.phase == Phase.running:
+            return
+        job.phase = Phase.queued
+        with self._speaking(job.language):
+            text = texts.queued(job.title, event.position, event.eta_seconds)
+            markup = keyboards.cancel_job(job.request_id.hex)
+        await self._status(uow, job, text, markup=markup)
+
+    async def started(self, event: JobStarted, uow: UnitOfWork) -> None:
+        job = await Jobs(uow.session).by_job(event.job_id)
+        if job is None or not advances(job.phase, Phase.running):
+            return
+        job.phase, job.total_steps = Phase.running, event.total_steps
+        with self._speaking(job.language):
+            text, markup = texts.started(job.title), keyboards.cancel_job(job.request_id.hex)
+        await self._status(uow, job, text, markup=markup)
+
+    async def progress(self, event: JobProgress, uow: UnitOfWork) -> None:
+        """Step i of N; the mailbox thins these edits to one every few seconds."""
+        job = await Jobs(uow.session).by_job(event.job_id)
+        if job is None or not advances(job.phase, Phase.running) or event.step <= job.step:
+            return
+        job.phase, job.step, job.total_steps = Phase.running, event.step, event.total_steps
+        with self._speaking(job.language):
+            text = texts.progress(job.title, event.step, event.total_steps)
+            markup = keyboards.cancel_job(job.request_id.hex)
+        await self._status(uow, job, text, markup=markup)
+
+    async def completed(self, event: JobCompleted, uow: UnitOfWork) -> None:
+        """The result photo, once per job whatever the duplicates; the status says done."""
+        job = await self._job(uow, event.job_id)
+        if not advances(job.phase, Phase.completed):
+            return
+        job.phase = Phase.completed
+        with self._speaking(job.language):
+            await self._status(uow, job, texts.done(job.title), final=True)
+            payload = {
+                "object_key": event.result_key,
+                "caption": texts.result_caption(job.title),
+                "markup": markup_payload(keyboards.result(job.request_id.hex)),
+            }
+        await self._mailbox(uow).send(f"result:{event.job_id}", job.chat_id, "photo", payload)
+
+    async def failed(self, event: JobFailed, uow: UnitOfWork) -> None:
+        job = await self._job(uow, event.job_id)
+        if not advances(job.phase, Phase.failed):
+            return
+        job.phase = Phase.failed
+        with self._speaking(job.language):
+            await self._status(uow, job, texts.failed(job.title, job.price), final=True)
+
+    async def canceled(self, event: JobCanceled, uow: UnitOfWork) -> None:
+        job = await self._job(uow, event.job_id)
+        if not advances(job.phase, Phase.canceled):
+            return
+        job.phase = Phase.canceled
+        with self._speaking(job.language):
+            await self._status(uow, job, texts.canceled(job.title), final=True)
+
+    async def debit_rejected(self, event: DebitRejected, uow: UnitOfWork) -> None:
+        """Not enough credits: the shortfall, and a way to top up."""
+        job = await self._job(uow, event.job_id)
+        if not advances(job.phase, Phase.rejected):
+            return
+        job.phase = Phase.rejected
+        with self._speaking(job.language):
+            text = texts.insufficient(job.title, event.price, event.balance, event.shortfall)
+            await self._status(uow, job, text, markup=keyboards.topup(), final=True)
+
+    async def refunded(self, event: BalanceRefunded, uow: UnitOfWork) -> None:
+        await self._credit(uow, event.telegram_id, "refund", event.amount, event.balance)
+        language, chat_id = await self._addressee(uow, event.telegram_id)
+        with self._speaking(language):
+            text = texts.refunded(event.amount, event.balance)
+        await self._mailbox(uow).send(f"refund:{event.job_id}", chat_id, "text", {"text": text})
+
+    async def payment_created(self, event: PaymentCreated, uow: UnitOfWork) -> None:
+        """The payment button."""
+        user = await Users(uow.session).by_user_id(event.user_id)
+        with self._speaking(user.language if user else None):
+            text = texts.payment_link(event.credits, rubles(event.amount_kopecks))
+            markup = keyboards.pay(str(event.confirmation_url), event.amount_kopecks)
+        payload = {"text": text, "markup": markup_payload(markup)}
+        await self._mailbox(uow).send(f"payment:{event.payment_id}", event.chat_id, "text", payload)
+
+    async def payment_succeeded(self, event: PaymentSucceeded, uow: UnitOfWork) -> None:
+        await self._credit(uow, event.telegram_id, "topup", event.credits, event.balance)
+        language, chat_id = await self._addressee(uow, event.telegram_id)
+        with self._speaking(language):
+            text = texts.payment_received(event.credits, event.balance)
+        key = f"paid:{event.payment_id}"
+        await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
+
+    async def payment_failed(self, event: PaymentFailed, uow: UnitOfWork) -> None:
+        language, chat_id = await self._addressee(uow, event.telegram_id)
+        with self._speaking(language):
+            text = texts.payment_failed()
+        key = f"payment_failed:{event.payment_id or event.request_id}"
+        await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
+
+    async def weekly_bonus(self, event: WeeklyBonusGranted, uow: UnitOfWork) -> None:
+        await self._credit(uow, event.telegram_id, "bonus", event.amount, event.balance)
+        language, chat_id = await self._addressee(uow, event.telegram_id)
+        with self._speaking(language):
+            text = texts.weekly_bonus(event.amount, event.balance)
+        key = f"bonus:{event.telegram_id}:{event.week}"
+        await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
+
+    async def _credit(
+        self, uow: UnitOfWork, telegram_id: int, kind: str, credits: int, balance: int
+    ) -> None:
+        assert uow.cause is not None
+        await Credits(uow.session).record(uow.cause.id, telegram_id, kind, credits, balance)
+
+    async def _addressee(self, uow: UnitOfWork, telegram_id: int) -> tuple[str | None, int]:
+        """A user's language and private chat (its id is the user's Telegram id)."""
+        user = await Users(uow.session).by_telegram_id(telegram_id)
+        return (user.language, user.chat_id) if user else (None, telegram_id)

@@ -1,0 +1,195 @@
+"""SQL on the gateway's own tables; runs inside the caller's transaction and never commits."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot_gateway.domain import FINISHED
+from bot_gateway.models import GatewayCredit, GatewayJob, GatewayUser, OutboundMessage
+
+
+class Users:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def by_telegram_id(self, telegram_id: int) -> GatewayUser | None:
+        return await self._session.get(GatewayUser, telegram_id)
+
+    async def by_user_id(self, user_id: int) -> GatewayUser | None:
+        found = await self._session.execute(
+            select(GatewayUser).where(GatewayUser.user_id == user_id).limit(1)
+        )
+        return found.scalar_one_or_none()
+
+    async def remember(
+        self, *, telegram_id: int, user_id: int, chat_id: int, language: str, username: str | None
+    ) -> None:
+        values = {
+            "telegram_id": telegram_id,
+            "user_id": user_id,
+            "chat_id": chat_id,
+            "language": language,
+            "username": username,
+        }
+        await self._session.execute(
+            insert(GatewayUser)
+            .values(**values)
+            .on_conflict_do_update(
+                index_elements=[GatewayUser.telegram_id],
+                set_={**values, "blocked": False},
+            )
+        )
+
+    async def mark_blocked(self, chat_id: int) -> None:
+        await self._session.execute(
+            update(GatewayUser).where(GatewayUser.chat_id == chat_id).values(blocked=True)
+        )
+
+    async def reachable_chats(self) -> list[int]:
+        found = await self._session.execute(
+            select(GatewayUser.chat_id).where(GatewayUser.blocked.is_(False))
+        )
+        return list(found.scalars())
+
+    async def count(self) -> int:
+        return int(await self._session.scalar(select(func.count()).select_from(GatewayUser)) or 0)
+
+
+class Jobs:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    def add(self, job: GatewayJob) -> None:
+        self._session.add(job)
+
+    async def by_request(self, request_id: uuid.UUID, *, lock: bool = False) -> GatewayJob | None:
+        query = select(GatewayJob).where(GatewayJob.request_id == request_id)
+        found = await self._session.execute(query.with_for_update() if lock else query)
+        return found.scalar_one_or_none()
+
+    async def by_job(self, job_id: int) -> GatewayJob | None:
+        found = await self._session.execute(
+            select(GatewayJob).where(GatewayJob.job_id == job_id).with_for_update()
+        )
+        return found.scalar_one_or_none()
+
+    async def active_of(self, telegram_id: int) -> list[GatewayJob]:
+        found = await self._session.execute(
+            select(GatewayJob)
+            .where(
+                GatewayJob.telegram_id == telegram_id,
+                GatewayJob.phase.not_in([str(phase) for phase in FINISHED]),
+            )
+            .order_by(GatewayJob.created_at)
+        )
+        return list(found.scalars())
+
+    async def titles(self, job_ids: list[int]) -> dict[int, str]:
+        found = await self._session.execute(
+            select(GatewayJob.job_id, GatewayJob.title).where(GatewayJob.job_id.in_(job_ids))
+        )
+        return {job_id: title for job_id, title in found.tuples() if job_id is not None}
+
+    async def stats(self) -> tuple[int, int]:
+        since = datetime.now(UTC) - timedelta(days=1)
+        today = await self._session.scalar(
+            select(func.count()).select_from(GatewayJob).where(GatewayJob.created_at >= since)
+        )
+        active = await self._session.scalar(
+            select(func.count())
+            .select_from(GatewayJob)
+            .where(GatewayJob.phase.not_in([str(phase) for phase in FINISHED]))
+        )
+        return int(today or 0), int(active or 0)
+
+
+class Credits:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def record(
+        self, event_id: uuid.UUID, telegram_id: int, kind: str, credits: int, balance: int
+    ) -> None:
+        await self._session.execute(
+            insert(GatewayCredit)
+            .values(
+                event_id=event_id,
+                telegram_id=telegram_id,
+                kind=kind,
+                credits=credits,
+                balance=balance,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def recent(self, telegram_id: int, limit: int) -> list[GatewayCredit]:
+        found = await self._session.execute(
+            select(GatewayCredit)
+            .where(GatewayCredit.telegram_id == telegram_id)
+            .order_by(GatewayCredit.at.desc())
+            .limit(limit)
+        )
+        return list(found.scalars())
+
+
+class Mailbox:
+    """Telegram calls to make after the commit; the sender delivers them (see `sender`)."""
+
+    def __init__(self, session: AsyncSession, *, edit_interval_s: float) -> None:
+        self._session = session
+        self._edit_interval = timedelta(seconds=edit_interval_s)
+
+    async def send(self, key: str, chat_id: int, kind: str, payload: dict[str, Any]) -> None:
+        """Once per `key`: a repeated key (a duplicate event) sends nothing more."""
+        await self._session.execute(
+            insert(OutboundMessage)
+            .values(key=key, chat_id=chat_id, kind=kind, payload=payload)
+            .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
+        )
+
+    async def show_status(
+        self, request_id: uuid.UUID, chat_id: int, payload: dict[str, Any], *, final: bool
+    ) -> None:
+        """The job's status message shows `payload` next: the newest text wins, and edits
+        after the last one sent wait `edit_interval_s` unless this is the final state."""
+        row = OutboundMessage.__table__
+        statement = insert(OutboundMessage).values(
+            key=f"status:{request_id}", chat_id=chat_id, kind="edit", payload=payload
+        )
+        # a pending row keeps its turn; after a sent edit the next one waits the interval
+        not_before = (
+            func.now()
+            if final
+            else case(
+                (row.c.sent_at.is_(None), row.c.not_before),
+                else_=func.greatest(func.now(), row.c.sent_at + self._edit_interval),
+            )
+        )
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[OutboundMessage.key],
+                set_={
+                    "payload": statement.excluded.payload,
+                    "version": row.c.version + 1,
+                    "sent_at": None,
+                    "attempts": 0,
+                    "not_before": not_before,
+                },
+            )
+        )
+
+    async def pending(self) -> int:
+        return int(
+            await self._session.scalar(
+                select(func.count())
+                .select_from(OutboundMessage)
+                .where(OutboundMessage.sent_at.is_(None))
+            )
+            or 0
+        )

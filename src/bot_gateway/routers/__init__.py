@@ -1,0 +1,25 @@
+"""One router per feature; `feature_routers` gives them in the order they must match."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from bot_gateway.routers.admin import router as admin_router
+from bot_gateway.routers.catalog import router as catalog_router
+from bot_gateway.routers.drafts import router as drafts_router
+from bot_gateway.routers.fallback import router as fallback_router
+from bot_gateway.routers.jobs import router as jobs_router
+from bot_gateway.routers.menu import router as menu_router
+from bot_gateway.routers.payments import router as payments_router
+
+
+def feature_routers(admins: frozenset[int]) -> list[Router]:
+    return [
+        admin_router(admins),
+        menu_router,
+        catalog_router,
+        payments_router,
+        jobs_router,
+        drafts_router,
+        fallback_router,
+    ]

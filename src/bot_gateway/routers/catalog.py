@@ -1,0 +1,64 @@
+"""Browsing the catalog: categories, then presets with icons and prices, in `order_index`."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery
+
+from bot_gateway import keyboards, texts
+from bot_gateway.backends import Backends
+from bot_gateway.keyboards import CategoryChoice, MenuAction, PresetChoice
+from bot_gateway.routers.drafts import Drafting, offer, show_confirmation
+
+router = Router(name=__name__)
+
+
+@router.callback_query(MenuAction.filter(F.action == "catalog"))
+async def categories(callback: CallbackQuery, backends: Backends) -> None:
+    catalog = await backends.catalog()
+    await callback.answer()
+    if callback.message is None:
+        return
+    if not catalog.presets:
+        await callback.message.answer(texts.catalog_empty())
+        return
+    await callback.message.answer(
+        texts.choose_category(), reply_markup=keyboards.categories(catalog)
+    )
+
+
+@router.callback_query(CategoryChoice.filter())
+async def presets(
+    callback: CallbackQuery, callback_data: CategoryChoice, backends: Backends
+) -> None:
+    catalog = await backends.catalog()
+    names = keyboards.category_names(catalog)
+    if callback_data.revision != catalog.revision[:8] or callback_data.index >= len(names):
+        await callback.answer(texts.stale_button(), show_alert=True)
+        return
+    await callback.answer()
+    category = names[callback_data.index]
+    if callback.message is not None:
+        await callback.message.answer(
+            texts.choose_preset(category), reply_markup=keyboards.presets(catalog, category)
+        )
+
+
+@router.callback_query(PresetChoice.filter())
+async def preset(
+    callback: CallbackQuery, callback_data: PresetChoice, backends: Backends, state: FSMContext
+) -> None:
+    """A preset joins the draft; a photo is asked for when it needs one and has none."""
+    catalog = await backends.catalog()
+    chosen = next((p for p in catalog.presets if p.id == callback_data.preset_id), None)
+    if chosen is None or callback.message is None:
+        await callback.answer(texts.stale_button(), show_alert=True)
+        return
+    await callback.answer()
+    draft = await offer(state, preset_id=chosen.id, title=chosen.name, price=chosen.price)
+    if chosen.needs_image and draft.image_key is None:
+        await state.set_state(Drafting.waiting_photo)
+        await callback.message.answer(texts.ask_photo(chosen.name))
+        return
+    await show_confirmation(callback.message, state, draft)

@@ -1,0 +1,220 @@
+"""Putting a request together: a photo (as photo or file), a preset or the user's own prompt
+(a caption, or text before or after the photo), or a prompt alone; then confirm → JobRequested."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from aiogram import Bot, F, Router
+from aiogram.filters import StateFilter
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, InaccessibleMessage, Message
+
+from bot_gateway import keyboards, texts
+from bot_gateway.backends import Backends
+from bot_gateway.conversation import Conversation, Customer, Draft
+from bot_gateway.keyboards import DraftAction, MenuAction, ResultAction
+from bot_gateway.settings import ConversationSettings
+from bot_gateway.uploads import UploadRejectedError, Uploads, carries_image
+
+log = logging.getLogger(__name__)
+router = Router(name=__name__)
+
+
+class Drafting(StatesGroup):
+    waiting_photo = State()
+    waiting_prompt = State()
+    confirming = State()
+
+
+async def current_draft(state: FSMContext) -> Draft | None:
+    data = await state.get_data()
+    return Draft(**data["draft"]) if "draft" in data else None
+
+
+async def offer(state: FSMContext, **changes: Any) -> Draft:
+    """The draft with `changes`, under a new id (buttons of the previous one go stale)."""
+    draft = await current_draft(state) or Draft(draft="", title="", price=0)
+    draft = replace(draft, **changes, draft=uuid.uuid4().hex[:12])
+    await state.update_data(draft=draft.as_data())
+    return draft
+
+
+async def show_confirmation(
+    message: Message | InaccessibleMessage, state: FSMContext, draft: Draft
+) -> None:
+    await state.set_state(Drafting.confirming)
+    await message.answer(
+        texts.confirm(draft.title, draft.price), reply_markup=keyboards.confirm(draft.draft)
+    )
+
+
+def _prompt_error(text: str, limits: ConversationSettings) -> str | None:
+    if len(text) > limits.prompt_max_length:
+        return texts.prompt_too_long(len(text), limits.prompt_max_length)
+    return None
+
+
+async def _own_prompt(state: FSMContext, prompt: str, backends: Backends) -> Draft:
+    """The user's words: they refine a chosen preset, or stand alone at the custom price."""
+    draft = await current_draft(state)
+    if draft is not None and draft.preset_id is not None:
+        return await offer(state, prompt=prompt)
+    catalog = await backends.catalog()
+    return await offer(
+        state,
+        preset_id=None,
+        prompt=prompt,
+        title=texts.own_prompt_title(),
+        price=catalog.custom_prompt_price,
+    )
+
+
+@router.message(F.photo | F.document)
+async def upload(
+    message: Message,
+    bot: Bot,
+    state: FSMContext,
+    customer: Customer,
+    uploads: Uploads,
+    backends: Backends,
+    limits: ConversationSettings,
+) -> None:
+    """A photo or image file: checked and stored, then on to confirmation or the catalog."""
+    if not carries_image(message):
+        await message.answer(texts.not_a_photo())
+        return
+    caption = (message.caption or "").strip()
+    if caption and (problem := _prompt_error(caption, limits)):
+        await message.answer(problem)
+        return
+    try:
+        image_key = await uploads.accept(bot, message, customer.telegram_id)
+    except UploadRejectedError as exc:
+        log.info("upload from %s rejected: %s", customer.telegram_id, exc)
+        await message.answer(_upload_problem(exc.reason, limits))
+        return
+    draft = await offer(state, image_key=image_key)
+    if caption:
+        draft = await _own_prompt(state, caption, backends)
+    if draft.preset_id is not None or draft.prompt is not None:
+        await show_confirmation(message, state, draft)
+        return
+    await state.set_state(None)
+    catalog = await backends.catalog()
+    await message.answer(texts.photo_received(), reply_markup=keyboards.categories(catalog))
+
+
+def _upload_problem(reason: str, limits: ConversationSettings) -> str:
+    if reason == "too_large":
+        return texts.file_too_large(limits.max_download_bytes // (1024 * 1024))
+    if reason == "too_many_pixels":
+        return texts.too_many_pixels(limits.max_image_pixels // 1_000_000)
+    if reason == "unsupported_format":
+        return texts.unsupported_format()
+    if reason == "download_failed":
+        return texts.download_failed()
+    return texts.not_a_photo()
+
+
+@router.callback_query(MenuAction.filter(F.action == "prompt"))
+async def ask_prompt(
+    callback: CallbackQuery, state: FSMContext, limits: ConversationSettings
+) -> None:
+    await callback.answer()
+    await state.set_state(Drafting.waiting_prompt)
+    if callback.message is not None:
+        await callback.message.answer(texts.ask_prompt(limits.prompt_max_length))
+
+
+@router.message(StateFilter(Drafting.waiting_prompt), F.text, ~F.text.startswith("/"))
+async def prompt(
+    message: Message, state: FSMContext, backends: Backends, limits: ConversationSettings
+) -> None:
+    text = (message.text or "").strip()
+    if problem := _prompt_error(text, limits):
+        await message.answer(problem)
+        return
+    draft = await _own_prompt(state, text, backends)
+    if draft.image_key is not None:
+        await show_confirmation(message, state, draft)
+        return
+    await state.set_state(Drafting.waiting_photo)
+    await message.answer(texts.prompt_received(), reply_markup=keyboards.generate(draft.draft))
+
+
+@router.message(StateFilter(Drafting.waiting_photo), ~F.text.startswith("/"))
+async def not_a_photo(message: Message) -> None:
+    await message.answer(texts.not_a_photo())
+
+
+@router.callback_query(DraftAction.filter())
+async def draft_action(
+    callback: CallbackQuery,
+    callback_data: DraftAction,
+    state: FSMContext,
+    customer: Customer,
+    conversation: Conversation,
+) -> None:
+    draft = await current_draft(state)
+    if draft is None or draft.draft != callback_data.draft or callback.message is None:
+        await callback.answer(texts.stale_button(), show_alert=True)
+        return
+    await callback.answer()
+    if callback_data.action == "generate" and draft.prompt is not None:
+        await show_confirmation(callback.message, state, draft)
+    elif callback_data.action == "start" and await state.get_state() == Drafting.confirming.state:
+        await state.clear()
+        await conversation.request_job(customer, draft, callback.message.message_id)
+    elif callback_data.action == "drop":
+        await state.clear()
+        await callback.message.answer(texts.dialog_canceled(), reply_markup=keyboards.main_menu())
+    else:
+        await callback.message.answer(texts.stale_button())
+
+
+@router.callback_query(ResultAction.filter())
+async def after_result(
+    callback: CallbackQuery,
+    callback_data: ResultAction,
+    state: FSMContext,
+    customer: Customer,
+    conversation: Conversation,
+    backends: Backends,
+) -> None:
+    """Again (same preset or prompt, same photo, today's price) or another preset."""
+    job = None
+    if len(callback_data.request) == 32:
+        job = await conversation.job_of(customer, uuid.UUID(hex=callback_data.request))
+    if job is None or callback.message is None:
+        await callback.answer(texts.stale_button(), show_alert=True)
+        return
+    catalog = await backends.catalog()
+    await callback.answer()
+    await state.clear()
+    if callback_data.action == "another":
+        await offer(state, image_key=job.image_key)
+        await callback.message.answer(
+            texts.choose_category(), reply_markup=keyboards.categories(catalog)
+        )
+        return
+    price = catalog.custom_prompt_price
+    if job.preset_id is not None:
+        preset = next((p for p in catalog.presets if p.id == job.preset_id), None)
+        if preset is None:
+            await callback.message.answer(texts.stale_button())
+            return
+        price = preset.price
+    draft = await offer(
+        state,
+        preset_id=job.preset_id,
+        prompt=job.prompt,
+        image_key=job.image_key,
+        title=job.title,
+        price=price,
+    )
+    await show_confirmation(callback.message, state, draft)

@@ -1,0 +1,76 @@
+"""/start, the main menu, /help and /balance."""
+
+from __future__ import annotations
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandStart
+from aiogram.fsm.context import FSMContext
+from aiogram.types import CallbackQuery, Message
+
+from bot_gateway import keyboards, texts
+from bot_gateway.backends import Backends
+from bot_gateway.conversation import Customer
+from bot_gateway.keyboards import MenuAction
+from bot_gateway.middlewares import username_of
+from contracts.rpc import Account
+
+router = Router(name=__name__)
+
+
+@router.message(CommandStart())
+async def start(
+    message: Message,
+    customer: Customer,
+    backends: Backends,
+    state: FSMContext,
+    opened_account: Account | None = None,
+) -> None:
+    """Welcome with the balance (opening the account on first contact) and the menu."""
+    await state.clear()
+    user = message.from_user
+    name = user.first_name if user else ""
+    username = username_of(user) if user else None
+    account = opened_account or await backends.ensure_account(customer.telegram_id, username)
+    welcome = account.balance if account.created else None
+    await message.answer(
+        texts.welcome(name, account.balance, welcome), reply_markup=keyboards.main_menu()
+    )
+
+
+@router.callback_query(MenuAction.filter(F.action == "menu"))
+async def menu(callback: CallbackQuery, state: FSMContext) -> None:
+    await state.clear()
+    await callback.answer()
+    if callback.message is not None:
+        await callback.message.answer(texts.menu_prompt(), reply_markup=keyboards.main_menu())
+
+
+@router.message(Command("help"))
+async def help_command(message: Message) -> None:
+    await message.answer(texts.help_text(), reply_markup=keyboards.main_menu())
+
+
+@router.callback_query(MenuAction.filter(F.action == "help"))
+async def help_button(callback: CallbackQuery) -> None:
+    await callback.answer()
+    if callback.message is not None:
+        await callback.message.answer(texts.help_text())
+
+
+@router.message(Command("balance"))
+async def balance_command(message: Message, customer: Customer, backends: Backends) -> None:
+    user = message.from_user
+    account = await backends.ensure_account(
+        customer.telegram_id, username_of(user) if user else None
+    )
+    await message.answer(texts.balance_line(account.balance), reply_markup=keyboards.topup())
+
+
+@router.callback_query(MenuAction.filter(F.action == "balance"))
+async def balance_button(callback: CallbackQuery, customer: Customer, backends: Backends) -> None:
+    account = await backends.ensure_account(customer.telegram_id, username_of(callback.from_user))
+    await callback.answer()
+    if callback.message is not None:
+        await callback.message.answer(
+            texts.balance_line(account.balance), reply_markup=keyboards.topup()
+        )

@@ -1,0 +1,222 @@
+"""The outbound sender: delivers what handlers committed to `gateway_outbound`, within
+Telegram's limits (every call passes `RateLimitedRequests`), and marks it sent.
+
+A row is leased before it is sent and marked sent after Telegram answered; a sender that dies
+in between leaves the lease to expire and the row is sent again (at least once, never zero).
+Rows of one chat go out in order; different chats go out concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot_gateway.repository import Users
+from bot_gateway.settings import DeliverySettings
+from bot_gateway.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 300.0
+
+_CLAIM = text(
+    """
+    UPDATE gateway_outbound SET leased_until = now() + make_interval(secs => :lease),
+                                attempts = attempts + 1
+    WHERE id IN (
+        SELECT id FROM gateway_outbound
+        WHERE sent_at IS NULL AND not_before <= now()
+          AND (leased_until IS NULL OR leased_until < now())
+        ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
+    RETURNING id, chat_id, kind, payload, version, attempts
+    """
+)
+_SENT = text(
+    "UPDATE gateway_outbound SET sent_at = now(), leased_until = NULL, message_id = :message_id, "
+    "last_error = :error WHERE id = :id AND version = :version"
+)
+_RELEASE = text("UPDATE gateway_outbound SET leased_until = NULL WHERE id = :id")
+_BACK_OFF = text(
+    "UPDATE gateway_outbound SET leased_until = NULL, last_error = :error, "
+    "not_before = now() + make_interval(secs => :delay) WHERE id = :id"
+)
+
+
+@dataclass(frozen=True)
+class Outbound:
+    id: int
+    chat_id: int
+    kind: str
+    payload: dict[str, Any]
+    version: int
+    attempts: int
+
+
+class PermanentFailure(Exception):
+    """Telegram will never accept this call; retrying cannot help."""
+
+
+class OutboundSender:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        bot: Bot,
+        store: ObjectStore,
+        settings: DeliverySettings,
+    ) -> None:
+        self._sessions = sessions
+        self._bot = bot
+        self._store = store
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(settings.concurrency)
+
+    def notify(self) -> None:
+        """Something was committed to the mailbox: look now instead of at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name="gateway.sender")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, then stop; what is left waits in the table."""
+        self._stopping.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+
+    async def deliver_pending(self) -> int:
+        """Claim what is due, send it, mark it; the number of rows handled."""
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(
+                    _CLAIM, {"lease": self._settings.lease_s, "limit": self._settings.batch_size}
+                )
+            ).mappings()
+            claimed = [Outbound(**row) for row in rows]
+        by_chat: dict[int, list[Outbound]] = defaultdict(list)
+        for row in sorted(claimed, key=lambda row: row.id):
+            by_chat[row.chat_id].append(row)
+        await asyncio.gather(*(self._deliver_chat(rows) for rows in by_chat.values()))
+        return len(claimed)
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                handled = await self.deliver_pending()
+            except Exception:
+                log.exception("sender: a delivery pass failed")
+                handled = 0
+            if handled:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_s)
+
+    async def _deliver_chat(self, rows: Sequence[Outbound]) -> None:
+        async with self._slots:
+            for row in rows:
+                await self._deliver(row)
+
+    async def _deliver(self, row: Outbound) -> None:
+        try:
+            message_id = await self._call(row)
+        except TelegramForbiddenError as exc:
+            log.info("chat %s blocked the bot: dropping message %s", row.chat_id, row.id)
+            await self._mark_sent(row, None, f"forbidden: {exc.message}")
+            async with self._sessions() as session, session.begin():
+                await Users(session).mark_blocked(row.chat_id)
+        except PermanentFailure as exc:
+            log.error("message %s to chat %s refused for good: %s", row.id, row.chat_id, exc)
+            await self._mark_sent(row, None, str(exc)[:2000])
+        except Exception as exc:
+            delay = min(self._settings.retry_backoff_s * 2 ** (row.attempts - 1), MAX_BACKOFF_S)
+            log.warning(
+                "message %s to chat %s failed (attempt %d): %r; again in %.0fs",
+                row.id,
+                row.chat_id,
+                row.attempts,
+                exc,
+                delay,
+            )
+            async with self._sessions() as session, session.begin():
+                await session.execute(
+                    _BACK_OFF, {"id": row.id, "error": repr(exc)[:2000], "delay": delay}
+                )
+        else:
+            await self._mark_sent(row, message_id, None)
+
+    async def _mark_sent(self, row: Outbound, message_id: int | None, error: str | None) -> None:
+        async with self._sessions() as session, session.begin():
+            marked = await session.execute(
+                _SENT,
+                {"id": row.id, "version": row.version, "message_id": message_id, "error": error},
+            )
+            if getattr(marked, "rowcount", 1) == 0:  # a newer text arrived meanwhile
+                await session.execute(_RELEASE, {"id": row.id})
+
+    async def _call(self, row: Outbound) -> int | None:
+        payload = row.payload
+        markup = _markup(payload.get("markup"))
+        try:
+            if row.kind == "edit" and payload.get("message_id"):
+                return await self._edit(row.chat_id, payload, markup)
+            if row.kind == "photo":
+                return await self._photo(row.chat_id, payload, markup)
+            sent = await self._bot.send_message(row.chat_id, payload["text"], reply_markup=markup)
+            return sent.message_id
+        except TelegramBadRequest as exc:
+            raise PermanentFailure(exc.message) from exc
+
+    async def _edit(
+        self, chat_id: int, payload: dict[str, Any], markup: InlineKeyboardMarkup | None
+    ) -> int | None:
+        message_id = int(payload["message_id"])
+        try:
+            await self._bot.edit_message_text(
+                text=payload["text"], chat_id=chat_id, message_id=message_id, reply_markup=markup
+            )
+        except TelegramBadRequest as exc:
+            if "not modified" in exc.message:
+                return message_id
+            if "not found" not in exc.message and "can't be edited" not in exc.message:
+                raise
+            sent = await self._bot.send_message(chat_id, payload["text"], reply_markup=markup)
+            return sent.message_id
+        return message_id
+
+    async def _photo(
+        self, chat_id: int, payload: dict[str, Any], markup: InlineKeyboardMarkup | None
+    ) -> int:
+        # a result not (yet) in the store is retried: the runner wrote it before reporting
+        data = await self._store.get(payload["object_key"])
+        name = payload["object_key"].rsplit("/", 1)[-1]
+        sent = await self._bot.send_photo(
+            chat_id,
+            BufferedInputFile(data, filename=name),
+            caption=payload.get("caption"),
+            reply_markup=markup,
+        )
+        return sent.message_id
+
+
+def _markup(raw: dict[str, Any] | None) -> InlineKeyboardMarkup | None:
+    return InlineKeyboardMarkup.model_validate(raw) if raw else None
+
+
+def markup_payload(markup: InlineKeyboardMarkup | None) -> dict[str, Any] | None:
+    return markup.model_dump(mode="json", exclude_none=True) if markup else None

@@ -1,0 +1,107 @@
+"""The bot gateway's settings, one class per concern: Telegram, dialogue, delivery, storage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.events import PROMPT_MAX_LENGTH
+
+PLACEHOLDER_TOKEN = "123456:change-me"
+PLACEHOLDER_SECRET = "change-me"
+
+
+class TelegramSettings(BaseSettings):
+    """The bot's token and how updates arrive; placeholders are refused outside development."""
+
+    model_config = SettingsConfigDict(env_prefix="TELEGRAM_", env_file=".env", extra="ignore")
+
+    bot_token: SecretStr = SecretStr(PLACEHOLDER_TOKEN)
+    api_url: str = "https://api.telegram.org"
+    """Bot API server; a local one (or the tests' fake) serves the same paths."""
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_url: str = ""
+    """Public URL Telegram posts updates to (webhook mode); its path is /telegram/webhook."""
+    webhook_secret: SecretStr = SecretStr(PLACEHOLDER_SECRET)
+    """Checked against X-Telegram-Bot-Api-Secret-Token on every webhook call."""
+    admin_ids: str = ""
+    """Comma-separated Telegram ids allowed /stats and /broadcast."""
+    default_language: Literal["ru", "en"] = "ru"
+    polling_timeout_s: int = Field(default=10, ge=0, le=50)
+    environment: Literal["development", "production"] = "development"
+
+    @model_validator(mode="after")
+    def _no_placeholder_outside_development(self) -> TelegramSettings:
+        if self.environment == "development":
+            return self
+        if self.bot_token.get_secret_value() == PLACEHOLDER_TOKEN:
+            raise ValueError("TELEGRAM_BOT_TOKEN is a placeholder; set the bot's token")
+        if self.mode == "webhook" and self.webhook_secret.get_secret_value() == PLACEHOLDER_SECRET:
+            raise ValueError("TELEGRAM_WEBHOOK_SECRET is a placeholder; set a random secret")
+        return self
+
+    @property
+    def admins(self) -> frozenset[int]:
+        return frozenset(int(part) for part in self.admin_ids.split(",") if part.strip())
+
+
+class ConversationSettings(BaseSettings):
+    """What the bot accepts from users and how it protects itself from floods."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    max_download_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    """Telegram lets bots download files up to 20 MB."""
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    allowed_formats: str = "JPEG,PNG,WEBP"
+    prompt_max_length: int = Field(default=1000, ge=1, le=PROMPT_MAX_LENGTH)
+    upload_prefix: str = Field(default="uploads", pattern=r"^[a-z0-9_-]{1,50}$")
+    flood_messages: int = Field(default=8, ge=1)
+    """Updates one user may send within `flood_window_s`; more are answered once and dropped."""
+    flood_window_s: float = Field(default=5.0, gt=0)
+    catalog_ttl_s: float = Field(default=60.0, gt=0)
+    """Another replica may have missed PresetsChanged: a cached catalog is reread this often."""
+    history_limit: int = Field(default=5, ge=1, le=50)
+
+    @property
+    def formats(self) -> frozenset[str]:
+        return frozenset(part.strip().upper() for part in self.allowed_formats.split(","))
+
+
+class DeliverySettings(BaseSettings):
+    """The one outbound sender: Telegram's rate limits, progress-edit thinning, retries."""
+
+    model_config = SettingsConfigDict(env_prefix="DELIVERY_", env_file=".env", extra="ignore")
+
+    global_rate_per_s: float = Field(default=29.0, gt=0)
+    """Telegram allows about 30 messages a second per bot; one slot is kept as margin."""
+    chat_interval_s: float = Field(default=1.0, ge=0)
+    group_interval_s: float = Field(default=3.0, ge=0)
+    """20 messages a minute per group."""
+    edit_interval_s: float = Field(default=2.5, ge=0)
+    """A job's status message is edited at most this often; its final state always shows."""
+    batch_size: int = Field(default=200, ge=1, le=10_000)
+    concurrency: int = Field(default=64, ge=1)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    lease_s: float = Field(default=120.0, gt=0)
+    """A claimed message not confirmed sent within this is sent again (its sender died)."""
+    retry_backoff_s: float = Field(default=1.0, gt=0)
+    retry_after_tries: int = Field(default=5, ge=0)
+    """How often one call is retried after a 429 before its message backs off in the table."""
+
+
+class StorageSettings(BaseSettings):
+    """The object store shared with the runners: the same STORAGE_* variables and defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="STORAGE_", env_file=".env", extra="ignore")
+
+    backend: Literal["local", "s3"] = "local"
+    local_root: Path = Path("data/objects")
+    s3_endpoint_url: str = ""
+    s3_bucket: str = "imagebot"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: SecretStr = SecretStr("")

@@ -1,0 +1,349 @@
+"""Every user-visible sentence, through gettext (`locales/`); callers pick the locale.
+
+Message ids are English; `ru` is the default locale and `en` translates to itself, so a test can
+insist that every id has a translation in both.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiogram.utils.i18n import gettext as _
+
+REJECT_REASONS = ("unknown_preset", "missing_image", "prompt_too_long", "active_jobs_cap")
+
+
+def menu_buttons() -> dict[str, str]:
+    return {
+        "catalog": _("🎨 Presets"),
+        "prompt": _("✍️ Own prompt"),
+        "balance": _("💰 Balance"),
+        "topup": _("➕ Top up"),
+        "history": _("🕘 History"),
+        "help": _("❓ Help"),
+    }
+
+
+def welcome(name: str, balance: int, welcome_credits: int | None) -> str:
+    text = _("Hello, {name}! I edit photos and draw new images.").format(name=name)
+    if welcome_credits:
+        text += "\n" + _("Welcome gift: {credits} credits.").format(credits=welcome_credits)
+    return text + "\n" + balance_line(balance)
+
+
+def balance_line(balance: int) -> str:
+    return _("Your balance: {balance} credits.").format(balance=balance)
+
+
+def help_text() -> str:
+    return _(
+        "How it works:\n"
+        "1. Send a photo (as a photo or as a file: JPEG, PNG or WebP).\n"
+        "2. Pick a preset, or describe the change in your own words.\n"
+        "3. Confirm: the price is taken from your balance only when the work starts, "
+        "and returned if it fails.\n\n"
+        "Commands: /start menu, /balance, /topup, /history, /cancel, /help."
+    )
+
+
+def menu_prompt() -> str:
+    return _("What shall we do?")
+
+
+def choose_category() -> str:
+    return _("Choose a category:")
+
+
+def catalog_empty() -> str:
+    return _("The catalog is empty for now. Please try again later.")
+
+
+def choose_preset(category: str) -> str:
+    return _("{category}: choose a preset.").format(category=category)
+
+
+def back() -> str:
+    return _("⬅️ Back")
+
+
+def ask_photo(title: str) -> str:
+    return _("Send a photo for «{title}» (as a photo or as a file: JPEG, PNG or WebP).").format(
+        title=title
+    )
+
+
+def ask_prompt(limit: int) -> str:
+    return _("Describe what to do with the image (up to {limit} characters).").format(limit=limit)
+
+
+def photo_received() -> str:
+    return _("Photo received. Choose a preset, or describe the change in your own words.")
+
+
+def prompt_received() -> str:
+    return _("Got it. Send a photo to edit, or draw a new image from the text.")
+
+
+def generate_button() -> str:
+    return _("🖼 Draw from text")
+
+
+def own_prompt_title() -> str:
+    return _("Own prompt")
+
+
+def confirm(title: str, price: int) -> str:
+    return _("«{title}»\nPrice: {price} credits.\nStart?").format(title=title, price=price)
+
+
+def start_button() -> str:
+    return _("✅ Start")
+
+
+def cancel_button() -> str:
+    return _("✖️ Cancel")
+
+
+def accepted(title: str) -> str:
+    return _("⏳ «{title}»: accepted, waiting for payment and a place in the queue.").format(
+        title=title
+    )
+
+
+def queued(title: str, position: int, eta_seconds: int) -> str:
+    if eta_seconds < 60:
+        eta = _("less than a minute")
+    else:
+        eta = _("about {minutes} min").format(minutes=round(eta_seconds / 60))
+    return _("⏳ «{title}»: in the queue, position {position}, {eta}.").format(
+        title=title, position=position, eta=eta
+    )
+
+
+def started(title: str) -> str:
+    return _("⚙️ «{title}»: started.").format(title=title)
+
+
+def progress(title: str, step: int, total: int) -> str:
+    return _("⚙️ «{title}»: step {step} of {total}.").format(title=title, step=step, total=total)
+
+
+def done(title: str) -> str:
+    return _("✅ «{title}»: done.").format(title=title)
+
+
+def result_caption(title: str) -> str:
+    return _("«{title}» is ready.").format(title=title)
+
+
+def result_buttons() -> dict[str, str]:
+    return {
+        "again": _("🔁 Again"),
+        "another": _("🎨 Another preset"),
+        "menu": _("🏠 Menu"),
+    }
+
+
+def failed(title: str, price: int | None) -> str:
+    if price:
+        return _(
+            "❌ «{title}»: the image could not be made. "
+            "The {price} credits go back to your balance."
+        ).format(title=title, price=price)
+    return _("❌ «{title}»: the image could not be made. Nothing was charged.").format(title=title)
+
+
+def canceled(title: str) -> str:
+    return _("✖️ «{title}»: canceled. Anything charged goes back to your balance.").format(
+        title=title
+    )
+
+
+def refunded(amount: int, balance: int) -> str:
+    return _("↩️ {amount} credits returned. Balance: {balance}.").format(
+        amount=amount, balance=balance
+    )
+
+
+def insufficient(title: str, price: int, balance: int, shortfall: int) -> str:
+    return _(
+        "Not enough credits for «{title}»: it costs {price}, you have {balance}, "
+        "{shortfall} short. Nothing was charged."
+    ).format(title=title, price=price, balance=balance, shortfall=shortfall)
+
+
+def topup_button() -> str:
+    return _("➕ Top up")
+
+
+def rejected(title: str, reason: str) -> str:
+    why = {
+        "unknown_preset": _("this preset is no longer available."),
+        "missing_image": _("this preset needs a photo."),
+        "prompt_too_long": _("the description is too long."),
+        "active_jobs_cap": _("you already have too many images in progress; wait for one."),
+    }.get(reason, _("the request could not be accepted."))
+    return _("❌ «{title}»: {why} Nothing was charged.").format(title=title, why=why)
+
+
+def choose_package() -> str:
+    return _("Choose a package:")
+
+
+def package_button(credits: int, rubles: str) -> str:
+    return _("{credits} credits for {rubles} ₽").format(credits=credits, rubles=rubles)
+
+
+def creating_payment() -> str:
+    return _("Creating the payment…")
+
+
+def payment_link(credits: int, rubles: str) -> str:
+    return _("Pay {rubles} ₽ to get {credits} credits:").format(rubles=rubles, credits=credits)
+
+
+def pay_button(rubles: str) -> str:
+    return _("💳 Pay {rubles} ₽").format(rubles=rubles)
+
+
+def payment_received(credits: int, balance: int) -> str:
+    return _("✅ Payment received: +{credits} credits. Balance: {balance}.").format(
+        credits=credits, balance=balance
+    )
+
+
+def payment_failed() -> str:
+    return _("The payment did not go through. Nothing was charged.")
+
+
+def weekly_bonus(amount: int, balance: int) -> str:
+    return _("🎁 Weekly bonus: +{amount} credits. Balance: {balance}.").format(
+        amount=amount, balance=balance
+    )
+
+
+def history_jobs_title() -> str:
+    return _("Recent images:")
+
+
+def history_no_jobs() -> str:
+    return _("No images yet.")
+
+
+def job_status(status: str) -> str:
+    return {
+        "awaiting_payment": _("awaiting payment"),
+        "waiting": _("waiting"),
+        "dispatched": _("in the queue"),
+        "processing": _("in progress"),
+        "completed": _("done"),
+        "failed": _("failed"),
+        "canceled": _("canceled"),
+    }.get(status, status)
+
+
+def history_job(job_id: int, status: str, price: int, at: datetime) -> str:
+    return _("#{job_id} · {status} · {price} credits · {date}").format(
+        job_id=job_id, status=job_status(status), price=price, date=at.strftime("%d.%m %H:%M")
+    )
+
+
+def history_credits_title() -> str:
+    return _("Credits received:")
+
+
+def history_credit(kind: str, credits: int, at: datetime) -> str:
+    label = {"topup": _("top-up"), "bonus": _("weekly bonus"), "refund": _("refund")}.get(
+        kind, kind
+    )
+    return f"+{credits} · {label} · {at.strftime('%d.%m %H:%M')}"
+
+
+def nothing_to_cancel() -> str:
+    return _("Nothing to cancel.")
+
+
+def dialog_canceled() -> str:
+    return _("Canceled. What shall we do?")
+
+
+def choose_job_to_cancel() -> str:
+    return _("Which one shall I cancel?")
+
+
+def cancel_job_button(title: str) -> str:
+    return _("✖️ Cancel «{title}»").format(title=title)
+
+
+def cancel_requested() -> str:
+    return _("Cancel requested.")
+
+
+def cancel_too_early() -> str:
+    return _("The job is still being created; try again in a moment.")
+
+
+def already_finished() -> str:
+    return _("This job is already finished.")
+
+
+def stale_button() -> str:
+    return _("This button is outdated. Open the menu again: /start")
+
+
+def not_a_photo() -> str:
+    return _("Please send a photo (JPEG, PNG or WebP), as a photo or as a file.")
+
+
+def file_too_large(megabytes: int) -> str:
+    return _("The file is too large: bots can download files up to {mb} MB.").format(mb=megabytes)
+
+
+def too_many_pixels(megapixels: int) -> str:
+    return _("The image is too large: at most {megapixels} megapixels.").format(
+        megapixels=megapixels
+    )
+
+
+def unsupported_format() -> str:
+    return _("This format is not supported. Please send JPEG, PNG or WebP.")
+
+
+def prompt_too_long(length: int, limit: int) -> str:
+    return _("The description is too long: {length} characters, at most {limit}.").format(
+        length=length, limit=limit
+    )
+
+
+def flood() -> str:
+    return _("Too many messages at once. Please wait a few seconds.")
+
+
+def busy() -> str:
+    return _("The service is busy right now. Please try again in a minute; nothing was charged.")
+
+
+def error() -> str:
+    return _("Something went wrong. Please try again; nothing was charged.")
+
+
+def download_failed() -> str:
+    return _("Could not download the file from Telegram. Please send it again.")
+
+
+def unknown_input() -> str:
+    return _("I did not understand that. Send a photo or open the menu: /start")
+
+
+def stats(users: int, jobs_today: int, active: int, pending: int) -> str:
+    return _(
+        "Users: {users}\nJobs today: {jobs}\nIn progress: {active}\nMessages waiting: {pending}"
+    ).format(users=users, jobs=jobs_today, active=active, pending=pending)
+
+
+def broadcast_usage() -> str:
+    return _("Usage: /broadcast <text>")
+
+
+def broadcast_queued(count: int) -> str:
+    return _("Broadcast queued for {count} chats.").format(count=count)
