@@ -1,0 +1,443 @@
+"""A local stand-in for the Telegram Bot API, for the real aiogram `Bot` to talk to.
+
+It serves what the gateway uses: getMe, getUpdates (honouring `offset`, waiting briefly when
+there is nothing), sendMessage, editMessageText, sendPhoto (multipart upload),
+answerCallbackQuery, getFile and file downloads, setWebhook/deleteWebhook. Tests play users by
+queueing updates (`say`, `send_photo`, `send_document`, `press`) and read what the bot did from
+`calls` and `chats`. With `enforce_limits` it answers 429 + `retry_after` like Telegram when a
+bot exceeds 30 messages in any second overall or 1 per second in one private chat (20 per
+minute in a group), and counts those answers in `http_429`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+BOT_ID = 424242
+TOKEN = f"{BOT_ID}:TEST-token-for-the-fake-bot-api"
+CHAT_METHODS = frozenset({"sendMessage", "sendPhoto", "editMessageText"})
+
+
+@dataclass(frozen=True)
+class TgUser:
+    id: int
+    first_name: str = "Tester"
+    language_code: str | None = "ru"
+    username: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        user: dict[str, Any] = {"id": self.id, "is_bot": False, "first_name": self.first_name}
+        if self.language_code:
+            user["language_code"] = self.language_code
+        if self.username:
+            user["username"] = self.username
+        return user
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float
+    message_id: int | None = None
+    photo: bytes | None = None
+
+    @property
+    def chat_id(self) -> int | None:
+        raw = self.params.get("chat_id")
+        return int(raw) if raw is not None else None
+
+    @property
+    def text(self) -> str:
+        return str(self.params.get("text") or self.params.get("caption") or "")
+
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        markup = self.params.get("reply_markup")
+        if not markup:
+            return []
+        rows = json.loads(markup)["inline_keyboard"] if isinstance(markup, str) else markup
+        return [button for row in rows for button in row]
+
+    def button(self, text_part: str) -> dict[str, Any]:
+        for button in self.buttons:
+            if text_part in button["text"]:
+                return button
+        raise AssertionError(f"no button with {text_part!r} in {self.buttons}")
+
+
+@dataclass
+class ShownMessage:
+    """A message as the user sees it now (edits applied)."""
+
+    chat_id: int
+    message_id: int
+    text: str
+    markup: Any = None
+    photo: bool = False
+    edits: int = 0
+
+
+@dataclass
+class FakeTelegram:
+    enforce_limits: bool = False
+    global_per_s: int = 30
+    chat_interval_s: float = 1.0
+    group_per_minute: int = 20
+    jitter_s: float = 0.05
+    """Tolerance on the per-chat interval, as network timing is never exact."""
+    port: int = 0
+    calls: list[Call] = field(default_factory=list)
+    http_429: int = 0
+    shown: dict[tuple[int, int], ShownMessage] = field(default_factory=dict)
+    files: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
+    webhook: dict[str, Any] = field(default_factory=dict)
+    _updates: list[dict[str, Any]] = field(default_factory=list)
+    _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    _new_update: asyncio.Event = field(default_factory=asyncio.Event)
+    _recent: deque[float] = field(default_factory=deque)
+    _last_in_chat: dict[int, float] = field(default_factory=dict)
+    _group_recent: defaultdict[int, deque[float]] = field(
+        default_factory=lambda: defaultdict(deque)
+    )
+    _runner: web.AppRunner | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/bot{token}/{method}", self._api)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._download)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # --- playing users --------------------------------------------------------------------
+
+    def _push(self, update: dict[str, Any]) -> None:
+        update["update_id"] = next(self._update_ids)
+        self._updates.append(update)
+        self._new_update.set()
+
+    def _message(self, user: TgUser, **content: Any) -> dict[str, Any]:
+        return {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "chat": {"id": user.id, "type": "private", "first_name": user.first_name},
+            "from": user.as_dict(),
+            **content,
+        }
+
+    def say(self, user: TgUser, text: str) -> None:
+        entities = []
+        if text.startswith("/"):
+            entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
+        content: dict[str, Any] = {"text": text}
+        if entities:
+            content["entities"] = entities
+        self._push({"message": self._message(user, **content)})
+
+    def add_file(self, data: bytes, *, size: int | None = None, suffix: str = "jpg") -> str:
+        file_id = uuid.uuid4().hex
+        self.files[file_id] = (f"photos/{file_id}.{suffix}", data, size or len(data))
+        return file_id
+
+    def send_photo(
+        self, user: TgUser, data: bytes, *, caption: str | None = None, size: int | None = None
+    ) -> None:
+        file_id = self.add_file(data, size=size)
+        photo = [
+            {
+                "file_id": file_id,
+                "file_unique_id": file_id[:16],
+                "width": 64,
+                "height": 64,
+                "file_size": size or len(data),
+            }
+        ]
+        content: dict[str, Any] = {"photo": photo}
+        if caption is not None:
+            content["caption"] = caption
+        self._push({"message": self._message(user, **content)})
+
+    def send_document(
+        self,
+        user: TgUser,
+        data: bytes,
+        *,
+        mime_type: str,
+        file_name: str = "image.bin",
+        size: int | None = None,
+        caption: str | None = None,
+    ) -> None:
+        file_id = self.add_file(data, size=size, suffix=file_name.rsplit(".", 1)[-1])
+        document = {
+            "file_id": file_id,
+            "file_unique_id": file_id[:16],
+            "file_name": file_name,
+            "mime_type": mime_type,
+            "file_size": size or len(data),
+        }
+        content: dict[str, Any] = {"document": document}
+        if caption is not None:
+            content["caption"] = caption
+        self._push({"message": self._message(user, **content)})
+
+    def send_sticker(self, user: TgUser) -> None:
+        sticker = {
+            "file_id": uuid.uuid4().hex,
+            "file_unique_id": "s1",
+            "type": "regular",
+            "width": 512,
+            "height": 512,
+            "is_animated": False,
+            "is_video": False,
+        }
+        self._push({"message": self._message(user, sticker=sticker)})
+
+    def press(self, user: TgUser, message_id: int, data: str) -> str:
+        """The user presses a button carrying `data` under message `message_id`."""
+        query_id = uuid.uuid4().hex
+        shown = self.shown.get((user.id, message_id))
+        message = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": {"id": user.id, "type": "private", "first_name": user.first_name},
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"},
+            "text": shown.text if shown else "",
+        }
+        self._push(
+            {
+                "callback_query": {
+                    "id": query_id,
+                    "from": user.as_dict(),
+                    "chat_instance": str(user.id),
+                    "message": message,
+                    "data": data,
+                }
+            }
+        )
+        return query_id
+
+    # --- reading what the bot did ---------------------------------------------------------
+
+    def sent_to(self, chat_id: int, method: str | None = None) -> list[Call]:
+        return [
+            call
+            for call in self.calls
+            if call.chat_id == chat_id and (method is None or call.method == method)
+        ]
+
+    async def wait_for(
+        self, chat_id: int, contains: str, *, method: str | None = None, timeout_s: float = 15.0
+    ) -> Call:
+        """The first call into `chat_id` whose text contains `contains`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for call in self.sent_to(chat_id, method):
+                if contains in call.text:
+                    return call
+            if time.monotonic() > deadline:
+                seen = [(c.method, c.text[:80]) for c in self.sent_to(chat_id)]
+                raise AssertionError(f"nothing with {contains!r} sent to {chat_id}; saw {seen}")
+            await asyncio.sleep(0.02)
+
+    async def answer_to(self, query_id: str, timeout_s: float = 15.0) -> Call:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for call in self.calls:
+                if (
+                    call.method == "answerCallbackQuery"
+                    and call.params.get("callback_query_id") == query_id
+                ):
+                    return call
+            if time.monotonic() > deadline:
+                raise AssertionError(f"callback {query_id} never answered")
+            await asyncio.sleep(0.02)
+
+    async def shown_eventually(
+        self, chat_id: int, message_id: int, contains: str, timeout_s: float = 15.0
+    ) -> ShownMessage:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            shown = self.shown.get((chat_id, message_id))
+            if shown is not None and contains in shown.text:
+                return shown
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"message {message_id} never showed {contains!r}: {shown and shown.text!r}"
+                )
+            await asyncio.sleep(0.02)
+
+    # --- the API --------------------------------------------------------------------------
+
+    async def _params(self, request: web.Request) -> tuple[dict[str, Any], bytes | None]:
+        params: dict[str, Any] = {}
+        upload: bytes | None = None
+        if request.content_type == "application/json":
+            params = await request.json()
+        elif request.can_read_body:
+            form = await request.post()
+            for name, value in form.items():
+                if isinstance(value, web.FileField):
+                    upload = value.file.read()
+                else:
+                    params[name] = value
+        params.update(request.query)
+        return params, upload
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params, upload = await self._params(request)
+        if method == "getUpdates":
+            return _ok(await self._get_updates(params))
+        if method == "getMe":
+            return _ok({"id": BOT_ID, "is_bot": True, "first_name": "Bot", "username": "fake_bot"})
+        if method in CHAT_METHODS and (retry := self._over_limit(int(params["chat_id"]))):
+            self.http_429 += 1
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": f"Too Many Requests: retry after {retry}",
+                    "parameters": {"retry_after": retry},
+                },
+                status=429,
+            )
+        call = Call(method, params, time.monotonic(), photo=upload)
+        self.calls.append(call)
+        handler = getattr(self, f"_m_{method}", None)
+        if handler is None:
+            return _ok(True)
+        return handler(call)  # type: ignore[no-any-return]
+
+    def _over_limit(self, chat_id: int) -> int:
+        if not self.enforce_limits:
+            return 0
+        now = time.monotonic()
+        while self._recent and self._recent[0] <= now - 1.0:
+            self._recent.popleft()
+        if len(self._recent) >= self.global_per_s:
+            return 1
+        if chat_id < 0:
+            window = self._group_recent[chat_id]
+            while window and window[0] <= now - 60.0:
+                window.popleft()
+            if len(window) >= self.group_per_minute:
+                return 3
+            window.append(now)
+        else:
+            last = self._last_in_chat.get(chat_id)
+            if last is not None and now - last < self.chat_interval_s - self.jitter_s:
+                return 1
+            self._last_in_chat[chat_id] = now
+        self._recent.append(now)
+        return 0
+
+    async def _get_updates(self, params: dict[str, Any]) -> list[dict[str, Any]]:
+        offset = int(params.get("offset") or 0)
+        self._updates = [u for u in self._updates if u["update_id"] >= offset]
+        if not self._updates:
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), timeout=0.5)
+            except TimeoutError:
+                return []
+        return list(self._updates[:100])
+
+    def _sent(self, call: Call, **content: Any) -> web.Response:
+        chat_id = int(call.params["chat_id"])
+        message_id = next(self._message_ids)
+        call.message_id = message_id
+        markup = call.params.get("reply_markup")
+        self.shown[(chat_id, message_id)] = ShownMessage(
+            chat_id, message_id, call.text, markup, photo=call.method == "sendPhoto"
+        )
+        return _ok(
+            {
+                "message_id": message_id,
+                "date": int(time.time()),
+                "chat": {"id": chat_id, "type": "private" if chat_id > 0 else "group"},
+                "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"},
+                **content,
+            }
+        )
+
+    def _m_sendMessage(self, call: Call) -> web.Response:
+        return self._sent(call, text=call.text)
+
+    def _m_sendPhoto(self, call: Call) -> web.Response:
+        photo = [{"file_id": uuid.uuid4().hex, "file_unique_id": "r", "width": 8, "height": 8}]
+        if call.params.get("caption"):
+            return self._sent(call, photo=photo, caption=call.params["caption"])
+        return self._sent(call, photo=photo)
+
+    def _m_editMessageText(self, call: Call) -> web.Response:
+        key = (int(call.params["chat_id"]), int(call.params["message_id"]))
+        call.message_id = key[1]
+        shown = self.shown.get(key)
+        if shown is None:
+            # a message the user sent or one we never saw: treat it as the bot's own
+            shown = self.shown[key] = ShownMessage(key[0], key[1], "")
+        if shown.text == call.text and shown.markup == call.params.get("reply_markup"):
+            return _error(400, "Bad Request: message is not modified")
+        shown.text, shown.markup = call.text, call.params.get("reply_markup")
+        shown.edits += 1
+        return _ok(
+            {
+                "message_id": key[1],
+                "date": int(time.time()),
+                "chat": {"id": key[0], "type": "private"},
+                "text": call.text,
+            }
+        )
+
+    def _m_getFile(self, call: Call) -> web.Response:
+        file_id = call.params["file_id"]
+        if file_id not in self.files:
+            return _error(400, "Bad Request: invalid file_id")
+        path, _data, size = self.files[file_id]
+        if size > 20 * 1024 * 1024:
+            return _error(400, "Bad Request: file is too big")
+        return _ok(
+            {"file_id": file_id, "file_unique_id": file_id[:16], "file_size": size, "file_path": path}
+        )
+
+    def _m_setWebhook(self, call: Call) -> web.Response:
+        self.webhook = dict(call.params)
+        return _ok(True)
+
+    async def _download(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        for stored_path, data, _size in self.files.values():
+            if stored_path == path:
+                return web.Response(body=data)
+        return web.Response(status=404)
+
+
+def _ok(result: Any) -> web.Response:
+    return web.json_response({"ok": True, "result": result})
+
+
+def _error(code: int, description: str) -> web.Response:
+    return web.json_response(
+        {"ok": False, "error_code": code, "description": description}, status=code
+    )

@@ -1,0 +1,144 @@
+"""The bot gateway's world in tests: billing and jobs running in process, the fake Telegram
+Bot API, the fake YooKassa, and the test playing the GPU runner through events."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import itertools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from billing.app import Billing
+from bot_gateway.app import Gateway, Settings
+from bot_gateway.settings import (
+    ConversationSettings,
+    DeliverySettings,
+    StorageSettings,
+    TelegramSettings,
+)
+from contracts.events import JobCompleted, JobDispatched, JobProgress, JobStarted
+from contracts.topology import Topology
+from messaging.publisher import EventPublisher
+from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from support.fake_telegram import TOKEN, FakeTelegram, TgUser
+from support.fake_yookassa import FakeYooKassa
+from support.jobs_harness import EventLog
+
+ADMIN = TgUser(id=7_000_000_001, first_name="Admin", language_code="en")
+MAX_TEST_PIXELS = 1_000_000
+
+_ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**4 + 2**33)
+
+
+def new_user(language: str | None = "ru", name: str = "Tester") -> TgUser:
+    """A Telegram user above 32 bits, unique within the run."""
+    return TgUser(id=next(_ids), first_name=name, language_code=language)
+
+
+def image_bytes(size: tuple[int, int] = (64, 48), kind: str = "JPEG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (200, 120, 40)).save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+def gateway_settings(
+    database_url: str, amqp_url: str, topology: Topology, telegram: FakeTelegram, root: Path,
+    **overrides: Any,
+) -> Settings:
+    return Settings(
+        database=DatabaseSettings(url=database_url, pool_size=10),  # type: ignore[arg-type]
+        broker=overrides.pop(
+            "broker",
+            BrokerSettings(
+                url=amqp_url,  # type: ignore[arg-type]
+                namespace=topology.namespace,
+                retry_backoff_s=0.05,
+                transient_retry_s=2.0,
+                rpc_timeout_s=5.0,
+            ),
+        ),
+        outbox=OutboxSettings(poll_interval_s=0.1),
+        service=ServiceSettings(graceful_timeout_s=5),
+        telegram=TelegramSettings(
+            bot_token=TOKEN,  # type: ignore[arg-type]
+            api_url=telegram.base_url,
+            admin_ids=str(ADMIN.id),
+            polling_timeout_s=1,
+        ),
+        conversation=overrides.pop(
+            "conversation", ConversationSettings(max_image_pixels=MAX_TEST_PIXELS)
+        ),
+        delivery=overrides.pop(
+            "delivery", DeliverySettings(edit_interval_s=0.3, poll_interval_s=0.05)
+        ),
+        storage=StorageSettings(local_root=root),
+    )
+
+
+@dataclass
+class Stack:
+    """Everything a gateway test talks to."""
+
+    telegram: FakeTelegram
+    events: EventLog
+    runner_publisher: EventPublisher
+    gateway: Gateway
+    store_root: Path
+    billing: Billing
+    yookassa: FakeYooKassa
+
+    async def pay(self, payment_id: int) -> int:
+        """The user pays payment `payment_id` (ours) and YooKassa notifies billing: its status."""
+        (remote,) = [
+            remote_id
+            for remote_id, payment in self.yookassa.payments.items()
+            if payment["metadata"]["payment_id"] == str(payment_id)
+        ]
+        self.yookassa.set_status(remote, "succeeded")
+        body = json.dumps(self.yookassa.notification(remote)).encode()
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/webhooks/yookassa",
+            "client": ("127.0.0.1", 40000),
+            "headers": [(b"content-type", b"application/json")],
+        }
+        chunks = [{"type": "http.request", "body": body, "more_body": False}]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+        async def respond(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await self.billing.webhook(scope, receive, respond)  # type: ignore[arg-type]
+        return int(sent[0]["status"])
+
+    async def run_job(self, job_id: int, *, steps: int = 3, fail: bool = False) -> JobCompleted:
+        """Play the GPU runner: start, report each step, store a result, complete."""
+        (dispatched,) = await self.events.wait_for(JobDispatched, job_id=job_id)
+        attempt = dispatched.attempt
+        await self.runner_publisher.publish(
+            JobStarted(job_id=job_id, attempt=attempt, runner_id="runner-test", total_steps=steps)
+        )
+        for step in range(1, steps + 1):
+            await self.runner_publisher.publish(
+                JobProgress(job_id=job_id, attempt=attempt, step=step, total_steps=steps)
+            )
+            await asyncio.sleep(0.05)
+        key = f"results/{job_id}.png"
+        path = self.store_root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image_bytes((32, 32), "PNG"))
+        completed = JobCompleted(
+            job_id=job_id, attempt=attempt, result_key=key, duration_ms=1200, seed=1
+        )
+        await self.runner_publisher.publish(completed)
+        return completed
