@@ -82,6 +82,7 @@ class Conversation:
     async def known(self, telegram_id: int) -> Customer | None:
         async with self._unit_of_work() as uow:
             user = await Users(uow.session).by_telegram_id(telegram_id)
+            uow.session.expunge_all()  # read-only: keep what was loaded past the rollback
         if user is None:
             return None
         return Customer(user.telegram_id, user.user_id, user.chat_id, user.language)
@@ -135,6 +136,7 @@ class Conversation:
         """The user's own job; someone else's (a forged button) is None."""
         async with self._unit_of_work() as uow:
             job = await Jobs(uow.session).by_request(request_id)
+            uow.session.expunge_all()
         return job if job is not None and job.telegram_id == customer.telegram_id else None
 
     async def cancel(self, customer: Customer, request_id: uuid.UUID) -> CancelOutcome:
@@ -158,7 +160,9 @@ class Conversation:
 
     async def active_jobs(self, customer: Customer) -> list[GatewayJob]:
         async with self._unit_of_work() as uow:
-            return await Jobs(uow.session).active_of(customer.telegram_id)
+            jobs = await Jobs(uow.session).active_of(customer.telegram_id)
+            uow.session.expunge_all()
+        return jobs
 
     async def request_topup(self, customer: Customer, package_id: str) -> None:
         async with self._unit_of_work() as uow:
@@ -175,7 +179,9 @@ class Conversation:
 
     async def credits(self, customer: Customer, limit: int) -> list[GatewayCredit]:
         async with self._unit_of_work() as uow:
-            return await Credits(uow.session).recent(customer.telegram_id, limit)
+            credits = await Credits(uow.session).recent(customer.telegram_id, limit)
+            uow.session.expunge_all()
+        return credits
 
     async def titles(self, job_ids: list[int]) -> dict[int, str]:
         async with self._unit_of_work() as uow:

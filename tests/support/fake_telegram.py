@@ -86,6 +86,13 @@ class ShownMessage:
     photo: bool = False
     edits: int = 0
 
+    @property
+    def buttons(self) -> list[dict[str, Any]]:
+        if not self.markup:
+            return []
+        rows = json.loads(self.markup) if isinstance(self.markup, str) else self.markup
+        return [button for row in rows["inline_keyboard"] for button in row]
+
 
 @dataclass
 class FakeTelegram:
@@ -418,7 +425,12 @@ class FakeTelegram:
         if size > 20 * 1024 * 1024:
             return _error(400, "Bad Request: file is too big")
         return _ok(
-            {"file_id": file_id, "file_unique_id": file_id[:16], "file_size": size, "file_path": path}
+            {
+                "file_id": file_id,
+                "file_unique_id": file_id[:16],
+                "file_size": size,
+                "file_path": path,
+            }
         )
 
     def _m_setWebhook(self, call: Call) -> web.Response:

@@ -26,7 +26,7 @@ from contracts.events import JobCompleted, JobDispatched, JobProgress, JobStarte
 from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
-from support.fake_telegram import TOKEN, FakeTelegram, TgUser
+from support.fake_telegram import TOKEN, Call, FakeTelegram, TgUser
 from support.fake_yookassa import FakeYooKassa
 from support.jobs_harness import EventLog
 
@@ -48,7 +48,11 @@ def image_bytes(size: tuple[int, int] = (64, 48), kind: str = "JPEG") -> bytes:
 
 
 def gateway_settings(
-    database_url: str, amqp_url: str, topology: Topology, telegram: FakeTelegram, root: Path,
+    database_url: str,
+    amqp_url: str,
+    topology: Topology,
+    telegram: FakeTelegram,
+    root: Path,
     **overrides: Any,
 ) -> Settings:
     return Settings(
@@ -75,7 +79,8 @@ def gateway_settings(
             "conversation", ConversationSettings(max_image_pixels=MAX_TEST_PIXELS)
         ),
         delivery=overrides.pop(
-            "delivery", DeliverySettings(edit_interval_s=0.3, poll_interval_s=0.05)
+            "delivery",
+            DeliverySettings(edit_interval_s=0.3, poll_interval_s=0.05, chat_interval_s=0.05),
         ),
         storage=StorageSettings(local_root=root),
     )
@@ -121,7 +126,9 @@ class Stack:
         await self.billing.webhook(scope, receive, respond)  # type: ignore[arg-type]
         return int(sent[0]["status"])
 
-    async def run_job(self, job_id: int, *, steps: int = 3, fail: bool = False) -> JobCompleted:
+    async def run_job(
+        self, job_id: int, *, steps: int = 3, step_pause_s: float = 0.05
+    ) -> JobCompleted:
         """Play the GPU runner: start, report each step, store a result, complete."""
         (dispatched,) = await self.events.wait_for(JobDispatched, job_id=job_id)
         attempt = dispatched.attempt
@@ -132,7 +139,7 @@ class Stack:
             await self.runner_publisher.publish(
                 JobProgress(job_id=job_id, attempt=attempt, step=step, total_steps=steps)
             )
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(step_pause_s)
         key = f"results/{job_id}.png"
         path = self.store_root / key
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,3 +149,69 @@ class Stack:
         )
         await self.runner_publisher.publish(completed)
         return completed
+
+
+class Chat:
+    """One user's private chat with the bot, seen from the user's side.
+
+    `expect` looks only at what the bot did since the user's last action (or `mark`).
+    """
+
+    def __init__(self, stack: Stack, user: TgUser) -> None:
+        self.stack = stack
+        self.user = user
+        self.telegram = stack.telegram
+        self._cursor = len(self.telegram.calls)
+
+    def mark(self) -> None:
+        self._cursor = len(self.telegram.calls)
+
+    def say(self, text: str) -> None:
+        self.mark()
+        self.telegram.say(self.user, text)
+
+    def photo(self, data: bytes | None = None, **options: Any) -> None:
+        self.mark()
+        self.telegram.send_photo(self.user, data or image_bytes(), **options)
+
+    def document(self, data: bytes, **options: Any) -> None:
+        self.mark()
+        self.telegram.send_document(self.user, data, **options)
+
+    def press(self, call: Call, label: str) -> str:
+        """Press the button whose text contains `label` under the message `call` showed."""
+        assert call.message_id is not None
+        return self.press_data(call.message_id, call.button(label)["callback_data"])
+
+    def press_data(self, message_id: int, data: str) -> str:
+        self.mark()
+        return self.telegram.press(self.user, message_id, data)
+
+    async def expect(
+        self, contains: str, *, method: str | None = None, timeout_s: float = 15.0
+    ) -> Call:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            for call in self.telegram.calls[self._cursor :]:
+                if (
+                    call.chat_id == self.user.id
+                    and (method is None or call.method == method)
+                    and contains in call.text
+                ):
+                    return call
+            if asyncio.get_running_loop().time() > deadline:
+                seen = [(c.method, c.text[:90]) for c in self.telegram.calls[self._cursor :]
+                        if c.chat_id == self.user.id]  # fmt: skip
+                raise AssertionError(f"{self.user.id} never got {contains!r}; got {seen}")
+            await asyncio.sleep(0.02)
+
+    async def alert(self, query_id: str) -> str:
+        answer = await self.telegram.answer_to(query_id)
+        return str(answer.params.get("text") or "")
+
+    def said(self, contains: str) -> list[Call]:
+        return [
+            call
+            for call in self.telegram.calls[self._cursor :]
+            if call.chat_id == self.user.id and contains in call.text
+        ]

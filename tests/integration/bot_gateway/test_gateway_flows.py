@@ -1,0 +1,362 @@
+"""Every flow of the issue, in Russian and English, end to end: real aiogram polling a fake Bot
+API, the gateway, billing and jobs on the real broker and database; the test plays the runner."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from contracts.events import (
+    JobAttemptFailed,
+    JobCreated,
+    JobRequested,
+    PaymentCreated,
+    WeeklyBonusGranted,
+)
+from support.gateway_harness import Chat, Stack, image_bytes, new_user
+
+PHRASES = {
+    "ru": {
+        "balance": "Ваш баланс: {}",
+        "welcome": "Приветственный подарок: 60",
+        "photo_received": "Фото получено",
+        "category": "Фото: выберите пресет",
+        "confirm": "Стоимость: {} кредитов",
+        "start": "Запустить",
+        "accepted": "принято, ждём оплату",
+        "queued": "в очереди, позиция ",
+        "step": "шаг 1 из 2",
+        "done": "«Мультфильм»: готово",
+        "ready": "«Мультфильм» готово",
+        "again": "Ещё раз",
+        "another": "Другой пресет",
+        "refund_promise": "20 кредитов вернутся на баланс",
+        "refunded": "Возвращено 20 кредитов. Баланс: 60",
+        "insufficient": "стоимость 1000, на балансе 60, не хватает 940",
+        "topup": "Пополнить",
+        "packages": "Выберите пакет",
+        "package": "100 кредитов за 100 ₽",
+        "creating": "Создаю платёж",
+        "pay": "Оплатите 100 ₽",
+        "paid": "Платёж получен: +100 кредитов. Баланс: 160",
+        "bonus": "Еженедельный бонус: +30 кредитов. Баланс: 90",
+        "history": "Последние изображения:",
+        "history_done": "готово · 20 кредитов",
+        "credits": "пополнение",
+        "own_prompt": "Свой запрос",
+        "ask_prompt": "Опишите, что сделать",
+        "prompt_received": "Пришлите фото для редактирования",
+        "generate": "Нарисовать по тексту",
+        "choose_cancel": "Что отменить?",
+        "cancel_requested": "Запрошена отмена",
+        "canceled": "отменено",
+        "help": "Как это работает",
+        "presets": "Пресеты",
+        "choose_category": "Выберите категорию",
+    },
+    "en": {
+        "balance": "Your balance: {}",
+        "welcome": "Welcome gift: 60",
+        "photo_received": "Photo received",
+        "category": "Фото: choose a preset",
+        "confirm": "Price: {} credits",
+        "start": "Start",
+        "accepted": "accepted, waiting for payment",
+        "queued": "in the queue, position ",
+        "step": "step 1 of 2",
+        "done": "«Мультфильм»: done",
+        "ready": "«Мультфильм» is ready",
+        "again": "Again",
+        "another": "Another preset",
+        "refund_promise": "The 20 credits go back to your balance",
+        "refunded": "20 credits returned. Balance: 60",
+        "insufficient": "it costs 1000, you have 60, 940 short",
+        "topup": "Top up",
+        "packages": "Choose a package",
+        "package": "100 credits for 100 ₽",
+        "creating": "Creating the payment",
+        "pay": "Pay 100 ₽",
+        "paid": "Payment received: +100 credits. Balance: 160",
+        "bonus": "Weekly bonus: +30 credits. Balance: 90",
+        "history": "Recent images:",
+        "history_done": "done · 20 credits",
+        "credits": "top-up",
+        "own_prompt": "Own prompt",
+        "ask_prompt": "Describe what to do",
+        "prompt_received": "Send a photo to edit",
+        "generate": "Draw from text",
+        "choose_cancel": "Which one shall I cancel?",
+        "cancel_requested": "Cancel requested",
+        "canceled": "canceled",
+        "help": "How it works",
+        "presets": "Presets",
+        "choose_category": "Choose a category",
+    },
+}
+LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
+
+
+async def started_chat(stack: Stack, language: str) -> Chat:
+    chat = Chat(stack, new_user(language))
+    chat.say("/start")
+    await chat.expect(PHRASES[language]["balance"].format(60))
+    return chat
+
+
+async def confirm_preset(chat: Chat, language: str, preset: str, price: int) -> int:
+    """Photo → category → preset → confirm: the message id that becomes the status message."""
+    p = PHRASES[language]
+    chat.photo()
+    categories = await chat.expect(p["photo_received"])
+    chat.press(categories, "Фото")
+    presets = await chat.expect(p["category"])
+    chat.press(presets, preset)
+    confirm = await chat.expect(p["confirm"].format(price))
+    chat.press(confirm, p["start"])
+    assert confirm.message_id is not None
+    return confirm.message_id
+
+
+async def created_job(stack: Stack, chat: Chat) -> JobCreated:
+    (created,) = await stack.events.wait_for(JobCreated, telegram_id=chat.user.id)
+    return created
+
+
+@LANGUAGES
+async def test_start_welcomes_with_the_balance_and_the_menu(stack: Stack, language: str) -> None:
+    chat = Chat(stack, new_user(language))
+    chat.say("/start")
+    welcome = await chat.expect(PHRASES[language]["welcome"])
+    assert PHRASES[language]["balance"].format(60) in welcome.text
+    assert {b["callback_data"] for b in welcome.buttons} >= {"m:catalog", "m:topup", "m:history"}
+    chat.say("/start")  # a second /start opens nothing new
+    again = await chat.expect(PHRASES[language]["balance"].format(60))
+    assert PHRASES[language]["welcome"] not in again.text
+
+
+@LANGUAGES
+async def test_photo_preset_confirm_status_and_result(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.photo()
+    categories = await chat.expect(p["photo_received"])
+    chat.press(categories, "Фото")
+    presets = await chat.expect(p["category"])
+    names = [button["text"] for button in presets.buttons]
+    assert names[:4] == ["🎨 Мультфильм · 20", "🎌 Аниме · 30", "✏️ Эскиз · 1", "💎 Премиум · 1000"]
+    chat.press(presets, "Мультфильм")
+    confirm = await chat.expect(p["confirm"].format(20))
+    chat.press(confirm, p["start"])
+    status_id = confirm.message_id
+    assert status_id is not None
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["accepted"])
+
+    created = await created_job(stack, chat)
+    (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
+    assert requested.preset_id is not None and requested.image_key is not None
+    assert requested.image_key.startswith(f"uploads/{chat.user.id}/")
+    assert requested.language == language
+    assert (stack.store_root / requested.image_key).is_file()
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["queued"])
+
+    chat.mark()
+    await stack.run_job(created.job_id, steps=2, step_pause_s=0.5)
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["done"])
+    result = await chat.expect(p["ready"], method="sendPhoto")
+    assert result.photo and result.photo.startswith(b"\x89PNG")
+    assert {p["again"], p["another"]} <= {b["text"].split(" ", 1)[1] for b in result.buttons}
+    edits = [c.text for c in stack.telegram.sent_to(chat.user.id, "editMessageText")]
+    assert any(p["step"] in text for text in edits), edits
+
+    chat.say("/balance")
+    await chat.expect(p["balance"].format(40))
+
+    chat.press(result, p["again"])
+    await chat.expect(p["confirm"].format(20))
+    chat.press(result, p["another"])
+    await chat.expect(p["choose_category"])
+
+
+@LANGUAGES
+async def test_own_prompt_as_caption_and_prompt_then_photo(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.photo(caption="сделай небо фиолетовым")
+    confirm = await chat.expect(p["confirm"].format(30))
+    assert p["own_prompt"] in confirm.text
+    chat.press(confirm, p["start"])
+    created = await created_job(stack, chat)
+    (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
+    assert requested.prompt == "сделай небо фиолетовым"
+    assert requested.preset_id is None and requested.image_key is not None
+
+    chat.say("/start")
+    menu = await chat.expect(p["balance"].format(30))
+    chat.press(menu, p["own_prompt"])
+    await chat.expect(p["ask_prompt"])
+    chat.say("добавь радугу")
+    await chat.expect(p["prompt_received"])
+    chat.photo()
+    confirm = await chat.expect(p["confirm"].format(30))
+    assert p["own_prompt"] in confirm.text
+
+
+@LANGUAGES
+async def test_prompt_only_generation(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    menu = stack.telegram.sent_to(chat.user.id, "sendMessage")[-1]
+    chat.press(menu, p["own_prompt"])
+    await chat.expect(p["ask_prompt"])
+    chat.say("кот в космосе")
+    offer = await chat.expect(p["prompt_received"])
+    chat.press(offer, p["generate"])
+    confirm = await chat.expect(p["confirm"].format(30))
+    chat.press(confirm, p["start"])
+    created = await created_job(stack, chat)
+    assert created.workflow_type == "qwen_image"
+    (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
+    assert requested.image_key is None and requested.prompt == "кот в космосе"
+
+
+@LANGUAGES
+async def test_a_failed_job_says_the_credits_came_back(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    status_id = await confirm_preset(chat, language, "Мультфильм", 20)
+    created = await created_job(stack, chat)
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["queued"])
+    chat.mark()
+    await stack.runner_publisher.publish(
+        JobAttemptFailed(job_id=created.job_id, attempt=1, retryable=False, reason="corrupt_image")
+    )
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["refund_promise"])
+    await chat.expect(p["refunded"])
+
+
+@LANGUAGES
+async def test_insufficient_credits_show_the_shortfall_and_a_topup_button(
+    stack: Stack, language: str
+) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    status_id = await confirm_preset(chat, language, "Премиум", 1000)
+    shown = await stack.telegram.shown_eventually(chat.user.id, status_id, p["insufficient"])
+    assert [p["topup"]] == [b["text"].split(" ", 1)[1] for b in shown.buttons]
+    chat.say("/balance")
+    await chat.expect(p["balance"].format(60))
+
+
+@LANGUAGES
+async def test_topup_pays_and_says_so(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.say("/topup")
+    packages = await chat.expect(p["packages"])
+    chat.press(packages, p["package"])
+    await chat.expect(p["creating"])
+    link = await chat.expect(p["pay"])
+    assert link.buttons[0]["url"].startswith("https://")
+    (created,) = await stack.events.wait_for(PaymentCreated, chat_id=chat.user.id)
+    chat.mark()
+    assert await stack.pay(created.payment_id) == 200
+    await chat.expect(p["paid"])
+
+    chat.say("/history")
+    history = await chat.expect(p["credits"])
+    assert "+100" in history.text
+
+
+@LANGUAGES
+async def test_weekly_bonus_message(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    created = await stack.gateway.conversation.known(chat.user.id)
+    assert created is not None
+    chat.mark()
+    await stack.runner_publisher.publish(
+        WeeklyBonusGranted(
+            user_id=created.user_id,
+            telegram_id=chat.user.id,
+            amount=30,
+            balance=90,
+            week="2026-W48",
+            granted_at="2026-11-25T10:00:00+03:00",  # type: ignore[arg-type]
+        )
+    )
+    await chat.expect(p["bonus"])
+
+
+@LANGUAGES
+async def test_history_lists_recent_jobs(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    status_id = await confirm_preset(chat, language, "Мультфильм", 20)
+    created = await created_job(stack, chat)
+    await stack.run_job(created.job_id, steps=1)
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["done"])
+    chat.say("/history")
+    history = await chat.expect(p["history"])
+    assert f"#{created.job_id}" in history.text and p["history_done"] in history.text
+
+
+@LANGUAGES
+async def test_cancel_a_queued_job_and_get_the_credits_back(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    status_id = await confirm_preset(chat, language, "Мультфильм", 20)
+    await created_job(stack, chat)
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["queued"])
+    chat.say("/cancel")
+    choose = await chat.expect(p["choose_cancel"])
+    query = chat.press(choose, "Мультфильм")
+    assert p["cancel_requested"] in await chat.alert(query)
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["canceled"])
+    await chat.expect(p["refunded"])
+
+
+@LANGUAGES
+async def test_help_and_the_catalog_from_the_menu(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.say("/help")
+    await chat.expect(p["help"])
+    menu = stack.telegram.sent_to(chat.user.id, "sendMessage")[0]
+    chat.press(menu, p["presets"])
+    categories = await chat.expect(p["choose_category"])
+    assert {b["text"] for b in categories.buttons} >= {"Фото", "Генерация"}
+    chat.press(categories, "Генерация")
+    presets = await chat.expect("Генерация")
+    chat.press(presets, "Пейзаж")
+    await chat.expect(p["confirm"].format(10))  # text to image: no photo needed
+
+
+async def test_a_duplicate_completion_sends_one_photo(stack: Stack) -> None:
+    chat = await started_chat(stack, "ru")
+    status_id = await confirm_preset(chat, "ru", "Мультфильм", 20)
+    created = await created_job(stack, chat)
+    completed = await stack.run_job(created.job_id, steps=1)
+    await stack.telegram.shown_eventually(chat.user.id, status_id, "готово")
+    await stack.runner_publisher.publish(completed)  # a second report of the same result
+    await stack.runner_publisher.publish(completed)
+    await stack.events.wait_for(type(completed), count=3, job_id=created.job_id)
+    chat.mark()
+    chat.say("/help")  # handled after the duplicates: the photo would have gone out by now
+    await chat.expect("Как это работает")
+    assert len(stack.telegram.sent_to(chat.user.id, "sendPhoto")) == 1
+
+
+async def test_progress_edits_are_thinned_but_the_final_state_shows(stack: Stack) -> None:
+    chat = await started_chat(stack, "ru")
+    status_id = await confirm_preset(chat, "ru", "Мультфильм", 20)
+    created = await created_job(stack, chat)
+    await stack.telegram.shown_eventually(chat.user.id, status_id, "в очереди")
+    await stack.run_job(created.job_id, steps=30, step_pause_s=0.01)
+    await stack.telegram.shown_eventually(chat.user.id, status_id, "готово")
+    edits = [
+        call
+        for call in stack.telegram.sent_to(chat.user.id, "editMessageText")
+        if call.message_id == status_id
+    ]
+    assert len(edits) < 10, [c.text for c in edits]  # 30 progress reports, a few edits
