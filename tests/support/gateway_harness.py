@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import itertools
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path

@@ -3,8 +3,6 @@ API, the gateway, billing and jobs on the real broker and database; the test pla
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from contracts.events import (
@@ -14,7 +12,7 @@ from contracts.events import (
     PaymentCreated,
     WeeklyBonusGranted,
 )
-from support.gateway_harness import Chat, Stack, image_bytes, new_user
+from support.gateway_harness import Chat, Stack, new_user
 
 PHRASES = {
     "ru": {
@@ -154,7 +152,8 @@ async def test_photo_preset_confirm_status_and_result(stack: Stack, language: st
 
     created = await created_job(stack, chat)
     (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
-    assert requested.preset_id is not None and requested.image_key is not None
+    assert requested.preset_id is not None
+    assert requested.image_key is not None
     assert requested.image_key.startswith(f"uploads/{chat.user.id}/")
     assert requested.language == language
     assert (stack.store_root / requested.image_key).is_file()
@@ -164,7 +163,8 @@ async def test_photo_preset_confirm_status_and_result(stack: Stack, language: st
     await stack.run_job(created.job_id, steps=2, step_pause_s=0.5)
     await stack.telegram.shown_eventually(chat.user.id, status_id, p["done"])
     result = await chat.expect(p["ready"], method="sendPhoto")
-    assert result.photo and result.photo.startswith(b"\x89PNG")
+    assert result.photo
+    assert result.photo.startswith(b"\x89PNG")
     assert {p["again"], p["another"]} <= {b["text"].split(" ", 1)[1] for b in result.buttons}
     edits = [c.text for c in stack.telegram.sent_to(chat.user.id, "editMessageText")]
     assert any(p["step"] in text for text in edits), edits
@@ -189,7 +189,8 @@ async def test_own_prompt_as_caption_and_prompt_then_photo(stack: Stack, languag
     created = await created_job(stack, chat)
     (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
     assert requested.prompt == "сделай небо фиолетовым"
-    assert requested.preset_id is None and requested.image_key is not None
+    assert requested.preset_id is None
+    assert requested.image_key is not None
 
     chat.say("/start")
     menu = await chat.expect(p["balance"].format(30))
@@ -217,7 +218,8 @@ async def test_prompt_only_generation(stack: Stack, language: str) -> None:
     created = await created_job(stack, chat)
     assert created.workflow_type == "qwen_image"
     (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
-    assert requested.image_key is None and requested.prompt == "кот в космосе"
+    assert requested.image_key is None
+    assert requested.prompt == "кот в космосе"
 
 
 @LANGUAGES
@@ -298,7 +300,8 @@ async def test_history_lists_recent_jobs(stack: Stack, language: str) -> None:
     await stack.telegram.shown_eventually(chat.user.id, status_id, p["done"])
     chat.say("/history")
     history = await chat.expect(p["history"])
-    assert f"#{created.job_id}" in history.text and p["history_done"] in history.text
+    assert f"#{created.job_id}" in history.text
+    assert p["history_done"] in history.text
 
 
 @LANGUAGES
