@@ -94,6 +94,19 @@ async def debit_job(event: JobCreated, uow: UnitOfWork) -> None:
         else DebitRejectReason.unknown_account
     )
     log.info("debit of job %s rejected: %s", event.job_id, reason.value)
+    if account.exists:
+        # The answer is final (jobs fails the job): a zero entry on the debit key keeps a
+        # replay of this JobCreated, after a top-up and after the inbox forgot it, from
+        # charging a job that will never run.
+        await accounts.move(
+            uow.session,
+            user_id=event.user_id,
+            amount=0,
+            key=debit_key(event.job_id),
+            kind=LedgerKind.debit,
+            job_id=event.job_id,
+            reason=f"refused: {reason.value}",
+        )
     uow.emit(
         DebitRejected(
             job_id=event.job_id,

@@ -19,7 +19,7 @@ from gpu_runner.runner import Runner
 from gpu_runner.settings import RunnerSettings, StorageSettings
 from gpu_runner.storage import ObjectStore, create_object_store
 from gpu_runner.workflows import Workflow, build_workflows
-from messaging.broker import create_broker, rabbit_queue
+from messaging.broker import create_broker, keep_message, rabbit_queue
 from messaging.lifecycle import ServiceLifecycle, consuming
 from messaging.logs import name_service
 from messaging.metrics import exposition
@@ -87,6 +87,7 @@ def subscribe_runner(
             # One job on the device plus `stage_ahead` being fetched and decoded meanwhile.
             channel=Channel(prefetch_count=1 + settings.stage_ahead),
             ack_policy=AckPolicy.MANUAL,
+            decoder=keep_message,
             no_reply=True,
             title=topology.gpu_queues[name].name,
         )(_bound(runner, topology.gpu_queues[name].name))
@@ -100,6 +101,7 @@ def subscribe_runner(
         cancel_queue,
         RabbitExchange(topology.events_exchange, type=ExchangeType.TOPIC, durable=True),
         ack_policy=AckPolicy.ACK,
+        decoder=keep_message,
         no_reply=True,
         title=cancel_queue.name,
     )(runner.on_cancel)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from contracts.events import JobRejectReason
+from contracts.events import PROMPT_MAX_LENGTH, WORKFLOW_TYPES, JobRejectReason
 
 
 class Stage(StrEnum):
@@ -136,7 +136,19 @@ def take_order(
             return Rejection(
                 JobRejectReason.unknown_preset, f"preset {request.preset_id} is not offered"
             )
-        prompt = f"{preset.prompt}\n{user_prompt}" if user_prompt else preset.prompt
+        prompt = f"{preset.prompt or ''}\n{user_prompt}".strip()
+        if not prompt or len(prompt) > PROMPT_MAX_LENGTH:
+            # A legacy preset without a prompt (or an overlong one) could never be dispatched:
+            # refuse it now, before anything is charged.
+            return Rejection(
+                JobRejectReason.unknown_preset,
+                f"preset {request.preset_id} has no usable prompt ({len(prompt)} characters)",
+            )
+        if preset.workflow_type not in WORKFLOW_TYPES:
+            return Rejection(
+                JobRejectReason.unknown_preset,
+                f"preset {request.preset_id} names workflow {preset.workflow_type!r}, not served",
+            )
         order = Order(
             prompt=prompt, price=credits(preset.price), workflow_type=preset.workflow_type
         )

@@ -12,6 +12,7 @@ from faststream.rabbit import (
     RabbitBroker,
     RabbitQueue,
 )
+from faststream.rabbit.annotations import RabbitMessage
 
 from contracts.topology import DLQ_ARGUMENTS, RPC_ARGUMENTS, QueueSpec, Topology
 from messaging.consumer import EventConsumer
@@ -27,7 +28,16 @@ def create_broker(settings: BrokerSettings, *, graceful_timeout_s: float = 30.0)
         settings.url.get_secret_value(),
         default_channel=Channel(publisher_confirms=True, on_return_raises=True),
         graceful_timeout=graceful_timeout_s,
+        # Our subscribers take the raw message (see `keep_message`) and validate it
+        # themselves; FastDepends would resolve that parameter in a worker thread, a thread
+        # hop per message.
+        apply_types=False,
     )
+
+
+async def keep_message(message: RabbitMessage) -> RabbitMessage:
+    """A decoder that hands the subscriber the message itself: body, headers, ack, reject."""
+    return message
 
 
 def rabbit_queue(spec: QueueSpec) -> RabbitQueue:
@@ -73,6 +83,7 @@ def subscribe(
         rabbit_queue(spec),
         channel=Channel(prefetch_count=prefetch),
         ack_policy=AckPolicy.MANUAL,
+        decoder=keep_message,
         no_reply=True,
         title=spec.name,
     )(consumer.__call__)

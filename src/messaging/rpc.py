@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.rpc import Reply, Request, RpcError
 from contracts.topology import RPC_ARGUMENTS, RPC_REQUEST_TTL_MS, Topology
+from messaging.broker import keep_message
 from messaging.logs import current, handling
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def serve(
             arguments=cast("Any", RPC_ARGUMENTS),
         ),
         channel=Channel(prefetch_count=prefetch),
+        decoder=keep_message,
         title=topology.rpc_queue(request_type.method),
     )(answer)
 

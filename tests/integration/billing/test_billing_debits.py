@@ -321,7 +321,7 @@ async def test_a_job_closed_before_or_while_its_debit_arrives_is_never_charged(
 async def test_a_refused_debit_redelivered_after_a_top_up_stays_refused(
     billing: Billing, sender: EventPublisher, billing_sessions: Sessions
 ) -> None:
-    """The one-statement debit must not turn an answered JobCreated into a second answer."""
+    """A refusal is final: neither a redelivery nor a replay after a top-up charges the job."""
     user_id, telegram_id = await open_account(billing_sessions, balance=5)
     job = new_job(user_id, telegram_id, price=10)
     envelope = new_envelope(job, source="test")
@@ -332,6 +332,7 @@ async def test_a_refused_debit_redelivered_after_a_top_up_stays_refused(
         billing_sessions, "UPDATE users SET balance = balance + :by WHERE user_id = :u", user_id, 50
     )
     await sender.publish_envelope(envelope, job.routing_key())  # the same message again
+    await send(sender, job)  # and the same fact under a new id, as after the inbox forgot it
     paid = new_job(user_id, telegram_id, price=10)  # and a fresh job, which now goes through
     await send(sender, paid)
     await eventually(

@@ -80,6 +80,13 @@ def test_a_custom_prompt_uses_the_configured_price_and_picks_the_workflow_by_ima
         (request(prompt="x" * 51), EDIT, JobRejectReason.prompt_too_long),
         (request(unfinished_jobs=3), EDIT, JobRejectReason.active_jobs_cap),
         (request(preset_id=None, prompt="   "), None, JobRejectReason.invalid_request),
+        # legacy rows that could never be dispatched: refused before anything is charged
+        (request(), PresetFacts(1, "", 30.0, "qwen_edit_2511", enabled=True),
+         JobRejectReason.unknown_preset),
+        (request(), PresetFacts(1, "p" * 4001, 30.0, "qwen_edit_2511", enabled=True),
+         JobRejectReason.unknown_preset),
+        (request(), PresetFacts(1, "p", 30.0, "sdxl_legacy", enabled=True),
+         JobRejectReason.unknown_preset),
     ],
 )  # fmt: skip
 def test_bad_requests_are_refused_with_a_reason(
