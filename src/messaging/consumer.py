@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from contracts.envelope import Event, RawEnvelope, UnknownEventError, open_envelope
 from contracts.events import CATALOG
@@ -212,6 +213,8 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "5
 
 def is_transient(error: BaseException) -> bool:
     """Trouble that is no fault of the message: another try, a moment later, may succeed."""
+    if isinstance(error, PoolTimeoutError):  # every connection busy: wait for one, later
+        return True
     if isinstance(error, DBAPIError):
         sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
         return error.connection_invalidated or sqlstate in TRANSIENT_SQLSTATES

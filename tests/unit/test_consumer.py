@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from contracts.envelope import RawEnvelope, new_envelope
 from contracts.events import JobProgress
@@ -46,6 +47,7 @@ class PgError(Exception):
         (OperationalError("UPDATE", {}, PgError("40P01")), True),  # deadlock
         (OperationalError("UPDATE", {}, PgError("40001")), True),  # serialization failure
         (OperationalError("UPDATE", {}, PgError("23505")), False),  # unique violation
+        (PoolTimeoutError("QueuePool limit reached"), True),
         (ValueError("a bug"), False),
         (KeyError("a bug"), False),
     ],
