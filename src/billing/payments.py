@@ -106,15 +106,21 @@ async def by_yookassa_id(session: AsyncSession, yookassa_id: str) -> LocalPaymen
 async def pending_older_than(
     session: AsyncSession, age_s: float, limit: int
 ) -> list[tuple[LocalPayment, uuid.UUID | None, float]]:
-    """Top-ups still pending after `age_s`: (row, request id, age in seconds), oldest first."""
+    """Our top-ups still pending after `age_s`: (row, request id, age in seconds).
+
+    Least recently checked first (`mark_checked` moves a row it could not settle to the back),
+    so rows that stay unresolvable never starve newer ones. Rows without a `request_id` were
+    not opened by us (the customer's older history) and are left to an operator.
+    """
     rows = await session.execute(
         text(
             f"""
             SELECT {_COLUMNS}, extract(epoch FROM now() - p.created_at)
             FROM payments p JOIN users u ON u.user_id = p.user_id
             WHERE p.status = 'pending' AND p.payment_type = 'payment'
+              AND p.request_id IS NOT NULL
               AND p.created_at < now() - make_interval(secs => :age)
-            ORDER BY p.id LIMIT :limit
+            ORDER BY p.updated_at NULLS FIRST, p.id LIMIT :limit
             """
         ),
         {"age": age_s, "limit": limit},
@@ -129,8 +135,13 @@ async def transition(
     *,
     method_type: str | None = None,
     method_details: dict[str, Any] | None = None,
+    unbound_only: bool = False,
 ) -> bool:
-    """pending -> `to`, at most once: False when the row was no longer pending."""
+    """pending -> `to`, at most once: False when the row was no longer pending.
+
+    `unbound_only`: only while no YooKassa payment is attached (a creation that may still be
+    finishing must not be closed under the user's feet).
+    """
     paid = to == "succeeded"
     row = (
         await session.execute(
@@ -141,6 +152,7 @@ async def transition(
                     payment_method = COALESCE(:method, payment_method),
                     payment_method_details = COALESCE(:details, payment_method_details)
                 WHERE id = :id AND status = 'pending'
+                  AND (NOT :unbound OR yukassa_payment_id IS NULL)
                 RETURNING id
                 """
             ),
@@ -148,6 +160,7 @@ async def transition(
                 "id": payment_id,
                 "to": to,
                 "paid": paid,
+                "unbound": unbound_only,
                 "method": (method_type or "")[:50] or None,
                 "details": json.dumps(method_details, ensure_ascii=False)
                 if method_details
@@ -199,4 +212,12 @@ async def log_legacy(
             "INSERT INTO payment_logs (user_id, amount, status, payment_id) VALUES (:u, :a, :s, :p)"
         ),
         {"u": user_id, "a": rubles, "s": status, "p": yookassa_id},
+    )
+
+
+async def mark_checked(session: AsyncSession, payment_id: int) -> None:
+    """Reconciliation looked at this pending row and could not settle it yet."""
+    await session.execute(
+        text("UPDATE payments SET updated_at = now() WHERE id = :id AND status = 'pending'"),
+        {"id": payment_id},
     )

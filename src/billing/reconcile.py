@@ -36,14 +36,23 @@ class Reconciler:
             )
         settled = 0
         for local, _, age_s in due:
-            settled += await self._check(local, age_s)
+            try:
+                done = await self._check(local, age_s)
+            except Exception:  # one payment's trouble must not hold up the others
+                log.exception("reconcile: checking payment %s failed", local.id)
+                done = 0
+            if not done:
+                async with self._unit_of_work() as uow:
+                    await payments.mark_checked(uow.session, local.id)
+                    await uow.commit()
+            settled += done
         return settled
 
     async def _check(self, local: LocalPayment, age_s: float) -> int:
         if local.yookassa_id is None:
             # Creation never finished (YooKassa down through every retry): the user never saw
             # a confirmation URL, so nothing can have been paid.
-            return await self._close(local, "failed", "provider_unavailable")
+            return await self._close(local, "failed", "provider_unavailable", unbound_only=True)
         try:
             remote = await self._provider.fetch(local.yookassa_id)
         except (PaymentNotFoundError, ProviderRejectedError) as exc:
@@ -62,9 +71,13 @@ class Reconciler:
         log.info("reconcile: payment %s: %s", local.id, outcome.settlement.value)
         return 1
 
-    async def _close(self, local: LocalPayment, status: str, reason: str) -> int:
+    async def _close(
+        self, local: LocalPayment, status: str, reason: str, *, unbound_only: bool = False
+    ) -> int:
         async with self._unit_of_work() as uow:
-            if not await payments.transition(uow.session, local.id, status):
+            if not await payments.transition(
+                uow.session, local.id, status, unbound_only=unbound_only
+            ):
                 return 0
             if local.telegram_id is not None:
                 uow.emit(

@@ -329,3 +329,51 @@ async def _age(sessions: Sessions, payment_id: int, *, hours: int) -> None:
             ),
             {"h": hours, "p": payment_id},
         )
+
+
+async def test_unresolvable_payments_never_starve_a_missed_webhook(
+    settings: Settings, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+) -> None:
+    """Rows the API cannot settle go to the back of the line; a creation that finished is kept."""
+    settings.billing = BillingSettings(
+        reconcile_min_age_s=0, pending_expiry_s=3600, reconcile_batch=2
+    )
+    service = build(settings)
+    try:
+        user_id, _ = await open_account(billing_sessions, balance=0)
+        broken = [await pending_payment(service, billing_sessions, user_id) for _ in range(3)]
+        for payment_id, _ in broken:  # YooKassa does not know these ids
+            await _execute(
+                billing_sessions,
+                "UPDATE payments SET yukassa_payment_id = 'nobody-' || id WHERE id = :p",
+                payment_id,
+            )
+        paid_id, paid = await pending_payment(service, billing_sessions, user_id)
+        fake_yookassa.set_status(paid, "succeeded")
+        for _ in range(20):  # other tests' pending rows share the database and the line
+            await service.reconciler.run_once()
+            if await outbox(billing_sessions, "payment.succeeded", payment_id=paid_id):
+                break
+        assert len(await outbox(billing_sessions, "payment.succeeded", payment_id=paid_id)) == 1
+        assert await balance_of(billing_sessions, user_id) == 100
+
+        # A reconciler that read a row before its creation finished does not close it after.
+        assert not await _close_unbound(billing_sessions, paid_id)
+    finally:
+        await service.runtime.engine.dispose()
+
+
+async def _execute(sessions: Sessions, sql: str, payment_id: int) -> None:
+    from sqlalchemy import text
+
+    async with sessions() as session, session.begin():
+        await session.execute(text(sql), {"p": payment_id})
+
+
+async def _close_unbound(sessions: Sessions, payment_id: int) -> bool:
+    async with sessions() as session, session.begin():
+        await session.execute(
+            __import__("sqlalchemy").text("UPDATE payments SET status = 'pending' WHERE id = :p"),
+            {"p": payment_id},
+        )
+        return await payments.transition(session, payment_id, "failed", unbound_only=True)
