@@ -152,7 +152,12 @@ class Runner:
         """Run one dispatched job and publish its outcome."""
         try:
             outcome: JobCompleted | JobAttemptFailed = await self._attempt(job, envelope)
-        except AttemptFailure as failure:
+        except ShuttingDownError:
+            raise
+        except Exception as error:  # reported, so jobs decides: retry up to its limit, or fail
+            failure = classify(error)
+            if not isinstance(error, AttemptFailure):
+                log.exception("job %s attempt %s broke unexpectedly", job.job_id, job.attempt)
             log.warning("job %s attempt %s failed: %s", job.job_id, job.attempt, failure)
             outcome = JobAttemptFailed(
                 job_id=job.job_id,

@@ -182,3 +182,19 @@ async def test_a_result_that_cannot_be_stored_is_a_retryable_failure(tmp_path: P
     assert isinstance(outcome, JobAttemptFailed)
     assert (outcome.reason, outcome.retryable) == ("storage_unavailable", True)
     assert publisher.events[-1] == outcome
+
+
+class BrokenAfterRender(TextToSquare):
+    def render(self, request: RenderRequest, on_step: StepObserver) -> Image.Image:
+        super().render(request, on_step)
+        return "not an image"  # type: ignore[return-value]  # e.g. a pipeline that misbehaves
+
+
+async def test_an_unexpected_error_is_reported_not_looped_through_the_queue(
+    tmp_path: Path,
+) -> None:
+    publisher = RecordingPublisher()
+    outcome = await runner(tmp_path, publisher, BrokenAfterRender()).run(*dispatch())
+    assert isinstance(outcome, JobAttemptFailed)
+    assert (outcome.reason, outcome.retryable) == ("runner_error", True)  # jobs caps retries
+    assert publisher.events[-1] == outcome
