@@ -32,6 +32,10 @@ from support.jobs_harness import EventLog
 
 ADMIN = TgUser(id=7_000_000_001, first_name="Admin", language_code="en")
 MAX_TEST_PIXELS = 1_000_000
+FLOOD_LIMIT = 10
+MAX_UNFINISHED = 3
+"""Jobs' cap on a user's unfinished jobs in these tests."""
+FLOOD_WINDOW_S = 2.0
 
 _ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**4 + 2**33)
 
@@ -76,7 +80,12 @@ def gateway_settings(
             polling_timeout_s=1,
         ),
         conversation=overrides.pop(
-            "conversation", ConversationSettings(max_image_pixels=MAX_TEST_PIXELS)
+            "conversation",
+            ConversationSettings(
+                max_image_pixels=MAX_TEST_PIXELS,
+                flood_messages=FLOOD_LIMIT,
+                flood_window_s=FLOOD_WINDOW_S,
+            ),
         ),
         delivery=overrides.pop(
             "delivery",

@@ -16,10 +16,10 @@ from bot_gateway.routers.payments import router as payments_router
 def feature_routers(admins: frozenset[int]) -> list[Router]:
     return [
         admin_router(admins),
-        menu_router,
-        catalog_router,
-        payments_router,
-        jobs_router,
-        drafts_router,
-        fallback_router,
+        menu_router(),
+        catalog_router(),
+        payments_router(),
+        jobs_router(),
+        drafts_router(),
+        fallback_router(),
     ]

@@ -11,10 +11,7 @@ from bot_gateway.backends import Backends
 from bot_gateway.keyboards import CategoryChoice, MenuAction, PresetChoice
 from bot_gateway.routers.drafts import Drafting, offer, show_confirmation
 
-router = Router(name=__name__)
 
-
-@router.callback_query(MenuAction.filter(F.action == "catalog"))
 async def categories(callback: CallbackQuery, backends: Backends) -> None:
     catalog = await backends.catalog()
     await callback.answer()
@@ -28,7 +25,6 @@ async def categories(callback: CallbackQuery, backends: Backends) -> None:
     )
 
 
-@router.callback_query(CategoryChoice.filter())
 async def presets(
     callback: CallbackQuery, callback_data: CategoryChoice, backends: Backends
 ) -> None:
@@ -45,7 +41,6 @@ async def presets(
         )
 
 
-@router.callback_query(PresetChoice.filter())
 async def preset(
     callback: CallbackQuery, callback_data: PresetChoice, backends: Backends, state: FSMContext
 ) -> None:
@@ -62,3 +57,12 @@ async def preset(
         await callback.message.answer(texts.ask_photo(chosen.name))
         return
     await show_confirmation(callback.message, state, draft)
+
+
+def router() -> Router:
+    """The catalog feature's handlers, on a router of their own."""
+    feature = Router(name=__name__)
+    feature.callback_query(MenuAction.filter(F.action == "catalog"))(categories)
+    feature.callback_query(CategoryChoice.filter())(presets)
+    feature.callback_query(PresetChoice.filter())(preset)
+    return feature

@@ -22,7 +22,6 @@ from bot_gateway.settings import ConversationSettings
 from bot_gateway.uploads import UploadRejectedError, Uploads, carries_image
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
 
 
 class Drafting(StatesGroup):
@@ -74,7 +73,6 @@ async def _own_prompt(state: FSMContext, prompt: str, backends: Backends) -> Dra
     )
 
 
-@router.message(F.photo | F.document)
 async def upload(
     message: Message,
     bot: Bot,
@@ -121,7 +119,6 @@ def _upload_problem(reason: str, limits: ConversationSettings) -> str:
     return texts.not_a_photo()
 
 
-@router.callback_query(MenuAction.filter(F.action == "prompt"))
 async def ask_prompt(
     callback: CallbackQuery, state: FSMContext, limits: ConversationSettings
 ) -> None:
@@ -131,7 +128,6 @@ async def ask_prompt(
         await callback.message.answer(texts.ask_prompt(limits.prompt_max_length))
 
 
-@router.message(StateFilter(Drafting.waiting_prompt), F.text, ~F.text.startswith("/"))
 async def prompt(
     message: Message, state: FSMContext, backends: Backends, limits: ConversationSettings
 ) -> None:
@@ -147,12 +143,10 @@ async def prompt(
     await message.answer(texts.prompt_received(), reply_markup=keyboards.generate(draft.draft))
 
 
-@router.message(StateFilter(Drafting.waiting_photo), ~F.text.startswith("/"))
 async def not_a_photo(message: Message) -> None:
     await message.answer(texts.not_a_photo())
 
 
-@router.callback_query(DraftAction.filter())
 async def draft_action(
     callback: CallbackQuery,
     callback_data: DraftAction,
@@ -177,7 +171,6 @@ async def draft_action(
         await callback.message.answer(texts.stale_button())
 
 
-@router.callback_query(ResultAction.filter())
 async def after_result(
     callback: CallbackQuery,
     callback_data: ResultAction,
@@ -218,3 +211,15 @@ async def after_result(
         price=price,
     )
     await show_confirmation(callback.message, state, draft)
+
+
+def router() -> Router:
+    """The drafts feature's handlers, on a router of their own."""
+    feature = Router(name=__name__)
+    feature.message(F.photo | F.document)(upload)
+    feature.callback_query(MenuAction.filter(F.action == "prompt"))(ask_prompt)
+    feature.message(StateFilter(Drafting.waiting_prompt), F.text, ~F.text.startswith("/"))(prompt)
+    feature.message(StateFilter(Drafting.waiting_photo), ~F.text.startswith("/"))(not_a_photo)
+    feature.callback_query(DraftAction.filter())(draft_action)
+    feature.callback_query(ResultAction.filter())(after_result)
+    return feature

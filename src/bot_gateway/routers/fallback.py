@@ -10,22 +10,27 @@ from aiogram.types import CallbackQuery, Message
 from bot_gateway import keyboards, texts
 
 log = logging.getLogger(__name__)
-router = Router(name=__name__)
 
 MEDIA = F.video | F.animation | F.sticker | F.audio | F.voice | F.video_note
 
 
-@router.message(MEDIA)
 async def not_a_photo(message: Message) -> None:
     await message.answer(texts.not_a_photo())
 
 
-@router.message()
 async def unknown(message: Message) -> None:
     await message.answer(texts.unknown_input(), reply_markup=keyboards.main_menu())
 
 
-@router.callback_query()
 async def stale(callback: CallbackQuery) -> None:
     log.info("stale or forged callback %r from %s", callback.data, callback.from_user.id)
     await callback.answer(texts.stale_button(), show_alert=True)
+
+
+def router() -> Router:
+    """The fallback feature's handlers, on a router of their own."""
+    feature = Router(name=__name__)
+    feature.message(MEDIA)(not_a_photo)
+    feature.message()(unknown)
+    feature.callback_query()(stale)
+    return feature

@@ -15,10 +15,7 @@ from bot_gateway.conversation import CancelOutcome, Conversation, Customer
 from bot_gateway.keyboards import CancelJob, MenuAction
 from bot_gateway.settings import ConversationSettings
 
-router = Router(name=__name__)
 
-
-@router.message(Command("cancel"))
 async def cancel_command(
     message: Message, state: FSMContext, customer: Customer, conversation: Conversation
 ) -> None:
@@ -36,7 +33,6 @@ async def cancel_command(
         await message.answer(texts.nothing_to_cancel())
 
 
-@router.callback_query(CancelJob.filter())
 async def cancel_job(
     callback: CallbackQuery,
     callback_data: CancelJob,
@@ -76,7 +72,6 @@ async def _history(
     return "\n".join(lines)
 
 
-@router.message(Command("history"))
 async def history_command(
     message: Message,
     customer: Customer,
@@ -87,7 +82,6 @@ async def history_command(
     await message.answer(await _history(customer, conversation, backends, limits.history_limit))
 
 
-@router.callback_query(MenuAction.filter(F.action == "history"))
 async def history_button(
     callback: CallbackQuery,
     customer: Customer,
@@ -99,3 +93,13 @@ async def history_button(
     await callback.answer()
     if callback.message is not None:
         await callback.message.answer(text)
+
+
+def router() -> Router:
+    """The jobs feature's handlers, on a router of their own."""
+    feature = Router(name=__name__)
+    feature.message(Command("cancel"))(cancel_command)
+    feature.callback_query(CancelJob.filter())(cancel_job)
+    feature.message(Command("history"))(history_command)
+    feature.callback_query(MenuAction.filter(F.action == "history"))(history_button)
+    return feature

@@ -14,10 +14,7 @@ from bot_gateway.keyboards import MenuAction
 from bot_gateway.middlewares import username_of
 from contracts.rpc import Account
 
-router = Router(name=__name__)
 
-
-@router.message(CommandStart())
 async def start(
     message: Message,
     customer: Customer,
@@ -37,7 +34,6 @@ async def start(
     )
 
 
-@router.callback_query(MenuAction.filter(F.action == "menu"))
 async def menu(callback: CallbackQuery, state: FSMContext) -> None:
     await state.clear()
     await callback.answer()
@@ -45,19 +41,16 @@ async def menu(callback: CallbackQuery, state: FSMContext) -> None:
         await callback.message.answer(texts.menu_prompt(), reply_markup=keyboards.main_menu())
 
 
-@router.message(Command("help"))
 async def help_command(message: Message) -> None:
     await message.answer(texts.help_text(), reply_markup=keyboards.main_menu())
 
 
-@router.callback_query(MenuAction.filter(F.action == "help"))
 async def help_button(callback: CallbackQuery) -> None:
     await callback.answer()
     if callback.message is not None:
         await callback.message.answer(texts.help_text())
 
 
-@router.message(Command("balance"))
 async def balance_command(message: Message, customer: Customer, backends: Backends) -> None:
     user = message.from_user
     account = await backends.ensure_account(
@@ -66,7 +59,6 @@ async def balance_command(message: Message, customer: Customer, backends: Backen
     await message.answer(texts.balance_line(account.balance), reply_markup=keyboards.topup())
 
 
-@router.callback_query(MenuAction.filter(F.action == "balance"))
 async def balance_button(callback: CallbackQuery, customer: Customer, backends: Backends) -> None:
     account = await backends.ensure_account(customer.telegram_id, username_of(callback.from_user))
     await callback.answer()
@@ -74,3 +66,15 @@ async def balance_button(callback: CallbackQuery, customer: Customer, backends: 
         await callback.message.answer(
             texts.balance_line(account.balance), reply_markup=keyboards.topup()
         )
+
+
+def router() -> Router:
+    """The menu feature's handlers, on a router of their own."""
+    feature = Router(name=__name__)
+    feature.message(CommandStart())(start)
+    feature.callback_query(MenuAction.filter(F.action == "menu"))(menu)
+    feature.message(Command("help"))(help_command)
+    feature.callback_query(MenuAction.filter(F.action == "help"))(help_button)
+    feature.message(Command("balance"))(balance_command)
+    feature.callback_query(MenuAction.filter(F.action == "balance"))(balance_button)
+    return feature

@@ -11,16 +11,12 @@ from bot_gateway.backends import Backends
 from bot_gateway.conversation import Conversation, Customer
 from bot_gateway.keyboards import MenuAction, PackageChoice
 
-router = Router(name=__name__)
 
-
-@router.message(Command("topup"))
 async def topup_command(message: Message, backends: Backends) -> None:
     offer = await backends.packages()
     await message.answer(texts.choose_package(), reply_markup=keyboards.packages(offer.packages))
 
 
-@router.callback_query(MenuAction.filter(F.action == "topup"))
 async def topup_button(callback: CallbackQuery, backends: Backends) -> None:
     offer = await backends.packages()
     await callback.answer()
@@ -30,7 +26,6 @@ async def topup_button(callback: CallbackQuery, backends: Backends) -> None:
         )
 
 
-@router.callback_query(PackageChoice.filter())
 async def package(
     callback: CallbackQuery,
     callback_data: PackageChoice,
@@ -46,3 +41,12 @@ async def package(
     await callback.answer()
     if callback.message is not None:
         await callback.message.answer(texts.creating_payment())
+
+
+def router() -> Router:
+    """The payments feature's handlers, on a router of their own."""
+    feature = Router(name=__name__)
+    feature.message(Command("topup"))(topup_command)
+    feature.callback_query(MenuAction.filter(F.action == "topup"))(topup_button)
+    feature.callback_query(PackageChoice.filter())(package)
+    return feature

@@ -30,7 +30,7 @@ from support.billing_harness import make_settings as billing_settings
 from support.database import RUN_ID, DatabaseFactory, migrate
 from support.fake_telegram import FakeTelegram
 from support.fake_yookassa import FakeYooKassa
-from support.gateway_harness import Stack, gateway_settings
+from support.gateway_harness import MAX_UNFINISHED, Stack, gateway_settings
 from support.jobs_harness import EventLog
 
 PRESETS = [
@@ -41,7 +41,6 @@ PRESETS = [
     ("Фото", "Премиум", "💎", 1000, 4, "qwen_edit_2511"),
     ("Генерация", "Пейзаж", "🏞", 10, 1, "qwen_image"),
 ]
-MAX_UNFINISHED = 3
 
 
 @pytest.fixture(scope="session")
