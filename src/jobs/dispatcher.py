@@ -11,7 +11,15 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from contracts.events import JobDispatched, JobQueued
-from jobs.domain import IN_FLIGHT, JobFacts, Stage, eta_seconds, fair_order, free_slots, on_dispatch
+from jobs.domain import (
+    WITH_DEADLINE,
+    JobFacts,
+    Stage,
+    eta_seconds,
+    fair_order,
+    free_slots,
+    on_dispatch,
+)
 from jobs.models import Job
 from jobs.repository import JobsRepository, deadline
 from jobs.settings import JobsSettings
@@ -131,7 +139,7 @@ class Sweeper:
                 await repository.lock_user(user_id)
                 job = await repository.lock_job(job_id)
                 now = await repository.now()
-                if job is None or facts(job).stage not in IN_FLIGHT:
+                if job is None or facts(job).stage not in WITH_DEADLINE:
                     continue
                 if job.deadline_at is None or job.deadline_at >= now:
                     continue  # it moved on since we looked

@@ -31,6 +31,8 @@ class Stage(StrEnum):
 
 FINISHED = frozenset({Stage.completed, Stage.failed, Stage.canceled})
 IN_FLIGHT = frozenset({Stage.dispatched, Stage.processing})
+WITH_DEADLINE = IN_FLIGHT | {Stage.awaiting_payment}
+"""Stages a job may not stay in forever: the sweeper acts when their deadline passes."""
 UNFINISHED = frozenset(Stage) - FINISHED
 
 LEGACY_STATUS: dict[Stage, str] = {
@@ -246,7 +248,10 @@ def on_attempt_failed(
 
 
 def on_deadline(job: JobFacts, policy: RetryPolicy) -> Move | None:
-    """An attempt that overran its deadline counts as a retryable failure."""
+    """An attempt that overran its deadline counts as a retryable failure; a job billing never
+    answered fails (JobFailed: billing refunds it if it did take the money after all)."""
+    if job.stage is Stage.awaiting_payment:
+        return Move(Stage.failed, "payment_timeout")
     return on_attempt_failed(job, job.attempt, retryable=True, reason="timeout", policy=policy)
 
 

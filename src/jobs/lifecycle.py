@@ -117,6 +117,9 @@ class JobLifecycle:
                         price=order.price,
                         workflow_type=order.workflow_type,
                         seed=secrets.randbelow(2**53),
+                        payment_deadline=deadline(
+                            await repository.now(), self.settings.payment_timeout_s
+                        ),
                     )
                 )
         except IntegrityError as exc:
@@ -165,7 +168,7 @@ class JobLifecycle:
             job.debited_at = job.debited_at or now
             return
         await repository.move(
-            job, move.to, reason=move.reason, event_id=_cause(uow), debited_at=now
+            job, move.to, reason=move.reason, event_id=_cause(uow), debited_at=now, deadline_at=None
         )
         await self.dispatcher.dispatch_user(repository, uow, event.user_id, now)
 

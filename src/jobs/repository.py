@@ -17,7 +17,15 @@ from sqlalchemy import func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.domain import IN_FLIGHT, LEGACY_STATUS, UNFINISHED, PresetFacts, Stage, UserQueue
+from jobs.domain import (
+    IN_FLIGHT,
+    LEGACY_STATUS,
+    UNFINISHED,
+    WITH_DEADLINE,
+    PresetFacts,
+    Stage,
+    UserQueue,
+)
 from jobs.models import Job, JobStatus, JobTransition, Preset
 
 USER_LOCK_SPACE = 0x4A0B
@@ -39,6 +47,7 @@ class NewJob:
     price: int
     workflow_type: str
     seed: int
+    payment_deadline: datetime
 
 
 class JobsRepository:
@@ -92,6 +101,7 @@ class JobsRepository:
                 stage=Stage.awaiting_payment.value,
                 status=JobStatus.queued,
                 retry_count=0,
+                deadline_at=job.payment_deadline,
             )
             .on_conflict_do_nothing(index_elements=[Job.request_id])
             .returning(Job.id)
@@ -218,7 +228,7 @@ class JobsRepository:
         rows = await self.session.execute(
             select(Job.id, Job.user_id)
             .where(
-                Job.stage.in_([stage.value for stage in IN_FLIGHT]),
+                Job.stage.in_([stage.value for stage in WITH_DEADLINE]),
                 Job.deadline_at < func.now(),
             )
             .order_by(Job.deadline_at)

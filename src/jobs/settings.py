@@ -27,6 +27,8 @@ class JobsSettings(BaseSettings):
     retry_backoff_max_s: float = Field(default=300.0, ge=0)
     processing_timeout_s: float = Field(default=600.0, gt=0)
     """A started attempt that reports nothing for this long is retried or failed."""
+    payment_timeout_s: float = Field(default=900.0, gt=0)
+    """A job billing neither debited nor refused within this long fails (JobFailed)."""
     queue_timeout_s: float = Field(default=3600.0, gt=0)
     """A dispatched attempt no runner started within this long is retried or failed."""
     dispatch_interval_s: float = Field(default=1.0, gt=0)

@@ -165,6 +165,16 @@ async def test_a_stuck_processing_job_is_retried_then_failed_by_its_timeout(
     ] == [("processing", "waiting", 1, "timeout"), ("processing", "failed", 2, "timeout")]
 
 
+async def test_a_job_billing_never_answers_fails_instead_of_waiting_forever(
+    start_jobs: StartJobs, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
+) -> None:
+    async with start_jobs(payment_timeout_s=0.3, sweep_interval_s=0.1):
+        created = await player.submit(6, preset_id=EDIT_PRESET)  # no BalanceDebited ever comes
+        (failed,) = await events.wait_for(JobFailed, job_id=created.job_id)
+    assert failed.reason == "payment_timeout"  # billing refunds on it, if it did debit
+    assert await stage_is(jobs_sessions, created.job_id, "failed")
+
+
 async def test_a_dispatched_job_no_runner_takes_is_handed_out_again(
     start_jobs: StartJobs, player: JobsPlayer, jobs_sessions: Sessions
 ) -> None:
