@@ -83,3 +83,7 @@ asyncapi: ## Regenerate docs/asyncapi.yaml (the AsyncAPI 3 document) from the co
 
 asyncapi-parser: ## Install the official AsyncAPI parser (node) that tests validate the document with
 	npm ci --prefix tools/asyncapi --no-audit --no-fund --loglevel=error
+
+.PHONY: bench-gateway
+bench-gateway: ## Gateway: a 1,000-chat broadcast against a fake Bot API enforcing Telegram's limits
+	$(TEST_ENV) $(PY) bench/gateway.py
