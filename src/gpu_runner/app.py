@@ -7,8 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
 from faststream import AckPolicy
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
-from faststream.asgi.types import ASGIApp, Scope
+from faststream.asgi import AsgiFastStream
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 
@@ -20,9 +19,9 @@ from gpu_runner.settings import RunnerSettings, StorageSettings
 from gpu_runner.storage import ObjectStore, create_object_store
 from gpu_runner.workflows import Workflow, build_workflows
 from messaging.broker import create_broker, keep_message, rabbit_queue
-from messaging.lifecycle import ServiceLifecycle, consuming
+from messaging.health import ReadinessCheck, health_routes
+from messaging.lifecycle import ServiceLifecycle
 from messaging.logs import name_service
-from messaging.metrics import exposition
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, ServiceSettings
 
@@ -64,11 +63,7 @@ def create_app(
     lifecycle = ServiceLifecycle(rabbit, broker.url.get_secret_value(), topology)
     return AsgiFastStream(
         rabbit,
-        asgi_routes=[
-            ("/healthz", _alive()),
-            ("/readyz", _readiness(rabbit, runner)),
-            ("/metrics", _metrics()),
-        ],
+        asgi_routes=health_routes(rabbit, _models_loading(runner)),
         # Models load before the broker connects: no job is taken by a runner still loading.
         on_startup=[runner.load, lifecycle.on_startup],
         after_startup=[lifecycle.after_startup],
@@ -116,36 +111,8 @@ def _bound(runner: Runner, queue: str) -> Callable[[RabbitMessage], Awaitable[No
     return take
 
 
-def _alive() -> ASGIApp:
-    @get(include_in_schema=False)
-    async def healthz(scope: Scope) -> AsgiResponse:
-        return AsgiResponse(b"ok", 200)
+def _models_loading(runner: Runner) -> ReadinessCheck:
+    async def check() -> str | None:
+        return None if runner.loaded else "models loading"
 
-    return healthz
-
-
-def _readiness(rabbit: RabbitBroker, runner: Runner) -> ASGIApp:
-    """Ready: models loaded, broker reachable, every work queue (and the cancel queue) consumed."""
-
-    @get(include_in_schema=False)
-    async def readyz(scope: Scope) -> AsgiResponse:
-        if not runner.loaded:
-            return AsgiResponse(b"models loading", 503)
-        if not await rabbit.ping(3.0):
-            return AsgiResponse(b"broker unreachable", 503)
-        for subscriber in rabbit.subscribers:
-            if not await consuming(subscriber):
-                log.warning("readiness: %s is not consuming", subscriber)
-                return AsgiResponse(b"a consumer is not consuming", 503)
-        return AsgiResponse(b"ready", 200)
-
-    return readyz
-
-
-def _metrics() -> ASGIApp:
-    @get(include_in_schema=False)
-    async def metrics(scope: Scope) -> AsgiResponse:
-        body, content_type = exposition()
-        return AsgiResponse(body, 200, headers={"content-type": content_type})
-
-    return metrics
+    return check

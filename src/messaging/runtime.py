@@ -16,8 +16,8 @@ from typing import Any
 
 import aio_pika
 import uvicorn
-from faststream.asgi import AsgiFastStream, AsgiResponse, get
-from faststream.asgi.types import ASGIApp, Scope
+from faststream.asgi import AsgiFastStream
+from faststream.asgi.types import ASGIApp
 from faststream.rabbit import RabbitBroker
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -27,9 +27,10 @@ from contracts.topology import Topology, build_topology
 from messaging.broker import create_broker, subscribe
 from messaging.consumer import TransactionalConsumer
 from messaging.database import create_engine, create_session_factory
-from messaging.lifecycle import Periodic, ServiceLifecycle, consuming
+from messaging.health import health_routes
+from messaging.lifecycle import Periodic, ServiceLifecycle
 from messaging.logs import configure_logging, name_service
-from messaging.metrics import DLQ_MESSAGES, exposition
+from messaging.metrics import DLQ_MESSAGES
 from messaging.publisher import EventPublisher
 from messaging.relay import OutboxRelay
 from messaging.rpc import RequestT, serve
@@ -124,12 +125,7 @@ class ServiceRuntime:
         self.every(OBSERVE_EVERY_S, "observe", self._observe)
         return AsgiFastStream(
             self.broker,
-            asgi_routes=[
-                ("/healthz", _alive()),
-                ("/readyz", self._readiness()),
-                ("/metrics", _metrics()),
-                *routes,
-            ],
+            asgi_routes=[*health_routes(self.broker, self._database_unreachable), *routes],
             on_startup=[lifecycle.on_startup],
             after_startup=[lifecycle.after_startup],
             on_shutdown=[lifecycle.on_shutdown],
@@ -146,43 +142,14 @@ class ServiceRuntime:
             queue = await channel.declare_queue(dlq, passive=True)
             DLQ_MESSAGES.labels(dlq).set(queue.declaration_result.message_count or 0)
 
-    def _readiness(self) -> ASGIApp:
-        broker, engine = self.broker, self.engine
-
-        @get(include_in_schema=False)
-        async def readyz(scope: Scope) -> AsgiResponse:
-            try:
-                async with asyncio.timeout(3.0), engine.connect() as connection:
-                    await connection.execute(text("SELECT 1"))
-            except Exception as exc:
-                log.warning("readiness: database unreachable: %r", exc)
-                return AsgiResponse(b"database unreachable", 503)
-            if not await broker.ping(3.0):
-                return AsgiResponse(b"broker unreachable", 503)
-            for subscriber in broker.subscribers:
-                if not await consuming(subscriber):
-                    log.warning("readiness: %s is not consuming", subscriber)
-                    return AsgiResponse(b"a consumer is not consuming", 503)
-            return AsgiResponse(b"ready", 200)
-
-        return readyz
-
-
-def _alive() -> ASGIApp:
-    @get(include_in_schema=False)
-    async def healthz(scope: Scope) -> AsgiResponse:
-        return AsgiResponse(b"ok", 200)
-
-    return healthz
-
-
-def _metrics() -> ASGIApp:
-    @get(include_in_schema=False)
-    async def metrics(scope: Scope) -> AsgiResponse:
-        body, content_type = exposition()
-        return AsgiResponse(body, 200, headers={"content-type": content_type})
-
-    return metrics
+    async def _database_unreachable(self) -> str | None:
+        try:
+            async with asyncio.timeout(3.0), self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.warning("readiness: database unreachable: %r", exc)
+            return "database unreachable"
+        return None
 
 
 def run(app: ASGIApp, settings: ServiceSettings | None = None) -> None:

@@ -1,0 +1,48 @@
+"""The HTTP routes every service serves: `/healthz` (alive), `/readyz`, `/metrics`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from faststream.asgi import AsgiResponse, get
+from faststream.asgi.types import ASGIApp, Scope
+from faststream.rabbit import RabbitBroker
+
+from messaging.lifecycle import consuming
+from messaging.metrics import exposition
+
+log = logging.getLogger(__name__)
+
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+"""Says why the service is not ready yet (None when it is)."""
+
+
+def health_routes(broker: RabbitBroker, *checks: ReadinessCheck) -> list[tuple[str, ASGIApp]]:
+    """Alive while the process serves; ready when `checks` pass, the broker answers and every
+    subscriber is still consuming (the broker may cancel one while the connection stays up)."""
+
+    @get(include_in_schema=False)
+    async def healthz(scope: Scope) -> AsgiResponse:
+        return AsgiResponse(b"ok", 200)
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Scope) -> AsgiResponse:
+        for check in checks:
+            if (reason := await check()) is not None:
+                log.warning("readiness: %s", reason)
+                return AsgiResponse(reason.encode(), 503)
+        if not await broker.ping(3.0):
+            return AsgiResponse(b"broker unreachable", 503)
+        for subscriber in broker.subscribers:
+            if not await consuming(subscriber):
+                log.warning("readiness: %s is not consuming", subscriber)
+                return AsgiResponse(b"a consumer is not consuming", 503)
+        return AsgiResponse(b"ready", 200)
+
+    @get(include_in_schema=False)
+    async def metrics(scope: Scope) -> AsgiResponse:
+        body, content_type = exposition()
+        return AsgiResponse(body, 200, headers={"content-type": content_type})
+
+    return [("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)]
