@@ -1,0 +1,121 @@
+"""The gateway's pure rules: job phases, language choice, flood control, image checks."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from bot_gateway.domain import Phase, advances, locale_for, rubles
+from bot_gateway.images import ImageRejectedError, check_image
+from bot_gateway.settings import TelegramSettings
+from bot_gateway.throttling import FloodGuard, Verdict
+
+FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+
+
+def encoded(size: tuple[int, int], kind: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 20, 30)).save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "expected"),
+    [
+        ("requested", Phase.created, True),
+        ("queued", Phase.running, True),
+        ("running", Phase.running, True),  # progress after progress
+        ("running", Phase.queued, False),  # a late JobQueued never hides progress
+        ("running", Phase.completed, True),
+        ("completed", Phase.running, False),  # a late progress never hides the result
+        ("completed", Phase.failed, False),
+        ("failed", Phase.completed, False),
+        ("requested", Phase.rejected, True),
+        ("queued", Phase.canceled, True),
+    ],
+)
+def test_a_job_moves_forward_only(current: str, new: Phase, expected: bool) -> None:
+    assert advances(current, new) is expected
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [("ru", "ru"), ("en", "en"), ("en-GB", "en"), ("de", "ru"), (None, "ru"), ("", "ru")],
+)
+def test_russian_unless_the_user_speaks_english(code: str | None, expected: str) -> None:
+    assert locale_for(code, ("ru", "en"), "ru") == expected
+
+
+def test_rubles_from_kopecks() -> None:
+    assert [rubles(10000), rubles(12345), rubles(5)] == ["100", "123.45", "0.05"]
+
+
+def test_flood_guard_warns_once_then_drops_until_the_window_passes() -> None:
+    now = [0.0]
+    guard = FloodGuard(limit=3, window_s=5.0, clock=lambda: now[0])
+    assert [guard.check(1) for _ in range(3)] == [Verdict.allow] * 3
+    assert guard.check(1) is Verdict.warn
+    assert guard.check(1) is Verdict.drop
+    assert guard.check(2) is Verdict.allow  # someone else is not affected
+    now[0] = 5.1
+    assert guard.check(1) is Verdict.allow
+    assert [guard.check(1) for _ in range(3)] == [Verdict.allow, Verdict.allow, Verdict.warn]
+
+
+def test_allowed_images_pass_with_their_format() -> None:
+    checked = check_image(encoded((40, 30), "PNG"), formats=FORMATS, max_pixels=10_000)
+    assert (checked.format, checked.width, checked.height) == ("PNG", 40, 30)
+    assert checked.extension == "png"
+    assert check_image(encoded((8, 8), "JPEG"), formats=FORMATS, max_pixels=100).extension == "jpg"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not an image at all", "not_an_image"),
+        (encoded((8, 8), "GIF"), "unsupported_format"),
+        (encoded((8, 8), "BMP"), "unsupported_format"),
+        (encoded((200, 100), "PNG"), "too_many_pixels"),
+        (encoded((64, 64), "PNG")[:60], "not_an_image"),  # truncated
+    ],
+)
+def test_bad_images_are_refused_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(ImageRejectedError) as refused:
+        check_image(data, formats=FORMATS, max_pixels=10_000)
+    assert refused.value.reason == reason
+
+
+def test_a_decompression_bomb_is_refused_from_its_header() -> None:
+    """A tiny file claiming 30000 × 30000 pixels: refused before any decoding."""
+    bomb = _png_header(30000, 30000)
+    with pytest.raises(ImageRejectedError) as refused:
+        check_image(bomb, formats=FORMATS, max_pixels=40_000_000)
+    assert refused.value.reason == "too_many_pixels"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_placeholder_secrets_are_refused_outside_development() -> None:
+    with pytest.raises(ValueError, match="TELEGRAM_BOT_TOKEN"):
+        TelegramSettings(environment="production")
+    with pytest.raises(ValueError, match="TELEGRAM_WEBHOOK_SECRET"):
+        TelegramSettings(environment="production", bot_token="1:real", mode="webhook")  # type: ignore[arg-type]
+    assert TelegramSettings(admin_ids="1, 2").admins == frozenset({1, 2})
