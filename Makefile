@@ -87,3 +87,10 @@ asyncapi-parser: ## Install the official AsyncAPI parser (node) that tests valid
 .PHONY: bench-gateway
 bench-gateway: ## Gateway: a 1,000-chat broadcast against a fake Bot API enforcing Telegram's limits
 	$(TEST_ENV) $(PY) bench/gateway.py
+
+.PHONY: locales
+locales: ## Gateway: refresh the gettext catalogs from the code (new ids get empty translations) and compile them
+	$(BIN)/pybabel extract -k _ --no-location --omit-header -o src/bot_gateway/locales/messages.pot src/bot_gateway
+	$(BIN)/pybabel update -N -w 100 -D messages -i src/bot_gateway/locales/messages.pot -d src/bot_gateway/locales
+	$(BIN)/pybabel compile -D messages -d src/bot_gateway/locales
+	rm src/bot_gateway/locales/messages.pot

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import billing.models  # noqa: F401  (each registers its tables on the shared metadata)
+import bot_gateway.models  # noqa: F401
 import jobs.models  # noqa: F401
 from imagebot.database import AdoptionError, adopt
 from messaging.database import metadata
