@@ -12,7 +12,7 @@ from contracts.events import (
     PaymentCreated,
     WeeklyBonusGranted,
 )
-from support.gateway_harness import Chat, Stack, new_user
+from support.gateway_harness import ADMIN, Chat, Stack, new_user
 
 PHRASES = {
     "ru": {
@@ -363,3 +363,18 @@ async def test_progress_edits_are_thinned_but_the_final_state_shows(stack: Stack
         if call.message_id == status_id
     ]
     assert len(edits) < 10, [c.text for c in edits]  # 30 progress reports, a few edits
+
+
+async def test_admins_get_stats_and_broadcast_through_the_sender(stack: Stack) -> None:
+    listener = await started_chat(stack, "ru")
+    admin = Chat(stack, ADMIN)
+    admin.say("/stats")
+    stats = await admin.expect("Users: ")
+    assert "Messages waiting: " in stats.text
+    admin.say("/broadcast Новые пресеты!")
+    queued = await admin.expect("Broadcast queued for ")
+    assert int(queued.text.split("for ")[1].split()[0]) >= 2
+    await listener.expect("Новые пресеты!")
+    listener.say("/stats")  # not an admin: just text the bot does not understand
+    await listener.expect("Не понял")
+    assert listener.said("Users: ") == []
