@@ -115,6 +115,9 @@ def build(
         edit_interval_s=delivery.edit_interval_s,
     )
     register_handlers(runtime, notifications, backends, sender.notify)
+    runtime.every(
+        3600.0, "purge_outbound", lambda: sender.purge_sent(settings.outbox.retention_days)
+    )
     dispatcher = _dispatcher(settings, runtime, i18n, conversation, backends, store)
     webhook = TelegramWebhook(dispatcher, bot, settings.telegram.webhook_secret.get_secret_value())
     routes = [(WEBHOOK_PATH, webhook)] if settings.telegram.mode == "webhook" else []
@@ -197,6 +200,7 @@ class _Updates:
                 allowed_updates=allowed,
             )
             return
+        await self._bot.delete_webhook()  # getUpdates is refused while a webhook is set
         self._polling = asyncio.create_task(
             self._dispatcher.start_polling(
                 self._bot,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiogram.types import ErrorEvent
 from aiogram.utils.i18n import I18n
@@ -14,7 +15,9 @@ from bot_gateway.domain import locale_for
 log = logging.getLogger(__name__)
 
 
-def error_handler(i18n: I18n):  # type: ignore[no-untyped-def]
+def error_handler(i18n: I18n) -> Callable[[ErrorEvent], Awaitable[bool]]:
+    """Log the failure; tell the user, in their language, to try again (busy or broken)."""
+
     async def on_error(event: ErrorEvent) -> bool:
         update = event.update
         user = (

@@ -102,7 +102,7 @@ class Notifications:
 
     async def queued(self, event: JobQueued, uow: UnitOfWork) -> None:
         job = await self._job(uow, event.job_id)
-        if not advances(job.phase, Phase.queued) or job.phase == Phase.running:
+        if not advances(job.phase, Phase.queued):
             return
         job.phase = Phase.queued
         with self._speaking(job.language):

@@ -47,6 +47,7 @@ _SENT = text(
     "last_error = :error WHERE id = :id AND version = :version"
 )
 _RELEASE = text("UPDATE gateway_outbound SET leased_until = NULL WHERE id = :id")
+_PURGE = text("DELETE FROM gateway_outbound WHERE sent_at < now() - make_interval(days => :days)")
 _BACK_OFF = text(
     "UPDATE gateway_outbound SET leased_until = NULL, last_error = :error, "
     "not_before = now() + make_interval(secs => :delay) WHERE id = :id"
@@ -113,6 +114,11 @@ class OutboundSender:
             by_chat[row.chat_id].append(row)
         await asyncio.gather(*(self._deliver_chat(rows) for rows in by_chat.values()))
         return len(claimed)
+
+    async def purge_sent(self, older_than_days: int) -> None:
+        """Forget delivered messages; a late duplicate event still finds its job finished."""
+        async with self._sessions() as session, session.begin():
+            await session.execute(_PURGE, {"days": older_than_days})
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
