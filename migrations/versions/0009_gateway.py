@@ -110,6 +110,7 @@ def upgrade() -> None:
         sa.Column("image_key", sa.String(length=255), nullable=True),
         sa.Column("phase", sa.String(length=20), nullable=False),
         sa.Column("price", sa.Integer(), nullable=True),
+        sa.Column("attempt", sa.Integer(), server_default="0", nullable=False),
         sa.Column("step", sa.Integer(), server_default="0", nullable=False),
         sa.Column("total_steps", sa.Integer(), server_default="0", nullable=False),
         sa.Column("status_message_id", sa.BigInteger(), nullable=True),

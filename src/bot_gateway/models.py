@@ -65,6 +65,8 @@ class GatewayJob(Base):
     image_key: Mapped[str | None] = mapped_column(String(255))
     phase: Mapped[str] = mapped_column(String(20), nullable=False)
     price: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    """The runner's attempt the progress belongs to; a retry starts counting steps again."""
     step: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     total_steps: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     status_message_id: Mapped[int | None] = mapped_column(BigInteger)

@@ -112,7 +112,9 @@ class Notifications:
 
     async def started(self, event: JobStarted, uow: UnitOfWork) -> None:
         job = await Jobs(uow.session).by_job(event.job_id)
-        if job is None or not advances(job.phase, Phase.running):
+        if job is None or not _current_attempt(job, event.attempt):
+            return
+        if not advances(job.phase, Phase.running):
             return
         job.phase, job.total_steps = Phase.running, event.total_steps
         with self._speaking(job.language):
@@ -122,7 +124,9 @@ class Notifications:
     async def progress(self, event: JobProgress, uow: UnitOfWork) -> None:
         """Step i of N; the mailbox thins these edits to one every few seconds."""
         job = await Jobs(uow.session).by_job(event.job_id)
-        if job is None or not advances(job.phase, Phase.running) or event.step <= job.step:
+        if job is None or not _current_attempt(job, event.attempt):
+            return
+        if not advances(job.phase, Phase.running) or event.step <= job.step:
             return
         job.phase, job.step, job.total_steps = Phase.running, event.step, event.total_steps
         with self._speaking(job.language):
@@ -220,3 +224,12 @@ class Notifications:
         """A user's language and private chat (its id is the user's Telegram id)."""
         user = await Users(uow.session).by_telegram_id(telegram_id)
         return (user.language, user.chat_id) if user else (None, telegram_id)
+
+
+def _current_attempt(job: GatewayJob, attempt: int) -> bool:
+    """False for reports of an earlier attempt; a later attempt starts counting steps anew."""
+    if attempt < job.attempt:
+        return False
+    if attempt > job.attempt:
+        job.attempt, job.step = attempt, 0
+    return True

@@ -139,8 +139,8 @@ class Stack:
         self, job_id: int, *, steps: int = 3, step_pause_s: float = 0.05
     ) -> JobCompleted:
         """Play the GPU runner: start, report each step, store a result, complete."""
-        (dispatched,) = await self.events.wait_for(JobDispatched, job_id=job_id)
-        attempt = dispatched.attempt
+        await self.events.wait_for(JobDispatched, job_id=job_id)
+        attempt = max(d.attempt for d in self.events.of(JobDispatched, job_id=job_id))
         await self.runner_publisher.publish(
             JobStarted(job_id=job_id, attempt=attempt, runner_id="runner-test", total_steps=steps)
         )

@@ -8,7 +8,10 @@ import pytest
 from contracts.events import (
     JobAttemptFailed,
     JobCreated,
+    JobDispatched,
+    JobProgress,
     JobRequested,
+    JobStarted,
     PaymentCreated,
     WeeklyBonusGranted,
 )
@@ -378,3 +381,38 @@ async def test_admins_get_stats_and_broadcast_through_the_sender(stack: Stack) -
     listener.say("/stats")  # not an admin: just text the bot does not understand
     await listener.expect("Не понял")
     assert listener.said("Users: ") == []
+
+
+async def test_a_retried_attempt_reports_its_own_steps(stack: Stack) -> None:
+    chat = await started_chat(stack, "ru")
+    status_id = await confirm_preset(chat, "ru", "Мультфильм", 20)
+    created = await created_job(stack, chat)
+    await stack.events.wait_for(JobDispatched, job_id=created.job_id)
+    await stack.runner_publisher.publish(
+        JobStarted(job_id=created.job_id, attempt=1, runner_id="r1", total_steps=4)
+    )
+    await stack.runner_publisher.publish(
+        JobProgress(job_id=created.job_id, attempt=1, step=3, total_steps=4)
+    )
+    await stack.telegram.shown_eventually(chat.user.id, status_id, "шаг 3 из 4")
+    await stack.runner_publisher.publish(
+        JobAttemptFailed(
+            job_id=created.job_id, attempt=1, retryable=True, reason="gpu_out_of_memory"
+        )
+    )
+    await stack.events.wait_for(JobDispatched, job_id=created.job_id, attempt=2)
+    await stack.runner_publisher.publish(
+        JobStarted(job_id=created.job_id, attempt=2, runner_id="r2", total_steps=4)
+    )
+    await stack.runner_publisher.publish(
+        JobProgress(job_id=created.job_id, attempt=2, step=1, total_steps=4)
+    )
+    await stack.telegram.shown_eventually(chat.user.id, status_id, "шаг 1 из 4")
+    await stack.runner_publisher.publish(  # a straggler of the first attempt changes nothing
+        JobProgress(job_id=created.job_id, attempt=1, step=4, total_steps=4)
+    )
+    completed = await stack.run_job(created.job_id, steps=1)
+    assert completed.attempt == 2
+    await stack.telegram.shown_eventually(chat.user.id, status_id, "готово")
+    texts = [c.text for c in stack.telegram.sent_to(chat.user.id, "editMessageText")]
+    assert not any("шаг 4 из 4" in text for text in texts)
