@@ -69,6 +69,7 @@ class Gateway:
     sender: OutboundSender
     conversation: Conversation
     backends: Backends
+    webhook: TelegramWebhook
     app: AsgiFastStream
 
 
@@ -137,7 +138,7 @@ def build(
         await sender.stop()
         await bot.session.close()
 
-    return Gateway(runtime, bot, dispatcher, sender, conversation, backends, app)
+    return Gateway(runtime, bot, dispatcher, sender, conversation, backends, webhook, app)
 
 
 def create_app(

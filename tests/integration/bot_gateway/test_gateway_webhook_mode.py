@@ -1,0 +1,89 @@
+"""Webhook mode: the gateway registers its URL and secret with Telegram and handles pushed
+updates only when they carry that secret."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from bot_gateway.app import build
+from bot_gateway.settings import TelegramSettings
+from contracts.topology import Topology
+from messaging.settings import BrokerSettings
+from support.fake_telegram import TOKEN, FakeTelegram
+from support.gateway_harness import gateway_settings, new_user
+
+SECRET = "webhook-secret-for-tests"
+
+
+async def test_pushed_updates_are_handled_only_with_the_secret(
+    gateway_database_url: str, amqp_url: str, topology: Topology, tmp_path: Path
+) -> None:
+    telegram = FakeTelegram()
+    await telegram.start()
+    settings = gateway_settings(
+        gateway_database_url,
+        amqp_url,
+        topology,
+        telegram,
+        tmp_path,
+        broker=BrokerSettings(url=amqp_url, namespace=topology.namespace, rpc_timeout_s=0.5),  # type: ignore[arg-type]
+    )
+    settings.telegram = TelegramSettings(
+        bot_token=TOKEN,  # type: ignore[arg-type]
+        api_url=telegram.base_url,
+        mode="webhook",
+        webhook_url="https://bot.example.org",
+        webhook_secret=SECRET,  # type: ignore[arg-type]
+    )
+    gateway = build(settings)
+    user = new_user("en")
+    update = {
+        "update_id": 1,
+        "message": {
+            "message_id": 1,
+            "date": 0,
+            "chat": {"id": user.id, "type": "private"},
+            "from": user.as_dict(),
+            "text": "/start",
+            "entities": [{"type": "bot_command", "offset": 0, "length": 6}],
+        },
+    }
+    async with gateway.app:
+        assert telegram.webhook["url"] == "https://bot.example.org/telegram/webhook"
+        assert telegram.webhook["secret_token"] == SECRET
+        assert await _post(gateway.app, update, "wrong") == 401
+        assert await _post(gateway.app, update, SECRET) == 200
+        # nobody serves billing in this namespace: the user hears that the service is busy
+        answer = await telegram.wait_for(user.id, "The service is busy right now")
+        assert answer.method == "sendMessage"
+        await asyncio.gather(*gateway.webhook.in_flight)
+    assert not any(call.method == "getUpdates" for call in telegram.calls)
+    await telegram.stop()
+
+
+async def _post(app: Any, update: dict[str, Any], secret: str) -> int:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/telegram/webhook",
+        "raw_path": b"/telegram/webhook",
+        "query_string": b"",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"x-telegram-bot-api-secret-token", secret.encode()),
+        ],
+    }
+    chunks = [{"type": "http.request", "body": json.dumps(update).encode(), "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return int(sent[0]["status"])
