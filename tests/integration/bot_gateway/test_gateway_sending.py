@@ -1,0 +1,94 @@
+"""The outbound sender against a fake Bot API that enforces Telegram's limits: a 429 is waited
+out and repeated, and a message whose sender died mid-send goes out again."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot_gateway.limits import RateLimiter
+from bot_gateway.rate_limited import RateLimitedRequests
+from bot_gateway.repository import Mailbox
+from bot_gateway.sender import OutboundSender
+from bot_gateway.settings import DeliverySettings
+from bot_gateway.storage import LocalObjectStore
+from messaging.database import create_engine, create_session_factory
+from messaging.settings import DatabaseSettings
+from support.database import DatabaseFactory, migrate
+from support.fake_telegram import TOKEN, FakeTelegram
+from support.gateway_harness import new_user
+
+
+@pytest.fixture(scope="module")
+async def own_sessions(
+    databases: DatabaseFactory,
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """A database of this module's own: no other sender (the suite's gateway) claims its rows."""
+    url = await databases.create("gateway_sending")
+    await migrate(url)
+    engine = create_engine(DatabaseSettings(url=url))  # type: ignore[arg-type]
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+def limited_bot(telegram: FakeTelegram, chat_interval_s: float) -> Bot:
+    bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.base_url)))
+    limiter = RateLimiter(global_rate_per_s=29, chat_interval_s=chat_interval_s, group_interval_s=3)
+    bot.session.middleware(RateLimitedRequests(limiter, retry_after_tries=3))
+    return bot
+
+
+async def test_a_429_is_honoured_and_nothing_is_lost() -> None:
+    telegram = FakeTelegram(enforce_limits=True)
+    await telegram.start()
+    bot = limited_bot(telegram, chat_interval_s=0)  # a limiter that ignores the chat limit
+    chat = new_user().id
+    for n in range(3):
+        await bot.send_message(chat, f"message {n}")
+    await bot.session.close()
+    await telegram.stop()
+    assert telegram.http_429 >= 1  # Telegram refused some at first...
+    delivered = [call.text for call in telegram.sent_to(chat, "sendMessage")]
+    assert delivered == ["message 0", "message 1", "message 2"]  # ...and all went, in order
+    times = [call.at for call in telegram.sent_to(chat, "sendMessage")]
+    assert times[2] - times[0] >= 1.9  # after the retry_after Telegram named
+
+
+async def test_a_message_leased_by_a_dead_sender_goes_out_again(
+    own_sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    telegram = FakeTelegram()
+    await telegram.start()
+    chat = new_user().id
+    async with own_sessions() as session, session.begin():
+        await Mailbox(session, edit_interval_s=0).send(f"test:{chat}", chat, "text", {"text": "hi"})
+        # a sender claimed it and died before marking it sent; its lease ran out
+        await session.execute(
+            text(
+                "UPDATE gateway_outbound SET leased_until = now() - interval '1 second', "
+                "attempts = 1 WHERE key = :key"
+            ),
+            {"key": f"test:{chat}"},
+        )
+    bot = limited_bot(telegram, chat_interval_s=1)
+    sender = OutboundSender(own_sessions, bot, LocalObjectStore(tmp_path), DeliverySettings())
+    assert await sender.deliver_pending() == 1
+    assert [call.text for call in telegram.sent_to(chat)] == ["hi"]
+    async with own_sessions() as session:
+        sent_at = (
+            await session.execute(
+                text("SELECT sent_at FROM gateway_outbound WHERE key = :key"),
+                {"key": f"test:{chat}"},
+            )
+        ).scalar_one()
+    assert sent_at is not None
+    assert await sender.deliver_pending() == 0  # sent and marked: never again
+    await bot.session.close()
+    await telegram.stop()
