@@ -114,8 +114,8 @@ class Notifications:
         job = await Jobs(uow.session).by_job(event.job_id)
         if job is None or not _current_attempt(job, event.attempt):
             return
-        if not advances(job.phase, Phase.running):
-            return
+        if not advances(job.phase, Phase.running) or job.step > 0:
+            return  # finished, or this attempt's progress overtook its start: keep the steps
         job.phase, job.total_steps = Phase.running, event.total_steps
         with self._speaking(job.language):
             text, markup = texts.started(job.title), keyboards.cancel_job(job.request_id.hex)

@@ -94,7 +94,7 @@ class Jobs:
         found = await self._session.execute(
             select(GatewayJob.job_id, GatewayJob.title).where(GatewayJob.job_id.in_(job_ids))
         )
-        return {job_id: title for job_id, title in found.tuples() if job_id is not None}
+        return {job_id: title for job_id, title in found.all() if job_id is not None}
 
     async def stats(self) -> tuple[int, int]:
         since = datetime.now(UTC) - timedelta(days=1)

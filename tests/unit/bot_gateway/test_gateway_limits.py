@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from typing import Any
 
@@ -35,9 +34,9 @@ def limiter(rate: float = 100.0, chat_s: float = 0.1, group_s: float = 0.3) -> R
 
 async def test_global_slots_are_evenly_spaced() -> None:
     taken = await stamps(limiter(rate=100), list(range(1, 21)))
-    gaps = [b - a for a, b in itertools.pairwise(taken)]
-    assert min(gaps) > 0.008  # 100/s: one slot every 10 ms, no bursts
-    assert taken[-1] > 0.18
+    # 100/s: the k-th call never goes before its slot k × 10 ms (a late wake-up only delays)
+    early = [(k, at) for k, at in enumerate(taken) if at < k * 0.01 - 0.002]
+    assert early == []
 
 
 async def test_one_chat_waits_its_interval_and_others_do_not_wait_for_it() -> None:
