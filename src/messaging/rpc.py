@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-from faststream.rabbit import Channel, RabbitBroker, RabbitQueue
+from faststream.rabbit import Channel, RabbitBroker, RabbitQueue, RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import BaseModel, ValidationError
 
@@ -45,13 +45,15 @@ def serve(
 ) -> None:
     """Answer `request_type` calls with `handler`; `RpcRefusedError` becomes an error reply."""
 
-    async def answer(message: RabbitMessage) -> bytes:
+    async def answer(message: RabbitMessage) -> RabbitResponse:
         with handling(
             correlation_id=_caller_correlation_id(message) or message.correlation_id,
             event_id=message.message_id,
             event_type=request_type.method,
         ):
-            return await _answer(message)
+            # Not mandatory: RabbitMQ returns mandatory replies to direct reply-to even when
+            # it delivered them, and the broker's channel raises on every return.
+            return RabbitResponse(await _answer(message), mandatory=False)
 
     async def _answer(message: RabbitMessage) -> bytes:
         try:

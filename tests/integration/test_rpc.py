@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import aio_pika
@@ -105,3 +107,14 @@ async def test_a_call_nobody_answers_times_out(
 async def test_asking_for_the_wrong_result_type_is_a_programming_error(client: RpcClient) -> None:
     with pytest.raises(TypeError):
         await client.call(EnsureAccount(telegram_id=1), PresetCatalog)
+
+
+async def test_answering_logs_no_error_on_the_server(
+    server: RabbitBroker, client: RpcClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mandatory reply to direct reply-to comes back as a return, which our channel raises."""
+    with caplog.at_level(logging.WARNING):
+        for telegram_id in range(1, 4):
+            await client.call(EnsureAccount(telegram_id=telegram_id), Account)
+        await asyncio.sleep(0.2)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
