@@ -95,7 +95,7 @@ class GatewayCredit(Base):
 class OutboundMessage(Base):
     """A Telegram call still to make: the sender delivers it and marks it sent.
 
-    `key` deduplicates (a second JobCompleted never sends a second photo) and coalesces (a job's
+    `key` deduplicates (a second JobSucceeded never sends a second photo) and coalesces (a job's
     status edits share one row; a newer text replaces one not yet sent and bumps `version`).
     """
 

@@ -24,13 +24,13 @@ from contracts.events import (
     BalanceRefunded,
     DebitRejected,
     JobCanceled,
-    JobCompleted,
     JobCreated,
     JobFailed,
     JobProgress,
     JobQueued,
     JobRequestRejected,
     JobStarted,
+    JobSucceeded,
     PaymentCreated,
     PaymentFailed,
     PaymentSucceeded,
@@ -134,8 +134,10 @@ class Notifications:
             markup = keyboards.cancel_job(job.request_id.hex)
         await self._status(uow, job, text, markup=markup)
 
-    async def completed(self, event: JobCompleted, uow: UnitOfWork) -> None:
+    async def succeeded(self, event: JobSucceeded, uow: UnitOfWork) -> None:
         """The result photo, once per job whatever the duplicates; the status says done."""
+        # Jobs' decision, not the runner's report: a late JobCompleted for a job already
+        # canceled or failed (and refunded) must not hand the user the photo as well.
         job = await self._job(uow, event.job_id)
         if not advances(job.phase, Phase.completed):
             return

@@ -167,6 +167,19 @@ class JobCompleted(Event):
     seed: int = Field(ge=0, lt=2**63)
 
 
+class JobSucceeded(Event):
+    """Jobs accepted a result and completed the job, once; the gateway delivers it."""
+
+    event_type: ClassVar[str] = "job.succeeded"
+
+    job_id: JobId
+    user_id: UserId
+    chat_id: ChatId
+    attempt: Attempt
+    result_key: ObjectKey
+    duration_ms: Annotated[int, Field(ge=0)]
+
+
 class JobAttemptFailed(Event):
     """One attempt failed; `retryable` says whether another attempt may succeed."""
 
@@ -334,6 +347,7 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         JobStarted,
         JobProgress,
         JobCompleted,
+        JobSucceeded,
         JobAttemptFailed,
         JobFailed,
         JobCancelRequested,

@@ -26,6 +26,7 @@ from contracts.events import (
     JobRequested,
     JobRequestRejected,
     JobStarted,
+    JobSucceeded,
 )
 from jobs import domain
 from jobs.dispatcher import Dispatcher, Sweeper, correlation, facts
@@ -216,7 +217,8 @@ class JobLifecycle:
         )
 
     async def completed(self, event: JobCompleted, uow: UnitOfWork) -> None:
-        """The first result wins; a late or repeated one changes nothing."""
+        """The first result wins and JobSucceeded announces it; a late or repeated one changes
+        nothing, so a job already canceled or failed (and refunded) is never delivered."""
         locked = await _lock(uow, event.job_id)
         if locked is None:
             return
@@ -238,6 +240,17 @@ class JobLifecycle:
             deadline_at=None,
             next_attempt_at=None,
             error=None,
+        )
+        uow.emit(
+            JobSucceeded(
+                job_id=job.id,
+                user_id=job.user_id or 0,
+                chat_id=job.chat_id or 0,
+                attempt=event.attempt,
+                result_key=event.result_key,
+                duration_ms=event.duration_ms,
+            ),
+            correlation_id=correlation(job),
         )
         await self.dispatcher.dispatch_user(repository, uow, job.user_id or 0, now)
 

@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 REQUIRED_EVENTS = {
     "JobRequested", "JobCreated", "BalanceDebited", "DebitRejected", "JobDispatched",
-    "JobQueued", "JobStarted", "JobProgress", "JobCompleted", "JobAttemptFailed", "JobFailed",
-    "JobCancelRequested", "JobCanceled", "BalanceRefunded", "TopUpRequested", "PaymentCreated",
-    "PaymentSucceeded", "PaymentFailed", "WeeklyBonusGranted",
+    "JobQueued", "JobStarted", "JobProgress", "JobCompleted", "JobSucceeded", "JobAttemptFailed",
+    "JobFailed", "JobCancelRequested", "JobCanceled", "BalanceRefunded", "TopUpRequested",
+    "PaymentCreated", "PaymentSucceeded", "PaymentFailed", "WeeklyBonusGranted",
 }  # fmt: skip
 
 

@@ -4,18 +4,24 @@ API, the gateway, billing and jobs on the real broker and database; the test pla
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from contracts.events import (
     JobAttemptFailed,
+    JobCompleted,
     JobCreated,
     JobDispatched,
     JobProgress,
     JobRequested,
     JobStarted,
+    JobSucceeded,
     PaymentCreated,
     WeeklyBonusGranted,
 )
-from support.gateway_harness import ADMIN, Chat, Stack, new_user
+from messaging.database import create_engine
+from messaging.settings import DatabaseSettings
+from support.gateway_harness import ADMIN, Chat, Stack, image_bytes, new_user
+from support.messaging import eventually
 
 PHRASES = {
     "ru": {
@@ -347,6 +353,7 @@ async def test_a_duplicate_completion_sends_one_photo(stack: Stack) -> None:
     await stack.runner_publisher.publish(completed)  # a second report of the same result
     await stack.runner_publisher.publish(completed)
     await stack.events.wait_for(type(completed), count=3, job_id=created.job_id)
+    assert len(stack.events.of(JobSucceeded, job_id=created.job_id)) == 1  # jobs decided once
     chat.mark()
     chat.say("/help")  # handled after the duplicates: the photo would have gone out by now
     await chat.expect("Как это работает")
@@ -416,3 +423,60 @@ async def test_a_retried_attempt_reports_its_own_steps(stack: Stack) -> None:
     await stack.telegram.shown_eventually(chat.user.id, status_id, "готово")
     texts = [c.text for c in stack.telegram.sent_to(chat.user.id, "editMessageText")]
     assert not any("шаг 4 из 4" in text for text in texts)
+
+
+async def test_a_canceled_job_the_runner_still_completes_sends_no_photo(
+    stack: Stack, gateway_database_url: str
+) -> None:
+    """The runner's last report arrives after the cancel (and its refund): jobs ignores it, so
+    the user keeps the refund and gets no result."""
+    p = PHRASES["ru"]
+    chat = await started_chat(stack, "ru")
+    status_id = await confirm_preset(chat, "ru", "Мультфильм", 20)
+    created = await created_job(stack, chat)
+    await stack.events.wait_for(JobDispatched, job_id=created.job_id)
+    await stack.runner_publisher.publish(
+        JobStarted(job_id=created.job_id, attempt=1, runner_id="r1", total_steps=2)
+    )
+    await stack.telegram.shown_eventually(chat.user.id, status_id, "работа началась")
+    chat.say("/cancel")
+    choose = await chat.expect(p["choose_cancel"])
+    chat.press(choose, "Мультфильм")
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["canceled"])
+    await chat.expect(p["refunded"])
+
+    key = f"results/{created.job_id}.png"
+    (stack.store_root / key).parent.mkdir(parents=True, exist_ok=True)
+    (stack.store_root / key).write_bytes(image_bytes((32, 32), "PNG"))
+    late = await stack.runner_publisher.publish(
+        JobCompleted(job_id=created.job_id, attempt=1, result_key=key, duration_ms=900, seed=1)
+    )
+    engine = create_engine(DatabaseSettings(url=gateway_database_url))  # type: ignore[arg-type]
+    try:
+
+        async def jobs_handled_it() -> bool:
+            async with engine.connect() as connection:
+                found = await connection.execute(
+                    text("SELECT 1 FROM jobs_inbox WHERE event_id = :id"), {"id": late.id}
+                )
+                return found.first() is not None
+
+        await eventually(jobs_handled_it)
+        async with engine.connect() as connection:
+            succeeded = await connection.execute(
+                text(
+                    "SELECT count(*) FROM jobs_outbox WHERE routing_key = 'job.succeeded' "
+                    "AND (envelope -> 'data' ->> 'job_id')::int = :job"
+                ),
+                {"job": created.job_id},
+            )
+            assert succeeded.scalar_one() == 0  # decided in the same commit as the claim
+    finally:
+        await engine.dispose()
+    chat.mark()
+    chat.say("/help")  # handled after the late report: a photo would be on its way by now
+    await chat.expect("Как это работает")
+    assert stack.telegram.sent_to(chat.user.id, "sendPhoto") == []
+    assert not stack.events.of(JobSucceeded, job_id=created.job_id)
+    assert len([c for c in stack.telegram.sent_to(chat.user.id, "sendMessage")
+                if p["refunded"] in c.text]) == 1  # fmt: skip

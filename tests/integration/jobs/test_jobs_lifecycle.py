@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -21,6 +22,7 @@ from contracts.events import (
     JobQueued,
     JobRejectReason,
     JobRequestRejected,
+    JobSucceeded,
 )
 from support.jobs_harness import EventLog, JobsPlayer
 from support.messaging import eventually
@@ -86,7 +88,12 @@ async def test_a_job_runs_from_request_to_result_with_every_transition_stored(
     await player.start(created.job_id)
     await eventually(lambda: stage_is(jobs_sessions, created.job_id, "processing"))
     await player.complete(created.job_id)
-    await eventually(lambda: stage_is(jobs_sessions, created.job_id, "completed"))
+    (succeeded,) = await events.wait_for(JobSucceeded, job_id=created.job_id)
+    assert await stage_is(jobs_sessions, created.job_id, "completed")  # the same commit
+    assert (succeeded.user_id, succeeded.chat_id, succeeded.attempt) == (3, 1003, 1)
+    assert (succeeded.result_key, succeeded.duration_ms) == (
+        f"results/{created.job_id}-1.png", 1500,
+    )  # fmt: skip
 
     row = await job_row(jobs_sessions, created.job_id)
     assert (row["legacy"], row["result_path"], row["retry_count"], row["price"]) == (
@@ -216,6 +223,30 @@ async def test_duplicate_and_out_of_order_events_change_nothing(
     assert not events.of(JobCanceled)
     assert not events.of(JobFailed)
     assert len(events.of(JobDispatched)) == 1
+    assert await _succeeded_in_outbox(jobs_sessions, created.job_id) == 1  # the first result only
+    assert len(events.of(JobSucceeded, job_id=created.job_id)) == 1
+
+
+async def _handled(sessions: Sessions, event_id: uuid.UUID) -> bool:
+    """Whether jobs claimed (and so committed whatever it decided about) the event."""
+    async with sessions() as session:
+        found = await session.execute(
+            text("SELECT 1 FROM jobs_inbox WHERE event_id = :id"), {"id": event_id}
+        )
+    return found.first() is not None
+
+
+async def _succeeded_in_outbox(sessions: Sessions, job_id: int) -> int:
+    """JobSucceeded events of the job that jobs ever committed to its outbox, published or not."""
+    async with sessions() as session:
+        count = await session.execute(
+            text(
+                "SELECT count(*) FROM jobs_outbox WHERE routing_key = 'job.succeeded' "
+                "AND (envelope -> 'data' ->> 'job_id')::int = :job"
+            ),
+            {"job": job_id},
+        )
+    return int(count.scalar_one())
 
 
 async def _inbox_holds(sessions: Sessions, count: int) -> bool:
@@ -284,9 +315,11 @@ async def test_cancel_while_waiting_and_while_processing_ends_in_job_canceled(
         row = await job_row(jobs_sessions, job_id)
         assert (row["stage"], row["legacy"]) == ("canceled", "failed")
     assert not events.of(JobDispatched, job_id=held.job_id)  # it never reached a runner
-    await player.complete(first.job_id)  # the runner finished anyway: too late
-    await asyncio.sleep(0.3)
+    late = await player.complete(first.job_id)  # the runner finished anyway: too late
+    await eventually(lambda: _handled(jobs_sessions, late.id))
     assert (await job_row(jobs_sessions, first.job_id))["stage"] == "canceled"
+    assert await _succeeded_in_outbox(jobs_sessions, first.job_id) == 0  # committed with the claim
+    assert not events.of(JobSucceeded)  # so the gateway sends no photo for a refunded job
 
 
 async def test_cancel_before_payment_and_a_strangers_cancel(
