@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from billing import accounts
-from billing.domain import LedgerKind, adjustment_key
+from billing import accounts, services
+from billing.domain import adjustment_key
 from messaging.database import create_engine, create_session_factory
 from messaging.settings import DatabaseSettings
 
@@ -63,24 +63,25 @@ async def _adjust(telegram_id: int, credits: int, reason: str, token: str) -> in
     engine = create_engine(DatabaseSettings())
     try:
         async with create_session_factory(engine)() as session, session.begin():
-            user_id = await accounts.user_id_of(session, telegram_id)
-            if user_id is None:
-                typer.echo(f"no account with telegram id {telegram_id}", err=True)
-                raise typer.Exit(1)
-            moved = await accounts.move(
+            adjusted = await services.adjust_balance(
                 session,
-                user_id=user_id,
-                amount=credits,
-                key=adjustment_key(token),
-                kind=LedgerKind.adjustment,
+                telegram_id=telegram_id,
+                credits=credits,
                 reason=reason,
+                key=adjustment_key(token),
             )
-            if moved is None:
-                current = await accounts.state(session, user_id)
-                done = await accounts.applied(session, adjustment_key(token))
-                why = "key already applied" if done else "the balance would go below zero"
-                typer.echo(f"refused: {why} (balance {current.balance})", err=True)
-                raise typer.Exit(1)
-            return moved.balance
     finally:
         await engine.dispose()
+    outcome = adjusted.outcome
+    if outcome is services.AdjustmentOutcome.unknown_account:
+        typer.echo(f"no account with telegram id {telegram_id}", err=True)
+        raise typer.Exit(1)
+    if outcome is not services.AdjustmentOutcome.applied:
+        why = {
+            services.AdjustmentOutcome.already_applied: "key already applied",
+            services.AdjustmentOutcome.below_zero: "the balance would go below zero",
+        }[outcome]
+        typer.echo(f"refused: {why} (balance {adjusted.balance})", err=True)
+        raise typer.Exit(1)
+    assert adjusted.balance is not None
+    return adjusted.balance

@@ -44,6 +44,11 @@ def adjustment_key(token: str) -> str:
     return f"adjustment:{token}"
 
 
+def grant_key(request_id: object) -> str:
+    """An admin's /grant: one ledger entry per request, however often the command arrives."""
+    return f"grant:{request_id}"
+
+
 def creation_key(request_id: object) -> str:
     """The YooKassa Idempotence-Key of a top-up: the same for every redelivery of its request."""
     return f"topup-{request_id}"

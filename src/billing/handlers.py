@@ -6,7 +6,13 @@ from billing import services
 from billing.settings import BillingSettings
 from billing.topups import TopUps
 from contracts.envelope import RawEnvelope
-from contracts.events import JobCanceled, JobCreated, JobFailed, TopUpRequested
+from contracts.events import (
+    CreditsGrantRequested,
+    JobCanceled,
+    JobCreated,
+    JobFailed,
+    TopUpRequested,
+)
 from contracts.rpc import (
     Account,
     EnsureAccount,
@@ -38,6 +44,10 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
     @consumer.on(TopUpRequested)
     async def topup_requested(event: TopUpRequested, uow: UnitOfWork) -> None:
         await topups.request(event, uow)
+
+    @consumer.on(CreditsGrantRequested)
+    async def grant_requested(event: CreditsGrantRequested, uow: UnitOfWork) -> None:
+        await services.grant_credits(event, uow)
 
     async def ensure_account(request: EnsureAccount) -> Account:
         async with runtime.unit_of_work() as uow:

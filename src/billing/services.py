@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from billing import accounts, payments
 from billing.domain import (
@@ -12,6 +15,7 @@ from billing.domain import (
     RemotePayment,
     Settlement,
     debit_key,
+    grant_key,
     refund_key,
     settle,
     shortfall,
@@ -23,8 +27,12 @@ from contracts.envelope import RawEnvelope, new_envelope
 from contracts.events import (
     BalanceDebited,
     BalanceRefunded,
+    CreditsGranted,
+    CreditsGrantRefused,
+    CreditsGrantRequested,
     DebitRejected,
     DebitRejectReason,
+    GrantRefusedReason,
     JobCreated,
     PaymentFailed,
     PaymentSucceeded,
@@ -202,6 +210,102 @@ async def ensure_account(
         username=username,
         balance=balance,
         created=opened.created,
+    )
+
+
+class AdjustmentOutcome(enum.Enum):
+    applied = "applied"
+    unknown_account = "unknown_account"
+    already_applied = "already_applied"
+    below_zero = "below_zero"
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    outcome: AdjustmentOutcome
+    user_id: int | None = None
+    balance: int | None = None
+    """The balance after the entry; the current one when it was refused."""
+
+
+async def adjust_balance(
+    session: AsyncSession, *, telegram_id: int, credits: int, reason: str, key: str
+) -> Adjustment:
+    """A manual ledger entry (kind `adjustment`) on one account, once per key, never below zero."""
+    user_id = await accounts.user_id_of(session, telegram_id)
+    if user_id is None:
+        return Adjustment(AdjustmentOutcome.unknown_account)
+    moved = await accounts.move(
+        session,
+        user_id=user_id,
+        amount=credits,
+        key=key,
+        kind=LedgerKind.adjustment,
+        reason=reason,
+    )
+    if moved is not None:
+        return Adjustment(AdjustmentOutcome.applied, user_id, moved.balance)
+    current = await accounts.state(session, user_id)
+    outcome = (
+        AdjustmentOutcome.already_applied
+        if await accounts.applied(session, key)
+        else AdjustmentOutcome.below_zero
+    )
+    return Adjustment(outcome, user_id, current.balance)
+
+
+async def grant_credits(event: CreditsGrantRequested, uow: UnitOfWork) -> None:
+    """Credit an admin's grant once per request id, or refuse it for an unknown account."""
+    note = event.reason.strip() or "no reason given"
+    adjusted = await adjust_balance(
+        uow.session,
+        telegram_id=event.telegram_id,
+        credits=event.credits,
+        reason=f"/grant by admin {event.admin_telegram_id}: {note}",
+        key=grant_key(event.request_id),
+    )
+    if adjusted.outcome is AdjustmentOutcome.already_applied:
+        log.info("grant %s was already applied; nothing to do", event.request_id)
+        return
+    if adjusted.outcome is AdjustmentOutcome.applied:
+        assert adjusted.user_id is not None
+        assert adjusted.balance is not None
+        log.info(
+            "admin %s granted %s credits to telegram %s (grant %s)",
+            event.admin_telegram_id,
+            event.credits,
+            event.telegram_id,
+            event.request_id,
+        )
+        uow.emit(
+            CreditsGranted(
+                request_id=event.request_id,
+                admin_telegram_id=event.admin_telegram_id,
+                user_id=adjusted.user_id,
+                telegram_id=event.telegram_id,
+                credits=event.credits,
+                balance=adjusted.balance,
+            ),
+            correlation_id=str(event.request_id),
+        )
+        return
+    if adjusted.outcome is not AdjustmentOutcome.unknown_account:
+        raise RuntimeError(f"grant {event.request_id}: a positive entry refused ({adjusted})")
+    log.warning(
+        "grant %s by admin %s refused: no account with telegram id %s",
+        event.request_id,
+        event.admin_telegram_id,
+        event.telegram_id,
+    )
+    uow.emit(
+        CreditsGrantRefused(
+            request_id=event.request_id,
+            admin_telegram_id=event.admin_telegram_id,
+            telegram_id=event.telegram_id,
+            credits=event.credits,
+            reason=GrantRefusedReason.unknown_account,
+        ),
+        correlation_id=str(event.request_id),
     )
 
 

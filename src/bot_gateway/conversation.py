@@ -10,10 +10,10 @@ from enum import Enum
 from typing import Any
 
 from bot_gateway import texts
-from bot_gateway.domain import FINISHED, Phase
+from bot_gateway.domain import FINISHED, GrantOrder, Phase
 from bot_gateway.models import GatewayCredit, GatewayJob
 from bot_gateway.repository import Credits, Jobs, Mailbox, Users
-from contracts.events import JobCancelRequested, JobRequested, TopUpRequested
+from contracts.events import CreditsGrantRequested, JobCancelRequested, JobRequested, TopUpRequested
 from messaging.unit_of_work import UnitOfWork
 
 
@@ -200,6 +200,23 @@ class Conversation:
             await uow.commit()
         self._mail_committed()
         return len(chats)
+
+    async def grant(self, admin_telegram_id: int, order: GrantOrder) -> uuid.UUID:
+        """CreditsGrantRequested: billing credits it once, through its ledger."""
+        request_id = uuid.uuid4()
+        async with self._unit_of_work() as uow:
+            uow.emit(
+                CreditsGrantRequested(
+                    request_id=request_id,
+                    admin_telegram_id=admin_telegram_id,
+                    telegram_id=order.telegram_id,
+                    credits=order.credits,
+                    reason=order.reason,
+                ),
+                correlation_id=str(request_id),
+            )
+            await uow.commit()
+        return request_id
 
     async def stats(self) -> tuple[int, int, int, int]:
         async with self._unit_of_work() as uow:

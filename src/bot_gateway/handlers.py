@@ -12,6 +12,8 @@ from bot_gateway.notifications import Notifications
 from contracts.envelope import Event
 from contracts.events import (
     BalanceRefunded,
+    CreditsGranted,
+    CreditsGrantRefused,
     DebitRejected,
     JobCanceled,
     JobCreated,
@@ -61,6 +63,8 @@ def register_handlers(
         PaymentSucceeded: notifications.payment_succeeded,
         PaymentFailed: notifications.payment_failed,
         WeeklyBonusGranted: notifications.weekly_bonus,
+        CreditsGranted: notifications.credits_granted,
+        CreditsGrantRefused: notifications.grant_refused,
     }
     for event_type, use_case in routes.items():
         runtime.consumer.on(event_type)(wake_sender_after_commit(use_case))

@@ -22,6 +22,8 @@ from bot_gateway.repository import Credits, Jobs, Mailbox, Users
 from bot_gateway.sender import markup_payload
 from contracts.events import (
     BalanceRefunded,
+    CreditsGranted,
+    CreditsGrantRefused,
     DebitRejected,
     JobCanceled,
     JobCreated,
@@ -214,6 +216,26 @@ class Notifications:
         with self._speaking(language):
             text = texts.weekly_bonus(event.amount, event.balance)
         key = f"bonus:{event.telegram_id}:{event.week}"
+        await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
+
+    async def credits_granted(self, event: CreditsGranted, uow: UnitOfWork) -> None:
+        """The user hears of the gift, the admin that it landed; each once per grant."""
+        await self._credit(uow, event.telegram_id, "grant", event.credits, event.balance)
+        language, chat_id = await self._addressee(uow, event.telegram_id)
+        with self._speaking(language):
+            text = texts.credits_granted(event.credits, event.balance)
+        mailbox = self._mailbox(uow)
+        await mailbox.send(f"grant:{event.request_id}", chat_id, "text", {"text": text})
+        language, chat_id = await self._addressee(uow, event.admin_telegram_id)
+        with self._speaking(language):
+            text = texts.grant_done(event.telegram_id, event.credits, event.balance)
+        await mailbox.send(f"granted:{event.request_id}", chat_id, "text", {"text": text})
+
+    async def grant_refused(self, event: CreditsGrantRefused, uow: UnitOfWork) -> None:
+        language, chat_id = await self._addressee(uow, event.admin_telegram_id)
+        with self._speaking(language):
+            text = texts.grant_refused_unknown(event.telegram_id, event.credits)
+        key = f"grant_refused:{event.request_id}"
         await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
 
     async def _credit(

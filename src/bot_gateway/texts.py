@@ -10,6 +10,8 @@ from datetime import datetime
 
 from aiogram.utils.i18n import gettext as _
 
+from bot_gateway.domain import GRANT_MAX_CREDITS, GRANT_REASON_MAX_LENGTH
+
 REJECT_REASONS = ("unknown_preset", "missing_image", "prompt_too_long", "active_jobs_cap")
 
 
@@ -253,9 +255,12 @@ def history_credits_title() -> str:
 
 
 def history_credit(kind: str, credits: int, at: datetime) -> str:
-    label = {"topup": _("top-up"), "bonus": _("weekly bonus"), "refund": _("refund")}.get(
-        kind, kind
-    )
+    label = {
+        "topup": _("top-up"),
+        "bonus": _("weekly bonus"),
+        "refund": _("refund"),
+        "grant": _("gift"),
+    }.get(kind, kind)
     return f"+{credits} · {label} · {at.strftime('%d.%m %H:%M')}"
 
 
@@ -347,3 +352,36 @@ def broadcast_usage() -> str:
 
 def broadcast_queued(count: int) -> str:
     return _("Broadcast queued for {count} chats.").format(count=count)
+
+
+def grant_usage() -> str:
+    return _(
+        "Usage: /grant <telegram_id> <credits> [reason]\n"
+        "The Telegram id and the credits are positive whole numbers (credits at most "
+        "{max_credits}); the reason, if any, at most {max_reason} characters."
+    ).format(max_credits=GRANT_MAX_CREDITS, max_reason=GRANT_REASON_MAX_LENGTH)
+
+
+def grant_requested(telegram_id: int, credits: int) -> str:
+    return _("Grant of {credits} credits to {telegram_id} sent to billing.").format(
+        credits=credits, telegram_id=telegram_id
+    )
+
+
+def grant_done(telegram_id: int, credits: int, balance: int) -> str:
+    return _("✅ {telegram_id} received {credits} credits. Their balance: {balance}.").format(
+        telegram_id=telegram_id, credits=credits, balance=balance
+    )
+
+
+def grant_refused_unknown(telegram_id: int, credits: int) -> str:
+    return _(
+        "❌ No account with Telegram id {telegram_id}: {credits} credits were not granted. "
+        "The user has to /start the bot first."
+    ).format(telegram_id=telegram_id, credits=credits)
+
+
+def credits_granted(credits: int, balance: int) -> str:
+    return _("🎁 You received {credits} credits. Balance: {balance}.").format(
+        credits=credits, balance=balance
+    )

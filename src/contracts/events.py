@@ -336,6 +336,53 @@ class WeeklyBonusGranted(Event):
     granted_at: AwareDatetime
 
 
+class GrantRefusedReason(StrEnum):
+    """Why billing did not apply an admin's grant."""
+
+    unknown_account = "unknown_account"
+
+
+GrantNote = Annotated[str, Field(max_length=500)]
+"""An admin's free-text reason for a grant; kept in the ledger."""
+
+
+class CreditsGrantRequested(Event):
+    """An admin asked to grant credits to a user; billing applies it once per request id."""
+
+    event_type: ClassVar[str] = "credits.grant_requested"
+
+    request_id: uuid.UUID
+    admin_telegram_id: TelegramId
+    telegram_id: TelegramId
+    credits: PositiveCredits
+    reason: GrantNote = ""
+
+
+class CreditsGranted(Event):
+    """An admin's grant was credited through the ledger, once."""
+
+    event_type: ClassVar[str] = "credits.granted"
+
+    request_id: uuid.UUID
+    admin_telegram_id: TelegramId
+    user_id: UserId
+    telegram_id: TelegramId
+    credits: PositiveCredits
+    balance: Credits
+
+
+class CreditsGrantRefused(Event):
+    """An admin's grant was not applied; nothing was credited."""
+
+    event_type: ClassVar[str] = "credits.grant_refused"
+
+    request_id: uuid.UUID
+    admin_telegram_id: TelegramId
+    telegram_id: TelegramId
+    credits: PositiveCredits
+    reason: GrantRefusedReason
+
+
 CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
@@ -361,6 +408,9 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         PaymentSucceeded,
         PaymentFailed,
         WeeklyBonusGranted,
+        CreditsGrantRequested,
+        CreditsGranted,
+        CreditsGrantRefused,
     )
 }
 """Every event of the v1 contract by (type, version)."""

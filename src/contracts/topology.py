@@ -18,7 +18,13 @@ DELIVERY_LIMIT = 5
 """Deliveries of one message before its queue dead-letters it (failures and crashes count)."""
 
 SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
-    "billing": (ev.JobCreated, ev.JobFailed, ev.JobCanceled, ev.TopUpRequested),
+    "billing": (
+        ev.JobCreated,
+        ev.JobFailed,
+        ev.JobCanceled,
+        ev.TopUpRequested,
+        ev.CreditsGrantRequested,
+    ),
     "jobs": (
         ev.JobRequested,
         ev.BalanceDebited,
@@ -43,13 +49,20 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.PaymentSucceeded,
         ev.PaymentFailed,
         ev.WeeklyBonusGranted,
+        ev.CreditsGranted,
+        ev.CreditsGrantRefused,
         ev.PresetsChanged,
     ),
 }
 """Which events each service's queue receives."""
 
 PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
-    "bot_gateway": (ev.JobRequested, ev.JobCancelRequested, ev.TopUpRequested),
+    "bot_gateway": (
+        ev.JobRequested,
+        ev.JobCancelRequested,
+        ev.TopUpRequested,
+        ev.CreditsGrantRequested,
+    ),
     "jobs": (
         ev.JobRequestRejected,
         ev.JobCreated,
@@ -68,6 +81,8 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.PaymentSucceeded,
         ev.PaymentFailed,
         ev.WeeklyBonusGranted,
+        ev.CreditsGranted,
+        ev.CreditsGrantRefused,
     ),
     "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
 }

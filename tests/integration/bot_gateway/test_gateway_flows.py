@@ -7,6 +7,9 @@ import pytest
 from sqlalchemy import text
 
 from contracts.events import (
+    CreditsGranted,
+    CreditsGrantRefused,
+    CreditsGrantRequested,
     JobAttemptFailed,
     JobCompleted,
     JobCreated,
@@ -20,6 +23,7 @@ from contracts.events import (
 )
 from messaging.database import create_engine
 from messaging.settings import DatabaseSettings
+from support.fake_telegram import TgUser
 from support.gateway_harness import ADMIN, Chat, Stack, image_bytes, new_user
 from support.messaging import eventually
 
@@ -480,3 +484,47 @@ async def test_a_canceled_job_the_runner_still_completes_sends_no_photo(
     assert not stack.events.of(JobSucceeded, job_id=created.job_id)
     assert len([c for c in stack.telegram.sent_to(chat.user.id, "sendMessage")
                 if p["refunded"] in c.text]) == 1  # fmt: skip
+
+
+async def test_an_admin_grants_credits_in_russian_and_both_sides_are_told(stack: Stack) -> None:
+    receiver = await started_chat(stack, "ru")
+    admin = Chat(stack, TgUser(id=ADMIN.id, first_name=ADMIN.first_name, language_code="ru"))
+    for unusable in ("/grant", f"/grant {receiver.user.id}", f"/grant {receiver.user.id} -5",
+                     f"/grant {receiver.user.id} 0", f"/grant id{receiver.user.id} 5",
+                     f"/grant {receiver.user.id} 99999999"):  # fmt: skip
+        admin.say(unusable)
+        await admin.expect("Использование: /grant <telegram_id> <кредиты> [причина]")
+    assert not stack.events.of(CreditsGrantRequested, telegram_id=receiver.user.id)
+
+    admin.say(f"/grant {receiver.user.id} 25 победа в конкурсе")
+    await admin.expect(f"Начисление 25 кредитов пользователю {receiver.user.id} передано")
+    await admin.expect(f"✅ {receiver.user.id} получил 25 кредитов. Его баланс: 85.")
+    await receiver.expect("🎁 Вам начислено 25 кредитов. Баланс: 85.")
+    (requested,) = stack.events.of(CreditsGrantRequested, telegram_id=receiver.user.id)
+    assert (requested.admin_telegram_id, requested.credits, requested.reason) == (
+        ADMIN.id, 25, "победа в конкурсе",
+    )  # fmt: skip
+    (granted,) = stack.events.of(CreditsGranted, telegram_id=receiver.user.id)
+    assert (granted.request_id, granted.balance) == (requested.request_id, 85)
+    receiver.say("/balance")
+    await receiver.expect(PHRASES["ru"]["balance"].format(85))
+    receiver.say("/history")
+    history = await receiver.expect("+25 · подарок")
+    assert history.text.count("подарок") == 1
+
+    stranger = new_user("ru")  # never talked to the bot: billing has no account
+    admin.say(f"/grant {stranger.id} 5")
+    await admin.expect(f"❌ Нет аккаунта с Telegram id {stranger.id}: 5 кредитов не начислено")
+    (refused,) = await stack.events.wait_for(CreditsGrantRefused, telegram_id=stranger.id)
+    assert refused.reason == "unknown_account"
+    assert stack.telegram.sent_to(stranger.id, "sendMessage") == []
+
+
+async def test_a_non_admins_grant_is_not_understood_and_grants_nothing(stack: Stack) -> None:
+    user = await started_chat(stack, "ru")
+    user.say(f"/grant {user.user.id} 1000 мне нужнее")
+    await user.expect("Не понял")
+    user.say("/balance")  # handled after /grant: a grant would have been requested by now
+    await user.expect(PHRASES["ru"]["balance"].format(60))
+    assert not stack.events.of(CreditsGrantRequested, telegram_id=user.user.id)
+    assert user.said("передано") == []
