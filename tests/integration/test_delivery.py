@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import RawEnvelope, new_envelope
-from contracts.events import JobCompleted, JobProgress
+from contracts.events import JobCompleted, JobProgress, JobSucceeded
 from contracts.topology import DELIVERY_LIMIT, QueueSpec, Topology
 from jobs.models import DELIVERY
 from messaging.broker import create_broker, declare_topology, subscribe
@@ -388,7 +388,11 @@ async def test_graceful_shutdown_finishes_in_flight_messages_then_flushes_the_ou
     async def slow(event: JobProgress, uow: UnitOfWork) -> None:
         started.set()
         await asyncio.sleep(1.0)
-        uow.emit(JobCompleted(job_id=1, attempt=1, result_key="r.png", duration_ms=1, seed=1))
+        uow.emit(
+            JobSucceeded(
+                job_id=1, user_id=1, chat_id=1, attempt=1, result_key="r.png", duration_ms=1
+            )
+        )
 
     subscribe(broker, queue, consumer, prefetch=1)
     lifecycle = ServiceLifecycle(broker, amqp_url, topology, [relay])
@@ -404,7 +408,7 @@ async def test_graceful_shutdown_finishes_in_flight_messages_then_flushes_the_ou
     assert await count(sessions, "SELECT count(*) FROM jobs_inbox") == 1
     assert await count(sessions, "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL") == 0
     delivered = await drain(amqp_url, queue.name)  # acknowledged: not redelivered
-    assert [message.type for message in delivered] == ["job.completed"]
+    assert [message.type for message in delivered] == ["job.succeeded"]
 
 
 async def test_a_consumer_runs_no_more_handlers_at_once_than_its_prefetch(

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import RawEnvelope
-from contracts.events import JobCompleted, JobProgress, JobStarted
+from contracts.events import JobProgress, JobStarted, JobSucceeded
 from contracts.topology import Topology
 from jobs.models import DELIVERY
 from messaging.broker import create_broker, declare_topology, subscribe
@@ -105,8 +105,13 @@ async def test_a_runtime_serves_health_handles_events_runs_loops_and_stops_clean
     @runtime.consumer.on(JobStarted)
     async def finish(event: JobStarted, uow: UnitOfWork) -> None:
         uow.emit(
-            JobCompleted(
-                job_id=event.job_id, attempt=event.attempt, result_key="r", duration_ms=1, seed=1
+            JobSucceeded(
+                job_id=event.job_id,
+                user_id=1,
+                chat_id=1,
+                attempt=event.attempt,
+                result_key="r",
+                duration_ms=1,
             )
         )
 
@@ -130,9 +135,9 @@ async def test_a_runtime_serves_health_handles_events_runs_loops_and_stops_clean
         seen = []
         for _ in range(50):
             seen += [m.type for m in await drain(amqp_url, gateway, idle_s=0.2)]
-            if "job.completed" in seen:
+            if "job.succeeded" in seen:
                 break
-        assert "job.completed" in seen  # emitted in the handler's transaction, relayed on commit
+        assert "job.succeeded" in seen  # emitted in the handler's transaction, relayed on commit
         assert len(ticks) >= 2
         assert await _get(port, "/readyz") == (200, "ready")
         status, metrics = await _get(port, "/metrics")
@@ -143,7 +148,7 @@ async def test_a_runtime_serves_health_handles_events_runs_loops_and_stops_clean
         assert status == 200
         assert consumed in metrics
         assert (
-            'imagebot_events_published_total{routing_key="job.completed",source="jobs"}' in metrics
+            'imagebot_events_published_total{routing_key="job.succeeded",source="jobs"}' in metrics
         )
 
         await _delete_queue(amqp_url, topology.service_queues["jobs"].name)  # broker cancels
