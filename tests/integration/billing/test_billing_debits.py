@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import aio_pika
@@ -12,13 +13,17 @@ from faststream.rabbit import RabbitBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing import accounts
 from billing.app import Billing
+from billing.domain import LedgerKind
+from billing.models import DELIVERY
 from contracts.envelope import new_envelope
 from contracts.events import JobCanceled, JobFailed
 from contracts.rpc import Account, EnsureAccount, ListTopUpPackages, TopUpPackages
 from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.rpc import RpcClient
+from messaging.unit_of_work import UnitOfWork
 from support.billing_harness import (
     balance_of,
     eventually,
@@ -328,9 +333,7 @@ async def test_a_refused_debit_redelivered_after_a_top_up_stays_refused(
     inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
     await sender.publish_envelope(envelope, job.routing_key())
     await handled(billing_sessions, inbox_before + 1)
-    await _execute(
-        billing_sessions, "UPDATE users SET balance = balance + :by WHERE user_id = :u", user_id, 50
-    )
+    await _top_up(billing_sessions, user_id, 50)
     await sender.publish_envelope(envelope, job.routing_key())  # the same message again
     await send(sender, job)  # and the same fact under a new id, as after the inbox forgot it
     paid = new_job(user_id, telegram_id, price=10)  # and a fresh job, which now goes through
@@ -343,6 +346,20 @@ async def test_a_refused_debit_redelivered_after_a_top_up_stays_refused(
     assert await outbox(billing_sessions, "balance.debited", job_id=job.job_id) == []
     assert len(await outbox(billing_sessions, "balance.debit_rejected", job_id=job.job_id)) == 1
     assert await balance_of(billing_sessions, user_id) == 45
+    assert await ledger_sum(billing_sessions, user_id) == 45
+
+
+async def _top_up(sessions: Sessions, user_id: int, credits: int) -> None:
+    async with UnitOfWork(sessions, DELIVERY, source="test") as uow:
+        moved = await accounts.move(
+            uow.session,
+            user_id=user_id,
+            amount=credits,
+            key=f"adjustment:test:{uuid.uuid4()}",
+            kind=LedgerKind.adjustment,
+        )
+        assert moved is not None
+        await uow.commit()
 
 
 async def _debited(sessions: Sessions, job_id: int) -> bool:
