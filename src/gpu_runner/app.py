@@ -11,7 +11,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 
-from contracts.events import JobCanceled
+from contracts.events import JobCanceled, JobFailed
 from contracts.topology import Topology, build_topology
 from gpu_runner.cancellations import Cancellations
 from gpu_runner.runner import Runner
@@ -86,20 +86,21 @@ def subscribe_runner(
             no_reply=True,
             title=topology.gpu_queues[name].name,
         )(_bound(runner, topology.gpu_queues[name].name))
-    cancel_queue = RabbitQueue(
-        f"{topology.namespace}.gpu.cancels.{settings.name}.{uuid.uuid4().hex[:8]}",
-        exclusive=True,
-        auto_delete=True,
-        routing_key=JobCanceled.event_type,
-    )
-    rabbit.subscriber(
-        cancel_queue,
-        RabbitExchange(topology.events_exchange, type=ExchangeType.TOPIC, durable=True),
-        ack_policy=AckPolicy.ACK,
-        decoder=keep_message,
-        no_reply=True,
-        title=cancel_queue.name,
-    )(runner.on_cancel)
+    for closing in (JobCanceled, JobFailed):  # a job closed for good need not run, or go on
+        cancel_queue = RabbitQueue(
+            f"{topology.namespace}.gpu.cancels.{settings.name}.{uuid.uuid4().hex[:8]}",
+            exclusive=True,
+            auto_delete=True,
+            routing_key=closing.event_type,
+        )
+        rabbit.subscriber(
+            cancel_queue,
+            RabbitExchange(topology.events_exchange, type=ExchangeType.TOPIC, durable=True),
+            ack_policy=AckPolicy.ACK,
+            decoder=keep_message,
+            no_reply=True,
+            title=cancel_queue.name,
+        )(_closing(runner))
 
 
 def _bound(runner: Runner, queue: str) -> Callable[[RabbitMessage], Awaitable[None]]:
@@ -109,6 +110,15 @@ def _bound(runner: Runner, queue: str) -> Callable[[RabbitMessage], Awaitable[No
         await runner.on_message(message, queue=queue)
 
     return take
+
+
+def _closing(runner: Runner) -> Callable[[RabbitMessage], Awaitable[None]]:
+    """A handler of its own per subscriber (FastStream wraps the function it is given)."""
+
+    async def close(message: RabbitMessage) -> None:
+        await runner.on_cancel(message)
+
+    return close
 
 
 def _models_loading(runner: Runner) -> ReadinessCheck:

@@ -27,6 +27,7 @@ from contracts.events import (
     JobCanceled,
     JobCompleted,
     JobDispatched,
+    JobFailed,
     JobProgress,
     JobStarted,
 )
@@ -137,14 +138,15 @@ class Runner:
         return "ok"
 
     async def on_cancel(self, message: RabbitMessage) -> None:
-        """The per-runner cancel subscriber: a JobCanceled stops that job at its next step."""
+        """The per-runner cancel subscriber: a job canceled, or failed for good (refunded), stops
+        at its next step here, and any copy of it still queued is skipped, not run."""
         try:
             _, event = EventConsumer.decode(message.body)
         except MalformedMessageError as exc:
             log.warning("ignoring unreadable message on the cancel queue: %s", exc)
             return
-        if isinstance(event, JobCanceled) and self.cancellations.cancel(event.job_id):
-            log.info("job %s canceled while running here; stopping at its next step", event.job_id)
+        if isinstance(event, JobCanceled | JobFailed) and self.cancellations.cancel(event.job_id):
+            log.info("job %s closed while running here; stopping at its next step", event.job_id)
 
     async def run(
         self, job: JobDispatched, envelope: RawEnvelope

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from contracts.events import JobCanceled, JobDispatched
+from contracts.events import JobCanceled, JobDispatched, JobFailed
 from contracts.topology import Topology
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.storage import LocalObjectStore
@@ -143,6 +143,25 @@ async def test_a_cancel_stops_the_running_job_within_one_step(
     assert stopped_after_s < 2 * step_s + 1.0
     assert reports.of("job.completed", 21) == []
     assert not (objects / "results" / "21.png").exists()
+
+
+async def test_a_job_that_failed_for_good_stops_running_too(
+    amqp_url: str, topology: Topology, objects: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs gave up on it (timed out, refunded): a copy still running must not go on."""
+    monkeypatch.setenv("GPU_PILLOW_FILTER_STEPS", "40")
+    monkeypatch.setenv("GPU_PILLOW_FILTER_STEP_DELAY_S", "0.25")
+    reports = Reports(amqp_url, topology)
+    async with serving_runner(amqp_url, topology, objects, PILLOW):
+        await publish(amqp_url, topology, job(22))
+        await reports.wait_for("job.progress", 22, count=2)
+        await publish(
+            amqp_url, topology, JobFailed(job_id=22, user_id=1, chat_id=1, reason="timeout")
+        )
+        [failed] = await reports.wait_for("job.attempt_failed", 22)
+
+    assert failed["reason"] == "canceled"
+    assert reports.of("job.completed", 22) == []
 
 
 async def test_a_runner_killed_mid_job_leaves_it_to_another_which_completes_it_once(
