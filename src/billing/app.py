@@ -15,17 +15,13 @@ from billing.topups import TopUps
 from billing.webhook import YooKassaWebhook
 from billing.yookassa_gateway import PaymentProvider, YooKassaGateway
 from messaging.runtime import ServiceRuntime
-from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from messaging.settings import InfrastructureSettings
 
 WEBHOOK_PATH = "/webhooks/yookassa"
 
 
 @dataclass
-class Settings:
-    database: DatabaseSettings = field(default_factory=DatabaseSettings)
-    broker: BrokerSettings = field(default_factory=BrokerSettings)
-    outbox: OutboxSettings = field(default_factory=OutboxSettings)
-    service: ServiceSettings = field(default_factory=ServiceSettings)
+class Settings(InfrastructureSettings):
     billing: BillingSettings = field(default_factory=BillingSettings)
     yookassa: YooKassaSettings = field(default_factory=YooKassaSettings)
     bonus: BonusSettings = field(default_factory=BonusSettings)
@@ -46,14 +42,7 @@ class Billing:
 
 def build(settings: Settings | None = None, *, yookassa: PaymentProvider | None = None) -> Billing:
     settings = settings or Settings()
-    runtime = ServiceRuntime(
-        "billing",
-        DELIVERY,
-        database=settings.database,
-        broker=settings.broker,
-        outbox=settings.outbox,
-        service=settings.service,
-    )
+    runtime = ServiceRuntime.of("billing", DELIVERY, settings)
     provider = yookassa or YooKassaGateway(settings.yookassa)
     topups = TopUps(runtime.sessions, provider, settings.billing, settings.yookassa)
     register(runtime, settings.billing, topups)

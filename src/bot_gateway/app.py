@@ -40,7 +40,7 @@ from bot_gateway.webhook import PATH as WEBHOOK_PATH
 from bot_gateway.webhook import TelegramWebhook
 from messaging.rpc import RpcClient
 from messaging.runtime import ServiceRuntime
-from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from messaging.settings import InfrastructureSettings
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +48,7 @@ LOCALES = Path(__file__).parent / "locales"
 
 
 @dataclass
-class Settings:
-    database: DatabaseSettings = field(default_factory=DatabaseSettings)
-    broker: BrokerSettings = field(default_factory=BrokerSettings)
-    outbox: OutboxSettings = field(default_factory=OutboxSettings)
-    service: ServiceSettings = field(default_factory=ServiceSettings)
+class Settings(InfrastructureSettings):
     telegram: TelegramSettings = field(default_factory=TelegramSettings)
     conversation: ConversationSettings = field(default_factory=ConversationSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
@@ -82,14 +78,7 @@ def build(
     settings: Settings | None = None, *, bot: Bot | None = None, store: ObjectStore | None = None
 ) -> Gateway:
     settings = settings or Settings()
-    runtime = ServiceRuntime(
-        "bot_gateway",
-        DELIVERY,
-        database=settings.database,
-        broker=settings.broker,
-        outbox=settings.outbox,
-        service=settings.service,
-    )
+    runtime = ServiceRuntime.of("bot_gateway", DELIVERY, settings)
     delivery = settings.delivery
     bot = bot or create_bot(settings.telegram)
     limiter = RateLimiter(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 import aio_pika
 import uvicorn
@@ -37,6 +37,7 @@ from messaging.rpc import RequestT, serve
 from messaging.settings import (
     BrokerSettings,
     DatabaseSettings,
+    InfrastructureSettings,
     OutboxSettings,
     ServiceSettings,
 )
@@ -87,6 +88,18 @@ class ServiceRuntime:
             transient_retry_s=broker.transient_retry_s,
         )
         self._periodic: list[Periodic] = []
+
+    @classmethod
+    def of(cls, name: str, tables: DeliveryTables, settings: InfrastructureSettings) -> Self:
+        """The runtime of service `name` from its settings."""
+        return cls(
+            name,
+            tables,
+            database=settings.database,
+            broker=settings.broker,
+            outbox=settings.outbox,
+            service=settings.service,
+        )
 
     def unit_of_work(self) -> UnitOfWork:
         """A fresh unit of work whose commits wake the relay."""

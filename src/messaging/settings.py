@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -72,3 +73,13 @@ class ServiceSettings(BaseSettings):
     """`json`: one object per line, for log collectors; `text` for reading in a terminal."""
     graceful_timeout_s: float = Field(default=20.0, gt=0)
     """Time in-flight messages get to finish on shutdown; below compose's stop_grace_period."""
+
+
+@dataclass
+class InfrastructureSettings:
+    """What every service with a database needs; a service's own settings extend it."""
+
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    outbox: OutboxSettings = field(default_factory=OutboxSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
