@@ -16,6 +16,9 @@ from bot_gateway.repository import Credits, Jobs, Mailbox, Users
 from contracts.events import CreditsGrantRequested, JobCancelRequested, JobRequested, TopUpRequested
 from messaging.unit_of_work import UnitOfWork
 
+REQUESTS = uuid.UUID("5b0f3c1e-8f9a-4c2e-9a57-2f4d7c1b9e60")
+"""Namespace of the request ids derived from what the user tapped (uuid5)."""
+
 
 @dataclass(frozen=True)
 class Customer:
@@ -90,9 +93,15 @@ class Conversation:
     async def request_job(
         self, customer: Customer, draft: Draft, status_message_id: int
     ) -> uuid.UUID:
-        """JobRequested, and the status message says it was accepted."""
-        request_id = uuid.uuid4()
+        """JobRequested, and the status message says it was accepted; once per draft.
+
+        The request id derives from the draft, so a double-tapped Start (two updates handled
+        at once) asks for one job: the second finds it here, and jobs deduplicates on the id.
+        """
+        request_id = uuid.uuid5(REQUESTS, f"job:{customer.telegram_id}:{draft.draft}")
         async with self._unit_of_work() as uow:
+            if await uow.session.get(GatewayJob, request_id) is not None:
+                return request_id
             Jobs(uow.session).add(
                 GatewayJob(
                     request_id=request_id,
@@ -164,11 +173,19 @@ class Conversation:
             uow.session.expunge_all()
         return jobs
 
-    async def request_topup(self, customer: Customer, package_id: str) -> None:
+    async def request_topup(
+        self, customer: Customer, package_id: str, offer_message_id: int
+    ) -> None:
+        """TopUpRequested; once per package per offer message, however often it is tapped.
+
+        Billing keeps one payment per request id, so repeated taps get the same payment.
+        """
         async with self._unit_of_work() as uow:
             uow.emit(
                 TopUpRequested(
-                    request_id=uuid.uuid4(),
+                    request_id=uuid.uuid5(
+                        REQUESTS, f"topup:{customer.telegram_id}:{offer_message_id}:{package_id}"
+                    ),
                     user_id=customer.user_id,
                     telegram_id=customer.telegram_id,
                     chat_id=customer.chat_id,

@@ -37,7 +37,8 @@ async def package(
     if callback_data.package_id not in {p.package_id for p in offer.packages}:
         await callback.answer(texts.stale_button(), show_alert=True)
         return
-    await conversation.request_topup(customer, callback_data.package_id)
+    offer_message_id = callback.message.message_id if callback.message else 0
+    await conversation.request_topup(customer, callback_data.package_id, offer_message_id)
     await callback.answer()
     if callback.message is not None:
         await callback.message.answer(texts.creating_payment())

@@ -3,6 +3,8 @@ API, the gateway, billing and jobs on the real broker and database; the test pla
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 
@@ -528,3 +530,21 @@ async def test_a_non_admins_grant_is_not_understood_and_grants_nothing(stack: St
     await user.expect(PHRASES["ru"]["balance"].format(60))
     assert not stack.events.of(CreditsGrantRequested, telegram_id=user.user.id)
     assert user.said("передано") == []
+
+
+async def test_a_double_tapped_start_asks_for_one_job(stack: Stack) -> None:
+    p = PHRASES["ru"]
+    chat = await started_chat(stack, "ru")
+    chat.photo()
+    categories = await chat.expect(p["photo_received"])
+    chat.press(categories, "Фото")
+    presets = await chat.expect(p["category"])
+    chat.press(presets, "Мультфильм")
+    confirm = await chat.expect(p["confirm"].format(20))
+    chat.press(confirm, p["start"])
+    chat.press(confirm, p["start"])  # a second tap before the first was answered
+
+    created = await created_job(stack, chat)
+    await asyncio.sleep(1.0)  # room for a second request to show up, were there one
+    requests = stack.events.of(JobRequested, telegram_id=chat.user.id)
+    assert [r.request_id for r in requests] == [created.request_id]
