@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramEntityTooLarge,
+    TelegramForbiddenError,
+)
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -62,6 +66,10 @@ class Outbound:
     payload: dict[str, Any]
     version: int
     attempts: int
+
+
+PHOTO_MAX_BYTES = 10 * 1024 * 1024
+"""Telegram's limit for a bot's sendPhoto; a larger result goes out with sendDocument (50 MB)."""
 
 
 class PermanentFailure(Exception):
@@ -211,7 +219,20 @@ class OutboundSender:
         # a result not (yet) in the store is retried: the runner wrote it before reporting
         data = await self._store.get(payload["object_key"])
         name = payload["object_key"].rsplit("/", 1)[-1]
-        sent = await self._bot.send_photo(
+        if len(data) <= PHOTO_MAX_BYTES:
+            try:
+                sent = await self._bot.send_photo(
+                    chat_id,
+                    BufferedInputFile(data, filename=name),
+                    caption=payload.get("caption"),
+                    reply_markup=markup,
+                )
+                return sent.message_id
+            except (TelegramBadRequest, TelegramEntityTooLarge) as exc:
+                # Too big or too oblong for a photo (sendPhoto: 10 MB, width + height <= 10000,
+                # side ratio <= 20): the paid result still goes out, as a file.
+                log.info("result for chat %s is no photo (%s); sending it as a file", chat_id, exc)
+        sent = await self._bot.send_document(
             chat_id,
             BufferedInputFile(data, filename=name),
             caption=payload.get("caption"),

@@ -12,6 +12,7 @@ minute in a group), and counts those answers in `http_429`.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import time
@@ -24,7 +25,7 @@ from aiohttp import web
 
 BOT_ID = 424242
 TOKEN = f"{BOT_ID}:TEST-token-for-the-fake-bot-api"
-CHAT_METHODS = frozenset({"sendMessage", "sendPhoto", "editMessageText"})
+CHAT_METHODS = frozenset({"sendMessage", "sendPhoto", "sendDocument", "editMessageText"})
 
 
 @dataclass(frozen=True)
@@ -392,10 +393,16 @@ class FakeTelegram:
         return self._sent(call, text=call.text)
 
     def _m_sendPhoto(self, call: Call) -> web.Response:
+        if call.photo is not None and not _fits_a_photo(call.photo):
+            return _error(400, "Bad Request: PHOTO_INVALID_DIMENSIONS")
         photo = [{"file_id": uuid.uuid4().hex, "file_unique_id": "r", "width": 8, "height": 8}]
         if call.params.get("caption"):
             return self._sent(call, photo=photo, caption=call.params["caption"])
         return self._sent(call, photo=photo)
+
+    def _m_sendDocument(self, call: Call) -> web.Response:
+        document = {"file_id": uuid.uuid4().hex, "file_unique_id": "d"}
+        return self._sent(call, document=document)
 
     def _m_editMessageText(self, call: Call) -> web.Response:
         key = (int(call.params["chat_id"]), int(call.params["message_id"]))
@@ -453,3 +460,14 @@ def _error(code: int, description: str) -> web.Response:
     return web.json_response(
         {"ok": False, "error_code": code, "description": description}, status=code
     )
+
+
+def _fits_a_photo(data: bytes) -> bool:
+    """Telegram's sendPhoto limits: 10 MB, width + height <= 10000, side ratio <= 20."""
+    from PIL import Image
+
+    if len(data) > 10 * 1024 * 1024:
+        return False
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+    return width + height <= 10_000 and max(width, height) <= 20 * min(width, height)

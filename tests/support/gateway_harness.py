@@ -136,7 +136,12 @@ class Stack:
         return int(sent[0]["status"])
 
     async def run_job(
-        self, job_id: int, *, steps: int = 3, step_pause_s: float = 0.05
+        self,
+        job_id: int,
+        *,
+        steps: int = 3,
+        step_pause_s: float = 0.05,
+        size: tuple[int, int] = (32, 32),
     ) -> JobCompleted:
         """Play the GPU runner: start, report each step, store a result, complete."""
         await self.events.wait_for(JobDispatched, job_id=job_id)
@@ -152,7 +157,7 @@ class Stack:
         key = f"results/{job_id}.png"
         path = self.store_root / key
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(image_bytes((32, 32), "PNG"))
+        path.write_bytes(image_bytes(size, "PNG"))
         completed = JobCompleted(
             job_id=job_id, attempt=attempt, result_key=key, duration_ms=1200, seed=1
         )

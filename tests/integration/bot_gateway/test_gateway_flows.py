@@ -548,3 +548,21 @@ async def test_a_double_tapped_start_asks_for_one_job(stack: Stack) -> None:
     await asyncio.sleep(1.0)  # room for a second request to show up, were there one
     requests = stack.events.of(JobRequested, telegram_id=chat.user.id)
     assert [r.request_id for r in requests] == [created.request_id]
+
+
+async def test_a_result_too_oblong_for_a_photo_arrives_as_a_file(stack: Stack) -> None:
+    """Telegram refuses photos with a side ratio over 20: the paid result still goes out."""
+    p = PHRASES["ru"]
+    chat = await started_chat(stack, "ru")
+    chat.photo()
+    categories = await chat.expect(p["photo_received"])
+    chat.press(categories, "Фото")
+    presets = await chat.expect(p["category"])
+    chat.press(presets, "Мультфильм")
+    confirm = await chat.expect(p["confirm"].format(20))
+    chat.press(confirm, p["start"])
+    created = await created_job(stack, chat)
+
+    chat.mark()
+    await stack.run_job(created.job_id, size=(2100, 100))
+    await chat.expect(p["ready"], method="sendDocument")
