@@ -237,6 +237,7 @@ def job_status(status: str) -> str:
         "awaiting_payment": _("awaiting payment"),
         "waiting": _("waiting"),
         "dispatched": _("in the queue"),
+        "queued": _("in the queue"),  # the seed's status, all a job from before us carries
         "processing": _("in progress"),
         "completed": _("done"),
         "failed": _("failed"),

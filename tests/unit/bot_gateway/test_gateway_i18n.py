@@ -59,3 +59,14 @@ def test_russian_is_really_russian() -> None:
         if re.search(r"[a-z]{4}", m) and not re.search("[а-я]", t)
     ]
     assert latin_only == []
+
+
+def test_a_job_from_before_us_shows_its_status_in_words() -> None:
+    """Legacy rows carry only the seed's `queued`: /history must not show the raw value."""
+    from aiogram.utils.i18n import I18n
+
+    from bot_gateway import texts
+
+    i18n = I18n(path=PACKAGE / "locales", default_locale="ru", domain="messages")
+    with i18n.context(), i18n.use_locale("ru"):
+        assert texts.job_status("queued") == texts.job_status("dispatched") == "в очереди"
