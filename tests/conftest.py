@@ -16,9 +16,9 @@ from aio_pika import connect_robust
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.topology import Topology, build_topology
-from messaging.database import create_engine, create_session_factory
+from messaging.database import create_session_factory
 from messaging.settings import DatabaseSettings
-from support.database import RUN_ID, DatabaseFactory, migrate
+from support.database import RUN_ID, DatabaseFactory, engine_at, migrated_database
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING_SERVICES = (
@@ -83,16 +83,13 @@ async def databases(postgres_server_url: str) -> AsyncIterator[DatabaseFactory]:
 @pytest.fixture(scope="session")
 async def database_url(databases: DatabaseFactory) -> str:
     """The run's database, migrated to head."""
-    url = await databases.create("main")
-    await migrate(url)
-    return url
+    return await migrated_database(databases, "main")
 
 
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(DatabaseSettings(url=database_url))  # type: ignore[arg-type]
-    yield engine
-    await engine.dispose()
+    async with engine_at(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")

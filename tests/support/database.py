@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from messaging.database import create_engine
+from messaging.settings import DatabaseSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ID = uuid.uuid4().hex[:8]
@@ -58,3 +64,19 @@ async def migrate(database_url: str, revision: str = "head", *, down: bool = Fal
     """Run alembic in a worker thread: its environment runs its own event loop."""
     operation = command.downgrade if down else command.upgrade
     await asyncio.to_thread(operation, alembic_config(database_url), revision)
+
+
+async def migrated_database(databases: DatabaseFactory, label: str) -> str:
+    """A throwaway database of its own, migrated to head."""
+    url = await databases.create(label)
+    await migrate(url)
+    return url
+
+
+@asynccontextmanager
+async def engine_at(url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(DatabaseSettings(url=url))  # type: ignore[arg-type]
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

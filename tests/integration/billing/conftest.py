@@ -15,26 +15,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from billing.app import Billing, Settings, build
 from contracts.topology import Topology
 from messaging.broker import create_broker, declare_topology
-from messaging.database import create_engine, create_session_factory
+from messaging.database import create_session_factory
 from messaging.publisher import EventPublisher
-from messaging.settings import BrokerSettings, DatabaseSettings
+from messaging.settings import BrokerSettings
 from support.billing_harness import make_settings
-from support.database import DatabaseFactory, migrate
+from support.database import DatabaseFactory, engine_at, migrated_database
 from support.fake_yookassa import FakeYooKassa
 
 
 @pytest.fixture(scope="session")
 async def billing_database_url(databases: DatabaseFactory) -> str:
-    url = await databases.create("billing")
-    await migrate(url)
-    return url
+    return await migrated_database(databases, "billing")
 
 
 @pytest.fixture(scope="session")
 async def billing_engine(billing_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(DatabaseSettings(url=billing_database_url))  # type: ignore[arg-type]
-    yield engine
-    await engine.dispose()
+    async with engine_at(billing_database_url) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")

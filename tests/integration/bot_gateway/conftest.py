@@ -23,11 +23,11 @@ from contracts.topology import Topology, build_topology
 from jobs.app import create_app as create_jobs
 from jobs.settings import JobsSettings
 from messaging.broker import create_broker, declare_topology
-from messaging.database import create_engine, create_session_factory
+from messaging.database import create_session_factory
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
 from support.billing_harness import make_settings as billing_settings
-from support.database import RUN_ID, DatabaseFactory, migrate
+from support.database import RUN_ID, DatabaseFactory, engine_at, migrated_database
 from support.fake_telegram import FakeTelegram
 from support.fake_yookassa import FakeYooKassa
 from support.gateway_harness import MAX_UNFINISHED, Stack, gateway_settings
@@ -45,10 +45,8 @@ PRESETS = [
 
 @pytest.fixture(scope="session")
 async def gateway_database_url(databases: DatabaseFactory) -> str:
-    url = await databases.create("gateway")
-    await migrate(url)
-    engine = create_engine(DatabaseSettings(url=url))  # type: ignore[arg-type]
-    async with engine.begin() as connection:
+    url = await migrated_database(databases, "gateway")
+    async with engine_at(url) as engine, engine.begin() as connection:
         for category, name, icon, price, order, workflow in PRESETS:
             await connection.execute(
                 text(
@@ -58,15 +56,13 @@ async def gateway_database_url(databases: DatabaseFactory) -> str:
                 {"c": category, "n": name, "p": f"make it {name}", "i": icon, "price": price,
                  "o": order, "w": workflow},
             )  # fmt: skip
-    await engine.dispose()
     return url
 
 
 @pytest.fixture(scope="session")
 async def gateway_engine(gateway_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(DatabaseSettings(url=gateway_database_url))  # type: ignore[arg-type]
-    yield engine
-    await engine.dispose()
+    async with engine_at(gateway_database_url) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")

@@ -15,10 +15,10 @@ from contracts.topology import Topology
 from jobs.app import create_app
 from jobs.settings import JobsSettings
 from messaging.broker import create_broker, declare_topology
-from messaging.database import create_engine, create_session_factory
+from messaging.database import create_session_factory
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
-from support.database import DatabaseFactory, migrate
+from support.database import DatabaseFactory, engine_at, migrated_database
 from support.jobs_harness import EventLog, JobsPlayer
 
 FAST = {
@@ -34,16 +34,13 @@ StartJobs = Callable[..., AbstractAsyncContextManager[None]]
 
 @pytest.fixture(scope="session")
 async def jobs_database_url(databases: DatabaseFactory) -> str:
-    url = await databases.create("jobs")
-    await migrate(url)
-    return url
+    return await migrated_database(databases, "jobs")
 
 
 @pytest.fixture(scope="session")
 async def jobs_engine(jobs_database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(DatabaseSettings(url=jobs_database_url))  # type: ignore[arg-type]
-    yield engine
-    await engine.dispose()
+    async with engine_at(jobs_database_url) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")
