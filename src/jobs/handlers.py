@@ -48,12 +48,13 @@ class Reads:
 
     async def jobs(self, request: ListJobs) -> JobHistory:
         async with self._sessions() as session:
-            jobs = await JobsRepository(session).recent_jobs(request.user_id, request.limit)
+            repository = await JobsRepository.of(session)
+            jobs = await repository.recent_jobs(request.user_id, request.limit)
         return JobHistory(
             jobs=[
                 JobView(
                     job_id=job.id,
-                    status=job.stage or (job.status.value if job.status else "unknown"),
+                    status=job.stage or job.status or "unknown",
                     prompt=job.prompt,
                     preset_id=job.preset_id,
                     price=job.price or 0,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
@@ -30,9 +29,8 @@ from contracts.events import (
 )
 from jobs import domain
 from jobs.dispatcher import Dispatcher, Sweeper, correlation, facts
-from jobs.domain import IN_FLIGHT, Limits, Move, Order, RequestFacts, RetryPolicy
-from jobs.models import Job
-from jobs.repository import JobsRepository, NewJob, deadline
+from jobs.domain import IN_FLIGHT, Limits, Move, Order, Rejection, RequestFacts, RetryPolicy
+from jobs.repository import JobRow, JobsRepository, NewJob, RequestState, deadline
 from jobs.settings import JobsSettings
 from messaging.unit_of_work import UnitOfWork
 
@@ -61,68 +59,75 @@ class JobLifecycle:
 
     async def request(self, event: JobRequested, uow: UnitOfWork) -> None:
         """Create and price the job (once per request id), or refuse it with a reason."""
-        repository = JobsRepository(uow.session)
+        repository = await JobsRepository.of(uow.session)
         await repository.lock_user(event.user_id)
-        if await repository.job_for_request(event.request_id) is not None:
+        state = await repository.request_state(event.request_id, event.user_id, event.preset_id)
+        if state.existing_job is not None:
             log.info("request %s already has its job; ignoring the repeat", event.request_id)
             return
-        preset = await repository.preset(event.preset_id) if event.preset_id else None
-        decision = domain.take_order(
+        decision = self._decide(event, state)
+        if not isinstance(decision, Order):
+            self._reject(uow, event, decision.reason, decision.detail)
+            return
+        job_id = await self._create(repository, event, decision, state, _cause(uow))
+        if job_id is None:
+            self._reject(uow, event, JobRejectReason.invalid_request, "unknown user")
+            return
+        uow.emit(self._created(event, decision, job_id), correlation_id=str(event.request_id))
+
+    def _decide(self, event: JobRequested, state: RequestState) -> Order | Rejection:
+        return domain.take_order(
             RequestFacts(
                 preset_id=event.preset_id,
                 prompt=event.prompt,
                 has_image=event.image_key is not None,
-                unfinished_jobs=await repository.unfinished_jobs(event.user_id),
+                unfinished_jobs=state.unfinished_jobs,
             ),
-            preset,
+            state.preset if event.preset_id else None,
             self._limits,
         )
-        if not isinstance(decision, Order):
-            self._reject(uow, event, decision.reason, decision.detail)
-            return
-        job_id = await self._create(repository, event, decision)
-        if job_id is None:
-            self._reject(uow, event, JobRejectReason.invalid_request, "unknown user")
-            return
-        await repository.record_created(job_id, _cause(uow))
-        uow.emit(
-            JobCreated(
-                job_id=job_id,
-                request_id=event.request_id,
-                user_id=event.user_id,
-                telegram_id=event.telegram_id,
-                chat_id=event.chat_id,
-                price=decision.price,
-                workflow_type=decision.workflow_type,
-                preset_id=event.preset_id,
-            ),
-            correlation_id=str(event.request_id),
+
+    def _new_job(self, event: JobRequested, order: Order, state: RequestState) -> NewJob:
+        return NewJob(
+            request_id=event.request_id,
+            user_id=event.user_id,
+            telegram_id=event.telegram_id,
+            chat_id=event.chat_id,
+            language=event.language,
+            preset_id=event.preset_id,
+            prompt=order.prompt,
+            image_key=event.image_key,
+            price=order.price,
+            workflow_type=order.workflow_type,
+            seed=secrets.randbelow(2**53),
+            payment_deadline=deadline(state.now, self.settings.payment_timeout_s),
+        )
+
+    @staticmethod
+    def _created(event: JobRequested, order: Order, job_id: int) -> JobCreated:
+        return JobCreated(
+            job_id=job_id,
+            request_id=event.request_id,
+            user_id=event.user_id,
+            telegram_id=event.telegram_id,
+            chat_id=event.chat_id,
+            price=order.price,
+            workflow_type=order.workflow_type,
+            preset_id=event.preset_id,
         )
 
     async def _create(
-        self, repository: JobsRepository, event: JobRequested, order: Order
+        self,
+        repository: JobsRepository,
+        event: JobRequested,
+        order: Order,
+        state: RequestState,
+        cause: uuid.UUID | None,
     ) -> int | None:
         """The new job's id; None when billing has no such user (the legacy foreign key)."""
         try:
-            async with repository.session.begin_nested():
-                job_id = await repository.insert_job(
-                    NewJob(
-                        request_id=event.request_id,
-                        user_id=event.user_id,
-                        telegram_id=event.telegram_id,
-                        chat_id=event.chat_id,
-                        language=event.language,
-                        preset_id=event.preset_id,
-                        prompt=order.prompt,
-                        image_key=event.image_key,
-                        price=order.price,
-                        workflow_type=order.workflow_type,
-                        seed=secrets.randbelow(2**53),
-                        payment_deadline=deadline(
-                            await repository.now(), self.settings.payment_timeout_s
-                        ),
-                    )
-                )
+            async with repository.connection.begin_nested():
+                job_id = await repository.insert_job(self._new_job(event, order, state), cause)
         except IntegrityError as exc:
             if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
                 raise
@@ -157,7 +162,7 @@ class JobLifecycle:
         locked = await _lock(uow, event.job_id)
         if locked is None:
             return
-        repository, job, now = locked
+        repository, job = locked
         move = domain.on_paid(facts(job))
         if move is None:
             log.warning(
@@ -166,19 +171,25 @@ class JobLifecycle:
                 job.stage,
                 job.stage,
             )
-            job.debited_at = job.debited_at or now
+            if job.debited_at is None:
+                await repository.note_debited(job.id, job.now)
             return
         await repository.move(
-            job, move.to, reason=move.reason, event_id=_cause(uow), debited_at=now, deadline_at=None
+            job,
+            move.to,
+            reason=move.reason,
+            event_id=_cause(uow),
+            debited_at=job.now,
+            deadline_at=None,
         )
-        await self.dispatcher.dispatch_user(repository, uow, event.user_id, now)
+        await self.dispatcher.dispatch_user(repository, uow, event.user_id)
 
     async def debit_rejected(self, event: DebitRejected, uow: UnitOfWork) -> None:
         """Unpaid: the job fails; the gateway tells the user from DebitRejected itself."""
         locked = await _lock(uow, event.job_id)
         if locked is None:
             return
-        repository, job, now = locked
+        repository, job = locked
         move = domain.on_debit_rejected(facts(job), event.reason.value)
         if move is None:
             log.info("job %s is %s; ignoring a late debit rejection", job.id, job.stage)
@@ -188,7 +199,7 @@ class JobLifecycle:
             move.to,
             reason=move.reason,
             event_id=_cause(uow),
-            finished_at=now,
+            finished_at=job.now,
             error=f"{event.reason.value}: price {event.price}, balance {event.balance}",
         )
 
@@ -196,7 +207,7 @@ class JobLifecycle:
         locked = await _lock(uow, event.job_id)
         if locked is None:
             return
-        repository, job, now = locked
+        repository, job = locked
         move = domain.on_started(facts(job), event.attempt)
         if move is None:
             log.info(
@@ -212,8 +223,8 @@ class JobLifecycle:
             move.to,
             reason=move.reason,
             event_id=_cause(uow),
-            started_at=now,
-            deadline_at=deadline(now, self.settings.processing_timeout_s),
+            started_at=job.now,
+            deadline_at=deadline(job.now, self.settings.processing_timeout_s),
         )
 
     async def completed(self, event: JobCompleted, uow: UnitOfWork) -> None:
@@ -222,7 +233,7 @@ class JobLifecycle:
         locked = await _lock(uow, event.job_id)
         if locked is None:
             return
-        repository, job, now = locked
+        repository, job = locked
         move = domain.on_completed(facts(job), event.attempt)
         if move is None:
             log.info(
@@ -236,7 +247,7 @@ class JobLifecycle:
             event_id=_cause(uow),
             result_path=event.result_key,
             duration_ms=event.duration_ms,
-            finished_at=now,
+            finished_at=job.now,
             deadline_at=None,
             next_attempt_at=None,
             error=None,
@@ -252,14 +263,14 @@ class JobLifecycle:
             ),
             correlation_id=correlation(job),
         )
-        await self.dispatcher.dispatch_user(repository, uow, job.user_id or 0, now)
+        await self.dispatcher.dispatch_user(repository, uow, job.user_id)
 
     async def attempt_failed(self, event: JobAttemptFailed, uow: UnitOfWork) -> None:
         """Retry after a backoff while attempts remain and the failure may pass; else fail."""
         locked = await _lock(uow, event.job_id)
         if locked is None:
             return
-        repository, job, now = locked
+        repository, job = locked
         move = domain.on_attempt_failed(
             facts(job),
             event.attempt,
@@ -276,10 +287,10 @@ class JobLifecycle:
                 event.attempt,
             )
             return
-        await self._apply_failure(repository, uow, job, now, move, event.detail)
+        await self._apply_failure(repository, uow, job, move, event.detail)
 
     async def give_up_attempt(
-        self, repository: JobsRepository, uow: UnitOfWork, job: Job, now: datetime
+        self, repository: JobsRepository, uow: UnitOfWork, job: JobRow
     ) -> None:
         """The sweeper found the job's attempt past its deadline."""
         move = domain.on_deadline(facts(job), self._retries)
@@ -289,15 +300,14 @@ class JobLifecycle:
             "job %s: attempt %s %s past its deadline", job.id, facts(job).attempt, job.stage
         )
         await self._apply_failure(
-            repository, uow, job, now, move, f"attempt {facts(job).attempt} timed out"
+            repository, uow, job, move, f"attempt {facts(job).attempt} timed out"
         )
 
     async def _apply_failure(
         self,
         repository: JobsRepository,
         uow: UnitOfWork,
-        job: Job,
-        now: datetime,
+        job: JobRow,
         move: Move,
         detail: str,
     ) -> None:
@@ -310,7 +320,7 @@ class JobLifecycle:
                 reason=move.reason,
                 event_id=_cause(uow),
                 retry_count=attempt,
-                next_attempt_at=deadline(now, move.delay_s),
+                next_attempt_at=deadline(job.now, move.delay_s),
                 deadline_at=None,
                 error=error,
             )
@@ -320,7 +330,7 @@ class JobLifecycle:
                 move.to,
                 reason=move.reason,
                 event_id=_cause(uow),
-                finished_at=now,
+                finished_at=job.now,
                 deadline_at=None,
                 error=error,
             )
@@ -334,24 +344,14 @@ class JobLifecycle:
                 ),
                 correlation_id=correlation(job),
             )
-        await self.dispatcher.dispatch_user(repository, uow, job.user_id or 0, now)
+        await self.dispatcher.dispatch_user(repository, uow, job.user_id)
 
     async def cancel(self, event: JobCancelRequested, uow: UnitOfWork) -> None:
         """Cancel a user's own unfinished job; a runner stops it if it was handed over."""
-        repository = JobsRepository(uow.session)
-        owner = await repository.owner_of(event.job_id)
-        if owner != event.user_id:
-            log.warning(
-                "user %s asked to cancel job %s, which is not theirs (owner %s); ignored",
-                event.user_id,
-                event.job_id,
-                owner,
-            )
-            return
-        locked = await _lock(uow, event.job_id)
+        locked = await _lock(uow, event.job_id, owner=event.user_id)
         if locked is None:
             return
-        repository, job, now = locked
+        repository, job = locked
         move = domain.on_cancel(facts(job))
         if move is None:
             log.info("job %s is already %s; nothing to cancel", job.id, job.stage)
@@ -362,7 +362,7 @@ class JobLifecycle:
             move.to,
             reason=move.reason,
             event_id=_cause(uow),
-            finished_at=now,
+            finished_at=job.now,
             deadline_at=None,
             next_attempt_at=None,
             error="canceled by the user",
@@ -376,25 +376,35 @@ class JobLifecycle:
             ),
             correlation_id=correlation(job),
         )
-        await self.dispatcher.dispatch_user(repository, uow, event.user_id, now)
+        await self.dispatcher.dispatch_user(repository, uow, event.user_id)
 
 
-async def _lock(uow: UnitOfWork, job_id: int) -> tuple[JobsRepository, Job, datetime] | None:
-    """The job, locked after its owner (the one lock order); None if jobs never made it."""
-    repository = JobsRepository(uow.session)
-    owner = await repository.owner_of(job_id)
-    if owner is None:
+async def _lock(
+    uow: UnitOfWork, job_id: int, *, owner: int | None = None
+) -> tuple[JobsRepository, JobRow] | None:
+    """The job, locked after its owner (the one lock order); None if jobs never made it, or
+    if it is not `owner`'s when one is named."""
+    repository = await JobsRepository.of(uow.session)
+    user_id = await repository.lock_owner(job_id)
+    if user_id is None:
         log.warning(
             "event %s names job %s, which does not exist here; ignored",
             uow.cause.id if uow.cause else None,
             job_id,
         )
         return None
-    await repository.lock_user(owner)
+    if owner is not None and user_id != owner:
+        log.warning(
+            "user %s asked to cancel job %s, which is not theirs (owner %s); ignored",
+            owner,
+            job_id,
+            user_id,
+        )
+        return None
     job = await repository.lock_job(job_id)
     if job is None:
         return None
-    return repository, job, await repository.now()
+    return repository, job
 
 
 def _cause(uow: UnitOfWork) -> uuid.UUID | None:

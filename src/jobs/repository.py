@@ -3,6 +3,11 @@
 Every change to a user's jobs first takes that user's advisory lock (`lock_user`), then the job
 rows: one lock order everywhere, so the per-user cap holds under concurrency without deadlocks,
 and several replicas may run the same handlers and loops.
+
+The lifecycle's statements are SQLAlchemy Core on the transaction's connection, each doing as
+much as one round trip can: a stage change and its transition row are one statement, and so is
+a user's whole dispatch (selection, moves, transitions, and the facts for the queue position
+and ETA). The ORM is kept for the catalog, which is neither hot nor simple.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import Table, Uuid, func, literal, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from jobs.domain import (
     IN_FLIGHT,
@@ -32,6 +38,14 @@ USER_LOCK_SPACE = 0x4A0B
 """First key of the two-key advisory locks jobs takes per user (`pg_advisory_xact_lock`)."""
 CATALOG_LOCK = (0x4A0B, 0)
 """Serializes catalog imports (user ids start at 1)."""
+
+JOBS = cast("Table", Job.__table__)
+TRANSITIONS = cast("Table", JobTransition.__table__)
+
+
+def _stages(stages: frozenset[Stage]) -> str:
+    """A stage set as an SQL list; the values are our own enum's, never user input."""
+    return ", ".join(f"'{stage.value}'" for stage in sorted(stages))
 
 
 @dataclass(frozen=True)
@@ -50,133 +64,342 @@ class NewJob:
     payment_deadline: datetime
 
 
+@dataclass(frozen=True)
+class JobRow:
+    """What the lifecycle reads of a job it is about to change."""
+
+    id: int
+    user_id: int
+    chat_id: int | None
+    request_id: uuid.UUID | None
+    stage: str
+    retry_count: int
+    workflow_type: str | None
+    prompt: str | None
+    image_path: str | None
+    seed: int | None
+    deadline_at: datetime | None
+    debited_at: datetime | None
+    now: datetime
+    """The transaction's clock (`now()`), read with the row to save a round trip."""
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """What deciding a request needs, read in one statement under the user's lock."""
+
+    existing_job: int | None
+    unfinished_jobs: int
+    preset: PresetFacts | None
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """A job just handed to its GPU queue, with what its JobDispatched and JobQueued say."""
+
+    id: int
+    user_id: int
+    chat_id: int | None
+    request_id: uuid.UUID | None
+    retry_count: int
+    workflow_type: str | None
+    prompt: str | None
+    image_path: str | None
+    seed: int | None
+    position: int
+    busy_runners: int
+    recent_durations_ms: list[int]
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    id: int
+    stage: str | None
+    status: str | None
+    prompt: str | None
+    preset_id: int | None
+    price: int | None
+    result_path: str | None
+    error: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+_LOCK_USER = text("SELECT pg_advisory_xact_lock(:space, :user_id)")
+_TRY_LOCK_USER = text("SELECT pg_try_advisory_xact_lock(:space, :user_id)")
+_LOCK_OWNER = text(
+    """
+    SELECT user_id, pg_advisory_xact_lock(:space, user_id)
+    FROM jobs WHERE id = :job_id AND stage IS NOT NULL AND user_id IS NOT NULL
+    """
+)
+_JOB_COLUMNS = (
+    "id, user_id, chat_id, request_id, stage, retry_count, workflow_type, prompt, image_path, "
+    "seed, deadline_at, debited_at"
+)
+_LOCK_JOB = text(
+    f"SELECT {_JOB_COLUMNS}, now() AS now FROM jobs "
+    "WHERE id = :job_id AND stage IS NOT NULL FOR UPDATE"
+)
+_REQUEST_STATE = text(
+    f"""
+    SELECT (SELECT id FROM jobs WHERE request_id = :request_id) AS existing_job,
+           (SELECT count(*) FROM jobs
+            WHERE user_id = :user_id AND stage IN ({_stages(UNFINISHED)})) AS unfinished_jobs,
+           p.id AS preset_id, p.prompt, p.price, p.workflow_type, p.enabled,
+           now() AS now
+    FROM (SELECT 1) AS one LEFT JOIN presets p ON p.id = :preset_id
+    """
+)
+_INSERT_JOB = text(
+    f"""
+    WITH created AS (
+        INSERT INTO jobs (request_id, user_id, telegram_id, chat_id, language, preset_id,
+                          prompt, image_path, price, workflow_type, seed, stage, status,
+                          retry_count, deadline_at)
+        VALUES (:request_id, :user_id, :telegram_id, :chat_id, :language, :preset_id,
+                :prompt, :image_path, :price, :workflow_type, :seed,
+                '{Stage.awaiting_payment.value}', '{JobStatus.queued.value}', 0, :deadline_at)
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING id
+    ), recorded AS (
+        INSERT INTO job_transitions (job_id, from_stage, to_stage, attempt, reason, event_id)
+        SELECT id, NULL, '{Stage.awaiting_payment.value}', 1, 'requested',
+               CAST(:event_id AS uuid)
+        FROM created
+    )
+    SELECT id FROM created
+    """
+)
+_DISPATCH = text(
+    f"""
+    WITH in_flight AS (
+        SELECT count(*) AS jobs FROM jobs
+        WHERE user_id = :user_id AND stage IN ({_stages(IN_FLIGHT)})
+    ), ready AS (
+        SELECT id FROM jobs
+        WHERE user_id = :user_id AND stage = '{Stage.waiting.value}'
+          AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+        ORDER BY created_at, id
+        LIMIT (SELECT GREATEST(:cap - jobs, 0) FROM in_flight)
+        FOR UPDATE SKIP LOCKED
+    ), moved AS (
+        UPDATE jobs SET stage = '{Stage.dispatched.value}',
+                        status = '{LEGACY_STATUS[Stage.dispatched]}',
+                        dispatched_at = now(),
+                        deadline_at = now() + make_interval(secs => :queue_timeout_s),
+                        next_attempt_at = NULL,
+                        started_at = NULL,
+                        updated_at = now()
+        FROM ready WHERE jobs.id = ready.id
+        RETURNING jobs.id, jobs.user_id, jobs.chat_id, jobs.request_id,
+                  COALESCE(jobs.retry_count, 0) AS retry_count, jobs.workflow_type,
+                  jobs.prompt, jobs.image_path, jobs.seed, jobs.created_at, jobs.dispatched_at
+    ), recorded AS (
+        INSERT INTO job_transitions (job_id, from_stage, to_stage, attempt, reason, event_id)
+        SELECT id, '{Stage.waiting.value}', '{Stage.dispatched.value}', retry_count + 1,
+               'dispatched', NULL
+        FROM moved
+    )
+    SELECT moved.id, moved.user_id, moved.chat_id, moved.request_id, moved.retry_count,
+           moved.workflow_type, moved.prompt, moved.image_path, moved.seed,
+           1 + (SELECT count(*) FROM jobs ahead
+                WHERE ahead.workflow_type = moved.workflow_type
+                  AND ahead.stage = '{Stage.dispatched.value}'
+                  AND (ahead.dispatched_at, ahead.id) < (moved.dispatched_at, moved.id))
+             + (SELECT count(*) FROM moved earlier
+                WHERE earlier.workflow_type = moved.workflow_type AND earlier.id < moved.id)
+             AS position,
+           (SELECT count(*) FROM jobs busy
+            WHERE busy.workflow_type = moved.workflow_type
+              AND busy.stage = '{Stage.processing.value}') AS busy_runners,
+           ARRAY(SELECT done.duration_ms FROM jobs done
+                 WHERE done.workflow_type = moved.workflow_type
+                   AND done.duration_ms IS NOT NULL
+                 ORDER BY done.finished_at DESC LIMIT :eta_sample) AS recent_durations_ms
+    FROM moved
+    ORDER BY moved.created_at, moved.id
+    """
+)
+"""A user's dispatch in one statement, the user's lock held: their oldest ready jobs, as many
+as they have free slots (`domain.free_slots`), move to `dispatched` with a transition each.
+
+The statement sees the table as it was before it, so a job's position counts, besides the
+jobs dispatched earlier, the ones this same statement dispatched ahead of it."""
+
+
 class JobsRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
+    """The lifecycle's reads and writes, on the unit of work's connection."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self.connection = connection
+
+    @classmethod
+    async def of(cls, session: AsyncSession) -> JobsRepository:
+        return cls(await session.connection())
 
     # --- locks
 
     async def lock_user(self, user_id: int) -> None:
         """Wait for, then hold until commit, the right to change this user's jobs."""
-        await self.session.execute(select(func.pg_advisory_xact_lock(USER_LOCK_SPACE, user_id)))
+        await self.connection.execute(_LOCK_USER, {"space": USER_LOCK_SPACE, "user_id": user_id})
 
     async def try_lock_user(self, user_id: int) -> bool:
-        locked = await self.session.execute(
-            select(func.pg_try_advisory_xact_lock(USER_LOCK_SPACE, user_id))
+        locked = await self.connection.execute(
+            _TRY_LOCK_USER, {"space": USER_LOCK_SPACE, "user_id": user_id}
         )
         return bool(locked.scalar_one())
 
-    # --- presets
+    async def lock_owner(self, job_id: int) -> int | None:
+        """Lock the job's owner (an owner never changes) and say who it is; None for jobs
+        jobs does not know and pre-lifecycle ones."""
+        owner = await self.connection.execute(
+            _LOCK_OWNER, {"space": USER_LOCK_SPACE, "job_id": job_id}
+        )
+        row = owner.first()
+        return None if row is None else int(row.user_id)
 
-    async def preset(self, preset_id: int) -> PresetFacts | None:
-        preset = await self.session.get(Preset, preset_id)
-        if preset is None:
+    async def lock_job(self, job_id: int) -> JobRow | None:
+        """The job row, locked until commit (its owner's lock first); None if unknown."""
+        found = (await self.connection.execute(_LOCK_JOB, {"job_id": job_id})).first()
+        if found is None:
             return None
-        return PresetFacts(
-            id=preset.id,
-            prompt=preset.prompt or "",
-            price=preset.price,
-            workflow_type=preset.workflow_type or Job.workflow_type.default or "",
-            enabled=preset.enabled,
+        row = found._mapping
+        return JobRow(
+            id=row["id"],
+            user_id=row["user_id"],
+            chat_id=row["chat_id"],
+            request_id=row["request_id"],
+            stage=row["stage"],
+            retry_count=row["retry_count"] or 0,
+            workflow_type=row["workflow_type"],
+            prompt=row["prompt"],
+            image_path=row["image_path"],
+            seed=row["seed"],
+            deadline_at=row["deadline_at"],
+            debited_at=row["debited_at"],
+            now=row["now"],
         )
 
-    # --- jobs
+    # --- requests
 
-    async def insert_job(self, job: NewJob) -> int | None:
-        """The new job's id, or None when this request already has one (a duplicate)."""
-        inserted = await self.session.execute(
-            insert(Job)
-            .values(
-                request_id=job.request_id,
-                user_id=job.user_id,
-                telegram_id=job.telegram_id,
-                chat_id=job.chat_id,
-                language=job.language,
-                preset_id=job.preset_id,
-                prompt=job.prompt,
-                image_path=job.image_key,
-                price=job.price,
-                workflow_type=job.workflow_type,
-                seed=job.seed,
-                stage=Stage.awaiting_payment.value,
-                status=JobStatus.queued,
-                retry_count=0,
-                deadline_at=job.payment_deadline,
+    async def request_state(
+        self, request_id: uuid.UUID, user_id: int, preset_id: int | None
+    ) -> RequestState:
+        """The request's job if it has one, the user's unfinished jobs, and the preset."""
+        row = (
+            await self.connection.execute(
+                _REQUEST_STATE,
+                {"request_id": request_id, "user_id": user_id, "preset_id": preset_id},
             )
-            .on_conflict_do_nothing(index_elements=[Job.request_id])
-            .returning(Job.id)
+        ).one()
+        preset = None
+        if row.preset_id is not None:
+            preset = PresetFacts(
+                id=row.preset_id,
+                prompt=row.prompt or "",
+                price=row.price,
+                workflow_type=row.workflow_type or "",
+                enabled=row.enabled,
+            )
+        return RequestState(
+            existing_job=row.existing_job,
+            unfinished_jobs=int(row.unfinished_jobs),
+            preset=preset,
+            now=row.now,
+        )
+
+    async def insert_job(self, job: NewJob, event_id: uuid.UUID | None) -> int | None:
+        """The new job's id, its `requested` transition recorded; None when this request
+        already has a job (a duplicate)."""
+        inserted = await self.connection.execute(
+            _INSERT_JOB,
+            {
+                "request_id": job.request_id,
+                "user_id": job.user_id,
+                "telegram_id": job.telegram_id,
+                "chat_id": job.chat_id,
+                "language": job.language,
+                "preset_id": job.preset_id,
+                "prompt": job.prompt,
+                "image_path": job.image_key,
+                "price": job.price,
+                "workflow_type": job.workflow_type,
+                "seed": job.seed,
+                "deadline_at": job.payment_deadline,
+                "event_id": event_id,
+            },
         )
         return inserted.scalar_one_or_none()
 
-    async def owner_of(self, job_id: int) -> int | None:
-        """Who owns a job (never changes, so it is read without a lock)."""
-        owner = await self.session.execute(
-            select(Job.user_id).where(Job.id == job_id, Job.stage.is_not(None))
-        )
-        return owner.scalar_one_or_none()
-
-    async def lock_job(self, job_id: int) -> Job | None:
-        """The job row, locked until commit; None for unknown and pre-lifecycle jobs."""
-        job = await self.session.get(Job, job_id, with_for_update=True, populate_existing=True)
-        return job if job is not None and job.stage is not None else None
-
-    async def count_jobs(self, user_id: int, stages: frozenset[Stage]) -> int:
-        counted = await self.session.execute(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.user_id == user_id, Job.stage.in_([stage.value for stage in stages]))
-        )
-        return int(counted.scalar_one())
-
-    async def unfinished_jobs(self, user_id: int) -> int:
-        return await self.count_jobs(user_id, UNFINISHED)
-
-    async def in_flight_jobs(self, user_id: int) -> int:
-        return await self.count_jobs(user_id, IN_FLIGHT)
+    # --- stage changes
 
     async def move(
         self,
-        job: Job,
+        job: JobRow,
         to: Stage,
         *,
         reason: str,
         event_id: uuid.UUID | None,
         **changes: Any,
     ) -> None:
-        """Change the job's stage (and the seed's status with it) and record the transition."""
-        self.session.add(
-            JobTransition(
-                job_id=job.id,
-                from_stage=job.stage,
-                to_stage=to.value,
-                attempt=(job.retry_count or 0) + 1,
-                reason=reason[:100],
-                event_id=event_id,
+        """Change the job's stage (and the seed's status with it) and record the transition,
+        in one statement; the job must still be where `job` says (its lock guarantees it)."""
+        moved = (
+            update(JOBS)
+            .where(JOBS.c.id == job.id, JOBS.c.stage == job.stage)
+            .values(
+                stage=to.value,
+                status=JobStatus(LEGACY_STATUS[to]),
+                updated_at=func.now(),
+                **changes,
             )
+            .returning(JOBS.c.id)
+            .cte("moved")
         )
-        job.stage = to.value
-        job.status = JobStatus(LEGACY_STATUS[to])
-        for name, value in changes.items():
-            setattr(job, name, value)
-        await self.session.flush()
+        recorded = await self.connection.execute(
+            insert(TRANSITIONS)
+            .from_select(
+                ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"],
+                select(
+                    moved.c.id,
+                    literal(job.stage),
+                    literal(to.value),
+                    literal(job.retry_count + 1),
+                    literal(reason[:100]),
+                    literal(event_id, Uuid),
+                ),
+            )
+            .returning(TRANSITIONS.c.job_id)
+        )
+        if recorded.first() is None:
+            raise RuntimeError(f"job {job.id} left {job.stage} under its owner's lock")
 
-    async def ready_jobs(self, user_id: int, limit: int) -> Sequence[Job]:
-        """The user's paid jobs whose turn may come now, oldest first, locked."""
-        if limit <= 0:
-            return []
-        ready = await self.session.execute(
-            select(Job)
-            .where(
-                Job.user_id == user_id,
-                Job.stage == Stage.waiting.value,
-                or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= func.now()),
-            )
-            .order_by(Job.created_at, Job.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
+    async def note_debited(self, job_id: int, now: datetime) -> None:
+        """Remember a debit that moved nothing (billing refunds it), once."""
+        await self.connection.execute(
+            update(JOBS)
+            .where(JOBS.c.id == job_id, JOBS.c.debited_at.is_(None))
+            .values(debited_at=now, updated_at=func.now())
         )
-        return ready.scalars().all()
+
+    async def dispatch(
+        self, user_id: int, cap: int, queue_timeout_s: float, eta_sample: int
+    ) -> list[Dispatched]:
+        """Hand the user's oldest ready jobs to the GPU queues, up to their free slots."""
+        rows = await self.connection.execute(
+            _DISPATCH,
+            {
+                "user_id": user_id,
+                "cap": cap,
+                "queue_timeout_s": float(queue_timeout_s),
+                "eta_sample": eta_sample,
+            },
+        )
+        return [_dispatched(row._mapping) for row in rows]
+
+    # --- the loops
 
     async def users_with_ready_jobs(self, cap: int, limit: int) -> list[UserQueue]:
         """Users under the cap with a paid job whose turn may have come, fewest in flight first."""
@@ -184,7 +407,7 @@ class JobsRepository:
             select(Job.user_id, func.min(Job.created_at).label("oldest"))
             .where(
                 Job.stage == Stage.waiting.value,
-                or_(Job.next_attempt_at.is_(None), Job.next_attempt_at <= func.now()),
+                (Job.next_attempt_at.is_(None)) | (Job.next_attempt_at <= func.now()),
             )
             .group_by(Job.user_id)
             .subquery()
@@ -198,7 +421,7 @@ class JobsRepository:
             .scalar_subquery()
         )
         users = select(waiting.c.user_id, in_flight.label("in_flight"), waiting.c.oldest).subquery()
-        rows = await self.session.execute(
+        rows = await self.connection.execute(
             select(users)
             .where(users.c.in_flight < cap)
             .order_by(users.c.in_flight, users.c.oldest, users.c.user_id)
@@ -206,26 +429,9 @@ class JobsRepository:
         )
         return [UserQueue(row.user_id, row.in_flight, row.oldest) for row in rows]
 
-    async def job_for_request(self, request_id: uuid.UUID) -> int | None:
-        found = await self.session.execute(select(Job.id).where(Job.request_id == request_id))
-        return found.scalar_one_or_none()
-
-    async def record_created(self, job_id: int, event_id: uuid.UUID | None) -> None:
-        self.session.add(
-            JobTransition(
-                job_id=job_id,
-                from_stage=None,
-                to_stage=Stage.awaiting_payment.value,
-                attempt=1,
-                reason="requested",
-                event_id=event_id,
-            )
-        )
-        await self.session.flush()
-
     async def overdue_jobs(self, limit: int) -> list[tuple[int, int]]:
         """(job id, user id) of attempts past their deadline."""
-        rows = await self.session.execute(
+        rows = await self.connection.execute(
             select(Job.id, Job.user_id)
             .where(
                 Job.stage.in_([stage.value for stage in WITH_DEADLINE]),
@@ -236,51 +442,58 @@ class JobsRepository:
         )
         return [(row.id, row.user_id) for row in rows]
 
-    async def now(self) -> datetime:
-        return (await self.session.execute(select(func.now()))).scalar_one()
-
-    # --- position and ETA
-
-    async def position_in_line(self, job: Job) -> int:
-        """1 + the dispatched jobs of the same workflow handed over before this one."""
-        ahead = await self.session.execute(
-            select(func.count())
-            .select_from(Job)
-            .where(
-                Job.workflow_type == job.workflow_type,
-                Job.stage == Stage.dispatched.value,
-                tuple_(Job.dispatched_at, Job.id) < tuple_(job.dispatched_at, job.id),
-            )
-        )
-        return int(ahead.scalar_one()) + 1
-
-    async def busy_runners(self, workflow_type: str) -> int:
-        busy = await self.session.execute(
-            select(func.count())
-            .select_from(Job)
-            .where(Job.workflow_type == workflow_type, Job.stage == Stage.processing.value)
-        )
-        return int(busy.scalar_one())
-
-    async def recent_durations_ms(self, workflow_type: str, sample: int) -> list[int]:
-        durations = await self.session.execute(
-            select(Job.duration_ms)
-            .where(Job.workflow_type == workflow_type, Job.duration_ms.is_not(None))
-            .order_by(Job.finished_at.desc())
-            .limit(sample)
-        )
-        return [int(value) for value in durations.scalars() if value is not None]
-
     # --- reads for the gateway
 
-    async def recent_jobs(self, user_id: int, limit: int) -> Sequence[Job]:
-        jobs = await self.session.execute(
-            select(Job)
-            .where(Job.user_id == user_id)
-            .order_by(Job.created_at.desc(), Job.id.desc())
+    async def recent_jobs(self, user_id: int, limit: int) -> list[HistoryRow]:
+        rows = await self.connection.execute(
+            select(
+                JOBS.c.id,
+                JOBS.c.stage,
+                JOBS.c.status,
+                JOBS.c.prompt,
+                JOBS.c.preset_id,
+                JOBS.c.price,
+                JOBS.c.result_path,
+                JOBS.c.error,
+                JOBS.c.created_at,
+                JOBS.c.updated_at,
+            )
+            .where(JOBS.c.user_id == user_id)
+            .order_by(JOBS.c.created_at.desc(), JOBS.c.id.desc())
             .limit(limit)
         )
-        return jobs.scalars().all()
+        return [
+            HistoryRow(
+                id=row.id,
+                stage=row.stage,
+                status=row.status.value if row.status is not None else None,
+                prompt=row.prompt,
+                preset_id=row.preset_id,
+                price=row.price,
+                result_path=row.result_path,
+                error=row.error,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+            )
+            for row in rows
+        ]
+
+
+def _dispatched(row: RowMapping) -> Dispatched:
+    return Dispatched(
+        id=row["id"],
+        user_id=row["user_id"],
+        chat_id=row["chat_id"],
+        request_id=row["request_id"],
+        retry_count=row["retry_count"],
+        workflow_type=row["workflow_type"],
+        prompt=row["prompt"],
+        image_path=row["image_path"],
+        seed=row["seed"],
+        position=int(row["position"]),
+        busy_runners=int(row["busy_runners"]),
+        recent_durations_ms=[int(value) for value in row["recent_durations_ms"]],
+    )
 
 
 def deadline(now: datetime, seconds: float) -> datetime:
