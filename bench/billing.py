@@ -32,9 +32,9 @@ from billing.settings import BonusSettings, WebhookSettings  # noqa: E402
 from contracts.envelope import new_envelope  # noqa: E402
 from contracts.events import JobCreated  # noqa: E402
 from contracts.topology import build_topology  # noqa: E402
+from sandbox.yookassa import YooKassaSandbox  # noqa: E402
 from support.billing_harness import make_settings  # noqa: E402
 from support.database import DatabaseFactory, migrate  # noqa: E402
-from support.fake_yookassa import FakeYooKassa  # noqa: E402
 
 ACCOUNTS = 10_000
 SPREAD_DEBITS = 10_000
@@ -96,7 +96,7 @@ async def main() -> None:
     server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     server = server.replace("postgresql://", "postgresql+asyncpg://", 1)
     databases = DatabaseFactory(server)
-    fake = FakeYooKassa()
+    fake = YooKassaSandbox()
     await fake.start()
     try:
         url = await databases.create("bench_billing")
@@ -158,7 +158,7 @@ async def main() -> None:
         await databases.drop_all()
 
 
-async def webhooks(billing: Any, fake: FakeYooKassa, users: list[int]) -> float:
+async def webhooks(billing: Any, fake: YooKassaSandbox, users: list[int]) -> float:
     from billing import payments
     from billing.domain import creation_key
     from billing.yookassa_gateway import PaymentDraft

@@ -39,20 +39,20 @@ from bot_gateway.storage import LocalObjectStore  # noqa: E402
 from messaging.database import create_engine, create_session_factory  # noqa: E402
 from messaging.settings import DatabaseSettings  # noqa: E402
 from messaging.unit_of_work import UnitOfWork  # noqa: E402
+from sandbox.telegram import TOKEN, TelegramSandbox  # noqa: E402
 from support.database import DatabaseFactory, migrate  # noqa: E402
-from support.fake_telegram import TOKEN, FakeTelegram  # noqa: E402
 
 CHATS = 1_000
 FIRST_CHAT = 5_000_000_000
 
 
-def bot_for(telegram: FakeTelegram) -> Bot:
+def bot_for(telegram: TelegramSandbox) -> Bot:
     return Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.base_url)))
 
 
 async def baseline() -> str:
     """No limiter: as fast as 30 tasks go; every 429 is a message Telegram refused."""
-    telegram = FakeTelegram(enforce_limits=True)
+    telegram = TelegramSandbox(enforce_limits=True)
     await telegram.start()
     bot = bot_for(telegram)
     refused = 0
@@ -79,7 +79,7 @@ async def baseline() -> str:
 
 
 async def broadcast(database_url: str) -> tuple[str, str]:
-    telegram = FakeTelegram(enforce_limits=True)
+    telegram = TelegramSandbox(enforce_limits=True)
     await telegram.start()
     engine = create_engine(DatabaseSettings(url=database_url))  # type: ignore[arg-type]
     sessions = create_session_factory(engine)

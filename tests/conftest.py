@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aio_pika import connect_robust
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.topology import Topology, build_topology
+from messaging.broker import delete_topology
 from messaging.database import create_session_factory
 from messaging.settings import DatabaseSettings
 from support.database import RUN_ID, DatabaseFactory, engine_at, migrated_database
@@ -102,13 +102,4 @@ async def topology(amqp_url: str) -> AsyncIterator[Topology]:
     """A topology under a namespace of this test's own; its queues are deleted afterwards."""
     topology = build_topology(f"test-{RUN_ID}-{uuid.uuid4().hex[:6]}")
     yield topology
-    connection = await connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for spec in topology.queues:
-            for name in (spec.name, spec.dlq):
-                await channel.queue_delete(name)
-        for name in topology.rpc_queues:
-            await channel.queue_delete(name)
-        for exchange in (topology.events_exchange, topology.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
+    await delete_topology(amqp_url, topology)

@@ -85,3 +85,33 @@ async def _adjust(telegram_id: int, credits: int, reason: str, token: str) -> in
         raise typer.Exit(1)
     assert adjusted.balance is not None
     return adjusted.balance
+
+
+@app.command()
+def bonus() -> None:
+    """Grant this week's bonus now to every eligible account still without it.
+
+    The same round billing's loop runs every BONUS_INTERVAL_S (and as safe beside it: one
+    ledger key per account and week); the events leave through billing's outbox.
+    """
+    granted = asyncio.run(_bonus())
+    typer.echo(f"weekly bonus granted to {granted} accounts")
+
+
+async def _bonus() -> int:
+    from billing.bonus import WeeklyBonus
+    from billing.models import DELIVERY
+    from billing.settings import BillingSettings, BonusSettings
+    from messaging.unit_of_work import UnitOfWork
+
+    engine = create_engine(DatabaseSettings())
+    sessions = create_session_factory(engine)
+    try:
+        weekly = WeeklyBonus(
+            lambda: UnitOfWork(sessions, DELIVERY, source="billing"),
+            BonusSettings(),
+            BillingSettings(),
+        )
+        return await weekly.run_once()
+    finally:
+        await engine.dispose()

@@ -17,8 +17,9 @@ from contracts.topology import build_topology
 from gpu_runner import cli as gpu_runner_cli
 from imagebot.dlq_commands import dlq_app
 from imagebot.docs_commands import docs_app
+from imagebot.processes import SERVICES
 from jobs import cli as jobs_cli
-from messaging.settings import BrokerSettings
+from messaging.settings import BrokerSettings, DatabaseSettings
 
 app = typer.Typer(help="imagebot: Telegram image bot services and tools.", no_args_is_help=True)
 contracts_app = typer.Typer(help="The public event contract.", no_args_is_help=True)
@@ -30,8 +31,6 @@ app.add_typer(docs_app, name="docs")
 app.add_typer(billing_cli.app, name="billing")
 app.add_typer(jobs_cli.presets_app, name="presets")
 app.add_typer(gpu_runner_cli.app, name="gpu")
-
-SERVICES = ("billing", "jobs", "bot_gateway", "gpu_runner")
 
 
 def _alembic_ini() -> Path:
@@ -56,7 +55,6 @@ def migrate(
     from alembic.config import Config
 
     from imagebot.database import AdoptionError, adopt, ensure_database
-    from messaging.settings import DatabaseSettings
 
     config = Config(str(_alembic_ini()))
     url = DatabaseSettings().url.get_secret_value()
@@ -76,11 +74,20 @@ def migrate(
 
 
 @app.command()
-def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}.")]) -> None:
-    """Run one service until SIGINT/SIGTERM."""
+def run(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}, or all.")],
+) -> None:
+    """Run one service (or all four, supervised) until SIGINT/SIGTERM.
+
+    `all` starts each service as a child process on SERVICE_HTTP_PORT + 0, 1, 2, 3 (billing,
+    jobs, bot_gateway, gpu_runner), restarts any that exits, and stops them all gracefully.
+    """
+    if service == "all":
+        _run_all()
+        return
     if service not in SERVICES:
         raise typer.BadParameter(
-            f"unknown service {service!r}; choose one of {', '.join(SERVICES)}"
+            f"unknown service {service!r}; choose one of {', '.join(SERVICES)} or all"
         )
     try:
         entry = importlib.import_module(f"{service}.__main__")
@@ -88,6 +95,39 @@ def run(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICE
         typer.echo(f"{service}: this build has no runnable {service} service ({exc})", err=True)
         raise typer.Exit(2) from exc
     entry.main()
+
+
+def _run_all() -> None:
+    from imagebot.processes import ServiceProcess, supervise
+    from messaging.logs import configure_logging
+    from messaging.settings import ServiceSettings
+
+    settings = ServiceSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    processes = [
+        ServiceProcess(name, name, settings.http_port + offset, env={})
+        for offset, name in enumerate(SERVICES)
+    ]
+    asyncio.run(supervise(processes))
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option(help="Where the result images (and logs) go.")] = Path(
+        "demo-output"
+    ),
+    replicas: Annotated[int, typer.Option(min=1, max=4, help="Processes per service.")] = 1,
+) -> None:
+    """The whole system with sandbox Telegram and YooKassa, played by a scripted user.
+
+    Uses the PostgreSQL server of DATABASE_URL (database `imagebot_demo`, recreated) and the
+    broker of AMQP_URL (namespace `imagebot_demo`, recreated); needs no credentials or network.
+    """
+    from imagebot.demo import run_demo
+
+    database_url = DatabaseSettings().url.get_secret_value()
+    amqp_url = BrokerSettings().url.get_secret_value()
+    asyncio.run(run_demo(database_url, amqp_url, output, replicas=replicas))
 
 
 @contracts_app.command("export")

@@ -94,3 +94,17 @@ async def ensure_database(url: str) -> bool:
     finally:
         await maintenance.close()
     return True
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database `url` names, if it exists, disconnecting whoever still uses it."""
+    target = make_url(DatabaseSettings(url=url).url.get_secret_value())
+    maintenance = await asyncpg.connect(
+        target.set(drivername="postgresql", database="postgres").render_as_string(
+            hide_password=False
+        )
+    )
+    try:
+        await maintenance.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    finally:
+        await maintenance.close()

@@ -75,6 +75,20 @@ async def declare_topology(amqp_url: str, topology: Topology) -> None:
             await channel.declare_queue(name, durable=True, arguments=RPC_ARGUMENTS)
 
 
+async def delete_topology(amqp_url: str, topology: Topology) -> None:
+    """Delete every queue (with its messages) and exchange of the namespace; for throwaways."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for spec in topology.queues:
+            for name in (spec.name, spec.dlq):
+                await channel.queue_delete(name)
+        for name in topology.rpc_queues:
+            await channel.queue_delete(name)
+        for exchange in (topology.events_exchange, topology.dead_letter_exchange):
+            await channel.exchange_delete(exchange)
+
+
 def subscribe(
     broker: RabbitBroker, spec: QueueSpec, consumer: EventConsumer, prefetch: int
 ) -> None:

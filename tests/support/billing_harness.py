@@ -24,7 +24,7 @@ from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
 from messaging.unit_of_work import UnitOfWork
-from support.fake_yookassa import FakeYooKassa
+from sandbox.yookassa import YooKassaSandbox
 
 _telegram_ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**6 + 2**33)
 _job_ids = itertools.count(random.randrange(1, 2**30))
@@ -48,7 +48,7 @@ def new_job(user_id: int, telegram_id: int, price: int, job_id: int | None = Non
 
 
 def make_settings(
-    database_url: str, amqp_url: str, topology: Topology, fake: FakeYooKassa, **overrides: Any
+    database_url: str, amqp_url: str, topology: Topology, fake: YooKassaSandbox, **overrides: Any
 ) -> Settings:
     return Settings(
         database=DatabaseSettings(url=database_url, pool_size=20),  # type: ignore[arg-type]

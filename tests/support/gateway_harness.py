@@ -26,8 +26,8 @@ from contracts.events import JobCompleted, JobDispatched, JobProgress, JobStarte
 from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
-from support.fake_telegram import TOKEN, Call, FakeTelegram, TgUser
-from support.fake_yookassa import FakeYooKassa
+from sandbox.telegram import TOKEN, Call, TelegramSandbox, TgUser
+from sandbox.yookassa import YooKassaSandbox
 from support.jobs_harness import EventLog
 
 ADMIN = TgUser(id=7_000_000_001, first_name="Admin", language_code="en")
@@ -55,7 +55,7 @@ def gateway_settings(
     database_url: str,
     amqp_url: str,
     topology: Topology,
-    telegram: FakeTelegram,
+    telegram: TelegramSandbox,
     root: Path,
     **overrides: Any,
 ) -> Settings:
@@ -99,13 +99,13 @@ def gateway_settings(
 class Stack:
     """Everything a gateway test talks to."""
 
-    telegram: FakeTelegram
+    telegram: TelegramSandbox
     events: EventLog
     runner_publisher: EventPublisher
     gateway: Gateway
     store_root: Path
     billing: Billing
-    yookassa: FakeYooKassa
+    yookassa: YooKassaSandbox
 
     async def pay(self, payment_id: int) -> int:
         """The user pays payment `payment_id` (ours) and YooKassa notifies billing: its status."""

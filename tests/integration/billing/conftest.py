@@ -18,9 +18,9 @@ from messaging.broker import create_broker, declare_topology
 from messaging.database import create_session_factory
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings
+from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import make_settings
 from support.database import DatabaseFactory, engine_at, migrated_database
-from support.fake_yookassa import FakeYooKassa
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +40,8 @@ def billing_sessions(billing_engine: AsyncEngine) -> async_sessionmaker[AsyncSes
 
 
 @pytest.fixture
-async def fake_yookassa() -> AsyncIterator[FakeYooKassa]:
-    fake = FakeYooKassa()
+async def fake_yookassa() -> AsyncIterator[YooKassaSandbox]:
+    fake = YooKassaSandbox()
     await fake.start()
     yield fake
     await fake.stop()
@@ -49,7 +49,7 @@ async def fake_yookassa() -> AsyncIterator[FakeYooKassa]:
 
 @pytest.fixture
 def settings(
-    billing_database_url: str, amqp_url: str, topology: Topology, fake_yookassa: FakeYooKassa
+    billing_database_url: str, amqp_url: str, topology: Topology, fake_yookassa: YooKassaSandbox
 ) -> Settings:
     return make_settings(billing_database_url, amqp_url, topology, fake_yookassa)
 

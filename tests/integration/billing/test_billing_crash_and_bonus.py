@@ -23,6 +23,7 @@ from contracts.topology import Topology
 from messaging.broker import declare_topology
 from messaging.database import create_engine, create_session_factory
 from messaging.settings import DatabaseSettings
+from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import (
     balance_of,
     eventually,
@@ -33,7 +34,6 @@ from support.billing_harness import (
     scalar,
 )
 from support.database import DatabaseFactory, migrate
-from support.fake_yookassa import FakeYooKassa
 
 Sessions = async_sessionmaker[AsyncSession]
 
@@ -73,7 +73,7 @@ async def test_killed_after_committing_a_credit_the_event_still_goes_out_once(
     billing_sessions: Sessions,
     amqp_url: str,
     topology: Topology,
-    fake_yookassa: FakeYooKassa,
+    fake_yookassa: YooKassaSandbox,
 ) -> None:
     """Billing runs as a real process. To hold it in "credit committed, event not yet published",
     the only binding of `payment.succeeded` (the gateway's queue) is removed while it runs: the
@@ -199,7 +199,7 @@ async def test_two_replicas_granting_the_weekly_bonus_at_once_grant_it_once_per_
     bonus_sessions: Sessions,
     amqp_url: str,
     topology: Topology,
-    fake_yookassa: FakeYooKassa,
+    fake_yookassa: YooKassaSandbox,
 ) -> None:
     balances = (0, 10, 59, 60, 500) * 40
     users = [await open_account(bonus_sessions, balance=b) for b in balances]

@@ -19,6 +19,7 @@ from billing.settings import BillingSettings, WebhookSettings
 from billing.yookassa_gateway import PaymentDraft
 from contracts.events import TopUpRequested
 from messaging.publisher import EventPublisher
+from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import (
     balance_of,
     eventually,
@@ -28,7 +29,6 @@ from support.billing_harness import (
     scalar,
     send,
 )
-from support.fake_yookassa import FakeYooKassa
 
 Sessions = async_sessionmaker[AsyncSession]
 YOOKASSA_ADDRESS = "185.71.76.10"  # inside YooKassa's published 185.71.76.0/27
@@ -110,7 +110,7 @@ async def test_a_topup_creates_one_yookassa_payment_however_often_it_is_delivere
     billing: Billing,
     sender: EventPublisher,
     billing_sessions: Sessions,
-    fake_yookassa: FakeYooKassa,
+    fake_yookassa: YooKassaSandbox,
 ) -> None:
     user_id, telegram_id = await open_account(billing_sessions, balance=60)
     request = TopUpRequested(
@@ -176,7 +176,7 @@ async def test_an_unknown_package_fails_with_a_reason(
 
 
 async def test_the_same_success_notification_20_times_at_once_credits_once(
-    idle_billing: Billing, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+    idle_billing: Billing, billing_sessions: Sessions, fake_yookassa: YooKassaSandbox
 ) -> None:
     user_id, _ = await open_account(billing_sessions, balance=60)
     payment_id, yookassa_id = await pending_payment(idle_billing, billing_sessions, user_id)
@@ -203,7 +203,7 @@ async def test_the_same_success_notification_20_times_at_once_credits_once(
 
 
 async def test_forged_or_malformed_notifications_credit_nothing(
-    idle_billing: Billing, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+    idle_billing: Billing, billing_sessions: Sessions, fake_yookassa: YooKassaSandbox
 ) -> None:
     user_id, _ = await open_account(billing_sessions, balance=60)
     _, yookassa_id = await pending_payment(idle_billing, billing_sessions, user_id)
@@ -234,7 +234,7 @@ async def test_forged_or_malformed_notifications_credit_nothing(
 
 
 async def test_a_trusted_proxy_vouches_for_yookassa_and_nobody_else_does(
-    settings: Settings, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+    settings: Settings, billing_sessions: Sessions, fake_yookassa: YooKassaSandbox
 ) -> None:
     settings.webhook = WebhookSettings(trusted_proxies="127.0.0.1/32")  # YooKassa's own ranges
     service = build(settings)
@@ -260,7 +260,7 @@ async def test_a_trusted_proxy_vouches_for_yookassa_and_nobody_else_does(
 async def test_a_cancel_after_success_takes_nothing_back(
     idle_billing: Billing,
     billing_sessions: Sessions,
-    fake_yookassa: FakeYooKassa,
+    fake_yookassa: YooKassaSandbox,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     user_id, _ = await open_account(billing_sessions, balance=60)
@@ -277,7 +277,7 @@ async def test_a_cancel_after_success_takes_nothing_back(
 
 
 async def test_a_canceled_payment_fails_once_and_credits_nothing(
-    idle_billing: Billing, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+    idle_billing: Billing, billing_sessions: Sessions, fake_yookassa: YooKassaSandbox
 ) -> None:
     user_id, _ = await open_account(billing_sessions, balance=60)
     payment_id, yookassa_id = await pending_payment(idle_billing, billing_sessions, user_id)
@@ -290,7 +290,7 @@ async def test_a_canceled_payment_fails_once_and_credits_nothing(
 
 
 async def test_reconciliation_credits_a_missed_webhook_and_closes_stale_payments(
-    settings: Settings, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+    settings: Settings, billing_sessions: Sessions, fake_yookassa: YooKassaSandbox
 ) -> None:
     settings.billing = BillingSettings(reconcile_min_age_s=0, pending_expiry_s=3600)
     service = build(settings)
@@ -332,7 +332,7 @@ async def _age(sessions: Sessions, payment_id: int, *, hours: int) -> None:
 
 
 async def test_unresolvable_payments_never_starve_a_missed_webhook(
-    settings: Settings, billing_sessions: Sessions, fake_yookassa: FakeYooKassa
+    settings: Settings, billing_sessions: Sessions, fake_yookassa: YooKassaSandbox
 ) -> None:
     """Rows the API cannot settle go to the back of the line; a creation that finished is kept."""
     settings.billing = BillingSettings(

@@ -26,10 +26,10 @@ from messaging.broker import create_broker, declare_topology
 from messaging.database import create_session_factory
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from sandbox.telegram import TelegramSandbox
+from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import make_settings as billing_settings
 from support.database import RUN_ID, DatabaseFactory, engine_at, migrated_database
-from support.fake_telegram import FakeTelegram
-from support.fake_yookassa import FakeYooKassa
 from support.gateway_harness import MAX_UNFINISHED, Stack, gateway_settings
 from support.jobs_harness import EventLog
 
@@ -88,8 +88,8 @@ async def stack_topology(amqp_url: str) -> AsyncIterator[Topology]:
 
 
 @pytest.fixture(scope="session")
-async def telegram() -> AsyncIterator[FakeTelegram]:
-    fake = FakeTelegram()
+async def telegram() -> AsyncIterator[TelegramSandbox]:
+    fake = TelegramSandbox()
     await fake.start()
     yield fake
     await fake.stop()
@@ -105,11 +105,11 @@ async def stack(
     gateway_database_url: str,
     amqp_url: str,
     stack_topology: Topology,
-    telegram: FakeTelegram,
+    telegram: TelegramSandbox,
     store_root: Path,
 ) -> AsyncIterator[Stack]:
     """Billing, jobs and the gateway, started once for the whole suite."""
-    yookassa = FakeYooKassa()
+    yookassa = YooKassaSandbox()
     await yookassa.start()
     billing = build_billing(
         billing_settings(gateway_database_url, amqp_url, stack_topology, yookassa)

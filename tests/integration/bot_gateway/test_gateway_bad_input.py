@@ -12,7 +12,7 @@ from bot_gateway.app import build
 from contracts.events import JobRequested, JobRequestRejected
 from contracts.topology import Topology
 from messaging.settings import BrokerSettings
-from support.fake_telegram import FakeTelegram
+from sandbox.telegram import TelegramSandbox
 from support.gateway_harness import (
     FLOOD_LIMIT,
     FLOOD_WINDOW_S,
@@ -209,9 +209,9 @@ async def _account(stack: Stack, chat: Chat) -> int:
 @pytest.fixture
 async def lonely_gateway(
     gateway_database_url: str, amqp_url: str, topology: Topology, tmp_path: Path
-) -> AsyncIterator[FakeTelegram]:
+) -> AsyncIterator[TelegramSandbox]:
     """A gateway whose billing and jobs never answer (nobody serves its namespace)."""
-    telegram = FakeTelegram()
+    telegram = TelegramSandbox()
     await telegram.start()
     settings = gateway_settings(
         gateway_database_url,
@@ -228,7 +228,9 @@ async def lonely_gateway(
 
 
 @LANGUAGES
-async def test_billing_or_jobs_not_answering(lonely_gateway: FakeTelegram, language: str) -> None:
+async def test_billing_or_jobs_not_answering(
+    lonely_gateway: TelegramSandbox, language: str
+) -> None:
     user = new_user(language)
     lonely_gateway.say(user, "/start")
     answer = await lonely_gateway.wait_for(user.id, ANSWERS[language]["busy"])

@@ -25,7 +25,7 @@ from contracts.events import (
 )
 from messaging.database import create_engine
 from messaging.settings import DatabaseSettings
-from support.fake_telegram import TgUser
+from sandbox.telegram import TgUser
 from support.gateway_harness import ADMIN, Chat, Stack, image_bytes, new_user
 from support.messaging import eventually
 
@@ -274,7 +274,9 @@ async def test_topup_pays_and_says_so(stack: Stack, language: str) -> None:
     chat.press(packages, p["package"])
     await chat.expect(p["creating"])
     link = await chat.expect(p["pay"])
-    assert link.buttons[0]["url"].startswith("https://")
+    assert link.buttons[0]["url"].startswith(
+        stack.yookassa.api_url.removesuffix("/v3") + "/checkout/"
+    )
     (created,) = await stack.events.wait_for(PaymentCreated, chat_id=chat.user.id)
     chat.mark()
     assert await stack.pay(created.payment_id) == 200

@@ -21,8 +21,8 @@ from bot_gateway.settings import DeliverySettings
 from bot_gateway.storage import LocalObjectStore
 from messaging.database import create_engine, create_session_factory
 from messaging.settings import DatabaseSettings
+from sandbox.telegram import TOKEN, TelegramSandbox
 from support.database import DatabaseFactory, migrate
-from support.fake_telegram import TOKEN, FakeTelegram
 from support.gateway_harness import new_user
 
 
@@ -38,7 +38,7 @@ async def own_sessions(
     await engine.dispose()
 
 
-def limited_bot(telegram: FakeTelegram, chat_interval_s: float) -> Bot:
+def limited_bot(telegram: TelegramSandbox, chat_interval_s: float) -> Bot:
     bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.base_url)))
     limiter = RateLimiter(global_rate_per_s=29, chat_interval_s=chat_interval_s, group_interval_s=3)
     bot.session.middleware(RateLimitedRequests(limiter, retry_after_tries=3))
@@ -46,7 +46,7 @@ def limited_bot(telegram: FakeTelegram, chat_interval_s: float) -> Bot:
 
 
 async def test_a_429_is_honoured_and_nothing_is_lost() -> None:
-    telegram = FakeTelegram(enforce_limits=True)
+    telegram = TelegramSandbox(enforce_limits=True)
     await telegram.start()
     bot = limited_bot(telegram, chat_interval_s=0)  # a limiter that ignores the chat limit
     chat = new_user().id
@@ -64,7 +64,7 @@ async def test_a_429_is_honoured_and_nothing_is_lost() -> None:
 async def test_a_message_leased_by_a_dead_sender_goes_out_again(
     own_sessions: async_sessionmaker[AsyncSession], tmp_path: Path
 ) -> None:
-    telegram = FakeTelegram()
+    telegram = TelegramSandbox()
     await telegram.start()
     chat = new_user().id
     async with own_sessions() as session, session.begin():

@@ -12,7 +12,7 @@ from bot_gateway.app import build
 from bot_gateway.settings import TelegramSettings
 from contracts.topology import Topology
 from messaging.settings import BrokerSettings
-from support.fake_telegram import TOKEN, FakeTelegram
+from sandbox.telegram import TOKEN, TelegramSandbox
 from support.gateway_harness import gateway_settings, new_user
 
 SECRET = "webhook-secret-for-tests"
@@ -21,7 +21,7 @@ SECRET = "webhook-secret-for-tests"
 async def test_pushed_updates_are_handled_only_with_the_secret(
     gateway_database_url: str, amqp_url: str, topology: Topology, tmp_path: Path
 ) -> None:
-    telegram = FakeTelegram()
+    telegram = TelegramSandbox()
     await telegram.start()
     settings = gateway_settings(
         gateway_database_url,

@@ -12,12 +12,12 @@ from contracts.events import JobDispatched
 from contracts.topology import Topology
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import RenderRequest, build_workflows
-from support.runner import Reports, png, publish, serving_runner
-from support.tiny_pipelines import (
+from sandbox.models import (
     build_tiny_edit_pipeline,
     build_tiny_text_to_image_pipeline,
     shrink_edit_image_sizes,
 )
+from support.runner import Reports, png, publish, serving_runner
 
 STEPS = 3
 

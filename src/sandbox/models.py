@@ -173,3 +173,15 @@ def build_tiny_text_to_image_pipeline(directory: Path) -> Path:
     """A random tiny `QwenImagePipeline`, saved to `directory`."""
     QwenImagePipeline(**_components(directory)).save_pretrained(directory)
     return directory
+
+
+if __name__ == "__main__":
+    import sys
+
+    builders = {
+        "edit": build_tiny_edit_pipeline,
+        "text-to-image": build_tiny_text_to_image_pipeline,
+    }
+    if len(sys.argv) != 3 or sys.argv[1] not in builders:
+        sys.exit(f"usage: python -m sandbox.models {'|'.join(builders)} DIRECTORY")
+    print(builders[sys.argv[1]](Path(sys.argv[2])))

@@ -1,29 +1,39 @@
-"""A local stand-in for YooKassa's API (v3 payments), for the real `yookassa` SDK to talk to.
+"""A sandbox YooKassa (API v3 payments and its checkout page), for the real `yookassa` SDK.
 
-Implements POST /v3/payments (honouring Idempotence-Key: a repeated key returns the payment it
-created first), GET /v3/payments/{id}; tests change a payment's status with `set_status` and
-make the API fail with `fail_next`.
+The API: POST /v3/payments (honouring Idempotence-Key: a repeated key returns the payment it
+created first), GET /v3/payments/{id}. A payment's confirmation URL is this server's checkout
+page, `/checkout/{id}`: GET shows the amount, POST pays. Paying (or `pay`) marks the payment
+succeeded and sends the notification YooKassa would to every URL in `notify_urls`, retrying
+until one answers 200, as YooKassa does. Tests also change a payment's status with `set_status`
+and make the API fail with `fail_next`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import html
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 
 @dataclass
-class FakeYooKassa:
+class YooKassaSandbox:
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_key: dict[str, str] = field(default_factory=dict)
     create_calls: int = 0
     failures: list[int] = field(default_factory=list)
     port: int = 0
+    notify_urls: list[str] = field(default_factory=list)
+    """Where payment notifications go (billing's `/webhooks/yookassa`), round robin."""
+    notifications_sent: int = 0
     _runner: web.AppRunner | None = None
+    _deliveries: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def api_url(self) -> str:
@@ -33,6 +43,8 @@ class FakeYooKassa:
         app = web.Application()
         app.router.add_post("/v3/payments", self._create)
         app.router.add_get("/v3/payments/{payment_id}", self._find)
+        app.router.add_get("/checkout/{payment_id}", self._checkout_page)
+        app.router.add_post("/checkout/{payment_id}", self._checkout)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -40,8 +52,34 @@ class FakeYooKassa:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        for delivery in self._deliveries:
+            delivery.cancel()
+        await asyncio.gather(*self._deliveries, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def pay(self, payment_id: str) -> asyncio.Task[None]:
+        """The buyer pays: the payment succeeds and its notification is on its way."""
+        self.set_status(payment_id, "succeeded")
+        delivery = asyncio.create_task(self._notify(self.notification(payment_id)))
+        self._deliveries.add(delivery)
+        delivery.add_done_callback(self._deliveries.discard)
+        return delivery
+
+    async def _notify(self, body: dict[str, Any]) -> None:
+        attempt = 0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            while self.notify_urls:
+                url = self.notify_urls[attempt % len(self.notify_urls)]
+                attempt += 1
+                try:
+                    async with http.post(url, json=body) as answer:
+                        if answer.status == 200:
+                            self.notifications_sent += 1
+                            return
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+                await asyncio.sleep(min(0.2 * attempt, 2.0))
 
     def fail_next(self, count: int, status: int = 500) -> None:
         self.failures.extend([status] * count)
@@ -111,7 +149,7 @@ class FakeYooKassa:
             "created_at": _now(),
             "confirmation": {
                 "type": "redirect",
-                "confirmation_url": f"https://yoomoney.test/checkout?orderId={payment_id}",
+                "confirmation_url": f"http://127.0.0.1:{self.port}/checkout/{payment_id}",
             },
             "test": True,
             "refundable": False,
@@ -128,6 +166,27 @@ class FakeYooKassa:
         if payment is None:
             return self._error(404, "not_found", "payment not found")
         return web.json_response(payment)
+
+    async def _checkout_page(self, request: web.Request) -> web.Response:
+        payment = self.payments.get(request.match_info["payment_id"])
+        if payment is None:
+            return web.Response(status=404, text="no such payment")
+        amount = f"{payment['amount']['value']} {payment['amount']['currency']}"
+        page = (
+            f"<h1>Sandbox checkout</h1><p>{html.escape(payment['description'])}: {amount}</p>"
+            f"<p>Status: {payment['status']}</p>"
+            '<form method="post"><button>Pay (sandbox, no money moves)</button></form>'
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def _checkout(self, request: web.Request) -> web.Response:
+        payment_id = request.match_info["payment_id"]
+        payment = self.payments.get(payment_id)
+        if payment is None:
+            return web.Response(status=404, text="no such payment")
+        if payment["status"] == "pending":
+            self.pay(payment_id)
+        return web.Response(text=f"payment {payment['status']}")
 
 
 def _now() -> str:

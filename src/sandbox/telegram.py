@@ -1,12 +1,19 @@
-"""A local stand-in for the Telegram Bot API, for the real aiogram `Bot` to talk to.
+"""A sandbox Telegram Bot API server, for the real aiogram `Bot` to talk to without Telegram.
 
 It serves what the gateway uses: getMe, getUpdates (honouring `offset`, waiting briefly when
-there is nothing), sendMessage, editMessageText, sendPhoto (multipart upload),
-answerCallbackQuery, getFile and file downloads, setWebhook/deleteWebhook. Tests play users by
-queueing updates (`say`, `send_photo`, `send_document`, `press`) and read what the bot did from
-`calls` and `chats`. With `enforce_limits` it answers 429 + `retry_after` like Telegram when a
-bot exceeds 30 messages in any second overall or 1 per second in one private chat (20 per
-minute in a group), and counts those answers in `http_429`.
+there is nothing), sendMessage, editMessageText, sendPhoto and sendDocument (multipart upload),
+answerCallbackQuery, getFile and file downloads, setWebhook/deleteWebhook. Whoever runs it (the
+demo, tests, benchmarks) plays users by queueing updates (`say`, `send_photo`, `send_document`,
+`press`) and reads what the bot did from `calls` and `shown`.
+
+Updates go out the way the bot asked for them: through getUpdates, or pushed to the URL given
+to setWebhook with its secret token, in order within a chat and up to `webhook_connections`
+chats at a time. `push_to` replaces that URL by several (round robin per chat): the load
+balancer in front of several gateway replicas.
+
+With `enforce_limits` it answers 429 + `retry_after` like Telegram when a bot exceeds 30
+messages in any second overall or 1 per second in one private chat (20 per minute in a group),
+and counts those answers in `http_429`.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 BOT_ID = 424242
@@ -96,7 +104,7 @@ class ShownMessage:
 
 
 @dataclass
-class FakeTelegram:
+class TelegramSandbox:
     enforce_limits: bool = False
     global_per_s: int = 30
     chat_interval_s: float = 1.0
@@ -109,6 +117,11 @@ class FakeTelegram:
     shown: dict[tuple[int, int], ShownMessage] = field(default_factory=dict)
     files: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
     webhook: dict[str, Any] = field(default_factory=dict)
+    push_to: list[str] = field(default_factory=list)
+    """Webhook URLs updates are spread over (per chat) instead of setWebhook's one URL."""
+    webhook_connections: int = 40
+    webhook_failures: int = 0
+    """Pushes answered with an error (or not at all); each is retried, as Telegram does."""
     _updates: list[dict[str, Any]] = field(default_factory=list)
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
@@ -119,6 +132,9 @@ class FakeTelegram:
         default_factory=lambda: defaultdict(deque)
     )
     _runner: web.AppRunner | None = None
+    _lanes: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
+    _pushers: list[asyncio.Task[None]] = field(default_factory=list)
+    _http: aiohttp.ClientSession | None = None
 
     @property
     def base_url(self) -> str:
@@ -135,13 +151,58 @@ class FakeTelegram:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
+        for pusher in self._pushers:
+            pusher.cancel()
+        await asyncio.gather(*self._pushers, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    # --- webhook delivery -----------------------------------------------------------------
+
+    @property
+    def pushing(self) -> bool:
+        return bool(self.push_to or self.webhook.get("url"))
+
+    def _deliver(self, update: dict[str, Any]) -> None:
+        if not self._lanes:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            self._lanes = [asyncio.Queue() for _ in range(self.webhook_connections)]
+            self._pushers = [
+                asyncio.create_task(self._push_lane(lane), name=f"sandbox.telegram.push{n}")
+                for n, lane in enumerate(self._lanes)
+            ]
+        self._lanes[_chat_of(update) % len(self._lanes)].put_nowait(update)
+
+    async def _push_lane(self, lane: asyncio.Queue[dict[str, Any]]) -> None:
+        assert self._http is not None
+        while True:
+            update = await lane.get()
+            while not await self._post(update):
+                self.webhook_failures += 1
+                await asyncio.sleep(0.5)
+
+    async def _post(self, update: dict[str, Any]) -> bool:
+        assert self._http is not None
+        urls = self.push_to or [self.webhook["url"]]
+        url = urls[_chat_of(update) % len(urls)]
+        headers = {}
+        if secret := self.webhook.get("secret_token"):
+            headers["X-Telegram-Bot-Api-Secret-Token"] = secret
+        try:
+            async with self._http.post(url, json=update, headers=headers) as answer:
+                return answer.status < 300
+        except (aiohttp.ClientError, TimeoutError):
+            return False
 
     # --- playing users --------------------------------------------------------------------
 
     def _push(self, update: dict[str, Any]) -> None:
         update["update_id"] = next(self._update_ids)
+        if self.pushing:
+            self._deliver(update)
+            return
         self._updates.append(update)
         self._new_update.set()
 
@@ -444,12 +505,22 @@ class FakeTelegram:
         self.webhook = dict(call.params)
         return _ok(True)
 
+    def _m_deleteWebhook(self, call: Call) -> web.Response:
+        self.webhook = {}
+        return _ok(True)
+
     async def _download(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
         for stored_path, data, _size in self.files.values():
             if stored_path == path:
                 return web.Response(body=data)
         return web.Response(status=404)
+
+
+def _chat_of(update: dict[str, Any]) -> int:
+    if "callback_query" in update:
+        return int(update["callback_query"]["from"]["id"])
+    return int(update["message"]["chat"]["id"])
 
 
 def _ok(result: Any) -> web.Response:

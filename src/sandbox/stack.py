@@ -1,0 +1,181 @@
+"""The whole system on this machine, with sandboxes for the outside world.
+
+Every service runs as its own process (`replicas` of each) exactly as in production, from the
+same `imagebot run SERVICE` entry point; only the outside world is replaced: the Telegram Bot
+API and YooKassa by the sandbox servers here (in this process, so a script can play users and
+pay), and model weights by a tiny random Qwen-Image built offline. The runners serve the CPU
+`pillow_filter` workflow (the sandbox catalog) and `qwen_image` (prompt-only generation).
+
+The database and the broker namespace are the caller's: the stack migrates the database,
+declares the topology and imports the sandbox catalog through the `imagebot` command itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imagebot.processes import SERVICES, ServiceProcess
+from sandbox.telegram import TOKEN, TelegramSandbox
+from sandbox.yookassa import YooKassaSandbox
+
+log = logging.getLogger(__name__)
+
+CATALOG = Path(__file__).with_name("catalog.yaml")
+WEBHOOK_SECRET = "sandbox-webhook-secret"
+
+
+@dataclass
+class StackConfig:
+    database_url: str
+    amqp_url: str
+    namespace: str
+    work_dir: Path
+    """Logs, the object store and the tiny model live here."""
+    replicas: int = 1
+    base_port: int = 18100
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra settings for every service (they win over the stack's own)."""
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Extra settings per service, e.g. {"gpu_runner": {"GPU_PILLOW_FILTER_STEPS": "4"}}."""
+
+
+class SandboxStack:
+    """`async with SandboxStack(config) as stack:` the system is up and ready."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.telegram = TelegramSandbox()
+        self.yookassa = YooKassaSandbox()
+        self.processes: dict[str, list[ServiceProcess]] = {}
+
+    async def __aenter__(self) -> SandboxStack:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def models_dir(self) -> Path:
+        return self.config.work_dir / "models"
+
+    @property
+    def all_processes(self) -> list[ServiceProcess]:
+        return [process for replicas in self.processes.values() for process in replicas]
+
+    async def start(self, ready_timeout_s: float = 180.0) -> None:
+        self.config.work_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.gather(self.telegram.start(), self.yookassa.start(), self._build_model())
+        await self.imagebot("migrate")
+        await self.imagebot("topology", "declare")
+        await self.imagebot("presets", "import", str(CATALOG))
+        port = self.config.base_port
+        for service in SERVICES:
+            replicas = self.processes[service] = []
+            for n in range(1, self.config.replicas + 1):
+                name = f"{service}-{n}"
+                replicas.append(
+                    ServiceProcess(
+                        service,
+                        name,
+                        port,
+                        self.environment(service, name, port),
+                        log_path=self.config.work_dir / "logs" / f"{name}.log",
+                    )
+                )
+                port += 1
+        self.yookassa.notify_urls = [
+            f"{p.url}/webhooks/yookassa" for p in self.processes["billing"]
+        ]
+        if self.config.replicas > 1:  # webhooks spread over the gateways, as a load balancer would
+            self.telegram.push_to = [
+                f"{p.url}/telegram/webhook" for p in self.processes["bot_gateway"]
+            ]
+        await asyncio.gather(*(process.start() for process in self.all_processes))
+        await asyncio.gather(*(process.ready(ready_timeout_s) for process in self.all_processes))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(process.stop() for process in self.all_processes))
+        await asyncio.gather(self.telegram.stop(), self.yookassa.stop())
+
+    def environment(self, service: str, name: str, port: int) -> dict[str, str]:
+        """What one replica is configured with: the sandboxes' addresses, quick test knobs."""
+        config = self.config
+        gateway_mode = "webhook" if config.replicas > 1 else "polling"
+        env = {
+            "DATABASE_URL": config.database_url,
+            "AMQP_URL": config.amqp_url,
+            "AMQP_NAMESPACE": config.namespace,
+            "SERVICE_HTTP_HOST": "127.0.0.1",
+            "SERVICE_LOG_FORMAT": "json",
+            "STORAGE_BACKEND": "local",
+            "STORAGE_LOCAL_ROOT": str(config.work_dir / "objects"),
+            # billing
+            "YOOKASSA_API_URL": self.yookassa.api_url,
+            "YOOKASSA_SHOP_ID": "100500",
+            "YOOKASSA_SECRET_KEY": "sandbox-secret-key",
+            "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+            # bot_gateway
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_API_URL": self.telegram.base_url,
+            "TELEGRAM_MODE": gateway_mode,
+            "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}",
+            "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "TELEGRAM_POLLING_TIMEOUT_S": "1",
+            # gpu_runner
+            "GPU_RUNNER_ID": name,
+            "GPU_WORKFLOWS": "pillow_filter,qwen_image",
+            "GPU_MODELS_DIR": str(self.models_dir),
+            "GPU_QWEN_IMAGE_RESOLUTION": "256",
+            "GPU_QWEN_IMAGE_STEPS": "8",
+            "GPU_QWEN_IMAGE_GUIDANCE": "1.0",
+        }
+        env.update(config.env)
+        env.update(config.service_env.get(service, {}))
+        return env
+
+    async def imagebot(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run an `imagebot` command against the stack's database and broker; its output."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "imagebot",
+            *args,
+            env={**os.environ, **self.environment("cli", "cli", 0), **(env or {})},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        text = output.decode(errors="replace")
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"imagebot {' '.join(args)} exited with {process.returncode}:\n{text}"
+            )
+        return text
+
+    async def _build_model(self) -> None:
+        """The tiny random Qwen-Image the runners load like real weights (built once)."""
+        target = self.models_dir / "Qwen-Image"
+        if (target / "model_index.json").exists():
+            return
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sandbox.models",
+            "text-to-image",
+            str(target),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output, _ = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"building the sandbox model failed:\n{output.decode()}")

@@ -1,0 +1,135 @@
+"""The demo's story, played by one Russian-speaking user against a running `SandboxStack`:
+
+/start → a preset on a photo → its result → prompt-only generation → top-up → payment page
+and YooKassa's webhook → /balance → the weekly bonus (the operator runs this week's round) →
+/history. Each step waits for what the user would see and fails loudly if it never comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sandbox.stack import SandboxStack
+from sandbox.telegram import TgUser
+from sandbox.user import SandboxUser, Transcript, picture
+
+WELCOME_CREDITS = 60
+PRESET, PRESET_PRICE = "Карандашный контур", 20
+PROMPT_PRICE = 30  # JOBS_CUSTOM_PROMPT_PRICE
+PACKAGE, PACKAGE_CREDITS = "100 кредитов за 100 ₽", 100
+BONUS_CREDITS = 30  # BONUS_CREDITS
+
+_user_ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**4 + 2**33)
+
+
+def new_user(language: str = "ru", name: str = "Аня") -> TgUser:
+    """A Telegram user above 32 bits (Telegram's ids are), unique within this process."""
+    return TgUser(id=next(_user_ids), first_name=name, language_code=language)
+
+
+class BonusRound:
+    """The operator runs this week's bonus round once all `players` reached that step."""
+
+    def __init__(self, stack: SandboxStack, players: int = 1) -> None:
+        self._stack = stack
+        self._arrived = asyncio.Barrier(players)
+        self._granted = asyncio.Barrier(players)
+
+    async def run(self) -> None:
+        if await self._arrived.wait() == 0:
+            await self._stack.imagebot("billing", "bonus")
+        await self._granted.wait()
+
+
+@dataclass
+class StoryResult:
+    balance: int
+    steps: dict[str, float] = field(default_factory=dict)
+    """Seconds each step took, from the user's first action to the last thing awaited."""
+    images: list[Path] = field(default_factory=list)
+
+
+async def play(
+    stack: SandboxStack,
+    user: SandboxUser,
+    transcript: Transcript | None = None,
+    bonus: BonusRound | None = None,
+) -> StoryResult:
+    """Play the story (several users at once share one `bonus` round); what it came to."""
+    result = StoryResult(balance=WELCOME_CREDITS)
+    bonus = bonus or BonusRound(stack)
+
+    @asynccontextmanager
+    async def step(name: str) -> AsyncIterator[None]:
+        if transcript is not None:
+            transcript.line("──", name)
+        began = time.monotonic()
+        yield
+        result.steps[name] = time.monotonic() - began
+
+    async with step("/start"):
+        user.say("/start")
+        await user.expect(f"Ваш баланс: {WELCOME_CREDITS}")
+
+    async with step("a preset on a photo"):
+        user.photo(picture())
+        categories = await user.expect("Фото получено")
+        user.press(categories, "фильтры")
+        presets = await user.expect("выберите пресет")
+        user.press(presets, PRESET)
+        confirm = await user.expect(f"Стоимость: {PRESET_PRICE} кредитов")
+        user.press(confirm, "Запустить")
+        await user.expect("", method="sendPhoto", timeout_s=120)
+        result.balance -= PRESET_PRICE
+
+    async with step("prompt-only generation"):
+        user.say("/start")
+        menu = await user.expect("Ваш баланс")
+        user.press(menu, "Свой запрос")
+        await user.expect("Опишите, что сделать")
+        user.say("Маяк на скале на закате, акварель")
+        offer = await user.expect("Пришлите фото для редактирования")
+        user.press(offer, "Нарисовать по тексту")
+        confirm = await user.expect(f"Стоимость: {PROMPT_PRICE} кредитов")
+        user.press(confirm, "Запустить")
+        await user.expect("", method="sendPhoto", timeout_s=300)
+        result.balance -= PROMPT_PRICE
+
+    async with step("top-up"):
+        user.say("/topup")
+        packages = await user.expect("Выберите пакет")
+        user.press(packages, PACKAGE)
+        link = await user.expect("Оплатите")
+        await user.open_link(link, "₽")
+        result.balance += PACKAGE_CREDITS
+        await user.expect(f"Платёж получен: +{PACKAGE_CREDITS} кредитов. Баланс: {result.balance}")
+
+    async with step("/balance"):
+        user.say("/balance")
+        await user.expect(f"Ваш баланс: {result.balance}")
+
+    async with step("weekly bonus"):
+        if transcript is not None:
+            transcript.line("⚙️", "operator: imagebot billing bonus")
+        user.mark()
+        await bonus.run()
+        result.balance += BONUS_CREDITS
+        await user.expect(
+            f"Еженедельный бонус: +{BONUS_CREDITS} кредитов. Баланс: {result.balance}"
+        )
+
+    async with step("/history"):
+        user.say("/history")
+        await user.expect("Последние изображения")
+
+    if transcript is not None:
+        transcript.flush()
+        result.images = list(transcript.images)
+    return result
