@@ -9,7 +9,7 @@ TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 TEST_AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 TEST_ENV = DATABASE_URL=$(TEST_DATABASE_URL) AMQP_URL=$(TEST_AMQP_URL)
 
-.PHONY: help install setup migrate topology contracts lint format types pytest test test-unit test-integration clean
+.PHONY: help install demo setup migrate topology contracts lint format types pytest test test-unit test-integration clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ install: $(PY) ## Install the project, its dev tools and the gpu extra (CPU torc
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[gpu,dev]"
 	$(MAKE) asyncapi-parser
+
+demo: install ## The whole system with sandbox Telegram/YooKassa, played by a scripted user
+	$(TEST_ENV) $(BIN)/imagebot demo --output demo-output
 
 setup: install ## Migrate the database and declare the broker topology (DATABASE_URL, AMQP_URL)
 	$(BIN)/imagebot migrate
