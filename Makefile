@@ -80,6 +80,10 @@ bench-runner: ## gpu_runner: device utilization and gaps over 100 back-to-back f
 bench-jobs: ## Jobs alone: request → dispatch latency p50/p99 and jobs/s, beside a raw broker hop
 	$(TEST_ENV) $(PY) bench/jobs.py
 
+.PHONY: chaos
+chaos: ## Fault injection: 1,000 jobs and 100 top-ups while services, RabbitMQ and PostgreSQL are killed/restarted; then the invariants
+	$(TEST_ENV) $(PY) bench/chaos.py
+
 .PHONY: asyncapi asyncapi-parser
 asyncapi: ## Regenerate docs/asyncapi.yaml (the AsyncAPI 3 document) from the code
 	$(BIN)/imagebot docs asyncapi --namespace imagebot -o docs/asyncapi.yaml
@@ -97,3 +101,7 @@ locales: ## Gateway: refresh the gettext catalogs from the code (new ids get emp
 	$(BIN)/pybabel update -N -w 100 -D messages -i src/bot_gateway/locales/messages.pot -d src/bot_gateway/locales
 	$(BIN)/pybabel compile -D messages -d src/bot_gateway/locales
 	rm src/bot_gateway/locales/messages.pot
+
+.PHONY: bench
+bench: ## The whole chain as processes: jobs/s, request→start and completion→chat latency, vs raw ceilings
+	$(TEST_ENV) $(PY) bench/system.py

@@ -91,10 +91,12 @@ def build(
     )
     store = store or create_object_store(settings.storage)
     sender = OutboundSender(runtime.sessions, bot, store, delivery)
-    backends = Backends(
-        RpcClient(runtime.broker, runtime.topology, timeout_s=settings.broker.rpc_timeout_s),
-        catalog_ttl_s=settings.conversation.catalog_ttl_s,
+    rpc = RpcClient(
+        settings.broker.url.get_secret_value(),
+        runtime.topology,
+        timeout_s=settings.broker.rpc_timeout_s,
     )
+    backends = Backends(rpc, catalog_ttl_s=settings.conversation.catalog_ttl_s)
     conversation = Conversation(
         runtime.unit_of_work, edit_interval_s=delivery.edit_interval_s, mail_committed=sender.notify
     )
@@ -126,6 +128,7 @@ def build(
         await runtime.relay.publish_pending()
         await sender.stop()
         await bot.session.close()
+        await rpc.close()
 
     return Gateway(runtime, bot, dispatcher, sender, conversation, backends, webhook, app)
 

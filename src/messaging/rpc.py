@@ -7,10 +7,14 @@ turns error replies into `RpcRefusedError` and silence into `TimeoutError`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue, RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import BaseModel, ValidationError
@@ -84,33 +88,75 @@ def serve(
 
 
 class RpcClient:
-    """Calls request/reply methods; one broker serves calls one at a time (FastStream)."""
+    """Calls request/reply methods; any number at once over one direct reply-to consumer.
 
-    def __init__(self, broker: RabbitBroker, topology: Topology, *, timeout_s: float) -> None:
-        self._broker = broker
+    FastStream's own `broker.request` takes a lock and subscribes anew for every call, so one
+    broker makes one call at a time; under load that queue of callers is the latency. Here one
+    channel consumes `amq.rabbitmq.reply-to` for good and replies find their caller by
+    correlation id. The connection opens on the first call (and reopens after a broker restart).
+    """
+
+    def __init__(self, amqp_url: str, topology: Topology, *, timeout_s: float) -> None:
+        self._url = amqp_url
         self._topology = topology
         self._timeout_s = timeout_s
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractChannel | None = None
+        self._opening = asyncio.Lock()
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}
 
     async def call(self, request: Request, result_type: type[ResultT]) -> ResultT:
         """Send `request`, wait at most the timeout for its reply, return the validated result."""
         if not issubclass(request.result_type, result_type):
             raise TypeError(f"{request.method} answers {request.result_type.__name__}")
-        response = await self._broker.request(
-            request.model_dump_json().encode(),
-            queue=self._topology.rpc_queue(request.method),
-            timeout=self._timeout_s,
-            expiration=min(self._timeout_s, RPC_REQUEST_TTL_MS / 1000),
-            content_type="application/json",
-            headers=_correlation_header(),
-        )
-        reply = Reply.model_validate_json(response.body)
-        if reply.error is not None:
-            raise RpcRefusedError(reply.error.code, reply.error.detail)
-        if reply.result is None:
+        async with asyncio.timeout(self._timeout_s):
+            channel = await self._open()
+            correlation_id = uuid.uuid4().hex
+            reply = self._waiting[correlation_id] = asyncio.get_running_loop().create_future()
+            try:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        request.model_dump_json().encode(),
+                        content_type="application/json",
+                        correlation_id=correlation_id,
+                        reply_to=DIRECT_REPLY_TO,
+                        expiration=min(self._timeout_s, RPC_REQUEST_TTL_MS / 1000),
+                        headers=_correlation_header(),
+                    ),
+                    routing_key=self._topology.rpc_queue(request.method),
+                )
+                body = await reply
+            finally:
+                self._waiting.pop(correlation_id, None)
+        answer = Reply.model_validate_json(body)
+        if answer.error is not None:
+            raise RpcRefusedError(answer.error.code, answer.error.detail)
+        if answer.result is None:
             raise RpcRefusedError("empty_reply", f"{request.method} answered nothing")
-        return result_type.model_validate(reply.result)
+        return result_type.model_validate(answer.result)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+        self._connection = self._channel = None
+
+    async def _open(self) -> AbstractChannel:
+        async with self._opening:
+            if self._channel is None:
+                connection = await aio_pika.connect_robust(self._url)
+                channel = await connection.channel(publisher_confirms=False)
+                replies = await channel.declare_queue(DIRECT_REPLY_TO, passive=True)
+                await replies.consume(self._on_reply, no_ack=True)
+                self._connection, self._channel = connection, channel
+            return self._channel
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        waiting = self._waiting.get(message.correlation_id or "")
+        if waiting is not None and not waiting.done():
+            waiting.set_result(message.body)
 
 
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 CORRELATION_HEADER = "x-correlation-id"
 """The caller's correlation id (the message it was handling), so the server's logs name it."""
 

@@ -19,6 +19,7 @@ and counts those answers in `http_429`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import itertools
 import json
@@ -113,6 +114,8 @@ class TelegramSandbox:
     """Tolerance on the per-chat interval, as network timing is never exact."""
     port: int = 0
     calls: list[Call] = field(default_factory=list)
+    by_chat: defaultdict[int, list[Call]] = field(default_factory=lambda: defaultdict(list))
+    """The same calls, per chat they went into."""
     http_429: int = 0
     shown: dict[tuple[int, int], ShownMessage] = field(default_factory=dict)
     files: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
@@ -132,6 +135,9 @@ class TelegramSandbox:
         default_factory=lambda: defaultdict(deque)
     )
     _runner: web.AppRunner | None = None
+    _watchers: defaultdict[int, list[asyncio.Future[None]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     _lanes: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
     _pushers: list[asyncio.Task[None]] = field(default_factory=list)
     _http: aiohttp.ClientSession | None = None
@@ -308,12 +314,33 @@ class TelegramSandbox:
 
     # --- reading what the bot did ---------------------------------------------------------
 
+    async def next_call(self, chat_id: int, seen: int, timeout_s: float) -> bool:
+        """Wait until `chat_id` got more than `seen` calls; False when `timeout_s` passed."""
+        if len(self.by_chat[chat_id]) > seen:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._watchers[chat_id].append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(ValueError):
+                self._watchers[chat_id].remove(waiter)
+        return True
+
+    def _record(self, call: Call) -> None:
+        self._record(call)
+        chat_id = call.chat_id
+        if chat_id is None:
+            return
+        self.by_chat[chat_id].append(call)
+        for waiter in self._watchers.pop(chat_id, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
     def sent_to(self, chat_id: int, method: str | None = None) -> list[Call]:
-        return [
-            call
-            for call in self.calls
-            if call.chat_id == chat_id and (method is None or call.method == method)
-        ]
+        return [call for call in self.by_chat[chat_id] if method is None or call.method == method]
 
     async def wait_for(
         self, chat_id: int, contains: str, *, method: str | None = None, timeout_s: float = 15.0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,18 +100,17 @@ class Transcript:
 class SandboxUser:
     """One Telegram user talking to the bot."""
 
-    _message_ids = itertools.count(1)
-
     def __init__(
         self, telegram: TelegramSandbox, user: TgUser, transcript: Transcript | None = None
     ) -> None:
         self.telegram = telegram
         self.user = user
         self.transcript = transcript
-        self._cursor = len(telegram.calls)
+        self._calls = telegram.by_chat[user.id]
+        self._cursor = len(self._calls)
 
     def mark(self) -> None:
-        self._cursor = len(self.telegram.calls)
+        self._cursor = len(self._calls)
 
     def _did(self, text: str) -> None:
         self.mark()
@@ -155,33 +153,23 @@ class SandboxUser:
     ) -> Call:
         """The first call into this chat since the last action whose text has `contains`."""
         deadline = time.monotonic() + timeout_s
+        checked = self._cursor
         while True:
-            for call in self.telegram.calls[self._cursor :]:
-                if (
-                    call.chat_id == self.user.id
-                    and (method is None or call.method == method)
-                    and contains in call.text
-                ):
+            for call in self._calls[checked:]:
+                if (method is None or call.method == method) and contains in call.text:
                     return call
-            if time.monotonic() > deadline:
-                seen = [
-                    (c.method, c.text[:90])
-                    for c in self.telegram.calls[self._cursor :]
-                    if c.chat_id == self.user.id
-                ]
+            checked = len(self._calls)
+            left = deadline - time.monotonic()
+            if left <= 0 or not await self.telegram.next_call(self.user.id, checked, left):
+                seen = [(c.method, c.text[:90]) for c in self._calls[self._cursor :]]
                 raise AssertionError(f"{self.user.id} never got {contains!r}; got {seen}")
-            await asyncio.sleep(0.02)
 
     async def alert(self, query_id: str) -> str:
         answer = await self.telegram.answer_to(query_id)
         return str(answer.params.get("text") or "")
 
     def said(self, contains: str) -> list[Call]:
-        return [
-            call
-            for call in self.telegram.calls[self._cursor :]
-            if call.chat_id == self.user.id and contains in call.text
-        ]
+        return [call for call in self._calls[self._cursor :] if contains in call.text]
 
 
 def picture(size: tuple[int, int] = (640, 480), kind: str = "JPEG") -> bytes:

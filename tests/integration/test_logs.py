@@ -101,16 +101,13 @@ async def test_a_request_reply_server_logs_under_the_callers_correlation_id(
     server = create_broker(BrokerSettings(url=amqp_url), graceful_timeout_s=5)  # type: ignore[arg-type]
     await declare_topology(amqp_url, topology)
     serve(server, topology, EnsureAccount, refuse)
-    caller = create_broker(BrokerSettings(url=amqp_url))  # type: ignore[arg-type]
+    caller = RpcClient(amqp_url, topology, timeout_s=5)
     await server.start()
-    await caller.start()
     try:
         with handling(correlation_id="request-77"), pytest.raises(RpcRefusedError):
-            await RpcClient(caller, topology, timeout_s=5).call(
-                EnsureAccount(telegram_id=5), Account
-            )
+            await caller.call(EnsureAccount(telegram_id=5), Account)
     finally:
-        await caller.stop()
+        await caller.close()
         await server.stop()
 
     [refused] = [r for r in lines(output) if "refused" in r["message"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aio_pika
@@ -43,10 +44,9 @@ async def server(amqp_url: str, topology: Topology) -> AsyncIterator[RabbitBroke
 
 @pytest.fixture
 async def client(amqp_url: str, topology: Topology) -> AsyncIterator[RpcClient]:
-    broker = create_broker(BrokerSettings(url=amqp_url))  # type: ignore[arg-type]
-    await broker.start()
-    yield RpcClient(broker, topology, timeout_s=2)
-    await broker.stop()
+    client = RpcClient(amqp_url, topology, timeout_s=2)
+    yield client
+    await client.close()
 
 
 async def test_a_call_returns_the_servers_result(server: RabbitBroker, client: RpcClient) -> None:
@@ -54,6 +54,31 @@ async def test_a_call_returns_the_servers_result(server: RabbitBroker, client: R
     assert account == Account(
         user_id=7, telegram_id=2**40, username="ann", balance=60, created=True
     )
+
+
+async def test_calls_run_at_once_not_one_after_another(
+    amqp_url: str, topology: Topology, client: RpcClient
+) -> None:
+    """50 calls to a server that takes 0.2 s each, 50 at a time, finish in about 0.2 s."""
+
+    async def slow(request: EnsureAccount) -> Account:
+        await asyncio.sleep(0.2)
+        return await open_account(request)
+
+    broker = create_broker(BrokerSettings(url=amqp_url), graceful_timeout_s=5)  # type: ignore[arg-type]
+    await declare_topology(amqp_url, topology)
+    serve(broker, topology, EnsureAccount, slow, prefetch=50)
+    await broker.start()
+    try:
+        began = time.monotonic()
+        accounts = await asyncio.gather(
+            *(client.call(EnsureAccount(telegram_id=2**40 + n), Account) for n in range(50))
+        )
+        took = time.monotonic() - began
+    finally:
+        await broker.stop()
+    assert [account.telegram_id for account in accounts] == [2**40 + n for n in range(50)]
+    assert took < 1.5, f"50 calls took {took:.2f} s: they waited for each other"
 
 
 async def test_a_refusal_reaches_the_caller_with_its_code(

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from faststream.rabbit import RabbitBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from billing.app import Billing, Settings, build
@@ -69,12 +68,4 @@ async def sender(amqp_url: str, topology: Topology) -> AsyncIterator[EventPublis
     await declare_topology(amqp_url, topology)
     await broker.connect()
     yield EventPublisher(broker, topology.events_exchange, source="test", timeout_s=10)
-    await broker.stop()
-
-
-@pytest.fixture
-async def rpc_broker(amqp_url: str) -> AsyncIterator[RabbitBroker]:
-    broker = create_broker(BrokerSettings(url=amqp_url))  # type: ignore[arg-type]
-    await broker.connect()
-    yield broker
     await broker.stop()

@@ -9,7 +9,6 @@ import uuid
 from pathlib import Path
 
 import aio_pika
-from faststream.rabbit import RabbitBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -254,9 +253,9 @@ async def _take_one(amqp_url: str, queue: str) -> aio_pika.abc.AbstractIncomingM
 
 
 async def test_accounts_open_once_with_welcome_credits_over_request_reply(
-    billing: Billing, rpc_broker: RabbitBroker, topology: Topology, billing_sessions: Sessions
+    billing: Billing, amqp_url: str, topology: Topology, billing_sessions: Sessions
 ) -> None:
-    client = RpcClient(rpc_broker, topology, timeout_s=5)
+    client = RpcClient(amqp_url, topology, timeout_s=5)
     telegram_id = new_telegram_id()
     first = await client.call(EnsureAccount(telegram_id=telegram_id, username="anna"), Account)
     again = await client.call(EnsureAccount(telegram_id=telegram_id, username="anna_k"), Account)

@@ -9,15 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from faststream.rabbit import RabbitBroker
 
 from contracts.events import PresetsChanged
 from contracts.rpc import JobHistory, ListJobs, ListPresets, PresetCatalog
 from contracts.topology import Topology
 from jobs.catalog import PresetSpec, parse_catalog, read_catalog_file
-from messaging.broker import create_broker
 from messaging.rpc import RpcClient
-from messaging.settings import BrokerSettings
 from support.database import ROOT
 from support.jobs_harness import EventLog, JobsPlayer
 
@@ -50,10 +47,9 @@ def _key(spec: PresetSpec) -> tuple[str, str]:
 
 @pytest.fixture
 async def rpc(amqp_url: str, topology: Topology) -> AsyncIterator[RpcClient]:
-    broker: RabbitBroker = create_broker(BrokerSettings(url=amqp_url))  # type: ignore[arg-type]
-    await broker.connect()
-    yield RpcClient(broker, topology, timeout_s=5)
-    await broker.stop()
+    client = RpcClient(amqp_url, topology, timeout_s=5)
+    yield client
+    await client.close()
 
 
 async def test_import_of_the_shipped_catalog_then_export_gives_the_same_data(

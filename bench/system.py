@@ -1,0 +1,396 @@
+"""The whole chain under load: gateway → jobs → billing → runner → gateway, as processes.
+
+The system runs exactly as `imagebot demo` runs it (every service its own process, real
+PostgreSQL and RabbitMQ, sandbox Telegram Bot API and YooKassa) with a zero-work pipeline: the
+runner's CPU `pillow_filter` on a 32×32 photo, one step. Users are prepared first (photo sent,
+preset picked, the price shown); then they tap «Запустить», which is where a request begins.
+
+1. Ceilings, measured first in the same run: the broker (persistent messages through a quorum
+   queue with publisher confirms and acks, as our services use it) in messages/s, and the
+   database (one-row write transactions from 10 connections) in commits/s.
+2. Latency at a steady rate (`--rate`, default 50 jobs/s, open loop): request → runner start
+   (JobStarted) p50/p99, and completion (JobCompleted) → the photo arriving in the chat.
+3. Throughput: `--jobs` users tap at once; jobs/s from the first tap to the last photo.
+
+Efficiency compares the throughput with what the ceilings allow for the messages and commits
+one job actually took (counted from the services' metrics and PostgreSQL's statistics):
+`ceiling_jobs_per_s = min(broker_msgs_per_s / msgs_per_job, db_commits_per_s / commits_per_job)`.
+The sandbox does not enforce Telegram's 30 messages/s (a bot can buy more with paid broadcasts),
+so the gateway's global rate is raised to 1,000/s; the 1 s per chat stays, as Telegram asks.
+
+    make bench                  # or: python bench/system.py --jobs 1000 --rate 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import re
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import aio_pika
+import aiohttp
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
+from PIL import Image
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from contracts.envelope import RawEnvelope  # noqa: E402
+from contracts.topology import build_topology  # noqa: E402
+from imagebot.database import drop_database, ensure_database  # noqa: E402
+from messaging.broker import delete_topology  # noqa: E402
+from sandbox.stack import SandboxStack, StackConfig  # noqa: E402
+from sandbox.story import new_user  # noqa: E402
+from sandbox.telegram import Call  # noqa: E402
+from sandbox.user import SandboxUser  # noqa: E402
+
+PRESET = "Чёрно-белое"
+PRICE = 10
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
+
+
+def tiny_photo() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 120, 40)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+# --- ceilings -------------------------------------------------------------------------------
+
+
+async def broker_ceiling(amqp_url: str, total: int = 5000) -> float:
+    """Persistent messages/s through a quorum queue: confirmed publishes, acked deliveries."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        publishing = await connection.channel(publisher_confirms=True)
+        consuming = await connection.channel()
+        await consuming.set_qos(prefetch_count=20)
+        name = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
+        queue = await consuming.declare_queue(
+            name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        done = asyncio.get_running_loop().create_future()
+        received = 0
+
+        async def arrived(message: AbstractIncomingMessage) -> None:
+            nonlocal received
+            await message.ack()
+            received += 1
+            if received == total and not done.done():
+                done.set_result(None)
+
+        await queue.consume(arrived)
+        body = b"x" * 600  # about one of our envelopes
+        began = time.perf_counter()
+
+        async def publish(index: int) -> None:
+            await publishing.default_exchange.publish(
+                aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=name,
+            )
+
+        for start in range(0, total, 100):
+            await asyncio.gather(*(publish(i) for i in range(start, min(start + 100, total))))
+        await done
+        elapsed = time.perf_counter() - began
+        await consuming.queue_delete(name)
+    return total / elapsed
+
+
+async def database_ceiling(dsn: str, seconds: float = 3.0) -> float:
+    """One-row INSERT transactions (autocommit, durable) per second from 10 connections."""
+    pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
+    table = f"bench_ceiling_{uuid.uuid4().hex[:8]}"
+    await pool.execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, body text)")
+    commits = 0
+    deadline = time.perf_counter() + seconds
+
+    async def writer() -> None:
+        nonlocal commits
+        async with pool.acquire() as connection:
+            while time.perf_counter() < deadline:
+                await connection.execute(f"INSERT INTO {table} (body) VALUES ($1)", "x" * 200)
+                commits += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(writer() for _ in range(10)))
+    elapsed = time.perf_counter() - began
+    await pool.execute(f"DROP TABLE {table}")
+    await pool.close()
+    return commits / elapsed
+
+
+# --- counting what a job costs ----------------------------------------------------------------
+
+
+async def consumed_messages(stack: SandboxStack) -> float:
+    total = 0.0
+    async with aiohttp.ClientSession() as http:
+        for process in stack.all_processes:
+            async with http.get(f"{process.url}/metrics") as answer:
+                body = await answer.text()
+            total += sum(
+                float(value)
+                for value in re.findall(r"^imagebot_messages_consumed_total{.*} (\S+)$", body, re.M)
+            )
+    return total
+
+
+async def commits(dsn: str, database: str) -> int:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("SELECT pg_stat_clear_snapshot()")
+        value = await connection.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", database
+        )
+    finally:
+        await connection.close()
+    return int(value)
+
+
+# --- the users ----------------------------------------------------------------------------
+
+
+HOPS = (
+    ("tap", "job.requested"),
+    ("job.requested", "job.created"),
+    ("job.created", "balance.debited"),
+    ("balance.debited", "job.dispatched"),
+    ("job.dispatched", "job.started"),
+    ("job.started", "job.completed"),
+    ("job.completed", "job.succeeded"),
+    ("job.succeeded", "photo"),
+)
+"""The chain, hop by hop: each event's time is when its producer emitted it."""
+
+
+class Observer:
+    """Listens to the job events on the bus: when each chat's job reached each stage."""
+
+    def __init__(self) -> None:
+        self._chat_of_request: dict[str, int] = {}
+        self._chat_of_job: dict[int, int] = {}
+        self.times: dict[int, dict[str, float]] = {}  # chat -> event type -> wall time
+
+    async def start(self, amqp_url: str, namespace: str) -> aio_pika.abc.AbstractConnection:
+        topology = build_topology(namespace)
+        connection = await aio_pika.connect(amqp_url)
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in {a for a, _ in HOPS} | {b for _, b in HOPS}:
+            if "." in key:
+                await queue.bind(exchange, routing_key=f"{key}.#")
+        await queue.consume(self._on, no_ack=True)
+        return connection
+
+    def stage(self, chat: int, name: str) -> float | None:
+        return self.times.get(chat, {}).get(name)
+
+    def mark(self, chat: int, name: str, at: float) -> None:
+        self.times.setdefault(chat, {}).setdefault(name, at)
+
+    async def _on(self, message: AbstractIncomingMessage) -> None:
+        envelope = RawEnvelope.model_validate_json(message.body)
+        data = envelope.data
+        chat: int | None
+        if envelope.type == "job.requested":
+            chat = int(data["chat_id"])
+            self._chat_of_request[str(data["request_id"])] = chat
+        elif envelope.type == "job.created":
+            chat = self._chat_of_request.get(str(data["request_id"]), int(data["chat_id"]))
+            self._chat_of_job[int(data["job_id"])] = chat
+        else:
+            chat = self._chat_of_job.get(int(data["job_id"]))
+            if chat is None:  # created is published first; a redelivery may come late
+                await asyncio.sleep(0.05)
+                chat = self._chat_of_job.get(int(data["job_id"]))
+        if chat is not None:
+            self.mark(chat, envelope.type, envelope.time.timestamp())
+
+
+async def prepare(stack: SandboxStack, count: int, photo: bytes) -> list[tuple[SandboxUser, Call]]:
+    """`count` users who sent a photo and picked the preset: each with the price message."""
+    ready: list[tuple[SandboxUser, Call]] = []
+    gate = asyncio.Semaphore(200)
+
+    async def one() -> None:
+        async with gate:
+            user = SandboxUser(stack.telegram, new_user())
+            user.photo(photo)
+            categories = await user.expect("Фото получено", timeout_s=120)
+            user.press(categories, "фильтры")
+            presets = await user.expect("выберите пресет", timeout_s=120)
+            user.press(presets, PRESET)
+            confirm = await user.expect(f"Стоимость: {PRICE} кредитов", timeout_s=120)
+            user.mark()
+            ready.append((user, confirm))
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return ready
+
+
+async def delivered(
+    stack: SandboxStack, chats: set[int], since: int, timeout_s: float
+) -> dict[int, float]:
+    """Wait for a photo in each chat; when each arrived (wall time)."""
+    offset = time.time() - time.monotonic()
+    found: dict[int, float] = {}
+    seen = since
+    deadline = time.monotonic() + timeout_s
+    while len(found) < len(chats) and time.monotonic() < deadline:
+        calls = stack.telegram.calls
+        for call in calls[seen:]:
+            if call.method == "sendPhoto" and call.chat_id in chats:
+                found.setdefault(call.chat_id, call.at + offset)  # type: ignore[arg-type]
+        seen = len(calls)
+        await asyncio.sleep(0.05)
+    return found
+
+
+async def tap_all(users: list[tuple[SandboxUser, Call]], rate: float | None) -> dict[int, float]:
+    """Each user taps «Запустить» (`rate` per second, or all at once); when each tapped."""
+    tapped: dict[int, float] = {}
+    began = time.monotonic()
+    for index, (user, confirm) in enumerate(users):
+        if rate:
+            await asyncio.sleep(max(0.0, began + index / rate - time.monotonic()))
+        tapped[user.user.id] = time.time()
+        user.press(confirm, "Запустить")
+    return tapped
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+async def measured(
+    label: str,
+    stack: SandboxStack,
+    observer: Observer,
+    users: list[tuple[SandboxUser, Call]],
+    rate: float | None,
+) -> tuple[float, list[float], list[float]]:
+    since = len(stack.telegram.calls)
+    chats = {user.user.id for user, _ in users}
+    tapped = await tap_all(users, rate)
+    photos = await delivered(stack, chats, since, timeout_s=300)
+    missing = len(chats) - len(photos)
+    if missing:
+        raise SystemExit(f"{label}: {missing} of {len(chats)} jobs never delivered")
+    await asyncio.sleep(0.5)  # the last events reach the observer
+    for chat in chats:
+        observer.mark(chat, "tap", tapped[chat])
+        observer.mark(chat, "photo", photos[chat])
+
+    def spans(first: str, then: str) -> list[float]:
+        return [
+            (b - a) * 1000
+            for chat in chats
+            if (a := observer.stage(chat, first)) and (b := observer.stage(chat, then))
+        ]
+
+    hops = []
+    for first, then in HOPS:
+        took = spans(first, then)
+        hops.append(f"{then} +{percentile(took, 0.5):.0f}/{percentile(took, 0.99):.0f}")
+    print(f"  {label}, hop p50/p99 ms: tap → " + " → ".join(hops))
+    wall = max(photos.values()) - min(tapped.values())
+    return len(chats) / wall, spans("tap", "job.started"), spans("job.completed", "photo")
+
+
+async def main(args: argparse.Namespace) -> None:
+    server = make_url(os.environ["DATABASE_URL"])
+    amqp_url = os.environ["AMQP_URL"]
+    name = f"imagebot_bench_{uuid.uuid4().hex[:8]}"
+    database_url = server.set(database=name).render_as_string(hide_password=False)
+    dsn = server.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+    await ensure_database(database_url)
+    namespace = f"bench-{uuid.uuid4().hex[:8]}"
+
+    broker_msgs = await broker_ceiling(amqp_url)
+    db_commits = await database_ceiling(dsn)
+    print(f"ceilings: broker_msgs_per_s={broker_msgs:.0f} db_commits_per_s={db_commits:.0f}")
+
+    work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="imagebot-bench-"))
+    config = StackConfig(
+        database_url=database_url,
+        amqp_url=amqp_url,
+        namespace=namespace,
+        work_dir=work_dir,
+        replicas=args.replicas,
+        base_port=18300,
+        env={"SERVICE_LOG_LEVEL": "WARNING"},
+        service_env={
+            "gpu_runner": {"GPU_WORKFLOWS": "pillow_filter", "GPU_PILLOW_FILTER_STEPS": "1"},
+            "bot_gateway": {"DELIVERY_GLOBAL_RATE_PER_S": "1000"},
+        },
+    )
+    photo = tiny_photo()
+    try:
+        async with SandboxStack(config) as stack:
+            observer = Observer()
+            connection = await observer.start(amqp_url, namespace)
+            latency_users = int(args.rate * args.seconds)
+            print(f"preparing {latency_users + args.jobs} users (photo, preset, price shown) …")
+            began = time.monotonic()
+            users = await prepare(stack, latency_users + args.jobs, photo)
+            print(f"prepared in {time.monotonic() - began:.1f} s")
+
+            _, start_ms, deliver_ms = await measured(
+                "latency", stack, observer, users[:latency_users], args.rate
+            )
+            print(
+                f"at {args.rate:.0f} jobs/s for {args.seconds:.0f} s ({latency_users} jobs): "
+                f"start_p50_ms={percentile(start_ms, 0.5):.0f} "
+                f"start_p99_ms={percentile(start_ms, 0.99):.0f} "
+                f"deliver_p50_ms={percentile(deliver_ms, 0.5):.0f} "
+                f"deliver_p99_ms={percentile(deliver_ms, 0.99):.0f}"
+            )
+
+            messages_before = await consumed_messages(stack)
+            commits_before = await commits(dsn, name)
+            jobs_per_s, _, _ = await measured(
+                "throughput", stack, observer, users[latency_users:], None
+            )
+            await asyncio.sleep(3)  # the last progress and delivery events settle
+            msgs_per_job = (await consumed_messages(stack) - messages_before) / args.jobs
+            commits_per_job = (await commits(dsn, name) - commits_before) / args.jobs
+            ceiling = min(broker_msgs / msgs_per_job, db_commits / commits_per_job)
+            print(
+                f"{args.jobs} jobs at once: jobs_per_s={jobs_per_s:.1f} "
+                f"msgs_per_job={msgs_per_job:.1f} commits_per_job={commits_per_job:.1f} "
+                f"ceiling_jobs_per_s={ceiling:.0f}"
+            )
+            await connection.close()
+    finally:
+        await delete_topology(amqp_url, build_topology(namespace))
+        await drop_database(database_url)
+    print(
+        f"BENCH jobs_per_s={jobs_per_s:.1f} start_p50_ms={percentile(start_ms, 0.5):.0f} "
+        f"start_p99_ms={percentile(start_ms, 0.99):.0f} "
+        f"deliver_p99_ms={percentile(deliver_ms, 0.99):.0f} "
+        f"efficiency={jobs_per_s / ceiling:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="users tapping at once")
+    parser.add_argument("--rate", type=float, default=50.0, help="jobs/s of the latency run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument("--replicas", type=int, default=1, help="processes per service")
+    parser.add_argument("--work-dir", default="", help="logs and objects (default: a temp dir)")
+    asyncio.run(main(parser.parse_args()))
