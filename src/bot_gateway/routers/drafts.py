@@ -162,8 +162,10 @@ async def draft_action(
     if callback_data.action == "generate" and draft.prompt is not None:
         await show_confirmation(callback.message, state, draft)
     elif callback_data.action == "start" and await state.get_state() == Drafting.confirming.state:
-        await state.clear()
+        # Request first, then forget the draft: a crash in between leaves the draft, and the
+        # re-tapped Start finds the request already made (its id derives from the draft).
         await conversation.request_job(customer, draft, callback.message.message_id)
+        await state.clear()
     elif callback_data.action == "drop":
         await state.clear()
         await callback.message.answer(texts.dialog_canceled(), reply_markup=keyboards.main_menu())

@@ -4,10 +4,13 @@ API, the gateway, billing and jobs on the real broker and database; the test pla
 from __future__ import annotations
 
 import asyncio
+import uuid
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from bot_gateway.conversation import Conversation
 from contracts.events import (
     CreditsGranted,
     CreditsGrantRefused,
@@ -548,6 +551,40 @@ async def test_a_double_tapped_start_asks_for_one_job(stack: Stack) -> None:
 
     created = await created_job(stack, chat)
     await asyncio.sleep(1.0)  # room for a second request to show up, were there one
+    requests = stack.events.of(JobRequested, telegram_id=chat.user.id)
+    assert [r.request_id for r in requests] == [created.request_id]
+
+
+async def test_a_start_that_failed_midway_can_be_tapped_again(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The draft outlives a Start whose request never committed (a crash, the database gone):
+    the re-tapped Start asks for the job instead of calling the button outdated."""
+    p = PHRASES["ru"]
+    chat = await started_chat(stack, "ru")
+    chat.photo()
+    categories = await chat.expect(p["photo_received"])
+    chat.press(categories, "Фото")
+    presets = await chat.expect(p["category"])
+    chat.press(presets, "Мультфильм")
+    confirm = await chat.expect(p["confirm"].format(20))
+    request_job = Conversation.request_job
+    failures: list[str] = []
+
+    async def fail_once(self: Conversation, *args: Any, **kwargs: Any) -> uuid.UUID:
+        if not failures:
+            failures.append("failed")
+            raise ConnectionError("the database went away")
+        return await request_job(self, *args, **kwargs)
+
+    monkeypatch.setattr(Conversation, "request_job", fail_once)
+    chat.press(confirm, p["start"])
+    while not failures:  # noqa: ASYNC110  (the failure is ours, not an event to wait on)
+        await asyncio.sleep(0.02)
+    chat.press(confirm, p["start"])  # nothing happened, so the user taps again
+
+    created = await created_job(stack, chat)
+    await chat.expect(p["accepted"])
     requests = stack.events.of(JobRequested, telegram_id=chat.user.id)
     assert [r.request_id for r in requests] == [created.request_id]
 
