@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
+from contracts.envelope import Event, RawEnvelope
 from contracts.events import JobDispatched, JobQueued
 from jobs.domain import WITH_DEADLINE, JobFacts, Stage, eta_seconds, fair_order
 from jobs.repository import Dispatched, JobRow, JobsRepository
@@ -16,6 +18,12 @@ from jobs.settings import JobsSettings
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+
+class Emitter(Protocol):
+    """Where the events a change causes go: a unit of work's outbox, written on commit."""
+
+    def emit(self, event: Event, *, correlation_id: str | None = None) -> RawEnvelope: ...
 
 
 def facts(job: JobRow) -> JobFacts:
@@ -31,7 +39,7 @@ class Dispatcher:
     def __init__(self, settings: JobsSettings) -> None:
         self._settings = settings
 
-    async def dispatch_user(self, repository: JobsRepository, uow: UnitOfWork, user_id: int) -> int:
+    async def dispatch_user(self, repository: JobsRepository, uow: Emitter, user_id: int) -> int:
         """Fill the user's free slots with their oldest ready jobs; the user's lock is held."""
         dispatched = await repository.dispatch(
             user_id,
@@ -43,7 +51,7 @@ class Dispatcher:
             self._announce(uow, job)
         return len(dispatched)
 
-    def _announce(self, uow: UnitOfWork, job: Dispatched) -> None:
+    def _announce(self, uow: Emitter, job: Dispatched) -> None:
         uow.emit(
             JobDispatched(
                 job_id=job.id,

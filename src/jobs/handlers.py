@@ -15,6 +15,7 @@ from contracts.events import (
 )
 from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
 from jobs.catalog import catalog_view
+from jobs.fast_paths import FastPaths
 from jobs.lifecycle import JobLifecycle
 from jobs.repository import CatalogRepository, JobsRepository
 from messaging.runtime import ServiceRuntime
@@ -22,8 +23,9 @@ from messaging.runtime import ServiceRuntime
 
 def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     on = runtime.consumer.on
-    on(JobRequested)(lifecycle.request)
-    on(BalanceDebited)(lifecycle.paid)
+    fast = FastPaths(lifecycle, runtime)
+    on(JobRequested, fast_path=fast.request)(lifecycle.request)
+    on(BalanceDebited, fast_path=fast.paid)(lifecycle.paid)
     on(DebitRejected)(lifecycle.debit_rejected)
     on(JobStarted)(lifecycle.started)
     on(JobCompleted)(lifecycle.completed)

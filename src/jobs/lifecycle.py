@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
@@ -29,7 +30,16 @@ from contracts.events import (
 )
 from jobs import domain
 from jobs.dispatcher import Dispatcher, Sweeper, correlation, facts
-from jobs.domain import IN_FLIGHT, Limits, Move, Order, Rejection, RequestFacts, RetryPolicy
+from jobs.domain import (
+    IN_FLIGHT,
+    Limits,
+    Move,
+    Order,
+    Rejection,
+    RequestFacts,
+    RetryPolicy,
+    Stage,
+)
 from jobs.repository import JobRow, JobsRepository, NewJob, RequestState, deadline
 from jobs.settings import JobsSettings
 from messaging.unit_of_work import UnitOfWork
@@ -65,7 +75,7 @@ class JobLifecycle:
         if state.existing_job is not None:
             log.info("request %s already has its job; ignoring the repeat", event.request_id)
             return
-        decision = self._decide(event, state)
+        decision = self.decide(event, state)
         if not isinstance(decision, Order):
             self._reject(uow, event, decision.reason, decision.detail)
             return
@@ -73,9 +83,10 @@ class JobLifecycle:
         if job_id is None:
             self._reject(uow, event, JobRejectReason.invalid_request, "unknown user")
             return
-        uow.emit(self._created(event, decision, job_id), correlation_id=str(event.request_id))
+        uow.emit(self.created(event, decision, job_id), correlation_id=str(event.request_id))
 
-    def _decide(self, event: JobRequested, state: RequestState) -> Order | Rejection:
+    def decide(self, event: JobRequested, state: RequestState) -> Order | Rejection:
+        """The domain's answer to a request, from what was read under the user's lock."""
         return domain.take_order(
             RequestFacts(
                 preset_id=event.preset_id,
@@ -87,8 +98,9 @@ class JobLifecycle:
             self._limits,
         )
 
-    def _new_job(self, event: JobRequested, order: Order, state: RequestState) -> NewJob:
+    def new_job(self, event: JobRequested, order: Order, state: RequestState) -> NewJob:
         return NewJob(
+            id=state.next_job_id,
             request_id=event.request_id,
             user_id=event.user_id,
             telegram_id=event.telegram_id,
@@ -104,7 +116,7 @@ class JobLifecycle:
         )
 
     @staticmethod
-    def _created(event: JobRequested, order: Order, job_id: int) -> JobCreated:
+    def created(event: JobRequested, order: Order, job_id: int) -> JobCreated:
         return JobCreated(
             job_id=job_id,
             request_id=event.request_id,
@@ -127,7 +139,7 @@ class JobLifecycle:
         """The new job's id; None when billing has no such user (the legacy foreign key)."""
         try:
             async with repository.connection.begin_nested():
-                job_id = await repository.insert_job(self._new_job(event, order, state), cause)
+                job_id = await repository.insert_job(self.new_job(event, order, state), cause)
         except IntegrityError as exc:
             if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
                 raise
@@ -174,7 +186,8 @@ class JobLifecycle:
             if job.debited_at is None:
                 await repository.note_debited(job.id, job.now)
             return
-        await repository.move(
+        await _move(
+            repository,
             job,
             move.to,
             reason=move.reason,
@@ -182,7 +195,7 @@ class JobLifecycle:
             debited_at=job.now,
             deadline_at=None,
         )
-        await self.dispatcher.dispatch_user(repository, uow, event.user_id)
+        await self.dispatcher.dispatch_user(repository, uow, job.user_id)
 
     async def debit_rejected(self, event: DebitRejected, uow: UnitOfWork) -> None:
         """Unpaid: the job fails; the gateway tells the user from DebitRejected itself."""
@@ -194,7 +207,8 @@ class JobLifecycle:
         if move is None:
             log.info("job %s is %s; ignoring a late debit rejection", job.id, job.stage)
             return
-        await repository.move(
+        await _move(
+            repository,
             job,
             move.to,
             reason=move.reason,
@@ -218,7 +232,8 @@ class JobLifecycle:
                 event.attempt,
             )
             return
-        await repository.move(
+        await _move(
+            repository,
             job,
             move.to,
             reason=move.reason,
@@ -240,7 +255,8 @@ class JobLifecycle:
                 "job %s is %s; ignoring a result of attempt %s", job.id, job.stage, event.attempt
             )
             return
-        await repository.move(
+        await _move(
+            repository,
             job,
             move.to,
             reason=move.reason,
@@ -314,7 +330,8 @@ class JobLifecycle:
         attempt = facts(job).attempt
         error = f"{move.reason}: {detail}" if detail else move.reason
         if move.retry:
-            await repository.move(
+            await _move(
+                repository,
                 job,
                 move.to,
                 reason=move.reason,
@@ -325,7 +342,8 @@ class JobLifecycle:
                 error=error,
             )
         else:
-            await repository.move(
+            await _move(
+                repository,
                 job,
                 move.to,
                 reason=move.reason,
@@ -357,7 +375,8 @@ class JobLifecycle:
             log.info("job %s is already %s; nothing to cancel", job.id, job.stage)
             return
         was_running = facts(job).stage in IN_FLIGHT
-        await repository.move(
+        await _move(
+            repository,
             job,
             move.to,
             reason=move.reason,
@@ -405,6 +424,14 @@ async def _lock(
     if job is None:
         return None
     return repository, job
+
+
+async def _move(
+    repository: JobsRepository, job: JobRow, to: Stage, *, reason: str, **changes: Any
+) -> None:
+    """Apply a decided move to a job read under its owner's lock, where it cannot have moved."""
+    if not await repository.move(job.id, facts(job), to, reason=reason, **changes):
+        raise RuntimeError(f"job {job.id} left {job.stage} under its owner's lock")
 
 
 def _cause(uow: UnitOfWork) -> uuid.UUID | None:

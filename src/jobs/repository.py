@@ -23,16 +23,18 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from contracts.envelope import RawEnvelope
 from jobs.domain import (
     IN_FLIGHT,
     LEGACY_STATUS,
     UNFINISHED,
     WITH_DEADLINE,
+    JobFacts,
     PresetFacts,
     Stage,
     UserQueue,
 )
-from jobs.models import Job, JobStatus, JobTransition, Preset
+from jobs.models import DELIVERY, Job, JobStatus, JobTransition, Preset
 
 USER_LOCK_SPACE = 0x4A0B
 """First key of the two-key advisory locks jobs takes per user (`pg_advisory_xact_lock`)."""
@@ -41,6 +43,8 @@ CATALOG_LOCK = (0x4A0B, 0)
 
 JOBS = cast("Table", Job.__table__)
 TRANSITIONS = cast("Table", JobTransition.__table__)
+INBOX = DELIVERY.inbox
+OUTBOX = DELIVERY.outbox
 
 
 def _stages(stages: frozenset[Stage]) -> str:
@@ -50,6 +54,7 @@ def _stages(stages: frozenset[Stage]) -> str:
 
 @dataclass(frozen=True)
 class NewJob:
+    id: int
     request_id: uuid.UUID
     user_id: int
     telegram_id: int
@@ -91,7 +96,16 @@ class RequestState:
     existing_job: int | None
     unfinished_jobs: int
     preset: PresetFacts | None
+    next_job_id: int
     now: datetime
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event to write to the outbox in the statement that causes it."""
+
+    envelope: RawEnvelope
+    routing_key: str
 
 
 @dataclass(frozen=True)
@@ -148,17 +162,19 @@ _REQUEST_STATE = text(
            (SELECT count(*) FROM jobs
             WHERE user_id = :user_id AND stage IN ({_stages(UNFINISHED)})) AS unfinished_jobs,
            p.id AS preset_id, p.prompt, p.price, p.workflow_type, p.enabled,
+           nextval(pg_get_serial_sequence('jobs', 'id')) AS next_job_id,
            now() AS now
     FROM (SELECT 1) AS one LEFT JOIN presets p ON p.id = :preset_id
     """
 )
-_INSERT_JOB = text(
-    f"""
+"""Also draws the id the job will have if it is made, so its JobCreated can be written in the
+statement that makes it (an unused id is a gap, as a rolled-back insert would leave)."""
+_CREATE_JOB = f"""
     WITH created AS (
-        INSERT INTO jobs (request_id, user_id, telegram_id, chat_id, language, preset_id,
+        INSERT INTO jobs (id, request_id, user_id, telegram_id, chat_id, language, preset_id,
                           prompt, image_path, price, workflow_type, seed, stage, status,
                           retry_count, deadline_at)
-        VALUES (:request_id, :user_id, :telegram_id, :chat_id, :language, :preset_id,
+        VALUES (:job_id, :request_id, :user_id, :telegram_id, :chat_id, :language, :preset_id,
                 :prompt, :image_path, :price, :workflow_type, :seed,
                 '{Stage.awaiting_payment.value}', '{JobStatus.queued.value}', 0, :deadline_at)
         ON CONFLICT (request_id) DO NOTHING
@@ -168,10 +184,35 @@ _INSERT_JOB = text(
         SELECT id, NULL, '{Stage.awaiting_payment.value}', 1, 'requested',
                CAST(:event_id AS uuid)
         FROM created
+    )"""
+_INSERT_JOB = text(_CREATE_JOB + " SELECT id FROM created")
+_INSERT_JOB_ANNOUNCED = text(
+    _CREATE_JOB
+    + f""", announced AS (
+        INSERT INTO {OUTBOX.name} (id, routing_key, envelope)
+        SELECT CAST(:outbox_id AS uuid), :routing_key, CAST(:envelope AS jsonb) FROM created
     )
-    SELECT id FROM created
+    SELECT id FROM created"""
+)
+_CLAIM = f"""
+    WITH claimed AS (
+        INSERT INTO {INBOX.name} (event_id, event_type) VALUES (:event_id, :event_type)
+        ON CONFLICT DO NOTHING
+        RETURNING event_id
+    )"""
+_CLAIM_AND_LOCK_USER = text(
+    _CLAIM + " SELECT pg_advisory_xact_lock(:space, :user_id) AS locked FROM claimed"
+)
+_CLAIM_AND_LOCK_OWNER = text(
+    _CLAIM
+    + """
+    SELECT jobs.user_id, pg_advisory_xact_lock(:space, jobs.user_id) AS locked
+    FROM claimed, jobs
+    WHERE jobs.id = :job_id AND jobs.stage IS NOT NULL AND jobs.user_id IS NOT NULL
     """
 )
+"""The inbox mark and the owner's lock in one round trip, for the fast paths: no row when the
+event is a duplicate or names a job jobs does not know."""
 _DISPATCH = text(
     f"""
     WITH in_flight AS (
@@ -260,6 +301,34 @@ class JobsRepository:
         row = owner.first()
         return None if row is None else int(row.user_id)
 
+    async def claim_and_lock_user(self, event: RawEnvelope, user_id: int) -> bool:
+        """Mark `event` handled and lock `user_id`; False (nothing done) for a duplicate."""
+        locked = await self.connection.execute(
+            _CLAIM_AND_LOCK_USER,
+            {
+                "event_id": event.id,
+                "event_type": event.type,
+                "space": USER_LOCK_SPACE,
+                "user_id": user_id,
+            },
+        )
+        return locked.first() is not None
+
+    async def claim_and_lock_owner(self, event: RawEnvelope, job_id: int) -> int | None:
+        """Mark `event` handled and lock the job's owner, who is returned; None for a duplicate
+        or a job jobs does not know (roll back then: the mark may have been written)."""
+        locked = await self.connection.execute(
+            _CLAIM_AND_LOCK_OWNER,
+            {
+                "event_id": event.id,
+                "event_type": event.type,
+                "space": USER_LOCK_SPACE,
+                "job_id": job_id,
+            },
+        )
+        row = locked.first()
+        return None if row is None else int(row.user_id)
+
     async def lock_job(self, job_id: int) -> JobRow | None:
         """The job row, locked until commit (its owner's lock first); None if unknown."""
         found = (await self.connection.execute(_LOCK_JOB, {"job_id": job_id})).first()
@@ -307,48 +376,67 @@ class JobsRepository:
             existing_job=row.existing_job,
             unfinished_jobs=int(row.unfinished_jobs),
             preset=preset,
+            next_job_id=int(row.next_job_id),
             now=row.now,
         )
 
-    async def insert_job(self, job: NewJob, event_id: uuid.UUID | None) -> int | None:
-        """The new job's id, its `requested` transition recorded; None when this request
-        already has a job (a duplicate)."""
-        inserted = await self.connection.execute(
-            _INSERT_JOB,
-            {
-                "request_id": job.request_id,
-                "user_id": job.user_id,
-                "telegram_id": job.telegram_id,
-                "chat_id": job.chat_id,
-                "language": job.language,
-                "preset_id": job.preset_id,
-                "prompt": job.prompt,
-                "image_path": job.image_key,
-                "price": job.price,
-                "workflow_type": job.workflow_type,
-                "seed": job.seed,
-                "deadline_at": job.payment_deadline,
-                "event_id": event_id,
-            },
-        )
+    async def insert_job(
+        self, job: NewJob, event_id: uuid.UUID | None, announce: Outgoing | None = None
+    ) -> int | None:
+        """The new job's id, its `requested` transition recorded (and `announce` written to the
+        outbox); None when this request already has a job (a duplicate)."""
+        values = {
+            "job_id": job.id,
+            "request_id": job.request_id,
+            "user_id": job.user_id,
+            "telegram_id": job.telegram_id,
+            "chat_id": job.chat_id,
+            "language": job.language,
+            "preset_id": job.preset_id,
+            "prompt": job.prompt,
+            "image_path": job.image_key,
+            "price": job.price,
+            "workflow_type": job.workflow_type,
+            "seed": job.seed,
+            "deadline_at": job.payment_deadline,
+            "event_id": event_id,
+        }
+        if announce is None:
+            inserted = await self.connection.execute(_INSERT_JOB, values)
+        else:
+            inserted = await self.connection.execute(
+                _INSERT_JOB_ANNOUNCED,
+                {
+                    **values,
+                    "outbox_id": announce.envelope.id,
+                    "routing_key": announce.routing_key,
+                    "envelope": announce.envelope.model_dump_json(),
+                },
+            )
         return inserted.scalar_one_or_none()
 
     # --- stage changes
 
     async def move(
         self,
-        job: JobRow,
+        job_id: int,
+        facts: JobFacts,
         to: Stage,
         *,
         reason: str,
         event_id: uuid.UUID | None,
         **changes: Any,
-    ) -> None:
+    ) -> bool:
         """Change the job's stage (and the seed's status with it) and record the transition,
-        in one statement; the job must still be where `job` says (its lock guarantees it)."""
+        in one statement, if the job is still as `facts` say (the facts its move was decided
+        on); False, and nothing changed, if it is not."""
         moved = (
             update(JOBS)
-            .where(JOBS.c.id == job.id, JOBS.c.stage == job.stage)
+            .where(
+                JOBS.c.id == job_id,
+                JOBS.c.stage == facts.stage.value,
+                func.coalesce(JOBS.c.retry_count, 0) == facts.retry_count,
+            )
             .values(
                 stage=to.value,
                 status=JobStatus(LEGACY_STATUS[to]),
@@ -364,17 +452,16 @@ class JobsRepository:
                 ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"],
                 select(
                     moved.c.id,
-                    literal(job.stage),
+                    literal(facts.stage.value),
                     literal(to.value),
-                    literal(job.retry_count + 1),
+                    literal(facts.attempt),
                     literal(reason[:100]),
                     literal(event_id, Uuid),
                 ),
             )
             .returning(TRANSITIONS.c.job_id)
         )
-        if recorded.first() is None:
-            raise RuntimeError(f"job {job.id} left {job.stage} under its owner's lock")
+        return recorded.first() is not None
 
     async def note_debited(self, job_id: int, now: datetime) -> None:
         """Remember a debit that moved nothing (billing refunds it), once."""

@@ -1,0 +1,148 @@
+"""The common case of the two events every job brings, in one short bare transaction.
+
+JobRequested → JobCreated and BalanceDebited → JobDispatched + JobQueued carry each job through
+jobs. The consumer tries these first (see `messaging.consumer.TransactionalConsumer`): the inbox
+mark shares a statement with the user's lock, JobCreated is written in the statement that makes
+the job, and there is no ORM session. They take only the common case: a new request the domain
+accepts, and the debit of a job that awaits it. Anything else (a duplicate, a refusal, an
+unknown user, a job elsewhere) rolls back and returns False, and the use cases of
+`jobs.lifecycle` handle the message as they always do.
+
+The decisions are still the domain's: a fast path asks it about the facts it expects, and the
+statement that applies the move checks, in its WHERE clause, that those are the facts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from contracts.envelope import Event, RawEnvelope, new_envelope
+from contracts.events import BalanceDebited, JobRequested
+from jobs import domain
+from jobs.domain import JobFacts, Order, Stage
+from jobs.lifecycle import FOREIGN_KEY_VIOLATION, JobLifecycle
+from jobs.repository import JobsRepository, NewJob, Outgoing
+from messaging.runtime import ServiceRuntime
+
+AWAITING_PAYMENT = JobFacts(stage=Stage.awaiting_payment, retry_count=0)
+"""Where a debited job is, as a rule: billing debits once, right after JobCreated."""
+
+
+class BareUnit:
+    """A transaction on a connection of its own: the fast paths' unit of work.
+
+    Like `messaging.unit_of_work.UnitOfWork` it rolls back unless committed, and the events
+    emitted into it reach the outbox in the commit, which wakes the relay.
+    """
+
+    def __init__(self, runtime: ServiceRuntime, connection: AsyncConnection, cause: RawEnvelope):
+        self._runtime = runtime
+        self.connection = connection
+        self.cause = cause
+        self._pending: list[dict[str, Any]] = []
+        self.wrote_events = False
+
+    def envelope(self, event: Event, *, correlation_id: str | None = None) -> RawEnvelope:
+        """`event` wrapped as caused by this unit's event, for a statement to write itself."""
+        self.wrote_events = True
+        return new_envelope(
+            event, source=self._runtime.name, cause=self.cause, correlation_id=correlation_id
+        )
+
+    def emit(self, event: Event, *, correlation_id: str | None = None) -> RawEnvelope:
+        envelope = self.envelope(event, correlation_id=correlation_id)
+        self._pending.append(
+            {
+                "id": envelope.id,
+                "routing_key": event.routing_key(),
+                "envelope": envelope.model_dump(mode="json"),
+            }
+        )
+        return envelope
+
+    async def commit(self) -> None:
+        if self._pending:
+            await self.connection.execute(self._runtime.tables.outbox.insert(), self._pending)
+        await self.connection.commit()
+        if self.wrote_events:
+            self._runtime.relay.notify()
+
+
+class FastPaths:
+    def __init__(self, lifecycle: JobLifecycle, runtime: ServiceRuntime) -> None:
+        self._lifecycle = lifecycle
+        self._runtime = runtime
+
+    @asynccontextmanager
+    async def _unit(self, cause: RawEnvelope) -> AsyncIterator[BareUnit]:
+        async with self._runtime.engine.connect() as connection:
+            await connection.begin()
+            try:
+                yield BareUnit(self._runtime, connection, cause)
+            finally:
+                if connection.in_transaction():
+                    await connection.rollback()
+
+    async def request(self, event: JobRequested, cause: RawEnvelope) -> bool:
+        """A new request the domain accepts: the job, its transition and JobCreated."""
+        async with self._unit(cause) as unit:
+            repository = JobsRepository(unit.connection)
+            if not await repository.claim_and_lock_user(cause, event.user_id):
+                return False
+            state = await repository.request_state(event.request_id, event.user_id, event.preset_id)
+            if state.existing_job is not None:
+                return False
+            order = self._lifecycle.decide(event, state)
+            if not isinstance(order, Order):
+                return False
+            created = self._lifecycle.created(event, order, state.next_job_id)
+            announce = Outgoing(
+                unit.envelope(created, correlation_id=str(event.request_id)),
+                created.routing_key(),
+            )
+            new_job = self._lifecycle.new_job(event, order, state)
+            if await _insert(repository, new_job, cause.id, announce) is None:
+                return False
+            await unit.commit()
+        return True
+
+    async def paid(self, event: BalanceDebited, cause: RawEnvelope) -> bool:
+        """The debit of a job awaiting it: the job waits, and goes out if its owner has room."""
+        async with self._unit(cause) as unit:
+            repository = JobsRepository(unit.connection)
+            owner = await repository.claim_and_lock_owner(cause, event.job_id)
+            if owner is None:
+                return False
+            move = domain.on_paid(AWAITING_PAYMENT)
+            if move is None or not await repository.move(
+                event.job_id,
+                AWAITING_PAYMENT,
+                move.to,
+                reason=move.reason,
+                event_id=cause.id,
+                debited_at=func.now(),
+                deadline_at=None,
+            ):
+                return False
+            await self._lifecycle.dispatcher.dispatch_user(repository, unit, owner)
+            await unit.commit()
+        return True
+
+
+async def _insert(
+    repository: JobsRepository, new_job: NewJob, cause: uuid.UUID, announce: Outgoing
+) -> int | None:
+    """The job's id; None for an unknown user (the legacy foreign key) or a repeated request."""
+    try:
+        return await repository.insert_job(new_job, cause, announce)
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
+            raise
+        return None
