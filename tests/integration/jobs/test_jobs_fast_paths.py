@@ -1,0 +1,169 @@
+"""The fast paths of JobRequested and BalanceDebited keep every rule of the general ones:
+exactly-once effects, the causing event on each transition, the per-user cap under
+concurrency, and prices as the catalog says at the moment of the request."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.events import (
+    BalanceDebited,
+    JobCreated,
+    JobDispatched,
+    JobQueued,
+    JobRejectReason,
+    JobRequested,
+    JobRequestRejected,
+)
+from support.jobs_harness import EDIT_IMAGE, EventLog, JobsPlayer
+from support.messaging import eventually
+
+Sessions = async_sessionmaker[AsyncSession]
+StartJobs = Callable[..., AbstractAsyncContextManager[None]]
+PRESET = 1
+
+
+@pytest.fixture(autouse=True)
+async def preset(jobs_sessions: Sessions, clean_jobs_database: None) -> None:
+    async with jobs_sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO presets (category, name, prompt, icon, price, order_index, "
+                "workflow_type, enabled) VALUES "
+                "('фото', 'Ретушь', 'Retouch the portrait', '✨', 30, 1, 'qwen_edit_2511', true)"
+            )
+        )
+
+
+def request(user_id: int, **fields: Any) -> JobRequested:
+    return JobRequested(
+        request_id=uuid.uuid4(),
+        user_id=user_id,
+        telegram_id=1000 + user_id,
+        chat_id=1000 + user_id,
+        **{"preset_id": PRESET, "image_key": EDIT_IMAGE, **fields},
+    )
+
+
+async def rows(sessions: Sessions, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    async with sessions() as session:
+        return [tuple(row) for row in await session.execute(text(sql), params)]
+
+
+async def inbox_holds(sessions: Sessions, *event_ids: uuid.UUID) -> bool:
+    held = await rows(
+        sessions, "SELECT event_id FROM jobs_inbox WHERE event_id = ANY(:ids)", ids=list(event_ids)
+    )
+    return len(held) == len(event_ids)
+
+
+async def test_each_transition_names_its_event_and_the_inbox_holds_both(
+    jobs: None, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
+) -> None:
+    requested = await player.publish(request(3))
+    (created,) = await events.wait_for(JobCreated, user_id=3)
+    debited = await player.publish(
+        BalanceDebited(job_id=created.job_id, user_id=3, amount=created.price, balance=70)
+    )
+    await player.dispatched(created.job_id)
+    (queued,) = await events.wait_for(JobQueued, job_id=created.job_id)
+
+    assert await inbox_holds(jobs_sessions, requested.id, debited.id)
+    assert await rows(
+        jobs_sessions,
+        "SELECT from_stage, to_stage, attempt, event_id FROM job_transitions "
+        "WHERE job_id = :job ORDER BY id",
+        job=created.job_id,
+    ) == [
+        (None, "awaiting_payment", 1, requested.id),
+        ("awaiting_payment", "waiting", 1, debited.id),
+        ("waiting", "dispatched", 1, None),  # the dispatcher's own move
+    ]
+    ((stage, status, debited_at, deadline_at),) = await rows(
+        jobs_sessions,
+        "SELECT stage, status::text, debited_at, deadline_at - dispatched_at FROM jobs "
+        "WHERE id = :job",
+        job=created.job_id,
+    )
+    assert (stage, status, debited_at is not None) == ("dispatched", "queued", True)
+    assert deadline_at.total_seconds() == 3600  # the queue timeout
+    assert (queued.position, queued.user_id, queued.chat_id) == (1, 3, 1003)
+
+
+async def test_a_redelivered_request_and_debit_change_nothing(
+    jobs: None, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
+) -> None:
+    requested = await player.publish(request(4))
+    (created,) = await events.wait_for(JobCreated, user_id=4)
+    debited = await player.publish(
+        BalanceDebited(job_id=created.job_id, user_id=4, amount=created.price, balance=70)
+    )
+    await player.dispatched(created.job_id)
+    settled = await rows(jobs_sessions, "SELECT * FROM job_transitions ORDER BY id")
+    job = await rows(jobs_sessions, "SELECT * FROM jobs WHERE id = :job", job=created.job_id)
+
+    for envelope in (requested, debited):  # the broker delivers them again, as they were
+        await player.publisher.publish_envelope(envelope, envelope.type)
+    await player.publish(request(4))  # a later request, handled after the repeats
+    await events.wait_for(JobCreated, count=2, user_id=4)
+    await asyncio.sleep(0.2)
+
+    assert await rows(jobs_sessions, "SELECT * FROM jobs WHERE id = :job", job=created.job_id) == (
+        job
+    )
+    assert (
+        await rows(
+            jobs_sessions,
+            "SELECT * FROM job_transitions WHERE job_id = :job ORDER BY id",
+            job=created.job_id,
+        )
+        == settled
+    )
+    assert len(events.of(JobCreated, request_id=created.request_id)) == 1
+    assert len(events.of(JobDispatched, job_id=created.job_id)) == 1
+
+
+async def test_concurrent_requests_of_one_user_stop_at_the_unfinished_cap(
+    start_jobs: StartJobs, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
+) -> None:
+    async with start_jobs(max_unfinished_jobs_per_user=3):
+        await asyncio.gather(*(player.publish(request(5)) for _ in range(12)))
+        await eventually(lambda: _answered(events, 12))
+    rejected = events.of(JobRequestRejected, user_id=5)
+    assert len(events.of(JobCreated, user_id=5)) == 3
+    assert len(rejected) == 9
+    assert {event.reason for event in rejected} == {JobRejectReason.active_jobs_cap}
+    assert await rows(jobs_sessions, "SELECT count(*) FROM jobs WHERE user_id = 5") == [(3,)]
+
+
+async def _answered(events: EventLog, count: int) -> bool:
+    return len(events.of(JobCreated)) + len(events.of(JobRequestRejected)) >= count
+
+
+async def test_a_request_is_priced_as_the_catalog_says_at_that_moment(
+    jobs: None, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
+) -> None:
+    before = await player.submit(6, preset_id=PRESET)
+    async with jobs_sessions() as session, session.begin():
+        await session.execute(
+            text("UPDATE presets SET price = 45, prompt = 'Retouch gently' WHERE id = :id"),
+            {"id": PRESET},
+        )
+    after = await player.submit_paid(6, preset_id=PRESET)
+    dispatched = await player.dispatched(after.job_id)
+    async with jobs_sessions() as session, session.begin():
+        await session.execute(text("UPDATE presets SET enabled = false WHERE id = :id"), {"id": 1})
+    refused = await player.request(6, preset_id=PRESET)
+    (rejected,) = await events.wait_for(JobRequestRejected, request_id=refused)
+
+    assert (before.price, after.price) == (30, 45)
+    assert dispatched.prompt == "Retouch gently"
+    assert rejected.reason is JobRejectReason.unknown_preset
