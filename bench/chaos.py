@@ -36,6 +36,7 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -72,6 +73,12 @@ FINAL_STAGES = ("completed", "failed", "canceled")
 # What the status message says once a job is over (done; failed or canceled, refunded or not;
 # refused by jobs; not enough credits).
 FINAL_TEXTS = ("готово", "Ничего не списано", "вернутся на баланс", "вернётся на баланс")
+
+# What the bot says when a tap or a message did not get through: try again, or (for a button
+# whose dialogue is gone) start the job over, as a person would.
+TROUBLE = ("Что-то пошло не так", "Сервис сейчас занят", "Не удалось скачать", "Слишком много")
+STALE = "Эта кнопка устарела"
+RESTARTS = 5
 
 STEP_TIMEOUT_S = 20.0
 """How long a user waits for an answer before tapping (or sending) again."""
@@ -111,6 +118,8 @@ class Chats:
         self._telegram = telegram
         self._seen = 0
         self.by_chat: defaultdict[int, list[Call]] = defaultdict(list)
+        self.queries: dict[str, int] = {}
+        """Callback query id → chat, so the bot's alerts reach the chat that tapped."""
         self._changed: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
         self._task: asyncio.Task[None] | None = None
 
@@ -129,7 +138,10 @@ class Chats:
             while self._seen < len(calls):
                 call = calls[self._seen]
                 self._seen += 1
-                if (chat := call.chat_id) is not None:
+                chat = call.chat_id
+                if chat is None and call.method == "answerCallbackQuery":
+                    chat = self.queries.get(str(call.params.get("callback_query_id")))
+                if chat is not None:
                     self.by_chat[chat].append(call)
                     self._changed[chat].set()
             await asyncio.sleep(0.02)
@@ -191,6 +203,10 @@ class GaveUpError(RuntimeError):
     pass
 
 
+class StaleError(RuntimeError):
+    """The bot calls the button outdated: the dialogue behind it is gone."""
+
+
 class Player:
     """One Telegram user: `jobs` jobs one after another, a top-up after `topup_after`."""
 
@@ -212,7 +228,16 @@ class Player:
         for n, (preset, photo) in enumerate(self.plan):
             if n == self.topup_after:
                 await self._attempt(self.topup())
-            await self._attempt(self.job(preset, photo))
+            await self._attempt(self.job_over_and_over(preset, photo))
+
+    async def job_over_and_over(self, preset: str, photo: bytes) -> None:
+        for _ in range(RESTARTS):
+            try:
+                await self.job(preset, photo)
+                return
+            except StaleError:
+                self.tally.retries["start over"] += 1
+        raise GaveUpError(f"the dialogue went stale {RESTARTS} times")
 
     async def _attempt(self, work: Awaitable[None]) -> None:
         try:
@@ -225,28 +250,46 @@ class Player:
         self, what: str, act: Callable[[], object], match: Callable[[Call], bool]
     ) -> Call:
         """Do `act` until an answer that `match`es comes (any answer since the first try)."""
-        since = len(self.chats.by_chat[self.user.id])
+        calls = self.chats.by_chat[self.user.id]
+        since = len(calls)
         for attempt in range(STEP_TRIES):
             if attempt:
                 self.tally.retries[what] += 1
             act()
-            answer = await self.chats.wait(self.user.id, since, match, STEP_TIMEOUT_S)
-            if answer is not None:
+            answer = await self.chats.wait(
+                self.user.id, since, lambda c: match(c) or _troubled(c), STEP_TIMEOUT_S
+            )
+            if answer is not None and not _troubled(answer):
                 return answer
-        raise GaveUpError(f"no answer to {what} after {STEP_TRIES} tries")
+            if answer is not None:
+                since = len(calls)  # the next try looks past this answer
+                self.tally.retries[f"{what}: {answer.text[:24]}"] += 1
+                if STALE in answer.text:
+                    raise StaleError(what)
+        last = [(c.method, c.text[:60]) for c in calls[-5:]]
+        raise GaveUpError(f"no answer to {what} after {STEP_TRIES} tries; last: {last}")
 
     def press(self, call: Call, label: str) -> Callable[[], object]:
         assert call.message_id is not None
         data = call.button(label)["callback_data"]
-        return lambda: self.telegram.press(self.user, call.message_id or 0, data)
+
+        def tap() -> None:
+            query = self.telegram.press(self.user, call.message_id or 0, data)
+            self.chats.queries[query] = self.user.id
+
+        return tap
 
     async def job(self, preset: str, photo: bytes) -> None:
         send = lambda: self.telegram.send_photo(self.user, photo)  # noqa: E731
-        categories = await self.step("photo", send, says("Фото получено"))
-        presets = await self.step(
-            "category", self.press(categories, CATEGORY), says("выберите пресет")
+        answer = await self.step(
+            "photo", send, lambda c: says("Фото получено")(c) or says("Стоимость:")(c)
         )
-        confirm = await self.step("preset", self.press(presets, preset), says("Стоимость:"))
+        confirm = answer  # a preset still chosen from before: the bot offers it at once
+        if "Стоимость:" not in answer.text:
+            presets = await self.step(
+                "category", self.press(answer, CATEGORY), says("выберите пресет")
+            )
+            confirm = await self.step("preset", self.press(presets, preset), says("Стоимость:"))
         assert confirm.message_id is not None
         since = len(self.chats.by_chat[self.user.id])
         await self.step("start", self.press(confirm, "Запустить"), edits(confirm.message_id))
@@ -280,6 +323,10 @@ class Player:
         paid = await self.chats.wait(self.user.id, since, says("Платёж получен"), OUTCOME_TIMEOUT_S)
         if paid is not None:
             self.tally.topups_confirmed += 1
+
+
+def _troubled(call: Call) -> bool:
+    return STALE in call.text or any(part in call.text for part in TROUBLE)
 
 
 def _outcome(text: str) -> str:
@@ -674,7 +721,8 @@ async def run(args: argparse.Namespace) -> int:
         work_dir=work_dir,
         replicas=2,
         base_port=18400,
-        env={"BONUS_ENABLED": "false"},
+        # no weekly bonus in the books; smaller pools: 8 processes share max_connections
+        env={"BONUS_ENABLED": "false", "DATABASE_POOL_SIZE": "5"},
         service_env={
             "bot_gateway": {
                 "DELIVERY_GLOBAL_RATE_PER_S": "1000",
@@ -698,6 +746,10 @@ async def run(args: argparse.Namespace) -> int:
     found = Findings()
     chaos: Chaos | None = None
     tally = Tally()
+    this = asyncio.current_task()
+    assert this is not None
+    for signum in (signal.SIGINT, signal.SIGTERM):  # stop the stack and drop what we made
+        asyncio.get_running_loop().add_signal_handler(signum, this.cancel)
     try:
         async with SandboxStack(config) as stack:
             found, chaos = await drive(stack, args, database_url, tally)
