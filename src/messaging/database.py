@@ -29,6 +29,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     return create_async_engine(
         settings.url.get_secret_value(),
         pool_size=settings.pool_size,
+        max_overflow=0,  # DATABASE_POOL_SIZE is the most a process holds: sizing stays simple
         # No pre-ping: it costs a round trip per checkout, and a connection that died is
         # already handled: consumers retry connection errors in place (`is_transient`).
         pool_pre_ping=False,

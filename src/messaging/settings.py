@@ -18,6 +18,7 @@ class DatabaseSettings(BaseSettings):
 
     url: SecretStr = SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/imagebot")
     pool_size: int = Field(default=10, ge=1)
+    """Connections one process holds at most (no overflow): replicas × this <= max_connections."""
     echo: bool = False
 
     @field_validator("url")

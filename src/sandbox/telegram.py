@@ -330,7 +330,7 @@ class TelegramSandbox:
         return True
 
     def _record(self, call: Call) -> None:
-        self._record(call)
+        self.calls.append(call)
         chat_id = call.chat_id
         if chat_id is None:
             return
@@ -419,7 +419,7 @@ class TelegramSandbox:
                 status=429,
             )
         call = Call(method, params, time.monotonic(), photo=upload)
-        self.calls.append(call)
+        self._record(call)
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
             return _ok(True)
