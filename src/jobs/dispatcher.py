@@ -13,7 +13,7 @@ from typing import Protocol
 from contracts.envelope import Event, RawEnvelope
 from contracts.events import JobDispatched, JobQueued
 from jobs.domain import WITH_DEADLINE, JobFacts, Stage, eta_seconds, fair_order
-from jobs.repository import Dispatched, JobRow, JobsRepository
+from jobs.repository import Dispatched, JobRow, JobsRepository, Moved
 from jobs.settings import JobsSettings
 from messaging.unit_of_work import UnitOfWork
 
@@ -30,7 +30,7 @@ def facts(job: JobRow) -> JobFacts:
     return JobFacts(stage=Stage(job.stage), retry_count=job.retry_count)
 
 
-def correlation(job: JobRow | Dispatched) -> str:
+def correlation(job: JobRow | Dispatched | Moved) -> str:
     """Every event about a job carries its request id, so one request reads as one story."""
     return str(job.request_id) if job.request_id is not None else f"job-{job.id}"
 

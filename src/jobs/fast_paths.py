@@ -1,12 +1,13 @@
-"""The common case of the two events every job brings, in one short bare transaction.
+"""The common case of the events every job brings, each in one short bare transaction.
 
-JobRequested → JobCreated and BalanceDebited → JobDispatched + JobQueued carry each job through
-jobs. The consumer tries these first (see `messaging.consumer.TransactionalConsumer`): the inbox
-mark shares a statement with the user's lock, JobCreated is written in the statement that makes
-the job, and there is no ORM session. They take only the common case: a new request the domain
-accepts, and the debit of a job that awaits it. Anything else (a duplicate, a refusal, an
-unknown user, a job elsewhere) rolls back and returns False, and the use cases of
-`jobs.lifecycle` handle the message as they always do.
+JobRequested, BalanceDebited, JobStarted and JobCompleted carry each job through jobs. The
+consumer tries these first (see `messaging.consumer.TransactionalConsumer`): the inbox mark
+shares a statement with the owner's lock, JobCreated is written in the statement that makes the
+job, and there is no ORM session. They take only the common case: a new request the domain
+accepts, the debit of a job that awaits it, the start of the attempt just dispatched, the result
+of the attempt running. Anything else (a duplicate, a refusal, an unknown user, a job elsewhere,
+a stale attempt) rolls back and returns False, and the use cases of `jobs.lifecycle` handle the
+message as they always do.
 
 The decisions are still the domain's: a fast path asks it about the facts it expects, and the
 statement that applies the move checks, in its WHERE clause, that those are the facts.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func
@@ -24,8 +26,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.envelope import Event, RawEnvelope, new_envelope
-from contracts.events import BalanceDebited, JobRequested
+from contracts.events import BalanceDebited, JobCompleted, JobRequested, JobStarted, JobSucceeded
 from jobs import domain
+from jobs.dispatcher import correlation
 from jobs.domain import JobFacts, Order, Stage
 from jobs.lifecycle import FOREIGN_KEY_VIOLATION, JobLifecycle
 from jobs.repository import JobsRepository, NewJob, Outgoing
@@ -134,6 +137,73 @@ class FastPaths:
             await self._lifecycle.dispatcher.dispatch_user(repository, unit, owner)
             await unit.commit()
         return True
+
+    async def started(self, event: JobStarted, cause: RawEnvelope) -> bool:
+        """The start of the attempt just dispatched: the job is processing, on a deadline."""
+        running = JobFacts(stage=Stage.dispatched, retry_count=event.attempt - 1)
+        async with self._unit(cause) as unit:
+            repository = JobsRepository(unit.connection)
+            if await repository.claim_and_lock_owner(cause, event.job_id) is None:
+                return False
+            move = domain.on_started(running, event.attempt)
+            if move is None or not await repository.move(
+                event.job_id,
+                running,
+                move.to,
+                reason=move.reason,
+                event_id=cause.id,
+                started_at=func.now(),
+                deadline_at=func.now() + _seconds(self._lifecycle.settings.processing_timeout_s),
+            ):
+                return False
+            await unit.commit()
+        return True
+
+    async def completed(self, event: JobCompleted, cause: RawEnvelope) -> bool:
+        """The result of the attempt running: the job is done, JobSucceeded says so, and the
+        owner's next job takes the slot."""
+        running = JobFacts(stage=Stage.processing, retry_count=event.attempt - 1)
+        async with self._unit(cause) as unit:
+            repository = JobsRepository(unit.connection)
+            owner = await repository.claim_and_lock_owner(cause, event.job_id)
+            if owner is None:
+                return False
+            move = domain.on_completed(running, event.attempt)
+            moved = None
+            if move is not None:
+                moved = await repository.move(
+                    event.job_id,
+                    running,
+                    move.to,
+                    reason=move.reason,
+                    event_id=cause.id,
+                    result_path=event.result_key,
+                    duration_ms=event.duration_ms,
+                    finished_at=func.now(),
+                    deadline_at=None,
+                    next_attempt_at=None,
+                    error=None,
+                )
+            if moved is None:
+                return False
+            unit.emit(
+                JobSucceeded(
+                    job_id=moved.id,
+                    user_id=moved.user_id,
+                    chat_id=moved.chat_id or 0,
+                    attempt=event.attempt,
+                    result_key=event.result_key,
+                    duration_ms=event.duration_ms,
+                ),
+                correlation_id=correlation(moved),
+            )
+            await self._lifecycle.dispatcher.dispatch_user(repository, unit, owner)
+            await unit.commit()
+        return True
+
+
+def _seconds(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
 
 
 async def _insert(

@@ -430,7 +430,7 @@ async def _move(
     repository: JobsRepository, job: JobRow, to: Stage, *, reason: str, **changes: Any
 ) -> None:
     """Apply a decided move to a job read under its owner's lock, where it cannot have moved."""
-    if not await repository.move(job.id, facts(job), to, reason=reason, **changes):
+    if await repository.move(job.id, facts(job), to, reason=reason, **changes) is None:
         raise RuntimeError(f"job {job.id} left {job.stage} under its owner's lock")
 
 

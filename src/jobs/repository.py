@@ -127,6 +127,16 @@ class Dispatched:
 
 
 @dataclass(frozen=True)
+class Moved:
+    """A job just moved, with what the events about it name."""
+
+    id: int
+    user_id: int
+    chat_id: int | None
+    request_id: uuid.UUID | None
+
+
+@dataclass(frozen=True)
 class HistoryRow:
     id: int
     stage: str | None
@@ -267,7 +277,9 @@ _DISPATCH = text(
 as they have free slots (`domain.free_slots`), move to `dispatched` with a transition each.
 
 The statement sees the table as it was before it, so a job's position counts, besides the
-jobs dispatched earlier, the ones this same statement dispatched ahead of it."""
+jobs dispatched earlier, the ones this same statement dispatched ahead of it. A dispatch for
+another user committing at the same moment is not counted (it was not before, either): then the
+position is an estimate, as the ETA always is."""
 
 
 class JobsRepository:
@@ -426,10 +438,10 @@ class JobsRepository:
         reason: str,
         event_id: uuid.UUID | None,
         **changes: Any,
-    ) -> bool:
+    ) -> Moved | None:
         """Change the job's stage (and the seed's status with it) and record the transition,
         in one statement, if the job is still as `facts` say (the facts its move was decided
-        on); False, and nothing changed, if it is not."""
+        on); None, and nothing changed, if it is not."""
         moved = (
             update(JOBS)
             .where(
@@ -443,10 +455,10 @@ class JobsRepository:
                 updated_at=func.now(),
                 **changes,
             )
-            .returning(JOBS.c.id)
+            .returning(JOBS.c.id, JOBS.c.user_id, JOBS.c.chat_id, JOBS.c.request_id)
             .cte("moved")
         )
-        recorded = await self.connection.execute(
+        recorded = (
             insert(TRANSITIONS)
             .from_select(
                 ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"],
@@ -459,9 +471,15 @@ class JobsRepository:
                     literal(event_id, Uuid),
                 ),
             )
-            .returning(TRANSITIONS.c.job_id)
+            .cte("recorded")
         )
-        return recorded.first() is not None
+        found = await self.connection.execute(
+            select(moved.c.id, moved.c.user_id, moved.c.chat_id, moved.c.request_id).add_cte(
+                recorded
+            )
+        )
+        row = found.first()
+        return None if row is None else Moved(row.id, row.user_id, row.chat_id, row.request_id)
 
     async def note_debited(self, job_id: int, now: datetime) -> None:
         """Remember a debit that moved nothing (billing refunds it), once."""
