@@ -99,7 +99,7 @@ def main() -> None:
         default="all",
         help="all: service kills, RabbitMQ and PostgreSQL restarts; services: kills only",
     )
-    parser.add_argument("--fault-gap-s", type=float, default=10.0)
+    parser.add_argument("--fault-gap-s", type=float, default=5.0)
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs) after")
     args = parser.parse_args()
     logging.basicConfig(
@@ -425,15 +425,15 @@ class Chaos:
         self.skipped: list[str] = []
         self.schedule: list[tuple[str, Callable[[FaultRecord], Awaitable[None]]]] = []
         for replica in range(2):
-            for service in SERVICES:
+            for n, service in enumerate(SERVICES):
                 process = stack.processes[service][replica % len(stack.processes[service])]
                 self.schedule.append((f"SIGKILL {process.name}", self._killer(process)))
-            if kinds == "all":
-                self.schedule.append(
-                    ("restart RabbitMQ", self.restart_rabbitmq)
-                    if replica == 0
-                    else ("restart PostgreSQL", self.restart_postgresql)
-                )
+                if kinds == "all" and n == 1:  # the outages early, while the load is high
+                    self.schedule.append(
+                        ("restart RabbitMQ", self.restart_rabbitmq)
+                        if replica == 0
+                        else ("restart PostgreSQL", self.restart_postgresql)
+                    )
 
     async def run(self) -> None:
         for name, fault in self.schedule:
@@ -470,6 +470,7 @@ class Chaos:
             record.note = f"skipped: others are running: {others}"
             return
         started = time.monotonic()
+        record.at_s = started - self.began  # after any wait for a quiet machine
         for command in stop:
             await shell(*command)
         for command in start:
@@ -807,8 +808,9 @@ async def drive(
     print("faults (at; down; all replicas ready again after):", flush=True)
     for record in chaos.records:
         recovered = "NEVER" if record.recovered_s is None else f"{record.recovered_s:.1f}s"
+        when = "under load" if record.at_s < load_s else "after the load"
         print(f"  {record.at_s:6.1f}s  {record.name:28} down {record.down_s:5.1f}s  "
-              f"ready {recovered}", flush=True)  # fmt: skip
+              f"ready {recovered:>6}  {when}", flush=True)  # fmt: skip
         if record.recovered_s is None:
             found.violations.append(f"{record.name}: not every replica recovered")
     for skipped in chaos.skipped:
