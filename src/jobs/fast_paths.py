@@ -18,10 +18,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -31,7 +29,7 @@ from jobs import domain
 from jobs.dispatcher import correlation
 from jobs.domain import JobFacts, Order, Stage
 from jobs.lifecycle import FOREIGN_KEY_VIOLATION, JobLifecycle
-from jobs.repository import JobsRepository, NewJob, Outgoing
+from jobs.repository import NOW, FromNow, JobsRepository, NewJob, Outgoing
 from messaging.runtime import ServiceRuntime
 
 AWAITING_PAYMENT = JobFacts(stage=Stage.awaiting_payment, retry_count=0)
@@ -130,7 +128,7 @@ class FastPaths:
                 move.to,
                 reason=move.reason,
                 event_id=cause.id,
-                debited_at=func.now(),
+                debited_at=NOW,
                 deadline_at=None,
             ):
                 return False
@@ -152,8 +150,8 @@ class FastPaths:
                 move.to,
                 reason=move.reason,
                 event_id=cause.id,
-                started_at=func.now(),
-                deadline_at=func.now() + _seconds(self._lifecycle.settings.processing_timeout_s),
+                started_at=NOW,
+                deadline_at=FromNow(self._lifecycle.settings.processing_timeout_s),
             ):
                 return False
             await unit.commit()
@@ -179,7 +177,7 @@ class FastPaths:
                     event_id=cause.id,
                     result_path=event.result_key,
                     duration_ms=event.duration_ms,
-                    finished_at=func.now(),
+                    finished_at=NOW,
                     deadline_at=None,
                     next_attempt_at=None,
                     error=None,
@@ -200,10 +198,6 @@ class FastPaths:
             await self._lifecycle.dispatcher.dispatch_user(repository, unit, owner)
             await unit.commit()
         return True
-
-
-def _seconds(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)
 
 
 async def _insert(

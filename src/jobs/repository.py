@@ -12,14 +12,14 @@ and ETA). The ORM is kept for the catalog, which is neither hot nor simple.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, Uuid, func, literal, select, text, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, TextClause, func, select, text, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -282,6 +282,53 @@ another user committing at the same moment is not counted (it was not before, ei
 position is an estimate, as the ETA always is."""
 
 
+@dataclass(frozen=True)
+class FromNow:
+    """A time `seconds` after the transaction's clock (`now()`), as the database reckons it."""
+
+    seconds: float = 0.0
+
+
+NOW = FromNow()
+
+
+@functools.cache
+def _move_shape(to: Stage, columns: tuple[tuple[str, bool], ...]) -> TextClause:
+    """The statement of one kind of move: the job's update, guarded by the facts the move was
+    decided on, and its transition; one per shape, so it is built and compiled once."""
+    sets = [
+        f"{name} = now() + make_interval(secs => CAST(:set_{name} AS double precision))"
+        if from_now
+        else f"{name} = :set_{name}"
+        for name, from_now in columns
+    ]
+    return text(
+        f"""
+        WITH moved AS (
+            UPDATE jobs SET stage = :to_stage, status = '{LEGACY_STATUS[to]}',
+                            updated_at = now(){"".join(", " + set_ for set_ in sets)}
+            WHERE id = :job_id AND stage = :from_stage AND COALESCE(retry_count, 0) = :retry_count
+            RETURNING id, user_id, chat_id, request_id
+        ), recorded AS (
+            INSERT INTO job_transitions (job_id, from_stage, to_stage, attempt, reason, event_id)
+            SELECT id, :from_stage, :to_stage, CAST(:attempt AS integer), :reason,
+                   CAST(:event_id AS uuid)
+            FROM moved
+        )
+        SELECT id, user_id, chat_id, request_id FROM moved
+        """
+    )
+
+
+def _move_statement(to: Stage, changes: dict[str, object]) -> TextClause:
+    unknown = set(changes) - set(JOBS.c.keys()) - {"stage", "status", "updated_at"}
+    if unknown or {"stage", "status", "updated_at"} & set(changes):
+        raise ValueError(f"a move cannot set {sorted(changes)}")
+    return _move_shape(
+        to, tuple((name, isinstance(value, FromNow)) for name, value in changes.items())
+    )
+
+
 class JobsRepository:
     """The lifecycle's reads and writes, on the unit of work's connection."""
 
@@ -437,48 +484,26 @@ class JobsRepository:
         *,
         reason: str,
         event_id: uuid.UUID | None,
-        **changes: Any,
+        **changes: object,
     ) -> Moved | None:
         """Change the job's stage (and the seed's status with it) and record the transition,
         in one statement, if the job is still as `facts` say (the facts its move was decided
-        on); None, and nothing changed, if it is not."""
-        moved = (
-            update(JOBS)
-            .where(
-                JOBS.c.id == job_id,
-                JOBS.c.stage == facts.stage.value,
-                func.coalesce(JOBS.c.retry_count, 0) == facts.retry_count,
-            )
-            .values(
-                stage=to.value,
-                status=JobStatus(LEGACY_STATUS[to]),
-                updated_at=func.now(),
-                **changes,
-            )
-            .returning(JOBS.c.id, JOBS.c.user_id, JOBS.c.chat_id, JOBS.c.request_id)
-            .cte("moved")
-        )
-        recorded = (
-            insert(TRANSITIONS)
-            .from_select(
-                ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"],
-                select(
-                    moved.c.id,
-                    literal(facts.stage.value),
-                    literal(to.value),
-                    literal(facts.attempt),
-                    literal(reason[:100]),
-                    literal(event_id, Uuid),
-                ),
-            )
-            .cte("recorded")
-        )
-        found = await self.connection.execute(
-            select(moved.c.id, moved.c.user_id, moved.c.chat_id, moved.c.request_id).add_cte(
-                recorded
-            )
-        )
-        row = found.first()
+        on); None, and nothing changed, if it is not.
+
+        `changes` are further columns; a `FromNow` value is computed by the database."""
+        statement = _move_statement(to, changes)
+        values: dict[str, object] = {
+            "job_id": job_id,
+            "from_stage": facts.stage.value,
+            "retry_count": facts.retry_count,
+            "to_stage": to.value,
+            "attempt": facts.attempt,
+            "reason": reason[:100],
+            "event_id": event_id,
+        }
+        for name, value in changes.items():
+            values[f"set_{name}"] = value.seconds if isinstance(value, FromNow) else value
+        row = (await self.connection.execute(statement, values)).first()
         return None if row is None else Moved(row.id, row.user_id, row.chat_id, row.request_id)
 
     async def note_debited(self, job_id: int, now: datetime) -> None:
