@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -174,7 +175,7 @@ class Runner:
     async def _attempt(self, job: JobDispatched, envelope: RawEnvelope) -> JobCompleted:
         if self.cancellations.is_canceled(job.job_id):
             raise AttemptFailure("canceled", "canceled before it started", retryable=False)
-        if (done := await self._finished(job)) is not None:
+        if (done := await self._finished(job, envelope.correlation_id)) is not None:
             log.info("job %s already has a result; reporting it again", job.job_id)
             return done
         workflow = self.workflows.get(job.workflow_type)
@@ -195,7 +196,9 @@ class Runner:
                     image = await self._infer(job, envelope, workflow, request, reports)
             png = await asyncio.to_thread(encode_png, image)
             try:
-                result = await self._store_result(job, png, request.seed, started)
+                result = await self._store_result(
+                    job, envelope.correlation_id, png, request.seed, started
+                )
             except Exception as exc:
                 raise AttemptFailure("storage_unavailable", repr(exc), retryable=True) from exc
         finally:
@@ -269,14 +272,17 @@ class Runner:
             except Exception as exc:
                 raise classify(exc) from exc
 
-    def _result_keys(self, job_id: int) -> tuple[str, str]:
-        base = f"{self._settings.result_prefix}/{job_id}"
+    def _result_keys(self, job_id: int, request: str) -> tuple[str, str]:
+        """Named by the job and its request (the correlation id): a job id alone repeats when
+        a database is recreated beside an object store that keeps its objects."""
+        token = re.sub(r"[^A-Za-z0-9-]", "", request)[:64] or "request"
+        base = f"{self._settings.result_prefix}/{job_id}-{token}"
         return f"{base}.png", f"{base}.json"
 
     async def _store_result(
-        self, job: JobDispatched, png: bytes, seed: int, started: float
+        self, job: JobDispatched, request: str, png: bytes, seed: int, started: float
     ) -> JobCompleted:
-        image_key, record_key = self._result_keys(job.job_id)
+        image_key, record_key = self._result_keys(job.job_id, request)
         await self._store.put(image_key, png, content_type="image/png")
         completed = JobCompleted(
             job_id=job.job_id,
@@ -290,9 +296,9 @@ class Runner:
         await self._store.put(record_key, record, content_type="application/json")
         return completed
 
-    async def _finished(self, job: JobDispatched) -> JobCompleted | None:
+    async def _finished(self, job: JobDispatched, request: str) -> JobCompleted | None:
         """A result stored by an earlier delivery of this job, so it never runs twice."""
-        _, record_key = self._result_keys(job.job_id)
+        _, record_key = self._result_keys(job.job_id, request)
         try:
             if not await self._store.exists(record_key):
                 return None

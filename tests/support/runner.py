@@ -112,9 +112,20 @@ async def publish(amqp_url: str, topology: Topology, *events: Event) -> list[Raw
     await broker.connect()
     try:
         publisher = publisher_for(broker, topology)
-        return [await publisher.publish(event) for event in events]
+        sent = []
+        for event in events:
+            # as jobs does: every event about a job carries the job's request id
+            envelope = new_envelope(event, source="jobs", correlation_id=request_of(event))
+            await publisher.publish_envelope(envelope, event.routing_key())
+            sent.append(envelope)
+        return sent
     finally:
         await broker.stop()
+
+
+def request_of(event: Event) -> str | None:
+    job_id = getattr(event, "job_id", None)
+    return f"request-{job_id}" if job_id is not None else None
 
 
 async def publish_raw(amqp_url: str, routing_key: str, body: bytes, topology: Topology) -> None:

@@ -61,7 +61,7 @@ async def test_a_dispatched_job_is_started_progressed_completed_and_never_run_tw
     [started] = reports.of("job.started", 1)
     assert started["total_steps"] == 3
     assert [p["step"] for p in reports.of("job.progress", 1)] == [1, 2, 3]
-    assert completed["result_key"] == "results/1.png"
+    assert completed["result_key"] == "results/1-request-1.png"
     assert reports.of("job.completed", 1)[1]["result_key"] == completed["result_key"]
     with Image.open(objects / completed["result_key"]) as result:
         assert result.size == (64, 48)
@@ -198,7 +198,7 @@ async def test_a_runner_killed_mid_job_leaves_it_to_another_which_completes_it_o
 
     assert len(reports.of("job.started", 31)) == 2  # once per runner
     assert len(reports.of("job.completed", 31)) == 1
-    assert await LocalObjectStore(objects).exists("results/31.png")
+    assert await LocalObjectStore(objects).exists("results/31-request-31.png")
     assert await drain(amqp_url, topology.gpu_queues["pillow_filter"].name, idle_s=0.3) == []
 
 

@@ -66,7 +66,7 @@ def dispatch(job_id: int = 1, attempt: int = 1) -> tuple[JobDispatched, RawEnvel
     job = JobDispatched(
         job_id=job_id, attempt=attempt, workflow_type="qwen_image", prompt="fox", seed=7
     )
-    return job, new_envelope(job, source="jobs")
+    return job, new_envelope(job, source="jobs", correlation_id=f"request-{job_id}")
 
 
 def runner(
@@ -89,8 +89,8 @@ async def test_outcome_comes_last_after_started_and_every_progress(tmp_path: Pat
         "job.completed",
     ]
     assert isinstance(outcome, JobCompleted)
-    assert (outcome.result_key, outcome.seed) == ("results/1.png", 7)
-    assert (tmp_path / "results" / "1.png").is_file()
+    assert (outcome.result_key, outcome.seed) == ("results/1-request-1.png", 7)
+    assert (tmp_path / "results" / "1-request-1.png").is_file()
 
 
 async def test_progress_is_throttled(tmp_path: Path) -> None:
@@ -107,6 +107,20 @@ async def test_a_finished_job_is_reported_again_not_rerun(tmp_path: Path) -> Non
     assert workflow.renders == 1
     assert isinstance(first, JobCompleted)
     assert again == first.model_copy(update={"attempt": 2})
+
+
+async def test_the_same_job_id_of_another_request_runs_anew(tmp_path: Path) -> None:
+    """A database recreated beside a kept object store numbers its jobs from 1 again: the
+    earlier database's result must not be handed to the new request."""
+    publisher, workflow = RecordingPublisher(), TextToSquare()
+    job, envelope = dispatch(job_id=1)
+    first = await runner(tmp_path, publisher, workflow).run(job, envelope)
+    other = new_envelope(job, source="jobs", correlation_id="another-request")
+    second = await runner(tmp_path, publisher, workflow).run(job, other)
+    assert workflow.renders == 2
+    assert isinstance(first, JobCompleted)
+    assert isinstance(second, JobCompleted)
+    assert second.result_key != first.result_key
 
 
 async def test_a_canceled_job_does_not_start_and_a_wrong_workflow_is_refused(
