@@ -3,7 +3,9 @@ Telegram's limits (every call passes `RateLimitedRequests`), and marks it sent.
 
 A row is leased before it is sent and marked sent after Telegram answered; a sender that dies
 in between leaves the lease to expire and the row is sent again (at least once, never zero).
-Rows of one chat go out in order; different chats go out concurrently.
+Rows of one chat go out in order, by one worker of one replica: a chat with a live lease is
+not claimed again until its rows are sent. Different chats go out concurrently, and claiming
+goes on while they do, so a chat waiting for its 1 s slot (or a 429) holds up no other chat.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,10 +41,13 @@ _CLAIM = text(
     UPDATE gateway_outbound SET leased_until = now() + make_interval(secs => :lease),
                                 attempts = attempts + 1
     WHERE id IN (
-        SELECT id FROM gateway_outbound
-        WHERE sent_at IS NULL AND not_before <= now()
-          AND (leased_until IS NULL OR leased_until < now())
-        ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)
+        SELECT o.id FROM gateway_outbound o
+        WHERE o.sent_at IS NULL AND o.not_before <= now()
+          AND (o.leased_until IS NULL OR o.leased_until < now())
+          AND NOT EXISTS (SELECT 1 FROM gateway_outbound busy
+                          WHERE busy.chat_id = o.chat_id AND busy.sent_at IS NULL
+                            AND busy.leased_until >= now())
+        ORDER BY o.id LIMIT :limit FOR UPDATE SKIP LOCKED)
     RETURNING id, chat_id, kind, payload, version, attempts
     """
 )
@@ -91,7 +96,9 @@ class OutboundSender:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._chats: dict[int, deque[Outbound]] = {}
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._in_hand = 0
 
     def notify(self) -> None:
         """Something was committed to the mailbox: look now instead of at the next poll."""
@@ -102,25 +109,17 @@ class OutboundSender:
         self._task = asyncio.create_task(self._run(), name="gateway.sender")
 
     async def stop(self) -> None:
-        """Finish the batch in hand, then stop; what is left waits in the table."""
+        """Finish what is in hand, then stop; what is left waits in the table."""
         self._stopping.set()
         self._wake.set()
         if self._task is not None:
             await self._task
 
     async def deliver_pending(self) -> int:
-        """Claim what is due, send it, mark it; the number of rows handled."""
-        async with self._sessions() as session, session.begin():
-            rows = (
-                await session.execute(
-                    _CLAIM, {"lease": self._settings.lease_s, "limit": self._settings.batch_size}
-                )
-            ).mappings()
-            claimed = [Outbound(**row) for row in rows]
-        by_chat: dict[int, list[Outbound]] = defaultdict(list)
-        for row in sorted(claimed, key=lambda row: row.id):
-            by_chat[row.chat_id].append(row)
-        await asyncio.gather(*(self._deliver_chat(rows) for rows in by_chat.values()))
+        """Claim what is due and send it, all of it before returning: the rows handled."""
+        claimed = await self._claim(self._settings.batch_size)
+        self._hand_out(claimed)
+        await self._finish_in_hand()
         return len(claimed)
 
     async def purge_sent(self, older_than_days: int) -> None:
@@ -131,20 +130,56 @@ class OutboundSender:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            try:
-                handled = await self.deliver_pending()
-            except Exception:
-                log.exception("sender: a delivery pass failed")
-                handled = 0
-            if handled:
+            room = min(self._settings.batch_size, self._settings.concurrency - self._in_hand)
+            claimed: list[Outbound] = []
+            if room > 0:
+                try:
+                    claimed = await self._claim(room)
+                except Exception:
+                    log.exception("sender: claiming failed")
+            self._hand_out(claimed)
+            if claimed:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_s)
+        await self._finish_in_hand()
 
-    async def _deliver_chat(self, rows: Sequence[Outbound]) -> None:
-        async with self._slots:
-            for row in rows:
-                await self._deliver(row)
+    async def _claim(self, limit: int) -> list[Outbound]:
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.execute(_CLAIM, {"lease": self._settings.lease_s, "limit": limit})
+            ).mappings()
+            return sorted((Outbound(**row) for row in rows), key=lambda row: row.id)
+
+    def _hand_out(self, rows: Sequence[Outbound]) -> None:
+        """Each row to its chat's worker, in order; a chat without one gets one."""
+        for row in rows:
+            self._chats.setdefault(row.chat_id, deque()).append(row)
+            self._in_hand += 1
+            if row.chat_id not in self._workers:
+                self._workers[row.chat_id] = asyncio.create_task(
+                    self._work_chat(row.chat_id), name=f"gateway.sender.chat{row.chat_id}"
+                )
+
+    async def _work_chat(self, chat_id: int) -> None:
+        queue = self._chats[chat_id]
+        try:
+            while queue:
+                row = queue.popleft()
+                try:
+                    await self._deliver(row)
+                except Exception:  # marking failed (database away): the lease will expire
+                    log.exception("message %s to chat %s: could not record it", row.id, chat_id)
+                finally:
+                    self._in_hand -= 1
+        finally:
+            del self._chats[chat_id]
+            del self._workers[chat_id]
+            self._wake.set()  # the chat's next rows (held back while it was busy) are due
+
+    async def _finish_in_hand(self) -> None:
+        while self._workers:
+            await asyncio.gather(*self._workers.values(), return_exceptions=True)
 
     async def _deliver(self, row: Outbound) -> None:
         try:

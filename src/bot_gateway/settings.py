@@ -84,7 +84,8 @@ class DeliverySettings(BaseSettings):
     edit_interval_s: float = Field(default=2.5, ge=0)
     """A job's status message is edited at most this often; its final state always shows."""
     batch_size: int = Field(default=200, ge=1, le=10_000)
-    concurrency: int = Field(default=64, ge=1)
+    concurrency: int = Field(default=1000, ge=1)
+    """Messages in hand at most (claimed, not yet sent); keep it under rate × lease / 2."""
     poll_interval_s: float = Field(default=0.5, gt=0)
     lease_s: float = Field(default=120.0, gt=0)
     """A claimed message not confirmed sent within this is sent again (its sender died)."""

@@ -3,6 +3,7 @@ out and repeated, and a message whose sender died mid-send goes out again."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -92,3 +93,40 @@ async def test_a_message_leased_by_a_dead_sender_goes_out_again(
     assert await sender.deliver_pending() == 0  # sent and marked: never again
     await bot.session.close()
     await telegram.stop()
+
+
+async def test_a_chat_waiting_for_its_slot_holds_up_no_other_chat(
+    own_sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """Chat A has 4 messages (1 s apart by Telegram's rule: 3 s); chat B's one message,
+    committed while A's are going out, leaves at once, not after A's."""
+    telegram = TelegramSandbox()
+    await telegram.start()
+    busy, other = new_user().id, new_user().id
+    async with own_sessions() as session, session.begin():
+        for n in range(4):
+            await Mailbox(session, edit_interval_s=0).send(
+                f"busy:{busy}:{n}", busy, "text", {"text": f"busy {n}"}
+            )
+    bot = limited_bot(telegram, chat_interval_s=1)
+    settings = DeliverySettings(poll_interval_s=0.05)
+    sender = OutboundSender(own_sessions, bot, LocalObjectStore(tmp_path), settings)
+    sender.start()
+    try:
+        await telegram.next_call(busy, 0, timeout_s=5)
+        async with own_sessions() as session, session.begin():
+            await Mailbox(session, edit_interval_s=0).send(
+                f"other:{other}", other, "text", {"text": "other"}
+            )
+        committed = time.monotonic()
+        sender.notify()
+        assert await telegram.next_call(other, 0, timeout_s=5)
+        assert time.monotonic() - committed < 0.5
+        assert len(telegram.sent_to(busy)) < 4  # A was still waiting for its slots
+        while len(telegram.sent_to(busy)) < 4:
+            assert await telegram.next_call(busy, len(telegram.sent_to(busy)), timeout_s=5)
+    finally:
+        await sender.stop()
+        await bot.session.close()
+        await telegram.stop()
+    assert [call.text for call in telegram.sent_to(busy)] == [f"busy {n}" for n in range(4)]
