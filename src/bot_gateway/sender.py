@@ -99,6 +99,9 @@ class OutboundSender:
         self._chats: dict[int, deque[Outbound]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._in_hand = 0
+        self._max_in_hand = max(
+            1, min(settings.concurrency, int(settings.global_rate_per_s * settings.lease_s / 2))
+        )
 
     def notify(self) -> None:
         """Something was committed to the mailbox: look now instead of at the next poll."""
@@ -130,7 +133,7 @@ class OutboundSender:
     async def _run(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
-            room = min(self._settings.batch_size, self._settings.concurrency - self._in_hand)
+            room = min(self._settings.batch_size, self._max_in_hand - self._in_hand)
             claimed: list[Outbound] = []
             if room > 0:
                 try:

@@ -85,9 +85,10 @@ class DeliverySettings(BaseSettings):
     """A job's status message is edited at most this often; its final state always shows."""
     batch_size: int = Field(default=200, ge=1, le=10_000)
     concurrency: int = Field(default=1000, ge=1)
-    """Messages in hand at most (claimed, not yet sent); keep it under rate × lease / 2."""
+    """Messages in hand at most (claimed, not yet sent); never more than the global rate sends
+    in half a lease, so none waits in hand until its lease runs out."""
     poll_interval_s: float = Field(default=0.5, gt=0)
-    lease_s: float = Field(default=120.0, gt=0)
+    lease_s: float = Field(default=30.0, gt=0)
     """A claimed message not confirmed sent within this is sent again (its sender died)."""
     retry_backoff_s: float = Field(default=1.0, gt=0)
     retry_after_tries: int = Field(default=5, ge=0)
