@@ -185,14 +185,17 @@ class TelegramSandbox:
         assert self._http is not None
         while True:
             update = await lane.get()
-            while not await self._post(update):
+            attempt = 0
+            while not await self._post(update, attempt):
                 self.webhook_failures += 1
+                attempt += 1
                 await asyncio.sleep(0.5)
 
-    async def _post(self, update: dict[str, Any]) -> bool:
+    async def _post(self, update: dict[str, Any], attempt: int) -> bool:
+        """One try; a failed one goes to the next URL, as a load balancer fails over."""
         assert self._http is not None
         urls = self.push_to or [self.webhook["url"]]
-        url = urls[_chat_of(update) % len(urls)]
+        url = urls[(_chat_of(update) + attempt) % len(urls)]
         headers = {}
         if secret := self.webhook.get("secret_token"):
             headers["X-Telegram-Bot-Api-Secret-Token"] = secret
