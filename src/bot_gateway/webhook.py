@@ -20,7 +20,9 @@ MAX_BODY_BYTES = 1_000_000
 
 
 class TelegramWebhook:
-    """A raw ASGI app; the update is handled in the background and answered 200 at once."""
+    """A raw ASGI app; 200 only once the update was handled, so an update in hand when the
+    process dies is delivered again by Telegram (a repeat is harmless: request ids derive from
+    what was tapped). Handling is shielded from a dropped connection."""
 
     def __init__(self, dispatcher: Dispatcher, bot: Bot, secret: str) -> None:
         self._dispatcher = dispatcher
@@ -62,4 +64,9 @@ class TelegramWebhook:
         task = asyncio.create_task(self._dispatcher.feed_update(self._bot, update))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
+        try:
+            await asyncio.shield(task)
+        except Exception:
+            log.exception("update %s failed; Telegram will deliver it again", update.update_id)
+            return 500, "failed"
         return 200, "ok"
