@@ -34,6 +34,7 @@ from bot_gateway.settings import (
     StorageSettings,
     TelegramSettings,
 )
+from bot_gateway.snapshot import SnapshotMiddleware
 from bot_gateway.storage import ObjectStore, create_object_store
 from bot_gateway.throttling import FloodGuard
 from bot_gateway.uploads import Uploads
@@ -169,8 +170,9 @@ def _dispatcher(
     backends: Backends,
     store: ObjectStore,
 ) -> Dispatcher:
+    storage = PostgresStorage(runtime.engine)
     dispatcher = Dispatcher(
-        storage=PostgresStorage(runtime.sessions),
+        storage=storage,
         conversation=conversation,
         backends=backends,
         uploads=Uploads(store, settings.conversation),
@@ -182,6 +184,7 @@ def _dispatcher(
             window_s=settings.conversation.flood_window_s,
         )
     )
+    SnapshotMiddleware(storage, dispatcher.fsm).install(dispatcher.update)
     language = LanguageMiddleware(i18n)
     account = AccountMiddleware(conversation, backends)
     for observer in (dispatcher.message, dispatcher.callback_query):

@@ -13,6 +13,7 @@ from bot_gateway import texts
 from bot_gateway.domain import FINISHED, GrantOrder, Phase
 from bot_gateway.models import GatewayCredit, GatewayJob
 from bot_gateway.repository import Credits, Jobs, Mailbox, Users
+from bot_gateway.snapshot import KnownUser, current_snapshot
 from contracts.events import CreditsGrantRequested, JobCancelRequested, JobRequested, TopUpRequested
 from messaging.unit_of_work import UnitOfWork
 
@@ -81,8 +82,19 @@ class Conversation:
                 username=username,
             )
             await uow.commit()
+        if (snapshot := current_snapshot()) is not None:
+            snapshot.users[customer.telegram_id] = KnownUser(
+                customer.user_id, customer.chat_id, customer.language
+            )
 
     async def known(self, telegram_id: int) -> Customer | None:
+        """The user as the gateway remembers them (within an update, as the update found them)."""
+        snapshot = current_snapshot()
+        if snapshot is not None and telegram_id in snapshot.users:
+            found = snapshot.users[telegram_id]
+            if found is None:
+                return None
+            return Customer(telegram_id, found.user_id, found.chat_id, found.language)
         async with self._unit_of_work() as uow:
             user = await Users(uow.session).by_telegram_id(telegram_id)
             uow.session.expunge_all()  # read-only: keep what was loaded past the rollback

@@ -1,7 +1,14 @@
-"""aiogram FSM storage in PostgreSQL (`gateway_fsm`), so a conversation survives a restart."""
+"""aiogram FSM storage in PostgreSQL (`gateway_fsm`), so a conversation survives a restart.
+
+Every statement is a single autocommitted one (no BEGIN/COMMIT round trips): a read is one
+row, a write one upsert that returns the row it left. Within an update the rows read or written
+are kept in its `UpdateSnapshot` (see `snapshot`), so the state aiogram reads before routing and
+the data the handler reads next cost one query together; the next update reads anew.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,51 +20,64 @@ from aiogram.fsm.storage.base import (
     StateType,
     StorageKey,
 )
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot_gateway.models import FsmRecord
+from bot_gateway.snapshot import FsmRow, current_snapshot
+
+_READ = text("SELECT state, data::text AS data FROM gateway_fsm WHERE key = :key")
+_SET_STATE = text(
+    "INSERT INTO gateway_fsm (key, state) VALUES (:key, :state) "
+    "ON CONFLICT (key) DO UPDATE SET state = excluded.state, updated_at = now() "
+    "RETURNING state, data::text AS data"
+)
+_SET_DATA = text(
+    "INSERT INTO gateway_fsm (key, data) VALUES (:key, CAST(:data AS jsonb)) "
+    "ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = now() "
+    "RETURNING state, data::text AS data"
+)
 
 
 class PostgresStorage(BaseStorage):
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], key_builder: KeyBuilder | None = None
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, engine: AsyncEngine, key_builder: KeyBuilder | None = None) -> None:
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        """The service's engine, each statement committing on its own."""
         self._keys = key_builder or DefaultKeyBuilder(with_bot_id=True, with_destiny=True)
+
+    def key_of(self, key: StorageKey) -> str:
+        return self._keys.build(key)
 
     async def set_state(self, key: StorageKey, state: StateType = None) -> None:
         value = state.state if isinstance(state, State) else state
-        await self._upsert(key, {"state": value})
+        await self._write(_SET_STATE, self.key_of(key), state=value)
 
     async def get_state(self, key: StorageKey) -> str | None:
-        record = await self._get(key)
-        return record.state if record else None
+        return (await self._get(key)).state
 
     async def set_data(self, key: StorageKey, data: Mapping[str, Any]) -> None:
-        await self._upsert(key, {"data": dict(data)})
+        await self._write(_SET_DATA, self.key_of(key), data=json.dumps(dict(data)))
 
     async def get_data(self, key: StorageKey) -> dict[str, Any]:
-        record = await self._get(key)
-        return dict(record.data) if record else {}
+        return (await self._get(key)).data
 
     async def close(self) -> None:
         """The engine belongs to the service; nothing to close here."""
 
-    async def _get(self, key: StorageKey) -> FsmRecord | None:
-        async with self._sessions() as session:
-            found = await session.execute(
-                select(FsmRecord).where(FsmRecord.key == self._keys.build(key))
-            )
-            return found.scalar_one_or_none()
+    async def _get(self, key: StorageKey) -> FsmRow:
+        built = self.key_of(key)
+        snapshot = current_snapshot()
+        if snapshot is not None and built in snapshot.fsm:
+            return snapshot.fsm[built]
+        async with self.engine.connect() as connection:
+            found = (await connection.execute(_READ, {"key": built})).first()
+        row = FsmRow.of(found)
+        if snapshot is not None:
+            snapshot.fsm[built] = row
+        return row
 
-    async def _upsert(self, key: StorageKey, values: dict[str, Any]) -> None:
-        async with self._sessions() as session, session.begin():
-            await session.execute(
-                insert(FsmRecord)
-                .values(key=self._keys.build(key), **values)
-                .on_conflict_do_update(
-                    index_elements=[FsmRecord.key], set_={**values, "updated_at": func.now()}
-                )
-            )
+    async def _write(self, statement: Any, key: str, **values: Any) -> None:
+        async with self.engine.connect() as connection:
+            written = (await connection.execute(statement, {"key": key, **values})).first()
+        snapshot = current_snapshot()
+        if snapshot is not None:
+            snapshot.fsm[key] = FsmRow.of(written)
