@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot_gateway.domain import FINISHED
 from bot_gateway.models import GatewayCredit, GatewayJob, GatewayUser, OutboundMessage
+
+_SEND = text(
+    "INSERT INTO gateway_outbound (key, chat_id, kind, payload) "
+    "VALUES (:key, :chat_id, :kind, CAST(:payload AS jsonb)) ON CONFLICT (key) DO NOTHING"
+)
+_SHOW_STATUS_SQL = (
+    "INSERT INTO gateway_outbound AS o (key, chat_id, kind, payload) "
+    "VALUES (:key, :chat_id, 'edit', CAST(:payload AS jsonb)) "
+    "ON CONFLICT (key) DO UPDATE SET payload = excluded.payload, version = o.version + 1, "
+    "sent_at = NULL, attempts = 0, not_before = {not_before}"
+)
+# a pending row keeps its turn; after a sent edit the next one waits the interval
+_SHOW_STATUS = text(
+    _SHOW_STATUS_SQL.format(
+        not_before="CASE WHEN o.sent_at IS NULL THEN o.not_before "
+        "ELSE greatest(now(), o.sent_at + CAST(:edit_interval AS interval)) END"
+    )
+)
+_SHOW_FINAL_STATUS = text(_SHOW_STATUS_SQL.format(not_before="now()"))
 
 
 class Users:
@@ -147,10 +167,9 @@ class Mailbox:
 
     async def send(self, key: str, chat_id: int, kind: str, payload: dict[str, Any]) -> None:
         """Once per `key`: a repeated key (a duplicate event) sends nothing more."""
-        await self._session.execute(
-            insert(OutboundMessage)
-            .values(key=key, chat_id=chat_id, kind=kind, payload=payload)
-            .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
+        connection = await self._session.connection()  # Core text: no ORM work per message
+        await connection.execute(
+            _SEND, {"key": key, "chat_id": chat_id, "kind": kind, "payload": json.dumps(payload)}
         )
 
     async def show_status(
@@ -158,31 +177,12 @@ class Mailbox:
     ) -> None:
         """The job's status message shows `payload` next: the newest text wins, and edits
         after the last one sent wait `edit_interval_s` unless this is the final state."""
-        row = OutboundMessage.__table__
-        statement = insert(OutboundMessage).values(
-            key=f"status:{request_id}", chat_id=chat_id, kind="edit", payload=payload
-        )
-        # a pending row keeps its turn; after a sent edit the next one waits the interval
-        not_before = (
-            func.now()
-            if final
-            else case(
-                (row.c.sent_at.is_(None), row.c.not_before),
-                else_=func.greatest(func.now(), row.c.sent_at + self._edit_interval),
-            )
-        )
-        await self._session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[OutboundMessage.key],
-                set_={
-                    "payload": statement.excluded.payload,
-                    "version": row.c.version + 1,
-                    "sent_at": None,
-                    "attempts": 0,
-                    "not_before": not_before,
-                },
-            )
-        )
+        values = {"key": f"status:{request_id}", "chat_id": chat_id, "payload": json.dumps(payload)}
+        connection = await self._session.connection()
+        if final:
+            await connection.execute(_SHOW_FINAL_STATUS, values)
+        else:
+            await connection.execute(_SHOW_STATUS, {**values, "edit_interval": self._edit_interval})
 
     async def pending(self) -> int:
         return int(
