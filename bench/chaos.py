@@ -721,7 +721,6 @@ async def run(args: argparse.Namespace) -> int:
         namespace=namespace,
         work_dir=work_dir,
         replicas=2,
-        base_port=18400,
         # no weekly bonus in the books; smaller pools: 8 processes share max_connections
         env={"BONUS_ENABLED": "false", "DATABASE_POOL_SIZE": "5"},
         service_env={

@@ -194,8 +194,6 @@ class Observer:
         for key in {a for a, _ in HOPS} | {b for _, b in HOPS}:
             if "." in key:
                 await queue.bind(exchange, routing_key=f"{key}.#")
-        if os.environ.get("BENCH_DEBUG"):
-            await queue.bind(exchange, routing_key="#")
         await queue.consume(self._on, no_ack=True)
         return connection
 
@@ -208,8 +206,6 @@ class Observer:
     async def _on(self, message: AbstractIncomingMessage) -> None:
         envelope = RawEnvelope.model_validate_json(message.body)
         data = envelope.data
-        if os.environ.get("BENCH_DEBUG"):
-            print("SEEN", message.routing_key, envelope.type)
         chat: int | None
         if envelope.type == "job.requested":
             chat = int(data["chat_id"])
@@ -311,8 +307,6 @@ async def measured(
         took = spans(first, then)
         hops.append(f"{then} +{percentile(took, 0.5):.0f}/{percentile(took, 0.99):.0f}")
     print(f"  {label}, hop p50/p99 ms: tap → " + " → ".join(hops))
-    if os.environ.get("BENCH_DEBUG"):
-        print(observer.times[next(iter(chats))])
     wall = max(photos.values()) - min(tapped.values())
     return len(chats) / wall, spans("tap", "job.started"), spans("job.completed", "photo")
 
@@ -337,14 +331,10 @@ async def main(args: argparse.Namespace) -> None:
         namespace=namespace,
         work_dir=work_dir,
         replicas=args.replicas,
-        base_port=18300,
         env={"SERVICE_LOG_LEVEL": "WARNING"},
         service_env={
             "gpu_runner": {"GPU_WORKFLOWS": "pillow_filter", "GPU_PILLOW_FILTER_STEPS": "1"},
-            "bot_gateway": {
-                "DELIVERY_GLOBAL_RATE_PER_S": "1000",
-                **dict(kv.split("=", 1) for kv in os.environ.get("BENCH_GATEWAY_ENV", "").split() if kv),
-            },
+            "bot_gateway": {"DELIVERY_GLOBAL_RATE_PER_S": "1000"},
         },
     )
     photo = tiny_photo()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +38,19 @@ class StackConfig:
     work_dir: Path
     """Logs, the object store and the tiny model live here."""
     replicas: int = 1
-    base_port: int = 18100
+    base_port: int = 0
+    """The first replica's HTTP port, the next ones following; 0: free ports the system picks."""
     env: dict[str, str] = field(default_factory=dict)
     """Extra settings for every service (they win over the stack's own)."""
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Extra settings per service, e.g. {"gpu_runner": {"GPU_PILLOW_FILTER_STEPS": "4"}}."""
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (two stacks on one machine must not share one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class SandboxStack:
@@ -83,6 +92,8 @@ class SandboxStack:
             replicas = self.processes[service] = []
             for n in range(1, self.config.replicas + 1):
                 name = f"{service}-{n}"
+                if not self.config.base_port:
+                    port = free_port()
                 replicas.append(
                     ServiceProcess(
                         service,

@@ -38,7 +38,6 @@ async def stack(
         namespace=namespace,
         work_dir=tmp_path_factory.mktemp("e2e"),
         replicas=2,
-        base_port=18200,
         service_env={"gpu_runner": {"GPU_PILLOW_FILTER_STEPS": "3",
                                     "GPU_PILLOW_FILTER_STEP_DELAY_S": "0.2"}},
     )  # fmt: skip
