@@ -111,25 +111,24 @@ class Conversation:
         at once) asks for one job: the second finds it here, and jobs deduplicates on the id.
         """
         request_id = uuid.uuid5(REQUESTS, f"job:{customer.telegram_id}:{draft.draft}")
+        job = {
+            "request_id": request_id,
+            "telegram_id": customer.telegram_id,
+            "user_id": customer.user_id,
+            "chat_id": customer.chat_id,
+            "language": customer.language,
+            "preset_id": draft.preset_id,
+            "title": draft.title[:200],
+            "prompt": draft.prompt,
+            "image_key": draft.image_key,
+            "phase": str(Phase.requested),
+            "price": draft.price,
+            "status_message_id": status_message_id,
+        }
+        status = {"message_id": status_message_id, "text": texts.accepted(draft.title)}
         async with self._unit_of_work() as uow:
-            if await uow.session.get(GatewayJob, request_id) is not None:
+            if not await Jobs(uow.session).request(job, status):
                 return request_id
-            Jobs(uow.session).add(
-                GatewayJob(
-                    request_id=request_id,
-                    telegram_id=customer.telegram_id,
-                    user_id=customer.user_id,
-                    chat_id=customer.chat_id,
-                    language=customer.language,
-                    preset_id=draft.preset_id,
-                    title=draft.title[:200],
-                    prompt=draft.prompt,
-                    image_key=draft.image_key,
-                    phase=Phase.requested,
-                    price=draft.price,
-                    status_message_id=status_message_id,
-                )
-            )
             uow.emit(
                 JobRequested(
                     request_id=request_id,
@@ -142,12 +141,6 @@ class Conversation:
                     language=customer.language,
                 ),
                 correlation_id=str(request_id),
-            )
-            await Mailbox(uow.session, edit_interval_s=self._edit_interval_s).show_status(
-                request_id,
-                customer.chat_id,
-                {"message_id": status_message_id, "text": texts.accepted(draft.title)},
-                final=True,
             )
             await uow.commit()
         self._mail_committed()

@@ -32,6 +32,19 @@ _SHOW_STATUS = text(
     )
 )
 _SHOW_FINAL_STATUS = text(_SHOW_STATUS_SQL.format(not_before="now()"))
+_REQUEST = text(
+    "WITH job AS ("
+    "INSERT INTO gateway_jobs (request_id, telegram_id, user_id, chat_id, language, preset_id, "
+    "title, prompt, image_key, phase, price, status_message_id) "
+    "VALUES (:request_id, :telegram_id, :user_id, :chat_id, :language, :preset_id, :title, "
+    ":prompt, :image_key, :phase, :price, :status_message_id) "
+    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id) "
+    + _SHOW_STATUS_SQL.replace(
+        "VALUES (:key, :chat_id, 'edit', CAST(:payload AS jsonb))",
+        "SELECT :key, :chat_id, 'edit', CAST(:payload AS jsonb) FROM job",
+    ).format(not_before="now()")
+    + " RETURNING 1"
+)
 
 
 class Users:
@@ -85,8 +98,12 @@ class Jobs:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    def add(self, job: GatewayJob) -> None:
-        self._session.add(job)
+    async def request(self, job: dict[str, Any], status: dict[str, Any]) -> bool:
+        """A new request's row and its status message's first (final) text, in one statement;
+        False, and nothing written, when the request exists already."""
+        connection = await self._session.connection()
+        values = {**job, "key": f"status:{job['request_id']}", "payload": json.dumps(status)}
+        return (await connection.execute(_REQUEST, values)).first() is not None
 
     async def by_request(self, request_id: uuid.UUID, *, lock: bool = False) -> GatewayJob | None:
         query = select(GatewayJob).where(GatewayJob.request_id == request_id)
