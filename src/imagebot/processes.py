@@ -25,6 +25,8 @@ import aiohttp
 log = logging.getLogger(__name__)
 
 SERVICES = ("billing", "jobs", "bot_gateway", "gpu_runner")
+HEALTHY_RUN_S = 60.0
+"""A process that ran this long before it exited is restarted after the shortest delay again."""
 
 
 class NotReady(RuntimeError):
@@ -137,32 +139,42 @@ class ServiceProcess:
         return "\n  " + "\n  ".join(tail) if tail else ""
 
 
-async def supervise(processes: list[ServiceProcess], *, restart_delay_s: float = 1.0) -> None:
-    """Run `processes` until SIGINT/SIGTERM, restarting any that exits; then stop them all."""
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+async def supervise(
+    processes: list[ServiceProcess],
+    *,
+    restart_delay_s: float = 1.0,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Run `processes` until `stopping` is set (default: SIGINT/SIGTERM), restarting any that
+    exits (1 s, then doubling up to 30 s while it keeps dying); then stop them all."""
+    stop = stopping or asyncio.Event()
+    if stopping is None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
     for process in processes:
         await process.start()
-        log.info("%s started (pid %s, port %d)", process.name, process.process.pid, process.port)  # type: ignore[union-attr]
+        log.info("%s started (port %d)", process.name, process.port)
 
     async def keep_running(process: ServiceProcess) -> None:
         delay = restart_delay_s
-        while not stopping.is_set():
+        while not stop.is_set():
+            began = time.monotonic()
             code = await process.wait()
-            if stopping.is_set():
+            if stop.is_set():
                 return
+            if time.monotonic() - began > HEALTHY_RUN_S:
+                delay = restart_delay_s
             log.error("%s exited with %s; restarting in %.0f s", process.name, code, delay)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), delay)
-            if stopping.is_set():
+                await asyncio.wait_for(stop.wait(), delay)
+            if stop.is_set():
                 return
             await process.start()
             delay = min(delay * 2, 30.0)
 
     watchers = [asyncio.create_task(keep_running(process)) for process in processes]
-    await stopping.wait()
+    await stop.wait()
     log.info("stopping %d services", len(processes))
     await asyncio.gather(*(process.stop() for process in processes))
     for watcher in watchers:
