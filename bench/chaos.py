@@ -78,6 +78,8 @@ FINAL_TEXTS = ("готово", "Ничего не списано", "вернут
 # whose dialogue is gone) start the job over, as a person would.
 TROUBLE = ("Что-то пошло не так", "Сервис сейчас занят", "Не удалось скачать", "Слишком много")
 STALE = "Эта кнопка устарела"
+UNDER_WAY = "Это задание уже запущено"
+"""A Start tapped again whose job exists: wait for that job's outcome."""
 RESTARTS = 5
 
 STEP_TIMEOUT_S = 20.0
@@ -292,7 +294,8 @@ class Player:
             confirm = await self.step("preset", self.press(presets, preset), says("Стоимость:"))
         assert confirm.message_id is not None
         since = len(self.chats.by_chat[self.user.id])
-        await self.step("start", self.press(confirm, "Запустить"), edits(confirm.message_id))
+        started = lambda c: edits(confirm.message_id)(c) or says(UNDER_WAY)(c)  # noqa: E731
+        await self.step("start", self.press(confirm, "Запустить"), started)
         self.tally.starts += 1
         self.starts.append(confirm.message_id)
         outcome = await self.chats.wait(

@@ -21,6 +21,11 @@ REQUESTS = uuid.UUID("5b0f3c1e-8f9a-4c2e-9a57-2f4d7c1b9e60")
 """Namespace of the request ids derived from what the user tapped (uuid5)."""
 
 
+def job_request_id(customer: Customer, draft: str) -> uuid.UUID:
+    """The request a Start on draft `draft` makes: the same for every tap of that button."""
+    return uuid.uuid5(REQUESTS, f"job:{customer.telegram_id}:{draft}")
+
+
 @dataclass(frozen=True)
 class Customer:
     """Who is talking: their Telegram id, billing's account id, their chat and language."""
@@ -110,7 +115,7 @@ class Conversation:
         The request id derives from the draft, so a double-tapped Start (two updates handled
         at once) asks for one job: the second finds it here, and jobs deduplicates on the id.
         """
-        request_id = uuid.uuid5(REQUESTS, f"job:{customer.telegram_id}:{draft.draft}")
+        request_id = job_request_id(customer, draft.draft)
         job = {
             "request_id": request_id,
             "telegram_id": customer.telegram_id,

@@ -297,6 +297,10 @@ def stale_button() -> str:
     return _("This button is outdated. Open the menu again: /start")
 
 
+def already_requested() -> str:
+    return _("This job is already under way: its status is in the message above.")
+
+
 def not_a_photo() -> str:
     return _("Please send a photo (JPEG, PNG or WebP), as a photo or as a file.")
 

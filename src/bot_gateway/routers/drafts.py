@@ -16,7 +16,7 @@ from aiogram.types import CallbackQuery, InaccessibleMessage, Message
 
 from bot_gateway import keyboards, texts
 from bot_gateway.backends import Backends
-from bot_gateway.conversation import Conversation, Customer, Draft
+from bot_gateway.conversation import Conversation, Customer, Draft, job_request_id
 from bot_gateway.keyboards import DraftAction, MenuAction, ResultAction
 from bot_gateway.settings import ConversationSettings
 from bot_gateway.uploads import UploadRejectedError, Uploads, carries_image
@@ -155,13 +155,26 @@ async def draft_action(
     conversation: Conversation,
 ) -> None:
     draft = await current_draft(state)
+    confirming = await state.get_state() == Drafting.confirming.state
+    if (
+        callback_data.action == "start"
+        and callback.message is not None
+        and not (confirming and draft is not None and draft.draft == callback_data.draft)
+    ):
+        # A Start tapped again (no answer came soon enough, say): the job it asked for
+        # goes on, and the user should wait for it instead of making another.
+        request_id = job_request_id(customer, callback_data.draft)
+        if await conversation.job_of(customer, request_id) is not None:
+            await callback.answer()
+            await callback.message.answer(texts.already_requested())
+            return
     if draft is None or draft.draft != callback_data.draft or callback.message is None:
         await callback.answer(texts.stale_button(), show_alert=True)
         return
     await callback.answer()
     if callback_data.action == "generate" and draft.prompt is not None:
         await show_confirmation(callback.message, state, draft)
-    elif callback_data.action == "start" and await state.get_state() == Drafting.confirming.state:
+    elif callback_data.action == "start" and confirming:
         # Request first, then forget the draft: a crash in between leaves the draft, and the
         # re-tapped Start finds the request already made (its id derives from the draft).
         await conversation.request_job(customer, draft, callback.message.message_id)

@@ -555,6 +555,29 @@ async def test_a_double_tapped_start_asks_for_one_job(stack: Stack) -> None:
     assert [r.request_id for r in requests] == [created.request_id]
 
 
+async def test_a_start_tapped_again_later_says_the_job_is_under_way(stack: Stack) -> None:
+    """No answer came soon enough (the gateway died, say), so the user taps Start again: the
+    bot says the job is on its way instead of calling the button outdated, which made users
+    start over and pay for a second job."""
+    p = PHRASES["ru"]
+    chat = await started_chat(stack, "ru")
+    chat.photo()
+    categories = await chat.expect(p["photo_received"])
+    chat.press(categories, "Фото")
+    presets = await chat.expect(p["category"])
+    chat.press(presets, "Мультфильм")
+    confirm = await chat.expect(p["confirm"].format(20))
+    chat.press(confirm, p["start"])
+    created = await created_job(stack, chat)
+    await chat.expect(p["accepted"])
+
+    chat.press(confirm, p["start"])
+    await chat.expect("Это задание уже запущено")
+    assert not chat.said("устарела")
+    requests = stack.events.of(JobRequested, telegram_id=chat.user.id)
+    assert [r.request_id for r in requests] == [created.request_id]
+
+
 async def test_a_start_that_failed_midway_can_be_tapped_again(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
