@@ -8,13 +8,15 @@ turns error replies into `RpcRefusedError` and silence into `TimeoutError`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aiormq.exceptions import AMQPError
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue, RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import BaseModel, ValidationError
@@ -93,14 +95,15 @@ class RpcClient:
     FastStream's own `broker.request` takes a lock and subscribes anew for every call, so one
     broker makes one call at a time; under load that queue of callers is the latency. Here one
     channel consumes `amq.rabbitmq.reply-to` for good and replies find their caller by
-    correlation id. The connection opens on the first call (and reopens after a broker restart).
+    correlation id. The connection opens on the first call and again whenever it was lost (a
+    broker restart): calls waiting on the lost one time out, later ones go through.
     """
 
     def __init__(self, amqp_url: str, topology: Topology, *, timeout_s: float) -> None:
         self._url = amqp_url
         self._topology = topology
         self._timeout_s = timeout_s
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         self._opening = asyncio.Lock()
         self._waiting: dict[str, asyncio.Future[bytes]] = {}
@@ -110,21 +113,10 @@ class RpcClient:
         if not issubclass(request.result_type, result_type):
             raise TypeError(f"{request.method} answers {request.result_type.__name__}")
         async with asyncio.timeout(self._timeout_s):
-            channel = await self._open()
             correlation_id = uuid.uuid4().hex
             reply = self._waiting[correlation_id] = asyncio.get_running_loop().create_future()
             try:
-                await channel.default_exchange.publish(
-                    aio_pika.Message(
-                        request.model_dump_json().encode(),
-                        content_type="application/json",
-                        correlation_id=correlation_id,
-                        reply_to=DIRECT_REPLY_TO,
-                        expiration=min(self._timeout_s, RPC_REQUEST_TTL_MS / 1000),
-                        headers=_correlation_header(),
-                    ),
-                    routing_key=self._topology.rpc_queue(request.method),
-                )
+                await self._send(request, correlation_id)
                 body = await reply
             finally:
                 self._waiting.pop(correlation_id, None)
@@ -137,18 +129,49 @@ class RpcClient:
 
     async def close(self) -> None:
         if self._connection is not None:
-            await self._connection.close()
+            with contextlib.suppress(Exception):
+                await self._connection.close()
         self._connection = self._channel = None
 
+    async def _send(self, request: Request, correlation_id: str) -> None:
+        """Publish the request; a channel lost meanwhile (broker restart) is opened anew once."""
+        message = aio_pika.Message(
+            request.model_dump_json().encode(),
+            content_type="application/json",
+            correlation_id=correlation_id,
+            reply_to=DIRECT_REPLY_TO,
+            expiration=min(self._timeout_s, RPC_REQUEST_TTL_MS / 1000),
+            headers=_correlation_header(),
+        )
+        for attempt in (1, 2):
+            channel = await self._open()
+            try:
+                await channel.default_exchange.publish(
+                    message, routing_key=self._topology.rpc_queue(request.method)
+                )
+                return
+            except (AMQPError, ConnectionError) as exc:
+                log.warning("rpc %s: channel lost (%r); reconnecting", request.method, exc)
+                await self._drop(channel)
+                if attempt == 2:
+                    raise
+
     async def _open(self) -> AbstractChannel:
+        """The reply consumer's channel, (re)opened when there is none or it closed."""
         async with self._opening:
-            if self._channel is None:
-                connection = await aio_pika.connect_robust(self._url)
+            if self._channel is None or self._channel.is_closed:
+                await self.close()
+                connection = await aio_pika.connect(self._url)
                 channel = await connection.channel(publisher_confirms=False)
                 replies = await channel.declare_queue(DIRECT_REPLY_TO, passive=True)
                 await replies.consume(self._on_reply, no_ack=True)
                 self._connection, self._channel = connection, channel
             return self._channel
+
+    async def _drop(self, channel: AbstractChannel) -> None:
+        async with self._opening:
+            if self._channel is channel:
+                await self.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
         waiting = self._waiting.get(message.correlation_id or "")

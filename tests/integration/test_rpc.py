@@ -81,6 +81,18 @@ async def test_calls_run_at_once_not_one_after_another(
     assert took < 1.5, f"50 calls took {took:.2f} s: they waited for each other"
 
 
+async def test_a_lost_connection_is_opened_anew(server: RabbitBroker, client: RpcClient) -> None:
+    """After a broker restart the client's channel is closed for good: the next call must open
+    a new one, not fail on the old one for ever (it did, under chaos)."""
+    await client.call(EnsureAccount(telegram_id=2**40), Account)
+    connection = client._connection
+    assert connection is not None
+    await connection.close()  # what a broker restart leaves behind
+    account = await client.call(EnsureAccount(telegram_id=2**40 + 1), Account)
+    assert account.telegram_id == 2**40 + 1
+    assert client._connection is not connection
+
+
 async def test_a_refusal_reaches_the_caller_with_its_code(
     server: RabbitBroker, client: RpcClient
 ) -> None:
