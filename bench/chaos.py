@@ -268,6 +268,8 @@ class Player:
                 self.tally.retries[f"{what}: {answer.text[:24]}"] += 1
                 if STALE in answer.text:
                     raise StaleError(what)
+                # "try again": a person waits a moment first, longer each time
+                await asyncio.sleep(min(0.5 * (attempt + 1), 5.0))
         last = [(c.method, c.text[:60]) for c in calls[-5:]]
         raise GaveUpError(f"no answer to {what} after {STEP_TRIES} tries; last: {last}")
 

@@ -7,6 +7,7 @@ import logging
 import time
 from typing import TypeVar
 
+from aiormq.exceptions import AMQPError
 from pydantic import BaseModel
 
 from contracts.rpc import (
@@ -47,6 +48,9 @@ class Backends:
             raise ServiceBusyError(request.method) from exc
         except RpcRefusedError as exc:
             log.warning("rpc %s refused: %s", request.method, exc)
+            raise ServiceBusyError(request.method) from exc
+        except (AMQPError, ConnectionError) as exc:
+            log.warning("rpc %s: broker unreachable: %r", request.method, exc)
             raise ServiceBusyError(request.method) from exc
 
     async def ensure_account(self, telegram_id: int, username: str | None) -> Account:

@@ -11,12 +11,14 @@ from aiogram.utils.i18n import I18n
 from bot_gateway import texts
 from bot_gateway.backends import ServiceBusyError
 from bot_gateway.domain import locale_for
+from messaging.consumer import is_transient
 
 log = logging.getLogger(__name__)
 
 
 def error_handler(i18n: I18n) -> Callable[[ErrorEvent], Awaitable[bool]]:
-    """Log the failure; tell the user, in their language, to try again (busy or broken)."""
+    """Log the failure; tell the user, in their language, to try again: "busy" when a service,
+    the broker or the database did not answer (nothing was charged), "broken" otherwise."""
 
     async def on_error(event: ErrorEvent) -> bool:
         update = event.update
@@ -27,15 +29,17 @@ def error_handler(i18n: I18n) -> Callable[[ErrorEvent], Awaitable[bool]]:
             if update.callback_query
             else None
         )
-        if isinstance(event.exception, ServiceBusyError):
-            log.warning("update %s: %s did not answer", update.update_id, event.exception)
+        busy = isinstance(event.exception, ServiceBusyError) or is_transient(event.exception)
+        if busy:
+            log.warning("update %s: %r; the user is asked to retry", update.update_id,
+                        event.exception)  # fmt: skip
         else:
             log.exception("update %s failed", update.update_id, exc_info=event.exception)
         locale = locale_for(
             user.language_code if user else None, i18n.available_locales, i18n.default_locale
         )
         with i18n.context(), i18n.use_locale(locale):
-            text = texts.busy() if isinstance(event.exception, ServiceBusyError) else texts.error()
+            text = texts.busy() if busy else texts.error()
         if update.message is not None:
             await update.message.answer(text)
         elif update.callback_query is not None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from aiormq.exceptions import AMQPConnectionError
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -218,7 +219,7 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, DBAPIError):
         sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
         return error.connection_invalidated or sqlstate in TRANSIENT_SQLSTATES
-    return isinstance(error, (ConnectionError, TimeoutError, OSError))
+    return isinstance(error, (ConnectionError, TimeoutError, OSError, AMQPConnectionError))
 
 
 def _delivery_count(message: RabbitMessage) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiormq.exceptions import AMQPConnectionError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -48,6 +49,7 @@ class PgError(Exception):
         (OperationalError("UPDATE", {}, PgError("40001")), True),  # serialization failure
         (OperationalError("UPDATE", {}, PgError("23505")), False),  # unique violation
         (PoolTimeoutError("QueuePool limit reached"), True),
+        (AMQPConnectionError("Connect call failed"), True),  # the broker restarting
         (ValueError("a bug"), False),
         (KeyError("a bug"), False),
     ],
