@@ -3,8 +3,10 @@ backwards (a late progress report never hides a result)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 
 class Phase(StrEnum):
@@ -30,6 +32,95 @@ def advances(current: str, new: Phase) -> bool:
     if new in FINISHED:
         return True
     return _RANK[new] >= _RANK[now]
+
+
+@dataclass(frozen=True)
+class JobState:
+    """How far a job got as the gateway sees it: its phase, and the runner's attempt and steps
+    (a retry counts its steps anew)."""
+
+    phase: str
+    attempt: int = 0
+    step: int = 0
+    total_steps: int = 0
+
+
+@dataclass(frozen=True)
+class Move:
+    """Where an event takes a job; `shown` says whether the user sees a new status."""
+
+    to: JobState
+    shown: bool = True
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What the use cases read of a `gateway_jobs` row."""
+
+    request_id: uuid.UUID
+    chat_id: int
+    language: str
+    title: str
+    price: int | None
+    status_message_id: int | None
+    state: JobState
+
+
+@dataclass(frozen=True)
+class Mail:
+    """A message to the job's chat, sent once per `key`."""
+
+    key: str
+    kind: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an event does to a job: its next state, the status message's next text (`final`
+    goes out at once), and any other message."""
+
+    to: JobState
+    status: dict[str, Any] | None = None
+    final: bool = False
+    mail: Mail | None = None
+
+
+def moved_to(now: JobState, phase: Phase) -> Move | None:
+    """The job in `phase`, if that is forward (see `advances`)."""
+    return Move(replace(now, phase=phase)) if advances(now.phase, phase) else None
+
+
+def on_started(now: JobState, attempt: int, total_steps: int) -> Move | None:
+    """Running, unless finished or this attempt's progress overtook its start (keep the steps)."""
+    base = _of_attempt(now, attempt)
+    if base is None:
+        return None
+    if not advances(base.phase, Phase.running) or base.step > 0:
+        return _quietly(now, base)
+    return Move(replace(base, phase=Phase.running, total_steps=total_steps))
+
+
+def on_progress(now: JobState, attempt: int, step: int, total_steps: int) -> Move | None:
+    """Step `step` of `total_steps`, if it is news for this attempt."""
+    base = _of_attempt(now, attempt)
+    if base is None:
+        return None
+    if not advances(base.phase, Phase.running) or step <= base.step:
+        return _quietly(now, base)
+    return Move(replace(base, phase=Phase.running, step=step, total_steps=total_steps))
+
+
+def _of_attempt(now: JobState, attempt: int) -> JobState | None:
+    """None for reports of an earlier attempt; a later attempt starts counting steps anew."""
+    if attempt < now.attempt:
+        return None
+    return now if attempt == now.attempt else replace(now, attempt=attempt, step=0)
+
+
+def _quietly(now: JobState, base: JobState) -> Move | None:
+    """Nothing to show; a later attempt is still remembered."""
+    return None if base == now else Move(base, shown=False)
 
 
 def locale_for(language_code: str | None, available: tuple[str, ...], default: str) -> str:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 
-from bot_gateway import keyboards, texts
-from bot_gateway.domain import Phase, advances, rubles
+from bot_gateway import domain, keyboards, texts
+from bot_gateway.domain import Change, JobState, JobView, Mail, Phase, rubles
 from bot_gateway.models import GatewayJob
 from bot_gateway.repository import Credits, Jobs, Mailbox, Users
 from bot_gateway.sender import markup_payload
@@ -51,7 +52,7 @@ class Notifications:
     def __init__(self, i18n: I18n, *, default_language: str, edit_interval_s: float) -> None:
         self._i18n = i18n
         self._default = default_language
-        self._edit_interval_s = edit_interval_s
+        self.edit_interval_s = edit_interval_s
 
     @contextmanager
     def _speaking(self, language: str | None) -> Iterator[None]:
@@ -59,7 +60,7 @@ class Notifications:
             yield
 
     def _mailbox(self, uow: UnitOfWork) -> Mailbox:
-        return Mailbox(uow.session, edit_interval_s=self._edit_interval_s)
+        return Mailbox(uow.session, edit_interval_s=self.edit_interval_s)
 
     async def _job(self, uow: UnitOfWork, job_id: int) -> GatewayJob:
         job = await Jobs(uow.session).by_job(job_id)
@@ -67,21 +68,75 @@ class Notifications:
             raise JobNotLinkedYetError(f"job {job_id} is not linked to a request yet")
         return job
 
-    async def _status(
-        self,
-        uow: UnitOfWork,
-        job: GatewayJob,
-        text: str,
-        *,
-        markup: InlineKeyboardMarkup | None = None,
-        final: bool = False,
-    ) -> None:
-        payload = {
-            "message_id": job.status_message_id,
-            "text": text,
-            "markup": markup_payload(markup),
-        }
-        await self._mailbox(uow).show_status(job.request_id, job.chat_id, payload, final=final)
+    async def _apply(self, uow: UnitOfWork, job: GatewayJob, change: Change | None) -> None:
+        if change is None:
+            return
+        job.phase, job.attempt = change.to.phase, change.to.attempt
+        job.step, job.total_steps = change.to.step, change.to.total_steps
+        mailbox = self._mailbox(uow)
+        if change.status is not None:
+            await mailbox.show_status(
+                job.request_id, job.chat_id, change.status, final=change.final
+            )
+        if change.mail is not None:
+            mail = change.mail
+            await mailbox.send(mail.key, job.chat_id, mail.kind, mail.payload)
+
+    @staticmethod
+    def _status(
+        job: JobView, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> dict[str, Any]:
+        return {"message_id": job.status_message_id, "text": text, "markup": markup_payload(markup)}
+
+    # What each job event changes and says; the general use cases below and the consumer's
+    # fast paths (`bot_gateway.fast_paths`) both apply these, so they say the same.
+
+    def on_created(self, job: JobView, event: JobCreated) -> Change:
+        move = domain.moved_to(job.state, Phase.created)
+        return Change(move.to if move else job.state)
+
+    def on_queued(self, job: JobView, event: JobQueued) -> Change | None:
+        move = domain.moved_to(job.state, Phase.queued)
+        if move is None:
+            return None
+        with self._speaking(job.language):
+            text = texts.queued(job.title, event.position, event.eta_seconds)
+            markup = keyboards.cancel_job(job.request_id.hex)
+        return Change(move.to, self._status(job, text, markup))
+
+    def on_started(self, job: JobView, event: JobStarted) -> Change | None:
+        move = domain.on_started(job.state, event.attempt, event.total_steps)
+        if move is None or not move.shown:
+            return Change(move.to) if move else None
+        with self._speaking(job.language):
+            text, markup = texts.started(job.title), keyboards.cancel_job(job.request_id.hex)
+        return Change(move.to, self._status(job, text, markup))
+
+    def on_progress(self, job: JobView, event: JobProgress) -> Change | None:
+        """Step i of N; the mailbox thins these edits to one every few seconds."""
+        move = domain.on_progress(job.state, event.attempt, event.step, event.total_steps)
+        if move is None or not move.shown:
+            return Change(move.to) if move else None
+        with self._speaking(job.language):
+            text = texts.progress(job.title, event.step, event.total_steps)
+            markup = keyboards.cancel_job(job.request_id.hex)
+        return Change(move.to, self._status(job, text, markup))
+
+    def on_succeeded(self, job: JobView, event: JobSucceeded) -> Change | None:
+        """The result photo, once per job whatever the duplicates; the status says done."""
+        move = domain.moved_to(job.state, Phase.completed)
+        if move is None:
+            return None
+        with self._speaking(job.language):
+            status = self._status(job, texts.done(job.title))
+            photo = {
+                "object_key": event.result_key,
+                "caption": texts.result_caption(job.title),
+                "markup": markup_payload(keyboards.result(job.request_id.hex)),
+            }
+        return Change(
+            move.to, status, final=True, mail=Mail(f"result:{event.job_id}", "photo", photo)
+        )
 
     async def job_created(self, event: JobCreated, uow: UnitOfWork) -> None:
         """Link the job to the request; the price is known from now on."""
@@ -90,94 +145,64 @@ class Notifications:
             log.warning("JobCreated for request %s the gateway never made", event.request_id)
             return
         job.job_id, job.price = event.job_id, event.price
-        if advances(job.phase, Phase.created):
-            job.phase = Phase.created
+        await self._apply(uow, job, self.on_created(view_of(job), event))
 
     async def request_rejected(self, event: JobRequestRejected, uow: UnitOfWork) -> None:
         """Jobs refused: say why; nothing was charged."""
         job = await Jobs(uow.session).by_request(event.request_id, lock=True)
-        if job is None or not advances(job.phase, Phase.rejected):
+        if job is None:
             return
-        job.phase = Phase.rejected
         with self._speaking(job.language):
-            await self._status(uow, job, texts.rejected(job.title, event.reason), final=True)
+            change = self._end(job, Phase.rejected, texts.rejected(job.title, event.reason))
+        await self._apply(uow, job, change)
 
     async def queued(self, event: JobQueued, uow: UnitOfWork) -> None:
         job = await self._job(uow, event.job_id)
-        if not advances(job.phase, Phase.queued):
-            return
-        job.phase = Phase.queued
-        with self._speaking(job.language):
-            text = texts.queued(job.title, event.position, event.eta_seconds)
-            markup = keyboards.cancel_job(job.request_id.hex)
-        await self._status(uow, job, text, markup=markup)
+        await self._apply(uow, job, self.on_queued(view_of(job), event))
 
     async def started(self, event: JobStarted, uow: UnitOfWork) -> None:
         job = await Jobs(uow.session).by_job(event.job_id)
-        if job is None or not _current_attempt(job, event.attempt):
-            return
-        if not advances(job.phase, Phase.running) or job.step > 0:
-            return  # finished, or this attempt's progress overtook its start: keep the steps
-        job.phase, job.total_steps = Phase.running, event.total_steps
-        with self._speaking(job.language):
-            text, markup = texts.started(job.title), keyboards.cancel_job(job.request_id.hex)
-        await self._status(uow, job, text, markup=markup)
+        if job is not None:
+            await self._apply(uow, job, self.on_started(view_of(job), event))
 
     async def progress(self, event: JobProgress, uow: UnitOfWork) -> None:
-        """Step i of N; the mailbox thins these edits to one every few seconds."""
         job = await Jobs(uow.session).by_job(event.job_id)
-        if job is None or not _current_attempt(job, event.attempt):
-            return
-        if not advances(job.phase, Phase.running) or event.step <= job.step:
-            return
-        job.phase, job.step, job.total_steps = Phase.running, event.step, event.total_steps
-        with self._speaking(job.language):
-            text = texts.progress(job.title, event.step, event.total_steps)
-            markup = keyboards.cancel_job(job.request_id.hex)
-        await self._status(uow, job, text, markup=markup)
+        if job is not None:
+            await self._apply(uow, job, self.on_progress(view_of(job), event))
 
     async def succeeded(self, event: JobSucceeded, uow: UnitOfWork) -> None:
-        """The result photo, once per job whatever the duplicates; the status says done."""
         # Jobs' decision, not the runner's report: a late JobCompleted for a job already
         # canceled or failed (and refunded) must not hand the user the photo as well.
         job = await self._job(uow, event.job_id)
-        if not advances(job.phase, Phase.completed):
-            return
-        job.phase = Phase.completed
-        with self._speaking(job.language):
-            await self._status(uow, job, texts.done(job.title), final=True)
-            payload = {
-                "object_key": event.result_key,
-                "caption": texts.result_caption(job.title),
-                "markup": markup_payload(keyboards.result(job.request_id.hex)),
-            }
-        await self._mailbox(uow).send(f"result:{event.job_id}", job.chat_id, "photo", payload)
+        await self._apply(uow, job, self.on_succeeded(view_of(job), event))
 
     async def failed(self, event: JobFailed, uow: UnitOfWork) -> None:
         job = await self._job(uow, event.job_id)
-        if not advances(job.phase, Phase.failed):
-            return
-        job.phase = Phase.failed
         with self._speaking(job.language):
-            await self._status(uow, job, texts.failed(job.title, job.price), final=True)
+            change = self._end(job, Phase.failed, texts.failed(job.title, job.price))
+        await self._apply(uow, job, change)
 
     async def canceled(self, event: JobCanceled, uow: UnitOfWork) -> None:
         job = await self._job(uow, event.job_id)
-        if not advances(job.phase, Phase.canceled):
-            return
-        job.phase = Phase.canceled
         with self._speaking(job.language):
-            await self._status(uow, job, texts.canceled(job.title), final=True)
+            change = self._end(job, Phase.canceled, texts.canceled(job.title))
+        await self._apply(uow, job, change)
 
     async def debit_rejected(self, event: DebitRejected, uow: UnitOfWork) -> None:
         """Not enough credits: the shortfall, and a way to top up."""
         job = await self._job(uow, event.job_id)
-        if not advances(job.phase, Phase.rejected):
-            return
-        job.phase = Phase.rejected
         with self._speaking(job.language):
             text = texts.insufficient(job.title, event.price, event.balance, event.shortfall)
-            await self._status(uow, job, text, markup=keyboards.topup(), final=True)
+            change = self._end(job, Phase.rejected, text, keyboards.topup())
+        await self._apply(uow, job, change)
+
+    def _end(
+        self, job: GatewayJob, end: Phase, text: str, markup: InlineKeyboardMarkup | None = None
+    ) -> Change | None:
+        """The job ends in `end`, unless it already has: the final text goes out at once."""
+        view = view_of(job)
+        move = domain.moved_to(view.state, end)
+        return Change(move.to, self._status(view, text, markup), final=True) if move else None
 
     async def refunded(self, event: BalanceRefunded, uow: UnitOfWork) -> None:
         await self._credit(uow, event.telegram_id, "refund", event.amount, event.balance)
@@ -250,10 +275,13 @@ class Notifications:
         return (user.language, user.chat_id) if user else (None, telegram_id)
 
 
-def _current_attempt(job: GatewayJob, attempt: int) -> bool:
-    """False for reports of an earlier attempt; a later attempt starts counting steps anew."""
-    if attempt < job.attempt:
-        return False
-    if attempt > job.attempt:
-        job.attempt, job.step = attempt, 0
-    return True
+def view_of(job: GatewayJob) -> JobView:
+    return JobView(
+        job.request_id,
+        job.chat_id,
+        job.language,
+        job.title,
+        job.price,
+        job.status_message_id,
+        JobState(job.phase, job.attempt, job.step, job.total_steps),
+    )

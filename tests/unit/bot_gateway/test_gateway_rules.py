@@ -7,7 +7,17 @@ import io
 import pytest
 from PIL import Image
 
-from bot_gateway.domain import Phase, advances, locale_for, rubles
+from bot_gateway.domain import (
+    JobState,
+    Move,
+    Phase,
+    advances,
+    locale_for,
+    moved_to,
+    on_progress,
+    on_started,
+    rubles,
+)
 from bot_gateway.images import ImageRejectedError, check_image
 from bot_gateway.settings import TelegramSettings
 from bot_gateway.throttling import FloodGuard, Verdict
@@ -38,6 +48,36 @@ def encoded(size: tuple[int, int], kind: str) -> bytes:
 )
 def test_a_job_moves_forward_only(current: str, new: Phase, expected: bool) -> None:
     assert advances(current, new) is expected
+
+
+def test_a_start_runs_the_job_unless_it_ended_or_its_progress_came_first() -> None:
+    queued = JobState(Phase.queued)
+    assert on_started(queued, 1, 4) == Move(JobState(Phase.running, 1, 0, 4))
+    assert on_started(JobState(Phase.running, 1, 2, 4), 1, 4) is None  # progress overtook it
+    assert on_started(JobState(Phase.running, 2, 1, 4), 1, 4) is None  # an earlier attempt
+    ended = JobState(Phase.completed, 1, 4, 4)
+    assert on_started(ended, 1, 4) is None
+    assert on_started(ended, 2, 4) == Move(JobState(Phase.completed, 2, 0, 4), shown=False)
+
+
+def test_progress_counts_per_attempt_and_never_goes_back() -> None:
+    running = JobState(Phase.running, 1, 2, 4)
+    assert on_progress(running, 1, 3, 4) == Move(JobState(Phase.running, 1, 3, 4))
+    assert on_progress(running, 1, 2, 4) is None  # a duplicate or a straggler
+    assert on_progress(running, 2, 1, 4) == Move(JobState(Phase.running, 2, 1, 4))  # a retry
+    assert on_progress(JobState(Phase.running, 2, 1, 4), 1, 4, 4) is None
+    assert on_progress(JobState(Phase.queued), 1, 1, 4) == Move(JobState(Phase.running, 1, 1, 4))
+    ended = JobState(Phase.canceled, 1, 2, 4)
+    assert on_progress(ended, 1, 3, 4) is None
+    assert on_progress(ended, 2, 1, 4) == Move(JobState(Phase.canceled, 2, 0, 4), shown=False)
+
+
+def test_a_phase_is_reached_forward_only() -> None:
+    assert moved_to(JobState(Phase.created), Phase.queued) == Move(JobState(Phase.queued))
+    assert moved_to(JobState(Phase.running, 1, 2, 3), Phase.queued) is None
+    assert moved_to(JobState(Phase.running, 1, 2, 3), Phase.completed) == Move(
+        JobState(Phase.completed, 1, 2, 3)
+    )
 
 
 @pytest.mark.parametrize(
