@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import event as orm_event
 
 from bot_gateway.backends import Backends
+from bot_gateway.fast_paths import FastPaths
 from bot_gateway.notifications import Notifications
 from contracts.envelope import Event
 from contracts.events import (
@@ -29,6 +30,7 @@ from contracts.events import (
     PresetsChanged,
     WeeklyBonusGranted,
 )
+from messaging.consumer import FastPath
 from messaging.runtime import ServiceRuntime
 from messaging.unit_of_work import UnitOfWork
 
@@ -66,8 +68,17 @@ def register_handlers(
         CreditsGranted: notifications.credits_granted,
         CreditsGrantRefused: notifications.grant_refused,
     }
+    fast = FastPaths(runtime.engine, notifications, mail_committed)
+    fast_paths: dict[type[Event], FastPath] = {
+        JobCreated: fast.created,
+        JobQueued: fast.queued,
+        JobStarted: fast.started,
+        JobProgress: fast.progress,
+        JobSucceeded: fast.succeeded,
+    }
     for event_type, use_case in routes.items():
-        runtime.consumer.on(event_type)(wake_sender_after_commit(use_case))
+        on = runtime.consumer.on(event_type, fast_path=fast_paths.get(event_type))
+        on(wake_sender_after_commit(use_case))
 
     @runtime.consumer.on(PresetsChanged)
     async def presets_changed(event: PresetsChanged, uow: UnitOfWork) -> None:

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import TextClause, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from bot_gateway.domain import FINISHED
-from bot_gateway.models import GatewayCredit, GatewayJob, GatewayUser, OutboundMessage
+from bot_gateway.domain import FINISHED, Change, JobState, JobView
+from bot_gateway.models import (
+    DELIVERY,
+    GatewayCredit,
+    GatewayJob,
+    GatewayUser,
+    OutboundMessage,
+)
 
 _SEND = text(
     "INSERT INTO gateway_outbound (key, chat_id, kind, payload) "
@@ -25,13 +33,13 @@ _SHOW_STATUS_SQL = (
     "sent_at = NULL, attempts = 0, not_before = {not_before}"
 )
 # a pending row keeps its turn; after a sent edit the next one waits the interval
-_SHOW_STATUS = text(
-    _SHOW_STATUS_SQL.format(
-        not_before="CASE WHEN o.sent_at IS NULL THEN o.not_before "
-        "ELSE greatest(now(), o.sent_at + CAST(:edit_interval AS interval)) END"
-    )
+_EDIT_NOT_BEFORE = (
+    "CASE WHEN o.sent_at IS NULL THEN o.not_before "
+    "ELSE greatest(now(), o.sent_at + CAST(:edit_interval AS interval)) END"
 )
+_SHOW_STATUS = text(_SHOW_STATUS_SQL.format(not_before=_EDIT_NOT_BEFORE))
 _SHOW_FINAL_STATUS = text(_SHOW_STATUS_SQL.format(not_before="now()"))
+_STATUS_VALUES = "VALUES (:key, :chat_id, 'edit', CAST(:payload AS jsonb))"
 _REQUEST = text(
     "WITH job AS ("
     "INSERT INTO gateway_jobs (request_id, telegram_id, user_id, chat_id, language, preset_id, "
@@ -40,11 +48,19 @@ _REQUEST = text(
     ":prompt, :image_key, :phase, :price, :status_message_id) "
     "ON CONFLICT (request_id) DO NOTHING RETURNING request_id) "
     + _SHOW_STATUS_SQL.replace(
-        "VALUES (:key, :chat_id, 'edit', CAST(:payload AS jsonb))",
-        "SELECT :key, :chat_id, 'edit', CAST(:payload AS jsonb) FROM job",
+        _STATUS_VALUES, "SELECT :key, :chat_id, 'edit', CAST(:payload AS jsonb) FROM job"
     ).format(not_before="now()")
     + " RETURNING 1"
 )
+
+_UNHANDLED = f"NOT EXISTS (SELECT 1 FROM {DELIVERY.inbox.name} WHERE event_id = :event_id)"
+_VIEW = (
+    "SELECT request_id, chat_id, language, title, price, status_message_id, "
+    "phase, attempt, step, total_steps FROM gateway_jobs WHERE {key} AND " + _UNHANDLED
+)
+_VIEW_BY_JOB = text(_VIEW.format(key="job_id = :job_id"))
+_VIEW_BY_REQUEST = text(_VIEW.format(key="request_id = :request_id"))
+UNIQUE_VIOLATION = "23505"
 
 
 class Users:
@@ -210,3 +226,119 @@ class Mailbox:
             )
             or 0
         )
+
+
+class JobMoves:
+    """A job's move as the consumer's fast paths make it (see `bot_gateway.fast_paths`): one
+    read, then one write that applies the move only while the job is still as read; each
+    statement commits on its own, on an autocommitted connection."""
+
+    def __init__(self, connection: AsyncConnection, *, edit_interval_s: float) -> None:
+        self._connection = connection
+        self._edit_interval = timedelta(seconds=edit_interval_s)
+
+    async def read(
+        self, event_id: uuid.UUID, *, job_id: int | None = None, request_id: uuid.UUID | None = None
+    ) -> JobView | None:
+        """The job by its id or its request's; None when there is none, or when the event
+        was handled already."""
+        if job_id is not None:
+            found = await self._connection.execute(
+                _VIEW_BY_JOB, {"job_id": job_id, "event_id": event_id}
+            )
+        else:
+            found = await self._connection.execute(
+                _VIEW_BY_REQUEST, {"request_id": request_id, "event_id": event_id}
+            )
+        row = found.first()
+        if row is None:
+            return None
+        state = JobState(row.phase, row.attempt, row.step, row.total_steps)
+        return JobView(
+            row.request_id,
+            row.chat_id,
+            row.language,
+            row.title,
+            row.price,
+            row.status_message_id,
+            state,
+        )
+
+    async def apply(
+        self,
+        job: JobView,
+        change: Change,
+        event_id: uuid.UUID,
+        event_type: str,
+        *,
+        link: tuple[int, int] | None = None,
+    ) -> bool:
+        """`change` (and, with `link`, the job id and price), the event's inbox mark and the
+        messages, in one statement: the mark only if the change applied, the messages only
+        if the mark was new. False, and nothing written, when the job is no longer as read
+        or the event was handled meanwhile."""
+        was, to = job.state, change.to
+        values: dict[str, Any] = {
+            "request_id": job.request_id,
+            "was_phase": str(was.phase),
+            "was_attempt": was.attempt,
+            "was_step": was.step,
+            "was_total_steps": was.total_steps,
+            "phase": str(to.phase),
+            "attempt": to.attempt,
+            "step": to.step,
+            "total_steps": to.total_steps,
+            "event_id": event_id,
+            "event_type": event_type,
+        }
+        if link is not None:
+            values["job_id"], values["price"] = link
+        status = None
+        if change.status is not None:
+            status = "final" if change.final else "edit"
+            values["key"], values["chat_id"] = f"status:{job.request_id}", job.chat_id
+            values["payload"] = json.dumps(change.status)
+            if not change.final:
+                values["edit_interval"] = self._edit_interval
+        if change.mail is not None:
+            values["mail_chat_id"] = job.chat_id
+            values["mail_key"], values["mail_kind"] = change.mail.key, change.mail.kind
+            values["mail_payload"] = json.dumps(change.mail.payload)
+        statement = _move(link=link is not None, status=status, mail=change.mail is not None)
+        try:
+            applied = await self._connection.execute(statement, values)
+        except IntegrityError as exc:
+            if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+            return False  # the inbox mark was taken meanwhile (or job_id is taken): nothing
+        return bool(applied.scalar_one())
+
+
+@functools.cache
+def _move(*, link: bool, status: str | None, mail: bool) -> TextClause:
+    """The statement of `JobMoves.apply` for one shape of change, built once."""
+    sets = "phase = :phase, attempt = :attempt, step = :step, total_steps = :total_steps"
+    if link:
+        sets += ", job_id = :job_id, price = :price"
+    sql = (
+        f"WITH moved AS (UPDATE gateway_jobs SET {sets} "
+        "WHERE request_id = :request_id AND phase = :was_phase AND attempt = :was_attempt "
+        "AND step = :was_step AND total_steps = :was_total_steps AND "
+        + _UNHANDLED
+        + " RETURNING request_id), "
+        f"claimed AS (INSERT INTO {DELIVERY.inbox.name} (event_id, event_type) "
+        "SELECT CAST(:event_id AS uuid), :event_type FROM moved RETURNING event_id)"
+    )
+    if status is not None:
+        not_before = "now()" if status == "final" else _EDIT_NOT_BEFORE
+        shown = _SHOW_STATUS_SQL.replace(
+            _STATUS_VALUES, "SELECT :key, :chat_id, 'edit', CAST(:payload AS jsonb) FROM claimed"
+        ).format(not_before=not_before)
+        sql += f", shown AS ({shown})"
+    if mail:
+        sql += (
+            ", mailed AS (INSERT INTO gateway_outbound (key, chat_id, kind, payload) "
+            "SELECT :mail_key, :mail_chat_id, :mail_kind, CAST(:mail_payload AS jsonb) "
+            "FROM claimed ON CONFLICT (key) DO NOTHING)"
+        )
+    return text(sql + " SELECT count(*) FROM claimed")

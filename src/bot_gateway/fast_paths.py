@@ -1,0 +1,90 @@
+"""The common case of the job events every request brings, in two statements and no
+transaction around them.
+
+JobCreated, JobQueued, JobStarted, JobProgress and JobSucceeded arrive for every job. The
+consumer tries these first (see `messaging.consumer.TransactionalConsumer`): one read of the job
+that also tells whether the event was handled, the change decided and worded by `Notifications`
+as the general use cases do it, then one write (`JobMoves.apply`) that moves the job only while
+it is still as read, marks the event handled only if the move applied, and writes the user's
+messages only if the mark is new. Each statement commits on its own; there is no BEGIN, COMMIT
+or ORM session.
+
+Anything else returns False, nothing written, and the general use case handles the message as
+it always does: a job not linked yet (it raises, and the event comes back), a duplicate, an
+event that changes nothing, a job that moved between the read and the write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot_gateway.domain import Change, JobView
+from bot_gateway.notifications import Notifications
+from bot_gateway.repository import JobMoves
+from contracts.envelope import RawEnvelope
+from contracts.events import JobCreated, JobProgress, JobQueued, JobStarted, JobSucceeded
+
+
+class FastPaths:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        notifications: Notifications,
+        mail_committed: Callable[[], None],
+    ) -> None:
+        self._engine = engine
+        self._notifications = notifications
+        self._mail_committed = mail_committed
+
+    async def created(self, event: JobCreated, cause: RawEnvelope) -> bool:
+        """The job linked to its request, priced."""
+        return await self._move(
+            cause,
+            lambda job: self._notifications.on_created(job, event),
+            request_id=event.request_id,
+            link=(event.job_id, event.price),
+        )
+
+    async def queued(self, event: JobQueued, cause: RawEnvelope) -> bool:
+        return await self._move(
+            cause, lambda job: self._notifications.on_queued(job, event), job_id=event.job_id
+        )
+
+    async def started(self, event: JobStarted, cause: RawEnvelope) -> bool:
+        return await self._move(
+            cause, lambda job: self._notifications.on_started(job, event), job_id=event.job_id
+        )
+
+    async def progress(self, event: JobProgress, cause: RawEnvelope) -> bool:
+        return await self._move(
+            cause, lambda job: self._notifications.on_progress(job, event), job_id=event.job_id
+        )
+
+    async def succeeded(self, event: JobSucceeded, cause: RawEnvelope) -> bool:
+        return await self._move(
+            cause, lambda job: self._notifications.on_succeeded(job, event), job_id=event.job_id
+        )
+
+    async def _move(
+        self,
+        cause: RawEnvelope,
+        decide: Callable[[JobView], Change | None],
+        *,
+        job_id: int | None = None,
+        request_id: uuid.UUID | None = None,
+        link: tuple[int, int] | None = None,
+    ) -> bool:
+        async with self._engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            moves = JobMoves(autocommit, edit_interval_s=self._notifications.edit_interval_s)
+            job = await moves.read(cause.id, job_id=job_id, request_id=request_id)
+            change = decide(job) if job is not None else None
+            if job is None or change is None:
+                return False
+            applied = await moves.apply(job, change, cause.id, cause.type, link=link)
+        if applied and (change.status is not None or change.mail is not None):
+            self._mail_committed()
+        return applied
