@@ -49,7 +49,7 @@ from contracts.events import (  # noqa: E402
 from contracts.topology import Topology, build_topology  # noqa: E402
 from jobs.app import create_app  # noqa: E402
 from jobs.settings import JobsSettings  # noqa: E402
-from messaging.broker import declare_topology  # noqa: E402
+from messaging.broker import declare_topology, delete_topology  # noqa: E402
 from messaging.settings import (  # noqa: E402
     BrokerSettings,
     DatabaseSettings,
@@ -214,16 +214,6 @@ async def drop_database(server_url: str, url: str) -> None:
         await admin.close()
 
 
-async def delete_namespace(channel: AbstractChannel, topology: Topology) -> None:
-    for spec in topology.queues:
-        for name in (spec.name, spec.dlq):
-            await channel.queue_delete(name)
-    for name in topology.rpc_queues:
-        await channel.queue_delete(name)
-    for exchange in (topology.events_exchange, topology.dead_letter_exchange):
-        await channel.exchange_delete(exchange)
-
-
 async def main(total: int, concurrency: int) -> None:
     server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -244,7 +234,7 @@ async def main(total: int, concurrency: int) -> None:
         async with app:
             print(await jobs_run(channel, topology, total, concurrency), flush=True)
     finally:
-        await delete_namespace(await connection.channel(), topology)
+        await delete_topology(amqp_url, topology)
         await connection.close()
         await drop_database(server_url, database_url)
 

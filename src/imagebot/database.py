@@ -84,20 +84,18 @@ async def ensure_database(url: str) -> bool:
     else:
         await connection.close()
         return False
-    maintenance = await asyncpg.connect(
-        target.set(drivername="postgresql", database="postgres").render_as_string(
-            hide_password=False
-        )
-    )
-    try:
-        await maintenance.execute(f'CREATE DATABASE "{target.database}"')
-    finally:
-        await maintenance.close()
+    await _on_server(url, f'CREATE DATABASE "{target.database}"')
     return True
 
 
 async def drop_database(url: str) -> None:
     """Drop the database `url` names, if it exists, disconnecting whoever still uses it."""
+    target = make_url(DatabaseSettings(url=url).url.get_secret_value())
+    await _on_server(url, f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+
+
+async def _on_server(url: str, statement: str) -> None:
+    """Run `statement` on the server's maintenance database (`postgres`)."""
     target = make_url(DatabaseSettings(url=url).url.get_secret_value())
     maintenance = await asyncpg.connect(
         target.set(drivername="postgresql", database="postgres").render_as_string(
@@ -105,6 +103,6 @@ async def drop_database(url: str) -> None:
         )
     )
     try:
-        await maintenance.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        await maintenance.execute(statement)
     finally:
         await maintenance.close()

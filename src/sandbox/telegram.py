@@ -32,6 +32,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sandbox.server import listen
+
 BOT_ID = 424242
 TOKEN = f"{BOT_ID}:TEST-token-for-the-fake-bot-api"
 CHAT_METHODS = frozenset({"sendMessage", "sendPhoto", "sendDocument", "editMessageText"})
@@ -150,11 +152,7 @@ class TelegramSandbox:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.+}", self._download)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await listen(app)
 
     async def stop(self) -> None:
         for pusher in self._pushers:

@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from sandbox.server import listen
+
 
 @dataclass
 class YooKassaSandbox:
@@ -45,11 +47,7 @@ class YooKassaSandbox:
         app.router.add_get("/v3/payments/{payment_id}", self._find)
         app.router.add_get("/checkout/{payment_id}", self._checkout_page)
         app.router.add_post("/checkout/{payment_id}", self._checkout)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await listen(app)
 
     async def stop(self) -> None:
         for delivery in self._deliveries:

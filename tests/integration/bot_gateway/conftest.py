@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aio_pika import connect_robust
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -22,7 +21,7 @@ from bot_gateway.app import build as build_gateway
 from contracts.topology import Topology, build_topology
 from jobs.app import create_app as create_jobs
 from jobs.settings import JobsSettings
-from messaging.broker import create_broker, declare_topology
+from messaging.broker import create_broker, declare_topology, delete_topology
 from messaging.database import create_session_factory
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
@@ -75,16 +74,7 @@ async def stack_topology(amqp_url: str) -> AsyncIterator[Topology]:
     topology = build_topology(f"test-{RUN_ID}-gw-{uuid.uuid4().hex[:6]}")
     await declare_topology(amqp_url, topology)
     yield topology
-    connection = await connect_robust(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for spec in topology.queues:
-            for name in (spec.name, spec.dlq):
-                await channel.queue_delete(name)
-        for name in topology.rpc_queues:
-            await channel.queue_delete(name)
-        for exchange in (topology.events_exchange, topology.dead_letter_exchange):
-            await channel.exchange_delete(exchange)
+    await delete_topology(amqp_url, topology)
 
 
 @pytest.fixture(scope="session")
