@@ -7,11 +7,13 @@ that also tells whether the event was handled, the change decided and worded by 
 as the general use cases do it, then one write (`JobMoves.apply`) that moves the job only while
 it is still as read, marks the event handled only if the move applied, and writes the user's
 messages only if the mark is new. Each statement commits on its own; there is no BEGIN, COMMIT
-or ORM session.
+or ORM session. An event that changes nothing (a JobQueued overtaken by the start, say) is
+marked handled the same way, while the job is still as read. A job that moved between the read
+and the write (its events are handled side by side) is read again, a few times.
 
-Anything else returns False, nothing written, and the general use case handles the message as
-it always does: a job not linked yet (it raises, and the event comes back), a duplicate, an
-event that changes nothing, a job that moved between the read and the write.
+The rest returns False, nothing written, and the general use case handles the message as it
+always does: a job not linked yet (it raises, and the event comes back), a duplicate, a job
+that would not hold still.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from bot_gateway.notifications import Notifications
 from bot_gateway.repository import JobMoves
 from contracts.envelope import RawEnvelope
 from contracts.events import JobCreated, JobProgress, JobQueued, JobStarted, JobSucceeded
+
+TRIES = 3
+"""Reads and writes before a job that keeps moving (its events handled side by side) is left
+to the general path."""
 
 
 class FastPaths:
@@ -80,11 +86,15 @@ class FastPaths:
         async with self._engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
             moves = JobMoves(autocommit, edit_interval_s=self._notifications.edit_interval_s)
-            job = await moves.read(cause.id, job_id=job_id, request_id=request_id)
-            change = decide(job) if job is not None else None
-            if job is None or change is None:
+            for _ in range(TRIES):
+                job = await moves.read(cause.id, job_id=job_id, request_id=request_id)
+                if job is None:
+                    return False
+                change = decide(job) or Change(job.state)  # nothing to say: the mark alone
+                if await moves.apply(job, change, cause.id, cause.type, link=link):
+                    break
+            else:
                 return False
-            applied = await moves.apply(job, change, cause.id, cause.type, link=link)
-        if applied and (change.status is not None or change.mail is not None):
+        if change.status is not None or change.mail is not None:
             self._mail_committed()
-        return applied
+        return True

@@ -303,7 +303,7 @@ async def test_one_event_delivered_at_once_several_times_applies_once(
     assert await state(stack, job) == (job.job_id, "running", 7, 1, 1, 3)
 
 
-async def test_a_job_that_moved_since_the_read_is_left_to_the_general_path(
+async def test_a_write_whose_job_moved_since_the_read_writes_nothing(
     stack: Stack, notifications: Notifications
 ) -> None:
     job = await requested(stack)
@@ -342,3 +342,37 @@ async def test_an_event_before_its_job_is_linked_waits_for_job_created(
     await stack.telegram.shown_eventually(job.chat_id, job.message_id, "в очереди, позиция 2")
     assert await handled(stack, cause.id)
     assert await state(stack, job) == (job.job_id, "queued", 7, 0, 0, 0)
+
+
+async def test_events_of_one_job_handled_side_by_side_end_as_in_any_order(
+    stack: Stack, fast: FastPaths
+) -> None:
+    job = await requested(stack)
+    queued, started, progress = story(job)[:3]
+    causes = [wrapped(queued), wrapped(started), wrapped(progress)]
+    applied = await asyncio.gather(
+        fast.queued(queued, causes[0]),
+        fast.started(started, causes[1]),
+        fast.progress(progress, causes[2]),
+    )
+
+    assert applied == [True, True, True]  # each read again while the others moved the job
+    assert [await handled(stack, cause.id) for cause in causes] == [True, True, True]
+    assert await state(stack, job) == (job.job_id, "running", 7, 1, 1, 3)
+    shown = await outbound(stack, f"status:{job.request_id}")
+    assert "шаг 1 из 3" in shown[0]["text"]  # the furthest news, whatever the order
+
+
+async def test_an_event_that_changes_nothing_is_marked_handled_and_says_nothing(
+    stack: Stack, fast: FastPaths
+) -> None:
+    job = await requested(stack)
+    queued, started = story(job)[:2]
+    assert await by_fast_path(fast, started)
+    settled = (await state(stack, job), await outbound(stack, f"status:{job.request_id}"))
+    late = wrapped(queued)  # overtaken by the start
+
+    assert await fast.queued(queued, late)
+    assert await handled(stack, late.id)
+    now = (await state(stack, job), await outbound(stack, f"status:{job.request_id}"))
+    assert now == settled
