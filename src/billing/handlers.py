@@ -41,7 +41,10 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
     async def job_canceled(event: JobCanceled, uow: UnitOfWork) -> None:
         await services.refund_job(event.job_id, event.user_id, uow, settings)
 
-    @consumer.on(TopUpRequested)
+    async def topup_at_once(event: TopUpRequested, envelope: RawEnvelope) -> bool:
+        return await topups.request_at_once(event, envelope, runtime.unit_of_work)
+
+    @consumer.on(TopUpRequested, fast_path=topup_at_once)
     async def topup_requested(event: TopUpRequested, uow: UnitOfWork) -> None:
         await topups.request(event, uow)
 

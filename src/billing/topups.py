@@ -9,13 +9,15 @@ crash at any point therefore reuses the same row, the same key and so the same Y
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import accounts, payments
-from billing.domain import LocalPayment, creation_key
+from billing.domain import LocalPayment, RemotePayment, creation_key
 from billing.settings import BillingSettings, YooKassaSettings
 from billing.yookassa_gateway import PaymentDraft, PaymentProvider, ProviderRejectedError
+from contracts.envelope import RawEnvelope
 from contracts.events import PaymentCreated, PaymentFailed, TopUpRequested
 from contracts.rpc import TopUpPackage
 from messaging.unit_of_work import UnitOfWork
@@ -54,6 +56,47 @@ class TopUps:
         if local.yookassa_id is not None or local.status != "pending":
             log.info("top-up %s was already handled (payment %s)", event.request_id, local.id)
             return
+        try:
+            remote = await self._create_remote(event, package, local)
+        except ProviderRejectedError as exc:
+            log.error("top-up %s: YooKassa refused the payment: %s", event.request_id, exc)
+            if await payments.transition(uow.session, local.id, "failed"):
+                uow.emit(self._failed(event, "provider_rejected", local.id))
+            return
+        await self._announce(uow, event, package, local, remote)
+
+    async def request_at_once(
+        self, event: TopUpRequested, envelope: RawEnvelope, unit_of_work: Callable[[], UnitOfWork]
+    ) -> bool:
+        """The common top-up as the consumer's fast path: False leaves it to `request`.
+
+        `request` runs inside the message's unit of work, which holds a connection while
+        `_open` takes a second one; a burst of top-ups (redelivered after a broker restart)
+        could hold every pooled connection that way and wait for ever (seen under
+        `make chaos`). Here the pending row commits first, then YooKassa is called, then
+        the inbox mark and PaymentCreated commit: one connection at a time.
+        """
+        package = self.package(event.package_id)
+        if package is None:
+            return False
+        local = await self._open(event, package)
+        if local is None or local.yookassa_id is not None or local.status != "pending":
+            return False
+        try:
+            remote = await self._create_remote(event, package, local)
+        except ProviderRejectedError:
+            return False  # `request` asks again (same key) and records the refusal
+        async with unit_of_work() as uow:
+            uow.cause = envelope
+            if not await uow.claim(envelope.id, envelope.type):
+                return True  # a copy of this message got here first: nothing more to do
+            await self._announce(uow, event, package, local, remote)
+            await uow.commit()
+        return True
+
+    async def _create_remote(
+        self, event: TopUpRequested, package: TopUpPackage, local: LocalPayment
+    ) -> RemotePayment:
         draft = PaymentDraft(
             amount_kopecks=local.amount_kopecks,
             currency=local.currency,
@@ -65,15 +108,20 @@ class TopUps:
             },
             return_url=self._yookassa.return_url,
         )
-        try:
-            remote = await self._provider.create(draft, creation_key(event.request_id))
-        except ProviderRejectedError as exc:
-            log.error("top-up %s: YooKassa refused the payment: %s", event.request_id, exc)
-            if await payments.transition(uow.session, local.id, "failed"):
-                uow.emit(self._failed(event, "provider_rejected", local.id))
-            return
+        remote = await self._provider.create(draft, creation_key(event.request_id))
         if not remote.confirmation_url:
             raise ProviderRejectedError(f"payment {remote.id} came without a confirmation url")
+        return remote
+
+    async def _announce(
+        self,
+        uow: UnitOfWork,
+        event: TopUpRequested,
+        package: TopUpPackage,
+        local: LocalPayment,
+        remote: RemotePayment,
+    ) -> None:
+        assert remote.confirmation_url is not None
         if not await payments.attach_yookassa(
             uow.session, local.id, remote.id, remote.confirmation_url
         ):

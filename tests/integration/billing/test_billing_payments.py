@@ -19,6 +19,7 @@ from billing.settings import BillingSettings, WebhookSettings
 from billing.yookassa_gateway import PaymentDraft
 from contracts.events import TopUpRequested
 from messaging.publisher import EventPublisher
+from messaging.settings import DatabaseSettings
 from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import (
     balance_of,
@@ -377,3 +378,38 @@ async def _close_unbound(sessions: Sessions, payment_id: int) -> bool:
             {"p": payment_id},
         )
         return await payments.transition(session, payment_id, "failed", unbound_only=True)
+
+
+async def test_a_burst_of_topups_never_waits_for_a_second_connection(
+    settings: Settings,
+    sender: EventPublisher,
+    billing_sessions: Sessions,
+    fake_yookassa: YooKassaSandbox,
+) -> None:
+    """With 2 pooled connections and 10 top-ups at once: a handler that held the message's
+    connection while opening the pending row on another could leave both held by handlers
+    waiting for a third, for ever (a broker restart's redelivered burst did, under chaos)."""
+    settings.database = DatabaseSettings(url=settings.database.url, pool_size=2)
+    users = [await open_account(billing_sessions, balance=60) for _ in range(10)]
+    requests = [
+        TopUpRequested(
+            request_id=uuid.uuid4(),
+            user_id=user_id,
+            telegram_id=telegram_id,
+            chat_id=telegram_id,
+            package_id="small",
+        )
+        for user_id, telegram_id in users
+    ]
+    service = build(settings)
+    async with service.app:
+        for request in requests:
+            await send(sender, request)
+
+        async def all_created() -> bool:
+            found = await outbox(billing_sessions, "payment.created")
+            mine = {str(r.request_id) for r in requests}
+            return len([e for e in found if e["request_id"] in mine]) == len(requests)
+
+        await eventually(all_created, timeout_s=20)
+    assert len(fake_yookassa.payments) >= len(requests)
