@@ -51,11 +51,16 @@ _CLAIM = text(
     RETURNING id, chat_id, kind, payload, version, attempts
     """
 )
-_SENT = text(
-    "UPDATE gateway_outbound SET sent_at = now(), leased_until = NULL, message_id = :message_id, "
-    "last_error = :error WHERE id = :id AND version = :version"
+_SENT_OR_RELEASE = text(
+    """
+    WITH sent AS (
+        UPDATE gateway_outbound SET sent_at = now(), leased_until = NULL,
+                                    message_id = :message_id, last_error = :error
+        WHERE id = :id AND version = :version RETURNING id)
+    UPDATE gateway_outbound SET leased_until = NULL
+    WHERE id = :id AND NOT EXISTS (SELECT 1 FROM sent)
+    """
 )
-_RELEASE = text("UPDATE gateway_outbound SET leased_until = NULL WHERE id = :id")
 _PURGE = text("DELETE FROM gateway_outbound WHERE sent_at < now() - make_interval(days => :days)")
 _BACK_OFF = text(
     "UPDATE gateway_outbound SET leased_until = NULL, last_error = :error, "
@@ -213,13 +218,15 @@ class OutboundSender:
             await self._mark_sent(row, message_id, None)
 
     async def _mark_sent(self, row: Outbound, message_id: int | None, error: str | None) -> None:
-        async with self._sessions() as session, session.begin():
-            marked = await session.execute(
-                _SENT,
+        """One autocommitted statement: sent, or (a newer text arrived meanwhile) released."""
+        async with self._sessions() as session:
+            connection = await session.connection(
+                execution_options={"isolation_level": "AUTOCOMMIT"}
+            )
+            await connection.execute(
+                _SENT_OR_RELEASE,
                 {"id": row.id, "version": row.version, "message_id": message_id, "error": error},
             )
-            if getattr(marked, "rowcount", 1) == 0:  # a newer text arrived meanwhile
-                await session.execute(_RELEASE, {"id": row.id})
 
     async def _call(self, row: Outbound) -> int | None:
         payload = row.payload
