@@ -59,6 +59,7 @@ class ServiceProcess:
             return
         env = {**os.environ, **self.env, "SERVICE_HTTP_PORT": str(self.port)}
         output: IO[bytes] | None = None
+        self._finish()  # a child that exited by itself left its log open
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = output = self.log_path.open("ab")
