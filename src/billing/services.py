@@ -68,7 +68,8 @@ async def debit_job_at_once(runtime: ServiceRuntime, event: JobCreated, cause: R
         )
     if balance is None:
         return False
-    runtime.relay.notify()
+    written = debited.model_copy(update={"data": {**debited.data, "balance": balance}})
+    runtime.relay.committed([(BalanceDebited.event_type, written)])
     return True
 
 

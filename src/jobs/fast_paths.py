@@ -40,7 +40,7 @@ class BareUnit:
     """A transaction on a connection of its own: the fast paths' unit of work.
 
     Like `messaging.unit_of_work.UnitOfWork` it rolls back unless committed, and the events
-    emitted into it reach the outbox in the commit, which wakes the relay.
+    emitted into it reach the outbox in the commit, and the relay then publishes them.
     """
 
     def __init__(self, runtime: ServiceRuntime, connection: AsyncConnection, cause: RawEnvelope):
@@ -48,14 +48,15 @@ class BareUnit:
         self.connection = connection
         self.cause = cause
         self._pending: list[dict[str, Any]] = []
-        self.wrote_events = False
+        self._committing: list[tuple[str, RawEnvelope]] = []
 
     def envelope(self, event: Event, *, correlation_id: str | None = None) -> RawEnvelope:
         """`event` wrapped as caused by this unit's event, for a statement to write itself."""
-        self.wrote_events = True
-        return new_envelope(
+        envelope = new_envelope(
             event, source=self._runtime.name, cause=self.cause, correlation_id=correlation_id
         )
+        self._committing.append((event.routing_key(), envelope))
+        return envelope
 
     def emit(self, event: Event, *, correlation_id: str | None = None) -> RawEnvelope:
         envelope = self.envelope(event, correlation_id=correlation_id)
@@ -72,8 +73,7 @@ class BareUnit:
         if self._pending:
             await self.connection.execute(self._runtime.tables.outbox.insert(), self._pending)
         await self.connection.commit()
-        if self.wrote_events:
-            self._runtime.relay.notify()
+        self._runtime.relay.committed(self._committing)
 
 
 class FastPaths:

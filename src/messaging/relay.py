@@ -1,10 +1,17 @@
-"""The outbox relay: publishes committed events in outbox order, then marks them sent.
+"""The outbox relay: publishes committed events, then marks them sent.
+
+Two ways out, one table:
+
+- **from memory**: whoever commits outbox rows hands the same envelopes over (`committed`);
+  they are published at once, without reading them back, and their marks are written in
+  batches, one autocommitted statement for everything confirmed meanwhile;
+- **the sweep**: a loop reads what is still unsent after `sweep_after_s` (a crash between
+  commit and publish, a failed publish, a broker outage, rows other processes wrote) in outbox
+  order, publishes it and marks it, backing each failing row off on its own.
 
 There is no global ordering guarantee (concurrent writers, retries); consumers enforce their
-own transitions.
-
-A crash between publishing and marking re-publishes on restart; consumers deduplicate by
-event id, so delivery is at-least-once on the wire and exactly-once in effect.
+own transitions. A crash between publishing and marking re-publishes later; consumers
+deduplicate by event id, so delivery is at-least-once on the wire and exactly-once in effect.
 """
 
 from __future__ import annotations
@@ -12,11 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import any_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.types import Uuid
 
 from contracts.envelope import RawEnvelope
 from messaging.metrics import OUTBOX_LAG_SECONDS, OUTBOX_UNSENT
@@ -29,6 +40,11 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 30.0
 MAX_ROW_BACKOFF_S = 300.0
 PURGE_EVERY_S = 3600.0
+MAX_IN_FLIGHT = 1000
+"""Publishes from memory in flight at most; past it, committed rows wait for the sweep."""
+
+Committed = tuple[str, RawEnvelope]
+"""An outbox row as its writer knows it: routing key and envelope."""
 
 
 @dataclass(frozen=True)
@@ -53,23 +69,96 @@ class OutboxRelay:
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._confirmed: list[uuid.UUID] = []
+        self._confirmed_arrived = asyncio.Event()
+        self._marker: asyncio.Task[None] | None = None
+        self._mark_published = (
+            update(self._outbox)
+            .where(self._outbox.c.id == any_(bindparam("ids", type_=ARRAY(Uuid()))))
+            .where(self._outbox.c.published_at.is_(None))
+            .values(published_at=func.now())
+        )
+
+    def committed(self, rows: Iterable[Committed]) -> None:
+        """Rows just committed to the outbox: publish them now, from memory.
+
+        Never raises and never waits: a row that cannot go out now (not running, too much in
+        flight, the publish fails) stays unsent in the table, and the sweep takes it.
+        """
+        if self._task is None or self._stopping.is_set():
+            return
+        for routing_key, envelope in rows:
+            if len(self._in_flight) >= MAX_IN_FLIGHT:
+                return
+            task = asyncio.create_task(self._publish_committed(routing_key, envelope))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
 
     def notify(self) -> None:
-        """Called after a commit that wrote outbox rows: publish now, not at the next poll."""
+        """Rows were committed that this process cannot hand over: sweep now, not at the next
+        poll (and whatever the age of the rows)."""
         self._wakeup.set()
 
     def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._outbox.name}")
+        self._marker = asyncio.create_task(
+            self._mark_confirmed(), name=f"outbox-marks-{self._outbox.name}"
+        )
 
     async def stop(self) -> None:
-        """Stop polling after publishing everything already committed."""
+        """Stop after publishing everything already committed."""
         self._stopping.set()
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self._confirmed_arrived.set()
+        if self._marker is not None:
+            await self._marker
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        self._task = self._marker = None
 
-    async def publish_pending(self) -> RelayPass:
-        """Publish one batch of due, unsent events and mark the confirmed ones sent."""
+    async def _publish_committed(self, routing_key: str, envelope: RawEnvelope) -> None:
+        try:
+            await self._publisher.publish_envelope(envelope, routing_key)
+        except Exception as exc:
+            log.warning(
+                "outbox: publishing %s %s failed (%r); the sweep retries it",
+                envelope.type,
+                envelope.id,
+                exc,
+            )
+            return
+        self._confirmed.append(envelope.id)
+        self._confirmed_arrived.set()
+
+    async def _mark_confirmed(self) -> None:
+        """Mark everything confirmed since the last statement, in one autocommitted statement.
+
+        A mark that fails (database away) is dropped: the sweep publishes those rows again
+        and consumers skip the duplicates.
+        """
+        while True:
+            await self._confirmed_arrived.wait()
+            self._confirmed_arrived.clear()
+            ids, self._confirmed = self._confirmed, []
+            if ids:
+                try:
+                    async with self._sessions() as session:
+                        connection = await session.connection(
+                            execution_options={"isolation_level": "AUTOCOMMIT"}
+                        )
+                        await connection.execute(self._mark_published, {"ids": ids})
+                except Exception as exc:
+                    log.warning("outbox: marking %d published events failed: %r", len(ids), exc)
+            if self._stopping.is_set() and not self._in_flight and not self._confirmed:
+                return
+
+    async def publish_pending(self, older_than_s: float = 0.0) -> RelayPass:
+        """Publish one batch of due, unsent events committed at least `older_than_s` ago, and
+        mark the confirmed ones sent."""
         outbox = self._outbox
         async with self._sessions() as session, session.begin():
             rows = (
@@ -81,6 +170,7 @@ class OutboxRelay:
                             outbox.c.next_attempt_at.is_(None),
                             outbox.c.next_attempt_at <= func.now(),
                         ),
+                        outbox.c.created_at <= func.now() - timedelta(seconds=older_than_s),
                     )
                     .order_by(outbox.c.seq)
                     .limit(self._settings.batch_size)
@@ -171,9 +261,12 @@ class OutboxRelay:
                 await self._purge_quietly()
                 next_purge = loop.time() + PURGE_EVERY_S
             stopping = self._stopping.is_set()
+            notified = self._wakeup.is_set()
             self._wakeup.clear()
+            # Rows handed over are on their way from memory; the sweep leaves them that long.
+            older_than_s = 0.0 if stopping or notified else self._settings.sweep_after_s
             try:
-                result = await self.publish_pending()
+                result = await self.publish_pending(older_than_s)
             except Exception:
                 log.exception("outbox %s: relay pass failed", self._outbox.name)
                 result = RelayPass(published=0, failed=1)

@@ -70,7 +70,7 @@ class ServiceRuntime:
         self.broker: RabbitBroker = create_broker(
             broker, graceful_timeout_s=service.graceful_timeout_s
         )
-        self.engine: AsyncEngine = create_engine(database)
+        self.engine: AsyncEngine = create_engine(database, application_name=name)
         self.sessions: async_sessionmaker[AsyncSession] = create_session_factory(self.engine)
         self.tables = tables
         self.publisher = EventPublisher(
@@ -102,8 +102,10 @@ class ServiceRuntime:
         )
 
     def unit_of_work(self) -> UnitOfWork:
-        """A fresh unit of work whose commits wake the relay."""
-        return UnitOfWork(self.sessions, self.tables, source=self.name, on_commit=self.relay.notify)
+        """A fresh unit of work whose commits hand their events to the relay."""
+        return UnitOfWork(
+            self.sessions, self.tables, source=self.name, on_commit=self.relay.committed
+        )
 
     def serve(
         self,

@@ -56,6 +56,9 @@ class OutboxSettings(BaseSettings):
 
     batch_size: int = Field(default=100, ge=1, le=10_000)
     poll_interval_s: float = Field(default=0.5, gt=0)
+    sweep_after_s: float = Field(default=5.0, ge=0)
+    """Committed events are published from memory at once; the sweep takes what is still
+    unsent this long after its commit (a crash, a failed publish, an outage)."""
     retention_days: int = Field(default=7, ge=1)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -16,7 +16,8 @@ from messaging.tables import DeliveryTables
 
 
 class UnitOfWork:
-    """Rolls back unless committed; emitted events reach the outbox in the same commit."""
+    """Rolls back unless committed; emitted events reach the outbox in the same commit, and
+    `on_commit` receives them after it (the relay publishes them from memory)."""
 
     session: AsyncSession
 
@@ -26,7 +27,7 @@ class UnitOfWork:
         tables: DeliveryTables,
         *,
         source: str,
-        on_commit: Callable[[], None] = lambda: None,
+        on_commit: Callable[[Sequence[tuple[str, RawEnvelope]]], None] = lambda rows: None,
     ) -> None:
         self._sessions = sessions
         self._tables = tables
@@ -85,5 +86,5 @@ class UnitOfWork:
             )
         await self.session.commit()
         if self._pending:
-            self._pending = []
-            self._on_commit()
+            committed, self._pending = self._pending, []
+            self._on_commit(committed)

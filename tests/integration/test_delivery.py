@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aio_pika
@@ -346,22 +346,96 @@ async def test_stopping_the_relay_flushes_what_was_committed(
     assert len(await drain(amqp_url, topology.service_queues["bot_gateway"].name)) == 30
 
 
-async def test_a_commit_wakes_the_relay_at_once(
+async def test_a_commit_hands_its_events_over_published_at_once_and_marked(
     clean_tables: None,
     topology: Topology,
     broker: RabbitBroker,
+    amqp_url: str,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
+    """From memory: no poll (60 s) and no sweep (60 s) is needed for the events to go out."""
     relay = OutboxRelay(
-        sessions, DELIVERY, publisher_for(broker, topology), OutboxSettings(poll_interval_s=60)
+        sessions,
+        DELIVERY,
+        publisher_for(broker, topology),
+        OutboxSettings(poll_interval_s=60, sweep_after_s=60),
     )
     relay.start()
-    async with UnitOfWork(sessions, DELIVERY, source="test", on_commit=relay.notify) as uow:
-        uow.emit(progress(1))
+    async with UnitOfWork(sessions, DELIVERY, source="test", on_commit=relay.committed) as uow:
+        for step in range(5):
+            uow.emit(progress(step))
         await uow.commit()
     unsent = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
     await eventually(lambda: _zero(sessions, unsent), timeout_s=5)
     await relay.stop()
+    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
+    assert sorted(RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+
+
+async def test_events_not_handed_over_are_swept_only_after_sweep_after_s(
+    clean_tables: None,
+    topology: Topology,
+    broker: RabbitBroker,
+    amqp_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+    unit_of_work: Callable[[], UnitOfWork],
+) -> None:
+    """The sweep leaves fresh rows to the process that committed them; then it takes them
+    (a crash between commit and publish)."""
+    relay = OutboxRelay(
+        sessions,
+        DELIVERY,
+        publisher_for(broker, topology),
+        OutboxSettings(poll_interval_s=0.1, sweep_after_s=1.5),
+    )
+    relay.start()
+    async with unit_of_work() as uow:  # committed, never handed over
+        uow.emit(progress(7))
+        await uow.commit()
+    unsent = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
+    await asyncio.sleep(0.8)
+    assert await count(sessions, unsent) == 1
+    await eventually(lambda: _zero(sessions, unsent), timeout_s=5)
+    await relay.stop()
+    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
+    assert [RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered] == [7]
+
+
+async def test_an_event_whose_publish_from_memory_fails_is_swept_later(
+    clean_tables: None,
+    topology: Topology,
+    broker: RabbitBroker,
+    amqp_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    relay = OutboxRelay(
+        sessions,
+        DELIVERY,
+        publisher_for(broker, topology),
+        OutboxSettings(poll_interval_s=0.1, sweep_after_s=0.5),
+    )
+    relay.start()
+
+    def misrouted(rows: Sequence[tuple[str, RawEnvelope]]) -> None:
+        """The publish from memory fails (here: no route); the row in the table is right."""
+        relay.committed([("nobody.listens", envelope) for _, envelope in rows])
+
+    async with UnitOfWork(sessions, DELIVERY, source="test", on_commit=misrouted) as uow:
+        uow.emit(progress(3))
+        await uow.commit()
+    await asyncio.sleep(0.2)
+    unsent = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
+    assert await count(sessions, unsent) == 1
+    await eventually(lambda: _zero(sessions, unsent), timeout_s=5)
+    await relay.stop()
+    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
+    assert [RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered] == [3]
 
 
 async def _zero(sessions: async_sessionmaker[AsyncSession], sql: str) -> bool:
