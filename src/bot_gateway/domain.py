@@ -64,6 +64,8 @@ class JobView:
     price: int | None
     status_message_id: int | None
     state: JobState
+    job_id: int | None = None
+    """None until the job is linked to its request (by JobCreated, or the first event after)."""
 
 
 @dataclass(frozen=True)

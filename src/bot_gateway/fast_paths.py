@@ -11,9 +11,12 @@ or ORM session. An event that changes nothing (a JobQueued overtaken by the star
 marked handled the same way, while the job is still as read. A job that moved between the read
 and the write (its events are handled side by side) is read again, a few times.
 
+An event that overtook its JobCreated (they travel side by side) finds the job by its request:
+jobs gives every event about a job the request id as correlation id; it links the job then.
+
 The rest returns False, nothing written, and the general use case handles the message as it
-always does: a job not linked yet (it raises, and the event comes back), a duplicate, a job
-that would not hold still.
+always does: a job unknown by id and by request (it raises, and the event comes back), a
+duplicate, a job that would not hold still.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot_gateway.domain import Change, JobView
-from bot_gateway.notifications import Notifications
+from bot_gateway.notifications import Notifications, request_of
 from bot_gateway.repository import JobMoves
 from contracts.envelope import RawEnvelope
 from contracts.events import JobCreated, JobProgress, JobQueued, JobStarted, JobSucceeded
@@ -81,8 +84,10 @@ class FastPaths:
         *,
         job_id: int | None = None,
         request_id: uuid.UUID | None = None,
-        link: tuple[int, int] | None = None,
+        link: tuple[int, int | None] | None = None,
     ) -> bool:
+        if job_id is not None:
+            request_id = request_of(cause)  # the job's request, should this overtake JobCreated
         async with self._engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
             moves = JobMoves(autocommit, edit_interval_s=self._notifications.edit_interval_s)
@@ -91,6 +96,8 @@ class FastPaths:
                 if job is None:
                     return False
                 change = decide(job) or Change(job.state)  # nothing to say: the mark alone
+                if job_id is not None and job.job_id is None:
+                    link = (job_id, None)  # linked by this event; JobCreated brings the price
                 if await moves.apply(job, change, cause.id, cause.type, link=link):
                     break
             else:

@@ -9,6 +9,7 @@ after a backoff.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from bot_gateway.domain import Change, JobState, JobView, Mail, Phase, rubles
 from bot_gateway.models import GatewayJob
 from bot_gateway.repository import Credits, Jobs, Mailbox, Users
 from bot_gateway.sender import markup_payload
+from contracts.envelope import Envelope
 from contracts.events import (
     BalanceRefunded,
     CreditsGranted,
@@ -45,7 +47,7 @@ log = logging.getLogger(__name__)
 
 
 class JobNotLinkedYetError(LookupError):
-    """An event about a job whose JobCreated has not been handled: try again shortly."""
+    """An event about a job unknown here by its id and by its request: try again shortly."""
 
 
 class Notifications:
@@ -63,7 +65,17 @@ class Notifications:
         return Mailbox(uow.session, edit_interval_s=self.edit_interval_s)
 
     async def _job(self, uow: UnitOfWork, job_id: int) -> GatewayJob:
-        job = await Jobs(uow.session).by_job(job_id)
+        """The job, linked here and now when this event overtook its JobCreated: jobs gives
+        every event about a job its request id as correlation id."""
+        jobs = Jobs(uow.session)
+        job = await jobs.by_job(job_id)
+        request_id = request_of(uow.cause)
+        if job is None and request_id is not None:
+            job = await jobs.by_request(request_id, lock=True)
+            if job is not None and job.job_id is None:
+                job.job_id = job_id
+            elif job is not None:
+                job = None  # that request has another job: this event is not about it
         if job is None:
             raise JobNotLinkedYetError(f"job {job_id} is not linked to a request yet")
         return job
@@ -275,6 +287,16 @@ class Notifications:
         return (user.language, user.chat_id) if user else (None, telegram_id)
 
 
+def request_of(envelope: Envelope[Any] | None) -> uuid.UUID | None:
+    """The request a job event is about: its correlation id, when that is a request id."""
+    if envelope is None:
+        return None
+    try:
+        return uuid.UUID(envelope.correlation_id)
+    except ValueError:
+        return None
+
+
 def view_of(job: GatewayJob) -> JobView:
     return JobView(
         job.request_id,
@@ -284,4 +306,5 @@ def view_of(job: GatewayJob) -> JobView:
         job.price,
         job.status_message_id,
         JobState(job.phase, job.attempt, job.step, job.total_steps),
+        job.job_id,
     )

@@ -55,10 +55,14 @@ _REQUEST = text(
 
 _UNHANDLED = f"NOT EXISTS (SELECT 1 FROM {DELIVERY.inbox.name} WHERE event_id = :event_id)"
 _VIEW = (
-    "SELECT request_id, chat_id, language, title, price, status_message_id, "
+    "SELECT request_id, job_id, chat_id, language, title, price, status_message_id, "
     "phase, attempt, step, total_steps FROM gateway_jobs WHERE {key} AND " + _UNHANDLED
 )
-_VIEW_BY_JOB = text(_VIEW.format(key="job_id = :job_id"))
+_VIEW_BY_JOB = text(
+    _VIEW.format(
+        key="(job_id = :job_id OR (job_id IS NULL AND request_id = CAST(:request_id AS uuid)))"
+    )
+)
 _VIEW_BY_REQUEST = text(_VIEW.format(key="request_id = :request_id"))
 UNIQUE_VIOLATION = "23505"
 
@@ -240,11 +244,17 @@ class JobMoves:
     async def read(
         self, event_id: uuid.UUID, *, job_id: int | None = None, request_id: uuid.UUID | None = None
     ) -> JobView | None:
-        """The job by its id or its request's; None when there is none, or when the event
-        was handled already."""
+        """The job by its id or, with no `job_id`, its request's; with both, by its id or, not
+        linked yet (JobCreated not handled here yet), its request's. None when there is none,
+        or when the event was handled already."""
         if job_id is not None:
             found = await self._connection.execute(
-                _VIEW_BY_JOB, {"job_id": job_id, "event_id": event_id}
+                _VIEW_BY_JOB,
+                {
+                    "job_id": job_id,
+                    "request_id": str(request_id) if request_id else None,
+                    "event_id": event_id,
+                },
             )
         else:
             found = await self._connection.execute(
@@ -262,6 +272,7 @@ class JobMoves:
             row.price,
             row.status_message_id,
             state,
+            row.job_id,
         )
 
     async def apply(
@@ -271,7 +282,7 @@ class JobMoves:
         event_id: uuid.UUID,
         event_type: str,
         *,
-        link: tuple[int, int] | None = None,
+        link: tuple[int, int | None] | None = None,
     ) -> bool:
         """`change` (and, with `link`, the job id and price), the event's inbox mark and the
         messages, in one statement: the mark only if the change applied, the messages only
@@ -319,7 +330,7 @@ def _move(*, link: bool, status: str | None, mail: bool) -> TextClause:
     """The statement of `JobMoves.apply` for one shape of change, built once."""
     sets = "phase = :phase, attempt = :attempt, step = :step, total_steps = :total_steps"
     if link:
-        sets += ", job_id = :job_id, price = :price"
+        sets += ", job_id = :job_id, price = coalesce(CAST(:price AS integer), price)"
     sql = (
         f"WITH moved AS (UPDATE gateway_jobs SET {sets} "
         "WHERE request_id = :request_id AND phase = :was_phase AND attempt = :was_attempt "

@@ -325,13 +325,42 @@ async def test_a_write_whose_job_moved_since_the_read_writes_nothing(
     assert await outbound(stack, f"status:{job.request_id}") == shown
 
 
-async def test_an_event_before_its_job_is_linked_waits_for_job_created(
-    stack: Stack, fast: FastPaths, amqp_url: str
+def about_request(event: Event, job: Job) -> RawEnvelope:
+    """`event` as jobs sends it: every event about a job carries its request id."""
+    return new_envelope(event, source="jobs", correlation_id=str(job.request_id))
+
+
+@pytest.mark.parametrize("path", ["fast", "general"])
+async def test_an_event_that_overtakes_job_created_links_the_job_by_its_request(
+    stack: Stack, fast: FastPaths, notifications: Notifications, path: str
 ) -> None:
+    """JobCreated and the job's later events travel side by side: whichever comes first links
+    the job (by the correlation id), nothing waits, and JobCreated later only adds the price."""
     job = await requested(stack, linked=False)
     queued = story(job)[0]
-    cause = wrapped(queued)
-    assert not await fast.queued(queued, cause)  # no job with that id yet: nothing written
+    cause = about_request(queued, job)
+    if path == "fast":
+        assert await fast.queued(queued, cause)
+    else:
+        await by_general_path(stack, notifications, cause)
+    assert await handled(stack, cause.id)
+    assert await state(stack, job) == (job.job_id, "queued", 7, 0, 0, 0)
+    await stack.telegram.shown_eventually(job.chat_id, job.message_id, "в очереди, позиция 2")
+
+    late = about_request(created(job), job)
+    assert await fast.created(created(job), late)
+    assert await handled(stack, late.id)
+    assert await state(stack, job) == (job.job_id, "queued", 7, 0, 0, 0)  # no step back
+
+
+async def test_an_event_of_an_unknown_job_waits_for_job_created(
+    stack: Stack, fast: FastPaths, amqp_url: str
+) -> None:
+    """No job with that id and no request by its correlation id: it comes back later."""
+    job = await requested(stack, linked=False)
+    queued = story(job)[0]
+    cause = wrapped(queued)  # correlated with nothing the gateway knows
+    assert not await fast.queued(queued, cause)
     assert not await handled(stack, cause.id)
     assert await mailed(stack, f"status:{job.request_id}") is None
 
