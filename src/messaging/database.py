@@ -25,7 +25,9 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 """Shared so cross-service foreign keys of the legacy schema resolve; each table has one owner."""
 
 
-def create_engine(settings: DatabaseSettings) -> AsyncEngine:
+def create_engine(settings: DatabaseSettings, application_name: str = "imagebot") -> AsyncEngine:
+    """The engine of one process; `application_name` names its connections in PostgreSQL
+    (`pg_stat_activity`, logs)."""
     return create_async_engine(
         settings.url.get_secret_value(),
         pool_size=settings.pool_size,
@@ -34,6 +36,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         # already handled: consumers retry connection errors in place (`is_transient`).
         pool_pre_ping=False,
         echo=settings.echo,
+        connect_args={"server_settings": {"application_name": application_name}},
     )
 
 
