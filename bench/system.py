@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import aio_pika
@@ -159,6 +160,40 @@ async def commits(dsn: str, database: str) -> int:
     finally:
         await connection.close()
     return int(value)
+
+
+def cpu_seconds(stack: SandboxStack) -> dict[str, float]:
+    """CPU seconds (user + system) used so far, per service replica, PostgreSQL, RabbitMQ, bench.
+
+    PostgreSQL's backends are the services' pooled connections, alive for the whole run, so
+    summing the live `postgres` processes counts the database's work in a window.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    totals = {
+        process.name: used(process.process.pid)
+        for process in stack.all_processes
+        if process.process is not None
+    }
+    totals["bench"] = sum(os.times()[:2])
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        group = {"postgres": "postgresql", "beam.smp": "rabbitmq"}.get(command)
+        if group:
+            totals[group] = totals.get(group, 0.0) + used(int(entry.name))
+    return totals
 
 
 # --- the users ----------------------------------------------------------------------------
@@ -359,11 +394,14 @@ async def main(args: argparse.Namespace) -> None:
                 f"deliver_p99_ms={percentile(deliver_ms, 0.99):.0f}"
             )
 
+            calls_before = len(stack.telegram.calls)
             messages_before = await consumed_messages(stack)
             commits_before = await commits(dsn, name)
+            cpu_before = cpu_seconds(stack)
             jobs_per_s, _, _ = await measured(
                 "throughput", stack, observer, users[latency_users:], None
             )
+            cpu_after = cpu_seconds(stack)
             await asyncio.sleep(3)  # the last progress and delivery events settle
             msgs_per_job = (await consumed_messages(stack) - messages_before) / args.jobs
             commits_per_job = (await commits(dsn, name) - commits_before) / args.jobs
@@ -372,6 +410,19 @@ async def main(args: argparse.Namespace) -> None:
                 f"{args.jobs} jobs at once: jobs_per_s={jobs_per_s:.1f} "
                 f"msgs_per_job={msgs_per_job:.1f} commits_per_job={commits_per_job:.1f} "
                 f"ceiling_jobs_per_s={ceiling:.0f}"
+            )
+            spent = {
+                who: (cpu_after[who] - cpu_before.get(who, 0.0)) * 1000 / args.jobs
+                for who in cpu_after
+            }
+            methods = Counter(call.method for call in stack.telegram.calls[calls_before:])
+            print(
+                "  telegram calls per job: "
+                + " ".join(f"{m}={n / args.jobs:.2f}" for m, n in sorted(methods.items()))
+            )
+            print(
+                f"  cpu ms per job: total={sum(spent.values()):.1f} "
+                + " ".join(f"{who}={ms:.1f}" for who, ms in sorted(spent.items()))
             )
             await connection.close()
     finally:
