@@ -1,8 +1,9 @@
 """The outbound sender: delivers what handlers committed to `gateway_outbound`, within
 Telegram's limits (every call passes `RateLimitedRequests`), and marks it sent.
 
-A row is leased before it is sent and marked sent after Telegram answered; a sender that dies
-in between leaves the lease to expire and the row is sent again (at least once, never zero).
+A row is leased before it is sent and marked sent after Telegram answered (the marks of all
+rows sent meanwhile in one statement); a sender that dies in between leaves the lease to expire
+and the row is sent again (at least once, never zero).
 Rows of one chat go out in order, by one worker of one replica: a chat with a live lease is
 not claimed again until its rows are sent. Different chats go out concurrently, and claiming
 goes on while they do, so a chat waiting for its 1 s slot (or a 429) holds up no other chat.
@@ -53,12 +54,16 @@ _CLAIM = text(
 )
 _SENT_OR_RELEASE = text(
     """
-    WITH sent AS (
-        UPDATE gateway_outbound SET sent_at = now(), leased_until = NULL,
-                                    message_id = :message_id, last_error = :error
-        WHERE id = :id AND version = :version RETURNING id)
-    UPDATE gateway_outbound SET leased_until = NULL
-    WHERE id = :id AND NOT EXISTS (SELECT 1 FROM sent)
+    WITH marks AS (
+        SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:versions AS integer[]),
+                             CAST(:message_ids AS bigint[]), CAST(:errors AS text[]))
+                      AS m (id, version, message_id, error)
+    ), sent AS (
+        UPDATE gateway_outbound o SET sent_at = now(), leased_until = NULL,
+                                      message_id = m.message_id, last_error = m.error
+        FROM marks m WHERE o.id = m.id AND o.version = m.version RETURNING o.id)
+    UPDATE gateway_outbound o SET leased_until = NULL FROM marks m
+    WHERE o.id = m.id AND o.sent_at IS NULL AND o.id NOT IN (SELECT id FROM sent)
     """
 )
 _PURGE = text("DELETE FROM gateway_outbound WHERE sent_at < now() - make_interval(days => :days)")
@@ -104,6 +109,9 @@ class OutboundSender:
         self._chats: dict[int, deque[Outbound]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._in_hand = 0
+        self._marks: list[tuple[int, int, int | None, str | None]] = []
+        self._marks_due = asyncio.Event()
+        self._marker: asyncio.Task[None] | None = None
         self._max_in_hand = max(
             1, min(settings.concurrency, int(settings.global_rate_per_s * settings.lease_s / 2))
         )
@@ -115,6 +123,7 @@ class OutboundSender:
     def start(self) -> None:
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name="gateway.sender")
+        self._marker = asyncio.create_task(self._mark_due(), name="gateway.sender.marks")
 
     async def stop(self) -> None:
         """Finish what is in hand, then stop; what is left waits in the table."""
@@ -122,12 +131,17 @@ class OutboundSender:
         self._wake.set()
         if self._task is not None:
             await self._task
+        self._marks_due.set()
+        if self._marker is not None:
+            await self._marker
+        self._task = self._marker = None
 
     async def deliver_pending(self) -> int:
         """Claim what is due and send it, all of it before returning: the rows handled."""
         claimed = await self._claim(self._settings.batch_size)
         self._hand_out(claimed)
         await self._finish_in_hand()
+        await self._write_marks()
         return len(claimed)
 
     async def purge_sent(self, older_than_days: int) -> None:
@@ -218,15 +232,45 @@ class OutboundSender:
             await self._mark_sent(row, message_id, None)
 
     async def _mark_sent(self, row: Outbound, message_id: int | None, error: str | None) -> None:
-        """One autocommitted statement: sent, or (a newer text arrived meanwhile) released."""
-        async with self._sessions() as session:
-            connection = await session.connection(
-                execution_options={"isolation_level": "AUTOCOMMIT"}
-            )
-            await connection.execute(
-                _SENT_OR_RELEASE,
-                {"id": row.id, "version": row.version, "message_id": message_id, "error": error},
-            )
+        """Sent, or (a newer text arrived meanwhile) released: written with the other marks
+        due, in one statement (`_write_marks`). Until then the row keeps its lease."""
+        self._marks.append((row.id, row.version, message_id, error))
+        self._marks_due.set()
+
+    async def _mark_due(self) -> None:
+        while True:
+            await self._marks_due.wait()
+            self._marks_due.clear()
+            await self._write_marks()
+            if self._stopping.is_set() and self._task is not None and self._task.done():
+                await self._write_marks()
+                return
+
+    async def _write_marks(self) -> None:
+        """Everything sent since the last write, in one autocommitted statement. Should it fail
+        (database away), the rows' leases expire and they go out again: at least once."""
+        marks, self._marks = self._marks, []
+        if not marks:
+            return
+        ids, versions, message_ids, errors = (list(column) for column in zip(*marks, strict=True))
+        try:
+            async with self._sessions() as session:
+                connection = await session.connection(
+                    execution_options={"isolation_level": "AUTOCOMMIT"}
+                )
+                await connection.execute(
+                    _SENT_OR_RELEASE,
+                    {
+                        "ids": ids,
+                        "versions": versions,
+                        "message_ids": message_ids,
+                        "errors": errors,
+                    },
+                )
+        except Exception:
+            log.exception("sender: could not record %d sent messages", len(marks))
+            return
+        self._wake.set()  # their chats' next rows (held back while these were leased) are due
 
     async def _call(self, row: Outbound) -> int | None:
         payload = row.payload
