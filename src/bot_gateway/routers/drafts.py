@@ -17,6 +17,7 @@ from aiogram.types import CallbackQuery, InaccessibleMessage, Message
 from bot_gateway import keyboards, texts
 from bot_gateway.backends import Backends
 from bot_gateway.conversation import Conversation, Customer, Draft, job_request_id
+from bot_gateway.fsm_storage import forget
 from bot_gateway.keyboards import DraftAction, MenuAction, ResultAction
 from bot_gateway.settings import ConversationSettings
 from bot_gateway.uploads import UploadRejectedError, Uploads, carries_image
@@ -178,9 +179,9 @@ async def draft_action(
         # Request first, then forget the draft: a crash in between leaves the draft, and the
         # re-tapped Start finds the request already made (its id derives from the draft).
         await conversation.request_job(customer, draft, callback.message.message_id)
-        await state.clear()
+        await forget(state)
     elif callback_data.action == "drop":
-        await state.clear()
+        await forget(state)
         await callback.message.answer(texts.dialog_canceled(), reply_markup=keyboards.main_menu())
     else:
         await callback.message.answer(texts.stale_button())
@@ -203,7 +204,7 @@ async def after_result(
         return
     catalog = await backends.catalog()
     await callback.answer()
-    await state.clear()
+    await forget(state)
     if callback_data.action == "another":
         await offer(state, image_key=job.image_key)
         await callback.message.answer(

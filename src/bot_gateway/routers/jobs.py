@@ -12,6 +12,7 @@ from aiogram.types import CallbackQuery, Message
 from bot_gateway import keyboards, texts
 from bot_gateway.backends import Backends
 from bot_gateway.conversation import CancelOutcome, Conversation, Customer
+from bot_gateway.fsm_storage import forget
 from bot_gateway.keyboards import CancelJob, MenuAction
 from bot_gateway.settings import ConversationSettings
 
@@ -20,7 +21,7 @@ async def cancel_command(
     message: Message, state: FSMContext, customer: Customer, conversation: Conversation
 ) -> None:
     had_dialogue = await state.get_state() is not None
-    await state.clear()
+    await forget(state)
     active = await conversation.active_jobs(customer)
     if active:
         choices = [(job.request_id.hex, job.title) for job in active]

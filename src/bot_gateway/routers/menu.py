@@ -10,6 +10,7 @@ from aiogram.types import CallbackQuery, Message
 from bot_gateway import keyboards, texts
 from bot_gateway.backends import Backends
 from bot_gateway.conversation import Customer
+from bot_gateway.fsm_storage import forget
 from bot_gateway.keyboards import MenuAction
 from bot_gateway.middlewares import username_of
 from contracts.rpc import Account
@@ -23,7 +24,7 @@ async def start(
     opened_account: Account | None = None,
 ) -> None:
     """Welcome with the balance (opening the account on first contact) and the menu."""
-    await state.clear()
+    await forget(state)
     user = message.from_user
     name = user.first_name if user else ""
     username = username_of(user) if user else None
@@ -35,7 +36,7 @@ async def start(
 
 
 async def menu(callback: CallbackQuery, state: FSMContext) -> None:
-    await state.clear()
+    await forget(state)
     await callback.answer()
     if callback.message is not None:
         await callback.message.answer(texts.menu_prompt(), reply_markup=keyboards.main_menu())
