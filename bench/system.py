@@ -18,7 +18,11 @@ one job actually took (counted from the services' metrics and PostgreSQL's stati
 The sandbox does not enforce Telegram's 30 messages/s (a bot can buy more with paid broadcasts),
 so the gateway's global rate is raised to 1,000/s; the 1 s per chat stays, as Telegram asks.
 
-    make bench                  # or: python bench/system.py --jobs 1000 --rate 50
+The observer binds only to JobCreated, JobStarted and JobCompleted (three extra deliveries per
+job); `--hops` binds it to every event of the chain and prints p50/p99 hop by hop, at the price
+of ~9 extra deliveries per job that RabbitMQ and the bench process pay (it slows the system).
+
+    make bench                  # or: python bench/system.py --jobs 1000 --rate 50 [--hops]
 """
 
 from __future__ import annotations
@@ -219,14 +223,26 @@ class Observer:
         self._chat_of_request: dict[str, int] = {}
         self._chat_of_job: dict[int, int] = {}
         self.times: dict[int, dict[str, float]] = {}  # chat -> event type -> wall time
+        self.hops = False
 
-    async def start(self, amqp_url: str, namespace: str) -> aio_pika.abc.AbstractConnection:
+    async def start(
+        self, amqp_url: str, namespace: str, *, hops: bool
+    ) -> aio_pika.abc.AbstractConnection:
+        """Bind to what it needs: JobCreated, JobStarted and JobCompleted; with `hops`,
+        every event of the chain. Each binding is one more delivery per job for RabbitMQ and
+        this process, load the system under test would not have."""
         topology = build_topology(namespace)
         connection = await aio_pika.connect(amqp_url)
         channel = await connection.channel()
         exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-        for key in {a for a, _ in HOPS} | {b for _, b in HOPS}:
+        self.hops = hops
+        keys = (
+            {a for a, _ in HOPS} | {b for _, b in HOPS}
+            if hops
+            else {"job.created", "job.started", "job.completed"}
+        )
+        for key in keys:
             if "." in key:
                 await queue.bind(exchange, routing_key=f"{key}.#")
         await queue.consume(self._on, no_ack=True)
@@ -337,11 +353,12 @@ async def measured(
             if (a := observer.stage(chat, first)) and (b := observer.stage(chat, then))
         ]
 
-    hops = []
-    for first, then in HOPS:
-        took = spans(first, then)
-        hops.append(f"{then} +{percentile(took, 0.5):.0f}/{percentile(took, 0.99):.0f}")
-    print(f"  {label}, hop p50/p99 ms: tap → " + " → ".join(hops))
+    if observer.hops:
+        hops = []
+        for first, then in HOPS:
+            took = spans(first, then)
+            hops.append(f"{then} +{percentile(took, 0.5):.0f}/{percentile(took, 0.99):.0f}")
+        print(f"  {label}, hop p50/p99 ms: tap → " + " → ".join(hops))
     wall = max(photos.values()) - min(tapped.values())
     return len(chats) / wall, spans("tap", "job.started"), spans("job.completed", "photo")
 
@@ -376,7 +393,7 @@ async def main(args: argparse.Namespace) -> None:
     try:
         async with SandboxStack(config) as stack:
             observer = Observer()
-            connection = await observer.start(amqp_url, namespace)
+            connection = await observer.start(amqp_url, namespace, hops=args.hops)
             latency_users = int(args.rate * args.seconds)
             print(f"preparing {latency_users + args.jobs} users (photo, preset, price shown) …")
             began = time.monotonic()
@@ -441,6 +458,11 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=1000, help="users tapping at once")
     parser.add_argument("--rate", type=float, default=50.0, help="jobs/s of the latency run")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument(
+        "--hops",
+        action="store_true",
+        help="observe every event of the chain and print p50/p99 hop by hop (adds load)",
+    )
     parser.add_argument("--replicas", type=int, default=1, help="processes per service")
     parser.add_argument("--work-dir", default="", help="logs and objects (default: a temp dir)")
     asyncio.run(main(parser.parse_args()))
