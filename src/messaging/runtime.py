@@ -179,4 +179,5 @@ def run(app: ASGIApp, settings: ServiceSettings | None = None) -> None:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.graceful_timeout_s) + 5,
         access_log=False,
+        # loop and http stay "auto": uvloop and httptools (dependencies) where installed
     )
