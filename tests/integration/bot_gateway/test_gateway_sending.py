@@ -130,3 +130,34 @@ async def test_a_chat_waiting_for_its_slot_holds_up_no_other_chat(
         await bot.session.close()
         await telegram.stop()
     assert [call.text for call in telegram.sent_to(busy)] == [f"busy {n}" for n in range(4)]
+
+
+async def test_a_new_message_goes_before_an_edit_due_with_it(
+    own_sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """A job's result and its status message's last edit become due together: the result
+    (what the user waits for) takes the chat's first slot, the edit of an older message the
+    next one; the chat's messages still appear in order, as an edit changes one in place."""
+    telegram = TelegramSandbox()
+    await telegram.start()
+    chat = new_user().id
+    bot = limited_bot(telegram, chat_interval_s=0.2)
+    status = await bot.send_message(chat, "queued")
+    async with own_sessions() as session, session.begin():
+        mailbox = Mailbox(session, edit_interval_s=0)
+        await mailbox.send(
+            f"status:{chat}", chat, "edit", {"message_id": status.message_id, "text": "done"}
+        )
+        await mailbox.send(f"result:{chat}", chat, "text", {"text": "the result"})
+        await mailbox.send(f"later:{chat}", chat, "text", {"text": "and then this"})
+    sender = OutboundSender(own_sessions, bot, LocalObjectStore(tmp_path), DeliverySettings())
+    assert await sender.deliver_pending() == 3
+    await bot.session.close()
+    await telegram.stop()
+    calls = [(call.method, call.text) for call in telegram.sent_to(chat)]
+    assert calls == [
+        ("sendMessage", "queued"),
+        ("sendMessage", "the result"),
+        ("sendMessage", "and then this"),
+        ("editMessageText", "done"),
+    ]
