@@ -351,7 +351,8 @@ class Runner:
 
 
 class ProgressReporter:
-    """Throttled JobProgress: steps noted on the inference thread, published on the loop.
+    """Throttled JobProgress: steps noted on the inference thread, published on the loop; the
+    last step is not reported (JobCompleted follows it at once).
 
     Publishing starts only once `after` (the JobStarted publish) is done, so the order holds.
     """
@@ -373,6 +374,8 @@ class ProgressReporter:
         self._sending = asyncio.create_task(self._send(after))
 
     def step_done(self, step: int, total: int) -> None:
+        if step >= total:
+            return  # "step N of N" says nothing: JobCompleted follows it at once
         now = time.monotonic()
         if now - self._last_noted < self._interval_s:
             return

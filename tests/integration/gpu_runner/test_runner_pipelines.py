@@ -71,7 +71,7 @@ async def test_tiny_pipelines_run_through_the_runner_and_store_images(
         with Image.open(objects / completed["result_key"]) as result:
             assert result.format == "PNG"
             assert result.size == size  # ~64² pixels, the edit keeps the input's 3:2
-        assert [p["step"] for p in reports.of("job.progress", job_id)] == list(range(1, STEPS + 1))
+        assert [p["step"] for p in reports.of("job.progress", job_id)] == list(range(1, STEPS))
         assert reports.of("job.started", job_id)[0]["total_steps"] == STEPS
     assert reports.of("job.completed", 1)[0]["seed"] == 7
     assert reports.of("job.attempt_failed") == []
