@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
 
+# Due rows of chats holding no live lease, oldest first. The busy chats are one hashed set
+# (NOT IN), not a lookup per candidate; the walk in id order covers unsent rows only (0010).
 _CLAIM = text(
     """
     UPDATE gateway_outbound SET leased_until = now() + make_interval(secs => :lease),
@@ -45,10 +47,9 @@ _CLAIM = text(
         SELECT o.id FROM gateway_outbound o
         WHERE o.sent_at IS NULL AND o.not_before <= now()
           AND (o.leased_until IS NULL OR o.leased_until < now())
-          AND NOT EXISTS (SELECT 1 FROM gateway_outbound busy
-                          WHERE busy.chat_id = o.chat_id AND busy.sent_at IS NULL
-                            AND busy.leased_until >= now())
-        ORDER BY o.id LIMIT :limit FOR UPDATE SKIP LOCKED)
+          AND o.chat_id NOT IN (SELECT busy.chat_id FROM gateway_outbound busy
+                                WHERE busy.sent_at IS NULL AND busy.leased_until >= now())
+        ORDER BY o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED)
     RETURNING id, chat_id, kind, payload, version, attempts
     """
 )
