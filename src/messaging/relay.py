@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import any_, bindparam, delete, func, or_, select, update
+from sqlalchemy import all_, any_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.types import Uuid
@@ -73,12 +73,19 @@ class OutboxRelay:
         self._confirmed: list[uuid.UUID] = []
         self._confirmed_arrived = asyncio.Event()
         self._marker: asyncio.Task[None] | None = None
-        self._mark_published = (
-            update(self._outbox)
-            .where(self._outbox.c.id == any_(bindparam("ids", type_=ARRAY(Uuid()))))
-            .where(self._outbox.c.published_at.is_(None))
-            .values(published_at=func.now())
+        outbox = self._outbox
+        # Rows a sweep holds (it is publishing them too) are skipped, not waited for: the
+        # sweep marks them itself.
+        unmarked = (
+            select(outbox.c.id)
+            .where(outbox.c.id == any_(bindparam("ids", type_=ARRAY(Uuid()))))
+            .where(outbox.c.published_at.is_(None))
+            .with_for_update(skip_locked=True)
         )
+        self._mark_published = (
+            update(outbox).where(outbox.c.id.in_(unmarked)).values(published_at=func.now())
+        )
+        self._in_flight_ids: set[uuid.UUID] = set()
 
     def committed(self, rows: Iterable[Committed]) -> None:
         """Rows just committed to the outbox: publish them now, from memory.
@@ -93,6 +100,7 @@ class OutboxRelay:
                 return
             task = asyncio.create_task(self._publish_committed(routing_key, envelope))
             self._in_flight.add(task)
+            self._in_flight_ids.add(envelope.id)
             task.add_done_callback(self._in_flight.discard)
 
     def notify(self) -> None:
@@ -131,6 +139,8 @@ class OutboxRelay:
                 exc,
             )
             return
+        finally:
+            self._in_flight_ids.discard(envelope.id)
         self._confirmed.append(envelope.id)
         self._confirmed_arrived.set()
 
@@ -171,10 +181,13 @@ class OutboxRelay:
                             outbox.c.next_attempt_at <= func.now(),
                         ),
                         outbox.c.created_at <= func.now() - timedelta(seconds=older_than_s),
+                        # what this process is publishing from memory is not the sweep's
+                        outbox.c.id != all_(bindparam("in_flight", type_=ARRAY(Uuid()))),
                     )
                     .order_by(outbox.c.seq)
                     .limit(self._settings.batch_size)
-                    .with_for_update(skip_locked=True)
+                    .with_for_update(skip_locked=True),
+                    {"in_flight": list(self._in_flight_ids)},
                 )
             ).all()
             if not rows:

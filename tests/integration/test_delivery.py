@@ -24,6 +24,7 @@ from jobs.models import DELIVERY
 from messaging.broker import create_broker, declare_topology, subscribe
 from messaging.consumer import EventConsumer, TransactionalConsumer
 from messaging.lifecycle import ServiceLifecycle
+from messaging.publisher import EventPublisher
 from messaging.relay import OutboxRelay
 from messaging.settings import BrokerSettings, OutboxSettings
 from messaging.unit_of_work import UnitOfWork
@@ -405,6 +406,37 @@ async def test_events_not_handed_over_are_swept_only_after_sweep_after_s(
     await relay.stop()
     delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
     assert [RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered] == [7]
+
+
+class SlowPublisher(EventPublisher):
+    """Confirms come half a second late, as on a saturated machine."""
+
+    async def publish_envelope(self, envelope: RawEnvelope, routing_key: str) -> None:
+        await asyncio.sleep(0.5)
+        await super().publish_envelope(envelope, routing_key)
+
+
+async def test_the_sweep_leaves_what_memory_is_publishing(
+    clean_tables: None,
+    topology: Topology,
+    broker: RabbitBroker,
+    amqp_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A publish from memory slower than `sweep_after_s`: the sweep does not publish it too."""
+    slow = SlowPublisher(broker, topology.events_exchange, source="test", timeout_s=10)
+    relay = OutboxRelay(
+        sessions, DELIVERY, slow, OutboxSettings(poll_interval_s=0.05, sweep_after_s=0)
+    )
+    relay.start()
+    async with UnitOfWork(sessions, DELIVERY, source="test", on_commit=relay.committed) as uow:
+        uow.emit(progress(5))
+        await uow.commit()
+    unsent = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
+    await eventually(lambda: _zero(sessions, unsent), timeout_s=5)
+    await relay.stop()
+    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
+    assert [RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered] == [5]
 
 
 async def test_an_event_whose_publish_from_memory_fails_is_swept_later(
