@@ -120,7 +120,7 @@ def build(
     )
     backends = Backends(rpc, catalog_ttl_s=settings.conversation.catalog_ttl_s)
     conversation = Conversation(
-        runtime.unit_of_work, edit_interval_s=delivery.edit_interval_s, mail_committed=sender.notify
+        runtime, edit_interval_s=delivery.edit_interval_s, mail_committed=sender.notify
     )
     i18n = I18n(path=LOCALES, default_locale=settings.telegram.default_language, domain="messages")
     notifications = Notifications(

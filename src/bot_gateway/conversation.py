@@ -12,9 +12,11 @@ from typing import Any
 from bot_gateway import texts
 from bot_gateway.domain import FINISHED, GrantOrder, Phase
 from bot_gateway.models import GatewayCredit, GatewayJob
-from bot_gateway.repository import Credits, Jobs, Mailbox, Users
+from bot_gateway.repository import Credits, Jobs, Mailbox, Users, request_at_once
 from bot_gateway.snapshot import KnownUser, current_snapshot
+from contracts.envelope import new_envelope
 from contracts.events import CreditsGrantRequested, JobCancelRequested, JobRequested, TopUpRequested
+from messaging.runtime import ServiceRuntime
 from messaging.unit_of_work import UnitOfWork
 
 REQUESTS = uuid.UUID("5b0f3c1e-8f9a-4c2e-9a57-2f4d7c1b9e60")
@@ -68,12 +70,13 @@ class CancelOutcome(Enum):
 class Conversation:
     def __init__(
         self,
-        unit_of_work: Callable[[], UnitOfWork],
+        runtime: ServiceRuntime,
         *,
         edit_interval_s: float,
         mail_committed: Callable[[], None] = lambda: None,
     ) -> None:
-        self._unit_of_work = unit_of_work
+        self._runtime = runtime
+        self._unit_of_work: Callable[[], UnitOfWork] = runtime.unit_of_work
         self._edit_interval_s = edit_interval_s
         self._mail_committed = mail_committed
 
@@ -110,7 +113,8 @@ class Conversation:
     async def request_job(
         self, customer: Customer, draft: Draft, status_message_id: int
     ) -> uuid.UUID:
-        """JobRequested, and the status message says it was accepted; once per draft.
+        """JobRequested, and the status message says it was accepted; once per draft, in one
+        statement with the request's row.
 
         The request id derives from the draft, so a double-tapped Start (two updates handled
         at once) asks for one job: the second finds it here, and jobs deduplicates on the id.
@@ -131,23 +135,27 @@ class Conversation:
             "status_message_id": status_message_id,
         }
         status = {"message_id": status_message_id, "text": texts.accepted(draft.title)}
-        async with self._unit_of_work() as uow:
-            if not await Jobs(uow.session).request(job, status):
+        requested = JobRequested(
+            request_id=request_id,
+            user_id=customer.user_id,
+            telegram_id=customer.telegram_id,
+            chat_id=customer.chat_id,
+            preset_id=draft.preset_id,
+            prompt=draft.prompt,
+            image_key=draft.image_key,
+            language=customer.language,
+        )
+        envelope = new_envelope(
+            requested, source=self._runtime.name, correlation_id=str(request_id)
+        )
+        announce = (requested.routing_key(), envelope)
+        # One autocommitted statement (no BEGIN, outbox INSERT, COMMIT round trips): the tap
+        # that starts every job is the gateway's hottest path.
+        async with self._runtime.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            if not await request_at_once(autocommit, job, status, announce):
                 return request_id
-            uow.emit(
-                JobRequested(
-                    request_id=request_id,
-                    user_id=customer.user_id,
-                    telegram_id=customer.telegram_id,
-                    chat_id=customer.chat_id,
-                    preset_id=draft.preset_id,
-                    prompt=draft.prompt,
-                    image_key=draft.image_key,
-                    language=customer.language,
-                ),
-                correlation_id=str(request_id),
-            )
-            await uow.commit()
+        self._runtime.relay.committed([announce])
         self._mail_committed()
         return request_id
 

@@ -21,6 +21,7 @@ from bot_gateway.models import (
     GatewayUser,
     OutboundMessage,
 )
+from contracts.envelope import RawEnvelope
 
 _SEND = text(
     "INSERT INTO gateway_outbound (key, chat_id, kind, payload) "
@@ -40,13 +41,17 @@ _EDIT_NOT_BEFORE = (
 _SHOW_STATUS = text(_SHOW_STATUS_SQL.format(not_before=_EDIT_NOT_BEFORE))
 _SHOW_FINAL_STATUS = text(_SHOW_STATUS_SQL.format(not_before="now()"))
 _STATUS_VALUES = "VALUES (:key, :chat_id, 'edit', CAST(:payload AS jsonb))"
+# A new request in one autocommitted statement: its row, JobRequested in the outbox and the
+# status message's first text, all or (the request exists already) nothing.
 _REQUEST = text(
     "WITH job AS ("
     "INSERT INTO gateway_jobs (request_id, telegram_id, user_id, chat_id, language, preset_id, "
     "title, prompt, image_key, phase, price, status_message_id) "
     "VALUES (:request_id, :telegram_id, :user_id, :chat_id, :language, :preset_id, :title, "
     ":prompt, :image_key, :phase, :price, :status_message_id) "
-    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id) "
+    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id), "
+    f"announced AS (INSERT INTO {DELIVERY.outbox.name} (id, routing_key, envelope) "
+    "SELECT CAST(:outbox_id AS uuid), :routing_key, CAST(:envelope AS jsonb) FROM job) "
     + _SHOW_STATUS_SQL.replace(
         _STATUS_VALUES, "SELECT :key, :chat_id, 'edit', CAST(:payload AS jsonb) FROM job"
     ).format(not_before="now()")
@@ -65,6 +70,27 @@ _VIEW_BY_JOB = text(
 )
 _VIEW_BY_REQUEST = text(_VIEW.format(key="request_id = :request_id"))
 UNIQUE_VIOLATION = "23505"
+
+
+async def request_at_once(
+    connection: AsyncConnection,
+    job: dict[str, Any],
+    status: dict[str, Any],
+    announce: tuple[str, RawEnvelope],
+) -> bool:
+    """A new request's row, its JobRequested (`announce`: routing key, envelope) in the outbox
+    and its status message's first (final) text, in one statement; False, and nothing written,
+    when the request exists already."""
+    routing_key, envelope = announce
+    values = {
+        **job,
+        "key": f"status:{job['request_id']}",
+        "payload": json.dumps(status),
+        "outbox_id": envelope.id,
+        "routing_key": routing_key,
+        "envelope": envelope.model_dump_json(),
+    }
+    return (await connection.execute(_REQUEST, values)).first() is not None
 
 
 class Users:
@@ -117,13 +143,6 @@ class Users:
 class Jobs:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
-
-    async def request(self, job: dict[str, Any], status: dict[str, Any]) -> bool:
-        """A new request's row and its status message's first (final) text, in one statement;
-        False, and nothing written, when the request exists already."""
-        connection = await self._session.connection()
-        values = {**job, "key": f"status:{job['request_id']}", "payload": json.dumps(status)}
-        return (await connection.execute(_REQUEST, values)).first() is not None
 
     async def by_request(self, request_id: uuid.UUID, *, lock: bool = False) -> GatewayJob | None:
         query = select(GatewayJob).where(GatewayJob.request_id == request_id)
