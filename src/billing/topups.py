@@ -48,7 +48,11 @@ class TopUps:
             log.warning("top-up %s: unknown package %r", event.request_id, event.package_id)
             uow.emit(self._failed(event, "unknown_package"))
             return
-        local = await self._open(event, package)
+        # In the message's own transaction: a second connection taken while this one is held
+        # can deadlock the pool. The fast path, which always runs first, has committed the
+        # pending row already (it is found here); should it not have, YooKassa's
+        # Idempotence-Key (from the request id) still makes one payment of every retry.
+        local = await self._open_in(uow.session, event, package)
         if local is None:
             log.warning("top-up %s: unknown account %s", event.request_id, event.user_id)
             uow.emit(self._failed(event, "unknown_account"))
@@ -70,11 +74,11 @@ class TopUps:
     ) -> bool:
         """The common top-up as the consumer's fast path: False leaves it to `request`.
 
-        `request` runs inside the message's unit of work, which holds a connection while
-        `_open` takes a second one; a burst of top-ups (redelivered after a broker restart)
-        could hold every pooled connection that way and wait for ever (seen under
-        `make chaos`). Here the pending row commits first, then YooKassa is called, then
-        the inbox mark and PaymentCreated commit: one connection at a time.
+        The pending row commits first (its own transaction), then YooKassa is called, then the
+        inbox mark and PaymentCreated commit: one connection at a time, and the fence of the
+        module docstring. `request`, the rest (refusals, repeats), works in the message's unit
+        of work alone: a second connection taken while one is held can hold every pooled
+        connection under a burst (seen under `make chaos`).
         """
         package = self.package(event.package_id)
         if package is None:
@@ -142,17 +146,22 @@ class TopUps:
     async def _open(self, event: TopUpRequested, package: TopUpPackage) -> LocalPayment | None:
         # Its own transaction, committed before YooKassa is called: see the module docstring.
         async with self._sessions() as session, session.begin():
-            if not (await accounts.state(session, event.user_id)).exists:
-                return None
-            return await payments.open_topup(
-                session,
-                request_id=event.request_id,
-                user_id=event.user_id,
-                amount_kopecks=package.amount_kopecks,
-                credits=package.credits,
-                currency=self._billing.currency,
-                description=f"top-up {package.package_id}: {package.credits} credits",
-            )
+            return await self._open_in(session, event, package)
+
+    async def _open_in(
+        self, session: AsyncSession, event: TopUpRequested, package: TopUpPackage
+    ) -> LocalPayment | None:
+        if not (await accounts.state(session, event.user_id)).exists:
+            return None
+        return await payments.open_topup(
+            session,
+            request_id=event.request_id,
+            user_id=event.user_id,
+            amount_kopecks=package.amount_kopecks,
+            credits=package.credits,
+            currency=self._billing.currency,
+            description=f"top-up {package.package_id}: {package.credits} credits",
+        )
 
     @staticmethod
     def _failed(event: TopUpRequested, reason: str, payment_id: int | None = None) -> PaymentFailed:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import payments
@@ -413,3 +414,53 @@ async def test_a_burst_of_topups_never_waits_for_a_second_connection(
 
         await eventually(all_created, timeout_s=20)
     assert len(fake_yookassa.payments) >= len(requests)
+
+
+async def test_repeated_topup_taps_take_the_general_path_without_a_second_connection(
+    settings: Settings,
+    sender: EventPublisher,
+    billing_sessions: Sessions,
+    fake_yookassa: YooKassaSandbox,
+) -> None:
+    """A top-up asked twice (a re-tapped button: the same request, another event) finds its
+    payment made: the fast path declines and the general use case runs in the message's unit
+    of work. With 2 pooled connections and 10 repeats at once it must not take a second
+    connection while holding that one (it did: every connection held, each waiting)."""
+    users = [await open_account(billing_sessions, balance=60) for _ in range(10)]
+    requests = [
+        TopUpRequested(
+            request_id=uuid.uuid4(),
+            user_id=user_id,
+            telegram_id=telegram_id,
+            chat_id=telegram_id,
+            package_id="small",
+        )
+        for user_id, telegram_id in users
+    ]
+    service = build(settings)
+    async with service.app:  # first the payments, with the default pool
+        for request in requests:
+            await send(sender, request)
+
+        async def created() -> bool:
+            found = await outbox(billing_sessions, "payment.created")
+            mine = {str(r.request_id) for r in requests}
+            return len([e for e in found if e["request_id"] in mine]) == len(requests)
+
+        await eventually(created, timeout_s=20)
+    settings.database = DatabaseSettings(url=settings.database.url, pool_size=2)
+    service = build(settings)
+    async with service.app:
+        repeats = [await send(sender, request) for request in requests]
+
+        async def all_handled() -> bool:
+            async with billing_sessions() as session:
+                found = await session.execute(
+                    text("SELECT count(*) FROM billing_inbox WHERE event_id = ANY(:ids)"),
+                    {"ids": [r.id for r in repeats]},
+                )
+                return found.scalar_one() == len(repeats)
+
+        await eventually(all_handled, timeout_s=20)
+    assert await created()  # and no second payment for any of them
+    assert len(fake_yookassa.payments) == len(requests)
