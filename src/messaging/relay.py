@@ -138,10 +138,9 @@ class OutboxRelay:
                 envelope.id,
                 exc,
             )
-            return
-        finally:
             self._in_flight_ids.discard(envelope.id)
-        self._confirmed.append(envelope.id)
+            return
+        self._confirmed.append(envelope.id)  # the sweep leaves it alone until it is marked
         self._confirmed_arrived.set()
 
     async def _mark_confirmed(self) -> None:
@@ -163,6 +162,7 @@ class OutboxRelay:
                         await connection.execute(self._mark_published, {"ids": ids})
                 except Exception as exc:
                     log.warning("outbox: marking %d published events failed: %r", len(ids), exc)
+                self._in_flight_ids.difference_update(ids)
             if self._stopping.is_set() and not self._in_flight and not self._confirmed:
                 return
 

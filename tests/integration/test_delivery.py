@@ -409,10 +409,10 @@ async def test_events_not_handed_over_are_swept_only_after_sweep_after_s(
 
 
 class SlowPublisher(EventPublisher):
-    """Confirms come half a second late, as on a saturated machine."""
+    """Confirms come a second late, as on a saturated machine."""
 
     async def publish_envelope(self, envelope: RawEnvelope, routing_key: str) -> None:
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0)
         await super().publish_envelope(envelope, routing_key)
 
 
@@ -426,7 +426,7 @@ async def test_the_sweep_leaves_what_memory_is_publishing(
     """A publish from memory slower than `sweep_after_s`: the sweep does not publish it too."""
     slow = SlowPublisher(broker, topology.events_exchange, source="test", timeout_s=10)
     relay = OutboxRelay(
-        sessions, DELIVERY, slow, OutboxSettings(poll_interval_s=0.05, sweep_after_s=0)
+        sessions, DELIVERY, slow, OutboxSettings(poll_interval_s=0.05, sweep_after_s=0.2)
     )
     relay.start()
     async with UnitOfWork(sessions, DELIVERY, source="test", on_commit=relay.committed) as uow:
