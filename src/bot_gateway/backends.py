@@ -7,7 +7,7 @@ import logging
 import time
 from typing import TypeVar
 
-from aiormq.exceptions import AMQPError
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from pydantic import BaseModel
 
 from contracts.rpc import (
@@ -49,7 +49,7 @@ class Backends:
         except RpcRefusedError as exc:
             log.warning("rpc %s refused: %s", request.method, exc)
             raise ServiceBusyError(request.method) from exc
-        except (AMQPError, ConnectionError) as exc:
+        except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
             log.warning("rpc %s: broker unreachable: %r", request.method, exc)
             raise ServiceBusyError(request.method) from exc
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiormq.exceptions import AMQPConnectionError
+from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
@@ -219,7 +219,12 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, DBAPIError):
         sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
         return error.connection_invalidated or sqlstate in TRANSIENT_SQLSTATES
-    return isinstance(error, (ConnectionError, TimeoutError, OSError, AMQPConnectionError))
+    # a channel closed under us (a broker restart) raises ChannelInvalidStateError, which
+    # aiormq derives from RuntimeError, not from its AMQP errors
+    return isinstance(
+        error,
+        (ConnectionError, TimeoutError, OSError, AMQPConnectionError, ChannelInvalidStateError),
+    )
 
 
 def _delivery_count(message: RabbitMessage) -> int:

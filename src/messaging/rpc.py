@@ -16,7 +16,7 @@ from typing import Any, TypeVar, cast
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
-from aiormq.exceptions import AMQPError
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from faststream.rabbit import Channel, RabbitBroker, RabbitQueue, RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import BaseModel, ValidationError
@@ -150,7 +150,7 @@ class RpcClient:
                     message, routing_key=self._topology.rpc_queue(request.method)
                 )
                 return
-            except (AMQPError, ConnectionError) as exc:
+            except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
                 log.warning("rpc %s: channel lost (%r); reconnecting", request.method, exc)
                 await self._drop(channel)
                 if attempt == 2:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiormq.exceptions import AMQPConnectionError
+from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -50,6 +50,7 @@ class PgError(Exception):
         (OperationalError("UPDATE", {}, PgError("23505")), False),  # unique violation
         (PoolTimeoutError("QueuePool limit reached"), True),
         (AMQPConnectionError("Connect call failed"), True),  # the broker restarting
+        (ChannelInvalidStateError("writer is None"), True),  # its channel closed under us
         (ValueError("a bug"), False),
         (KeyError("a bug"), False),
     ],
