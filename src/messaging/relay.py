@@ -103,11 +103,6 @@ class OutboxRelay:
             self._in_flight_ids.add(envelope.id)
             task.add_done_callback(self._in_flight.discard)
 
-    def notify(self) -> None:
-        """Rows were committed that this process cannot hand over: sweep now, not at the next
-        poll (and whatever the age of the rows)."""
-        self._wakeup.set()
-
     def start(self) -> None:
         self._stopping.clear()
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay-{self._outbox.name}")
@@ -274,10 +269,9 @@ class OutboxRelay:
                 await self._purge_quietly()
                 next_purge = loop.time() + PURGE_EVERY_S
             stopping = self._stopping.is_set()
-            notified = self._wakeup.is_set()
             self._wakeup.clear()
             # Rows handed over are on their way from memory; the sweep leaves them that long.
-            older_than_s = 0.0 if stopping or notified else self._settings.sweep_after_s
+            older_than_s = 0.0 if stopping else self._settings.sweep_after_s
             try:
                 result = await self.publish_pending(older_than_s)
             except Exception:
