@@ -366,17 +366,9 @@ async def test_a_commit_hands_its_events_over_published_at_once_and_marked(
         for step in range(5):
             uow.emit(progress(step))
         await uow.commit()
-    unsent = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
-    await eventually(lambda: _zero(sessions, unsent), timeout_s=5)
+    await all_sent(sessions)
     await relay.stop()
-    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
-    assert sorted(RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered) == [
-        0,
-        1,
-        2,
-        3,
-        4,
-    ]
+    assert sorted(await delivered_steps(amqp_url, topology)) == [0, 1, 2, 3, 4]
 
 
 async def test_events_not_handed_over_are_swept_only_after_sweep_after_s(
@@ -399,13 +391,11 @@ async def test_events_not_handed_over_are_swept_only_after_sweep_after_s(
     async with unit_of_work() as uow:  # committed, never handed over
         uow.emit(progress(7))
         await uow.commit()
-    unsent = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
     await asyncio.sleep(0.8)
-    assert await count(sessions, unsent) == 1
-    await eventually(lambda: _zero(sessions, unsent), timeout_s=5)
+    assert await count(sessions, UNSENT) == 1
+    await all_sent(sessions)
     await relay.stop()
-    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
-    assert [RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered] == [7]
+    assert await delivered_steps(amqp_url, topology) == [7]
 
 
 class SlowPublisher(EventPublisher):
@@ -432,11 +422,9 @@ async def test_the_sweep_leaves_what_memory_is_publishing(
     async with UnitOfWork(sessions, DELIVERY, source="test", on_commit=relay.committed) as uow:
         uow.emit(progress(5))
         await uow.commit()
-    unsent = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
-    await eventually(lambda: _zero(sessions, unsent), timeout_s=5)
+    await all_sent(sessions)
     await relay.stop()
-    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
-    assert [RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered] == [5]
+    assert await delivered_steps(amqp_url, topology) == [5]
 
 
 async def test_an_event_whose_publish_from_memory_fails_is_swept_later(
@@ -462,16 +450,27 @@ async def test_an_event_whose_publish_from_memory_fails_is_swept_later(
         uow.emit(progress(3))
         await uow.commit()
     await asyncio.sleep(0.2)
-    unsent = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
-    assert await count(sessions, unsent) == 1
-    await eventually(lambda: _zero(sessions, unsent), timeout_s=5)
+    assert await count(sessions, UNSENT) == 1
+    await all_sent(sessions)
     await relay.stop()
-    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
-    assert [RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered] == [3]
+    assert await delivered_steps(amqp_url, topology) == [3]
 
 
 async def _zero(sessions: async_sessionmaker[AsyncSession], sql: str) -> bool:
     return await count(sessions, sql) == 0
+
+
+UNSENT = "SELECT count(*) FROM jobs_outbox WHERE published_at IS NULL"
+
+
+async def all_sent(sessions: async_sessionmaker[AsyncSession]) -> None:
+    await eventually(lambda: _zero(sessions, UNSENT), timeout_s=5)
+
+
+async def delivered_steps(amqp_url: str, topology: Topology) -> list[int]:
+    """The steps of the JobProgress events that reached the gateway's queue, in order."""
+    delivered = await drain(amqp_url, topology.service_queues["bot_gateway"].name)
+    return [RawEnvelope.model_validate_json(m.body).data["step"] for m in delivered]
 
 
 async def test_graceful_shutdown_finishes_in_flight_messages_then_flushes_the_outbox(

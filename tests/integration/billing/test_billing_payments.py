@@ -381,6 +381,21 @@ async def _close_unbound(sessions: Sessions, payment_id: int) -> bool:
         return await payments.transition(session, payment_id, "failed", unbound_only=True)
 
 
+async def topup_requests(sessions: Sessions, how_many: int) -> list[TopUpRequested]:
+    """A small package asked for by each of `how_many` new accounts."""
+    users = [await open_account(sessions, balance=60) for _ in range(how_many)]
+    return [
+        TopUpRequested(
+            request_id=uuid.uuid4(),
+            user_id=user_id,
+            telegram_id=telegram_id,
+            chat_id=telegram_id,
+            package_id="small",
+        )
+        for user_id, telegram_id in users
+    ]
+
+
 async def test_a_burst_of_topups_never_waits_for_a_second_connection(
     settings: Settings,
     sender: EventPublisher,
@@ -391,17 +406,7 @@ async def test_a_burst_of_topups_never_waits_for_a_second_connection(
     connection while opening the pending row on another could leave both held by handlers
     waiting for a third, for ever (a broker restart's redelivered burst did, under chaos)."""
     settings.database = DatabaseSettings(url=settings.database.url, pool_size=2)
-    users = [await open_account(billing_sessions, balance=60) for _ in range(10)]
-    requests = [
-        TopUpRequested(
-            request_id=uuid.uuid4(),
-            user_id=user_id,
-            telegram_id=telegram_id,
-            chat_id=telegram_id,
-            package_id="small",
-        )
-        for user_id, telegram_id in users
-    ]
+    requests = await topup_requests(billing_sessions, 10)
     service = build(settings)
     async with service.app:
         for request in requests:
@@ -426,17 +431,7 @@ async def test_repeated_topup_taps_take_the_general_path_without_a_second_connec
     payment made: the fast path declines and the general use case runs in the message's unit
     of work. With 2 pooled connections and 10 repeats at once it must not take a second
     connection while holding that one (it did: every connection held, each waiting)."""
-    users = [await open_account(billing_sessions, balance=60) for _ in range(10)]
-    requests = [
-        TopUpRequested(
-            request_id=uuid.uuid4(),
-            user_id=user_id,
-            telegram_id=telegram_id,
-            chat_id=telegram_id,
-            package_id="small",
-        )
-        for user_id, telegram_id in users
-    ]
+    requests = await topup_requests(billing_sessions, 10)
     service = build(settings)
     async with service.app:  # first the payments, with the default pool
         for request in requests:
