@@ -9,7 +9,9 @@ it is still as read, marks the event handled only if the move applied, and write
 messages only if the mark is new. Each statement commits on its own; there is no BEGIN, COMMIT
 or ORM session. An event that changes nothing (a JobQueued overtaken by the start, say) is
 marked handled the same way, while the job is still as read. A job that moved between the read
-and the write (its events are handled side by side) is read again, a few times.
+and the write (its events are handled side by side) is read again, a few times. JobCreated,
+which says nothing to the user and as a rule finds its request still waiting, tries the write
+first on that guess: one statement.
 
 An event that overtook its JobCreated (they travel side by side) finds the job by its request:
 jobs gives every event about a job the request id as correlation id; it links the job then.
@@ -26,7 +28,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot_gateway.domain import Change, JobView
+from bot_gateway.domain import Change, JobState, JobView, Phase
 from bot_gateway.notifications import Notifications, request_of
 from bot_gateway.repository import JobMoves
 from contracts.envelope import RawEnvelope
@@ -49,12 +51,17 @@ class FastPaths:
         self._mail_committed = mail_committed
 
     async def created(self, event: JobCreated, cause: RawEnvelope) -> bool:
-        """The job linked to its request, priced."""
+        """The job linked to its request, priced. As a rule the request still waits for it
+        (nothing else happened yet), so that is written at once, without a read first."""
+        waiting = JobView(
+            event.request_id, event.chat_id, "", "", None, None, JobState(Phase.requested)
+        )
         return await self._move(
             cause,
             lambda job: self._notifications.on_created(job, event),
             request_id=event.request_id,
             link=(event.job_id, event.price),
+            expected=waiting,
         )
 
     async def queued(self, event: JobQueued, cause: RawEnvelope) -> bool:
@@ -85,12 +92,23 @@ class FastPaths:
         job_id: int | None = None,
         request_id: uuid.UUID | None = None,
         link: tuple[int, int | None] | None = None,
+        expected: JobView | None = None,
     ) -> bool:
+        """`expected`: the job as it most likely is, tried first with no read; a change that
+        would say anything needs the real row (its title, language), so it is read then."""
         if job_id is not None:
             request_id = request_of(cause)  # the job's request, should this overtake JobCreated
         async with self._engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
             moves = JobMoves(autocommit, edit_interval_s=self._notifications.edit_interval_s)
+            if expected is not None:
+                change = decide(expected) or Change(expected.state)
+                if (
+                    change.status is None
+                    and change.mail is None
+                    and await moves.apply(expected, change, cause.id, cause.type, link=link)
+                ):
+                    return True
             for _ in range(TRIES):
                 job = await moves.read(cause.id, job_id=job_id, request_id=request_id)
                 if job is None:

@@ -22,6 +22,7 @@ import aio_pika
 import pytest
 from aiogram.utils.i18n import I18n
 from prometheus_client import REGISTRY
+from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -405,3 +406,32 @@ async def test_an_event_that_changes_nothing_is_marked_handled_and_says_nothing(
     assert await handled(stack, late.id)
     now = (await state(stack, job), await outbound(stack, f"status:{job.request_id}"))
     assert now == settled
+
+
+async def test_job_created_for_a_waiting_request_is_one_statement(
+    stack: Stack, notifications: Notifications, gateway_engine: AsyncEngine
+) -> None:
+    """The common JobCreated finds its request still waiting: written at once, no read first;
+    a JobCreated that comes after the job moved on reads it and still only links it."""
+    statements: list[str] = []
+
+    def counted(*args: Any) -> None:
+        statements.append(args[2])
+
+    fast = FastPaths(gateway_engine, notifications, lambda: None)
+    job = await requested(stack, linked=False)
+    sqlalchemy_events.listen(gateway_engine.sync_engine, "before_cursor_execute", counted)
+    try:
+        assert await fast.created(created(job), wrapped(created(job)))
+        assert len(statements) == 1
+        assert await state(stack, job) == (job.job_id, "created", 7, 0, 0, 0)
+
+        late = await requested(stack, linked=False)
+        queued = story(late)[0]
+        assert await fast.queued(queued, about_request(queued, late))  # overtook JobCreated
+        statements.clear()
+        assert await fast.created(created(late), wrapped(created(late)))
+        assert len(statements) == 3  # the guess missed, then the read and the write
+        assert await state(stack, late) == (late.job_id, "queued", 7, 0, 0, 0)
+    finally:
+        sqlalchemy_events.remove(gateway_engine.sync_engine, "before_cursor_execute", counted)
