@@ -7,7 +7,6 @@ import logging
 import time
 from typing import TypeVar
 
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from pydantic import BaseModel
 
 from contracts.rpc import (
@@ -21,7 +20,7 @@ from contracts.rpc import (
     Request,
     TopUpPackages,
 )
-from messaging.rpc import RpcClient, RpcRefusedError
+from messaging.rpc import BROKER_TROUBLE, RpcClient, RpcRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ class Backends:
         except RpcRefusedError as exc:
             log.warning("rpc %s refused: %s", request.method, exc)
             raise ServiceBusyError(request.method) from exc
-        except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
+        except BROKER_TROUBLE as exc:
             log.warning("rpc %s: broker unreachable: %r", request.method, exc)
             raise ServiceBusyError(request.method) from exc
 

@@ -17,7 +17,6 @@ from bot_gateway.snapshot import KnownUser, current_snapshot
 from contracts.envelope import new_envelope
 from contracts.events import CreditsGrantRequested, JobCancelRequested, JobRequested, TopUpRequested
 from messaging.runtime import ServiceRuntime
-from messaging.unit_of_work import UnitOfWork
 
 REQUESTS = uuid.UUID("5b0f3c1e-8f9a-4c2e-9a57-2f4d7c1b9e60")
 """Namespace of the request ids derived from what the user tapped (uuid5)."""
@@ -76,12 +75,11 @@ class Conversation:
         mail_committed: Callable[[], None] = lambda: None,
     ) -> None:
         self._runtime = runtime
-        self._unit_of_work: Callable[[], UnitOfWork] = runtime.unit_of_work
         self._edit_interval_s = edit_interval_s
         self._mail_committed = mail_committed
 
     async def remember(self, customer: Customer, username: str | None) -> None:
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             await Users(uow.session).remember(
                 telegram_id=customer.telegram_id,
                 user_id=customer.user_id,
@@ -103,7 +101,7 @@ class Conversation:
             if found is None:
                 return None
             return Customer(telegram_id, found.user_id, found.chat_id, found.language)
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             user = await Users(uow.session).by_telegram_id(telegram_id)
             uow.session.expunge_all()  # read-only: keep what was loaded past the rollback
         if user is None:
@@ -161,14 +159,14 @@ class Conversation:
 
     async def job_of(self, customer: Customer, request_id: uuid.UUID) -> GatewayJob | None:
         """The user's own job; someone else's (a forged button) is None."""
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             job = await Jobs(uow.session).by_request(request_id)
             uow.session.expunge_all()
         return job if job is not None and job.telegram_id == customer.telegram_id else None
 
     async def cancel(self, customer: Customer, request_id: uuid.UUID) -> CancelOutcome:
         """JobCancelRequested for one of the user's own unfinished jobs."""
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             job = await Jobs(uow.session).by_request(request_id, lock=True)
             if job is None or job.telegram_id != customer.telegram_id:
                 return CancelOutcome.not_found
@@ -186,7 +184,7 @@ class Conversation:
         return CancelOutcome.requested
 
     async def active_jobs(self, customer: Customer) -> list[GatewayJob]:
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             jobs = await Jobs(uow.session).active_of(customer.telegram_id)
             uow.session.expunge_all()
         return jobs
@@ -198,7 +196,7 @@ class Conversation:
 
         Billing keeps one payment per request id, so repeated taps get the same payment.
         """
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             uow.emit(
                 TopUpRequested(
                     request_id=uuid.uuid5(
@@ -213,19 +211,19 @@ class Conversation:
             await uow.commit()
 
     async def credits(self, customer: Customer, limit: int) -> list[GatewayCredit]:
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             credits = await Credits(uow.session).recent(customer.telegram_id, limit)
             uow.session.expunge_all()
         return credits
 
     async def titles(self, job_ids: list[int]) -> dict[int, str]:
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             return await Jobs(uow.session).titles(job_ids)
 
     async def broadcast(self, text: str) -> int:
         """One message per reachable chat, through the sender and its limits."""
         broadcast_id = uuid.uuid4().hex
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             chats = await Users(uow.session).reachable_chats()
             mailbox = Mailbox(uow.session, edit_interval_s=self._edit_interval_s)
             for chat_id in chats:
@@ -239,7 +237,7 @@ class Conversation:
     async def grant(self, admin_telegram_id: int, order: GrantOrder) -> uuid.UUID:
         """CreditsGrantRequested: billing credits it once, through its ledger."""
         request_id = uuid.uuid4()
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             uow.emit(
                 CreditsGrantRequested(
                     request_id=request_id,
@@ -254,7 +252,7 @@ class Conversation:
         return request_id
 
     async def stats(self) -> tuple[int, int, int, int]:
-        async with self._unit_of_work() as uow:
+        async with self._runtime.unit_of_work() as uow:
             users = await Users(uow.session).count()
             today, active = await Jobs(uow.session).stats()
             pending = await Mailbox(uow.session, edit_interval_s=0).pending()

@@ -1,9 +1,10 @@
 """What each incoming event means to the user: the gateway's view of the job moves, and the
 message to show is committed to the mailbox in the same transaction (the sender delivers it).
 
-Events that name only a job id need the JobCreated that linked it to a request; if that has
-not been handled yet (another consumer is on it), the handler raises and the event comes back
-after a backoff.
+Events that name only a job id find the job by it or, when they overtook the JobCreated that
+links it, by their correlation id (the request id jobs gives every job event), and link it.
+A job unknown both ways raises (JobStarted and JobProgress are dropped instead), and the event
+comes back after a backoff.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Notifications:
     def _mailbox(self, uow: UnitOfWork) -> Mailbox:
         return Mailbox(uow.session, edit_interval_s=self.edit_interval_s)
 
-    async def _job(self, uow: UnitOfWork, job_id: int) -> GatewayJob:
+    async def _find(self, uow: UnitOfWork, job_id: int) -> GatewayJob | None:
         """The job, linked here and now when this event overtook its JobCreated: jobs gives
         every event about a job its request id as correlation id."""
         jobs = Jobs(uow.session)
@@ -76,6 +77,10 @@ class Notifications:
                 job.job_id = job_id
             elif job is not None:
                 job = None  # that request has another job: this event is not about it
+        return job
+
+    async def _job(self, uow: UnitOfWork, job_id: int) -> GatewayJob:
+        job = await self._find(uow, job_id)
         if job is None:
             raise JobNotLinkedYetError(f"job {job_id} is not linked to a request yet")
         return job
@@ -173,12 +178,12 @@ class Notifications:
         await self._apply(uow, job, self.on_queued(view_of(job), event))
 
     async def started(self, event: JobStarted, uow: UnitOfWork) -> None:
-        job = await Jobs(uow.session).by_job(event.job_id)
+        job = await self._find(uow, event.job_id)
         if job is not None:
             await self._apply(uow, job, self.on_started(view_of(job), event))
 
     async def progress(self, event: JobProgress, uow: UnitOfWork) -> None:
-        job = await Jobs(uow.session).by_job(event.job_id)
+        job = await self._find(uow, event.job_id)
         if job is not None:
             await self._apply(uow, job, self.on_progress(view_of(job), event))
 

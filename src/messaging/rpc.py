@@ -32,6 +32,10 @@ RequestT = TypeVar("RequestT", bound=Request)
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
 
+BROKER_TROUBLE = (AMQPError, ChannelInvalidStateError, ConnectionError)
+"""What a lost or restarting broker raises; aiormq's closed-channel error is a RuntimeError."""
+
+
 class RpcRefusedError(Exception):
     """The server answered with an error: bad request, unknown entity, ..."""
 
@@ -150,7 +154,7 @@ class RpcClient:
                     message, routing_key=self._topology.rpc_queue(request.method)
                 )
                 return
-            except (AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
+            except BROKER_TROUBLE as exc:
                 log.warning("rpc %s: channel lost (%r); reconnecting", request.method, exc)
                 await self._drop(channel)
                 if attempt == 2:
