@@ -2,8 +2,9 @@
 
 JobRequested, BalanceDebited, JobStarted and JobCompleted carry each job through jobs. The
 consumer tries these first (see `messaging.consumer.TransactionalConsumer`): the inbox mark
-shares a statement with the owner's lock, JobCreated is written in the statement that makes the
-job, and there is no ORM session. They take only the common case: a new request the domain
+shares a statement with the owner's lock (with the move itself for JobStarted, which needs no
+lock: one statement in all), JobCreated is written in the statement that makes the job, and
+there is no ORM session. They take only the common case: a new request the domain
 accepts, the debit of a job that awaits it, the start of the attempt just dispatched, the result
 of the attempt running. Anything else (a duplicate, a refusal, an unknown user, a job elsewhere,
 a stale attempt) rolls back and returns False, and the use cases of `jobs.lifecycle` handle the
@@ -137,25 +138,28 @@ class FastPaths:
         return True
 
     async def started(self, event: JobStarted, cause: RawEnvelope) -> bool:
-        """The start of the attempt just dispatched: the job is processing, on a deadline."""
+        """The start of the attempt just dispatched: the job is processing, on a deadline.
+
+        One autocommitted statement, without the owner's lock: a start changes nothing the
+        lock guards (the owner's jobs in flight stay as many, none is dispatched), and the
+        statement moves the job only while it is still as dispatched."""
         running = JobFacts(stage=Stage.dispatched, retry_count=event.attempt - 1)
-        async with self._unit(cause) as unit:
-            repository = JobsRepository(unit.connection)
-            if await repository.claim_and_lock_owner(cause, event.job_id) is None:
-                return False
-            move = domain.on_started(running, event.attempt)
-            if move is None or not await repository.move(
+        move = domain.on_started(running, event.attempt)
+        if move is None:
+            return False
+        async with self._runtime.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            moved = await JobsRepository(autocommit).move(
                 event.job_id,
                 running,
                 move.to,
                 reason=move.reason,
                 event_id=cause.id,
+                claiming=cause,
                 started_at=NOW,
                 deadline_at=FromNow(self._lifecycle.settings.processing_timeout_s),
-            ):
-                return False
-            await unit.commit()
-        return True
+            )
+        return moved is not None
 
     async def completed(self, event: JobCompleted, cause: RawEnvelope) -> bool:
         """The result of the attempt running: the job is done, JobSucceeded says so, and the

@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, TextClause, func, select, text, update
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from contracts.envelope import RawEnvelope
@@ -292,10 +293,19 @@ class FromNow:
 NOW = FromNow()
 
 
+_CLAIM_MOVED = f""", claimed AS (
+            INSERT INTO {INBOX.name} (event_id, event_type)
+            SELECT CAST(:event_id AS uuid), :event_type FROM moved
+        )"""
+"""No ON CONFLICT: a mark taken already fails the whole statement, the move with it."""
+UNIQUE_VIOLATION = "23505"
+
+
 @functools.cache
-def _move_shape(to: Stage, columns: tuple[tuple[str, bool], ...]) -> TextClause:
+def _move_shape(to: Stage, columns: tuple[tuple[str, bool], ...], *, claim: bool) -> TextClause:
     """The statement of one kind of move: the job's update, guarded by the facts the move was
-    decided on, and its transition; one per shape, so it is built and compiled once."""
+    decided on, and its transition (with `claim`, the event's inbox mark too, written only if
+    the move applied); one per shape, so it is built and compiled once."""
     sets = [
         f"{name} = now() + make_interval(secs => CAST(:set_{name} AS double precision))"
         if from_now
@@ -314,18 +324,20 @@ def _move_shape(to: Stage, columns: tuple[tuple[str, bool], ...]) -> TextClause:
             SELECT id, :from_stage, :to_stage, CAST(:attempt AS integer), :reason,
                    CAST(:event_id AS uuid)
             FROM moved
-        )
+        ){_CLAIM_MOVED if claim else ""}
         SELECT id, user_id, chat_id, request_id FROM moved
         """
     )
 
 
-def _move_statement(to: Stage, changes: dict[str, object]) -> TextClause:
+def _move_statement(to: Stage, changes: dict[str, object], *, claim: bool) -> TextClause:
     unknown = set(changes) - set(JOBS.c.keys()) - {"stage", "status", "updated_at"}
     if unknown or {"stage", "status", "updated_at"} & set(changes):
         raise ValueError(f"a move cannot set {sorted(changes)}")
     return _move_shape(
-        to, tuple((name, isinstance(value, FromNow)) for name, value in changes.items())
+        to,
+        tuple((name, isinstance(value, FromNow)) for name, value in changes.items()),
+        claim=claim,
     )
 
 
@@ -484,14 +496,17 @@ class JobsRepository:
         *,
         reason: str,
         event_id: uuid.UUID | None,
+        claiming: RawEnvelope | None = None,
         **changes: object,
     ) -> Moved | None:
         """Change the job's stage (and the seed's status with it) and record the transition,
         in one statement, if the job is still as `facts` say (the facts its move was decided
         on); None, and nothing changed, if it is not.
 
-        `changes` are further columns; a `FromNow` value is computed by the database."""
-        statement = _move_statement(to, changes)
+        With `claiming`, the same statement marks that event handled; None, and nothing
+        changed, if it was handled already. `changes` are further columns; a `FromNow` value
+        is computed by the database."""
+        statement = _move_statement(to, changes, claim=claiming is not None)
         values: dict[str, object] = {
             "job_id": job_id,
             "from_stage": facts.stage.value,
@@ -503,7 +518,14 @@ class JobsRepository:
         }
         for name, value in changes.items():
             values[f"set_{name}"] = value.seconds if isinstance(value, FromNow) else value
-        row = (await self.connection.execute(statement, values)).first()
+        if claiming is not None:
+            values["event_id"], values["event_type"] = claiming.id, claiming.type
+        try:
+            row = (await self.connection.execute(statement, values)).first()
+        except IntegrityError as exc:
+            if claiming is None or getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
+                raise
+            return None  # handled already
         return None if row is None else Moved(row.id, row.user_id, row.chat_id, row.request_id)
 
     async def note_debited(self, job_id: int, now: datetime) -> None:

@@ -1,5 +1,5 @@
-"""The fast paths of JobRequested and BalanceDebited keep every rule of the general ones:
-exactly-once effects, the causing event on each transition, the per-user cap under
+"""The fast paths of JobRequested, BalanceDebited and JobStarted keep every rule of the general
+ones: exactly-once effects, the causing event on each transition, the per-user cap under
 concurrency, and prices as the catalog says at the moment of the request."""
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from contracts.envelope import new_envelope
 from contracts.events import (
     BalanceDebited,
     JobCreated,
@@ -22,7 +24,9 @@ from contracts.events import (
     JobRejectReason,
     JobRequested,
     JobRequestRejected,
+    JobStarted,
 )
+from contracts.topology import Topology
 from support.jobs_harness import EDIT_IMAGE, EventLog, JobsPlayer
 from support.messaging import eventually
 
@@ -167,3 +171,84 @@ async def test_a_request_is_priced_as_the_catalog_says_at_that_moment(
     assert (before.price, after.price) == (30, 45)
     assert dispatched.prompt == "Retouch gently"
     assert rejected.reason is JobRejectReason.unknown_preset
+
+
+async def stage_of(sessions: Sessions, job_id: int) -> str:
+    ((stage,),) = await rows(sessions, "SELECT stage FROM jobs WHERE id = :job", job=job_id)
+    return str(stage)
+
+
+async def test_a_start_moves_the_job_once_in_one_statement_naming_its_event(
+    jobs: None, player: JobsPlayer, jobs_sessions: Sessions
+) -> None:
+    created = await player.submit_paid(7, preset_id=PRESET)
+    await player.dispatched(created.job_id)
+    started = await player.start(created.job_id)
+    await eventually(lambda: _stage_is(jobs_sessions, created.job_id, "processing"))
+    moved = await rows(
+        jobs_sessions,
+        "SELECT from_stage, to_stage, attempt, event_id FROM job_transitions "
+        "WHERE job_id = :job AND to_stage = 'processing'",
+        job=created.job_id,
+    )
+    ((deadline,),) = await rows(
+        jobs_sessions,
+        "SELECT deadline_at - started_at FROM jobs WHERE id = :job",
+        job=created.job_id,
+    )
+
+    await player.publisher.publish_envelope(started, started.type)  # delivered again
+    await player.start(created.job_id, attempt=2)  # an attempt never dispatched
+    await asyncio.sleep(0.3)
+
+    assert moved == [("dispatched", "processing", 1, started.id)]
+    assert deadline.total_seconds() > 0  # the processing timeout runs from the start
+    assert await inbox_holds(jobs_sessions, started.id)
+    assert await rows(
+        jobs_sessions,
+        "SELECT count(*) FROM job_transitions WHERE job_id = :job AND to_stage = 'processing'",
+        job=created.job_id,
+    ) == [(1,)]
+
+
+async def test_a_start_whose_mark_is_taken_moves_nothing(
+    jobs: None, player: JobsPlayer, jobs_sessions: Sessions, topology: Topology
+) -> None:
+    """The move and the inbox mark are one statement: a mark taken already (the event was
+    handled, whatever the job looks like now) undoes the move with it."""
+    created = await player.submit_paid(8, preset_id=PRESET)
+    dispatched = await player.dispatched(created.job_id)
+    started = JobStarted(
+        job_id=created.job_id, attempt=dispatched.attempt, runner_id="r", total_steps=1
+    )
+    envelope = new_envelope(started, source="gpu_runner")
+    async with jobs_sessions() as session, session.begin():
+        await session.execute(
+            text("INSERT INTO jobs_inbox (event_id, event_type) VALUES (:id, :type)"),
+            {"id": envelope.id, "type": envelope.type},
+        )
+    queue = topology.service_queues["jobs"].name
+    skipped = duplicates_skipped(queue)
+
+    await player.publisher.publish_envelope(envelope, started.routing_key())
+    await eventually(lambda: _more_than(duplicates_skipped(queue), skipped))
+
+    assert await stage_of(jobs_sessions, created.job_id) == "dispatched"
+    assert await rows(
+        jobs_sessions,
+        "SELECT count(*) FROM job_transitions WHERE job_id = :job AND to_stage = 'processing'",
+        job=created.job_id,
+    ) == [(0,)]
+
+
+def duplicates_skipped(queue: str) -> float:
+    labels = {"queue": queue, "event_type": "job.started", "outcome": "duplicate"}
+    return REGISTRY.get_sample_value("imagebot_messages_consumed_total", labels) or 0.0
+
+
+async def _more_than(value: float, than: float) -> bool:
+    return value > than
+
+
+async def _stage_is(sessions: Sessions, job_id: int, stage: str) -> bool:
+    return await stage_of(sessions, job_id) == stage
