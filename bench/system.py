@@ -18,9 +18,10 @@ one job actually took (counted from the services' metrics and PostgreSQL's stati
 The sandbox does not enforce Telegram's 30 messages/s (a bot can buy more with paid broadcasts),
 so the gateway's global rate is raised to 1,000/s; the 1 s per chat stays, as Telegram asks.
 
-The observer binds only to JobCreated, JobStarted and JobCompleted (three extra deliveries per
-job); `--hops` binds it to every event of the chain and prints p50/p99 hop by hop, at the price
-of ~9 extra deliveries per job that RabbitMQ and the bench process pay (it slows the system).
+The observer binds only to JobStarted and JobCompleted (two extra deliveries per job; which
+chat a job is for it reads from the jobs table afterwards); `--hops` binds it to every event of
+the chain and prints p50/p99 hop by hop, at the price of ~8 more deliveries per job that
+RabbitMQ and the bench process pay (it slows the system).
 
     make bench                  # or: python bench/system.py --jobs 1000 --rate 50 [--hops]
 """
@@ -217,60 +218,70 @@ HOPS = (
 
 
 class Observer:
-    """Listens to the job events on the bus: when each chat's job reached each stage."""
+    """Listens to the job events on the bus: when each job (each chat) reached each stage.
+
+    Events name their job; which chat a job is for comes from the jobs table after the run
+    (`link`), so the observer needs no JobCreated delivery of its own."""
 
     def __init__(self) -> None:
-        self._chat_of_request: dict[str, int] = {}
-        self._chat_of_job: dict[int, int] = {}
-        self.times: dict[int, dict[str, float]] = {}  # chat -> event type -> wall time
+        self._by_job: dict[int, dict[str, float]] = {}
+        self._job_of_chat: dict[int, int] = {}
+        self.times: dict[int, dict[str, float]] = {}  # chat -> stage -> wall time
         self.hops = False
 
     async def start(
         self, amqp_url: str, namespace: str, *, hops: bool
     ) -> aio_pika.abc.AbstractConnection:
-        """Bind to what it needs: JobCreated, JobStarted and JobCompleted; with `hops`,
-        every event of the chain. Each binding is one more delivery per job for RabbitMQ and
-        this process, load the system under test would not have."""
+        """Bind to what it needs: JobStarted and JobCompleted; with `hops`, every event of the
+        chain. Each binding is one more delivery per job for RabbitMQ and this process, load
+        the system under test would not have."""
         topology = build_topology(namespace)
         connection = await aio_pika.connect(amqp_url)
         channel = await connection.channel()
         exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         self.hops = hops
-        keys = (
-            {a for a, _ in HOPS} | {b for _, b in HOPS}
-            if hops
-            else {"job.created", "job.started", "job.completed"}
-        )
+        keys = {a for a, _ in HOPS} | {b for _, b in HOPS} if hops else MEASURED
         for key in keys:
             if "." in key:
                 await queue.bind(exchange, routing_key=f"{key}.#")
         await queue.consume(self._on, no_ack=True)
         return connection
 
+    def link(self, job_of_chat: dict[int, int]) -> None:
+        self._job_of_chat.update(job_of_chat)
+
     def stage(self, chat: int, name: str) -> float | None:
-        return self.times.get(chat, {}).get(name)
+        at = self.times.get(chat, {}).get(name)
+        if at is None and (job := self._job_of_chat.get(chat)) is not None:
+            at = self._by_job.get(job, {}).get(name)
+        return at
 
     def mark(self, chat: int, name: str, at: float) -> None:
         self.times.setdefault(chat, {}).setdefault(name, at)
 
     async def _on(self, message: AbstractIncomingMessage) -> None:
         envelope = RawEnvelope.model_validate_json(message.body)
-        data = envelope.data
-        chat: int | None
-        if envelope.type == "job.requested":
-            chat = int(data["chat_id"])
-            self._chat_of_request[str(data["request_id"])] = chat
-        elif envelope.type == "job.created":
-            chat = self._chat_of_request.get(str(data["request_id"]), int(data["chat_id"]))
-            self._chat_of_job[int(data["job_id"])] = chat
-        else:
-            chat = self._chat_of_job.get(int(data["job_id"]))
-            if chat is None:  # created is published first; a redelivery may come late
-                await asyncio.sleep(0.05)
-                chat = self._chat_of_job.get(int(data["job_id"]))
-        if chat is not None:
-            self.mark(chat, envelope.type, envelope.time.timestamp())
+        data, at = envelope.data, envelope.time.timestamp()
+        if "job_id" in data:
+            self._by_job.setdefault(int(data["job_id"]), {}).setdefault(envelope.type, at)
+        else:  # job.requested: no job yet
+            self.mark(int(data["chat_id"]), envelope.type, at)
+
+
+MEASURED = {"job.started", "job.completed"}
+
+
+async def jobs_of(dsn: str, chats: set[int]) -> dict[int, int]:
+    """Each chat's job (a bench user makes one)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT chat_id, id FROM jobs WHERE chat_id = ANY($1::bigint[])", list(chats)
+        )
+    finally:
+        await connection.close()
+    return {row["chat_id"]: row["id"] for row in rows}
 
 
 async def prepare(stack: SandboxStack, count: int, photo: bytes) -> list[tuple[SandboxUser, Call]]:
@@ -329,6 +340,7 @@ async def tap_all(users: list[tuple[SandboxUser, Call]], rate: float | None) -> 
 
 async def measured(
     label: str,
+    dsn: str,
     stack: SandboxStack,
     observer: Observer,
     users: list[tuple[SandboxUser, Call]],
@@ -342,6 +354,7 @@ async def measured(
     if missing:
         raise SystemExit(f"{label}: {missing} of {len(chats)} jobs never delivered")
     await asyncio.sleep(0.5)  # the last events reach the observer
+    observer.link(await jobs_of(dsn, chats))
     for chat in chats:
         observer.mark(chat, "tap", tapped[chat])
         observer.mark(chat, "photo", photos[chat])
@@ -401,7 +414,7 @@ async def main(args: argparse.Namespace) -> None:
             print(f"prepared in {time.monotonic() - began:.1f} s")
 
             _, start_ms, deliver_ms = await measured(
-                "latency", stack, observer, users[:latency_users], args.rate
+                "latency", dsn, stack, observer, users[:latency_users], args.rate
             )
             print(
                 f"at {args.rate:.0f} jobs/s for {args.seconds:.0f} s ({latency_users} jobs): "
@@ -416,7 +429,7 @@ async def main(args: argparse.Namespace) -> None:
             commits_before = await commits(dsn, name)
             cpu_before = cpu_seconds(stack)
             jobs_per_s, _, _ = await measured(
-                "throughput", stack, observer, users[latency_users:], None
+                "throughput", dsn, stack, observer, users[latency_users:], None
             )
             cpu_after = cpu_seconds(stack)
             await asyncio.sleep(3)  # the last progress and delivery events settle
