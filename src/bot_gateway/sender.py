@@ -36,6 +36,9 @@ from bot_gateway.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 300.0
+PACE_S = 0.02
+"""Claims, and writes of marks, at most this often: under load each statement takes what
+gathered in 20 ms instead of a row or two, and a chat waits 1 s between messages anyway."""
 
 # Due rows of chats holding no live lease, oldest first. The busy chats are one hashed set
 # (NOT IN), not a lookup per candidate; the walk in id order covers unsent rows only (0010).
@@ -151,7 +154,11 @@ class OutboundSender:
             await session.execute(_PURGE, {"days": older_than_days})
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_claim = -PACE_S
         while not self._stopping.is_set():
+            await asyncio.sleep(max(0.0, last_claim + PACE_S - loop.time()))
+            last_claim = loop.time()
             self._wake.clear()
             room = min(self._settings.batch_size, self._max_in_hand - self._in_hand)
             claimed: list[Outbound] = []
@@ -168,9 +175,12 @@ class OutboundSender:
         await self._finish_in_hand()
 
     async def _claim(self, limit: int) -> list[Outbound]:
-        async with self._sessions() as session, session.begin():
+        async with self._sessions() as session:
+            connection = await session.connection(
+                execution_options={"isolation_level": "AUTOCOMMIT"}  # one statement, atomic
+            )
             rows = (
-                await session.execute(_CLAIM, {"lease": self._settings.lease_s, "limit": limit})
+                await connection.execute(_CLAIM, {"lease": self._settings.lease_s, "limit": limit})
             ).mappings()
             # New messages first, in order; edits (of messages already there) after them: a
             # result and its status message's final edit are due together, and the result is
@@ -251,6 +261,8 @@ class OutboundSender:
             if self._stopping.is_set() and self._task is not None and self._task.done():
                 await self._write_marks()
                 return
+            if not self._stopping.is_set():
+                await asyncio.sleep(PACE_S)
 
     async def _write_marks(self) -> None:
         """Everything sent since the last write, in one autocommitted statement. Should it fail
