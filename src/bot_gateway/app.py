@@ -26,6 +26,7 @@ from bot_gateway.middlewares import AccountMiddleware, FloodMiddleware, Language
 from bot_gateway.models import DELIVERY
 from bot_gateway.notifications import Notifications
 from bot_gateway.rate_limited import RateLimitedRequests
+from bot_gateway.recent_jobs import RecentJobs
 from bot_gateway.routers import feature_routers
 from bot_gateway.sender import OutboundSender
 from bot_gateway.settings import (
@@ -119,8 +120,12 @@ def build(
         timeout_s=settings.broker.rpc_timeout_s,
     )
     backends = Backends(rpc, catalog_ttl_s=settings.conversation.catalog_ttl_s)
+    recent_jobs = RecentJobs()
     conversation = Conversation(
-        runtime, edit_interval_s=delivery.edit_interval_s, mail_committed=sender.notify
+        runtime,
+        edit_interval_s=delivery.edit_interval_s,
+        mail_committed=sender.notify,
+        recent_jobs=recent_jobs,
     )
     i18n = I18n(path=LOCALES, default_locale=settings.telegram.default_language, domain="messages")
     notifications = Notifications(
@@ -128,7 +133,7 @@ def build(
         default_language=settings.telegram.default_language,
         edit_interval_s=delivery.edit_interval_s,
     )
-    register_handlers(runtime, notifications, backends, sender.notify)
+    register_handlers(runtime, notifications, backends, sender.notify, recent_jobs)
     runtime.every(
         3600.0, "purge_outbound", lambda: sender.purge_sent(settings.outbox.retention_days)
     )

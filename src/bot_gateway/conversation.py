@@ -10,8 +10,9 @@ from enum import Enum
 from typing import Any
 
 from bot_gateway import texts
-from bot_gateway.domain import FINISHED, GrantOrder, Phase
+from bot_gateway.domain import FINISHED, GrantOrder, JobState, JobView, Phase
 from bot_gateway.models import GatewayCredit, GatewayJob
+from bot_gateway.recent_jobs import RecentJobs
 from bot_gateway.repository import Credits, Jobs, Mailbox, Users, request_at_once
 from bot_gateway.snapshot import KnownUser, current_snapshot
 from contracts.envelope import new_envelope
@@ -73,10 +74,12 @@ class Conversation:
         *,
         edit_interval_s: float,
         mail_committed: Callable[[], None] = lambda: None,
+        recent_jobs: RecentJobs | None = None,
     ) -> None:
         self._runtime = runtime
         self._edit_interval_s = edit_interval_s
         self._mail_committed = mail_committed
+        self._recent_jobs = recent_jobs if recent_jobs is not None else RecentJobs()
 
     async def remember(self, customer: Customer, username: str | None) -> None:
         async with self._runtime.unit_of_work() as uow:
@@ -153,6 +156,18 @@ class Conversation:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
             if not await request_at_once(autocommit, job, status, announce):
                 return request_id
+        self._recent_jobs.moved(  # the job's events find it here, with no read
+            JobView(
+                request_id,
+                customer.chat_id,
+                customer.language,
+                draft.title[:200],
+                draft.price,
+                status_message_id,
+                JobState(Phase.requested),
+            ),
+            JobState(Phase.requested),
+        )
         self._runtime.relay.committed([announce])
         self._mail_committed()
         return request_id

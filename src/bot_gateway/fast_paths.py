@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot_gateway.domain import Change, JobState, JobView, Phase
 from bot_gateway.notifications import Notifications, request_of
+from bot_gateway.recent_jobs import RecentJobs
 from bot_gateway.repository import JobMoves
 from contracts.envelope import RawEnvelope
 from contracts.events import JobCreated, JobProgress, JobQueued, JobStarted, JobSucceeded
@@ -45,10 +46,12 @@ class FastPaths:
         engine: AsyncEngine,
         notifications: Notifications,
         mail_committed: Callable[[], None],
+        recent: RecentJobs,
     ) -> None:
         self._engine = engine
         self._notifications = notifications
         self._mail_committed = mail_committed
+        self._recent = recent
 
     async def created(self, event: JobCreated, cause: RawEnvelope) -> bool:
         """The job linked to its request, priced. As a rule the request still waits for it
@@ -94,14 +97,25 @@ class FastPaths:
         link: tuple[int, int | None] | None = None,
         expected: JobView | None = None,
     ) -> bool:
-        """`expected`: the job as it most likely is, tried first with no read; a change that
-        would say anything needs the real row (its title, language), so it is read then."""
+        """The job as this process last left it (`RecentJobs`), tried first with no read;
+        else `expected`, the job as it most likely is, which has no title or language: a
+        change that would say anything reads the real row then."""
         if job_id is not None:
             request_id = request_of(cause)  # the job's request, should this overtake JobCreated
         async with self._engine.connect() as connection:
             autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
             moves = JobMoves(autocommit, edit_interval_s=self._notifications.edit_interval_s)
-            if expected is not None:
+            recent = self._recent.get(request_id) if request_id is not None else None
+            if recent is not None and job_id is not None and recent.job_id not in (None, job_id):
+                recent = None  # a job other than this event's: read the row
+            if recent is not None:
+                linking = link
+                if linking is None and job_id is not None and recent.job_id is None:
+                    linking = (job_id, None)
+                change = decide(recent) or Change(recent.state)
+                if await moves.apply(recent, change, cause.id, cause.type, link=linking):
+                    return self._applied(recent, change, linking)
+            elif expected is not None:  # a bare guess: no title or language to word a text
                 change = decide(expected) or Change(expected.state)
                 if (
                     change.status is None
@@ -117,9 +131,11 @@ class FastPaths:
                 if job_id is not None and job.job_id is None:
                     link = (job_id, None)  # linked by this event; JobCreated brings the price
                 if await moves.apply(job, change, cause.id, cause.type, link=link):
-                    break
-            else:
-                return False
+                    return self._applied(job, change, link)
+        return False
+
+    def _applied(self, job: JobView, change: Change, link: tuple[int, int | None] | None) -> bool:
+        self._recent.moved(job, change.to, link=link)
         if change.status is not None or change.mail is not None:
             self._mail_committed()
         return True

@@ -10,6 +10,7 @@ from sqlalchemy import event as orm_event
 from bot_gateway.backends import Backends
 from bot_gateway.fast_paths import FastPaths
 from bot_gateway.notifications import Notifications
+from bot_gateway.recent_jobs import RecentJobs
 from contracts.envelope import Event
 from contracts.events import (
     BalanceRefunded,
@@ -42,6 +43,7 @@ def register_handlers(
     notifications: Notifications,
     backends: Backends,
     mail_committed: Callable[[], None],
+    recent_jobs: RecentJobs,
 ) -> None:
     def wake_sender_after_commit(use_case: UseCase) -> UseCase:
         async def handle(event: Any, uow: UnitOfWork) -> None:
@@ -68,7 +70,7 @@ def register_handlers(
         CreditsGranted: notifications.credits_granted,
         CreditsGrantRefused: notifications.grant_refused,
     }
-    fast = FastPaths(runtime.engine, notifications, mail_committed)
+    fast = FastPaths(runtime.engine, notifications, mail_committed, recent_jobs)
     fast_paths: dict[type[Event], FastPath] = {
         JobCreated: fast.created,
         JobQueued: fast.queued,

@@ -27,8 +27,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot_gateway.app import LOCALES
+from bot_gateway.domain import JobState, JobView, Phase
 from bot_gateway.fast_paths import FastPaths
 from bot_gateway.notifications import Notifications
+from bot_gateway.recent_jobs import RecentJobs
 from bot_gateway.repository import JobMoves
 from contracts.envelope import Event, RawEnvelope, new_envelope
 from contracts.events import JobCreated, JobProgress, JobQueued, JobStarted, JobSucceeded
@@ -64,7 +66,9 @@ def fast(stack: Stack, notifications: Notifications) -> FastPaths:
     result = stack.store_root / RESULT
     result.parent.mkdir(parents=True, exist_ok=True)
     result.write_bytes(image_bytes((32, 32), "PNG"))
-    return FastPaths(stack.gateway.runtime.engine, notifications, stack.gateway.sender.notify)
+    return FastPaths(
+        stack.gateway.runtime.engine, notifications, stack.gateway.sender.notify, RecentJobs()
+    )
 
 
 def engine_of(stack: Stack) -> AsyncEngine:
@@ -127,8 +131,10 @@ def wrapped(event: Event) -> RawEnvelope:
     return new_envelope(event, source="jobs")
 
 
-def by_fast_path(fast: FastPaths, event: Event) -> Awaitable[bool]:
-    """The fast path of `event`, in an envelope of its own."""
+def by_fast_path(
+    fast: FastPaths, event: Event, cause: RawEnvelope | None = None
+) -> Awaitable[bool]:
+    """The fast path of `event`, in `cause` or an envelope of its own."""
     paths: dict[str, Callable[[Any, RawEnvelope], Awaitable[bool]]] = {
         "job.created": fast.created,
         "job.queued": fast.queued,
@@ -136,7 +142,7 @@ def by_fast_path(fast: FastPaths, event: Event) -> Awaitable[bool]:
         "job.progress": fast.progress,
         "job.succeeded": fast.succeeded,
     }
-    return paths[event.event_type](event, wrapped(event))
+    return paths[event.event_type](event, cause or wrapped(event))
 
 
 async def by_general_path(stack: Stack, notifications: Notifications, cause: RawEnvelope) -> None:
@@ -418,7 +424,8 @@ async def test_job_created_for_a_waiting_request_is_one_statement(
     def counted(*args: Any) -> None:
         statements.append(args[2])
 
-    fast = FastPaths(gateway_engine, notifications, lambda: None)
+    fast = FastPaths(gateway_engine, notifications, lambda: None, RecentJobs())
+    elsewhere = FastPaths(gateway_engine, notifications, lambda: None, RecentJobs())
     job = await requested(stack, linked=False)
     sqlalchemy_events.listen(gateway_engine.sync_engine, "before_cursor_execute", counted)
     try:
@@ -428,10 +435,76 @@ async def test_job_created_for_a_waiting_request_is_one_statement(
 
         late = await requested(stack, linked=False)
         queued = story(late)[0]
-        assert await fast.queued(queued, about_request(queued, late))  # overtook JobCreated
+        # overtook JobCreated, handled by another replica
+        assert await elsewhere.queued(queued, about_request(queued, late))
         statements.clear()
         assert await fast.created(created(late), wrapped(created(late)))
         assert len(statements) == 3  # the guess missed, then the read and the write
         assert await state(stack, late) == (late.job_id, "queued", 7, 0, 0, 0)
     finally:
         sqlalchemy_events.remove(gateway_engine.sync_engine, "before_cursor_execute", counted)
+
+
+def as_requested(job: Job) -> JobView:
+    """The job as the gateway's Start left it in `RecentJobs` (see `Conversation.request_job`)."""
+    return JobView(
+        job.request_id,
+        job.chat_id,
+        job.language,
+        "Эскиз",
+        7,
+        job.message_id,
+        JobState(Phase.requested),
+    )
+
+
+async def test_a_job_this_process_moved_last_moves_on_in_one_statement_per_event(
+    stack: Stack, notifications: Notifications, gateway_engine: AsyncEngine
+) -> None:
+    """Its Start left the job in `RecentJobs`: each event after it is one write, no read,
+    worded as the general path words it."""
+    statements: list[str] = []
+
+    def counted(*args: Any) -> None:
+        statements.append(args[2])
+
+    recent = RecentJobs()
+    fast = FastPaths(gateway_engine, notifications, lambda: None, recent)
+    job = await requested(stack, linked=False)
+    recent.moved(as_requested(job), JobState(Phase.requested))
+    sqlalchemy_events.listen(gateway_engine.sync_engine, "before_cursor_execute", counted)
+    try:
+        assert await fast.created(created(job), about_request(created(job), job))
+        for event in story(job):
+            assert await by_fast_path(fast, event, about_request(event, job))
+    finally:
+        sqlalchemy_events.remove(gateway_engine.sync_engine, "before_cursor_execute", counted)
+
+    assert len(statements) == 1 + len(story(job))
+    assert all(statement.lstrip().startswith("WITH moved AS") for statement in statements)
+    assert await state(stack, job) == (job.job_id, "completed", 7, 1, 2, 3)
+    assert "готово" in (await outbound(stack, f"status:{job.request_id}"))[0]["text"].lower()
+    assert await mailed(stack, f"result:{job.job_id}") is not None
+    assert recent.get(job.request_id) is None  # finished: nothing more to guess
+
+
+async def test_a_guess_that_missed_reads_the_job_and_moves_it_as_it_is(
+    stack: Stack, fast: FastPaths, notifications: Notifications
+) -> None:
+    """The job moved without this process (another replica, the general path): the write on
+    the guess applies nothing, and the read that follows finds the job as it is."""
+    job = await requested(stack)
+    queued, started = story(job)[:2]
+    recent = RecentJobs()
+    recent.moved(as_requested(job), JobState(Phase.created), link=(job.job_id, 7))
+    guessing = FastPaths(engine_of(stack), notifications, lambda: None, recent)
+    await by_general_path(stack, notifications, wrapped(started))  # it runs: the guess is stale
+
+    late = about_request(queued, job)
+    assert await guessing.queued(queued, late)
+
+    assert await handled(stack, late.id)
+    assert await state(stack, job) == (job.job_id, "running", 7, 1, 0, 3)  # no step back
+    remembered = recent.get(job.request_id)
+    assert remembered is not None
+    assert remembered.state == JobState(Phase.running, 1, 0, 3)
