@@ -187,8 +187,8 @@ def run(app: ASGIApp, settings: ServiceSettings | None = None) -> None:
 
 GC_THRESHOLDS = (50_000, 50, 100)
 """Python's default (2000, 10, 10) runs a young collection every 2,000 net allocations: every
-few messages here, each walking what imports left behind. Measured by `make bench`: about 8 %
-less CPU per job in the gateway, 4 % in all (the collections still run, just far fewer)."""
+few messages here. Measured with `bench/system.py`: about 8 % less CPU per job in the gateway,
+3–5 % in all (the collections still run, far fewer of them)."""
 
 
 def _tune_garbage_collector() -> None:
