@@ -1,17 +1,18 @@
-"""The common case of the job events every request brings, in two statements and no
-transaction around them.
+"""The common case of the job events every request brings, in one statement (two when the job
+must be read first) and no transaction around them.
 
 JobCreated, JobQueued, JobStarted, JobProgress and JobSucceeded arrive for every job. The
-consumer tries these first (see `messaging.consumer.TransactionalConsumer`): one read of the job
-that also tells whether the event was handled, the change decided and worded by `Notifications`
-as the general use cases do it, then one write (`JobMoves.apply`) that moves the job only while
-it is still as read, marks the event handled only if the move applied, and writes the user's
-messages only if the mark is new. Each statement commits on its own; there is no BEGIN, COMMIT
-or ORM session. An event that changes nothing (a JobQueued overtaken by the start, say) is
-marked handled the same way, while the job is still as read. A job that moved between the read
-and the write (its events are handled side by side) is read again, a few times. JobCreated,
-which says nothing to the user and as a rule finds its request still waiting, tries the write
-first on that guess: one statement.
+consumer tries these first (see `messaging.consumer.TransactionalConsumer`): the job as this
+process last left it (`RecentJobs`: the Start that made the request put it there) or, if this
+process has not seen it, one read of the job that also tells whether the event was handled;
+the change decided and worded by `Notifications` as the general use cases do it; then one write
+(`JobMoves.apply`) that moves the job only while it is still as remembered or read, marks the
+event handled only if the move applied, and writes the user's messages only if the mark is new.
+Each statement commits on its own; there is no BEGIN, COMMIT or ORM session. An event that
+changes nothing (a JobQueued overtaken by the start, say) is marked handled the same way. A job
+that moved meanwhile (another replica, or its events handled side by side) is read again, a few
+times. JobCreated, when this process did not make the request, guesses that it still waits
+(nothing else happened yet, as a rule) and writes that first, since it says nothing to the user.
 
 An event that overtook its JobCreated (they travel side by side) finds the job by its request:
 jobs gives every event about a job the request id as correlation id; it links the job then.
