@@ -295,7 +295,7 @@ NOW = FromNow()
 
 _CLAIM_MOVED = f""", claimed AS (
             INSERT INTO {INBOX.name} (event_id, event_type)
-            SELECT CAST(:event_id AS uuid), :event_type FROM moved
+            SELECT CAST(:claim_id AS uuid), :claim_type FROM moved
         )"""
 """No ON CONFLICT: a mark taken already fails the whole statement, the move with it."""
 UNIQUE_VIOLATION = "23505"
@@ -504,8 +504,9 @@ class JobsRepository:
         on); None, and nothing changed, if it is not.
 
         With `claiming`, the same statement marks that event handled; None, and nothing
-        changed, if it was handled already. `changes` are further columns; a `FromNow` value
-        is computed by the database."""
+        changed, if it was handled already (on an autocommitted connection: in a transaction
+        that failure would end it). `changes` are further columns; a `FromNow` value is
+        computed by the database."""
         statement = _move_statement(to, changes, claim=claiming is not None)
         values: dict[str, object] = {
             "job_id": job_id,
@@ -519,7 +520,7 @@ class JobsRepository:
         for name, value in changes.items():
             values[f"set_{name}"] = value.seconds if isinstance(value, FromNow) else value
         if claiming is not None:
-            values["event_id"], values["event_type"] = claiming.id, claiming.type
+            values["claim_id"], values["claim_type"] = claiming.id, claiming.type
         try:
             row = (await self.connection.execute(statement, values)).first()
         except IntegrityError as exc:
