@@ -348,12 +348,14 @@ class JobMoves:
 def _move(*, link: bool, status: str | None, mail: bool) -> TextClause:
     """The statement of `JobMoves.apply` for one shape of change, built once."""
     sets = "phase = :phase, attempt = :attempt, step = :step, total_steps = :total_steps"
+    linked = ""
     if link:
         sets += ", job_id = :job_id, price = coalesce(CAST(:price AS integer), price)"
+        linked = "AND (job_id IS NULL OR job_id = :job_id) "  # never relink, as reads agree
     sql = (
         f"WITH moved AS (UPDATE gateway_jobs SET {sets} "
         "WHERE request_id = :request_id AND phase = :was_phase AND attempt = :was_attempt "
-        "AND step = :was_step AND total_steps = :was_total_steps AND "
+        f"AND step = :was_step AND total_steps = :was_total_steps {linked}AND "
         + _UNHANDLED
         + " RETURNING request_id), "
         f"claimed AS (INSERT INTO {DELIVERY.inbox.name} (event_id, event_type) "

@@ -158,6 +158,8 @@ class OutboundSender:
         last_claim = -PACE_S
         while not self._stopping.is_set():
             await asyncio.sleep(max(0.0, last_claim + PACE_S - loop.time()))
+            if self._stopping.is_set():  # stopped meanwhile: claim nothing more
+                break
             last_claim = loop.time()
             self._wake.clear()
             room = min(self._settings.batch_size, self._max_in_hand - self._in_hand)

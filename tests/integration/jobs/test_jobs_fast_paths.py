@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import new_envelope
@@ -179,12 +180,26 @@ async def stage_of(sessions: Sessions, job_id: int) -> str:
 
 
 async def test_a_start_moves_the_job_once_in_one_statement_naming_its_event(
-    jobs: None, player: JobsPlayer, jobs_sessions: Sessions
+    jobs: None, player: JobsPlayer, jobs_sessions: Sessions, topology: Topology
 ) -> None:
     created = await player.submit_paid(7, preset_id=PRESET)
-    await player.dispatched(created.job_id)
-    started = await player.start(created.job_id)
-    await eventually(lambda: _stage_is(jobs_sessions, created.job_id, "processing"))
+    dispatched = await player.dispatched(created.job_id)
+    start = JobStarted(
+        job_id=created.job_id, attempt=dispatched.attempt, runner_id="r", total_steps=8
+    )
+    started = new_envelope(start, source="gpu_runner")
+    naming: list[str] = []  # every statement, of any engine here, bound to the event's id
+
+    def counted(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if started.id in (parameters if isinstance(parameters, tuple) else ()):
+            naming.append(statement)
+
+    sqlalchemy_events.listen(Engine, "before_cursor_execute", counted)
+    try:
+        await player.publisher.publish_envelope(started, start.routing_key())
+        await eventually(lambda: _stage_is(jobs_sessions, created.job_id, "processing"))
+    finally:
+        sqlalchemy_events.remove(Engine, "before_cursor_execute", counted)
     moved = await rows(
         jobs_sessions,
         "SELECT from_stage, to_stage, attempt, event_id FROM job_transitions "
@@ -196,11 +211,16 @@ async def test_a_start_moves_the_job_once_in_one_statement_naming_its_event(
         "SELECT deadline_at - started_at FROM jobs WHERE id = :job",
         job=created.job_id,
     )
+    queue = topology.service_queues["jobs"].name
+    handled = starts_handled(queue)
 
     await player.publisher.publish_envelope(started, started.type)  # delivered again
     await player.start(created.job_id, attempt=2)  # an attempt never dispatched
-    await asyncio.sleep(0.3)
+    await eventually(lambda: _more_than(starts_handled(queue), handled + 1))
 
+    assert len(naming) == 1  # the move, its transition and the inbox mark: one statement
+    assert "jobs_inbox" in naming[0]
+    assert "pg_advisory" not in naming[0]
     assert moved == [("dispatched", "processing", 1, started.id)]
     assert deadline.total_seconds() > 0  # the processing timeout runs from the start
     assert await inbox_holds(jobs_sessions, started.id)
@@ -209,6 +229,18 @@ async def test_a_start_moves_the_job_once_in_one_statement_naming_its_event(
         "SELECT count(*) FROM job_transitions WHERE job_id = :job AND to_stage = 'processing'",
         job=created.job_id,
     ) == [(1,)]
+
+
+def starts_handled(queue: str) -> float:
+    """JobStarted messages the jobs consumer settled, whatever the outcome but a retry."""
+    return sum(
+        REGISTRY.get_sample_value(
+            "imagebot_messages_consumed_total",
+            {"queue": queue, "event_type": "job.started", "outcome": outcome},
+        )
+        or 0.0
+        for outcome in ("ok", "duplicate")
+    )
 
 
 async def test_a_start_whose_mark_is_taken_moves_nothing(
