@@ -53,10 +53,9 @@ async def debit_job_at_once(runtime: ServiceRuntime, event: JobCreated, cause: R
         source=runtime.name,
         cause=cause,
     )
-    async with runtime.engine.connect() as connection:
-        autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+    async with runtime.autocommit.connect() as connection:
         balance = await accounts.debit_at_once(
-            autocommit,
+            connection,
             user_id=event.user_id,
             price=event.price,
             key=debit_key(event.job_id),

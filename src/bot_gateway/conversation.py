@@ -121,6 +121,7 @@ class Conversation:
         at once) asks for one job: the second finds it here, and jobs deduplicates on the id.
         """
         request_id = job_request_id(customer, draft.draft)
+        title = draft.title[:200]
         job = {
             "request_id": request_id,
             "telegram_id": customer.telegram_id,
@@ -128,7 +129,7 @@ class Conversation:
             "chat_id": customer.chat_id,
             "language": customer.language,
             "preset_id": draft.preset_id,
-            "title": draft.title[:200],
+            "title": title,
             "prompt": draft.prompt,
             "image_key": draft.image_key,
             "phase": str(Phase.requested),
@@ -152,16 +153,15 @@ class Conversation:
         announce = (requested.routing_key(), envelope)
         # One autocommitted statement (no BEGIN, outbox INSERT, COMMIT round trips): the tap
         # that starts every job is the gateway's hottest path.
-        async with self._runtime.engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            if not await request_at_once(autocommit, job, status, announce):
+        async with self._runtime.autocommit.connect() as connection:
+            if not await request_at_once(connection, job, status, announce):
                 return request_id
         self._recent_jobs.moved(  # the job's events find it here, with no read
             JobView(
                 request_id,
                 customer.chat_id,
                 customer.language,
-                draft.title[:200],
+                title,
                 draft.price,
                 status_message_id,
                 JobState(Phase.requested),

@@ -49,7 +49,7 @@ class FastPaths:
         mail_committed: Callable[[], None],
         recent: RecentJobs,
     ) -> None:
-        self._engine = engine
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._notifications = notifications
         self._mail_committed = mail_committed
         self._recent = recent
@@ -104,8 +104,7 @@ class FastPaths:
         if job_id is not None:
             request_id = request_of(cause)  # the job's request, should this overtake JobCreated
         async with self._engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            moves = JobMoves(autocommit, edit_interval_s=self._notifications.edit_interval_s)
+            moves = JobMoves(connection, edit_interval_s=self._notifications.edit_interval_s)
             recent = self._recent.get(request_id) if request_id is not None else None
             if recent is not None and job_id is not None and recent.job_id not in (None, job_id):
                 recent = None  # a job other than this event's: read the row

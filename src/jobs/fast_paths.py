@@ -147,9 +147,8 @@ class FastPaths:
         move = domain.on_started(running, event.attempt)
         if move is None:
             return False
-        async with self._runtime.engine.connect() as connection:
-            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            moved = await JobsRepository(autocommit).move(
+        async with self._runtime.autocommit.connect() as connection:
+            moved = await JobsRepository(connection).move(
                 event.job_id,
                 running,
                 move.to,

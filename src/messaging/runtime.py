@@ -73,6 +73,8 @@ class ServiceRuntime:
         )
         self.engine: AsyncEngine = create_engine(database, application_name=name)
         self.sessions: async_sessionmaker[AsyncSession] = create_session_factory(self.engine)
+        self.autocommit: AsyncEngine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        """The same pool, each statement committing on its own: the one-statement fast paths."""
         self.tables = tables
         self.publisher = EventPublisher(
             self.broker,
