@@ -157,6 +157,7 @@ async def jobs_run(channel: AbstractChannel, topology: Topology, total: int, con
             chat_id=user_id,
             preset_id=1,
             image_key="uploads/bench.jpg",
+            price=30,  # as the preset below is priced, so the user confirmed it
         )
         done = waiting[request.request_id] = asyncio.get_running_loop().create_future()
         sent = time.perf_counter()

@@ -146,6 +146,7 @@ class Conversation:
             prompt=draft.prompt,
             image_key=draft.image_key,
             language=customer.language,
+            price=draft.price,  # as confirmed: jobs refuses the request if the price moved
         )
         envelope = new_envelope(
             requested, source=self._runtime.name, correlation_id=str(request_id)

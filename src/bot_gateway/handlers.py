@@ -22,7 +22,9 @@ from contracts.events import (
     JobFailed,
     JobProgress,
     JobQueued,
+    JobRejectReason,
     JobRequestRejected,
+    JobRequestRejectedV1,
     JobStarted,
     JobSucceeded,
     PaymentCreated,
@@ -52,9 +54,15 @@ def register_handlers(
 
         return handle
 
+    async def request_rejected(event: JobRequestRejected, uow: UnitOfWork) -> None:
+        if event.reason is JobRejectReason.price_changed:
+            backends.forget_catalog()  # it showed a price the catalog no longer has
+        await notifications.request_rejected(event, uow)
+
     routes: dict[type[Event], UseCase] = {
         JobCreated: notifications.job_created,
-        JobRequestRejected: notifications.request_rejected,
+        JobRequestRejected: request_rejected,
+        JobRequestRejectedV1: notifications.request_rejected_v1,
         JobQueued: notifications.queued,
         JobStarted: notifications.started,
         JobProgress: notifications.progress,

@@ -34,7 +34,9 @@ from contracts.events import (
     JobFailed,
     JobProgress,
     JobQueued,
+    JobRejectReason,
     JobRequestRejected,
+    JobRequestRejectedV1,
     JobStarted,
     JobSucceeded,
     PaymentCreated,
@@ -165,13 +167,22 @@ class Notifications:
         await self._apply(uow, job, self.on_created(view_of(job), event))
 
     async def request_rejected(self, event: JobRequestRejected, uow: UnitOfWork) -> None:
-        """Jobs refused: say why; nothing was charged."""
+        """Jobs refused: say why; nothing was charged. A price that changed since the user
+        confirmed it is shown, with a button to see the request at the new price."""
         job = await Jobs(uow.session).by_request(event.request_id, lock=True)
         if job is None:
             return
+        markup = None
         with self._speaking(job.language):
-            change = self._end(job, Phase.rejected, texts.rejected(job.title, event.reason))
+            text = texts.rejected(job.title, event.reason, event.price)
+            if event.reason is JobRejectReason.price_changed:
+                markup = keyboards.result(job.request_id.hex)
+            change = self._end(job, Phase.rejected, text, markup)
         await self._apply(uow, job, change)
+
+    @staticmethod
+    async def request_rejected_v1(event: JobRequestRejectedV1, uow: UnitOfWork) -> None:
+        """Nothing: jobs publishes every refusal in v2 as well, and v2 says more."""
 
     async def queued(self, event: JobQueued, uow: UnitOfWork) -> None:
         job = await self._job(uow, event.job_id)

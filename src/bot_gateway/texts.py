@@ -178,7 +178,12 @@ def topup_button() -> str:
     return _("➕ Top up")
 
 
-def rejected(title: str, reason: str) -> str:
+def rejected(title: str, reason: str, price: int | None = None) -> str:
+    if reason == "price_changed" and price is not None:
+        why = _("the price has changed since you confirmed it: it is {price} credits now.").format(
+            price=price
+        )
+        return _("❌ «{title}»: {why} Nothing was charged.").format(title=title, why=why)
     why = {
         "unknown_preset": _("this preset is no longer available."),
         "missing_image": _("this preset needs a photo."),

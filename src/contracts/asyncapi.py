@@ -56,7 +56,9 @@ caused.
 
 **Versioning.** The schemas are closed (`additionalProperties: false`): any change to an
 event's fields, even an added optional one, is a new `version`, published beside the old one
-until every subscriber has moved. A subscriber should dead-letter a version it does not know.
+until every subscriber has moved. A request one service acts on (`job.requested`) changes
+version instead once that service takes both, as two copies of one request would race. A
+subscriber should dead-letter a version it does not know.
 
 **Failures.** Each of our queues dead-letters a message after {DELIVERY_LIMIT} deliveries (or at
 once when it is malformed) to `<queue>.dlq`, where `imagebot dlq` lists, replays and purges it.
@@ -199,7 +201,7 @@ def _register(schemas: dict[str, Any], name: str, schema: dict[str, Any]) -> Non
 
 
 def _by_name(events: Any) -> list[type[Event]]:
-    return sorted(events, key=lambda event: event.event_type)
+    return sorted(events, key=lambda event: (event.event_type, event.event_version))
 
 
 # --- channels ---------------------------------------------------------------------------------
@@ -220,28 +222,31 @@ def _add_routing_key_channels(topology: Topology, channels: dict[str, Any]) -> N
         "autoDelete": False,
         "vhost": "/",
     }
+    versions: dict[str, list[type[Event]]] = {}
     for event in _by_name(CATALOG.values()):
-        address = event.event_type
-        if event is JobDispatched:
-            address = f"{event.event_type}.{{workflow_type}}"
+        versions.setdefault(event.event_type, []).append(event)
+    for event_type, events in versions.items():
+        address = event_type
+        if event_type == JobDispatched.event_type:
+            address = f"{event_type}.{{workflow_type}}"
         channel: dict[str, Any] = {
-            "title": f"{event.event_type} on {topology.events_exchange}",
+            "title": f"{event_type} on {topology.events_exchange}",
             "description": (
                 f"Routing key `{address}` on the `{topology.events_exchange}` topic "
                 "exchange: bind a queue of your own to receive it."
             ),
         }
-        if event is JobDispatched:
+        if event_type == JobDispatched.event_type:
             channel["parameters"] = {
                 "workflow_type": {
                     "enum": list(WORKFLOW_TYPES),
                     "description": "Each workflow has a GPU work queue of its own.",
                 }
             }
-        channels[event.event_type] = {
+        channels[event_type] = {
             "address": address,
             **channel,
-            "messages": _message_refs([event]),
+            "messages": _message_refs(events),
             "bindings": {
                 "amqp": {
                     "is": "routingKey",

@@ -1,7 +1,11 @@
-"""The v1 event catalog: every event any service publishes.
+"""The event catalog: every event any service publishes, each version it is published in.
 
 Event types double as routing keys (`<area>.<event>`); JobDispatched adds the workflow type.
 Credits are whole numbers; money is in kopecks. Telegram ids are 64-bit.
+
+A changed event is a new class with the next `event_version`; the class it replaces keeps its
+schema (and takes the suffix of its version, `JobRequestedV1`) until no one publishes it. How
+versions are rolled out: docs/subscribing.md §4 and docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -38,6 +42,16 @@ Reason = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9_.
 Detail = Annotated[str, Field(max_length=2000)]
 
 
+class JobRejectReasonV1(StrEnum):
+    """Why jobs refused a request before anything was charged (JobRequestRejected v1)."""
+
+    unknown_preset = "unknown_preset"
+    missing_image = "missing_image"
+    prompt_too_long = "prompt_too_long"
+    active_jobs_cap = "active_jobs_cap"
+    invalid_request = "invalid_request"
+
+
 class JobRejectReason(StrEnum):
     """Why jobs refused a request before anything was charged."""
 
@@ -46,6 +60,8 @@ class JobRejectReason(StrEnum):
     prompt_too_long = "prompt_too_long"
     active_jobs_cap = "active_jobs_cap"
     invalid_request = "invalid_request"
+    price_changed = "price_changed"
+    """The catalog's price is no longer the one the user confirmed (`price` says the new one)."""
 
 
 class DebitRejectReason(StrEnum):
@@ -57,8 +73,11 @@ class DebitRejectReason(StrEnum):
 # --- jobs ---------------------------------------------------------------------------------
 
 
-class JobRequested(Event):
-    """A user asked for an image: a preset or a prompt, on an uploaded image or none."""
+class JobRequestedV1(Event):
+    """A user asked for an image: a preset or a prompt, on an uploaded image or none.
+
+    Superseded by v2, which carries the price the user confirmed; jobs still takes v1 (priced
+    as the catalog says when it arrives) from a gateway older than v2."""
 
     event_type: ClassVar[str] = "job.requested"
 
@@ -72,22 +91,59 @@ class JobRequested(Event):
     language: Annotated[str, Field(min_length=2, max_length=10)] = "ru"
 
     @model_validator(mode="after")
-    def _preset_or_prompt(self) -> JobRequested:
+    def _preset_or_prompt(self) -> JobRequestedV1:
         if self.preset_id is None and self.prompt is None:
             raise ValueError("either preset_id or prompt is required")
         return self
 
+    @property
+    def confirmed_price(self) -> int | None:
+        """The price the user agreed to; v1 does not say."""
+        return None
 
-class JobRequestRejected(Event):
-    """Jobs refused a request; nothing was charged."""
+
+class JobRequested(JobRequestedV1):
+    """A user asked for an image at the price shown to them: a preset or a prompt, on an
+    uploaded image or none. Jobs refuses it (`price_changed`) if the catalog's price is no
+    longer `price`, so nobody is charged a price they did not see."""
+
+    event_version: ClassVar[int] = 2
+
+    price: Credits
+
+    @property
+    def confirmed_price(self) -> int | None:
+        return self.price
+
+
+class JobRequestRejectedV1(Event):
+    """Jobs refused a request; nothing was charged.
+
+    Superseded by v2; jobs publishes both until every subscriber reads v2. A refusal v1 has no
+    reason for (`price_changed`) goes out in v1 as `invalid_request`."""
 
     event_type: ClassVar[str] = "job.request_rejected"
 
     request_id: uuid.UUID
     user_id: UserId
     chat_id: ChatId
+    reason: JobRejectReasonV1
+    detail: Detail = ""
+
+
+class JobRequestRejected(Event):
+    """Jobs refused a request; nothing was charged. For `price_changed`, `price` is what the
+    request costs now."""
+
+    event_type: ClassVar[str] = "job.request_rejected"
+    event_version: ClassVar[int] = 2
+
+    request_id: uuid.UUID
+    user_id: UserId
+    chat_id: ChatId
     reason: JobRejectReason
     detail: Detail = ""
+    price: Credits | None = None
 
 
 class JobCreated(Event):
@@ -386,7 +442,9 @@ class CreditsGrantRefused(Event):
 CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
+        JobRequestedV1,
         JobRequested,
+        JobRequestRejectedV1,
         JobRequestRejected,
         JobCreated,
         JobDispatched,
@@ -413,4 +471,4 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         CreditsGrantRefused,
     )
 }
-"""Every event of the v1 contract by (type, version)."""
+"""Every event of the contract by (type, version)."""

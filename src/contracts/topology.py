@@ -26,6 +26,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsGrantRequested,
     ),
     "jobs": (
+        ev.JobRequestedV1,
         ev.JobRequested,
         ev.BalanceDebited,
         ev.DebitRejected,
@@ -35,6 +36,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.JobCancelRequested,
     ),
     "bot_gateway": (
+        ev.JobRequestRejectedV1,
         ev.JobRequestRejected,
         ev.JobCreated,
         ev.JobQueued,
@@ -54,7 +56,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.PresetsChanged,
     ),
 }
-"""Which events each service's queue receives."""
+"""Which events each service's queue receives (every version it handles: one binding per type)."""
 
 PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
     "bot_gateway": (
@@ -64,6 +66,7 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsGrantRequested,
     ),
     "jobs": (
+        ev.JobRequestRejectedV1,
         ev.JobRequestRejected,
         ev.JobCreated,
         ev.JobDispatched,
@@ -87,6 +90,10 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
     "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
 }
 """Which service publishes each event: exactly one per event (the AsyncAPI document's source)."""
+
+RETIRED: tuple[type[Event], ...] = (ev.JobRequestedV1,)
+"""Versions no service of this release publishes any more; their subscribers still take them,
+from a service of the release before while both run, or from a queue or DLQ at the upgrade."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +217,7 @@ def build_topology(namespace: str = DEFAULT_NAMESPACE) -> Topology:
     service_queues = {
         service: QueueSpec(
             name=f"{namespace}.{service}",
-            routing_keys=tuple(event.event_type for event in handled),
+            routing_keys=tuple(dict.fromkeys(event.event_type for event in handled)),
             dead_letter_exchange=dlx,
         )
         for service, handled in SUBSCRIPTIONS.items()

@@ -90,6 +90,8 @@ class RequestFacts:
     prompt: str | None
     has_image: bool
     unfinished_jobs: int
+    confirmed_price: int | None = None
+    """The price the user agreed to (None from a JobRequested v1: whatever the catalog says)."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class Order:
 class Rejection:
     reason: JobRejectReason
     detail: str
+    price: int | None = None
+    """What the request costs now, when that is the reason (`price_changed`)."""
 
 
 DEFAULT_PRESET_PRICE = 30.0
@@ -126,7 +130,8 @@ def credits(price: float | None) -> int:
 def take_order(
     request: RequestFacts, preset: PresetFacts | None, limits: Limits
 ) -> Order | Rejection:
-    """Validate and price a request, or say why it is refused (nothing is charged then)."""
+    """Validate and price a request, or say why it is refused (nothing is charged then). A
+    price the user confirmed must still be the catalog's: nobody pays what they did not see."""
     user_prompt = (request.prompt or "").strip()
     if len(user_prompt) > limits.prompt_max_length:
         return Rejection(
@@ -162,6 +167,12 @@ def take_order(
     if needs_image(order.workflow_type) and not request.has_image:
         return Rejection(
             JobRejectReason.missing_image, f"workflow {order.workflow_type} edits an image"
+        )
+    if request.confirmed_price is not None and request.confirmed_price != order.price:
+        return Rejection(
+            JobRejectReason.price_changed,
+            f"confirmed at {request.confirmed_price} credits, the catalog says {order.price}",
+            order.price,
         )
     if request.unfinished_jobs >= limits.max_unfinished_jobs:
         return Rejection(

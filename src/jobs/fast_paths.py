@@ -25,11 +25,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.envelope import Event, RawEnvelope, new_envelope
-from contracts.events import BalanceDebited, JobCompleted, JobRequested, JobStarted, JobSucceeded
+from contracts.events import BalanceDebited, JobCompleted, JobStarted, JobSucceeded
 from jobs import domain
 from jobs.dispatcher import correlation
 from jobs.domain import JobFacts, Order, Stage
-from jobs.lifecycle import FOREIGN_KEY_VIOLATION, JobLifecycle
+from jobs.lifecycle import FOREIGN_KEY_VIOLATION, AnyJobRequested, JobLifecycle
 from jobs.repository import NOW, FromNow, JobsRepository, NewJob, Outgoing
 from messaging.runtime import ServiceRuntime
 
@@ -92,7 +92,7 @@ class FastPaths:
                 if connection.in_transaction():
                     await connection.rollback()
 
-    async def request(self, event: JobRequested, cause: RawEnvelope) -> bool:
+    async def request(self, event: AnyJobRequested, cause: RawEnvelope) -> bool:
         """A new request the domain accepts: the job, its transition and JobCreated."""
         async with self._unit(cause) as unit:
             repository = JobsRepository(unit.connection)

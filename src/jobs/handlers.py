@@ -11,6 +11,7 @@ from contracts.events import (
     JobCancelRequested,
     JobCompleted,
     JobRequested,
+    JobRequestedV1,
     JobStarted,
 )
 from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
@@ -25,6 +26,7 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     on = runtime.consumer.on
     fast = FastPaths(lifecycle, runtime)
     on(JobRequested, fast_path=fast.request)(lifecycle.request)
+    on(JobRequestedV1, fast_path=fast.request)(lifecycle.request)  # from gateways before v2
     on(BalanceDebited, fast_path=fast.paid)(lifecycle.paid)
     on(DebitRejected)(lifecycle.debit_rejected)
     on(JobStarted, fast_path=fast.started)(lifecycle.started)

@@ -23,8 +23,11 @@ from contracts.events import (
     JobCreated,
     JobFailed,
     JobRejectReason,
+    JobRejectReasonV1,
     JobRequested,
+    JobRequestedV1,
     JobRequestRejected,
+    JobRequestRejectedV1,
     JobStarted,
     JobSucceeded,
 )
@@ -48,6 +51,9 @@ log = logging.getLogger(__name__)
 
 FOREIGN_KEY_VIOLATION = "23503"
 
+AnyJobRequested = JobRequestedV1 | JobRequested
+"""A request in either version: v2 says the price the user confirmed, v1 (older gateways) not."""
+
 
 class JobLifecycle:
     """The job lifecycle from request to result, one method per incoming event."""
@@ -67,7 +73,7 @@ class JobLifecycle:
             backoff_max_s=settings.retry_backoff_max_s,
         )
 
-    async def request(self, event: JobRequested, uow: UnitOfWork) -> None:
+    async def request(self, event: AnyJobRequested, uow: UnitOfWork) -> None:
         """Create and price the job (once per request id), or refuse it with a reason."""
         repository = await JobsRepository.of(uow.session)
         await repository.lock_user(event.user_id)
@@ -77,15 +83,15 @@ class JobLifecycle:
             return
         decision = self.decide(event, state)
         if not isinstance(decision, Order):
-            self._reject(uow, event, decision.reason, decision.detail)
+            self._reject(uow, event, decision)
             return
         job_id = await self._create(repository, event, decision, state, _cause(uow))
         if job_id is None:
-            self._reject(uow, event, JobRejectReason.invalid_request, "unknown user")
+            self._reject(uow, event, Rejection(JobRejectReason.invalid_request, "unknown user"))
             return
         uow.emit(self.created(event, decision, job_id), correlation_id=str(event.request_id))
 
-    def decide(self, event: JobRequested, state: RequestState) -> Order | Rejection:
+    def decide(self, event: AnyJobRequested, state: RequestState) -> Order | Rejection:
         """The domain's answer to a request, from what was read under the user's lock."""
         return domain.take_order(
             RequestFacts(
@@ -93,12 +99,13 @@ class JobLifecycle:
                 prompt=event.prompt,
                 has_image=event.image_key is not None,
                 unfinished_jobs=state.unfinished_jobs,
+                confirmed_price=event.confirmed_price,
             ),
             state.preset if event.preset_id else None,
             self._limits,
         )
 
-    def new_job(self, event: JobRequested, order: Order, state: RequestState) -> NewJob:
+    def new_job(self, event: AnyJobRequested, order: Order, state: RequestState) -> NewJob:
         return NewJob(
             id=state.next_job_id,
             request_id=event.request_id,
@@ -116,7 +123,7 @@ class JobLifecycle:
         )
 
     @staticmethod
-    def created(event: JobRequested, order: Order, job_id: int) -> JobCreated:
+    def created(event: AnyJobRequested, order: Order, job_id: int) -> JobCreated:
         return JobCreated(
             job_id=job_id,
             request_id=event.request_id,
@@ -131,7 +138,7 @@ class JobLifecycle:
     async def _create(
         self,
         repository: JobsRepository,
-        event: JobRequested,
+        event: AnyJobRequested,
         order: Order,
         state: RequestState,
         cause: uuid.UUID | None,
@@ -148,26 +155,35 @@ class JobLifecycle:
             raise RuntimeError(f"request {event.request_id} raced past the user lock")
         return job_id
 
-    def _reject(
-        self, uow: UnitOfWork, event: JobRequested, reason: JobRejectReason, detail: str
-    ) -> None:
+    def _reject(self, uow: UnitOfWork, event: AnyJobRequested, rejection: Rejection) -> None:
+        """JobRequestRejected, in v2 and beside it in v1 until every subscriber reads v2."""
         log.info(
             "refusing request %s of user %s: %s (%s)",
             event.request_id,
             event.user_id,
-            reason.value,
-            detail,
+            rejection.reason.value,
+            rejection.detail,
         )
-        uow.emit(
-            JobRequestRejected(
-                request_id=event.request_id,
-                user_id=event.user_id,
-                chat_id=event.chat_id,
-                reason=reason,
-                detail=detail,
-            ),
-            correlation_id=str(event.request_id),
+        refused = JobRequestRejected(
+            request_id=event.request_id,
+            user_id=event.user_id,
+            chat_id=event.chat_id,
+            reason=rejection.reason,
+            detail=rejection.detail,
+            price=rejection.price,
         )
+        uow.emit(refused, correlation_id=str(event.request_id))
+        reason_v1 = JobRejectReasonV1.__members__.get(
+            rejection.reason.name, JobRejectReasonV1.invalid_request
+        )  # v1 has no `price_changed`: the nearest it has
+        refused_v1 = JobRequestRejectedV1(
+            request_id=event.request_id,
+            user_id=event.user_id,
+            chat_id=event.chat_id,
+            reason=reason_v1,
+            detail=rejection.detail,
+        )
+        uow.emit(refused_v1, correlation_id=str(event.request_id))
 
     async def paid(self, event: BalanceDebited, uow: UnitOfWork) -> None:
         """Paid: the job waits for its owner's free slot, which it usually has at once."""

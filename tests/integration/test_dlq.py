@@ -35,6 +35,7 @@ POISON = {
         telegram_id=10,
         chat_id=10,
         prompt="a cat",
+        price=30,
     ),
     "bot_gateway": JobCreated(
         job_id=1,

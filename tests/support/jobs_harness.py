@@ -20,6 +20,7 @@ from contracts.events import (
     JobCreated,
     JobDispatched,
     JobRequested,
+    JobRequestedV1,
     JobStarted,
 )
 from contracts.topology import Topology
@@ -98,19 +99,23 @@ class JobsPlayer:
         prompt: str | None = None,
         image_key: str | None = EDIT_IMAGE,
         request_id: uuid.UUID | None = None,
+        price: int | None = None,
     ) -> uuid.UUID:
+        """JobRequested v2 at the confirmed `price`; without one, v1 (as older gateways ask)."""
         request_id = request_id or uuid.uuid4()
-        await self.publish(
-            JobRequested(
-                request_id=request_id,
-                user_id=user_id,
-                telegram_id=1000 + user_id,
-                chat_id=1000 + user_id,
-                preset_id=preset_id,
-                prompt=prompt,
-                image_key=image_key,
-            )
-        )
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "user_id": user_id,
+            "telegram_id": 1000 + user_id,
+            "chat_id": 1000 + user_id,
+            "preset_id": preset_id,
+            "prompt": prompt,
+            "image_key": image_key,
+        }
+        if price is None:
+            await self.publish(JobRequestedV1(**fields))
+        else:
+            await self.publish(JobRequested(**fields, price=price))
         return request_id
 
     async def submit(self, user_id: int, **request: Any) -> JobCreated:

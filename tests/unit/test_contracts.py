@@ -1,6 +1,8 @@
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -11,6 +13,8 @@ from contracts.events import (
     BalanceDebited,
     JobDispatched,
     JobRequested,
+    JobRequestedV1,
+    JobRequestRejected,
     PaymentCreated,
     PaymentSucceeded,
     WeeklyBonusGranted,
@@ -38,7 +42,21 @@ def test_event_types_are_area_dot_event_routing_keys() -> None:
         area, _, name = event_type.partition(".")
         assert area, event_type
         assert name, event_type
-        assert version == 1, event_type
+        assert version >= 1, event_type
+
+
+def test_versions_of_one_type_count_up_from_one_and_only_the_newest_is_unsuffixed() -> None:
+    by_type: dict[str, list[type[Event]]] = {}
+    for event in CATALOG.values():
+        by_type.setdefault(event.event_type, []).append(event)
+    for event_type, events in by_type.items():
+        events.sort(key=lambda event: event.event_version)
+        assert [e.event_version for e in events] == list(range(1, len(events) + 1)), event_type
+        *older, newest = events
+        assert newest.__name__[-2:-1] != "V", newest
+        assert [e.__name__ for e in older] == [
+            f"{newest.__name__}V{e.event_version}" for e in older
+        ]
 
 
 def test_envelope_round_trip_keeps_id_and_payload() -> None:
@@ -78,8 +96,48 @@ def test_payload_must_match_the_schema() -> None:
 def test_job_requested_needs_a_preset_or_a_prompt() -> None:
     common = {"request_id": uuid.uuid4(), "user_id": 1, "telegram_id": 2**40, "chat_id": 2**40}
     with pytest.raises(ValidationError, match="preset_id or prompt"):
-        JobRequested(**common)  # type: ignore[arg-type]
-    assert JobRequested(**common, preset_id=3).preset_id == 3  # type: ignore[arg-type]
+        JobRequestedV1(**common)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="preset_id or prompt"):
+        JobRequested(**common, price=5)  # type: ignore[arg-type]
+    assert JobRequested(**common, preset_id=3, price=5).preset_id == 3  # type: ignore[arg-type]
+
+
+def test_job_requested_v2_is_v1_with_the_confirmed_price() -> None:
+    data = {"request_id": str(uuid.uuid4()), "user_id": 1, "telegram_id": 7, "chat_id": 7,
+            "preset_id": 3}  # fmt: skip
+    v1 = open_envelope(_raw("job.requested", 1, data), CATALOG)
+    v2 = open_envelope(_raw("job.requested", 2, {**data, "price": 20}), CATALOG)
+    assert type(v1) is JobRequestedV1
+    assert v1.confirmed_price is None
+    assert type(v2) is JobRequested
+    assert v2.confirmed_price == 20
+    with pytest.raises(ValidationError):  # closed schemas: v1 has no price, v2 needs one
+        open_envelope(_raw("job.requested", 1, {**data, "price": 20}), CATALOG)
+    with pytest.raises(ValidationError):
+        open_envelope(_raw("job.requested", 2, data), CATALOG)
+
+
+def test_v1_of_a_refusal_knows_no_price_changed() -> None:
+    data = {"request_id": str(uuid.uuid4()), "user_id": 1, "chat_id": 7}
+    v2 = open_envelope(
+        _raw("job.request_rejected", 2, {**data, "reason": "price_changed", "price": 25}), CATALOG
+    )
+    assert isinstance(v2, JobRequestRejected)
+    assert v2.price == 25
+    with pytest.raises(ValidationError):
+        open_envelope(_raw("job.request_rejected", 1, {**data, "reason": "price_changed"}), CATALOG)
+
+
+def test_one_binding_per_type_whatever_the_versions_handled() -> None:
+    keys = build_topology().service_queues["jobs"].routing_keys
+    assert keys.count("job.requested") == 1
+
+
+def _raw(event_type: str, version: int, data: dict[str, Any]) -> RawEnvelope:
+    return RawEnvelope(
+        id=uuid.uuid4(), type=event_type, version=version, source="test",
+        time=datetime.now(UTC), correlation_id="c", data=data,
+    )  # fmt: skip
 
 
 def test_dispatch_routes_to_the_queue_of_its_workflow() -> None:

@@ -20,7 +20,9 @@ from contracts.events import (
     JobCreated,
     JobDispatched,
     JobProgress,
+    JobRejectReason,
     JobRequested,
+    JobRequestRejected,
     JobStarted,
     JobSucceeded,
     PaymentCreated,
@@ -70,6 +72,7 @@ PHRASES = {
         "help": "Как это работает",
         "presets": "Пресеты",
         "choose_category": "Выберите категорию",
+        "price_changed": "цена изменилась после подтверждения: теперь {} кредитов",
     },
     "en": {
         "balance": "Your balance: {}",
@@ -108,6 +111,7 @@ PHRASES = {
         "help": "How it works",
         "presets": "Presets",
         "choose_category": "Choose a category",
+        "price_changed": "the price has changed since you confirmed it: it is {} credits now",
     },
 }
 LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
@@ -194,6 +198,57 @@ async def test_photo_preset_confirm_status_and_result(stack: Stack, language: st
     await chat.expect(p["confirm"].format(20))
     chat.press(result, p["another"])
     await chat.expect(p["choose_category"])
+
+
+@LANGUAGES
+async def test_a_price_changed_since_the_confirmation_is_charged_only_once_confirmed(
+    stack: Stack, gateway_database_url: str, language: str
+) -> None:
+    """The catalog reprices a preset while the confirmation is on screen (the gateway's cache
+    still says the old price): the tap asks for nothing, the user reads the new price, and
+    «Again» confirms the request at it."""
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.photo()
+    chat.press(await chat.expect(p["photo_received"]), "Фото")
+    chat.press(await chat.expect(p["category"]), "Аниме")
+    confirm = await chat.expect(p["confirm"].format(30))
+    engine = create_engine(DatabaseSettings(url=gateway_database_url))  # type: ignore[arg-type]
+    try:
+        await _reprice(engine, "Аниме", 35)
+        chat.press(confirm, p["start"])
+        refused = await chat.expect(p["price_changed"].format(35), method="editMessageText")
+        assert refused.message_id == confirm.message_id
+        user_id = (await price_refusal_of(stack, chat)).user_id
+        assert not stack.events.of(JobCreated, user_id=user_id)
+        chat.say("/balance")
+        await chat.expect(p["balance"].format(60))
+
+        chat.press(refused, p["again"])
+        again = await chat.expect(p["confirm"].format(35))
+        chat.press(again, p["start"])
+        (created,) = await stack.events.wait_for(JobCreated, user_id=user_id)
+        assert created.price == 35
+    finally:
+        await _reprice(engine, "Аниме", 30)
+        stack.gateway.backends.forget_catalog()
+        await engine.dispose()
+
+
+async def _reprice(engine: Any, name: str, price: int) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE presets SET price = :price WHERE name = :name"),
+            {"price": price, "name": name},
+        )
+
+
+async def price_refusal_of(stack: Stack, chat: Chat) -> JobRequestRejected:
+    customer = await stack.gateway.conversation.known(chat.user.id)
+    assert customer is not None
+    (refused,) = await stack.events.wait_for(JobRequestRejected, user_id=customer.user_id)
+    assert refused.reason is JobRejectReason.price_changed
+    return refused
 
 
 @LANGUAGES

@@ -23,8 +23,10 @@ from contracts.events import (
     JobDispatched,
     JobQueued,
     JobRejectReason,
+    JobRejectReasonV1,
     JobRequested,
     JobRequestRejected,
+    JobRequestRejectedV1,
     JobStarted,
 )
 from contracts.topology import Topology
@@ -54,7 +56,7 @@ def request(user_id: int, **fields: Any) -> JobRequested:
         user_id=user_id,
         telegram_id=1000 + user_id,
         chat_id=1000 + user_id,
-        **{"preset_id": PRESET, "image_key": EDIT_IMAGE, **fields},
+        **{"preset_id": PRESET, "image_key": EDIT_IMAGE, "price": 30, **fields},
     )
 
 
@@ -153,9 +155,10 @@ async def _answered(events: EventLog, count: int) -> bool:
     return len(events.of(JobCreated)) + len(events.of(JobRequestRejected)) >= count
 
 
-async def test_a_request_is_priced_as_the_catalog_says_at_that_moment(
+async def test_a_v1_request_is_priced_as_the_catalog_says_at_that_moment(
     jobs: None, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
 ) -> None:
+    """JobRequested v1 (a gateway before v2) names no price: the catalog's at arrival."""
     before = await player.submit(6, preset_id=PRESET)
     async with jobs_sessions() as session, session.begin():
         await session.execute(
@@ -172,6 +175,32 @@ async def test_a_request_is_priced_as_the_catalog_says_at_that_moment(
     assert (before.price, after.price) == (30, 45)
     assert dispatched.prompt == "Retouch gently"
     assert rejected.reason is JobRejectReason.unknown_preset
+
+
+async def test_a_request_is_refused_unless_the_price_is_the_one_the_user_confirmed(
+    jobs: None, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
+) -> None:
+    """The catalog changed between the confirmation and the tap: nothing is created (so
+    nothing charged); the refusal says the price now, in v2, and in v1 as it can."""
+    confirmed = await player.request(8, preset_id=PRESET, price=30)
+    (created,) = await events.wait_for(JobCreated, request_id=confirmed)
+    async with jobs_sessions() as session, session.begin():
+        await session.execute(text("UPDATE presets SET price = 45 WHERE id = :id"), {"id": PRESET})
+    stale = await player.request(8, preset_id=PRESET, price=30)
+    (refused,) = await events.wait_for(JobRequestRejected, request_id=stale)
+    (refused_v1,) = await events.wait_for(JobRequestRejectedV1, request_id=stale)
+    repriced = await player.request(8, preset_id=PRESET, price=45)
+    (created_again,) = await events.wait_for(JobCreated, request_id=repriced)
+
+    assert created.price == 30
+    assert (refused.reason, refused.price) == (JobRejectReason.price_changed, 45)
+    assert refused_v1.reason is JobRejectReasonV1.invalid_request
+    assert not events.of(JobCreated, request_id=stale)
+    assert await rows(jobs_sessions, "SELECT price FROM jobs WHERE user_id = 8 ORDER BY id") == [
+        (30,),
+        (45,),
+    ]
+    assert created_again.price == 45
 
 
 async def stage_of(sessions: Sessions, job_id: int) -> str:

@@ -57,6 +57,22 @@ def test_a_preset_request_is_priced_from_the_preset() -> None:
     assert take_order(request(), EDIT, LIMITS) == Order("make it anime", 30, "qwen_edit_2511")
 
 
+def test_a_confirmed_price_must_still_be_the_catalog_price() -> None:
+    assert isinstance(take_order(request(confirmed_price=30), EDIT, LIMITS), Order)
+    assert isinstance(take_order(request(confirmed_price=None), EDIT, LIMITS), Order)  # v1
+    for confirmed in (29, 31, 0):
+        decision = take_order(request(confirmed_price=confirmed), EDIT, LIMITS)
+        assert decision == Rejection(
+            JobRejectReason.price_changed,
+            f"confirmed at {confirmed} credits, the catalog says 30",
+            30,
+        )
+    custom = request(preset_id=None, prompt="add a hat", confirmed_price=30)
+    assert take_order(custom, None, LIMITS) == Rejection(
+        JobRejectReason.price_changed, "confirmed at 30 credits, the catalog says 25", 25
+    )
+
+
 def test_a_user_prompt_refines_the_preset_prompt() -> None:
     order = take_order(request(prompt="  with a red scarf "), EDIT, LIMITS)
     assert isinstance(order, Order)
