@@ -168,21 +168,31 @@ class Notifications:
 
     async def request_rejected(self, event: JobRequestRejected, uow: UnitOfWork) -> None:
         """Jobs refused: say why; nothing was charged. A price that changed since the user
-        confirmed it is shown, with a button to see the request at the new price."""
+        confirmed it is shown with a button to see the request at the new price, even over
+        the plainer v1 copy of this refusal, should that have come first."""
         job = await Jobs(uow.session).by_request(event.request_id, lock=True)
         if job is None:
             return
-        markup = None
+        repriced = event.reason is JobRejectReason.price_changed
         with self._speaking(job.language):
             text = texts.rejected(job.title, event.reason, event.price)
-            if event.reason is JobRejectReason.price_changed:
-                markup = keyboards.result(job.request_id.hex)
+            markup = keyboards.result(job.request_id.hex) if repriced else None
             change = self._end(job, Phase.rejected, text, markup)
+            if change is None and repriced and job.phase == Phase.rejected:
+                view = view_of(job)
+                change = Change(view.state, self._status(view, text, markup), final=True)
         await self._apply(uow, job, change)
 
-    @staticmethod
-    async def request_rejected_v1(event: JobRequestRejectedV1, uow: UnitOfWork) -> None:
-        """Nothing: jobs publishes every refusal in v2 as well, and v2 says more."""
+    async def request_rejected_v1(self, event: JobRequestRejectedV1, uow: UnitOfWork) -> None:
+        """The same refusal in v1, published beside v2: whichever comes first ends the job.
+        Acting on it too means a refusal from jobs before v2 (or whose v2 copy another
+        replica, older than v2, dead-lettered) still reaches the user."""
+        job = await Jobs(uow.session).by_request(event.request_id, lock=True)
+        if job is None:
+            return
+        with self._speaking(job.language):
+            change = self._end(job, Phase.rejected, texts.rejected(job.title, event.reason))
+        await self._apply(uow, job, change)
 
     async def queued(self, event: JobQueued, uow: UnitOfWork) -> None:
         job = await self._job(uow, event.job_id)

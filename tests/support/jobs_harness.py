@@ -59,7 +59,7 @@ class EventLog:
         return [
             event
             for _, event in self.received
-            if isinstance(event, event_type)
+            if type(event) is event_type  # exactly: JobRequested v2 subclasses v1
             and all(getattr(event, name) == value for name, value in match.items())
         ]
 

@@ -17,6 +17,7 @@ from aiogram.types import CallbackQuery, InaccessibleMessage, Message
 from bot_gateway import keyboards, texts
 from bot_gateway.backends import Backends
 from bot_gateway.conversation import Conversation, Customer, Draft, job_request_id
+from bot_gateway.domain import Phase
 from bot_gateway.fsm_storage import forget
 from bot_gateway.keyboards import DraftAction, MenuAction, ResultAction
 from bot_gateway.settings import ConversationSettings
@@ -202,6 +203,8 @@ async def after_result(
     if job is None or callback.message is None:
         await callback.answer(texts.stale_button(), show_alert=True)
         return
+    if job.phase == Phase.rejected:
+        backends.forget_catalog()  # refused for a price this replica's cache may still show
     catalog = await backends.catalog()
     await callback.answer()
     await forget(state)

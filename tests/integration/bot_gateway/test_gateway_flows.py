@@ -21,8 +21,10 @@ from contracts.events import (
     JobDispatched,
     JobProgress,
     JobRejectReason,
+    JobRejectReasonV1,
     JobRequested,
     JobRequestRejected,
+    JobRequestRejectedV1,
     JobStarted,
     JobSucceeded,
     PaymentCreated,
@@ -219,8 +221,20 @@ async def test_a_price_changed_since_the_confirmation_is_charged_only_once_confi
         chat.press(confirm, p["start"])
         refused = await chat.expect(p["price_changed"].format(35), method="editMessageText")
         assert refused.message_id == confirm.message_id
-        user_id = (await price_refusal_of(stack, chat)).user_id
+        refusal = await price_refusal_of(stack, chat)
+        user_id = refusal.user_id
         assert not stack.events.of(JobCreated, user_id=user_id)
+        # v1's plainer copy of a refusal never hides the price v2 says, whichever comes first
+        await stack.runner_publisher.publish(
+            JobRequestRejectedV1(
+                request_id=refusal.request_id, user_id=user_id, chat_id=refusal.chat_id,
+                reason=JobRejectReasonV1.invalid_request,
+            )
+        )  # fmt: skip
+        await stack.runner_publisher.publish(refusal.model_copy(update={"price": 40}))
+        await stack.telegram.shown_eventually(
+            chat.user.id, refused.message_id or 0, p["price_changed"].format(40)
+        )
         chat.say("/balance")
         await chat.expect(p["balance"].format(60))
 
