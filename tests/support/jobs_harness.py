@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.envelope import Envelope, Event, RawEnvelope, open_envelope
 from contracts.events import (
@@ -24,6 +26,8 @@ from contracts.events import (
     JobStarted,
 )
 from contracts.topology import Topology
+from jobs.domain import credits
+from jobs.settings import JobsSettings
 from messaging.publisher import EventPublisher
 
 E = TypeVar("E", bound=Event)
@@ -84,9 +88,25 @@ class JobsPlayer:
     User n has telegram id and chat id 1000 + n (see the jobs tests' users rows).
     """
 
-    def __init__(self, publisher: EventPublisher, events: EventLog) -> None:
+    def __init__(
+        self,
+        publisher: EventPublisher,
+        events: EventLog,
+        sessions: async_sessionmaker[AsyncSession],
+    ) -> None:
         self.publisher = publisher
         self.events = events
+        self._sessions = sessions
+
+    async def price_shown(self, preset_id: int | None) -> int:
+        """What the gateway would show and the user confirm: the catalog's price right now."""
+        if preset_id is None:
+            return JobsSettings().custom_prompt_price
+        async with self._sessions() as session:
+            price = await session.scalar(
+                text("SELECT price FROM presets WHERE id = :id"), {"id": preset_id}
+            )
+        return credits(price)
 
     async def publish(self, event: Event) -> RawEnvelope:
         return await self.publisher.publish(event)
@@ -100,8 +120,10 @@ class JobsPlayer:
         image_key: str | None = EDIT_IMAGE,
         request_id: uuid.UUID | None = None,
         price: int | None = None,
+        confirmed: bool = True,
     ) -> uuid.UUID:
-        """JobRequested v2 at the confirmed `price`; without one, v1 (as older gateways ask)."""
+        """JobRequested v2 at the confirmed `price` (by default the catalog's now); with
+        `confirmed=False`, v1, which names no price (as gateways before v2 ask)."""
         request_id = request_id or uuid.uuid4()
         fields: dict[str, Any] = {
             "request_id": request_id,
@@ -112,10 +134,12 @@ class JobsPlayer:
             "prompt": prompt,
             "image_key": image_key,
         }
-        if price is None:
+        if not confirmed:
             await self.publish(JobRequestedV1(**fields))
-        else:
-            await self.publish(JobRequested(**fields, price=price))
+            return request_id
+        if price is None:
+            price = await self.price_shown(preset_id)
+        await self.publish(JobRequested(**fields, price=price))
         return request_id
 
     async def submit(self, user_id: int, **request: Any) -> JobCreated:

@@ -76,11 +76,16 @@ async def events(amqp_url: str, topology: Topology) -> AsyncIterator[EventLog]:
 
 
 @pytest.fixture
-async def player(amqp_url: str, topology: Topology, events: EventLog) -> AsyncIterator[JobsPlayer]:
+async def player(
+    amqp_url: str,
+    topology: Topology,
+    events: EventLog,
+    jobs_sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[JobsPlayer]:
     broker = create_broker(BrokerSettings(url=amqp_url))  # type: ignore[arg-type]
     await broker.connect()
     publisher = EventPublisher(broker, topology.events_exchange, source="test", timeout_s=10)
-    yield JobsPlayer(publisher, events)
+    yield JobsPlayer(publisher, events, jobs_sessions)
     await broker.stop()
 
 

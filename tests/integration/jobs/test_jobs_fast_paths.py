@@ -159,17 +159,17 @@ async def test_a_v1_request_is_priced_as_the_catalog_says_at_that_moment(
     jobs: None, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
 ) -> None:
     """JobRequested v1 (a gateway before v2) names no price: the catalog's at arrival."""
-    before = await player.submit(6, preset_id=PRESET)
+    before = await player.submit(6, preset_id=PRESET, confirmed=False)
     async with jobs_sessions() as session, session.begin():
         await session.execute(
             text("UPDATE presets SET price = 45, prompt = 'Retouch gently' WHERE id = :id"),
             {"id": PRESET},
         )
-    after = await player.submit_paid(6, preset_id=PRESET)
+    after = await player.submit_paid(6, preset_id=PRESET, confirmed=False)
     dispatched = await player.dispatched(after.job_id)
     async with jobs_sessions() as session, session.begin():
         await session.execute(text("UPDATE presets SET enabled = false WHERE id = :id"), {"id": 1})
-    refused = await player.request(6, preset_id=PRESET)
+    refused = await player.request(6, preset_id=PRESET, confirmed=False)
     (rejected,) = await events.wait_for(JobRequestRejected, request_id=refused)
 
     assert (before.price, after.price) == (30, 45)
