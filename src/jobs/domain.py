@@ -92,6 +92,8 @@ class RequestFacts:
     unfinished_jobs: int
     confirmed_price: int | None = None
     """The price the user agreed to (None from a JobRequested v1: whatever the catalog says)."""
+    age_s: float = 0.0
+    """How long ago the user asked (the request's envelope time)."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,7 @@ class Limits:
     custom_prompt_price: int
     prompt_max_length: int
     max_unfinished_jobs: int
+    unconfirmed_max_age_s: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,11 @@ def take_order(
             JobRejectReason.price_changed,
             f"confirmed at {request.confirmed_price} credits, the catalog says {order.price}",
             order.price,
+        )
+    if request.confirmed_price is None and request.age_s > limits.unconfirmed_max_age_s:
+        return Rejection(
+            JobRejectReason.invalid_request,
+            f"no confirmed price, asked {request.age_s:.0f} s ago: the price shown is unknown",
         )
     if request.unfinished_jobs >= limits.max_unfinished_jobs:
         return Rejection(

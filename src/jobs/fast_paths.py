@@ -101,7 +101,7 @@ class FastPaths:
             state = await repository.request_state(event.request_id, event.user_id, event.preset_id)
             if state.existing_job is not None:
                 return False
-            order = self._lifecycle.decide(event, state)
+            order = self._lifecycle.decide(event, state, cause.time)
             if not isinstance(order, Order):
                 return False
             created = self._lifecycle.created(event, order, state.next_job_id)

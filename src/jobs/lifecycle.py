@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -66,6 +67,7 @@ class JobLifecycle:
             custom_prompt_price=settings.custom_prompt_price,
             prompt_max_length=settings.prompt_max_length,
             max_unfinished_jobs=settings.max_unfinished_jobs_per_user,
+            unconfirmed_max_age_s=settings.unconfirmed_request_max_age_s,
         )
         self._retries = RetryPolicy(
             max_attempts=settings.max_attempts,
@@ -81,7 +83,7 @@ class JobLifecycle:
         if state.existing_job is not None:
             log.info("request %s already has its job; ignoring the repeat", event.request_id)
             return
-        decision = self.decide(event, state)
+        decision = self.decide(event, state, uow.cause.time if uow.cause else None)
         if not isinstance(decision, Order):
             self._reject(uow, event, decision)
             return
@@ -91,8 +93,12 @@ class JobLifecycle:
             return
         uow.emit(self.created(event, decision, job_id), correlation_id=str(event.request_id))
 
-    def decide(self, event: AnyJobRequested, state: RequestState) -> Order | Rejection:
-        """The domain's answer to a request, from what was read under the user's lock."""
+    def decide(
+        self, event: AnyJobRequested, state: RequestState, asked_at: datetime | None
+    ) -> Order | Rejection:
+        """The domain's answer to a request, from what was read under the user's lock;
+        `asked_at` is the request's envelope time."""
+        age_s = (state.now - asked_at).total_seconds() if asked_at is not None else 0.0
         return domain.take_order(
             RequestFacts(
                 preset_id=event.preset_id,
@@ -100,6 +106,7 @@ class JobLifecycle:
                 has_image=event.image_key is not None,
                 unfinished_jobs=state.unfinished_jobs,
                 confirmed_price=event.confirmed_price,
+                age_s=age_s,
             ),
             state.preset if event.preset_id else None,
             self._limits,

@@ -16,6 +16,10 @@ class JobsSettings(BaseSettings):
     custom_prompt_price: int = Field(default=30, ge=0)
     """Credits for a job from the user's own prompt (no preset)."""
     prompt_max_length: int = Field(default=1000, ge=1, le=PROMPT_MAX_LENGTH)
+    unconfirmed_request_max_age_s: float = Field(default=300.0, gt=0)
+    """A JobRequested v1 (gateways before v2) names no price, so it is priced on arrival; one
+    older than this (a dead letter replayed late) is refused instead: the price its user saw is
+    not known, and may not be today's."""
     max_active_jobs_per_user: int = Field(default=2, ge=1)
     """A user's jobs on the GPU queues at once; the rest wait, paid, inside jobs."""
     max_unfinished_jobs_per_user: int = Field(default=10, ge=1)

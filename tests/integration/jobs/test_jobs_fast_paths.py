@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from contracts.events import (
     JobRejectReason,
     JobRejectReasonV1,
     JobRequested,
+    JobRequestedV1,
     JobRequestRejected,
     JobRequestRejectedV1,
     JobStarted,
@@ -175,6 +177,24 @@ async def test_a_v1_request_is_priced_as_the_catalog_says_at_that_moment(
     assert (before.price, after.price) == (30, 45)
     assert dispatched.prompt == "Retouch gently"
     assert rejected.reason is JobRejectReason.unknown_preset
+
+
+async def test_an_unconfirmed_request_replayed_late_is_refused_uncharged(
+    jobs: None, player: JobsPlayer, events: EventLog
+) -> None:
+    """A JobRequested v1 names no price: fresh, the catalog's is taken (a gateway before v2
+    is still running); asked long ago (a dead letter replayed late), it is refused."""
+    fresh = await player.request(9, preset_id=PRESET, confirmed=False)
+    (created,) = await events.wait_for(JobCreated, request_id=fresh)
+    late = request(9).model_dump(exclude={"price"})
+    envelope = new_envelope(JobRequestedV1(**late), source="bot_gateway")
+    old = envelope.model_copy(update={"time": envelope.time - timedelta(hours=2)})
+    await player.publisher.publish_envelope(old, old.type)
+    (refused,) = await events.wait_for(JobRequestRejected, request_id=late["request_id"])
+
+    assert created.price == 30
+    assert refused.reason is JobRejectReason.invalid_request
+    assert not events.of(JobCreated, request_id=late["request_id"])
 
 
 async def test_a_request_is_refused_unless_the_price_is_the_one_the_user_confirmed(

@@ -73,6 +73,17 @@ def test_a_confirmed_price_must_still_be_the_catalog_price() -> None:
     )
 
 
+def test_an_unconfirmed_request_is_taken_only_while_fresh() -> None:
+    limits = Limits(custom_prompt_price=25, prompt_max_length=50, max_unfinished_jobs=3,
+                    unconfirmed_max_age_s=300)  # fmt: skip
+    assert isinstance(take_order(request(age_s=299), EDIT, limits), Order)  # v1, fresh
+    stale = take_order(request(age_s=301), EDIT, limits)
+    assert isinstance(stale, Rejection)
+    assert stale.reason is JobRejectReason.invalid_request
+    # a confirmed price is checked against the catalog instead, however old the request
+    assert isinstance(take_order(request(age_s=9999, confirmed_price=30), EDIT, limits), Order)
+
+
 def test_a_user_prompt_refines_the_preset_prompt() -> None:
     order = take_order(request(prompt="  with a red scarf "), EDIT, LIMITS)
     assert isinstance(order, Order)
