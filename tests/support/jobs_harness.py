@@ -99,7 +99,9 @@ class JobsPlayer:
         self._sessions = sessions
 
     async def price_shown(self, preset_id: int | None) -> int:
-        """What the gateway would show and the user confirm: the catalog's price right now."""
+        """What the gateway would show and the user confirm: the catalog's price right now
+        (for a prompt, the default custom price: a test that configures another passes
+        `price` itself)."""
         if preset_id is None:
             return JobsSettings().custom_prompt_price
         async with self._sessions() as session:

@@ -10,6 +10,7 @@ import pytest
 
 from billing.app import build as build_billing
 from bot_gateway.app import build as build_gateway
+from contracts.events import CATALOG
 from contracts.topology import RETIRED, SUBSCRIPTIONS
 from jobs.handlers import register_handlers as register_jobs
 from jobs.lifecycle import JobLifecycle
@@ -48,5 +49,8 @@ def test_every_service_handles_exactly_the_event_versions_it_subscribes_to(
     }
     for service, events in SUBSCRIPTIONS.items():
         assert handled[service] == set(events), service
+        # a queue binds a type, so it receives every version of it: each must be handled
+        bound = {event.event_type for event in events}
+        assert {e for e in CATALOG.values() if e.event_type in bound} <= handled[service], service
     subscribed = {event for events in SUBSCRIPTIONS.values() for event in events}
     assert set(RETIRED) <= subscribed  # a retired version is still taken, or it is lost

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from bot_gateway.conversation import Conversation
+from bot_gateway.models import DELIVERY
 from contracts.events import (
     CreditsGranted,
     CreditsGrantRefused,
@@ -236,14 +237,17 @@ async def test_a_price_changed_since_the_confirmation_is_charged_only_once_confi
         user_id = refusal.user_id
         assert not stack.events.of(JobCreated, user_id=user_id)
         # v1's plainer copy of a refusal never hides the price v2 says, whichever comes first
-        await stack.runner_publisher.publish(
+        plain = await stack.runner_publisher.publish(
             JobRequestRejectedV1(
                 request_id=refusal.request_id, user_id=user_id, chat_id=refusal.chat_id,
                 reason=JobRejectReasonV1.invalid_request,
             )
         )  # fmt: skip
+        await eventually(lambda: _handled(engine, plain.id))
+        shown = stack.telegram.shown[(chat.user.id, refused.message_id or 0)]
+        assert p["price_changed"].format(35) in shown.text  # v1 after v2: nothing changed
         await stack.runner_publisher.publish(refusal.model_copy(update={"price": 40}))
-        await stack.telegram.shown_eventually(
+        await stack.telegram.shown_eventually(  # v2 after v1: its price shows again
             chat.user.id, refused.message_id or 0, p["price_changed"].format(40)
         )
         chat.say("/balance")
@@ -258,6 +262,14 @@ async def test_a_price_changed_since_the_confirmation_is_charged_only_once_confi
         await _reprice(engine, "Аниме", 30)
         stack.gateway.backends.forget_catalog()
         await engine.dispose()
+
+
+async def _handled(engine: Any, event_id: uuid.UUID) -> bool:
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            text(f"SELECT 1 FROM {DELIVERY.inbox.name} WHERE event_id = :id"), {"id": event_id}
+        )
+        return found.first() is not None
 
 
 async def _reprice(engine: Any, name: str, price: int) -> None:
