@@ -183,13 +183,13 @@ def rejected(title: str, reason: str, price: int | None = None) -> str:
         why = _("the price has changed since you confirmed it: it is {price} credits now.").format(
             price=price
         )
-        return _("❌ «{title}»: {why} Nothing was charged.").format(title=title, why=why)
-    why = {
-        "unknown_preset": _("this preset is no longer available."),
-        "missing_image": _("this preset needs a photo."),
-        "prompt_too_long": _("the description is too long."),
-        "active_jobs_cap": _("you already have too many images in progress; wait for one."),
-    }.get(reason, _("the request could not be accepted."))
+    else:
+        why = {
+            "unknown_preset": _("this preset is no longer available."),
+            "missing_image": _("this preset needs a photo."),
+            "prompt_too_long": _("the description is too long."),
+            "active_jobs_cap": _("you already have too many images in progress; wait for one."),
+        }.get(reason, _("the request could not be accepted."))
     return _("❌ «{title}»: {why} Nothing was charged.").format(title=title, why=why)
 
 
