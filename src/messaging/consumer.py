@@ -28,7 +28,7 @@ from contracts.envelope import Event, RawEnvelope, UnknownEventError, open_envel
 from contracts.events import CATALOG
 from messaging.logs import handling
 from messaging.metrics import HANDLER_SECONDS, MESSAGES_CONSUMED
-from messaging.unit_of_work import UnitOfWork
+from messaging.unit_of_work import AlreadyHandled, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ E = TypeVar("E", bound=Event)
 EnvelopeHandler = Callable[[Any, RawEnvelope], Awaitable[bool | None]]
 """Returns False when the message was a duplicate and changed nothing."""
 UnitOfWorkHandler = Callable[[Any, UnitOfWork], Awaitable[None]]
-FastPath = Callable[[Any, RawEnvelope], Awaitable[bool]]
 
 
 class MalformedMessageError(ValueError):
@@ -64,24 +63,18 @@ class EventConsumer:
     def handled(self) -> tuple[type[Event], ...]:
         return tuple(self._handlers)
 
-    def on(
-        self, event_type: type[E], *, fast_path: FastPath | None = None
-    ) -> Callable[[Callable[[E, Any], Awaitable[None]]], Any]:
-        """Register the handler of `event_type` (see TransactionalConsumer for `fast_path`)."""
+    def on(self, event_type: type[E]) -> Callable[[Callable[[E, Any], Awaitable[None]]], Any]:
+        """Register the one handler of `event_type`."""
 
         def register(handler: Callable[[E, Any], Awaitable[None]]) -> Any:
             if event_type in self._handlers:
                 raise ValueError(f"{event_type.__name__} already has a handler on {self.queue}")
-            self._handlers[event_type] = self._wrap(handler, fast_path)
+            self._handlers[event_type] = self._wrap(handler)
             return handler
 
         return register
 
-    def _wrap(
-        self, handler: Callable[[Any, Any], Awaitable[None]], fast_path: FastPath | None
-    ) -> EnvelopeHandler:
-        if fast_path is not None:
-            raise ValueError("a fast path needs a TransactionalConsumer")
+    def _wrap(self, handler: Callable[[Any, Any], Awaitable[None]]) -> EnvelopeHandler:
         return handler
 
     async def __call__(self, message: RabbitMessage) -> None:
@@ -175,35 +168,25 @@ class EventConsumer:
 
 
 class TransactionalConsumer(EventConsumer):
-    """Handlers take `(event, unit_of_work)`: one transaction per message, duplicates skipped."""
+    """Handlers take `(event, unit_of_work)`: one unit of work per message, which marks the
+    message handled when it commits; a message handled already changes nothing."""
 
     def __init__(
-        self, queue: str, unit_of_work: Callable[[], UnitOfWork], **backoff: float
+        self, queue: str, unit_of_work: Callable[[RawEnvelope], UnitOfWork], **backoff: float
     ) -> None:
         super().__init__(queue, **backoff)
         self._unit_of_work = unit_of_work
 
-    def _wrap(self, handler: UnitOfWorkHandler, fast_path: FastPath | None) -> EnvelopeHandler:
-        """The handler in a unit of work; a `fast_path` is tried first.
-
-        A fast path handles the common case of a hot event in one autocommitted statement
-        that also writes the inbox mark and the outbox rows; it returns False to leave the
-        message (untouched) to the general path: duplicates, refusals, anything unusual.
-        """
-
+    def _wrap(self, handler: UnitOfWorkHandler) -> EnvelopeHandler:
         async def in_unit_of_work(event: Event, envelope: RawEnvelope) -> bool:
-            if fast_path is not None and await fast_path(event, envelope):
-                return True
-            async with self._unit_of_work() as uow:
-                uow.cause = envelope
-                if not await uow.claim(envelope.id, envelope.type):
-                    log.info(
-                        "skipping duplicate %s %s on %s", envelope.type, envelope.id, self.queue
-                    )
-                    return False
-                await handler(event, uow)
-                await uow.commit()
-                return True
+            try:
+                async with self._unit_of_work(envelope) as uow:
+                    await handler(event, uow)
+                    await uow.commit()
+            except AlreadyHandled:
+                log.info("skipping duplicate %s %s on %s", envelope.type, envelope.id, self.queue)
+                return False
+            return True
 
         return in_unit_of_work
 

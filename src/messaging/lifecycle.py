@@ -12,7 +12,10 @@ from faststream.rabbit import RabbitBroker
 
 from contracts.topology import Topology
 from messaging.broker import declare_topology
+from messaging.faststream_internals import cancel_consumer, consuming
 from messaging.relay import OutboxRelay
+
+__all__ = ["Periodic", "ServiceLifecycle", "consuming"]
 
 log = logging.getLogger(__name__)
 
@@ -81,42 +84,10 @@ class ServiceLifecycle:
 
     async def on_shutdown(self) -> None:
         for subscriber in self._broker.subscribers:
-            await _cancel_consumer(subscriber)
+            await cancel_consumer(subscriber)  # FastStream's stop() cancels only after the drain
         for subscriber in self._broker.subscribers:
             await subscriber.stop()
         for loop in self._periodic:
             await loop.stop()
         for relay in self._relays:
             await relay.stop()
-
-
-async def consuming(subscriber: Any) -> bool:
-    """Whether the broker still delivers to this subscriber.
-
-    The broker may cancel a consumer while the connection stays up (its queue deleted, a
-    quorum queue's leader lost); aiormq then drops the tag from its channel's consumers.
-    """
-    queue = getattr(subscriber, "_queue_obj", None)
-    tag = getattr(subscriber, "_consumer_tag", None)
-    if queue is None or tag is None or queue.channel.is_closed:
-        return False
-    try:
-        channel = await queue.channel.get_underlay_channel()
-    except Exception:  # the channel is not open (yet, or any more)
-        return False
-    return tag in channel.consumers
-
-
-async def _cancel_consumer(subscriber: Any) -> None:
-    """basic.cancel while the subscriber still runs, so deliveries already here get handled.
-
-    FastStream's `stop()` first marks the subscriber stopped and cancels only after the drain;
-    anything delivered in between is dropped unacknowledged. Its queue and consumer tag are
-    not public, hence the getattr.
-    """
-    queue = getattr(subscriber, "_queue_obj", None)
-    tag = getattr(subscriber, "_consumer_tag", None)
-    if queue is None or tag is None or queue.channel.is_closed:
-        return
-    await queue.cancel(tag)
-    subscriber._consumer_tag = None

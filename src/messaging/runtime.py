@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from contracts.envelope import RawEnvelope
 from contracts.topology import Topology, build_topology
 from messaging.broker import create_broker, subscribe
 from messaging.consumer import TransactionalConsumer
@@ -74,7 +75,7 @@ class ServiceRuntime:
         self.engine: AsyncEngine = create_engine(database, application_name=name)
         self.sessions: async_sessionmaker[AsyncSession] = create_session_factory(self.engine)
         self.autocommit: AsyncEngine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        """The same pool, each statement committing on its own: the one-statement fast paths."""
+        """The same pool, each statement committing on its own (the gateway's FSM and sender)."""
         self.tables = tables
         self.publisher = EventPublisher(
             self.broker,
@@ -104,10 +105,11 @@ class ServiceRuntime:
             service=settings.service,
         )
 
-    def unit_of_work(self) -> UnitOfWork:
-        """A fresh unit of work whose commits hand their events to the relay."""
+    def unit_of_work(self, cause: RawEnvelope | None = None) -> UnitOfWork:
+        """A fresh unit of work (handling `cause`, when given) whose commits hand their
+        events to the relay."""
         return UnitOfWork(
-            self.sessions, self.tables, source=self.name, on_commit=self.relay.committed
+            self.engine, self.tables, source=self.name, cause=cause, on_commit=self.relay.committed
         )
 
     def serve(

@@ -1,44 +1,88 @@
-"""One transaction per message: state changes, the events they cause, and the inbox mark."""
+"""One unit of work per message: the state change, the inbox mark and the events it causes.
+
+The one mechanism every service uses to change its tables:
+
+- `apply(change)`: the common case. A use case decides (the domain, on facts read or
+  remembered) and hands over the guarded change (an UPDATE/INSERT ... RETURNING, or a SELECT
+  whose CTEs change rows). The change, the mark of the message that caused it and the outbox
+  rows of the events emitted for it become ONE statement, which commits on its own when no
+  transaction is open. It returns the changed row; None when the guard missed (the facts moved
+  meanwhile): nothing was written, and the use case reads again and decides again.
+- `execute(...)` / `session`: several statements in one transaction (a per-user lock, a
+  dispatch); `commit()` then writes the mark and the outbox rows in one statement and commits.
+- `commit()` alone: a decision that changes nothing but still answers (a refusal, say).
+
+A message handled already is found by its mark: the statement that would write it a second
+time fails and rolls back with it, and `AlreadyHandled` says so. Events go to the relay, and
+`after_commit` callbacks run, only once the commit succeeded.
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeAlias
 
-from sqlalchemy import insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Row, cast, func, insert, literal, literal_column, select, union_all
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.sql import ColumnElement, Executable
+from sqlalchemy.sql.dml import Delete, Insert, Update
+from sqlalchemy.sql.selectable import CTE, Select
+from sqlalchemy.types import Text, Uuid
 
-from contracts.envelope import Envelope, Event, RawEnvelope, new_envelope
+from contracts.envelope import Event, RawEnvelope, new_envelope
 from messaging.tables import DeliveryTables
+
+log = logging.getLogger(__name__)
+
+Change: TypeAlias = Insert | Update | Delete | Select[Any]
+"""A guarded change with RETURNING (or a SELECT over CTEs that change rows): no row, no change."""
+Committed = tuple[str, RawEnvelope]
+"""An outbox row as its writer knows it: routing key and envelope."""
+
+
+class AlreadyHandled(Exception):  # noqa: N818 - an outcome, not a fault
+    """The message's mark was there already: nothing of this unit was written."""
+
+
+@dataclass
+class _Emitted:
+    routing_key: str
+    envelope: RawEnvelope
+    fill: Mapping[str, str] = field(default_factory=dict)
+    """Fields of the event's data taken from the changed row's columns, as the row came out."""
 
 
 class UnitOfWork:
-    """Rolls back unless committed; emitted events reach the outbox in the same commit, and
-    `on_commit` receives them after it (the relay publishes them from memory)."""
-
-    session: AsyncSession
+    """Rolls back unless committed; `cause` (the message being handled) is marked handled in
+    the commit, and the events emitted into the unit reach the outbox in it."""
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         tables: DeliveryTables,
         *,
         source: str,
-        on_commit: Callable[[Sequence[tuple[str, RawEnvelope]]], None] = lambda rows: None,
+        cause: RawEnvelope | None = None,
+        on_commit: Callable[[Sequence[Committed]], None] = lambda rows: None,
     ) -> None:
-        self._sessions = sessions
+        self._engine = engine
         self._tables = tables
         self._source = source
+        self.cause = cause
         self._on_commit = on_commit
-        self.cause: Envelope[Any] | None = None
-        self._pending: list[tuple[str, RawEnvelope]] = []
+        self._emitted: list[_Emitted] = []
+        self._after_commit: list[Callable[[], None]] = []
+        self._connection: AsyncConnection | None = None
+        self._session: AsyncSession | None = None
+        self.committed = False
 
     async def __aenter__(self) -> Self:
-        self.session = self._sessions()
-        self._pending = []
+        self._connection = await self._engine.connect()
         return self
 
     async def __aexit__(
@@ -47,44 +91,191 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.session.rollback()
-        await self.session.close()
+        try:
+            if self._session is not None:
+                await self._session.close()
+        finally:
+            await self.connection.close()  # rolls back whatever was not committed
 
-    def emit(self, event: Event, *, correlation_id: str | None = None) -> RawEnvelope:
-        """Record `event` for publication when this unit of work commits."""
+    @property
+    def connection(self) -> AsyncConnection:
+        if self._connection is None:
+            raise RuntimeError("a unit of work is used inside `async with`")
+        return self._connection
+
+    @property
+    def session(self) -> AsyncSession:
+        """An ORM session in this unit's transaction, for the few models that want one."""
+        if self._session is None:
+            self._session = AsyncSession(bind=self.connection, expire_on_commit=False)
+        return self._session
+
+    # --- facts and changes
+
+    async def read(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
+        """Run a read; outside a transaction it commits on its own (no BEGIN/COMMIT)."""
+        if self.connection.in_transaction():
+            return await self.connection.execute(statement, params)
+        return await self._autocommitted(statement, params)
+
+    async def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
+        """Run a statement in this unit's transaction (begun by the first one)."""
+        if self._session is not None:
+            await self._session.flush()
+        return await self.connection.execute(statement, params)
+
+    def emit(
+        self,
+        event: Event,
+        *,
+        correlation_id: str | None = None,
+        fill: Mapping[str, str] | None = None,
+    ) -> RawEnvelope:
+        """Record `event` for publication when this unit commits; with `fill`, some of its
+        fields come from the row `apply` changes (`{"balance": "balance_after"}`)."""
         envelope = new_envelope(
             event, source=self._source, cause=self.cause, correlation_id=correlation_id
         )
-        self._pending.append((event.routing_key(), envelope))
+        self._emitted.append(_Emitted(event.routing_key(), envelope, fill or {}))
         return envelope
 
-    async def claim(self, event_id: uuid.UUID, event_type: str) -> bool:
-        """Mark an incoming event as handled; False when it already was (a duplicate)."""
-        inbox = self._tables.inbox
-        connection = await self.session.connection()  # Core: no ORM overhead on the hot path
-        claimed = await connection.execute(
-            pg_insert(inbox)
-            .values(event_id=event_id, event_type=event_type)
-            .on_conflict_do_nothing()
-            .returning(inbox.c.event_id)
-        )
-        return claimed.first() is not None
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this unit has committed (never if it does not)."""
+        self._after_commit.append(callback)
+
+    async def apply(self, change: Change) -> Row[Any] | None:
+        """The change, the cause's mark and the events emitted so far as one statement, then
+        the commit: the changed row; None (nothing written, the unit still open) if the change
+        matched no row."""
+        changed = change.cte("changed")
+        statement = select(*changed.c)
+        for cte in self._delivery(changed):
+            statement = statement.add_cte(cte)
+        row = (await self._write(statement)).first()
+        if row is None:
+            return None
+        await self._finish(row)
+        return row
 
     async def commit(self) -> None:
-        if self._pending:
-            connection = await self.session.connection()
-            await connection.execute(
-                insert(self._tables.outbox),
-                [
-                    {
-                        "id": envelope.id,
-                        "routing_key": routing_key,
-                        "envelope": envelope.model_dump(mode="json"),
-                    }
-                    for routing_key, envelope in self._pending
-                ],
+        """Mark the cause handled, write the events, commit; a second call does nothing."""
+        if self.committed:
+            return
+        # the mark needs no anchor: if it was there already, the statement fails as a whole
+        ctes = [self._mark().cte("claimed")] if self.cause is not None else []
+        ctes += self._delivery(None, mark=False)
+        if ctes:
+            statement = select(literal_column("1"))
+            for cte in ctes:
+                statement = statement.add_cte(cte)
+            await self._write(statement)
+        await self._finish(None)
+
+    # --- composing and committing
+
+    def _mark(self) -> Insert:
+        assert self.cause is not None
+        inbox = self._tables.inbox
+        return insert(inbox).values(event_id=self.cause.id, event_type=self.cause.type)
+
+    def _delivery(self, anchor: CTE | None, *, mark: bool = True) -> list[CTE]:
+        """The cause's mark (when `mark`) and one outbox row per event, each written only if
+        `anchor` yields its row."""
+        ctes: list[CTE] = []
+        inbox, outbox = self._tables.inbox, self._tables.outbox
+        if mark and self.cause is not None and anchor is not None:
+            ctes.append(
+                insert(inbox)
+                .from_select(
+                    ["event_id", "event_type"],
+                    select(
+                        literal(self.cause.id, Uuid()), literal(self.cause.type)
+                    ).select_from(anchor),
+                )
+                .cte("claimed")
             )
-        await self.session.commit()
-        if self._pending:
-            committed, self._pending = self._pending, []
-            self._on_commit(committed)
+        rows = []
+        for emitted in self._emitted:
+            values = select(
+                literal(emitted.envelope.id, Uuid()),
+                literal(emitted.routing_key),
+                _envelope(emitted, anchor),
+            )
+            rows.append(values if anchor is None else values.select_from(anchor))
+        if rows:  # one INSERT, so the rows keep the order they were emitted in
+            ctes.append(
+                insert(outbox)
+                .from_select(["id", "routing_key", "envelope"], union_all(*rows))
+                .cte("sent")
+            )
+        return ctes
+
+    async def _write(self, statement: Executable) -> Any:
+        try:
+            if self.connection.in_transaction():
+                return await self.execute(statement)
+            return await self._autocommitted(statement)
+        except IntegrityError as exc:
+            if self.cause is not None and _violates(exc, self._tables.inbox.name):
+                await self.connection.rollback()
+                raise AlreadyHandled(f"{self.cause.type} {self.cause.id}") from exc
+            raise
+
+    async def _autocommitted(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Any:
+        """One statement committing on its own, on this unit's connection."""
+        connection = self.connection
+        level = connection.default_isolation_level
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            return await connection.execute(statement, params)
+        finally:
+            await connection.rollback()  # ends SQLAlchemy's view of it; nothing to roll back
+            await connection.execution_options(isolation_level=level)
+
+    async def _finish(self, row: Row[Any] | None) -> None:
+        if self._session is not None:
+            await self._session.flush()
+        if self.connection.in_transaction():
+            await self.connection.commit()
+        self.committed = True
+        sent = [(emitted.routing_key, _filled(emitted, row)) for emitted in self._emitted]
+        self._emitted = []
+        if sent:
+            self._on_commit(sent)
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
+
+
+def _envelope(emitted: _Emitted, anchor: CTE | None) -> ColumnElement[Any]:
+    """The envelope as JSON, its `fill` fields taken from `anchor`'s row by the database."""
+    document: ColumnElement[Any] = cast(
+        literal(emitted.envelope.model_dump_json()), JSONB
+    )
+    for name, column in emitted.fill.items():
+        if anchor is None:
+            raise ValueError("only a unit that applies a change can fill events from it")
+        document = func.jsonb_set(
+            document, literal(["data", name], ARRAY(Text())), func.to_jsonb(anchor.c[column])
+        )
+    return document
+
+
+def _filled(emitted: _Emitted, row: Row[Any] | None) -> RawEnvelope:
+    if not emitted.fill or row is None:
+        return emitted.envelope
+    data = {**emitted.envelope.data}
+    values = row._mapping
+    for name, column in emitted.fill.items():
+        data[name] = values[column]
+    return emitted.envelope.model_copy(update={"data": data})
+
+
+def _violates(error: IntegrityError, table: str) -> bool:
+    """Whether `error` is a unique violation in `table` (asyncpg names the table)."""
+    cause = error.orig.__cause__ if error.orig is not None else None
+    return getattr(error.orig, "sqlstate", None) == "23505" and (
+        getattr(cause, "table_name", None) == table
+    )

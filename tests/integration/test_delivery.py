@@ -15,7 +15,7 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 from faststream.rabbit import RabbitBroker
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.envelope import RawEnvelope, new_envelope
 from contracts.events import JobCompleted, JobProgress, JobSucceeded
@@ -56,8 +56,8 @@ async def broker(amqp_url: str, topology: Topology) -> AsyncIterator[RabbitBroke
 
 
 @pytest.fixture
-def unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> Callable[[], UnitOfWork]:
-    return lambda: UnitOfWork(sessions, DELIVERY, source="test")
+def unit_of_work(engine: AsyncEngine) -> Callable[..., UnitOfWork]:
+    return lambda cause=None: UnitOfWork(engine, DELIVERY, source="test", cause=cause)
 
 
 async def test_relay_killed_mid_batch_loses_no_event(
@@ -67,7 +67,7 @@ async def test_relay_killed_mid_batch_loses_no_event(
     amqp_url: str,
     database_url: str,
     sessions: async_sessionmaker[AsyncSession],
-    unit_of_work: Callable[[], UnitOfWork],
+    unit_of_work: Callable[..., UnitOfWork],
 ) -> None:
     async with unit_of_work() as uow:
         emitted = {uow.emit(progress(step)).id for step in range(50)}
@@ -112,7 +112,7 @@ async def test_a_message_delivered_twice_has_one_effect(
     topology: Topology,
     broker: RabbitBroker,
     sessions: async_sessionmaker[AsyncSession],
-    unit_of_work: Callable[[], UnitOfWork],
+    unit_of_work: Callable[..., UnitOfWork],
 ) -> None:
     queue = topology.service_queues["bot_gateway"]
     consumer = TransactionalConsumer(queue.name, unit_of_work)
@@ -152,7 +152,7 @@ async def test_a_message_that_always_fails_is_dead_lettered_with_its_headers(
     broker: RabbitBroker,
     amqp_url: str,
     sessions: async_sessionmaker[AsyncSession],
-    unit_of_work: Callable[[], UnitOfWork],
+    unit_of_work: Callable[..., UnitOfWork],
 ) -> None:
     queue = topology.service_queues["bot_gateway"]
     attempts: list[int] = []
@@ -262,7 +262,7 @@ async def test_an_unroutable_publish_raises_and_the_event_stays_in_the_outbox(
     topology: Topology,
     broker: RabbitBroker,
     sessions: async_sessionmaker[AsyncSession],
-    unit_of_work: Callable[[], UnitOfWork],
+    unit_of_work: Callable[..., UnitOfWork],
 ) -> None:
     publisher = publisher_for(broker, topology)
     with pytest.raises(aio_pika.exceptions.DeliveryError, match="NO_ROUTE"):
@@ -287,7 +287,7 @@ async def test_a_failing_row_backs_off_alone_and_a_corrupt_row_does_not_stop_the
     broker: RabbitBroker,
     amqp_url: str,
     sessions: async_sessionmaker[AsyncSession],
-    unit_of_work: Callable[[], UnitOfWork],
+    unit_of_work: Callable[..., UnitOfWork],
 ) -> None:
     async with unit_of_work() as uow:
         for step in range(3):
@@ -328,6 +328,7 @@ async def test_stopping_the_relay_flushes_what_was_committed(
     topology: Topology,
     broker: RabbitBroker,
     amqp_url: str,
+    engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     relay = OutboxRelay(
@@ -337,7 +338,7 @@ async def test_stopping_the_relay_flushes_what_was_committed(
         OutboxSettings(poll_interval_s=60, batch_size=7),
     )
     relay.start()
-    uow = UnitOfWork(sessions, DELIVERY, source="test")  # no on_commit: only stop() flushes
+    uow = UnitOfWork(engine, DELIVERY, source="test")  # no on_commit: only stop() flushes
     async with uow:
         for step in range(30):
             uow.emit(progress(step))
@@ -352,6 +353,7 @@ async def test_a_commit_hands_its_events_over_published_at_once_and_marked(
     topology: Topology,
     broker: RabbitBroker,
     amqp_url: str,
+    engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     """From memory: no poll (60 s) and no sweep (60 s) is needed for the events to go out."""
@@ -362,7 +364,7 @@ async def test_a_commit_hands_its_events_over_published_at_once_and_marked(
         OutboxSettings(poll_interval_s=60, sweep_after_s=60),
     )
     relay.start()
-    async with UnitOfWork(sessions, DELIVERY, source="test", on_commit=relay.committed) as uow:
+    async with UnitOfWork(engine, DELIVERY, source="test", on_commit=relay.committed) as uow:
         for step in range(5):
             uow.emit(progress(step))
         await uow.commit()
@@ -377,7 +379,7 @@ async def test_events_not_handed_over_are_swept_only_after_sweep_after_s(
     broker: RabbitBroker,
     amqp_url: str,
     sessions: async_sessionmaker[AsyncSession],
-    unit_of_work: Callable[[], UnitOfWork],
+    unit_of_work: Callable[..., UnitOfWork],
 ) -> None:
     """The sweep leaves fresh rows to the process that committed them; then it takes them
     (a crash between commit and publish)."""
@@ -411,6 +413,7 @@ async def test_the_sweep_leaves_what_memory_is_publishing(
     topology: Topology,
     broker: RabbitBroker,
     amqp_url: str,
+    engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     """A publish from memory slower than `sweep_after_s`: the sweep does not publish it too."""
@@ -419,7 +422,7 @@ async def test_the_sweep_leaves_what_memory_is_publishing(
         sessions, DELIVERY, slow, OutboxSettings(poll_interval_s=0.05, sweep_after_s=0.2)
     )
     relay.start()
-    async with UnitOfWork(sessions, DELIVERY, source="test", on_commit=relay.committed) as uow:
+    async with UnitOfWork(engine, DELIVERY, source="test", on_commit=relay.committed) as uow:
         uow.emit(progress(5))
         await uow.commit()
     await all_sent(sessions)
@@ -432,6 +435,7 @@ async def test_an_event_whose_publish_from_memory_fails_is_swept_later(
     topology: Topology,
     broker: RabbitBroker,
     amqp_url: str,
+    engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     relay = OutboxRelay(
@@ -446,7 +450,7 @@ async def test_an_event_whose_publish_from_memory_fails_is_swept_later(
         """The publish from memory fails (here: no route); the row in the table is right."""
         relay.committed([("nobody.listens", envelope) for _, envelope in rows])
 
-    async with UnitOfWork(sessions, DELIVERY, source="test", on_commit=misrouted) as uow:
+    async with UnitOfWork(engine, DELIVERY, source="test", on_commit=misrouted) as uow:
         uow.emit(progress(3))
         await uow.commit()
     await asyncio.sleep(0.2)
@@ -478,6 +482,7 @@ async def test_graceful_shutdown_finishes_in_flight_messages_then_flushes_the_ou
     topology: Topology,
     broker: RabbitBroker,
     amqp_url: str,
+    engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
 ) -> None:
     queue = topology.service_queues["bot_gateway"]
@@ -485,7 +490,7 @@ async def test_graceful_shutdown_finishes_in_flight_messages_then_flushes_the_ou
         sessions, DELIVERY, publisher_for(broker, topology), OutboxSettings(poll_interval_s=60)
     )
     consumer = TransactionalConsumer(
-        queue.name, lambda: UnitOfWork(sessions, DELIVERY, source="test")
+        queue.name, lambda cause: UnitOfWork(engine, DELIVERY, source="test", cause=cause)
     )
     started = asyncio.Event()
 
