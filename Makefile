@@ -22,47 +22,61 @@ $(PY):
 # uv and poetry would pull several GB of CUDA packages instead.
 TORCH ?= torch==2.13.0
 
-install: $(PY) ## Install the project, its dev tools and the gpu extra (CPU torch) into .venv
+# Every command that runs something installed (.venv, the AsyncAPI parser) depends on these
+# stamps, so each works on a fresh clone by itself; a stamp is remade (its install runs again)
+# only when a file it installs from changes.
+VENV_INSTALLED := $(VENV)/.installed
+ASYNCAPI_PARSER := tools/asyncapi/node_modules/.package-lock.json
+NPM_CI = npm ci --prefix tools/asyncapi --no-audit --no-fund --loglevel=error
+INSTALLED := $(VENV_INSTALLED) $(ASYNCAPI_PARSER)
+
+$(VENV_INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[gpu,dev]"
-	$(MAKE) asyncapi-parser
+	touch $@
 
-demo: install ## The whole system with sandbox Telegram/YooKassa, played by a scripted user
+$(ASYNCAPI_PARSER): tools/asyncapi/package.json tools/asyncapi/package-lock.json
+	$(NPM_CI)
+	touch $@
+
+install: $(INSTALLED) ## Install the project, dev tools, gpu extra (CPU torch) and AsyncAPI parser; again only when pyproject.toml or the parser's lockfile changes
+
+demo: $(INSTALLED) ## The whole system with sandbox Telegram/YooKassa, played by a scripted user
 	$(TEST_ENV) $(BIN)/imagebot demo --output demo-output
 
-setup: install ## Migrate the database and declare the broker topology (DATABASE_URL, AMQP_URL)
+setup: $(INSTALLED) ## Migrate the database and declare the broker topology (DATABASE_URL, AMQP_URL)
 	$(BIN)/imagebot migrate
 	$(BIN)/imagebot topology declare
 	$(BIN)/imagebot presets import catalog/presets.yaml
 
-migrate: ## Bring the database to the newest revision
+migrate: $(INSTALLED) ## Bring the database to the newest revision
 	$(BIN)/imagebot migrate
 
-topology: ## Regenerate rabbitmq/definitions.json from the code
+topology: $(INSTALLED) ## Regenerate rabbitmq/definitions.json from the code
 	$(BIN)/imagebot topology export > rabbitmq/definitions.json
 
-contracts: ## Regenerate docs/events/*.json (one JSON Schema per event)
+contracts: $(INSTALLED) ## Regenerate docs/events/*.json (one JSON Schema per event)
 	rm -f docs/events/*.json
 	$(BIN)/imagebot contracts export docs/events
 
-lint: ## ruff lint and format check
+lint: $(INSTALLED) ## ruff lint and format check
 	$(BIN)/ruff check src tests migrations
 	$(BIN)/ruff format --check src tests migrations
 
-format: ## Fix what ruff can
+format: $(INSTALLED) ## Fix what ruff can
 	$(BIN)/ruff check --fix src tests migrations
 	$(BIN)/ruff format src tests migrations
 
-types: ## mypy, strict
+types: $(INSTALLED) ## mypy, strict
 	$(BIN)/mypy
 
-pytest: ## All tests (unit, integration on the real PostgreSQL and RabbitMQ)
+pytest: $(INSTALLED) ## All tests (unit, integration on the real PostgreSQL and RabbitMQ)
 	$(TEST_ENV) $(BIN)/pytest
 
-test-unit: ## Unit tests only
+test-unit: $(INSTALLED) ## Unit tests only
 	$(TEST_ENV) $(BIN)/pytest -m unit
 
-test-integration: ## Integration tests only
+test-integration: $(INSTALLED) ## Integration tests only
 	$(TEST_ENV) $(BIN)/pytest -m integration
 
 test: lint types pytest ## What CI runs: lint, types, every test
@@ -70,38 +84,38 @@ test: lint types pytest ## What CI runs: lint, types, every test
 clean: ## Remove caches
 	rm -rf .pytest_cache .mypy_cache .ruff_cache
 
-bench-billing: ## Billing: debits/s (spread, hot account), webhooks/s vs the raw asyncpg ceiling
+bench-billing: $(INSTALLED) ## Billing: debits/s (spread, hot account), webhooks/s vs the raw asyncpg ceiling
 	$(TEST_ENV) $(PY) bench/billing.py
 
-bench-runner: ## gpu_runner: device utilization and gaps over 100 back-to-back fake jobs (real broker)
+bench-runner: $(INSTALLED) ## gpu_runner: device utilization and gaps over 100 back-to-back fake jobs (real broker)
 	$(TEST_ENV) $(PY) bench/runner.py
 
 .PHONY: bench-jobs
-bench-jobs: ## Jobs alone: request → dispatch latency p50/p99 and jobs/s, beside a raw broker hop
+bench-jobs: $(INSTALLED) ## Jobs alone: request → dispatch latency p50/p99 and jobs/s, beside a raw broker hop
 	$(TEST_ENV) $(PY) bench/jobs.py
 
 .PHONY: chaos
-chaos: ## Fault injection: 1,000 jobs and 100 top-ups while services, RabbitMQ and PostgreSQL are killed/restarted; then the invariants
+chaos: $(INSTALLED) ## Fault injection: 1,000 jobs and 100 top-ups while services, RabbitMQ and PostgreSQL are killed/restarted; then the invariants
 	$(TEST_ENV) $(PY) bench/chaos.py
 
 .PHONY: asyncapi asyncapi-parser
-asyncapi: ## Regenerate docs/asyncapi.yaml (the AsyncAPI 3 document) from the code
+asyncapi: $(INSTALLED) ## Regenerate docs/asyncapi.yaml (the AsyncAPI 3 document) from the code
 	$(BIN)/imagebot docs asyncapi --namespace imagebot -o docs/asyncapi.yaml
 
 asyncapi-parser: ## Install the official AsyncAPI parser (node) that tests validate the document with
-	npm ci --prefix tools/asyncapi --no-audit --no-fund --loglevel=error
+	$(NPM_CI)
 
 .PHONY: bench-gateway
-bench-gateway: ## Gateway: a 1,000-chat broadcast against a fake Bot API enforcing Telegram's limits
+bench-gateway: $(INSTALLED) ## Gateway: a 1,000-chat broadcast against a fake Bot API enforcing Telegram's limits
 	$(TEST_ENV) $(PY) bench/gateway.py
 
 .PHONY: locales
-locales: ## Gateway: refresh the gettext catalogs from the code (new ids get empty translations) and compile them
+locales: $(INSTALLED) ## Gateway: refresh the gettext catalogs from the code (new ids get empty translations) and compile them
 	$(BIN)/pybabel extract -k _ --no-location --omit-header -o src/bot_gateway/locales/messages.pot src/bot_gateway
 	$(BIN)/pybabel update -N -w 100 -D messages -i src/bot_gateway/locales/messages.pot -d src/bot_gateway/locales
 	$(BIN)/pybabel compile -D messages -d src/bot_gateway/locales
 	rm src/bot_gateway/locales/messages.pot
 
 .PHONY: bench
-bench: ## The whole chain as processes: jobs/s, request→start and completion→chat latency, vs raw ceilings
+bench: $(INSTALLED) ## The whole chain as processes: jobs/s, request→start and completion→chat latency, vs raw ceilings
 	$(TEST_ENV) $(PY) bench/system.py
