@@ -76,7 +76,7 @@ async def _import(specs: list[PresetSpec]) -> tuple[ImportResult, bool]:
     engine = create_engine(DatabaseSettings())
     sessions = create_session_factory(engine)
     try:
-        async with UnitOfWork(sessions, DELIVERY, source="jobs") as uow:
+        async with UnitOfWork(engine, DELIVERY, source="jobs") as uow:
             result = await import_catalog(uow, specs, JobsSettings().custom_prompt_price)
         return result, await _publish_outbox(sessions)
     finally:

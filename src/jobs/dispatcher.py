@@ -83,12 +83,12 @@ class Dispatcher:
         """One pass: serve the users with a free slot and a ready job, fewest in flight first."""
         cap = self._settings.max_active_jobs_per_user
         async with unit_of_work() as uow:
-            repository = await JobsRepository.of(uow.session)
+            repository = JobsRepository(uow)
             candidates = await repository.users_with_ready_jobs(cap, self._settings.dispatch_batch)
         dispatched = 0
         for user in fair_order(candidates, cap):
             async with unit_of_work() as uow:
-                repository = await JobsRepository.of(uow.session)
+                repository = JobsRepository(uow)
                 if not await repository.try_lock_user(user.user_id):
                     continue  # a handler or another replica is serving this user right now
                 dispatched += await self.dispatch_user(repository, uow, user.user_id)
@@ -109,14 +109,14 @@ class Sweeper:
 
     async def sweep(self, unit_of_work: Callable[[], UnitOfWork]) -> int:
         async with unit_of_work() as uow:
-            repository = await JobsRepository.of(uow.session)
+            repository = JobsRepository(uow)
             overdue = await repository.overdue_jobs(self._settings.dispatch_batch)
         swept = 0
         for job_id, user_id in overdue:
             async with unit_of_work() as uow:
-                repository = await JobsRepository.of(uow.session)
+                repository = JobsRepository(uow)
                 await repository.lock_user(user_id)
-                job = await repository.lock_job(job_id)
+                job = await repository.job(job_id)
                 if job is None or facts(job).stage not in WITH_DEADLINE:
                     continue
                 if job.deadline_at is None or job.deadline_at >= job.now:

@@ -237,10 +237,6 @@ def on_debit_rejected(job: JobFacts, reason: str) -> Move | None:
     return Move(Stage.failed, reason) if job.stage is Stage.awaiting_payment else None
 
 
-def on_dispatch(job: JobFacts) -> Move | None:
-    return _move(job, Stage.dispatched, "dispatched") if job.stage is Stage.waiting else None
-
-
 def on_started(job: JobFacts, attempt: int) -> Move | None:
     """Only the current attempt starts; a stale or repeated start changes nothing."""
     if job.stage is not Stage.dispatched or attempt != job.attempt:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.events import (
@@ -16,24 +18,23 @@ from contracts.events import (
 )
 from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
 from jobs.catalog import catalog_view
-from jobs.fast_paths import FastPaths
 from jobs.lifecycle import JobLifecycle
 from jobs.repository import CatalogRepository, JobsRepository
 from messaging.runtime import ServiceRuntime
+from messaging.unit_of_work import UnitOfWork
 
 
 def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     on = runtime.consumer.on
-    fast = FastPaths(lifecycle, runtime)
-    on(JobRequested, fast_path=fast.request)(lifecycle.request)
-    on(JobRequestedV1, fast_path=fast.request)(lifecycle.request)  # from gateways before v2
-    on(BalanceDebited, fast_path=fast.paid)(lifecycle.paid)
+    on(JobRequested)(lifecycle.request)
+    on(JobRequestedV1)(lifecycle.request)  # from gateways before v2
+    on(BalanceDebited)(lifecycle.paid)
     on(DebitRejected)(lifecycle.debit_rejected)
-    on(JobStarted, fast_path=fast.started)(lifecycle.started)
-    on(JobCompleted, fast_path=fast.completed)(lifecycle.completed)
+    on(JobStarted)(lifecycle.started)
+    on(JobCompleted)(lifecycle.completed)
     on(JobAttemptFailed)(lifecycle.attempt_failed)
     on(JobCancelRequested)(lifecycle.cancel)
-    reads = Reads(runtime.sessions, lifecycle.settings.custom_prompt_price)
+    reads = Reads(runtime.sessions, runtime.unit_of_work, lifecycle.settings.custom_prompt_price)
     runtime.serve(ListPresets, reads.presets)
     runtime.serve(ListJobs, reads.jobs)
 
@@ -41,8 +42,14 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
 class Reads:
     """The request/reply reads the gateway makes: the catalog and a user's history."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], custom_prompt_price: int):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        unit_of_work: Callable[[], UnitOfWork],
+        custom_prompt_price: int,
+    ):
         self._sessions = sessions
+        self._unit_of_work = unit_of_work
         self._custom_prompt_price = custom_prompt_price
 
     async def presets(self, _: ListPresets) -> PresetCatalog:
@@ -51,9 +58,8 @@ class Reads:
             return catalog_view(presets, self._custom_prompt_price)
 
     async def jobs(self, request: ListJobs) -> JobHistory:
-        async with self._sessions() as session:
-            repository = await JobsRepository.of(session)
-            jobs = await repository.recent_jobs(request.user_id, request.limit)
+        async with self._unit_of_work() as uow:
+            jobs = await JobsRepository(uow).recent_jobs(request.user_id, request.limit)
         return JobHistory(
             jobs=[
                 JobView(

@@ -1,7 +1,9 @@
 """Use cases: what jobs does with each event it receives, one unit of work each.
 
-The domain decides; these read the facts, apply the decision, record the transition and emit
-the events in the same transaction. A decision of "nothing" is logged and acknowledged.
+The domain decides, on the facts a job has as a rule (a debit comes for a job awaiting it, a
+start for the attempt just dispatched) or, when the job is not as expected, on the facts read;
+the move applies only while the job is as decided on, with its transition, the message's mark
+and the events it causes. A decision of "nothing" is logged and acknowledged.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +39,7 @@ from jobs import domain
 from jobs.dispatcher import Dispatcher, Sweeper, correlation, facts
 from jobs.domain import (
     IN_FLIGHT,
+    JobFacts,
     Limits,
     Move,
     Order,
@@ -44,13 +48,26 @@ from jobs.domain import (
     RetryPolicy,
     Stage,
 )
-from jobs.repository import JobRow, JobsRepository, NewJob, RequestState, deadline
+from jobs.repository import (
+    NOW,
+    FromNow,
+    JobRow,
+    JobsRepository,
+    Moved,
+    NewJob,
+    RequestState,
+    creation_statement,
+    deadline,
+    move_statement,
+)
 from jobs.settings import JobsSettings
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
 FOREIGN_KEY_VIOLATION = "23503"
+AWAITING_PAYMENT = JobFacts(stage=Stage.awaiting_payment, retry_count=0)
+"""Where a debited job is, as a rule: billing debits once, right after JobCreated."""
 
 AnyJobRequested = JobRequestedV1 | JobRequested
 """A request in either version: v2 says the price the user confirmed, v1 (older gateways) not."""
@@ -77,9 +94,9 @@ class JobLifecycle:
 
     async def request(self, event: AnyJobRequested, uow: UnitOfWork) -> None:
         """Create and price the job (once per request id), or refuse it with a reason."""
-        repository = await JobsRepository.of(uow.session)
-        await repository.lock_user(event.user_id)
-        state = await repository.request_state(event.request_id, event.user_id, event.preset_id)
+        jobs = JobsRepository(uow)
+        await jobs.lock_user(event.user_id)
+        state = await jobs.request_state(event.request_id, event.user_id, event.preset_id)
         if state.existing_job is not None:
             log.info("request %s already has its job; ignoring the repeat", event.request_id)
             return
@@ -87,11 +104,21 @@ class JobLifecycle:
         if not isinstance(decision, Order):
             self._reject(uow, event, decision)
             return
-        job_id = await self._create(repository, event, decision, state, _cause(uow))
-        if job_id is None:
+        uow.emit(
+            self.created(event, decision, state.next_job_id), correlation_id=str(event.request_id)
+        )
+        try:
+            created = await uow.apply(
+                creation_statement(self.new_job(event, decision, state), _cause(uow))
+            )
+        except IntegrityError as exc:
+            if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
+                raise
+            await uow.rollback()  # billing has no such user (the legacy foreign key)
             self._reject(uow, event, Rejection(JobRejectReason.invalid_request, "unknown user"))
             return
-        uow.emit(self.created(event, decision, job_id), correlation_id=str(event.request_id))
+        if created is None:  # the lock makes this unreachable; a constraint still guards it
+            raise RuntimeError(f"request {event.request_id} raced past the user lock")
 
     def decide(
         self, event: AnyJobRequested, state: RequestState, asked_at: datetime | None
@@ -142,26 +169,6 @@ class JobLifecycle:
             preset_id=event.preset_id,
         )
 
-    async def _create(
-        self,
-        repository: JobsRepository,
-        event: AnyJobRequested,
-        order: Order,
-        state: RequestState,
-        cause: uuid.UUID | None,
-    ) -> int | None:
-        """The new job's id; None when billing has no such user (the legacy foreign key)."""
-        try:
-            async with repository.connection.begin_nested():
-                job_id = await repository.insert_job(self.new_job(event, order, state), cause)
-        except IntegrityError as exc:
-            if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
-                raise
-            return None
-        if job_id is None:  # the lock makes this unreachable; a constraint still guards it
-            raise RuntimeError(f"request {event.request_id} raced past the user lock")
-        return job_id
-
     def _reject(self, uow: UnitOfWork, event: AnyJobRequested, rejection: Rejection) -> None:
         """JobRequestRejected, in v2 and beside it in v1 until every subscriber reads v2."""
         log.info(
@@ -194,122 +201,132 @@ class JobLifecycle:
 
     async def paid(self, event: BalanceDebited, uow: UnitOfWork) -> None:
         """Paid: the job waits for its owner's free slot, which it usually has at once."""
-        locked = await _lock(uow, event.job_id)
-        if locked is None:
+        jobs = JobsRepository(uow)
+        if not await _lock_owner(jobs, event.job_id):
             return
-        repository, job = locked
-        move = domain.on_paid(facts(job))
-        if move is None:
+        moved, job = await _decide_and_move(
+            jobs,
+            event.job_id,
+            domain.on_paid,
+            expected=AWAITING_PAYMENT,
+            event_id=_cause(uow),
+            debited_at=NOW,
+            deadline_at=None,
+        )
+        if moved is None:
+            assert job is not None
             log.warning(
                 "job %s is %s; a debit changes nothing (billing refunds it on %s)",
                 job.id,
                 job.stage,
                 job.stage,
             )
-            if job.debited_at is None:
-                await repository.note_debited(job.id, job.now)
+            await jobs.note_debited(job.id)
             return
-        await _move(
-            repository,
-            job,
-            move.to,
-            reason=move.reason,
-            event_id=_cause(uow),
-            debited_at=job.now,
-            deadline_at=None,
-        )
-        await self.dispatcher.dispatch_user(repository, uow, job.user_id)
+        await self.dispatcher.dispatch_user(jobs, uow, moved.user_id)
 
     async def debit_rejected(self, event: DebitRejected, uow: UnitOfWork) -> None:
         """Unpaid: the job fails; the gateway tells the user from DebitRejected itself."""
-        locked = await _lock(uow, event.job_id)
-        if locked is None:
+        jobs = JobsRepository(uow)
+        if not await _lock_owner(jobs, event.job_id):
             return
-        repository, job = locked
-        move = domain.on_debit_rejected(facts(job), event.reason.value)
-        if move is None:
-            log.info("job %s is %s; ignoring a late debit rejection", job.id, job.stage)
-            return
-        await _move(
-            repository,
-            job,
-            move.to,
-            reason=move.reason,
+        moved, job = await _decide_and_move(
+            jobs,
+            event.job_id,
+            lambda job: domain.on_debit_rejected(job, event.reason.value),
+            expected=AWAITING_PAYMENT,
             event_id=_cause(uow),
-            finished_at=job.now,
+            finished_at=NOW,
             error=f"{event.reason.value}: price {event.price}, balance {event.balance}",
         )
+        if moved is None and job is not None:
+            log.info("job %s is %s; ignoring a late debit rejection", job.id, job.stage)
 
     async def started(self, event: JobStarted, uow: UnitOfWork) -> None:
-        locked = await _lock(uow, event.job_id)
-        if locked is None:
-            return
-        repository, job = locked
-        move = domain.on_started(facts(job), event.attempt)
-        if move is None:
-            log.info(
-                "job %s is %s at attempt %s; ignoring a start of attempt %s",
-                job.id,
-                job.stage,
-                facts(job).attempt,
-                event.attempt,
+        """The attempt runs, on a deadline: one statement, without the owner's lock, which a
+        start does not need (the owner's jobs in flight stay as many, none is dispatched)."""
+        jobs = JobsRepository(uow)
+        expected: JobFacts | None = JobFacts(Stage.dispatched, event.attempt - 1)
+        for _ in range(TRIES):
+            if expected is None:
+                job = await jobs.job(event.job_id, lock=False)
+                if job is None:
+                    log.warning("JobStarted names job %s, unknown here; ignored", event.job_id)
+                    return
+                expected = facts(job)
+            move = domain.on_started(expected, event.attempt)
+            if move is None:
+                log.info(
+                    "job %s is %s at attempt %s; ignoring a start of attempt %s",
+                    event.job_id,
+                    expected.stage,
+                    expected.attempt,
+                    event.attempt,
+                )
+                return
+            statement = move_statement(
+                event.job_id,
+                expected,
+                move.to,
+                reason=move.reason,
+                event_id=_cause(uow),
+                started_at=NOW,
+                deadline_at=FromNow(self.settings.processing_timeout_s),
             )
-            return
-        await _move(
-            repository,
-            job,
-            move.to,
-            reason=move.reason,
-            event_id=_cause(uow),
-            started_at=job.now,
-            deadline_at=deadline(job.now, self.settings.processing_timeout_s),
-        )
+            if await uow.apply(statement) is not None:
+                return
+            expected = None  # it moved meanwhile: read it, decide again
+        raise RuntimeError(f"job {event.job_id} kept moving under a start")
 
     async def completed(self, event: JobCompleted, uow: UnitOfWork) -> None:
         """The first result wins and JobSucceeded announces it; a late or repeated one changes
         nothing, so a job already canceled or failed (and refunded) is never delivered."""
-        locked = await _lock(uow, event.job_id)
-        if locked is None:
+        jobs = JobsRepository(uow)
+        if not await _lock_owner(jobs, event.job_id):
             return
-        repository, job = locked
-        move = domain.on_completed(facts(job), event.attempt)
-        if move is None:
-            log.info(
-                "job %s is %s; ignoring a result of attempt %s", job.id, job.stage, event.attempt
-            )
-            return
-        await _move(
-            repository,
-            job,
-            move.to,
-            reason=move.reason,
+        moved, job = await _decide_and_move(
+            jobs,
+            event.job_id,
+            lambda job: domain.on_completed(job, event.attempt),
+            expected=JobFacts(Stage.processing, event.attempt - 1),
             event_id=_cause(uow),
             result_path=event.result_key,
             duration_ms=event.duration_ms,
-            finished_at=job.now,
+            finished_at=NOW,
             deadline_at=None,
             next_attempt_at=None,
             error=None,
         )
+        if moved is None:
+            if job is not None:
+                log.info(
+                    "job %s is %s; ignoring a result of attempt %s",
+                    job.id,
+                    job.stage,
+                    event.attempt,
+                )
+            return
         uow.emit(
             JobSucceeded(
-                job_id=job.id,
-                user_id=job.user_id or 0,
-                chat_id=job.chat_id or 0,
+                job_id=moved.id,
+                user_id=moved.user_id,
+                chat_id=moved.chat_id or 0,
                 attempt=event.attempt,
                 result_key=event.result_key,
                 duration_ms=event.duration_ms,
             ),
-            correlation_id=correlation(job),
+            correlation_id=correlation(moved),
         )
-        await self.dispatcher.dispatch_user(repository, uow, job.user_id)
+        await self.dispatcher.dispatch_user(jobs, uow, moved.user_id)
 
     async def attempt_failed(self, event: JobAttemptFailed, uow: UnitOfWork) -> None:
         """Retry after a backoff while attempts remain and the failure may pass; else fail."""
-        locked = await _lock(uow, event.job_id)
-        if locked is None:
+        jobs = JobsRepository(uow)
+        if not await _lock_owner(jobs, event.job_id):
             return
-        repository, job = locked
+        job = await jobs.job(event.job_id)
+        if job is None:
+            return
         move = domain.on_attempt_failed(
             facts(job),
             event.attempt,
@@ -326,11 +343,9 @@ class JobLifecycle:
                 event.attempt,
             )
             return
-        await self._apply_failure(repository, uow, job, move, event.detail)
+        await self._apply_failure(jobs, uow, job, move, event.detail)
 
-    async def give_up_attempt(
-        self, repository: JobsRepository, uow: UnitOfWork, job: JobRow
-    ) -> None:
+    async def give_up_attempt(self, jobs: JobsRepository, uow: UnitOfWork, job: JobRow) -> None:
         """The sweeper found the job's attempt past its deadline."""
         move = domain.on_deadline(facts(job), self._retries)
         if move is None:
@@ -338,13 +353,11 @@ class JobLifecycle:
         log.warning(
             "job %s: attempt %s %s past its deadline", job.id, facts(job).attempt, job.stage
         )
-        await self._apply_failure(
-            repository, uow, job, move, f"attempt {facts(job).attempt} timed out"
-        )
+        await self._apply_failure(jobs, uow, job, move, f"attempt {facts(job).attempt} timed out")
 
     async def _apply_failure(
         self,
-        repository: JobsRepository,
+        jobs: JobsRepository,
         uow: UnitOfWork,
         job: JobRow,
         move: Move,
@@ -354,24 +367,24 @@ class JobLifecycle:
         error = f"{move.reason}: {detail}" if detail else move.reason
         if move.retry:
             await _move(
-                repository,
+                jobs,
                 job,
                 move.to,
                 reason=move.reason,
                 event_id=_cause(uow),
                 retry_count=attempt,
-                next_attempt_at=deadline(job.now, move.delay_s),
+                next_attempt_at=FromNow(move.delay_s),
                 deadline_at=None,
                 error=error,
             )
         else:
             await _move(
-                repository,
+                jobs,
                 job,
                 move.to,
                 reason=move.reason,
                 event_id=_cause(uow),
-                finished_at=job.now,
+                finished_at=NOW,
                 deadline_at=None,
                 error=error,
             )
@@ -385,26 +398,35 @@ class JobLifecycle:
                 ),
                 correlation_id=correlation(job),
             )
-        await self.dispatcher.dispatch_user(repository, uow, job.user_id)
+        await self.dispatcher.dispatch_user(jobs, uow, job.user_id)
 
     async def cancel(self, event: JobCancelRequested, uow: UnitOfWork) -> None:
         """Cancel a user's own unfinished job; a runner stops it if it was handed over."""
-        locked = await _lock(uow, event.job_id, owner=event.user_id)
-        if locked is None:
+        jobs = JobsRepository(uow)
+        owner = await jobs.lock_owner(event.job_id)
+        if owner != event.user_id:
+            log.warning(
+                "user %s asked to cancel job %s, which is not theirs (owner %s); ignored",
+                event.user_id,
+                event.job_id,
+                owner,
+            )
             return
-        repository, job = locked
+        job = await jobs.job(event.job_id)
+        if job is None:
+            return
         move = domain.on_cancel(facts(job))
         if move is None:
             log.info("job %s is already %s; nothing to cancel", job.id, job.stage)
             return
         was_running = facts(job).stage in IN_FLIGHT
         await _move(
-            repository,
+            jobs,
             job,
             move.to,
             reason=move.reason,
             event_id=_cause(uow),
-            finished_at=job.now,
+            finished_at=NOW,
             deadline_at=None,
             next_attempt_at=None,
             error="canceled by the user",
@@ -418,42 +440,60 @@ class JobLifecycle:
             ),
             correlation_id=correlation(job),
         )
-        await self.dispatcher.dispatch_user(repository, uow, event.user_id)
+        await self.dispatcher.dispatch_user(jobs, uow, event.user_id)
 
 
-async def _lock(
-    uow: UnitOfWork, job_id: int, *, owner: int | None = None
-) -> tuple[JobsRepository, JobRow] | None:
-    """The job, locked after its owner (the one lock order); None if jobs never made it, or
-    if it is not `owner`'s when one is named."""
-    repository = await JobsRepository.of(uow.session)
-    user_id = await repository.lock_owner(job_id)
-    if user_id is None:
-        log.warning(
-            "event %s names job %s, which does not exist here; ignored",
-            uow.cause.id if uow.cause else None,
-            job_id,
+TRIES = 3
+"""Reads and moves before a job that keeps moving under an unlocked change is given back."""
+
+
+async def _lock_owner(jobs: JobsRepository, job_id: int) -> bool:
+    """Lock the job's owner: the one lock order (owner, then job); False if jobs never made
+    the job (logged)."""
+    if await jobs.lock_owner(job_id) is None:
+        log.warning("an event names job %s, which does not exist here; ignored", job_id)
+        return False
+    return True
+
+
+async def _decide_and_move(
+    jobs: JobsRepository,
+    job_id: int,
+    decide: Callable[[JobFacts], Move | None],
+    *,
+    expected: JobFacts,
+    event_id: uuid.UUID | None,
+    **changes: Any,
+) -> tuple[Moved | None, JobRow | None]:
+    """Decide on the facts the job has as a rule and move it while it still has them; if it
+    does not, read it (the owner's lock held: it holds still) and decide on what it is.
+    What moved (None when the domain decided nothing), and the job if it was read."""
+    move = decide(expected)
+    if move is not None:
+        moved = await jobs.move(
+            job_id, expected, move.to, reason=move.reason, event_id=event_id, **changes
         )
-        return None
-    if owner is not None and user_id != owner:
-        log.warning(
-            "user %s asked to cancel job %s, which is not theirs (owner %s); ignored",
-            owner,
-            job_id,
-            user_id,
-        )
-        return None
-    job = await repository.lock_job(job_id)
+        if moved is not None:
+            return moved, None
+    job = await jobs.job(job_id)
     if job is None:
-        return None
-    return repository, job
+        return None, None
+    move = decide(facts(job))
+    if move is None:
+        return None, job
+    moved = await jobs.move(
+        job_id, facts(job), move.to, reason=move.reason, event_id=event_id, **changes
+    )
+    if moved is None:
+        raise RuntimeError(f"job {job_id} left {job.stage} under its owner's lock")
+    return moved, job
 
 
 async def _move(
-    repository: JobsRepository, job: JobRow, to: Stage, *, reason: str, **changes: Any
+    jobs: JobsRepository, job: JobRow, to: Stage, *, reason: str, **changes: Any
 ) -> None:
     """Apply a decided move to a job read under its owner's lock, where it cannot have moved."""
-    if await repository.move(job.id, facts(job), to, reason=reason, **changes) is None:
+    if await jobs.move(job.id, facts(job), to, reason=reason, **changes) is None:
         raise RuntimeError(f"job {job.id} left {job.stage} under its owner's lock")
 
 

@@ -12,19 +12,17 @@ and ETA). The ORM is kept for the catalog, which is neither hot nor simple.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, TextClause, func, select, text, update
+from sqlalchemy import Select, String, Table, Uuid, func, insert, literal, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.envelope import RawEnvelope
 from jobs.domain import (
     IN_FLIGHT,
     LEGACY_STATUS,
@@ -35,7 +33,8 @@ from jobs.domain import (
     Stage,
     UserQueue,
 )
-from jobs.models import DELIVERY, Job, JobStatus, JobTransition, Preset
+from jobs.models import Job, JobStatus, JobTransition, Preset
+from messaging.unit_of_work import UnitOfWork
 
 USER_LOCK_SPACE = 0x4A0B
 """First key of the two-key advisory locks jobs takes per user (`pg_advisory_xact_lock`)."""
@@ -44,8 +43,24 @@ CATALOG_LOCK = (0x4A0B, 0)
 
 JOBS = cast("Table", Job.__table__)
 TRANSITIONS = cast("Table", JobTransition.__table__)
-INBOX = DELIVERY.inbox
-OUTBOX = DELIVERY.outbox
+PRESETS = cast("Table", Preset.__table__)
+_JOB_COLUMNS = [
+    JOBS.c[name]
+    for name in (
+        "id",
+        "user_id",
+        "chat_id",
+        "request_id",
+        "stage",
+        "retry_count",
+        "workflow_type",
+        "prompt",
+        "image_path",
+        "seed",
+        "deadline_at",
+        "debited_at",
+    )
+]
 
 
 def _stages(stages: frozenset[Stage]) -> str:
@@ -102,14 +117,6 @@ class RequestState:
 
 
 @dataclass(frozen=True)
-class Outgoing:
-    """An event to write to the outbox in the statement that causes it."""
-
-    envelope: RawEnvelope
-    routing_key: str
-
-
-@dataclass(frozen=True)
 class Dispatched:
     """A job just handed to its GPU queue, with what its JobDispatched and JobQueued say."""
 
@@ -151,79 +158,6 @@ class HistoryRow:
     updated_at: datetime | None
 
 
-_LOCK_USER = text("SELECT pg_advisory_xact_lock(:space, :user_id)")
-_TRY_LOCK_USER = text("SELECT pg_try_advisory_xact_lock(:space, :user_id)")
-_LOCK_OWNER = text(
-    """
-    SELECT user_id, pg_advisory_xact_lock(:space, user_id)
-    FROM jobs WHERE id = :job_id AND stage IS NOT NULL AND user_id IS NOT NULL
-    """
-)
-_JOB_COLUMNS = (
-    "id, user_id, chat_id, request_id, stage, retry_count, workflow_type, prompt, image_path, "
-    "seed, deadline_at, debited_at"
-)
-_LOCK_JOB = text(
-    f"SELECT {_JOB_COLUMNS}, now() AS now FROM jobs "
-    "WHERE id = :job_id AND stage IS NOT NULL FOR UPDATE"
-)
-_REQUEST_STATE = text(
-    f"""
-    SELECT (SELECT id FROM jobs WHERE request_id = :request_id) AS existing_job,
-           (SELECT count(*) FROM jobs
-            WHERE user_id = :user_id AND stage IN ({_stages(UNFINISHED)})) AS unfinished_jobs,
-           p.id AS preset_id, p.prompt, p.price, p.workflow_type, p.enabled,
-           nextval(pg_get_serial_sequence('jobs', 'id')) AS next_job_id,
-           now() AS now
-    FROM (SELECT 1) AS one LEFT JOIN presets p ON p.id = :preset_id
-    """
-)
-"""Also draws the id the job will have if it is made, so its JobCreated can be written in the
-statement that makes it (an unused id is a gap, as a rolled-back insert would leave)."""
-_CREATE_JOB = f"""
-    WITH created AS (
-        INSERT INTO jobs (id, request_id, user_id, telegram_id, chat_id, language, preset_id,
-                          prompt, image_path, price, workflow_type, seed, stage, status,
-                          retry_count, deadline_at)
-        VALUES (:job_id, :request_id, :user_id, :telegram_id, :chat_id, :language, :preset_id,
-                :prompt, :image_path, :price, :workflow_type, :seed,
-                '{Stage.awaiting_payment.value}', '{JobStatus.queued.value}', 0, :deadline_at)
-        ON CONFLICT (request_id) DO NOTHING
-        RETURNING id
-    ), recorded AS (
-        INSERT INTO job_transitions (job_id, from_stage, to_stage, attempt, reason, event_id)
-        SELECT id, NULL, '{Stage.awaiting_payment.value}', 1, 'requested',
-               CAST(:event_id AS uuid)
-        FROM created
-    )"""
-_INSERT_JOB = text(_CREATE_JOB + " SELECT id FROM created")
-_INSERT_JOB_ANNOUNCED = text(
-    _CREATE_JOB
-    + f""", announced AS (
-        INSERT INTO {OUTBOX.name} (id, routing_key, envelope)
-        SELECT CAST(:outbox_id AS uuid), :routing_key, CAST(:envelope AS jsonb) FROM created
-    )
-    SELECT id FROM created"""
-)
-_CLAIM = f"""
-    WITH claimed AS (
-        INSERT INTO {INBOX.name} (event_id, event_type) VALUES (:event_id, :event_type)
-        ON CONFLICT DO NOTHING
-        RETURNING event_id
-    )"""
-_CLAIM_AND_LOCK_USER = text(
-    _CLAIM + " SELECT pg_advisory_xact_lock(:space, :user_id) AS locked FROM claimed"
-)
-_CLAIM_AND_LOCK_OWNER = text(
-    _CLAIM
-    + """
-    SELECT jobs.user_id, pg_advisory_xact_lock(:space, jobs.user_id) AS locked
-    FROM claimed, jobs
-    WHERE jobs.id = :job_id AND jobs.stage IS NOT NULL AND jobs.user_id IS NOT NULL
-    """
-)
-"""The inbox mark and the owner's lock in one round trip, for the fast paths: no row when the
-event is a duplicate or names a job jobs does not know."""
 _DISPATCH = text(
     f"""
     WITH in_flight AS (
@@ -293,145 +227,171 @@ class FromNow:
 NOW = FromNow()
 
 
-_CLAIM_MOVED = f""", claimed AS (
-            INSERT INTO {INBOX.name} (event_id, event_type)
-            SELECT CAST(:claim_id AS uuid), :claim_type FROM moved
-        )"""
-"""No ON CONFLICT: a mark taken already fails the whole statement, the move with it."""
-UNIQUE_VIOLATION = "23505"
+def _lock(user_id: Any) -> Any:
+    return func.pg_advisory_xact_lock(USER_LOCK_SPACE, user_id)
 
 
-@functools.cache
-def _move_shape(to: Stage, columns: tuple[tuple[str, bool], ...], *, claim: bool) -> TextClause:
-    """The statement of one kind of move: the job's update, guarded by the facts the move was
-    decided on, and its transition (with `claim`, the event's inbox mark too, written only if
-    the move applied); one per shape, so it is built and compiled once."""
-    sets = [
-        f"{name} = now() + make_interval(secs => CAST(:set_{name} AS double precision))"
-        if from_now
-        else f"{name} = :set_{name}"
-        for name, from_now in columns
-    ]
-    return text(
-        f"""
-        WITH moved AS (
-            UPDATE jobs SET stage = :to_stage, status = '{LEGACY_STATUS[to]}',
-                            updated_at = now(){"".join(", " + set_ for set_ in sets)}
-            WHERE id = :job_id AND stage = :from_stage AND COALESCE(retry_count, 0) = :retry_count
-            RETURNING id, user_id, chat_id, request_id
-        ), recorded AS (
-            INSERT INTO job_transitions (job_id, from_stage, to_stage, attempt, reason, event_id)
-            SELECT id, :from_stage, :to_stage, CAST(:attempt AS integer), :reason,
-                   CAST(:event_id AS uuid)
-            FROM moved
-        ){_CLAIM_MOVED if claim else ""}
-        SELECT id, user_id, chat_id, request_id FROM moved
-        """
+def _unfinished(user_id: int) -> Any:
+    return (
+        select(func.count())
+        .where(JOBS.c.user_id == user_id, JOBS.c.stage.in_([stage.value for stage in UNFINISHED]))
+        .scalar_subquery()
     )
 
 
-def _move_statement(to: Stage, changes: dict[str, object], *, claim: bool) -> TextClause:
-    unknown = set(changes) - set(JOBS.c.keys()) - {"stage", "status", "updated_at"}
-    if unknown or {"stage", "status", "updated_at"} & set(changes):
+def move_statement(
+    job_id: int,
+    facts: JobFacts,
+    to: Stage,
+    *,
+    reason: str,
+    event_id: uuid.UUID | None,
+    **changes: object,
+) -> Select[Any]:
+    """The job's stage change, guarded by the facts it was decided on, and its transition row:
+    one statement, which changes nothing (and returns no row) if the job is not as `facts` say.
+    `changes` are further columns; a `FromNow` value is computed by the database."""
+    if {"stage", "status", "updated_at"} & set(changes) or set(changes) - set(JOBS.c.keys()):
         raise ValueError(f"a move cannot set {sorted(changes)}")
-    return _move_shape(
-        to,
-        tuple((name, isinstance(value, FromNow)) for name, value in changes.items()),
-        claim=claim,
+    values = {
+        name: func.now() + timedelta(seconds=value.seconds) if isinstance(value, FromNow) else value
+        for name, value in changes.items()
+    }
+    moved = (
+        update(JOBS)
+        .where(
+            JOBS.c.id == job_id,
+            JOBS.c.stage == facts.stage.value,
+            func.coalesce(JOBS.c.retry_count, 0) == facts.retry_count,
+        )
+        .values(stage=to.value, status=LEGACY_STATUS[to], updated_at=func.now(), **values)
+        .returning(JOBS.c.id, JOBS.c.user_id, JOBS.c.chat_id, JOBS.c.request_id)
+        .cte("moved")
     )
+    recorded = insert(TRANSITIONS).from_select(
+        ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"],
+        select(
+            moved.c.id,
+            literal(facts.stage.value),
+            literal(to.value),
+            literal(facts.attempt),
+            literal(reason[:100]),
+            literal(event_id, Uuid()),
+        ),
+    )
+    return select(moved).add_cte(recorded.cte("recorded"))
+
+
+def creation_statement(job: NewJob, event_id: uuid.UUID | None) -> Select[Any]:
+    """The new job, awaiting payment, and its `requested` transition; no row when the request
+    has its job already."""
+    created = (
+        pg_insert(JOBS)
+        .values(
+            id=job.id,
+            request_id=job.request_id,
+            user_id=job.user_id,
+            telegram_id=job.telegram_id,
+            chat_id=job.chat_id,
+            language=job.language,
+            preset_id=job.preset_id,
+            prompt=job.prompt,
+            image_path=job.image_key,
+            price=job.price,
+            workflow_type=job.workflow_type,
+            seed=job.seed,
+            stage=Stage.awaiting_payment.value,
+            status=JobStatus.queued,
+            retry_count=0,
+            deadline_at=job.payment_deadline,
+        )
+        .on_conflict_do_nothing(index_elements=["request_id"])
+        .returning(JOBS.c.id)
+        .cte("created")
+    )
+    recorded = insert(TRANSITIONS).from_select(
+        ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"],
+        select(
+            created.c.id,
+            literal(None, String()),
+            literal(Stage.awaiting_payment.value),
+            literal(1),
+            literal("requested"),
+            literal(event_id, Uuid()),
+        ),
+    )
+    return select(created.c.id).add_cte(recorded.cte("recorded"))
 
 
 class JobsRepository:
-    """The lifecycle's reads and writes, on the unit of work's connection."""
+    """The lifecycle's reads and writes, in the unit of work of the message at hand."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
-        self.connection = connection
-
-    @classmethod
-    async def of(cls, session: AsyncSession) -> JobsRepository:
-        return cls(await session.connection())
+    def __init__(self, uow: UnitOfWork) -> None:
+        self._uow = uow
 
     # --- locks
 
     async def lock_user(self, user_id: int) -> None:
         """Wait for, then hold until commit, the right to change this user's jobs."""
-        await self.connection.execute(_LOCK_USER, {"space": USER_LOCK_SPACE, "user_id": user_id})
+        await self._uow.execute(select(_lock(user_id)))
 
     async def try_lock_user(self, user_id: int) -> bool:
-        locked = await self.connection.execute(
-            _TRY_LOCK_USER, {"space": USER_LOCK_SPACE, "user_id": user_id}
+        locked = await self._uow.execute(
+            select(func.pg_try_advisory_xact_lock(USER_LOCK_SPACE, user_id))
         )
         return bool(locked.scalar_one())
 
     async def lock_owner(self, job_id: int) -> int | None:
         """Lock the job's owner (an owner never changes) and say who it is; None for jobs
         jobs does not know and pre-lifecycle ones."""
-        owner = await self.connection.execute(
-            _LOCK_OWNER, {"space": USER_LOCK_SPACE, "job_id": job_id}
+        owner = await self._uow.execute(
+            select(JOBS.c.user_id, _lock(JOBS.c.user_id)).where(
+                JOBS.c.id == job_id, JOBS.c.stage.is_not(None), JOBS.c.user_id.is_not(None)
+            )
         )
         row = owner.first()
         return None if row is None else int(row.user_id)
 
-    async def claim_and_lock_user(self, event: RawEnvelope, user_id: int) -> bool:
-        """Mark `event` handled and lock `user_id`; False (nothing done) for a duplicate."""
-        locked = await self.connection.execute(
-            _CLAIM_AND_LOCK_USER,
-            {
-                "event_id": event.id,
-                "event_type": event.type,
-                "space": USER_LOCK_SPACE,
-                "user_id": user_id,
-            },
+    async def job(self, job_id: int, *, lock: bool = True) -> JobRow | None:
+        """The job row (locked until commit, its owner's lock first, unless `lock` is off);
+        None if unknown."""
+        statement = select(*_JOB_COLUMNS, func.now().label("now")).where(
+            JOBS.c.id == job_id, JOBS.c.stage.is_not(None)
         )
-        return locked.first() is not None
-
-    async def claim_and_lock_owner(self, event: RawEnvelope, job_id: int) -> int | None:
-        """Mark `event` handled and lock the job's owner, who is returned; None for a duplicate
-        or a job jobs does not know (roll back then: the mark may have been written)."""
-        locked = await self.connection.execute(
-            _CLAIM_AND_LOCK_OWNER,
-            {
-                "event_id": event.id,
-                "event_type": event.type,
-                "space": USER_LOCK_SPACE,
-                "job_id": job_id,
-            },
-        )
-        row = locked.first()
-        return None if row is None else int(row.user_id)
-
-    async def lock_job(self, job_id: int) -> JobRow | None:
-        """The job row, locked until commit (its owner's lock first); None if unknown."""
-        found = (await self.connection.execute(_LOCK_JOB, {"job_id": job_id})).first()
+        if lock:
+            found = (await self._uow.execute(statement.with_for_update())).first()
+        else:
+            found = (await self._uow.read(statement)).first()
         if found is None:
             return None
         row = found._mapping
-        return JobRow(
-            id=row["id"],
-            user_id=row["user_id"],
-            chat_id=row["chat_id"],
-            request_id=row["request_id"],
-            stage=row["stage"],
-            retry_count=row["retry_count"] or 0,
-            workflow_type=row["workflow_type"],
-            prompt=row["prompt"],
-            image_path=row["image_path"],
-            seed=row["seed"],
-            deadline_at=row["deadline_at"],
-            debited_at=row["debited_at"],
-            now=row["now"],
-        )
+        return JobRow(**{**row, "retry_count": row["retry_count"] or 0})
 
     # --- requests
 
     async def request_state(
         self, request_id: uuid.UUID, user_id: int, preset_id: int | None
     ) -> RequestState:
-        """The request's job if it has one, the user's unfinished jobs, and the preset."""
+        """The request's job if it has one, the user's unfinished jobs, and the preset; also
+        draws the id the job will have if it is made (an unused id is a gap, as a rolled-back
+        insert would leave)."""
+        one = select(literal(1).label("one")).subquery("one")
         row = (
-            await self.connection.execute(
-                _REQUEST_STATE,
-                {"request_id": request_id, "user_id": user_id, "preset_id": preset_id},
+            await self._uow.execute(
+                select(
+                    select(JOBS.c.id)
+                    .where(JOBS.c.request_id == request_id)
+                    .scalar_subquery()
+                    .label("existing_job"),
+                    _unfinished(user_id).label("unfinished_jobs"),
+                    PRESETS.c.id.label("preset_id"),
+                    PRESETS.c.prompt,
+                    PRESETS.c.price,
+                    PRESETS.c.workflow_type,
+                    PRESETS.c.enabled,
+                    func.nextval(func.pg_get_serial_sequence("jobs", "id")).label("next_job_id"),
+                    func.now().label("now"),
+                ).select_from(one.outerjoin(PRESETS, PRESETS.c.id == preset_id))
             )
         ).one()
         preset = None
@@ -451,41 +411,6 @@ class JobsRepository:
             now=row.now,
         )
 
-    async def insert_job(
-        self, job: NewJob, event_id: uuid.UUID | None, announce: Outgoing | None = None
-    ) -> int | None:
-        """The new job's id, its `requested` transition recorded (and `announce` written to the
-        outbox); None when this request already has a job (a duplicate)."""
-        values = {
-            "job_id": job.id,
-            "request_id": job.request_id,
-            "user_id": job.user_id,
-            "telegram_id": job.telegram_id,
-            "chat_id": job.chat_id,
-            "language": job.language,
-            "preset_id": job.preset_id,
-            "prompt": job.prompt,
-            "image_path": job.image_key,
-            "price": job.price,
-            "workflow_type": job.workflow_type,
-            "seed": job.seed,
-            "deadline_at": job.payment_deadline,
-            "event_id": event_id,
-        }
-        if announce is None:
-            inserted = await self.connection.execute(_INSERT_JOB, values)
-        else:
-            inserted = await self.connection.execute(
-                _INSERT_JOB_ANNOUNCED,
-                {
-                    **values,
-                    "outbox_id": announce.envelope.id,
-                    "routing_key": announce.routing_key,
-                    "envelope": announce.envelope.model_dump_json(),
-                },
-            )
-        return inserted.scalar_one_or_none()
-
     # --- stage changes
 
     async def move(
@@ -496,52 +421,26 @@ class JobsRepository:
         *,
         reason: str,
         event_id: uuid.UUID | None,
-        claiming: RawEnvelope | None = None,
         **changes: object,
     ) -> Moved | None:
-        """Change the job's stage (and the seed's status with it) and record the transition,
-        in one statement, if the job is still as `facts` say (the facts its move was decided
-        on); None, and nothing changed, if it is not.
-
-        With `claiming`, the same statement marks that event handled; None, and nothing
-        changed, if it was handled already (on an autocommitted connection: in a transaction
-        that failure would end it). `changes` are further columns; a `FromNow` value is
-        computed by the database."""
-        statement = _move_statement(to, changes, claim=claiming is not None)
-        values: dict[str, object] = {
-            "job_id": job_id,
-            "from_stage": facts.stage.value,
-            "retry_count": facts.retry_count,
-            "to_stage": to.value,
-            "attempt": facts.attempt,
-            "reason": reason[:100],
-            "event_id": event_id,
-        }
-        for name, value in changes.items():
-            values[f"set_{name}"] = value.seconds if isinstance(value, FromNow) else value
-        if claiming is not None:
-            values["claim_id"], values["claim_type"] = claiming.id, claiming.type
-        try:
-            row = (await self.connection.execute(statement, values)).first()
-        except IntegrityError as exc:
-            if claiming is None or getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
-                raise
-            return None  # handled already
+        """`move_statement` in this unit's transaction: what moved, or None."""
+        statement = move_statement(job_id, facts, to, reason=reason, event_id=event_id, **changes)
+        row = (await self._uow.execute(statement)).first()
         return None if row is None else Moved(row.id, row.user_id, row.chat_id, row.request_id)
 
-    async def note_debited(self, job_id: int, now: datetime) -> None:
+    async def note_debited(self, job_id: int) -> None:
         """Remember a debit that moved nothing (billing refunds it), once."""
-        await self.connection.execute(
+        await self._uow.execute(
             update(JOBS)
             .where(JOBS.c.id == job_id, JOBS.c.debited_at.is_(None))
-            .values(debited_at=now, updated_at=func.now())
+            .values(debited_at=func.now(), updated_at=func.now())
         )
 
     async def dispatch(
         self, user_id: int, cap: int, queue_timeout_s: float, eta_sample: int
     ) -> list[Dispatched]:
         """Hand the user's oldest ready jobs to the GPU queues, up to their free slots."""
-        rows = await self.connection.execute(
+        rows = await self._uow.execute(
             _DISPATCH,
             {
                 "user_id": user_id,
@@ -574,7 +473,7 @@ class JobsRepository:
             .scalar_subquery()
         )
         users = select(waiting.c.user_id, in_flight.label("in_flight"), waiting.c.oldest).subquery()
-        rows = await self.connection.execute(
+        rows = await self._uow.read(
             select(users)
             .where(users.c.in_flight < cap)
             .order_by(users.c.in_flight, users.c.oldest, users.c.user_id)
@@ -584,7 +483,7 @@ class JobsRepository:
 
     async def overdue_jobs(self, limit: int) -> list[tuple[int, int]]:
         """(job id, user id) of attempts past their deadline."""
-        rows = await self.connection.execute(
+        rows = await self._uow.read(
             select(Job.id, Job.user_id)
             .where(
                 Job.stage.in_([stage.value for stage in WITH_DEADLINE]),
@@ -598,7 +497,7 @@ class JobsRepository:
     # --- reads for the gateway
 
     async def recent_jobs(self, user_id: int, limit: int) -> list[HistoryRow]:
-        rows = await self.connection.execute(
+        rows = await self._uow.read(
             select(
                 JOBS.c.id,
                 JOBS.c.stage,

@@ -45,7 +45,7 @@ Committed = tuple[str, RawEnvelope]
 """An outbox row as its writer knows it: routing key and envelope."""
 
 
-class AlreadyHandled(Exception):  # noqa: N818 - an outcome, not a fault
+class AlreadyHandled(Exception):
     """The message's mark was there already: nothing of this unit was written."""
 
 
@@ -151,10 +151,9 @@ class UnitOfWork:
         statement = select(*changed.c)
         for cte in self._delivery(changed):
             statement = statement.add_cte(cte)
-        row = (await self._write(statement)).first()
-        if row is None:
-            return None
-        await self._finish(row)
+        row: Row[Any] | None = (await self._write(statement)).first()
+        if row is not None:
+            await self._finish(row)
         return row
 
     async def commit(self) -> None:
@@ -165,11 +164,19 @@ class UnitOfWork:
         ctes = [self._mark().cte("claimed")] if self.cause is not None else []
         ctes += self._delivery(None, mark=False)
         if ctes:
-            statement = select(literal_column("1"))
+            statement: Select[Any] = select(literal_column("1"))
             for cte in ctes:
                 statement = statement.add_cte(cte)
             await self._write(statement)
         await self._finish(None)
+
+    async def rollback(self) -> None:
+        """Undo what this unit wrote and forget what it emitted; it can be used again."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        await self.connection.rollback()
+        self._emitted, self._after_commit = [], []
 
     # --- composing and committing
 
@@ -188,9 +195,9 @@ class UnitOfWork:
                 insert(inbox)
                 .from_select(
                     ["event_id", "event_type"],
-                    select(
-                        literal(self.cause.id, Uuid()), literal(self.cause.type)
-                    ).select_from(anchor),
+                    select(literal(self.cause.id, Uuid()), literal(self.cause.type)).select_from(
+                        anchor
+                    ),
                 )
                 .cte("claimed")
             )
@@ -251,9 +258,7 @@ class UnitOfWork:
 
 def _envelope(emitted: _Emitted, anchor: CTE | None) -> ColumnElement[Any]:
     """The envelope as JSON, its `fill` fields taken from `anchor`'s row by the database."""
-    document: ColumnElement[Any] = cast(
-        literal(emitted.envelope.model_dump_json()), JSONB
-    )
+    document: ColumnElement[Any] = cast(literal(emitted.envelope.model_dump_json()), JSONB)
     for name, column in emitted.fill.items():
         if anchor is None:
             raise ValueError("only a unit that applies a change can fill events from it")

@@ -53,7 +53,9 @@ class Handed:
         self.rows.extend(rows)
 
 
-def unit(engine: AsyncEngine, handed: Callable[[Sequence[Committed]], None], **kw: object) -> UnitOfWork:
+def unit(
+    engine: AsyncEngine, handed: Callable[[Sequence[Committed]], None], **kw: object
+) -> UnitOfWork:
     return UnitOfWork(engine, DELIVERY, source="test", on_commit=handed, **kw)  # type: ignore[arg-type]
 
 
@@ -74,14 +76,19 @@ async def test_apply_writes_change_mark_and_filled_event_in_one_statement(
         uow.after_commit(lambda: called.append("done"))
         row = await uow.apply(debit(4))  # type: ignore[arg-type]
         assert not uow.connection.in_transaction()  # it committed on its own
-    assert row is not None and row.balance == 6
+    assert row is not None
+    assert row.balance == 6
     assert called == ["done"]
     assert await scalar(engine, "SELECT balance FROM uow_probe_accounts") == 6
-    assert await scalar(engine, f"SELECT count(*) FROM jobs_inbox WHERE event_id = '{message.id}'") == 1
+    assert (
+        await scalar(engine, f"SELECT count(*) FROM jobs_inbox WHERE event_id = '{message.id}'")
+        == 1
+    )
     stored = await scalar(engine, "SELECT envelope -> 'data' ->> 'balance' FROM jobs_outbox")
     assert stored == "6"
     [(routing_key, envelope)] = handed.rows
-    assert routing_key == "balance.debited" and envelope.data["balance"] == 6
+    assert routing_key == "balance.debited"
+    assert envelope.data["balance"] == 6
     assert envelope.causation_id == message.id
 
 
@@ -96,7 +103,8 @@ async def test_a_guard_that_misses_writes_nothing_and_leaves_the_unit_open(
         assert await scalar(engine, "SELECT count(*) FROM jobs_outbox") == 0
         # the use case reads again and decides again: here, a smaller debit
         assert await uow.apply(debit(3)) is not None  # type: ignore[arg-type]
-    assert handed.rows and await scalar(engine, "SELECT balance FROM uow_probe_accounts") == 7
+    assert handed.rows
+    assert await scalar(engine, "SELECT balance FROM uow_probe_accounts") == 7
 
 
 async def test_a_message_handled_already_changes_nothing(clean: None, engine: AsyncEngine) -> None:
@@ -106,19 +114,26 @@ async def test_a_message_handled_already_changes_nothing(clean: None, engine: As
     called: list[str] = []
     for attempt in ("one statement", "transaction", "nothing to change"):
         with pytest.raises(AlreadyHandled):
-            async with unit(engine, handed, cause=message) as uow:
-                uow.emit(JobProgress(job_id=1, attempt=1, step=2, total_steps=2))
-                uow.after_commit(lambda: called.append(attempt))
-                if attempt == "one statement":
-                    await uow.apply(debit(1))  # type: ignore[arg-type]
-                elif attempt == "transaction":
-                    await uow.execute(debit(1))  # type: ignore[arg-type]
-                    await uow.commit()
-                else:
-                    await uow.commit()
+            await _handle_again(engine, handed, message, attempt, called)
     assert await scalar(engine, "SELECT balance FROM uow_probe_accounts") == 9
     assert await scalar(engine, "SELECT count(*) FROM jobs_outbox") == 0
-    assert len(handed.rows) == 0 and called == []
+    assert len(handed.rows) == 0
+    assert called == []
+
+
+async def _handle_again(
+    engine: AsyncEngine, handed: Handed, message: RawEnvelope, attempt: str, called: list[str]
+) -> None:
+    async with unit(engine, handed, cause=message) as uow:
+        uow.emit(JobProgress(job_id=1, attempt=1, step=2, total_steps=2))
+        uow.after_commit(lambda: called.append(attempt))
+        if attempt == "one statement":
+            await uow.apply(debit(1))  # type: ignore[arg-type]
+        elif attempt == "transaction":
+            await uow.execute(debit(1))  # type: ignore[arg-type]
+            await uow.commit()
+        else:
+            await uow.commit()
 
 
 async def test_several_statements_commit_together_or_not_at_all(
@@ -134,7 +149,8 @@ async def test_several_statements_commit_together_or_not_at_all(
         seen = (await uow.read(select(ACCOUNTS.c.balance))).scalar_one()
         await uow.execute(debit(seen - 1))  # type: ignore[arg-type]
         row = await uow.apply(debit(1))  # type: ignore[arg-type]
-        assert row is not None and row.balance == 0
+        assert row is not None
+        assert row.balance == 0
     assert await scalar(engine, "SELECT balance FROM uow_probe_accounts") == 0
     assert await scalar(engine, "SELECT count(*) FROM jobs_inbox") == 1
     assert len(handed.rows) == 0  # nothing was emitted

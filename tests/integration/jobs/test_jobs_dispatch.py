@@ -9,7 +9,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from jobs.models import DELIVERY
 from jobs.repository import Dispatched, JobsRepository
+from messaging.unit_of_work import UnitOfWork
 
 Sessions = async_sessionmaker[AsyncSession]
 EDIT, TEXT = "qwen_edit_2511", "qwen_image"
@@ -36,10 +38,13 @@ async def add_job(
 
 
 async def dispatch(sessions: Sessions, user_id: int, cap: int = 2) -> list[Dispatched]:
-    async with sessions() as session, session.begin():
-        repository = await JobsRepository.of(session)
+    engine = sessions.kw["bind"]
+    async with UnitOfWork(engine, DELIVERY, source="test") as uow:
+        repository = JobsRepository(uow)
         await repository.lock_user(user_id)
-        return await repository.dispatch(user_id, cap, queue_timeout_s=60, eta_sample=3)
+        dispatched = await repository.dispatch(user_id, cap, queue_timeout_s=60, eta_sample=3)
+        await uow.commit()
+    return dispatched
 
 
 async def stages(sessions: Sessions, *job_ids: int) -> list[str]:

@@ -1,35 +1,47 @@
-"""A move's statement is built once per shape, and only from the job's own columns."""
+"""A move's statement: the job's update guarded by the facts it was decided on, and its
+transition, built from the job's own columns only."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
+from sqlalchemy.dialects import postgresql
 
-from jobs.domain import Stage
-from jobs.repository import NOW, FromNow, _move_statement
+from jobs.domain import JobFacts, Stage
+from jobs.repository import NOW, FromNow, move_statement
+
+pytestmark = pytest.mark.unit
+
+RUNNING = JobFacts(Stage.dispatched, retry_count=0)
 
 
-def test_one_statement_per_shape_whatever_the_values() -> None:
-    first = _move_statement(
-        Stage.processing, {"started_at": NOW, "deadline_at": FromNow(60)}, claim=False
+def sql(**changes: object) -> str:
+    statement = move_statement(
+        7, RUNNING, Stage.processing, reason="started", event_id=uuid.uuid4(), **changes
     )
-    again = _move_statement(
-        Stage.processing, {"started_at": NOW, "deadline_at": FromNow(5)}, claim=False
-    )
-    bound = _move_statement(Stage.processing, {"started_at": NOW, "deadline_at": None}, claim=False)
-    claiming = _move_statement(
-        Stage.processing, {"started_at": NOW, "deadline_at": FromNow(60)}, claim=True
-    )
-    assert first is again
-    assert bound is not first
-    assert "jobs_inbox" not in str(first)
-    assert "INSERT INTO jobs_inbox" in str(claiming)
-    assert "ON CONFLICT" not in str(claiming)  # a mark taken fails the move with it
-    assert "now() + make_interval" in str(first)
-    assert "deadline_at = :set_deadline_at" in str(bound)
-    assert "status = 'processing'" in str(first)  # the seed's status follows the stage
+    return str(statement.compile(dialect=postgresql.dialect()))
+
+
+def test_a_move_is_guarded_by_its_facts_and_records_its_transition() -> None:
+    text = sql(started_at=NOW, deadline_at=FromNow(60))
+    assert "UPDATE jobs SET" in text
+    assert "jobs.stage = %(stage_1)s" in text  # the stage it was decided on
+    assert "coalesce(jobs.retry_count" in text  # and the attempt
+    assert "INSERT INTO job_transitions" in text
+    assert "RETURNING jobs.id, jobs.user_id, jobs.chat_id, jobs.request_id" in text
+    assert "now() +" in text  # a FromNow is the database's clock
+    assert "jobs_inbox" not in text
+    assert "jobs_outbox" not in text
+
+
+def test_the_seed_status_follows_the_stage() -> None:
+    statement = move_statement(7, RUNNING, Stage.processing, reason="started", event_id=None)
+    params = statement.compile(dialect=postgresql.dialect()).params
+    assert "processing" in params.values()
 
 
 @pytest.mark.parametrize("changes", [{"stage": "done"}, {"status": "failed"}, {"nope": 1}])
 def test_a_move_sets_only_the_jobs_other_columns(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="a move cannot set"):
-        _move_statement(Stage.completed, changes, claim=False)
+        move_statement(7, RUNNING, Stage.completed, reason="x", event_id=None, **changes)

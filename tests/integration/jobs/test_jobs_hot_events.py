@@ -1,6 +1,6 @@
-"""The fast paths of JobRequested, BalanceDebited and JobStarted keep every rule of the general
-ones: exactly-once effects, the causing event on each transition, the per-user cap under
-concurrency, and prices as the catalog says at the moment of the request."""
+"""The events every job brings (JobRequested, BalanceDebited, JobStarted) on their one path:
+exactly-once effects, the causing event on each transition, the per-user cap under concurrency,
+prices as the catalog says at the moment of the request, and a start in one statement."""
 
 from __future__ import annotations
 
