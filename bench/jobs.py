@@ -47,6 +47,7 @@ from contracts.events import (  # noqa: E402
     JobRequestRejected,
 )
 from contracts.topology import Topology, build_topology  # noqa: E402
+from jobs.app import Settings as JobsApp  # noqa: E402
 from jobs.app import create_app  # noqa: E402
 from jobs.settings import JobsSettings  # noqa: E402
 from messaging.broker import declare_topology, delete_topology  # noqa: E402
@@ -226,11 +227,13 @@ async def main(total: int, concurrency: int) -> None:
         channel = await connection.channel()
         print(await baseline(channel, topology, total * 2, concurrency), flush=True)
         app = create_app(
-            JobsSettings(),
-            database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
-            broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
-            outbox=OutboxSettings(),
-            service=ServiceSettings(graceful_timeout_s=5),
+            JobsApp(
+                jobs=JobsSettings(),
+                database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
+                broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
+                outbox=OutboxSettings(),
+                service=ServiceSettings(graceful_timeout_s=5),
+            )
         )
         async with app:
             print(await jobs_run(channel, topology, total, concurrency), flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from faststream.asgi import AsgiFastStream
 
 from jobs.handlers import register_handlers
@@ -10,36 +12,27 @@ from jobs.metrics import observe_jobs
 from jobs.models import DELIVERY
 from jobs.settings import JobsSettings
 from messaging.runtime import OBSERVE_EVERY_S, ServiceRuntime
-from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from messaging.settings import InfrastructureSettings
 
 
-def create_app(
-    settings: JobsSettings | None = None,
-    *,
-    database: DatabaseSettings | None = None,
-    broker: BrokerSettings | None = None,
-    outbox: OutboxSettings | None = None,
-    service: ServiceSettings | None = None,
-) -> AsgiFastStream:
+@dataclass
+class Settings(InfrastructureSettings):
+    jobs: JobsSettings = field(default_factory=JobsSettings)
+
+
+def create_app(settings: Settings | None = None) -> AsgiFastStream:
     """Consumer, catalog and history reads, the fair dispatcher and the timeout sweeper."""
-    settings = settings or JobsSettings()
-    runtime = ServiceRuntime(
-        "jobs",
-        DELIVERY,
-        database=database or DatabaseSettings(),
-        broker=broker or BrokerSettings(),
-        outbox=outbox or OutboxSettings(),
-        service=service or ServiceSettings(),
-    )
-    lifecycle = JobLifecycle(settings)
+    settings = settings or Settings()
+    runtime = ServiceRuntime.of("jobs", DELIVERY, settings)
+    lifecycle = JobLifecycle(settings.jobs)
     register_handlers(runtime, lifecycle)
     runtime.every(
-        settings.dispatch_interval_s,
+        settings.jobs.dispatch_interval_s,
         "dispatcher",
         lambda: lifecycle.dispatcher.dispatch_ready(runtime.unit_of_work),
     )
     runtime.every(
-        settings.sweep_interval_s,
+        settings.jobs.sweep_interval_s,
         "sweeper",
         lambda: lifecycle.sweeper.sweep(runtime.unit_of_work),
     )

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from billing.app import build as build_billing
 from bot_gateway.app import build as build_gateway
 from contracts.topology import Topology, build_topology
+from jobs.app import Settings as JobsApp
 from jobs.app import create_app as create_jobs
 from jobs.settings import JobsSettings
 from messaging.broker import create_broker, declare_topology, delete_topology
@@ -105,17 +106,19 @@ async def stack(
         billing_settings(gateway_database_url, amqp_url, stack_topology, yookassa)
     )
     jobs = create_jobs(
-        JobsSettings(
-            dispatch_interval_s=0.1,
-            sweep_interval_s=0.1,
-            retry_backoff_s=0.05,
-            retry_backoff_max_s=0.2,
-            max_unfinished_jobs_per_user=MAX_UNFINISHED,
-        ),
-        database=DatabaseSettings(url=gateway_database_url),  # type: ignore[arg-type]
-        broker=BrokerSettings(url=amqp_url, namespace=stack_topology.namespace),  # type: ignore[arg-type]
-        outbox=OutboxSettings(poll_interval_s=0.1),
-        service=ServiceSettings(graceful_timeout_s=5),
+        JobsApp(
+            jobs=JobsSettings(
+                dispatch_interval_s=0.1,
+                sweep_interval_s=0.1,
+                retry_backoff_s=0.05,
+                retry_backoff_max_s=0.2,
+                max_unfinished_jobs_per_user=MAX_UNFINISHED,
+            ),
+            database=DatabaseSettings(url=gateway_database_url),  # type: ignore[arg-type]
+            broker=BrokerSettings(url=amqp_url, namespace=stack_topology.namespace),  # type: ignore[arg-type]
+            outbox=OutboxSettings(poll_interval_s=0.1),
+            service=ServiceSettings(graceful_timeout_s=5),
+        )
     )
     gateway = build_gateway(
         gateway_settings(gateway_database_url, amqp_url, stack_topology, telegram, store_root)

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from contracts.topology import Topology
+from jobs.app import Settings as JobsApp
 from jobs.app import create_app
 from jobs.settings import JobsSettings
 from messaging.broker import create_broker, declare_topology
@@ -109,11 +110,13 @@ def start_jobs(
     @asynccontextmanager
     async def running(**overrides: Any) -> AsyncIterator[None]:
         app = create_app(
-            jobs_settings(**overrides),
-            database=DatabaseSettings(url=jobs_database_url),  # type: ignore[arg-type]
-            broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
-            outbox=OutboxSettings(poll_interval_s=0.1),
-            service=ServiceSettings(graceful_timeout_s=5),
+            JobsApp(
+                jobs=jobs_settings(**overrides),
+                database=DatabaseSettings(url=jobs_database_url),  # type: ignore[arg-type]
+                broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
+                outbox=OutboxSettings(poll_interval_s=0.1),
+                service=ServiceSettings(graceful_timeout_s=5),
+            )
         )
         async with app:
             yield
