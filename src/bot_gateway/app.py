@@ -32,11 +32,9 @@ from bot_gateway.sender import OutboundSender
 from bot_gateway.settings import (
     ConversationSettings,
     DeliverySettings,
-    StorageSettings,
     TelegramSettings,
 )
 from bot_gateway.snapshot import SnapshotMiddleware
-from bot_gateway.storage import ObjectStore, create_object_store
 from bot_gateway.throttling import FloodGuard
 from bot_gateway.uploads import Uploads
 from bot_gateway.webhook import PATH as WEBHOOK_PATH
@@ -44,6 +42,7 @@ from bot_gateway.webhook import TelegramWebhook
 from messaging.rpc import RpcClient
 from messaging.runtime import ServiceRuntime
 from messaging.settings import InfrastructureSettings
+from object_store import ObjectStore, StorageSettings, create_object_store
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot_gateway.repository import Users
 from bot_gateway.settings import DeliverySettings
-from bot_gateway.storage import ObjectStore
+from object_store import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,10 @@
-"""The bot gateway's settings, one class per concern: Telegram, dialogue, delivery, storage."""
+"""The bot gateway's settings, one class per concern: Telegram, dialogue, delivery.
+
+The object store's (`STORAGE_*`) are `object_store.StorageSettings`, shared with the runners.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -93,17 +95,3 @@ class DeliverySettings(BaseSettings):
     retry_backoff_s: float = Field(default=1.0, gt=0)
     retry_after_tries: int = Field(default=5, ge=0)
     """How often one call is retried after a 429 before its message backs off in the table."""
-
-
-class StorageSettings(BaseSettings):
-    """The object store shared with the runners: the same STORAGE_* variables and defaults."""
-
-    model_config = SettingsConfigDict(env_prefix="STORAGE_", env_file=".env", extra="ignore")
-
-    backend: Literal["local", "s3"] = "local"
-    local_root: Path = Path("data/objects")
-    s3_endpoint_url: str = ""
-    s3_bucket: str = "imagebot"
-    s3_region: str = "us-east-1"
-    s3_access_key_id: str = ""
-    s3_secret_access_key: SecretStr = SecretStr("")

@@ -13,7 +13,7 @@ from aiogram.types import Message
 
 from bot_gateway.images import ImageRejectedError, check_image
 from bot_gateway.settings import ConversationSettings
-from bot_gateway.storage import ObjectStore
+from object_store import ObjectStore
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,7 @@ from contracts.events import JobCanceled, JobFailed
 from contracts.topology import Topology, build_topology
 from gpu_runner.cancellations import Cancellations
 from gpu_runner.runner import Runner
-from gpu_runner.settings import RunnerSettings, StorageSettings
-from gpu_runner.storage import ObjectStore, create_object_store
+from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import Workflow, build_workflows
 from messaging.broker import create_broker, keep_message, rabbit_queue
 from messaging.health import ReadinessCheck, health_routes
@@ -24,6 +23,7 @@ from messaging.lifecycle import ServiceLifecycle
 from messaging.logs import name_service
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, ServiceSettings
+from object_store import ObjectStore, StorageSettings, create_object_store
 
 SOURCE = "gpu_runner"
 

@@ -37,16 +37,11 @@ from gpu_runner.failures import AttemptFailure, JobCanceledError, classify
 from gpu_runner.images import InvalidImageError, decode_image, encode_png
 from gpu_runner.metrics import BusyMeter
 from gpu_runner.settings import RunnerSettings
-from gpu_runner.storage import (
-    InvalidKeyError,
-    ObjectNotFoundError,
-    ObjectStore,
-    ObjectTooLargeError,
-)
 from gpu_runner.workflows import RenderRequest, Workflow
 from messaging.consumer import EventConsumer, MalformedMessageError
 from messaging.logs import handling
 from messaging.metrics import HANDLER_SECONDS, MESSAGES_CONSUMED
+from object_store import InvalidKeyError, ObjectNotFoundError, ObjectStore, ObjectTooLargeError
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""The runner's configuration: what it serves, how each workflow runs, where objects live."""
+"""The runner's configuration: what it serves and how each workflow runs.
+
+Where objects live (`STORAGE_*`) is `object_store.StorageSettings`, shared with the gateway.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.events import WORKFLOW_TYPES
@@ -110,17 +113,3 @@ class PillowFilterSettings(BaseSettings):
     steps: int = Field(default=1, ge=1, le=1000)
     step_delay_s: float = Field(default=0.0, ge=0)
     """An artificial pause per step, for exercising progress, cancel and crashes."""
-
-
-class StorageSettings(BaseSettings):
-    """The object store holding inputs and results: a local directory, or S3-compatible."""
-
-    model_config = SettingsConfigDict(env_prefix="STORAGE_", env_file=".env", extra="ignore")
-
-    backend: Literal["local", "s3"] = "local"
-    local_root: Path = Path("data/objects")
-    s3_endpoint_url: str = ""
-    s3_bucket: str = "imagebot"
-    s3_region: str = "us-east-1"
-    s3_access_key_id: str = ""
-    s3_secret_access_key: SecretStr = SecretStr("")

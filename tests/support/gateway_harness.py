@@ -19,13 +19,13 @@ from bot_gateway.app import Gateway, Settings
 from bot_gateway.settings import (
     ConversationSettings,
     DeliverySettings,
-    StorageSettings,
     TelegramSettings,
 )
 from contracts.events import JobCompleted, JobDispatched, JobProgress, JobStarted
 from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from object_store import StorageSettings
 from sandbox.telegram import TOKEN, Call, TelegramSandbox, TgUser
 from sandbox.yookassa import YooKassaSandbox
 from support.jobs_harness import EventLog

@@ -21,10 +21,11 @@ from contracts.envelope import Event, RawEnvelope, new_envelope
 from contracts.events import JobDispatched
 from contracts.topology import Topology
 from gpu_runner.app import create_app
-from gpu_runner.settings import RunnerSettings, StorageSettings
+from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import Workflow
 from messaging.broker import create_broker, declare_topology
 from messaging.settings import BrokerSettings, ServiceSettings
+from object_store import StorageSettings
 from support.database import ROOT
 from support.messaging import publisher_for
 

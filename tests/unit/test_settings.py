@@ -7,7 +7,16 @@ from pydantic_settings import BaseSettings
 from messaging.settings import BrokerSettings, DatabaseSettings
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("contracts", "messaging", "billing", "jobs", "bot_gateway", "gpu_runner", "imagebot")
+PACKAGES = (
+    "contracts",
+    "messaging",
+    "billing",
+    "jobs",
+    "bot_gateway",
+    "gpu_runner",
+    "imagebot",
+    "object_store",
+)
 
 
 def _settings_classes() -> set[type[BaseSettings]]:

@@ -19,9 +19,9 @@ from bot_gateway.rate_limited import RateLimitedRequests
 from bot_gateway.repository import Mailbox
 from bot_gateway.sender import OutboundSender
 from bot_gateway.settings import DeliverySettings
-from bot_gateway.storage import LocalObjectStore
 from messaging.database import create_engine, create_session_factory
 from messaging.settings import DatabaseSettings
+from object_store import LocalObjectStore
 from sandbox.telegram import TOKEN, TelegramSandbox
 from support.database import DatabaseFactory, migrate
 from support.gateway_harness import new_user

@@ -14,7 +14,7 @@ from PIL import Image
 from contracts.events import JobCanceled, JobDispatched, JobFailed
 from contracts.topology import Topology
 from gpu_runner.settings import RunnerSettings
-from gpu_runner.storage import LocalObjectStore
+from object_store import LocalObjectStore
 from support.messaging import drain
 from support.runner import (
     IMAGEBOT,

@@ -13,8 +13,9 @@ import uvicorn
 from contracts.events import JobDispatched
 from contracts.topology import Topology
 from gpu_runner.app import create_app
-from gpu_runner.settings import RunnerSettings, StorageSettings
+from gpu_runner.settings import RunnerSettings
 from messaging.settings import BrokerSettings, ServiceSettings
+from object_store import StorageSettings
 from support.messaging import eventually
 from support.runner import Reports, free_port, png, publish
 

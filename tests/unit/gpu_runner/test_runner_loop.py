@@ -18,8 +18,8 @@ from contracts.events import (
 )
 from gpu_runner.runner import Runner, ShuttingDownError
 from gpu_runner.settings import RunnerSettings
-from gpu_runner.storage import LocalObjectStore
 from gpu_runner.workflows import RenderRequest, StepObserver
+from object_store import LocalObjectStore
 
 
 class RecordingPublisher:
