@@ -18,6 +18,7 @@ from faststream.asgi import AsgiFastStream
 
 from bot_gateway.backends import Backends
 from bot_gateway.conversation import Conversation
+from bot_gateway.dispatcher import TrackingDispatcher
 from bot_gateway.errors import error_handler
 from bot_gateway.fsm_storage import PostgresStorage
 from bot_gateway.handlers import register_handlers
@@ -173,9 +174,9 @@ def _dispatcher(
     conversation: Conversation,
     backends: Backends,
     store: ObjectStore,
-) -> Dispatcher:
+) -> TrackingDispatcher:
     storage = PostgresStorage(runtime.engine)
-    dispatcher = Dispatcher(
+    dispatcher = TrackingDispatcher(
         storage=storage,
         conversation=conversation,
         backends=backends,
@@ -204,7 +205,11 @@ class _Updates:
     """Polling (started here, stopped before shutdown) or the webhook (registered with Telegram)."""
 
     def __init__(
-        self, settings: TelegramSettings, dispatcher: Dispatcher, bot: Bot, webhook: TelegramWebhook
+        self,
+        settings: TelegramSettings,
+        dispatcher: TrackingDispatcher,
+        bot: Bot,
+        webhook: TelegramWebhook,
     ) -> None:
         self._settings = settings
         self._dispatcher = dispatcher
@@ -239,6 +244,6 @@ class _Updates:
                 await self._dispatcher.stop_polling()
             with contextlib.suppress(Exception):
                 await self._polling
-        in_hand = [*self._webhook.in_flight, *getattr(self._dispatcher, "_handle_update_tasks", ())]
+        in_hand = [*self._webhook.in_flight, *self._dispatcher.in_hand]
         if in_hand:
             await asyncio.wait(in_hand, timeout=10)
