@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 
 from faststream import AckPolicy
 from faststream.asgi import AsgiFastStream
@@ -30,21 +31,27 @@ SOURCE = "gpu_runner"
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Settings:
+    """The runner has no database: its own settings, storage, broker and process."""
+
+    runner: RunnerSettings = field(default_factory=RunnerSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    service: ServiceSettings = field(default_factory=ServiceSettings)
+
+
 def create_app(
-    settings: RunnerSettings | None = None,
+    settings: Settings | None = None,
     *,
-    storage: StorageSettings | None = None,
-    broker: BrokerSettings | None = None,
-    service: ServiceSettings | None = None,
     workflows: Mapping[str, Workflow] | None = None,
     store: ObjectStore | None = None,
 ) -> AsgiFastStream:
     """The runner as an ASGI app; raises `ModelDirectoryMissingError` before touching the broker."""
-    settings = settings or RunnerSettings()
+    settings = settings or Settings()
     name_service(SOURCE)
-    broker = broker or BrokerSettings()
-    service = service or ServiceSettings()
-    workflows = dict(workflows) if workflows is not None else build_workflows(settings)
+    broker, service = settings.broker, settings.service
+    workflows = dict(workflows) if workflows is not None else build_workflows(settings.runner)
     for workflow in workflows.values():
         workflow.check()
     topology = build_topology(broker.namespace)
@@ -54,12 +61,12 @@ def create_app(
     )
     runner = Runner(
         workflows,
-        store or create_object_store(storage or StorageSettings()),
+        store or create_object_store(settings.storage),
         publisher,
-        settings,
+        settings.runner,
         Cancellations(),
     )
-    subscribe_runner(rabbit, topology, runner, settings)
+    subscribe_runner(rabbit, topology, runner, settings.runner)
     lifecycle = ServiceLifecycle(rabbit, broker.url.get_secret_value(), topology)
     return AsgiFastStream(
         rabbit,

@@ -11,6 +11,7 @@ import signal
 
 from PIL import Image
 
+from gpu_runner.app import Settings as RunnerApp
 from gpu_runner.app import create_app
 from gpu_runner.settings import PillowFilterSettings
 from gpu_runner.workflows.base import RenderRequest, StepObserver
@@ -30,7 +31,8 @@ if __name__ == "__main__":
     service = ServiceSettings()
     run(
         create_app(
-            service=service, workflows={"pillow_filter": CrashingFilter(PillowFilterSettings())}
+            RunnerApp(service=service),
+            workflows={"pillow_filter": CrashingFilter(PillowFilterSettings())},
         ),
         service,
     )

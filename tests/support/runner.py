@@ -20,6 +20,7 @@ from PIL import Image
 from contracts.envelope import Event, RawEnvelope, new_envelope
 from contracts.events import JobDispatched
 from contracts.topology import Topology
+from gpu_runner.app import Settings as RunnerApp
 from gpu_runner.app import create_app
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import Workflow
@@ -65,10 +66,12 @@ async def serving_runner(
     """The runner app served in this process until the block ends (graceful shutdown)."""
     port = free_port()
     app = create_app(
-        settings,
-        storage=StorageSettings(local_root=objects),
-        broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
-        service=ServiceSettings(http_port=port, graceful_timeout_s=5),
+        RunnerApp(
+            runner=settings,
+            storage=StorageSettings(local_root=objects),
+            broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
+            service=ServiceSettings(http_port=port, graceful_timeout_s=5),
+        ),
         workflows=workflows,
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -12,6 +12,7 @@ import uvicorn
 
 from contracts.events import JobDispatched
 from contracts.topology import Topology
+from gpu_runner.app import Settings as RunnerApp
 from gpu_runner.app import create_app
 from gpu_runner.settings import RunnerSettings
 from messaging.settings import BrokerSettings, ServiceSettings
@@ -46,10 +47,12 @@ async def test_a_runner_is_ready_reports_busy_time_and_turns_unready_without_its
     port = free_port()
     settings = RunnerSettings(workflows="pillow_filter", runner_id="health-test")
     app = create_app(
-        settings,
-        storage=StorageSettings(local_root=tmp_path),
-        broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
-        service=ServiceSettings(http_port=port, graceful_timeout_s=5),
+        RunnerApp(
+            runner=settings,
+            storage=StorageSettings(local_root=tmp_path),
+            broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
+            service=ServiceSettings(http_port=port, graceful_timeout_s=5),
+        ),
     )
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     serving = asyncio.create_task(server.serve())

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from contracts.envelope import new_envelope
 from contracts.events import JobDispatched
+from gpu_runner.app import Settings as RunnerApp
 from gpu_runner.app import create_app
 from gpu_runner.cancellations import Cancellations
 from gpu_runner.failures import AttemptFailure, ModelDirectoryMissingError, classify
@@ -74,7 +75,7 @@ def test_settings_name_only_known_workflows() -> None:
 def test_a_missing_model_directory_stops_the_runner_before_it_starts(tmp_path: Path) -> None:
     settings = RunnerSettings(workflows="qwen_edit_2511", models_dir=tmp_path)
     with pytest.raises(ModelDirectoryMissingError, match="Qwen-Image-Edit-2511"):
-        create_app(settings)
+        create_app(RunnerApp(runner=settings))
     assert "pillow_filter" in build_workflows(RunnerSettings(workflows="pillow_filter"))
 
 
