@@ -60,12 +60,12 @@ contracts: $(INSTALLED) ## Regenerate docs/events/*.json (one JSON Schema per ev
 	$(BIN)/imagebot contracts export docs/events
 
 lint: $(INSTALLED) ## ruff lint and format check
-	$(BIN)/ruff check src tests migrations
-	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/ruff check src tests migrations bench
+	$(BIN)/ruff format --check src tests migrations bench
 
 format: $(INSTALLED) ## Fix what ruff can
-	$(BIN)/ruff check --fix src tests migrations
-	$(BIN)/ruff format src tests migrations
+	$(BIN)/ruff check --fix src tests migrations bench
+	$(BIN)/ruff format src tests migrations bench
 
 types: $(INSTALLED) ## mypy, strict
 	$(BIN)/mypy

@@ -1,49 +1,75 @@
 """Billing throughput beside the raw asyncpg ceiling of the same conditional UPDATE, same run.
 
-Debits go through the real code path of the debit use case: the consumer's handler for
-JobCreated (inbox claim, conditional debit + ledger row, outbox insert, commit), with
-CONCURRENCY of them in flight, as a consumer with that prefetch would run them. Webhooks go
-through the webhook ASGI app, the real `yookassa` SDK and a local fake YooKassa API. The
-database is a throwaway one created (and dropped) by this script.
+Billing runs as `imagebot run billing` runs it (its `create_app`, configured from the
+environment) on a throwaway database and broker namespace, and the bench plays its neighbours
+through events only. Debits: the bench publishes `--debits` JobCreated for accounts spread over
+`--accounts` (then `--hot-debits` for one account) and times them until every BalanceDebited is
+out: the consumer's inbox claim, conditional debit + ledger row and outbox insert, commit,
+and the relay's publish. Webhooks: top-ups are opened as the gateway opens them
+(TopUpRequested → PaymentCreated, billing creating each payment at a local fake YooKassa API
+through the real `yookassa` SDK); then the fake marks them paid and the bench posts each
+notification to billing's webhook route (verify, API re-fetch, credit) through its ASGI app,
+`--concurrency` at a time. The ceiling: the same conditional UPDATE through a raw asyncpg pool
+of `--concurrency` connections. At the end every debited account must match its ledger.
 
 Last line: `BENCH debits_per_s=… hot_debits_per_s=… webhooks_per_s=… ceiling_per_s=… ratio=…`
 (ratio = spread debits / ceiling).
+
+    make bench-billing          # or: python bench/billing.py --accounts 10000 --debits 10000
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
-import os
+import logging
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from billing.app import build  # noqa: E402
-from billing.settings import BonusSettings, WebhookSettings  # noqa: E402
-from contracts.envelope import new_envelope  # noqa: E402
-from contracts.events import JobCreated  # noqa: E402
-from contracts.topology import build_topology  # noqa: E402
+import aio_pika  # noqa: E402
+import asyncpg  # noqa: E402
+from aio_pika.abc import AbstractIncomingMessage  # noqa: E402
+from faststream.asgi import AsgiFastStream  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    amqp_url,
+    configure,
+    dsn,
+    publish,
+    throwaway_database,
+    throwaway_namespace,
+)
+from billing.app import create_app  # noqa: E402
+from contracts.envelope import Event, new_envelope  # noqa: E402
+from contracts.events import (  # noqa: E402
+    BalanceDebited,
+    DebitRejected,
+    JobCreated,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentSucceeded,
+    TopUpRequested,
+)
+from contracts.topology import Topology  # noqa: E402
 from sandbox.yookassa import YooKassaSandbox  # noqa: E402
-from support.billing_harness import make_settings  # noqa: E402
-from support.database import DatabaseFactory, migrate  # noqa: E402
 
-ACCOUNTS = 10_000
-SPREAD_DEBITS = 10_000
-HOT_DEBITS = 3_000
-WEBHOOKS = 500
-CONCURRENCY = 10
 DEBIT_SQL = (
     "UPDATE users SET balance = balance - $1 WHERE user_id = $2 AND balance >= $1 RETURNING balance"
 )
+PACKAGE = "small"
+"""One of billing's default top-up packages (BILLING_TOPUP_PACKAGES)."""
+WATCHED = (BalanceDebited, DebitRejected, PaymentCreated, PaymentFailed, PaymentSucceeded)
+TIMEOUT_S = 300.0
 
 
 async def timed(jobs: Iterable[Callable[[], Awaitable[Any]]], concurrency: int) -> float:
@@ -63,13 +89,14 @@ async def timed(jobs: Iterable[Callable[[], Awaitable[Any]]], concurrency: int) 
     return total / (time.perf_counter() - started)
 
 
-async def seed_accounts(dsn: str) -> list[int]:
-    connection = await asyncpg.connect(dsn)
+async def seed_accounts(database: str, accounts: int) -> list[int]:
+    """`2 * accounts` accounts with a large balance, each opened through the ledger."""
+    connection = await asyncpg.connect(database)
     try:
         await connection.execute(
             "INSERT INTO users (telegram_id, username, balance) "
             "SELECT 10000000000 + g, 'bench', 1000000000 FROM generate_series(1, $1) g",
-            2 * ACCOUNTS,
+            2 * accounts,
         )
         await connection.execute(
             "INSERT INTO billing_ledger (user_id, idempotency_key, kind, amount, balance_after) "
@@ -80,139 +107,157 @@ async def seed_accounts(dsn: str) -> list[int]:
         await connection.close()
 
 
-async def ceiling(dsn: str, users: list[int], count: int) -> float:
-    pool = await asyncpg.create_pool(dsn, min_size=CONCURRENCY, max_size=CONCURRENCY)
+async def ceiling(database: str, users: list[int], count: int, concurrency: int) -> float:
+    pool = await asyncpg.create_pool(database, min_size=concurrency, max_size=concurrency)
     try:
 
         def debit(user_id: int) -> Callable[[], Awaitable[Any]]:
             return lambda: pool.fetchval(DEBIT_SQL, 1, user_id)
 
-        return await timed((debit(users[i % len(users)]) for i in range(count)), CONCURRENCY)
+        return await timed((debit(users[i % len(users)]) for i in range(count)), concurrency)
     finally:
         await pool.close()
 
 
-async def main() -> None:
-    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    server = server.replace("postgresql://", "postgresql+asyncpg://", 1)
-    databases = DatabaseFactory(server)
-    fake = YooKassaSandbox()
-    await fake.start()
-    try:
-        url = await databases.create("bench_billing")
-        await migrate(url)
-        dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        seeded = await seed_accounts(dsn)
-        # The raw ceiling runs on accounts of its own: it moves balances without the ledger.
-        raw_users, users = seeded[:ACCOUNTS], seeded[ACCOUNTS:]
-        topology = build_topology(f"bench-{uuid.uuid4().hex[:6]}")
-        settings = make_settings(
-            url,
-            os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-            topology,
-            fake,
-            bonus=BonusSettings(enabled=False),
-            webhook=WebhookSettings(allowed_networks="127.0.0.1/32"),
+class Bus:
+    """The bench's side of the broker: publishes events as a neighbour service would
+    (persistent, confirmed) and keeps what billing emitted, by event type."""
+
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
+        self.seen: defaultdict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        """event type -> key (job id, request id) -> the event's data."""
+        self._changed = asyncio.Event()
+
+    async def __aenter__(self) -> Bus:
+        self._connection = await aio_pika.connect(amqp_url())
+        channel = await self._connection.channel(publisher_confirms=True)
+        self._exchange = await channel.get_exchange(self._topology.events_exchange, ensure=False)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for event in WATCHED:
+            await queue.bind(self._exchange, routing_key=event.event_type)
+        await queue.consume(self._on, no_ack=True)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._connection.close()
+
+    async def _on(self, message: AbstractIncomingMessage) -> None:
+        envelope = json.loads(message.body)
+        data = envelope["data"]
+        key = str(data.get("job_id") or data.get("request_id") or data.get("payment_id"))
+        self.seen[envelope["type"]][key] = data
+        self._changed.set()
+
+    async def publish(self, event: Event) -> None:
+        await publish(self._exchange, new_envelope(event, source="bench"), event.routing_key())
+
+    async def publish_all(self, events: list[Event]) -> None:
+        for start in range(0, len(events), 100):
+            await asyncio.gather(*(self.publish(event) for event in events[start : start + 100]))
+
+    async def wait(self, condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not condition():
+            self._changed.clear()
+            if self.seen[DebitRejected.event_type] or self.seen[PaymentFailed.event_type]:
+                raise SystemExit(f"billing refused: {dict(self.seen)}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SystemExit(f"timed out waiting for {what}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+
+async def debits(bus: Bus, users: list[int], first_job: int) -> float:
+    """JobCreated for each of `users` (a new job each), all at once: debits per second until
+    the last BalanceDebited is out."""
+    debited = bus.seen[BalanceDebited.event_type]
+    jobs = range(first_job, first_job + len(users))
+    events: list[Event] = [
+        JobCreated(
+            job_id=job_id,
+            request_id=uuid.uuid4(),
+            user_id=user_id,
+            telegram_id=1,
+            chat_id=1,
+            price=1,
+            workflow_type="qwen_edit_2511",
         )
-        settings.database.pool_size = CONCURRENCY
-        billing = build(settings)
-        handle = billing.runtime.consumer._handlers[JobCreated]
-        job_ids = iter(range(1, 10**9))
-
-        def debit(user_id: int) -> Callable[[], Awaitable[Any]]:
-            event = JobCreated(
-                job_id=next(job_ids),
-                request_id=uuid.uuid4(),
-                user_id=user_id,
-                telegram_id=1,
-                chat_id=1,
-                price=1,
-                workflow_type="qwen_edit_2511",
-            )
-            envelope = new_envelope(event, source="bench")
-            return lambda: handle(event, envelope)
-
-        await timed((debit(users[i]) for i in range(200)), CONCURRENCY)  # warm-up
-        ceiling_per_s = await ceiling(dsn, raw_users, SPREAD_DEBITS)
-        hot_ceiling = await ceiling(dsn, raw_users[:1], HOT_DEBITS)
-        debits_per_s = await timed(
-            (debit(users[i % ACCOUNTS]) for i in range(SPREAD_DEBITS)), CONCURRENCY
-        )
-        hot_per_s = await timed((debit(users[1]) for _ in range(HOT_DEBITS)), CONCURRENCY)
-        webhooks_per_s = await webhooks(billing, fake, users[2:])
-        await billing.runtime.engine.dispose()
-        drift = await _drift(dsn, users)
-        print(f"spread debits over {ACCOUNTS} accounts: {debits_per_s:8.0f}/s "
-              f"vs raw asyncpg {ceiling_per_s:8.0f}/s")  # fmt: skip
-        print(f"hot-account debits:                  {hot_per_s:8.0f}/s "
-              f"vs raw asyncpg {hot_ceiling:8.0f}/s")  # fmt: skip
-        print(f"webhooks (verify + API re-fetch + credit): {webhooks_per_s:6.0f}/s")
-        print(f"accounts drifting from their ledger after the run: {drift}")
-        print(
-            f"BENCH debits_per_s={debits_per_s:.0f} hot_debits_per_s={hot_per_s:.0f} "
-            f"webhooks_per_s={webhooks_per_s:.0f} ceiling_per_s={ceiling_per_s:.0f} "
-            f"ratio={debits_per_s / ceiling_per_s:.2f}"
-        )
-    finally:
-        await fake.stop()
-        await databases.drop_all()
+        for job_id, user_id in zip(jobs, users, strict=True)
+    ]
+    started = time.perf_counter()
+    await bus.publish_all(events)
+    await bus.wait(lambda: all(str(job) in debited for job in jobs), "the debits")
+    return len(users) / (time.perf_counter() - started)
 
 
-async def webhooks(billing: Any, fake: YooKassaSandbox, users: list[int]) -> float:
-    from billing import payments
-    from billing.domain import creation_key
-    from billing.yookassa_gateway import PaymentDraft
-
-    bodies = []
-    for user_id in users[:WEBHOOKS]:
-        request_id = uuid.uuid4()
-        async with billing.runtime.unit_of_work() as uow:
-            local = await payments.open_topup(
-                uow.session,
+async def webhooks(
+    app: AsgiFastStream, bus: Bus, fake: YooKassaSandbox, users: list[int], concurrency: int
+) -> float:
+    """Top-ups opened through events, paid at the fake; webhooks per second billing takes."""
+    requests = [uuid.uuid4() for _ in users]
+    created = bus.seen[PaymentCreated.event_type]
+    await bus.publish_all(
+        [
+            TopUpRequested(
                 request_id=request_id,
                 user_id=user_id,
-                amount_kopecks=10000,
-                credits=100,
-                currency="RUB",
-                description="bench",
+                telegram_id=10_000_000_000 + user_id,
+                chat_id=10_000_000_000 + user_id,
+                package_id=PACKAGE,
             )
-            draft = PaymentDraft(
-                10000, "RUB", "bench", {"payment_id": str(local.id), "user_id": str(user_id)}, "x"
-            )
-            remote = await billing.topups._provider.create(draft, creation_key(request_id))
-            await payments.attach_yookassa(uow.session, local.id, remote.id, "https://x")
-            await uow.commit()
-        fake.set_status(remote.id, "succeeded")
-        bodies.append(json.dumps(fake.notification(remote.id)).encode())
+            for request_id, user_id in zip(requests, users, strict=True)
+        ]
+    )
+    await bus.wait(lambda: all(str(r) in created for r in requests), "the payments created")
+    ours = {str(created[str(r)]["payment_id"]) for r in requests}
+    bodies = []
+    for remote_id, payment in list(fake.payments.items()):
+        if payment["metadata"].get("payment_id") in ours:
+            fake.set_status(remote_id, "succeeded")
+            bodies.append(json.dumps(fake.notification(remote_id)).encode())
+    if len(bodies) != len(users):
+        raise SystemExit(f"{len(bodies)} payments at the fake YooKassa for {len(users)} top-ups")
 
     def post(body: bytes) -> Callable[[], Awaitable[Any]]:
         async def call() -> None:
             scope = {
                 "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
                 "method": "POST",
+                "scheme": "http",
                 "path": "/webhooks/yookassa",
+                "raw_path": b"/webhooks/yookassa",
+                "query_string": b"",
                 "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 8080),
                 "headers": [(b"content-type", b"application/json")],
             }
             chunks = [{"type": "http.request", "body": body, "more_body": False}]
-            answers: list[dict[str, Any]] = []
+            answers: list[MutableMapping[str, Any]] = []
 
             async def receive() -> dict[str, Any]:
-                return chunks.pop(0)
+                return chunks.pop(0) if chunks else {"type": "http.disconnect"}
 
-            async def send(message: dict[str, Any]) -> None:
+            async def send(message: MutableMapping[str, Any]) -> None:
                 answers.append(message)
 
-            await billing.webhook(scope, receive, send)
-            assert answers[0]["status"] == 200, answers
+            await app(scope, receive, send)
+            if answers[0].get("status") != 200:
+                raise SystemExit(f"the webhook answered {answers}")
 
         return call
 
-    return await timed((post(body) for body in bodies), CONCURRENCY)
+    per_s = await timed((post(body) for body in bodies), concurrency)
+    succeeded = bus.seen[PaymentSucceeded.event_type]
+    await bus.wait(lambda: all(p in succeeded for p in ours), "the payments credited")
+    return per_s
 
 
-async def _drift(dsn: str, users: list[int]) -> int:
-    connection = await asyncpg.connect(dsn)
+async def drift(database: str, users: list[int]) -> int:
+    connection = await asyncpg.connect(database)
     try:
         return int(
             await connection.fetchval(
@@ -226,5 +271,69 @@ async def _drift(dsn: str, users: list[int]) -> int:
         await connection.close()
 
 
+async def main(args: argparse.Namespace) -> None:
+    accounts, concurrency = args.accounts, args.concurrency
+    fake = YooKassaSandbox()
+    await fake.start()
+    try:
+        async with (
+            throwaway_database("billing") as url,
+            throwaway_namespace("billing") as topology,
+        ):
+            database = dsn(url)
+            seeded = await seed_accounts(database, accounts)
+            # The raw ceiling runs on accounts of its own: it moves balances without the ledger.
+            raw_users, users = seeded[:accounts], seeded[accounts:]
+            ceiling_per_s = await ceiling(database, raw_users, args.debits, concurrency)
+            hot_ceiling = await ceiling(database, raw_users[:1], args.hot_debits, concurrency)
+            configure(
+                DATABASE_URL=url,
+                DATABASE_POOL_SIZE=str(concurrency),
+                AMQP_URL=amqp_url(),
+                AMQP_NAMESPACE=topology.namespace,
+                AMQP_PREFETCH=str(concurrency),
+                YOOKASSA_API_URL=fake.api_url,
+                YOOKASSA_TIMEOUT_S="5",
+                BONUS_ENABLED="false",
+                WEBHOOK_ALLOWED_NETWORKS="127.0.0.1/32",
+                SERVICE_GRACEFUL_TIMEOUT_S="5",
+            )
+            app = create_app()
+            async with app, Bus(topology) as bus:
+                warm_up = min(200, accounts)
+                await debits(bus, users[:warm_up], first_job=1)
+                spread = [users[i % accounts] for i in range(args.debits)]
+                debits_per_s = await debits(bus, spread, first_job=warm_up + 1)
+                hot = [users[1]] * args.hot_debits
+                hot_per_s = await debits(bus, hot, first_job=warm_up + args.debits + 1)
+                paying = users[2 : 2 + args.webhooks]
+                webhooks_per_s = await webhooks(app, bus, fake, paying, concurrency)
+            drifting = await drift(database, users)
+    finally:
+        await fake.stop()
+    print(f"spread debits over {accounts} accounts: {debits_per_s:8.0f}/s "
+          f"vs raw asyncpg {ceiling_per_s:8.0f}/s")  # fmt: skip
+    print(f"hot-account debits:                  {hot_per_s:8.0f}/s "
+          f"vs raw asyncpg {hot_ceiling:8.0f}/s")  # fmt: skip
+    print(f"webhooks (verify + API re-fetch + credit): {webhooks_per_s:6.0f}/s")
+    print(f"accounts drifting from their ledger after the run: {drifting}")
+    if drifting:
+        raise SystemExit(f"{drifting} accounts drift from their ledger")
+    print(
+        f"BENCH debits_per_s={debits_per_s:.0f} hot_debits_per_s={hot_per_s:.0f} "
+        f"webhooks_per_s={webhooks_per_s:.0f} ceiling_per_s={ceiling_per_s:.0f} "
+        f"ratio={debits_per_s / ceiling_per_s:.3f}"
+    )
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--accounts", type=int, default=10_000, help="accounts debits spread over")
+    parser.add_argument("--debits", type=int, default=10_000, help="debits spread over accounts")
+    parser.add_argument("--hot-debits", type=int, default=3_000, help="debits of one account")
+    parser.add_argument("--webhooks", type=int, default=500, help="top-ups paid through webhooks")
+    parser.add_argument("--concurrency", type=int, default=10, help="prefetch, pool, webhooks")
+    arguments = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.disable(logging.INFO)  # FastStream logs a line per message
+    asyncio.run(main(arguments))

@@ -49,20 +49,22 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 import aio_pika  # noqa: E402
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench import common  # noqa: E402
 from contracts.topology import build_topology  # noqa: E402
+from imagebot.database import drop_database  # noqa: E402
 from imagebot.processes import SERVICES, ServiceProcess  # noqa: E402
 from messaging.broker import delete_topology  # noqa: E402
 from sandbox.stack import SandboxStack, StackConfig  # noqa: E402
 from sandbox.story import WELCOME_CREDITS, new_user  # noqa: E402
 from sandbox.telegram import Call, TelegramSandbox, TgUser  # noqa: E402
 from sandbox.user import picture  # noqa: E402
-from support.database import DatabaseFactory  # noqa: E402
 
 log = logging.getLogger("chaos")
 
@@ -718,13 +720,16 @@ async def progress(players: list[Player], tally: Tally, began: float, every_s: f
 
 
 async def run(args: argparse.Namespace) -> int:
-    server = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    databases = DatabaseFactory(server.replace("postgresql+asyncpg://", "postgresql://"))
+    amqp_url = common.amqp_url()
     run_id = uuid.uuid4().hex[:8]
     namespace = f"chaos-{run_id}"
     work_dir = Path(tempfile.mkdtemp(prefix=f"imagebot-chaos-{run_id}-"))
-    database_url = await databases.create("chaos")
+    # created (and migrated) by the stack's `imagebot migrate`, dropped below
+    database_url = (
+        make_url(common.database_server_url())
+        .set(drivername="postgresql", database=common.unique("chaos"))
+        .render_as_string(hide_password=False)
+    )
     config = StackConfig(
         database_url=database_url,
         amqp_url=amqp_url,
@@ -765,7 +770,7 @@ async def run(args: argparse.Namespace) -> int:
             found, chaos = await drive(stack, args, database_url, tally)
     finally:
         await delete_topology(amqp_url, build_topology(namespace))
-        await databases.drop_all()
+        await drop_database(database_url)
     ok = not found.violations and not (chaos and chaos.skipped)
     if not ok or args.keep:
         print(f"logs kept in {work_dir}", flush=True)

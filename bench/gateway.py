@@ -1,66 +1,70 @@
-"""A broadcast of 1,000 messages to 1,000 chats against a fake Bot API enforcing Telegram's
-limits (30/s per bot, 1/s per chat, 429 + retry_after beyond), beside a naive baseline.
+"""A broadcast to 1,000 chats against a fake Bot API enforcing Telegram's limits (30/s per bot,
+1/s per chat, 429 + retry_after beyond), beside a naive baseline.
 
-The broadcast goes through the real path: `/broadcast`'s use case commits one mailbox row per
-chat, the gateway's outbound sender claims and sends them through the rate-limited session of
-a real aiogram `Bot`, and marks them sent. The baseline, in the same run, sends the same number
-of messages with a plain `Bot` as fast as 30 concurrent tasks go, to show what the limits do to
-a sender that ignores them. The database is a throwaway one created (and dropped) here.
+The broadcast goes through the real path, end to end: the gateway runs as `imagebot run
+bot_gateway` runs it (its `create_app`, configured from the environment, polling the sandbox
+Telegram, on a throwaway database and broker namespace), an operator named in
+TELEGRAM_ADMIN_IDS sends `/broadcast …` in the chat, and the gateway commits one mailbox row per
+chat, which its outbound sender sends through its rate-limited `Bot` session and marks sent.
+The chats are users the gateway knows already (rows in its `gateway_users`), so billing need
+not run. The baseline, in the same run, sends the same number of messages with a plain `Bot` as
+fast as 30 concurrent tasks go, to show what the limits do to a sender that ignores them.
 
 Last line: `BENCH sent=… rate_per_s=… http_429=…` (the gateway's sender; target ≥ 28/s, 0).
+
+    make bench-gateway          # or: python bench/gateway.py --chats 1000
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
-import os
+import re
 import sys
 import time
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+import asyncpg  # noqa: E402
 from aiogram import Bot  # noqa: E402
 from aiogram.client.session.aiohttp import AiohttpSession  # noqa: E402
 from aiogram.client.telegram import TelegramAPIServer  # noqa: E402
 from aiogram.exceptions import TelegramRetryAfter  # noqa: E402
-from sqlalchemy import insert, text  # noqa: E402
 
-from bot_gateway.conversation import Conversation  # noqa: E402
-from bot_gateway.limits import RateLimiter  # noqa: E402
-from bot_gateway.models import DELIVERY, GatewayUser  # noqa: E402
-from bot_gateway.rate_limited import RateLimitedRequests  # noqa: E402
-from bot_gateway.sender import OutboundSender  # noqa: E402
-from bot_gateway.settings import DeliverySettings  # noqa: E402
-from bot_gateway.storage import LocalObjectStore  # noqa: E402
-from messaging.database import create_engine, create_session_factory  # noqa: E402
-from messaging.settings import DatabaseSettings  # noqa: E402
-from messaging.unit_of_work import UnitOfWork  # noqa: E402
-from sandbox.telegram import TOKEN, TelegramSandbox  # noqa: E402
-from support.database import DatabaseFactory, migrate  # noqa: E402
+from bench.common import (  # noqa: E402
+    amqp_url,
+    configure,
+    dsn,
+    throwaway_database,
+    throwaway_namespace,
+)
+from bot_gateway.app import create_app  # noqa: E402
+from sandbox.telegram import TOKEN, TelegramSandbox, TgUser  # noqa: E402
 
-CHATS = 1_000
 FIRST_CHAT = 5_000_000_000
+ADMIN = TgUser(id=7_000_000_001, first_name="Operator", language_code="en")
+TEXT = "Новые пресеты уже в боте!"
 
 
 def bot_for(telegram: TelegramSandbox) -> Bot:
     return Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.base_url)))
 
 
-async def baseline() -> str:
+async def baseline(chats: int) -> str:
     """No limiter: as fast as 30 tasks go; every 429 is a message Telegram refused."""
     telegram = TelegramSandbox(enforce_limits=True)
     await telegram.start()
     bot = bot_for(telegram)
     refused = 0
-    chats = iter(range(FIRST_CHAT, FIRST_CHAT + CHATS))
+    targets = iter(range(FIRST_CHAT, FIRST_CHAT + chats))
 
     async def worker() -> None:
         nonlocal refused
-        for chat_id in chats:
+        for chat_id in targets:
             try:
                 await bot.send_message(chat_id, "hello")
             except TelegramRetryAfter:
@@ -71,82 +75,108 @@ async def baseline() -> str:
     wall = time.perf_counter() - started
     await bot.session.close()
     await telegram.stop()
-    delivered = CHATS - refused
+    delivered = chats - refused
     return (
-        f"baseline (no limiter): attempted={CHATS} delivered={delivered} "
+        f"baseline (no limiter): attempted={chats} delivered={delivered} "
         f"http_429={telegram.http_429} wall_s={wall:.1f}"
     )
 
 
-async def broadcast(database_url: str) -> tuple[str, str]:
+async def seed(database: str, chats: int) -> None:
+    """The users the gateway knows (as if each had /start-ed the bot), and the operator."""
+    connection = await asyncpg.connect(database)
+    try:
+        await connection.execute(
+            "INSERT INTO gateway_users (telegram_id, user_id, chat_id, language) "
+            "SELECT $1::bigint + n, n + 1, $1::bigint + n, 'ru' FROM generate_series(0, $2 - 1) n",
+            FIRST_CHAT,
+            chats,
+        )
+        await connection.execute(
+            "INSERT INTO gateway_users (telegram_id, user_id, chat_id, language) "
+            "VALUES ($1, $2, $1, 'en')",
+            ADMIN.id,
+            chats + 1,
+        )
+    finally:
+        await connection.close()
+
+
+async def unsent(database: str) -> int:
+    connection = await asyncpg.connect(database)
+    try:
+        return int(
+            await connection.fetchval("SELECT count(*) FROM gateway_outbound WHERE sent_at IS NULL")
+        )
+    finally:
+        await connection.close()
+
+
+async def broadcast(chats: int) -> tuple[str, str]:
     telegram = TelegramSandbox(enforce_limits=True)
     await telegram.start()
-    engine = create_engine(DatabaseSettings(url=database_url))  # type: ignore[arg-type]
-    sessions = create_session_factory(engine)
-    async with engine.begin() as connection:
-        await connection.execute(
-            insert(GatewayUser),
-            [
-                {"telegram_id": chat, "user_id": n + 1, "chat_id": chat, "language": "ru"}
-                for n, chat in enumerate(range(FIRST_CHAT, FIRST_CHAT + CHATS))
-            ],
-        )
-    settings = DeliverySettings()
-    bot = bot_for(telegram)
-    limiter = RateLimiter(
-        global_rate_per_s=settings.global_rate_per_s,
-        chat_interval_s=settings.chat_interval_s,
-        group_interval_s=settings.group_interval_s,
+    targets = set(range(FIRST_CHAT, FIRST_CHAT + chats))
+    try:
+        async with (
+            throwaway_database("gateway") as url,
+            throwaway_namespace("gateway") as topology,
+        ):
+            await seed(dsn(url), chats)
+            with TemporaryDirectory() as objects:
+                configure(
+                    DATABASE_URL=url,
+                    AMQP_URL=amqp_url(),
+                    AMQP_NAMESPACE=topology.namespace,
+                    TELEGRAM_BOT_TOKEN=TOKEN,
+                    TELEGRAM_API_URL=telegram.base_url,
+                    TELEGRAM_MODE="polling",
+                    TELEGRAM_POLLING_TIMEOUT_S="1",
+                    TELEGRAM_ADMIN_IDS=str(ADMIN.id),
+                    STORAGE_BACKEND="local",
+                    STORAGE_LOCAL_ROOT=objects,
+                    SERVICE_GRACEFUL_TIMEOUT_S="5",
+                )
+                async with create_app():
+                    telegram.say(ADMIN, f"/broadcast {TEXT}")
+                    reply = await telegram.wait_for(
+                        ADMIN.id, "Broadcast queued", method="sendMessage", timeout_s=60
+                    )
+                    found = re.search(r"\d+", reply.text)
+                    queued = int(found.group()) if found else 0
+                    deadline = time.monotonic() + chats / 20 + 60
+                    for chat in targets:  # each chat's first call is its broadcast message
+                        if not await telegram.next_call(chat, 0, deadline - time.monotonic()):
+                            break
+            left = await unsent(dsn(url))
+    finally:
+        await telegram.stop()
+    times = sorted(
+        call.at
+        for call in telegram.calls
+        if call.method == "sendMessage" and call.chat_id in targets
     )
-    bot.session.middleware(RateLimitedRequests(limiter, retry_after_tries=5))
-    with TemporaryDirectory() as store:
-        sender = OutboundSender(sessions, bot, LocalObjectStore(Path(store)), settings)
-        conversation = Conversation(
-            lambda: UnitOfWork(sessions, DELIVERY, source="bench"),
-            edit_interval_s=settings.edit_interval_s,
-            mail_committed=sender.notify,
-        )
-        sender.start()
-        queued = await conversation.broadcast("Новые пресеты уже в боте!")
-        while len(telegram.calls) < queued:  # noqa: ASYNC110  (the fake server counts)
-            await asyncio.sleep(0.05)
-        await sender.stop()
-    async with sessions() as session:
-        unsent = (
-            await session.execute(
-                text("SELECT count(*) FROM gateway_outbound WHERE sent_at IS NULL")
-            )
-        ).scalar_one()
-    times = [call.at for call in telegram.calls if call.method == "sendMessage"]
-    span = max(times) - min(times)
-    rate = (len(times) - 1) / span if span > 0 else float("inf")
-    await bot.session.close()
-    await telegram.stop()
-    await engine.dispose()
+    span = times[-1] - times[0] if times else 0.0
+    rate = (len(times) - 1) / span if span > 0 else 0.0
     detail = (
-        f"gateway sender: queued={queued} delivered={len(times)} unsent_rows={unsent} "
-        f"span_s={span:.1f} limit=30/s"
+        f"gateway sender: queued={queued} (the operator too) delivered={len(times)} "
+        f"unsent_rows={left} span_s={span:.1f} limit=30/s"
     )
+    if len(times) != chats or left or queued != chats + 1:
+        raise SystemExit(f"{detail}\nthe broadcast did not reach every chat")
     return detail, f"BENCH sent={len(times)} rate_per_s={rate:.1f} http_429={telegram.http_429}"
 
 
-async def main() -> None:
-    logging.basicConfig(level=logging.WARNING)
-    print(await baseline(), flush=True)
-    databases = DatabaseFactory(
-        DatabaseSettings(
-            url=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")  # type: ignore[arg-type]
-        ).url.get_secret_value()
-    )
-    try:
-        url = await databases.create("bench_gateway")
-        await migrate(url)
-        detail, result = await broadcast(url)
-    finally:
-        await databases.drop_all()
+async def main(chats: int) -> None:
+    print(await baseline(chats), flush=True)
+    detail, result = await broadcast(chats)
     print(detail, flush=True)
     print(result, flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chats", type=int, default=1000, help="chats the broadcast reaches")
+    arguments = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    logging.disable(logging.INFO)  # FastStream logs a line per message
+    asyncio.run(main(arguments.chats))

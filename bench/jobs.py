@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
-import os
 import resource
 import sys
 import time
@@ -26,16 +26,21 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aio_pika
-import asyncpg
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
-from alembic import command
-from alembic.config import Config
-from sqlalchemy.engine import make_url
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+import aio_pika  # noqa: E402
+import asyncpg  # noqa: E402
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage  # noqa: E402
+
+from bench.common import (  # noqa: E402
+    amqp_url,
+    configure,
+    dsn,
+    publish,
+    throwaway_database,
+    throwaway_namespace,
+)
 from contracts.envelope import RawEnvelope, new_envelope, open_envelope  # noqa: E402
 from contracts.events import (  # noqa: E402
     CATALOG,
@@ -46,17 +51,11 @@ from contracts.events import (  # noqa: E402
     JobRequested,
     JobRequestRejected,
 )
-from contracts.topology import Topology, build_topology  # noqa: E402
-from jobs.app import Settings as JobsApp  # noqa: E402
+from contracts.topology import Topology  # noqa: E402
 from jobs.app import create_app  # noqa: E402
-from jobs.settings import JobsSettings  # noqa: E402
-from messaging.broker import declare_topology, delete_topology  # noqa: E402
-from messaging.settings import (  # noqa: E402
-    BrokerSettings,
-    DatabaseSettings,
-    OutboxSettings,
-    ServiceSettings,
-)
+
+TIMEOUT_S = 60.0
+"""How long one job may take before the bench gives up (the service is stuck)."""
 
 
 def process_cpu_s() -> float:
@@ -67,18 +66,6 @@ def process_cpu_s() -> float:
 def percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
-
-
-async def publish(exchange: AbstractExchange, envelope: RawEnvelope, routing_key: str) -> None:
-    await exchange.publish(
-        aio_pika.Message(
-            envelope.model_dump_json().encode(),
-            message_id=str(envelope.id),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            content_type="application/json",
-        ),
-        routing_key=routing_key,
-    )
 
 
 async def closed_loop(
@@ -111,10 +98,11 @@ async def baseline(channel: AbstractChannel, topology: Topology, total: int, con
     async def one(index: int) -> float:
         envelope = new_envelope(JobProgress(job_id=1, attempt=1, step=index, total_steps=1),
                                 source="bench")  # fmt: skip
-        done = waiting[str(envelope.id)] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        waiting[str(envelope.id)] = done
         sent = time.perf_counter()
         await publish(exchange, envelope, "bench.ping")
-        return (await done - sent) * 1000
+        return (await asyncio.wait_for(done, TIMEOUT_S) - sent) * 1000
 
     latencies, wall = await closed_loop(total, conc, one)
     return (
@@ -144,13 +132,17 @@ async def jobs_run(channel: AbstractChannel, topology: Topology, total: int, con
                           debited.routing_key())  # fmt: skip
         elif isinstance(event, JobDispatched):
             waiting.pop(request_of.pop(event.job_id)).set_result(time.perf_counter())
-        elif isinstance(event, JobRequestRejected):
-            waiting.pop(event.request_id).set_exception(RuntimeError(event.detail))
+        elif (  # a refusal comes as a v1 and a v2 copy: the first one tells
+            isinstance(event, JobRequestRejected)
+            and (refused := waiting.pop(event.request_id, None)) is not None
+        ):
+            refused.set_exception(RuntimeError(f"jobs refused a request: {event.detail}"))
 
     await queue.consume(arrived, no_ack=True)
+    accounts = itertools.count(1)
 
     async def one(index: int) -> float:
-        user_id = index + 1  # a fresh account per job: no per-user cap in the way
+        user_id = next(accounts)  # a fresh account per job: no per-user cap in the way
         request = JobRequested(
             request_id=uuid.uuid4(),
             user_id=user_id,
@@ -160,10 +152,16 @@ async def jobs_run(channel: AbstractChannel, topology: Topology, total: int, con
             image_key="uploads/bench.jpg",
             price=30,  # as the preset below is priced, so the user confirmed it
         )
-        done = waiting[request.request_id] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        waiting[request.request_id] = done
         sent = time.perf_counter()
         await publish(exchange, new_envelope(request, source="bench"), request.routing_key())
-        return (await done - sent) * 1000
+        try:
+            return (await asyncio.wait_for(done, TIMEOUT_S) - sent) * 1000
+        except TimeoutError:
+            raise SystemExit(
+                f"job request {index} was not dispatched within {TIMEOUT_S:.0f} s"
+            ) from None
 
     await closed_loop(min(conc, total), conc, one)  # warm-up: connections, caches
     cpu_before = process_cpu_s()
@@ -179,20 +177,9 @@ async def jobs_run(channel: AbstractChannel, topology: Topology, total: int, con
     )
 
 
-async def create_database(server_url: str, users: int) -> str:
-    server = make_url(server_url).set(drivername="postgresql")
-    name = f"imagebot_bench_jobs_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = server.set(database=name).render_as_string(hide_password=False)
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = DatabaseSettings(url=url).url.get_secret_value()  # type: ignore[arg-type]
-    config.attributes["configure_logging"] = False
-    await asyncio.to_thread(command.upgrade, config, "head")
-    connection = await asyncpg.connect(url)
+async def seed(database: str, users: int) -> None:
+    """Accounts with credits (billing's table, read by nobody here) and the one preset."""
+    connection = await asyncpg.connect(database)
     try:
         await connection.execute(
             "INSERT INTO users (telegram_id, balance) SELECT n, 1000 FROM generate_series(1, $1) n",
@@ -204,43 +191,28 @@ async def create_database(server_url: str, users: int) -> str:
         )
     finally:
         await connection.close()
-    return url
-
-
-async def drop_database(server_url: str, url: str) -> None:
-    server = make_url(server_url).set(drivername="postgresql")
-    admin = await asyncpg.connect(server.render_as_string(hide_password=False))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def main(total: int, concurrency: int) -> None:
-    server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    topology = build_topology(f"bench-jobs-{uuid.uuid4().hex[:6]}")
-    database_url = await create_database(server_url, total + concurrency)
-    await declare_topology(amqp_url, topology)
-    connection = await aio_pika.connect_robust(amqp_url)
-    try:
-        channel = await connection.channel()
-        print(await baseline(channel, topology, total * 2, concurrency), flush=True)
-        app = create_app(
-            JobsApp(
-                jobs=JobsSettings(),
-                database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
-                broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
-                outbox=OutboxSettings(),
-                service=ServiceSettings(graceful_timeout_s=5),
+    async with (
+        throwaway_database("jobs") as url,
+        throwaway_namespace("jobs") as topology,
+    ):
+        await seed(dsn(url), total + concurrency)
+        connection = await aio_pika.connect_robust(amqp_url())
+        try:
+            channel = await connection.channel()
+            print(await baseline(channel, topology, total * 2, concurrency), flush=True)
+            configure(
+                DATABASE_URL=url,
+                AMQP_URL=amqp_url(),
+                AMQP_NAMESPACE=topology.namespace,
+                SERVICE_GRACEFUL_TIMEOUT_S="5",
             )
-        )
-        async with app:
-            print(await jobs_run(channel, topology, total, concurrency), flush=True)
-    finally:
-        await delete_topology(amqp_url, topology)
-        await connection.close()
-        await drop_database(server_url, database_url)
+            async with create_app():
+                print(await jobs_run(channel, topology, total, concurrency), flush=True)
+        finally:
+            await connection.close()
 
 
 if __name__ == "__main__":

@@ -16,27 +16,25 @@ import asyncio
 import io
 import itertools
 import logging
-import os
-import socket
 import statistics
+import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
-import aio_pika
-import uvicorn
-from PIL import Image
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from contracts.events import JobDispatched
-from contracts.topology import Topology, build_topology
-from gpu_runner.app import create_app
-from gpu_runner.settings import RunnerSettings, StorageSettings
-from gpu_runner.workflows import RenderRequest, StepObserver
-from messaging.broker import create_broker, declare_topology
-from messaging.publisher import EventPublisher
-from messaging.settings import BrokerSettings, ServiceSettings
+import aio_pika  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench.common import amqp_url, configure, publish, throwaway_namespace  # noqa: E402
+from contracts.envelope import new_envelope  # noqa: E402
+from contracts.events import JobDispatched  # noqa: E402
+from contracts.topology import Topology  # noqa: E402
+from gpu_runner.app import create_app  # noqa: E402
+from gpu_runner.workflows import RenderRequest, StepObserver  # noqa: E402
 
 STEPS = 8
 
@@ -81,14 +79,8 @@ def _photo() -> bytes:
     return buffer.getvalue()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def _completed(amqp_url: str, topology: Topology, expected: int) -> None:
-    connection = await aio_pika.connect(amqp_url)
+async def _completed(topology: Topology, expected: int) -> None:
+    connection = await aio_pika.connect(amqp_url())
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(topology.service_queues["jobs"].name, ensure=False)
@@ -102,67 +94,49 @@ async def _completed(amqp_url: str, topology: Topology, expected: int) -> None:
                         return
 
 
-async def _cleanup(amqp_url: str, topology: Topology) -> None:
-    connection = await aio_pika.connect(amqp_url)
+async def _dispatch(topology: Topology, jobs: int) -> None:
+    """`jobs` JobDispatched in the workflow's queue, as jobs dispatches them."""
+    connection = await aio_pika.connect(amqp_url())
     async with connection:
-        channel = await connection.channel()
-        for spec in topology.queues:
-            await channel.queue_delete(spec.name)
-            await channel.queue_delete(spec.dlq)
-        for name in topology.rpc_queues:
-            await channel.queue_delete(name)
-        await channel.exchange_delete(topology.events_exchange)
-        await channel.exchange_delete(topology.dead_letter_exchange)
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
+        for n in range(1, jobs + 1):
+            event = JobDispatched(
+                job_id=n,
+                attempt=1,
+                workflow_type="qwen_edit_2511",
+                prompt="bench",
+                image_key="in/photo.jpg",
+            )
+            await publish(exchange, new_envelope(event, source="bench"), event.routing_key())
 
 
-async def measure(
-    amqp_url: str, jobs: int, duration_s: float, stage_ahead: int
-) -> dict[str, float]:
-    topology = build_topology(f"bench-runner-{uuid.uuid4().hex[:8]}")
+async def measure(jobs: int, duration_s: float, stage_ahead: int) -> dict[str, float]:
     pipeline = FixedDurationPipeline(duration_s)
     with tempfile.TemporaryDirectory() as objects:
         (Path(objects) / "in").mkdir()
         (Path(objects) / "in" / "photo.jpg").write_bytes(_photo())
-        broker_settings = BrokerSettings(url=amqp_url, namespace=topology.namespace)  # type: ignore[arg-type]
-        await declare_topology(amqp_url, topology)
-        sender = create_broker(broker_settings)
-        await sender.connect()
-        publisher = EventPublisher(sender, topology.events_exchange, source="bench", timeout_s=10)
-        await asyncio.gather(
-            *(
-                publisher.publish(
-                    JobDispatched(
-                        job_id=n,
-                        attempt=1,
-                        workflow_type="qwen_edit_2511",
-                        prompt="bench",
-                        image_key="in/photo.jpg",
+        async with throwaway_namespace("runner") as topology:
+            await _dispatch(topology, jobs)
+            configure(
+                AMQP_URL=amqp_url(),
+                AMQP_NAMESPACE=topology.namespace,
+                GPU_STAGE_AHEAD=str(stage_ahead),
+                GPU_PROGRESS_INTERVAL_S=str(duration_s / 4),
+                STORAGE_BACKEND="local",
+                STORAGE_LOCAL_ROOT=objects,
+                SERVICE_GRACEFUL_TIMEOUT_S="5",
+            )
+            async with create_app(workflows={"qwen_edit_2511": pipeline}):
+                try:
+                    await asyncio.wait_for(
+                        _completed(topology, jobs), timeout=jobs * duration_s * 5 + 60
                     )
-                )
-                for n in range(1, jobs + 1)
-            )
-        )
-        await sender.stop()
-        port = _free_port()
-        app = create_app(
-            RunnerSettings(stage_ahead=stage_ahead, progress_interval_s=duration_s / 4),
-            storage=StorageSettings(local_root=Path(objects)),
-            broker=broker_settings,
-            service=ServiceSettings(http_port=port),
-            workflows={"qwen_edit_2511": pipeline},
-        )
-        server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
-        serving = asyncio.create_task(server.serve())
-        try:
-            await asyncio.wait_for(
-                _completed(amqp_url, topology, jobs), timeout=jobs * duration_s * 5 + 60
-            )
-        finally:
-            server.should_exit = True
-            await serving
-            await _cleanup(amqp_url, topology)
+                except TimeoutError:
+                    raise SystemExit(
+                        f"{len(pipeline.spans)} of {jobs} jobs completed (GPU_STAGE_AHEAD="
+                        f"{stage_ahead}) before the bench gave up"
+                    ) from None
     spans = sorted(pipeline.spans)
     busy = sum(end - start for start, end in spans)
     wall = spans[-1][1] - spans[0][0]
@@ -189,11 +163,12 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--duration-s", type=float, default=0.2, help="device time per job")
     args = parser.parse_args()
-    amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    if args.jobs < 2:
+        parser.error("--jobs: at least 2 (the gaps are between jobs)")
     print(f"{args.jobs} jobs of {args.duration_s * 1000:.0f} ms each, fake pipeline, real broker")
-    baseline = await measure(amqp_url, args.jobs, args.duration_s, stage_ahead=0)
+    baseline = await measure(args.jobs, args.duration_s, stage_ahead=0)
     print(_line("baseline (one message in hand, GPU_STAGE_AHEAD=0):", baseline))
-    staged = await measure(amqp_url, args.jobs, args.duration_s, stage_ahead=1)
+    staged = await measure(args.jobs, args.duration_s, stage_ahead=1)
     print(_line("staged (next job fetched and decoded meanwhile):   ", staged))
     print(f"wall time: baseline {baseline['wall_s']:.2f} s, staged {staged['wall_s']:.2f} s")
     print(_line("BENCH", staged))

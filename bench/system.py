@@ -33,6 +33,7 @@ import asyncio
 import io
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -48,8 +49,9 @@ from PIL import Image
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from bench.common import amqp_url, database_server_url, unique  # noqa: E402
 from contracts.envelope import RawEnvelope  # noqa: E402
 from contracts.topology import build_topology  # noqa: E402
 from imagebot.database import drop_database, ensure_database  # noqa: E402
@@ -77,9 +79,9 @@ def tiny_photo() -> bytes:
 # --- ceilings -------------------------------------------------------------------------------
 
 
-async def broker_ceiling(amqp_url: str, total: int = 5000) -> float:
+async def broker_ceiling(total: int) -> float:
     """Persistent messages/s through a quorum queue: confirmed publishes, acked deliveries."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await aio_pika.connect(amqp_url())
     async with connection:
         publishing = await connection.channel(publisher_confirms=True)
         consuming = await connection.channel()
@@ -98,7 +100,7 @@ async def broker_ceiling(amqp_url: str, total: int = 5000) -> float:
             if received == total and not done.done():
                 done.set_result(None)
 
-        await queue.consume(arrived)
+        tag = await queue.consume(arrived)
         body = b"x" * 600  # about one of our envelopes
         began = time.perf_counter()
 
@@ -112,11 +114,12 @@ async def broker_ceiling(amqp_url: str, total: int = 5000) -> float:
             await asyncio.gather(*(publish(i) for i in range(start, min(start + 100, total))))
         await done
         elapsed = time.perf_counter() - began
+        await queue.cancel(tag)
         await consuming.queue_delete(name)
     return total / elapsed
 
 
-async def database_ceiling(dsn: str, seconds: float = 3.0) -> float:
+async def database_ceiling(dsn: str, seconds: float) -> float:
     """One-row INSERT transactions (autocommit, durable) per second from 10 connections."""
     pool = await asyncpg.create_pool(dsn, min_size=10, max_size=10)
     table = f"bench_ceiling_{uuid.uuid4().hex[:8]}"
@@ -230,13 +233,13 @@ class Observer:
         self.hops = False
 
     async def start(
-        self, amqp_url: str, namespace: str, *, hops: bool
+        self, url: str, namespace: str, *, hops: bool
     ) -> aio_pika.abc.AbstractConnection:
         """Bind to what it needs: JobStarted and JobCompleted; with `hops`, every event of the
         chain. Each binding is one more delivery per job for RabbitMQ and this process, load
         the system under test would not have."""
         topology = build_topology(namespace)
-        connection = await aio_pika.connect(amqp_url)
+        connection = await aio_pika.connect(url)
         channel = await connection.channel()
         exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
@@ -324,7 +327,7 @@ async def delivered(
         calls = stack.telegram.calls
         for call in calls[seen:]:
             if call.method == "sendPhoto" and call.chat_id in chats:
-                found.setdefault(call.chat_id, call.at + offset)  # type: ignore[arg-type]
+                found.setdefault(call.chat_id, call.at + offset)
         seen = len(calls)
         await asyncio.sleep(0.05)
     return found
@@ -384,22 +387,15 @@ async def measured(
 
 
 async def main(args: argparse.Namespace) -> None:
-    server = make_url(os.environ["DATABASE_URL"])
-    amqp_url = os.environ["AMQP_URL"]
-    name = f"imagebot_bench_{uuid.uuid4().hex[:8]}"
+    server = make_url(database_server_url()).set(drivername="postgresql+asyncpg")
+    name = unique("system")
     database_url = server.set(database=name).render_as_string(hide_password=False)
     dsn = server.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
-    await ensure_database(database_url)
     namespace = f"bench-{uuid.uuid4().hex[:8]}"
-
-    broker_msgs = await broker_ceiling(amqp_url)
-    db_commits = await database_ceiling(dsn)
-    print(f"ceilings: broker_msgs_per_s={broker_msgs:.0f} db_commits_per_s={db_commits:.0f}")
-
     work_dir = Path(args.work_dir or tempfile.mkdtemp(prefix="imagebot-bench-"))
     config = StackConfig(
         database_url=database_url,
-        amqp_url=amqp_url,
+        amqp_url=amqp_url(),
         namespace=namespace,
         work_dir=work_dir,
         replicas=args.replicas,
@@ -411,9 +407,13 @@ async def main(args: argparse.Namespace) -> None:
     )
     photo = tiny_photo()
     try:
+        await ensure_database(database_url)
+        broker_msgs = await broker_ceiling(args.ceiling_messages)
+        db_commits = await database_ceiling(dsn, args.ceiling_s)
+        print(f"ceilings: broker_msgs_per_s={broker_msgs:.0f} db_commits_per_s={db_commits:.0f}")
         async with SandboxStack(config) as stack:
             observer = Observer()
-            connection = await observer.start(amqp_url, namespace, hops=args.hops)
+            connection = await observer.start(amqp_url(), namespace, hops=args.hops)
             latency_users = int(args.rate * args.seconds)
             print(f"preparing {latency_users + args.jobs} users (photo, preset, price shown) …")
             began = time.monotonic()
@@ -465,8 +465,10 @@ async def main(args: argparse.Namespace) -> None:
             )
             await connection.close()
     finally:
-        await delete_topology(amqp_url, build_topology(namespace))
+        await delete_topology(amqp_url(), build_topology(namespace))
         await drop_database(database_url)
+        if not args.work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)
     start_p99 = percentile(start_ms, 0.99)
     print(
         f"targets: jobs_per_s>={TARGET_JOBS_PER_S:.0f} "
@@ -479,7 +481,7 @@ async def main(args: argparse.Namespace) -> None:
         f"BENCH jobs_per_s={jobs_per_s:.1f} start_p50_ms={percentile(start_ms, 0.5):.0f} "
         f"start_p99_ms={percentile(start_ms, 0.99):.0f} "
         f"deliver_p99_ms={percentile(deliver_ms, 0.99):.0f} "
-        f"efficiency={jobs_per_s / ceiling:.2f}"
+        f"efficiency={jobs_per_s / ceiling:.3f}"
     )
 
 
@@ -494,5 +496,13 @@ if __name__ == "__main__":
         help="observe every event of the chain and print p50/p99 hop by hop (adds load)",
     )
     parser.add_argument("--replicas", type=int, default=1, help="processes per service")
-    parser.add_argument("--work-dir", default="", help="logs and objects (default: a temp dir)")
+    parser.add_argument(
+        "--ceiling-messages", type=int, default=5000, help="messages the broker ceiling sends"
+    )
+    parser.add_argument(
+        "--ceiling-s", type=float, default=3.0, help="seconds the database ceiling writes"
+    )
+    parser.add_argument(
+        "--work-dir", default="", help="logs and objects, kept (default: a temp dir, removed)"
+    )
     asyncio.run(main(parser.parse_args()))
