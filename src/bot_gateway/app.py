@@ -120,20 +120,19 @@ def build(
         timeout_s=settings.broker.rpc_timeout_s,
     )
     backends = Backends(rpc, catalog_ttl_s=settings.conversation.catalog_ttl_s)
-    recent_jobs = RecentJobs()
+    recent_jobs = RecentJobs()  # what this process's Start and job events left, shared
     conversation = Conversation(
-        runtime,
-        edit_interval_s=delivery.edit_interval_s,
-        mail_committed=sender.notify,
-        recent_jobs=recent_jobs,
+        runtime.unit_of_work, mail_committed=sender.notify, recent_jobs=recent_jobs
     )
     i18n = I18n(path=LOCALES, default_locale=settings.telegram.default_language, domain="messages")
     notifications = Notifications(
         i18n,
         default_language=settings.telegram.default_language,
         edit_interval_s=delivery.edit_interval_s,
+        recent_jobs=recent_jobs,
+        mail_committed=sender.notify,
     )
-    register_handlers(runtime, notifications, backends, sender.notify, recent_jobs)
+    register_handlers(runtime.consumer, notifications, backends)
     runtime.every(
         3600.0, "purge_outbound", lambda: sender.purge_sent(settings.outbox.retention_days)
     )

@@ -1,5 +1,6 @@
 """Use cases started by a user in the chat: each one unit of work, the events it causes in
-the gateway's outbox, the messages it causes in the mailbox."""
+the gateway's outbox, the messages it causes in the mailbox. They answer with views (see
+`domain`), never with rows of the ORM."""
 
 from __future__ import annotations
 
@@ -10,14 +11,29 @@ from enum import Enum
 from typing import Any
 
 from bot_gateway import texts
-from bot_gateway.domain import FINISHED, GrantOrder, JobState, JobView, Phase
-from bot_gateway.models import GatewayCredit, GatewayJob
+from bot_gateway.domain import (
+    FINISHED,
+    CreditView,
+    GrantOrder,
+    JobState,
+    JobView,
+    KnownUser,
+    Phase,
+    RequestView,
+)
 from bot_gateway.recent_jobs import RecentJobs
-from bot_gateway.repository import Credits, Jobs, Mailbox, Users, request_at_once
-from bot_gateway.snapshot import KnownUser, current_snapshot
-from contracts.envelope import new_envelope
+from bot_gateway.repository import (
+    Credits,
+    Jobs,
+    Mailbox,
+    Users,
+    broadcast_statement,
+    remember_statement,
+    request_statement,
+)
+from bot_gateway.snapshot import UpdateSnapshot
 from contracts.events import CreditsGrantRequested, JobCancelRequested, JobRequested, TopUpRequested
-from messaging.runtime import ServiceRuntime
+from messaging.unit_of_work import UnitOfWork
 
 REQUESTS = uuid.UUID("5b0f3c1e-8f9a-4c2e-9a57-2f4d7c1b9e60")
 """Namespace of the request ids derived from what the user tapped (uuid5)."""
@@ -70,46 +86,47 @@ class CancelOutcome(Enum):
 class Conversation:
     def __init__(
         self,
-        runtime: ServiceRuntime,
+        unit_of_work: Callable[[], UnitOfWork],
         *,
-        edit_interval_s: float,
         mail_committed: Callable[[], None] = lambda: None,
         recent_jobs: RecentJobs | None = None,
     ) -> None:
-        self._runtime = runtime
-        self._edit_interval_s = edit_interval_s
+        self._unit_of_work = unit_of_work
         self._mail_committed = mail_committed
         self._recent_jobs = recent_jobs if recent_jobs is not None else RecentJobs()
 
-    async def remember(self, customer: Customer, username: str | None) -> None:
-        async with self._runtime.unit_of_work() as uow:
-            await Users(uow.session).remember(
-                telegram_id=customer.telegram_id,
-                user_id=customer.user_id,
-                chat_id=customer.chat_id,
-                language=customer.language,
-                username=username,
+    async def remember(
+        self, customer: Customer, username: str | None, snapshot: UpdateSnapshot | None = None
+    ) -> None:
+        """Who the user is, from now on (in the update's `snapshot` too)."""
+        async with self._unit_of_work() as uow:
+            await uow.apply(
+                remember_statement(
+                    telegram_id=customer.telegram_id,
+                    user_id=customer.user_id,
+                    chat_id=customer.chat_id,
+                    language=customer.language,
+                    username=username,
+                )
             )
-            await uow.commit()
-        if (snapshot := current_snapshot()) is not None:
+        if snapshot is not None:
             snapshot.users[customer.telegram_id] = KnownUser(
                 customer.user_id, customer.chat_id, customer.language
             )
 
-    async def known(self, telegram_id: int) -> Customer | None:
-        """The user as the gateway remembers them (within an update, as the update found them)."""
-        snapshot = current_snapshot()
+    async def known(
+        self, telegram_id: int, snapshot: UpdateSnapshot | None = None
+    ) -> Customer | None:
+        """The user as the gateway remembers them (within an update, as its `snapshot` found
+        them)."""
         if snapshot is not None and telegram_id in snapshot.users:
             found = snapshot.users[telegram_id]
-            if found is None:
-                return None
-            return Customer(telegram_id, found.user_id, found.chat_id, found.language)
-        async with self._runtime.unit_of_work() as uow:
-            user = await Users(uow.session).by_telegram_id(telegram_id)
-            uow.session.expunge_all()  # read-only: keep what was loaded past the rollback
-        if user is None:
+        else:
+            async with self._unit_of_work() as uow:
+                found = await Users(uow.read).by_telegram_id(telegram_id)
+        if found is None:
             return None
-        return Customer(user.telegram_id, user.user_id, user.chat_id, user.language)
+        return Customer(telegram_id, found.user_id, found.chat_id, found.language)
 
     async def request_job(
         self, customer: Customer, draft: Draft, status_message_id: int
@@ -148,42 +165,34 @@ class Conversation:
             language=customer.language,
             price=draft.price,  # as confirmed: jobs refuses the request if the price moved
         )
-        envelope = new_envelope(
-            requested, source=self._runtime.name, correlation_id=str(request_id)
-        )
-        announce = (requested.routing_key(), envelope)
-        # One autocommitted statement (no BEGIN, outbox INSERT, COMMIT round trips): the tap
-        # that starts every job is the gateway's hottest path.
-        async with self._runtime.autocommit.connect() as connection:
-            if not await request_at_once(connection, job, status, announce):
-                return request_id
-        self._recent_jobs.moved(  # the job's events find it here, with no read
-            JobView(
-                request_id,
-                customer.chat_id,
-                customer.language,
-                title,
-                draft.price,
-                status_message_id,
-                JobState(Phase.requested),
-            ),
+        view = JobView(
+            request_id,
+            customer.chat_id,
+            customer.language,
+            title,
+            draft.price,
+            status_message_id,
             JobState(Phase.requested),
         )
-        self._runtime.relay.committed([announce])
-        self._mail_committed()
+        async with self._unit_of_work() as uow:
+            uow.emit(requested, correlation_id=str(request_id))
+            # the job's events find it remembered, with no read
+            uow.after_commit(lambda: self._recent_jobs.moved(view, view.state))
+            uow.after_commit(self._mail_committed)
+            # the row, JobRequested and the first text in one statement; none if it was made
+            await uow.apply(request_statement(job, status))
         return request_id
 
-    async def job_of(self, customer: Customer, request_id: uuid.UUID) -> GatewayJob | None:
-        """The user's own job; someone else's (a forged button) is None."""
-        async with self._runtime.unit_of_work() as uow:
-            job = await Jobs(uow.session).by_request(request_id)
-            uow.session.expunge_all()
+    async def job_of(self, customer: Customer, request_id: uuid.UUID) -> RequestView | None:
+        """The user's own request; someone else's (a forged button) is None."""
+        async with self._unit_of_work() as uow:
+            job = await Jobs(uow.read).request(request_id)
         return job if job is not None and job.telegram_id == customer.telegram_id else None
 
     async def cancel(self, customer: Customer, request_id: uuid.UUID) -> CancelOutcome:
-        """JobCancelRequested for one of the user's own unfinished jobs."""
-        async with self._runtime.unit_of_work() as uow:
-            job = await Jobs(uow.session).by_request(request_id, lock=True)
+        """JobCancelRequested for one of the user's own unfinished jobs (jobs decides)."""
+        async with self._unit_of_work() as uow:
+            job = await Jobs(uow.read).request(request_id)
             if job is None or job.telegram_id != customer.telegram_id:
                 return CancelOutcome.not_found
             if Phase(job.phase) in FINISHED:
@@ -199,11 +208,9 @@ class Conversation:
             await uow.commit()
         return CancelOutcome.requested
 
-    async def active_jobs(self, customer: Customer) -> list[GatewayJob]:
-        async with self._runtime.unit_of_work() as uow:
-            jobs = await Jobs(uow.session).active_of(customer.telegram_id)
-            uow.session.expunge_all()
-        return jobs
+    async def active_jobs(self, customer: Customer) -> list[RequestView]:
+        async with self._unit_of_work() as uow:
+            return await Jobs(uow.read).unfinished_of(customer.telegram_id)
 
     async def request_topup(
         self, customer: Customer, package_id: str, offer_message_id: int
@@ -212,7 +219,7 @@ class Conversation:
 
         Billing keeps one payment per request id, so repeated taps get the same payment.
         """
-        async with self._runtime.unit_of_work() as uow:
+        async with self._unit_of_work() as uow:
             uow.emit(
                 TopUpRequested(
                     request_id=uuid.uuid5(
@@ -226,34 +233,25 @@ class Conversation:
             )
             await uow.commit()
 
-    async def credits(self, customer: Customer, limit: int) -> list[GatewayCredit]:
-        async with self._runtime.unit_of_work() as uow:
-            credits = await Credits(uow.session).recent(customer.telegram_id, limit)
-            uow.session.expunge_all()
-        return credits
+    async def credits(self, customer: Customer, limit: int) -> list[CreditView]:
+        async with self._unit_of_work() as uow:
+            return await Credits(uow.read).recent(customer.telegram_id, limit)
 
     async def titles(self, job_ids: list[int]) -> dict[int, str]:
-        async with self._runtime.unit_of_work() as uow:
-            return await Jobs(uow.session).titles(job_ids)
+        async with self._unit_of_work() as uow:
+            return await Jobs(uow.read).titles(job_ids)
 
     async def broadcast(self, text: str) -> int:
         """One message per reachable chat, through the sender and its limits."""
-        broadcast_id = uuid.uuid4().hex
-        async with self._runtime.unit_of_work() as uow:
-            chats = await Users(uow.session).reachable_chats()
-            mailbox = Mailbox(uow.session, edit_interval_s=self._edit_interval_s)
-            for chat_id in chats:
-                await mailbox.send(
-                    f"broadcast:{broadcast_id}:{chat_id}", chat_id, "text", {"text": text}
-                )
-            await uow.commit()
-        self._mail_committed()
-        return len(chats)
+        async with self._unit_of_work() as uow:
+            uow.after_commit(self._mail_committed)
+            mailed = await uow.apply(broadcast_statement(uuid.uuid4().hex, text))
+        return int(mailed.mailed) if mailed is not None else 0
 
     async def grant(self, admin_telegram_id: int, order: GrantOrder) -> uuid.UUID:
         """CreditsGrantRequested: billing credits it once, through its ledger."""
         request_id = uuid.uuid4()
-        async with self._runtime.unit_of_work() as uow:
+        async with self._unit_of_work() as uow:
             uow.emit(
                 CreditsGrantRequested(
                     request_id=request_id,
@@ -268,8 +266,8 @@ class Conversation:
         return request_id
 
     async def stats(self) -> tuple[int, int, int, int]:
-        async with self._runtime.unit_of_work() as uow:
-            users = await Users(uow.session).count()
-            today, active = await Jobs(uow.session).stats()
-            pending = await Mailbox(uow.session, edit_interval_s=0).pending()
+        async with self._unit_of_work() as uow:
+            users = await Users(uow.read).count()
+            today, active = await Jobs(uow.read).stats()
+            pending = await Mailbox(uow.read).pending()
         return users, today, active, pending

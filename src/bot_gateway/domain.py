@@ -1,10 +1,11 @@
 """How the gateway's view of a job moves; pure, so events arriving out of order cannot move it
-backwards (a late progress report never hides a result)."""
+backwards (a late progress report never hides a result). Also the views the use cases read."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -69,6 +70,39 @@ class JobView:
 
 
 @dataclass(frozen=True)
+class RequestView:
+    """A user's request as the chat needs it again: whose it is, what was asked, how far it got."""
+
+    request_id: uuid.UUID
+    telegram_id: int
+    title: str
+    phase: str
+    preset_id: int | None
+    prompt: str | None
+    image_key: str | None
+    job_id: int | None
+
+
+@dataclass(frozen=True)
+class KnownUser:
+    """A `gateway_users` row: billing's account id, private chat and language."""
+
+    user_id: int
+    chat_id: int
+    language: str
+
+
+@dataclass(frozen=True)
+class CreditView:
+    """Credits that reached a user, as billing announced them (for /history)."""
+
+    kind: str
+    credits: int
+    balance: int
+    at: datetime
+
+
+@dataclass(frozen=True)
 class Mail:
     """A message to the job's chat, sent once per `key`."""
 
@@ -86,6 +120,11 @@ class Change:
     status: dict[str, Any] | None = None
     final: bool = False
     mail: Mail | None = None
+
+    @property
+    def says_something(self) -> bool:
+        """Whether the user hears of it (a status text or a message), or it is a silent move."""
+        return self.status is not None or self.mail is not None
 
 
 def moved_to(now: JobState, phase: Phase) -> Move | None:

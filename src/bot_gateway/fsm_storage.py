@@ -1,13 +1,15 @@
 """aiogram FSM storage in PostgreSQL (`gateway_fsm`), so a conversation survives a restart.
 
 Every statement is a single autocommitted one (no BEGIN/COMMIT round trips): a read is one
-row, a write one upsert that returns the row it left. Within an update the rows read or written
-are kept in its `UpdateSnapshot` (see `snapshot`), so the state aiogram reads before routing and
-the data the handler reads next cost one query together; the next update reads anew.
+row, a write one upsert that returns the row it left. Within an update its FSMContext reads
+through the update's `UpdateSnapshot` (`within`; see `snapshot`), where the rows read or
+written are kept, so the state aiogram reads before routing and the data the handler reads
+next cost one query together; the next update reads anew.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +26,7 @@ from aiogram.fsm.storage.base import (
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot_gateway.snapshot import FsmRow, current_snapshot
+from bot_gateway.snapshot import FsmRow, UpdateSnapshot
 
 _READ = text("SELECT state, data::text AS data FROM gateway_fsm WHERE key = :key")
 _SET_STATE = text(
@@ -57,6 +59,14 @@ class PostgresStorage(BaseStorage):
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         """The service's engine, each statement committing on its own."""
         self._keys = key_builder or DefaultKeyBuilder(with_bot_id=True, with_destiny=True)
+        self._snapshot: UpdateSnapshot | None = None
+
+    def within(self, snapshot: UpdateSnapshot) -> PostgresStorage:
+        """This storage for one update: it reads through `snapshot` and keeps what it writes
+        there (see `snapshot.SnapshotMiddleware`)."""
+        view = copy.copy(self)
+        view._snapshot = snapshot
+        return view
 
     def key_of(self, key: StorageKey) -> str:
         return self._keys.build(key)
@@ -83,7 +93,7 @@ class PostgresStorage(BaseStorage):
 
     async def _get(self, key: StorageKey) -> FsmRow:
         built = self.key_of(key)
-        snapshot = current_snapshot()
+        snapshot = self._snapshot
         if snapshot is not None and built in snapshot.fsm:
             return snapshot.fsm[built]
         async with self.engine.connect() as connection:
@@ -96,6 +106,5 @@ class PostgresStorage(BaseStorage):
     async def _write(self, statement: Any, key: str, **values: Any) -> None:
         async with self.engine.connect() as connection:
             written = (await connection.execute(statement, {"key": key, **values})).first()
-        snapshot = current_snapshot()
-        if snapshot is not None:
-            snapshot.fsm[key] = FsmRow.of(written)
+        if self._snapshot is not None:
+            self._snapshot.fsm[key] = FsmRow.of(written)

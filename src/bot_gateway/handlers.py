@@ -1,16 +1,12 @@
-"""Wiring: each event on the gateway's queue to what it means for the user."""
+"""Wiring: each event on the gateway's queue to the one use case that says what it means."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import event as orm_event
-
 from bot_gateway.backends import Backends
-from bot_gateway.fast_paths import FastPaths
 from bot_gateway.notifications import Notifications
-from bot_gateway.recent_jobs import RecentJobs
 from contracts.envelope import Event
 from contracts.events import (
     BalanceRefunded,
@@ -33,31 +29,22 @@ from contracts.events import (
     PresetsChanged,
     WeeklyBonusGranted,
 )
-from messaging.consumer import FastPath
-from messaging.runtime import ServiceRuntime
+from messaging.consumer import TransactionalConsumer
 from messaging.unit_of_work import UnitOfWork
 
 UseCase = Callable[[Any, UnitOfWork], Awaitable[None]]
 
 
 def register_handlers(
-    runtime: ServiceRuntime,
-    notifications: Notifications,
-    backends: Backends,
-    mail_committed: Callable[[], None],
-    recent_jobs: RecentJobs,
+    consumer: TransactionalConsumer, notifications: Notifications, backends: Backends
 ) -> None:
-    def wake_sender_after_commit(use_case: UseCase) -> UseCase:
-        async def handle(event: Any, uow: UnitOfWork) -> None:
-            orm_event.listen(uow.session.sync_session, "after_commit", lambda _: mail_committed())
-            await use_case(event, uow)
-
-        return handle
-
     async def request_rejected(event: JobRequestRejected, uow: UnitOfWork) -> None:
         if event.reason is JobRejectReason.price_changed:
             backends.forget_catalog()  # it showed a price the catalog no longer has
         await notifications.request_rejected(event, uow)
+
+    async def presets_changed(event: PresetsChanged, uow: UnitOfWork) -> None:
+        backends.forget_catalog()
 
     routes: dict[type[Event], UseCase] = {
         JobCreated: notifications.job_created,
@@ -77,19 +64,7 @@ def register_handlers(
         WeeklyBonusGranted: notifications.weekly_bonus,
         CreditsGranted: notifications.credits_granted,
         CreditsGrantRefused: notifications.grant_refused,
-    }
-    fast = FastPaths(runtime.engine, notifications, mail_committed, recent_jobs)
-    fast_paths: dict[type[Event], FastPath] = {
-        JobCreated: fast.created,
-        JobQueued: fast.queued,
-        JobStarted: fast.started,
-        JobProgress: fast.progress,
-        JobSucceeded: fast.succeeded,
+        PresetsChanged: presets_changed,
     }
     for event_type, use_case in routes.items():
-        on = runtime.consumer.on(event_type, fast_path=fast_paths.get(event_type))
-        on(wake_sender_after_commit(use_case))
-
-    @runtime.consumer.on(PresetsChanged)
-    async def presets_changed(event: PresetsChanged, uow: UnitOfWork) -> None:
-        backends.forget_catalog()
+        consumer.on(event_type)(use_case)

@@ -16,6 +16,7 @@ from bot_gateway import texts
 from bot_gateway.backends import Backends
 from bot_gateway.conversation import Conversation, Customer
 from bot_gateway.domain import locale_for
+from bot_gateway.snapshot import UpdateSnapshot
 from bot_gateway.throttling import FloodGuard, Verdict
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class FloodMiddleware(BaseMiddleware):
 
 
 class AccountMiddleware(BaseMiddleware):
-    """`customer` for handlers: remembered by the gateway, or opened in billing now."""
+    """`customer` for handlers: remembered by the gateway (as the update's `snapshot` found
+    them), or opened in billing now."""
 
     def __init__(self, conversation: Conversation, backends: Backends) -> None:
         self._conversation = conversation
@@ -75,15 +77,16 @@ class AccountMiddleware(BaseMiddleware):
         if user is None or user.is_bot or chat is None:
             return await handler(event, data)
         language = data["i18n"].current_locale
-        known = await self._conversation.known(user.id)
+        snapshot: UpdateSnapshot | None = data.get("snapshot")
+        known = await self._conversation.known(user.id, snapshot)
         if known is None:
             account = await self._backends.ensure_account(user.id, username_of(user))
             data["opened_account"] = account
             known = Customer(user.id, account.user_id, user.id, language)
-            await self._conversation.remember(known, username_of(user))
+            await self._conversation.remember(known, username_of(user), snapshot)
         elif known.language != language:
             known = replace(known, language=language)
-            await self._conversation.remember(known, username_of(user))
+            await self._conversation.remember(known, username_of(user), snapshot)
         customer = replace(known, chat_id=chat.id)
         data["customer"] = customer
         return await handler(event, data)

@@ -1,11 +1,11 @@
-"""The jobs this process moved last, as it left them: the fast paths' first guess.
+"""The jobs this process moved last, as it left them: the facts a job event decides on first.
 
-A guess is never trusted: `JobMoves.apply` writes only while the row is still as guessed
-(phase, attempt, step, total steps) and the event unhandled. A job another replica moved, or
-one this process forgot, costs the read the guess would have saved, nothing more. What a guess
-says besides the state (chat, language, title, price, status message) does not change once
-the request is made, but for the price that JobCreated brings, and that is kept too.
-"""
+Remembered facts are never trusted: the move applies only while the row is still as
+remembered (phase, attempt, step, total steps; see `repository.move_statement`). A job another
+replica moved, or one this process forgot, costs the read the memory would have saved, nothing
+more. What a job's memory says besides the state (chat, language, title, price, status message)
+does not change once the request is made, but for the price that JobCreated brings, and that is
+kept too. States only move forward, so a remembered one is never ahead of the row."""
 
 from __future__ import annotations
 

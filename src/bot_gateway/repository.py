@@ -1,199 +1,199 @@
-"""SQL on the gateway's own tables; runs inside the caller's transaction and never commits."""
+"""SQL on the gateway's own tables, in SQLAlchemy Core.
+
+The repositories run their statements through whatever the caller hands them: a unit of
+work's `read` (autocommitted outside a transaction) or `execute` (in its transaction), or a
+session's `execute`; none commits. Reads give views, never ORM rows. The guarded changes a
+unit of work applies (`move_statement`, `request_statement`) are built here too: the job's
+move and the user's messages in one statement, no row when the job is not as decided on.
+"""
 
 from __future__ import annotations
 
-import functools
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import TextClause, func, select, text, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Interval,
+    Row,
+    Select,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.selectable import CTE
 
-from bot_gateway.domain import FINISHED, Change, JobState, JobView
-from bot_gateway.models import (
-    DELIVERY,
-    GatewayCredit,
-    GatewayJob,
-    GatewayUser,
-    OutboundMessage,
+from bot_gateway.domain import (
+    FINISHED,
+    Change,
+    CreditView,
+    JobState,
+    JobView,
+    KnownUser,
+    RequestView,
 )
-from contracts.envelope import RawEnvelope
+from bot_gateway.models import GatewayCredit, GatewayJob, GatewayUser, OutboundMessage
 
-_SEND = text(
-    "INSERT INTO gateway_outbound (key, chat_id, kind, payload) "
-    "VALUES (:key, :chat_id, :kind, CAST(:payload AS jsonb)) ON CONFLICT (key) DO NOTHING"
-)
-_SHOW_STATUS_SQL = (
-    "INSERT INTO gateway_outbound AS o (key, chat_id, kind, payload) "
-    "VALUES (:key, :chat_id, 'edit', CAST(:payload AS jsonb)) "
-    "ON CONFLICT (key) DO UPDATE SET payload = excluded.payload, version = o.version + 1, "
-    "sent_at = NULL, attempts = 0, not_before = {not_before}"
-)
-# a pending row keeps its turn; after a sent edit the next one waits the interval
-_EDIT_NOT_BEFORE = (
-    "CASE WHEN o.sent_at IS NULL THEN o.not_before "
-    "ELSE greatest(now(), o.sent_at + CAST(:edit_interval AS interval)) END"
-)
-_SHOW_STATUS = text(_SHOW_STATUS_SQL.format(not_before=_EDIT_NOT_BEFORE))
-_SHOW_FINAL_STATUS = text(_SHOW_STATUS_SQL.format(not_before="now()"))
-_STATUS_VALUES = "VALUES (:key, :chat_id, 'edit', CAST(:payload AS jsonb))"
-# A new request in one autocommitted statement: its row, JobRequested in the outbox and the
-# status message's first text, all or (the request exists already) nothing.
-_REQUEST = text(
-    "WITH job AS ("
-    "INSERT INTO gateway_jobs (request_id, telegram_id, user_id, chat_id, language, preset_id, "
-    "title, prompt, image_key, phase, price, status_message_id) "
-    "VALUES (:request_id, :telegram_id, :user_id, :chat_id, :language, :preset_id, :title, "
-    ":prompt, :image_key, :phase, :price, :status_message_id) "
-    "ON CONFLICT (request_id) DO NOTHING RETURNING request_id), "
-    f"announced AS (INSERT INTO {DELIVERY.outbox.name} (id, routing_key, envelope) "
-    "SELECT CAST(:outbox_id AS uuid), :routing_key, CAST(:envelope AS jsonb) FROM job) "
-    + _SHOW_STATUS_SQL.replace(
-        _STATUS_VALUES, "SELECT :key, :chat_id, 'edit', CAST(:payload AS jsonb) FROM job"
-    ).format(not_before="now()")
-    + " RETURNING 1"
-)
+Run = Callable[[Executable], Awaitable[Any]]
+"""How a repository runs a statement: `uow.read`, `uow.execute` or `session.execute`."""
 
-_UNHANDLED = f"NOT EXISTS (SELECT 1 FROM {DELIVERY.inbox.name} WHERE event_id = :event_id)"
-_VIEW = (
-    "SELECT request_id, job_id, chat_id, language, title, price, status_message_id, "
-    "phase, attempt, step, total_steps FROM gateway_jobs WHERE {key} AND " + _UNHANDLED
-)
-_VIEW_BY_JOB = text(
-    _VIEW.format(
-        key="(job_id = :job_id OR (job_id IS NULL AND request_id = CAST(:request_id AS uuid)))"
-    )
-)
-_VIEW_BY_REQUEST = text(_VIEW.format(key="request_id = :request_id"))
-UNIQUE_VIOLATION = "23505"
-
-
-async def request_at_once(
-    connection: AsyncConnection,
-    job: dict[str, Any],
-    status: dict[str, Any],
-    announce: tuple[str, RawEnvelope],
-) -> bool:
-    """A new request's row, its JobRequested (`announce`: routing key, envelope) in the outbox
-    and its status message's first (final) text, in one statement; False, and nothing written,
-    when the request exists already."""
-    routing_key, envelope = announce
-    values = {
-        **job,
-        "key": f"status:{job['request_id']}",
-        "payload": json.dumps(status),
-        "outbox_id": envelope.id,
-        "routing_key": routing_key,
-        "envelope": envelope.model_dump_json(),
-    }
-    return (await connection.execute(_REQUEST, values)).first() is not None
+UNFINISHED = GatewayJob.phase.not_in([str(phase) for phase in FINISHED])
 
 
 class Users:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, run: Run) -> None:
+        self._run = run
 
-    async def by_telegram_id(self, telegram_id: int) -> GatewayUser | None:
-        return await self._session.get(GatewayUser, telegram_id)
+    async def by_telegram_id(self, telegram_id: int) -> KnownUser | None:
+        found = await self._run(_USER.where(GatewayUser.telegram_id == telegram_id))
+        return _user(found.first())
 
-    async def by_user_id(self, user_id: int) -> GatewayUser | None:
-        found = await self._session.execute(
-            select(GatewayUser).where(GatewayUser.user_id == user_id).limit(1)
-        )
-        return found.scalar_one_or_none()
-
-    async def remember(
-        self, *, telegram_id: int, user_id: int, chat_id: int, language: str, username: str | None
-    ) -> None:
-        values = {
-            "telegram_id": telegram_id,
-            "user_id": user_id,
-            "chat_id": chat_id,
-            "language": language,
-            "username": username,
-        }
-        await self._session.execute(
-            insert(GatewayUser)
-            .values(**values)
-            .on_conflict_do_update(
-                index_elements=[GatewayUser.telegram_id],
-                set_={**values, "blocked": False},
-            )
-        )
+    async def by_user_id(self, user_id: int) -> KnownUser | None:
+        found = await self._run(_USER.where(GatewayUser.user_id == user_id).limit(1))
+        return _user(found.first())
 
     async def mark_blocked(self, chat_id: int) -> None:
-        await self._session.execute(
+        await self._run(
             update(GatewayUser).where(GatewayUser.chat_id == chat_id).values(blocked=True)
         )
 
-    async def reachable_chats(self) -> list[int]:
-        found = await self._session.execute(
-            select(GatewayUser.chat_id).where(GatewayUser.blocked.is_(False))
-        )
-        return list(found.scalars())
-
     async def count(self) -> int:
-        return int(await self._session.scalar(select(func.count()).select_from(GatewayUser)) or 0)
+        found = await self._run(select(func.count()).select_from(GatewayUser))
+        return int(found.scalar() or 0)
+
+
+_USER = select(GatewayUser.user_id, GatewayUser.chat_id, GatewayUser.language)
+
+
+def _user(row: Row[Any] | None) -> KnownUser | None:
+    return KnownUser(row.user_id, row.chat_id, row.language) if row is not None else None
 
 
 class Jobs:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, run: Run) -> None:
+        self._run = run
 
-    async def by_request(self, request_id: uuid.UUID, *, lock: bool = False) -> GatewayJob | None:
-        query = select(GatewayJob).where(GatewayJob.request_id == request_id)
-        found = await self._session.execute(query.with_for_update() if lock else query)
-        return found.scalar_one_or_none()
-
-    async def by_job(self, job_id: int) -> GatewayJob | None:
-        found = await self._session.execute(
-            select(GatewayJob).where(GatewayJob.job_id == job_id).with_for_update()
-        )
-        return found.scalar_one_or_none()
-
-    async def active_of(self, telegram_id: int) -> list[GatewayJob]:
-        found = await self._session.execute(
-            select(GatewayJob)
-            .where(
-                GatewayJob.telegram_id == telegram_id,
-                GatewayJob.phase.not_in([str(phase) for phase in FINISHED]),
+    async def view(
+        self, *, job_id: int | None = None, request_id: uuid.UUID | None = None
+    ) -> JobView | None:
+        """The job by its id or, with no `job_id`, its request's; with both, by its id or, not
+        linked yet (its JobCreated not handled here yet), its request's."""
+        if job_id is not None and request_id is not None:
+            key = or_(
+                GatewayJob.job_id == job_id,
+                GatewayJob.job_id.is_(None) & (GatewayJob.request_id == request_id),
             )
-            .order_by(GatewayJob.created_at)
+        elif job_id is not None:
+            key = GatewayJob.job_id == job_id
+        elif request_id is not None:
+            key = GatewayJob.request_id == request_id
+        else:
+            raise ValueError("a job is found by its id or its request")
+        row = (await self._run(_VIEW.where(key).limit(1))).first()
+        if row is None:
+            return None
+        return JobView(
+            row.request_id,
+            row.chat_id,
+            row.language,
+            row.title,
+            row.price,
+            row.status_message_id,
+            JobState(row.phase, row.attempt, row.step, row.total_steps),
+            row.job_id,
         )
-        return list(found.scalars())
+
+    async def request(self, request_id: uuid.UUID) -> RequestView | None:
+        row = (await self._run(_REQUEST.where(GatewayJob.request_id == request_id))).first()
+        return _request(row) if row is not None else None
+
+    async def unfinished_of(self, telegram_id: int) -> list[RequestView]:
+        found = await self._run(
+            _REQUEST.where(GatewayJob.telegram_id == telegram_id, UNFINISHED).order_by(
+                GatewayJob.created_at
+            )
+        )
+        return [_request(row) for row in found]
 
     async def titles(self, job_ids: list[int]) -> dict[int, str]:
-        found = await self._session.execute(
+        found = await self._run(
             select(GatewayJob.job_id, GatewayJob.title).where(GatewayJob.job_id.in_(job_ids))
         )
-        return {job_id: title for job_id, title in found.all() if job_id is not None}
+        return {job_id: title for job_id, title in found if job_id is not None}
 
     async def stats(self) -> tuple[int, int]:
+        """Jobs asked for in the last day, and jobs not finished."""
         since = datetime.now(UTC) - timedelta(days=1)
-        today = await self._session.scalar(
-            select(func.count()).select_from(GatewayJob).where(GatewayJob.created_at >= since)
+        found = await self._run(
+            select(
+                func.count().filter(GatewayJob.created_at >= since),
+                func.count().filter(UNFINISHED),
+            )
         )
-        active = await self._session.scalar(
-            select(func.count())
-            .select_from(GatewayJob)
-            .where(GatewayJob.phase.not_in([str(phase) for phase in FINISHED]))
-        )
+        today, active = found.one()
         return int(today or 0), int(active or 0)
 
 
+_VIEW = select(
+    GatewayJob.request_id,
+    GatewayJob.job_id,
+    GatewayJob.chat_id,
+    GatewayJob.language,
+    GatewayJob.title,
+    GatewayJob.price,
+    GatewayJob.status_message_id,
+    GatewayJob.phase,
+    GatewayJob.attempt,
+    GatewayJob.step,
+    GatewayJob.total_steps,
+)
+_REQUEST = select(
+    GatewayJob.request_id,
+    GatewayJob.telegram_id,
+    GatewayJob.title,
+    GatewayJob.phase,
+    GatewayJob.preset_id,
+    GatewayJob.prompt,
+    GatewayJob.image_key,
+    GatewayJob.job_id,
+)
+
+
+def _request(row: Row[Any]) -> RequestView:
+    return RequestView(
+        row.request_id,
+        row.telegram_id,
+        row.title,
+        row.phase,
+        row.preset_id,
+        row.prompt,
+        row.image_key,
+        row.job_id,
+    )
+
+
 class Credits:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, run: Run) -> None:
+        self._run = run
 
     async def record(
         self, event_id: uuid.UUID, telegram_id: int, kind: str, credits: int, balance: int
     ) -> None:
-        await self._session.execute(
-            insert(GatewayCredit)
+        await self._run(
+            pg_insert(GatewayCredit)
             .values(
                 event_id=event_id,
                 telegram_id=telegram_id,
@@ -204,173 +204,198 @@ class Credits:
             .on_conflict_do_nothing()
         )
 
-    async def recent(self, telegram_id: int, limit: int) -> list[GatewayCredit]:
-        found = await self._session.execute(
-            select(GatewayCredit)
+    async def recent(self, telegram_id: int, limit: int) -> list[CreditView]:
+        found = await self._run(
+            select(
+                GatewayCredit.kind, GatewayCredit.credits, GatewayCredit.balance, GatewayCredit.at
+            )
             .where(GatewayCredit.telegram_id == telegram_id)
             .order_by(GatewayCredit.at.desc())
             .limit(limit)
         )
-        return list(found.scalars())
+        return [CreditView(row.kind, row.credits, row.balance, row.at) for row in found]
 
 
 class Mailbox:
     """Telegram calls to make after the commit; the sender delivers them (see `sender`)."""
 
-    def __init__(self, session: AsyncSession, *, edit_interval_s: float) -> None:
-        self._session = session
-        self._edit_interval = timedelta(seconds=edit_interval_s)
+    def __init__(self, run: Run) -> None:
+        self._run = run
 
     async def send(self, key: str, chat_id: int, kind: str, payload: dict[str, Any]) -> None:
         """Once per `key`: a repeated key (a duplicate event) sends nothing more."""
-        connection = await self._session.connection()  # Core text: no ORM work per message
-        await connection.execute(
-            _SEND, {"key": key, "chat_id": chat_id, "kind": kind, "payload": json.dumps(payload)}
+        await self._run(
+            pg_insert(OutboundMessage)
+            .values(key=key, chat_id=chat_id, kind=kind, payload=payload)
+            .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
         )
-
-    async def show_status(
-        self, request_id: uuid.UUID, chat_id: int, payload: dict[str, Any], *, final: bool
-    ) -> None:
-        """The job's status message shows `payload` next: the newest text wins, and edits
-        after the last one sent wait `edit_interval_s` unless this is the final state."""
-        values = {"key": f"status:{request_id}", "chat_id": chat_id, "payload": json.dumps(payload)}
-        connection = await self._session.connection()
-        if final:
-            await connection.execute(_SHOW_FINAL_STATUS, values)
-        else:
-            await connection.execute(_SHOW_STATUS, {**values, "edit_interval": self._edit_interval})
 
     async def pending(self) -> int:
-        return int(
-            await self._session.scalar(
-                select(func.count())
-                .select_from(OutboundMessage)
-                .where(OutboundMessage.sent_at.is_(None))
-            )
-            or 0
+        found = await self._run(
+            select(func.count())
+            .select_from(OutboundMessage)
+            .where(OutboundMessage.sent_at.is_(None))
         )
+        return int(found.scalar() or 0)
 
 
-class JobMoves:
-    """A job's move as the consumer's fast paths make it (see `bot_gateway.fast_paths`): one
-    read, then one write that applies the move only while the job is still as read; each
-    statement commits on its own, on an autocommitted connection."""
-
-    def __init__(self, connection: AsyncConnection, *, edit_interval_s: float) -> None:
-        self._connection = connection
-        self._edit_interval = timedelta(seconds=edit_interval_s)
-
-    async def read(
-        self, event_id: uuid.UUID, *, job_id: int | None = None, request_id: uuid.UUID | None = None
-    ) -> JobView | None:
-        """The job by its id or, with no `job_id`, its request's; with both, by its id or, not
-        linked yet (JobCreated not handled here yet), its request's. None when there is none,
-        or when the event was handled already."""
-        if job_id is not None:
-            found = await self._connection.execute(
-                _VIEW_BY_JOB,
-                {
-                    "job_id": job_id,
-                    "request_id": str(request_id) if request_id else None,
-                    "event_id": event_id,
-                },
-            )
-        else:
-            found = await self._connection.execute(
-                _VIEW_BY_REQUEST, {"request_id": request_id, "event_id": event_id}
-            )
-        row = found.first()
-        if row is None:
-            return None
-        state = JobState(row.phase, row.attempt, row.step, row.total_steps)
-        return JobView(
-            row.request_id,
-            row.chat_id,
-            row.language,
-            row.title,
-            row.price,
-            row.status_message_id,
-            state,
-            row.job_id,
-        )
-
-    async def apply(
-        self,
-        job: JobView,
-        change: Change,
-        event_id: uuid.UUID,
-        event_type: str,
-        *,
-        link: tuple[int, int | None] | None = None,
-    ) -> bool:
-        """`change` (and, with `link`, the job id and price), the event's inbox mark and the
-        messages, in one statement: the mark only if the change applied, the messages only
-        if the mark was new. False, and nothing written, when the job is no longer as read
-        or the event was handled meanwhile."""
-        was, to = job.state, change.to
-        values: dict[str, Any] = {
-            "request_id": job.request_id,
-            "was_phase": str(was.phase),
-            "was_attempt": was.attempt,
-            "was_step": was.step,
-            "was_total_steps": was.total_steps,
-            "phase": str(to.phase),
-            "attempt": to.attempt,
-            "step": to.step,
-            "total_steps": to.total_steps,
-            "event_id": event_id,
-            "event_type": event_type,
-        }
-        if link is not None:
-            values["job_id"], values["price"] = link
-        status = None
-        if change.status is not None:
-            status = "final" if change.final else "edit"
-            values["key"], values["chat_id"] = f"status:{job.request_id}", job.chat_id
-            values["payload"] = json.dumps(change.status)
-            if not change.final:
-                values["edit_interval"] = self._edit_interval
-        if change.mail is not None:
-            values["mail_chat_id"] = job.chat_id
-            values["mail_key"], values["mail_kind"] = change.mail.key, change.mail.kind
-            values["mail_payload"] = json.dumps(change.mail.payload)
-        statement = _move(link=link is not None, status=status, mail=change.mail is not None)
-        try:
-            applied = await self._connection.execute(statement, values)
-        except IntegrityError as exc:
-            if getattr(exc.orig, "sqlstate", None) != UNIQUE_VIOLATION:
-                raise
-            return False  # the inbox mark was taken meanwhile (or job_id is taken): nothing
-        return bool(applied.scalar_one())
-
-
-@functools.cache
-def _move(*, link: bool, status: str | None, mail: bool) -> TextClause:
-    """The statement of `JobMoves.apply` for one shape of change, built once."""
-    sets = "phase = :phase, attempt = :attempt, step = :step, total_steps = :total_steps"
-    linked = ""
-    if link:
-        sets += ", job_id = :job_id, price = coalesce(CAST(:price AS integer), price)"
-        linked = "AND (job_id IS NULL OR job_id = :job_id) "  # never relink, as reads agree
-    sql = (
-        f"WITH moved AS (UPDATE gateway_jobs SET {sets} "
-        "WHERE request_id = :request_id AND phase = :was_phase AND attempt = :was_attempt "
-        f"AND step = :was_step AND total_steps = :was_total_steps {linked}AND "
-        + _UNHANDLED
-        + " RETURNING request_id), "
-        f"claimed AS (INSERT INTO {DELIVERY.inbox.name} (event_id, event_type) "
-        "SELECT CAST(:event_id AS uuid), :event_type FROM moved RETURNING event_id)"
+def broadcast_statement(broadcast_id: str, text: str) -> Select[Any]:
+    """One message per reachable chat, keyed by the broadcast; one row: how many."""
+    chats = select(
+        func.concat(f"broadcast:{broadcast_id}:", GatewayUser.chat_id),
+        GatewayUser.chat_id,
+        literal("text"),
+        _json({"text": text}),
+    ).where(GatewayUser.blocked.is_(False))
+    mailed = (
+        pg_insert(OutboundMessage)
+        .from_select(["key", "chat_id", "kind", "payload"], chats)
+        .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
+        .returning(OutboundMessage.id)
+        .cte("mailed")
     )
-    if status is not None:
-        not_before = "now()" if status == "final" else _EDIT_NOT_BEFORE
-        shown = _SHOW_STATUS_SQL.replace(
-            _STATUS_VALUES, "SELECT :key, :chat_id, 'edit', CAST(:payload AS jsonb) FROM claimed"
-        ).format(not_before=not_before)
-        sql += f", shown AS ({shown})"
-    if mail:
-        sql += (
-            ", mailed AS (INSERT INTO gateway_outbound (key, chat_id, kind, payload) "
-            "SELECT :mail_key, :mail_chat_id, :mail_kind, CAST(:mail_payload AS jsonb) "
-            "FROM claimed ON CONFLICT (key) DO NOTHING)"
+    return select(func.count().label("mailed")).select_from(mailed)
+
+
+# --- changes a unit of work applies
+
+
+def remember_statement(
+    *, telegram_id: int, user_id: int, chat_id: int, language: str, username: str | None
+) -> Insert:
+    """The user as the chat just showed them (and reachable again); always one row."""
+    values = {
+        "telegram_id": telegram_id,
+        "user_id": user_id,
+        "chat_id": chat_id,
+        "language": language,
+        "username": username,
+    }
+    return (
+        pg_insert(GatewayUser)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=[GatewayUser.telegram_id], set_={**values, "blocked": False}
         )
-    return text(sql + " SELECT count(*) FROM claimed")
+        .returning(GatewayUser.telegram_id)
+    )
+
+
+def move_statement(
+    job: JobView,
+    change: Change,
+    *,
+    link: tuple[int, int | None] | None = None,
+    edit_interval: timedelta,
+) -> Update | Select[Any]:
+    """The job moved to `change.to` (and, with `link`, given its job id and the price) only
+    while it is still as `job` says, and the messages `change` says written only if it moved;
+    no row otherwise."""
+    was, to = job.state, change.to
+    guard = [
+        GatewayJob.request_id == job.request_id,
+        GatewayJob.phase == str(was.phase),
+        GatewayJob.attempt == was.attempt,
+        GatewayJob.step == was.step,
+        GatewayJob.total_steps == was.total_steps,
+    ]
+    values: dict[str, Any] = {
+        "phase": str(to.phase),
+        "attempt": to.attempt,
+        "step": to.step,
+        "total_steps": to.total_steps,
+    }
+    if link is not None:
+        job_id, price = link
+        guard.append(or_(GatewayJob.job_id.is_(None), GatewayJob.job_id == job_id))  # no relink
+        values["job_id"] = job_id
+        if price is not None:
+            values["price"] = price
+    moved = update(GatewayJob).where(*guard).values(values).returning(GatewayJob.request_id)
+    if not change.says_something:
+        return moved
+    anchor = moved.cte("moved")
+    statement = select(anchor.c.request_id)
+    if change.status is not None:
+        shown = _show_status(
+            anchor,
+            job.request_id,
+            job.chat_id,
+            change.status,
+            not_before=func.now() if change.final else _next_edit(edit_interval),
+        )
+        statement = statement.add_cte(shown.cte("shown"))
+    if change.mail is not None:
+        mail = change.mail
+        mailed = (
+            pg_insert(OutboundMessage)
+            .from_select(
+                ["key", "chat_id", "kind", "payload"],
+                select(
+                    literal(mail.key),
+                    literal(job.chat_id, BigInteger()),
+                    literal(mail.kind),
+                    _json(mail.payload),
+                ).select_from(anchor),
+            )
+            .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
+        )
+        statement = statement.add_cte(mailed.cte("mailed"))
+    return statement
+
+
+def request_statement(job: dict[str, Any], status: dict[str, Any]) -> Select[Any]:
+    """A new request's row and its status message's first text (at once); no row when the
+    request exists already."""
+    made = (
+        pg_insert(GatewayJob)
+        .values(**job)
+        .on_conflict_do_nothing(index_elements=[GatewayJob.request_id])
+        .returning(GatewayJob.request_id)
+        .cte("made")
+    )
+    shown = _show_status(made, job["request_id"], job["chat_id"], status, not_before=func.now())
+    return select(made.c.request_id).add_cte(shown.cte("shown"))
+
+
+def _show_status(
+    anchor: CTE,
+    request_id: uuid.UUID,
+    chat_id: int,
+    payload: dict[str, Any],
+    *,
+    not_before: ColumnElement[Any],
+) -> Insert:
+    """The job's status message shows `payload` next, if `anchor` yields a row: the newest
+    text replaces one not yet sent (`version` + 1)."""
+    inserted = pg_insert(OutboundMessage).from_select(
+        ["key", "chat_id", "kind", "payload"],
+        select(
+            literal(f"status:{request_id}"),
+            literal(chat_id, BigInteger()),
+            literal("edit"),
+            _json(payload),
+        ).select_from(anchor),
+    )
+    return inserted.on_conflict_do_update(
+        index_elements=[OutboundMessage.key],
+        set_={
+            "payload": inserted.excluded.payload,
+            "version": OutboundMessage.version + 1,
+            "sent_at": null(),
+            "attempts": 0,
+            "not_before": not_before,
+        },
+    )
+
+
+def _next_edit(interval: timedelta) -> ColumnElement[Any]:
+    """A pending row keeps its turn; after a sent edit the next one waits `interval`."""
+    return case(
+        (OutboundMessage.sent_at.is_(None), OutboundMessage.not_before),
+        else_=func.greatest(func.now(), OutboundMessage.sent_at + literal(interval, Interval())),
+    )
+
+
+def _json(value: dict[str, Any]) -> ColumnElement[Any]:
+    return cast(literal(json.dumps(value)), JSONB)

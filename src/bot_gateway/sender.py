@@ -228,7 +228,7 @@ class OutboundSender:
             log.info("chat %s blocked the bot: dropping message %s", row.chat_id, row.id)
             await self._mark_sent(row, None, f"forbidden: {exc.message}")
             async with self._sessions() as session, session.begin():
-                await Users(session).mark_blocked(row.chat_id)
+                await Users(session.execute).mark_blocked(row.chat_id)
         except PermanentFailure as exc:
             log.error("message %s to chat %s refused for good: %s", row.id, row.chat_id, exc)
             await self._mark_sent(row, None, str(exc)[:2000])

@@ -69,7 +69,7 @@ async def test_a_message_leased_by_a_dead_sender_goes_out_again(
     await telegram.start()
     chat = new_user().id
     async with own_sessions() as session, session.begin():
-        await Mailbox(session, edit_interval_s=0).send(f"test:{chat}", chat, "text", {"text": "hi"})
+        await Mailbox(session.execute).send(f"test:{chat}", chat, "text", {"text": "hi"})
         # a sender claimed it and died before marking it sent; its lease ran out
         await session.execute(
             text(
@@ -105,7 +105,7 @@ async def test_a_chat_waiting_for_its_slot_holds_up_no_other_chat(
     busy, other = new_user().id, new_user().id
     async with own_sessions() as session, session.begin():
         for n in range(4):
-            await Mailbox(session, edit_interval_s=0).send(
+            await Mailbox(session.execute).send(
                 f"busy:{busy}:{n}", busy, "text", {"text": f"busy {n}"}
             )
     bot = limited_bot(telegram, chat_interval_s=1)
@@ -115,9 +115,7 @@ async def test_a_chat_waiting_for_its_slot_holds_up_no_other_chat(
     try:
         await telegram.next_call(busy, 0, timeout_s=5)
         async with own_sessions() as session, session.begin():
-            await Mailbox(session, edit_interval_s=0).send(
-                f"other:{other}", other, "text", {"text": "other"}
-            )
+            await Mailbox(session.execute).send(f"other:{other}", other, "text", {"text": "other"})
         committed = time.monotonic()
         sender.notify()
         assert await telegram.next_call(other, 0, timeout_s=5)
@@ -144,7 +142,7 @@ async def test_a_new_message_goes_before_an_edit_due_with_it(
     bot = limited_bot(telegram, chat_interval_s=0.2)
     status = await bot.send_message(chat, "queued")
     async with own_sessions() as session, session.begin():
-        mailbox = Mailbox(session, edit_interval_s=0)
+        mailbox = Mailbox(session.execute)
         await mailbox.send(
             f"status:{chat}", chat, "edit", {"message_id": status.message_id, "text": "done"}
         )
