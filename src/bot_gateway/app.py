@@ -139,8 +139,9 @@ def build(
     dispatcher = _dispatcher(settings, runtime, i18n, conversation, backends, store)
     webhook = TelegramWebhook(dispatcher, bot, settings.telegram.webhook_secret.get_secret_value())
     routes = [(WEBHOOK_PATH, webhook)] if settings.telegram.mode == "webhook" else []
-    app = runtime.app(routes)
     updates = _Updates(settings.telegram, dispatcher, bot, webhook)
+    runtime.while_stopping(updates.stop)  # no new updates; those in hand finish and commit
+    app = runtime.app(routes)
 
     @app.after_startup
     async def start_bot() -> None:
@@ -149,9 +150,7 @@ def build(
 
     @app.on_shutdown
     async def stop_bot() -> None:
-        """After the consumers drained: no new updates, finish those in hand, flush."""
-        await updates.stop()
-        await runtime.relay.publish_pending()
+        """After the updates in hand finished and the outbox was flushed."""
         await sender.stop()
         await bot.session.close()
         await rpc.close()

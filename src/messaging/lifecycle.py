@@ -65,12 +65,14 @@ class ServiceLifecycle:
         topology: Topology,
         relays: Sequence[OutboxRelay] = (),
         periodic: Sequence[Periodic] = (),
+        draining: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self._broker = broker
         self._amqp_url = amqp_url
         self._topology = topology
         self._relays = tuple(relays)
         self._periodic = tuple(periodic)
+        self._draining = tuple(draining)
 
     async def on_startup(self) -> None:
         await declare_topology(self._amqp_url, self._topology)
@@ -87,6 +89,8 @@ class ServiceLifecycle:
             await cancel_consumer(subscriber)  # FastStream's stop() cancels only after the drain
         for subscriber in self._broker.subscribers:
             await subscriber.stop()
+        for drain in self._draining:  # other work in hand (a bot's updates) ends here
+            await drain()
         for loop in self._periodic:
             await loop.stop()
         for relay in self._relays:

@@ -92,6 +92,7 @@ class ServiceRuntime:
             transient_retry_s=broker.transient_retry_s,
         )
         self._periodic: list[Periodic] = []
+        self._draining: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     def of(cls, name: str, tables: DeliveryTables, settings: InfrastructureSettings) -> Self:
@@ -126,6 +127,12 @@ class ServiceRuntime:
         """Run `job` every `interval_s` while the service runs (every replica runs it)."""
         self._periodic.append(Periodic(f"{self.name}.{name}", interval_s, job))
 
+    def while_stopping(self, drain: Callable[[], Awaitable[None]]) -> None:
+        """Run `drain` on shutdown once the consumers have stopped, while the database and the
+        relay still run: work in hand other than messages (a bot's updates) finishes there, and
+        the events it commits go out before the relay stops."""
+        self._draining.append(drain)
+
     def app(self, routes: Sequence[tuple[str, ASGIApp]] = ()) -> AsgiFastStream:
         """The service as an ASGI app: broker subscribers, loops, `/healthz` and `routes`."""
         if self.consumer.handled:
@@ -135,14 +142,15 @@ class ServiceRuntime:
                 self.consumer,
                 self.broker_settings.prefetch,
             )
+        self.every(OBSERVE_EVERY_S, "observe", self._observe)  # before the lifecycle copies them
         lifecycle = ServiceLifecycle(
             self.broker,
             self.broker_settings.url.get_secret_value(),
             self.topology,
             relays=[self.relay],
             periodic=self._periodic,
+            draining=self._draining,
         )
-        self.every(OBSERVE_EVERY_S, "observe", self._observe)
         return AsgiFastStream(
             self.broker,
             asgi_routes=[*health_routes(self.broker, self._database_unreachable), *routes],
