@@ -74,8 +74,6 @@ class ServiceRuntime:
         )
         self.engine: AsyncEngine = create_engine(database, application_name=name)
         self.sessions: async_sessionmaker[AsyncSession] = create_session_factory(self.engine)
-        self.autocommit: AsyncEngine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        """The same pool, each statement committing on its own (the gateway's FSM and sender)."""
         self.tables = tables
         self.publisher = EventPublisher(
             self.broker,
