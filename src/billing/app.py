@@ -44,7 +44,7 @@ def build(settings: Settings | None = None, *, yookassa: PaymentProvider | None 
     settings = settings or Settings()
     runtime = ServiceRuntime.of("billing", DELIVERY, settings)
     provider = yookassa or YooKassaGateway(settings.yookassa)
-    topups = TopUps(runtime.sessions, provider, settings.billing, settings.yookassa)
+    topups = TopUps(provider, settings.billing, settings.yookassa)
     register(runtime, settings.billing, topups)
     webhook = YooKassaWebhook(settings.webhook, provider, runtime.unit_of_work)
     bonus = WeeklyBonus(runtime.unit_of_work, settings.bonus, settings.billing)

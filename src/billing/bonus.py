@@ -10,26 +10,35 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy import text
+from sqlalchemy import Select, String, exists, func, literal, select
 
-from billing import accounts, payments
-from billing.domain import LedgerKind, bonus_key, iso_week
+from billing import accounts
+from billing.accounts import LEDGER, USERS, Credit
+from billing.domain import BONUS_KEY_PREFIX, LedgerKind, bonus_key, iso_week
+from billing.models import PaymentType
 from billing.settings import BillingSettings, BonusSettings
 from contracts.events import WeeklyBonusGranted
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-_ELIGIBLE = text(
-    """
-    SELECT u.user_id FROM users u
-    WHERE u.telegram_id IS NOT NULL AND u.balance IS NOT NULL
-      AND (:everyone OR u.balance < :threshold)
-      AND NOT EXISTS (SELECT 1 FROM billing_ledger l
-                      WHERE l.idempotency_key = 'bonus:' || u.user_id || ':' || :week)
-    ORDER BY u.user_id LIMIT :limit
-    """
-)
+LOCK = "billing.weekly_bonus"
+
+
+def eligible(
+    week: str, *, everyone: bool, threshold: int, limit: int
+) -> Select[tuple[int, int | None]]:
+    """Accounts with a Telegram id (and, unless `everyone`, below `threshold` credits) still
+    without this week's bonus: its ledger key, `bonus_key(user, week)`, built per row."""
+    key = func.concat(BONUS_KEY_PREFIX, USERS.c.user_id, literal(f":{week}", String()))
+    statement = select(USERS.c.user_id, USERS.c.telegram_id).where(
+        USERS.c.telegram_id.is_not(None),
+        USERS.c.balance.is_not(None),
+        ~exists().where(LEDGER.c.idempotency_key == key),
+    )
+    if not everyone:
+        statement = statement.where(USERS.c.balance < threshold)
+    return statement.order_by(USERS.c.user_id).limit(limit)
 
 
 class WeeklyBonus:
@@ -53,60 +62,52 @@ class WeeklyBonus:
         granted = 0
         while True:
             async with self._unit_of_work() as uow:
-                locked = await uow.session.execute(
-                    text("SELECT pg_try_advisory_xact_lock(hashtext('billing.weekly_bonus'))")
+                locked = await uow.execute(
+                    select(func.pg_try_advisory_xact_lock(func.hashtext(LOCK)))
                 )
                 if not locked.scalar_one():
                     log.info("weekly bonus %s: another replica is granting; skipping", week)
                     return granted
-                users = (
-                    (
-                        await uow.session.execute(
-                            _ELIGIBLE,
-                            {
-                                "everyone": self._bonus.eligibility == "all",
-                                "threshold": self._bonus.balance_threshold,
-                                "week": week,
-                                "limit": self._bonus.batch_size,
-                            },
-                        )
-                    )
-                    .scalars()
-                    .all()
+                batch = eligible(
+                    week,
+                    everyone=self._bonus.eligibility == "all",
+                    threshold=self._bonus.balance_threshold,
+                    limit=self._bonus.batch_size,
                 )
-                for user_id in users:
-                    granted += await self._grant(uow, int(user_id), week)
+                users = (await uow.execute(batch)).all()
+                for user_id, telegram_id in users:
+                    granted += await self._grant(uow, user_id, telegram_id, week)
                 await uow.commit()
             if len(users) < self._bonus.batch_size:
                 if granted:
                     log.info("weekly bonus %s granted to %d accounts", week, granted)
                 return granted
 
-    async def _grant(self, uow: UnitOfWork, user_id: int, week: str) -> int:
+    async def _grant(self, uow: UnitOfWork, user_id: int, telegram_id: int, week: str) -> int:
+        """This week's bonus for one account, with its `payments` row: one statement in the
+        round's transaction; the event goes with the round's commit."""
         credits = self._bonus.credits
-        moved = await accounts.move(
-            uow.session,
+        grant = accounts.move(
+            credits,
+            bonus_key(user_id, week),
+            LedgerKind.bonus,
             user_id=user_id,
-            amount=credits,
-            key=bonus_key(user_id, week),
-            kind=LedgerKind.bonus,
             reason=f"weekly bonus {week}",
+            credit=Credit(
+                PaymentType.weekly_bonus,
+                amount_kopecks=credits * self._billing.kopecks_per_credit,
+                description=f"weekly bonus {week}",
+            ),
         )
-        if moved is None or moved.telegram_id is None:
+        moved = (await uow.execute(grant)).first()
+        if moved is None:
             return 0
-        await payments.record_credit(
-            uow.session,
-            user_id=user_id,
-            kind="weekly_bonus",
-            amount_kopecks=credits * self._billing.kopecks_per_credit,
-            description=f"weekly bonus {week}",
-        )
         uow.emit(
             WeeklyBonusGranted(
                 user_id=user_id,
-                telegram_id=moved.telegram_id,
+                telegram_id=telegram_id,
                 amount=credits,
-                balance=moved.balance,
+                balance=moved.balance_after,
                 week=week,
                 granted_at=self._clock(),
             )

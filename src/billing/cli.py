@@ -10,8 +10,10 @@ import typer
 
 from billing import accounts, services
 from billing.domain import adjustment_key
-from messaging.database import create_engine, create_session_factory
+from billing.models import DELIVERY
+from messaging.database import create_engine
 from messaging.settings import DatabaseSettings
+from messaging.unit_of_work import UnitOfWork
 
 app = typer.Typer(help="Billing: accounts, balances and the ledger.", no_args_is_help=True)
 
@@ -34,10 +36,11 @@ def audit() -> None:
 async def _audit() -> tuple[int, list[accounts.Drift]]:
     engine = create_engine(DatabaseSettings())
     try:
-        async with create_session_factory(engine)() as session, session.begin():
+        async with engine.connect() as connection:
             # One snapshot for both numbers, so concurrent traffic cannot fake a drift.
-            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-            return await accounts.count_accounts(session), await accounts.drifts(session)
+            await connection.execution_options(isolation_level="REPEATABLE READ")
+            async with connection.begin():
+                return await accounts.count_accounts(connection), await accounts.drifts(connection)
     finally:
         await engine.dispose()
 
@@ -62,9 +65,9 @@ def adjust(
 async def _adjust(telegram_id: int, credits: int, reason: str, token: str) -> int:
     engine = create_engine(DatabaseSettings())
     try:
-        async with create_session_factory(engine)() as session, session.begin():
+        async with UnitOfWork(engine, DELIVERY, source="billing") as uow:
             adjusted = await services.adjust_balance(
-                session,
+                uow,
                 telegram_id=telegram_id,
                 credits=credits,
                 reason=reason,
@@ -100,15 +103,12 @@ def bonus() -> None:
 
 async def _bonus() -> int:
     from billing.bonus import WeeklyBonus
-    from billing.models import DELIVERY
     from billing.settings import BillingSettings, BonusSettings
-    from messaging.unit_of_work import UnitOfWork
 
     engine = create_engine(DatabaseSettings())
-    sessions = create_session_factory(engine)
     try:
         weekly = WeeklyBonus(
-            lambda: UnitOfWork(sessions, DELIVERY, source="billing"),
+            lambda: UnitOfWork(engine, DELIVERY, source="billing"),
             BonusSettings(),
             BillingSettings(),
         )

@@ -20,8 +20,13 @@ class LedgerKind(enum.StrEnum):
     adjustment = "adjustment"
 
 
+WELCOME_KEY_PREFIX = "welcome:"
+BONUS_KEY_PREFIX = "bonus:"
+"""Where SQL builds these keys itself, per row: `prefix || user_id` (`:<week>` for bonuses)."""
+
+
 def welcome_key(user_id: int) -> str:
-    return f"welcome:{user_id}"
+    return f"{WELCOME_KEY_PREFIX}{user_id}"
 
 
 def debit_key(job_id: int) -> str:
@@ -37,7 +42,7 @@ def topup_key(yookassa_payment_id: str) -> str:
 
 
 def bonus_key(user_id: int, week: str) -> str:
-    return f"bonus:{user_id}:{week}"
+    return f"{BONUS_KEY_PREFIX}{user_id}:{week}"
 
 
 def adjustment_key(token: str) -> str:

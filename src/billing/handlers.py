@@ -1,11 +1,10 @@
-"""Thin entry points: events from the billing queue and request/reply calls."""
+"""Thin entry points: events from the billing queue (one handler each) and request/reply calls."""
 
 from __future__ import annotations
 
 from billing import services
 from billing.settings import BillingSettings
 from billing.topups import TopUps
-from contracts.envelope import RawEnvelope
 from contracts.events import (
     CreditsGrantRequested,
     JobCanceled,
@@ -26,10 +25,7 @@ from messaging.unit_of_work import UnitOfWork
 def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps) -> None:
     consumer = runtime.consumer
 
-    async def debit_at_once(event: JobCreated, envelope: RawEnvelope) -> bool:
-        return await services.debit_job_at_once(runtime, event, envelope)
-
-    @consumer.on(JobCreated, fast_path=debit_at_once)
+    @consumer.on(JobCreated)
     async def job_created(event: JobCreated, uow: UnitOfWork) -> None:
         await services.debit_job(event, uow)
 
@@ -41,10 +37,7 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
     async def job_canceled(event: JobCanceled, uow: UnitOfWork) -> None:
         await services.refund_job(event.job_id, event.user_id, uow, settings)
 
-    async def topup_at_once(event: TopUpRequested, envelope: RawEnvelope) -> bool:
-        return await topups.request_at_once(event, envelope, runtime.unit_of_work)
-
-    @consumer.on(TopUpRequested, fast_path=topup_at_once)
+    @consumer.on(TopUpRequested)
     async def topup_requested(event: TopUpRequested, uow: UnitOfWork) -> None:
         await topups.request(event, uow)
 
@@ -54,11 +47,9 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
 
     async def ensure_account(request: EnsureAccount) -> Account:
         async with runtime.unit_of_work() as uow:
-            account = await services.ensure_account(
+            return await services.ensure_account(
                 uow, request.telegram_id, request.username, settings.welcome_credits
             )
-            await uow.commit()
-        return account
 
     async def list_packages(request: ListTopUpPackages) -> TopUpPackages:
         return TopUpPackages(packages=list(settings.packages))

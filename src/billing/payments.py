@@ -1,35 +1,103 @@
-"""The `payments` and `payment_logs` rows in SQL. Repositories never commit."""
+"""The `payments` and `payment_logs` rows as SQLAlchemy Core statements, run by the caller's
+unit of work. Every transition of a payment is guarded by the status it leaves (`pending`), so
+it happens at most once."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Float, Integer, Row, Select, String, Table, func, insert, literal, select
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.selectable import CTE
 
-from billing.domain import LocalPayment
+from billing import accounts
+from billing.accounts import PAYMENTS, USERS
+from billing.domain import LedgerKind, LocalPayment, RemotePayment, topup_key
+from billing.models import PaymentLog, PaymentStatus, PaymentType
+from messaging.unit_of_work import UnitOfWork
 
-_COLUMNS = """p.id, p.user_id, p.amount, p.currency, p.status::text, p.yukassa_payment_id,
-              p.credits, u.telegram_id, p.request_id"""
+PAYMENT_LOGS = cast("Table", PaymentLog.__table__)
+_LOCAL = (
+    PAYMENTS.c.id,
+    PAYMENTS.c.user_id,
+    PAYMENTS.c.amount,
+    PAYMENTS.c.currency,
+    PAYMENTS.c.status,
+    PAYMENTS.c.yukassa_payment_id,
+    PAYMENTS.c.credits,
+    USERS.c.telegram_id,
+    PAYMENTS.c.request_id,
+)
 
 
-def _local(row: Any) -> LocalPayment:
+def local(row: Row[Any]) -> LocalPayment:
+    """A row selected by one of this module's reads as the domain's `LocalPayment`."""
     return LocalPayment(
-        id=int(row[0]),
-        user_id=int(row[1]),
-        amount_kopecks=int(row[2]),
-        currency=str(row[3]),
-        status=str(row[4]),
-        yookassa_id=row[5],
-        credits=row[6],
-        telegram_id=row[7],
+        id=int(row.id),
+        user_id=int(row.user_id),
+        amount_kopecks=int(row.amount),
+        currency=str(row.currency),
+        status=row.status.value,
+        yookassa_id=row.yukassa_payment_id,
+        credits=row.credits,
+        telegram_id=row.telegram_id,
     )
 
 
-async def open_topup(
-    session: AsyncSession,
+def _payments() -> Select[Any]:
+    return select(*_LOCAL).join(USERS, USERS.c.user_id == PAYMENTS.c.user_id)
+
+
+def by_request(request_id: uuid.UUID) -> Select[Any]:
+    return _payments().where(PAYMENTS.c.request_id == request_id)
+
+
+def by_id(payment_id: int) -> Select[Any]:
+    return _payments().where(PAYMENTS.c.id == payment_id)
+
+
+def by_yookassa_id(yookassa_id: str) -> Select[Any]:
+    return _payments().where(
+        PAYMENTS.c.yukassa_payment_id == yookassa_id,
+        PAYMENTS.c.payment_type == PaymentType.payment,
+    )
+
+
+async def find(uow: UnitOfWork, statement: Select[Any]) -> LocalPayment | None:
+    """The payment `statement` (one of the reads above) selects, if any."""
+    row = (await uow.read(statement)).first()
+    return None if row is None else local(row)
+
+
+def pending_older_than(age_s: float, limit: int) -> Select[Any]:
+    """Our top-ups still pending after `age_s`, with their request id and age in seconds.
+
+    Least recently checked first (`mark_checked` moves a row it could not settle to the back),
+    so rows that stay unresolvable never starve newer ones. Rows without a `request_id` were
+    not opened by us (the customer's older history) and are left to an operator.
+    """
+    age = func.extract("epoch", func.now() - PAYMENTS.c.created_at)
+    return (
+        _payments()
+        .add_columns(age.label("age_s"))
+        .where(
+            PAYMENTS.c.status == PaymentStatus.pending,
+            PAYMENTS.c.payment_type == PaymentType.payment,
+            PAYMENTS.c.request_id.is_not(None),
+            PAYMENTS.c.created_at < func.now() - timedelta(seconds=age_s),
+        )
+        .order_by(PAYMENTS.c.updated_at.asc().nulls_first(), PAYMENTS.c.id)
+        .limit(limit)
+    )
+
+
+def open_topup(
     *,
     request_id: uuid.UUID,
     user_id: int,
@@ -37,187 +105,140 @@ async def open_topup(
     credits: int,
     currency: str,
     description: str,
-) -> LocalPayment:
-    """The pending payment of a top-up request: created once, found again on every retry."""
-    await session.execute(
-        text(
-            """
-            INSERT INTO payments (user_id, amount, currency, status, payment_type, payment_method,
-                                  description, request_id, credits)
-            VALUES (:user_id, :amount, :currency, 'pending', 'payment', 'card',
-                    :description, :request_id, :credits)
-            ON CONFLICT (request_id) DO NOTHING
-            """
-        ),
-        {
-            "user_id": user_id,
-            "amount": amount_kopecks,
-            "currency": currency,
-            "description": description,
-            "request_id": request_id,
-            "credits": credits,
-        },
+) -> Insert:
+    """The pending payment of a top-up request: created once (if the account exists), left as
+    it is on every retry; `by_request` finds it."""
+    return (
+        pg_insert(PAYMENTS)
+        .from_select(
+            [
+                "user_id",
+                "amount",
+                "currency",
+                "status",
+                "payment_type",
+                "payment_method",
+                "description",
+                "request_id",
+                "credits",
+            ],
+            select(
+                USERS.c.user_id,
+                literal(amount_kopecks, Integer()),
+                literal(currency, String()),
+                literal(PaymentStatus.pending, PAYMENTS.c.status.type),
+                literal(PaymentType.payment, PAYMENTS.c.payment_type.type),
+                literal("card", String()),
+                literal(description, String()),
+                literal(request_id, PAYMENTS.c.request_id.type),
+                literal(credits, Integer()),
+            ).where(USERS.c.user_id == user_id),
+        )
+        .on_conflict_do_nothing(index_elements=[PAYMENTS.c.request_id])
     )
-    row = (
-        await session.execute(
-            text(
-                f"SELECT {_COLUMNS} FROM payments p JOIN users u ON u.user_id = p.user_id "
-                "WHERE p.request_id = :r"
-            ),
-            {"r": request_id},
+
+
+def attach_yookassa(payment_id: int, yookassa_id: str, confirmation_url: str) -> Update:
+    """Record the YooKassa payment of our row; no row when another attempt already did, or the
+    row was settled meanwhile."""
+    return (
+        sql_update(PAYMENTS)
+        .where(
+            PAYMENTS.c.id == payment_id,
+            PAYMENTS.c.yukassa_payment_id.is_(None),
+            PAYMENTS.c.status == PaymentStatus.pending,
         )
-    ).one()
-    return _local(row)
-
-
-async def attach_yookassa(
-    session: AsyncSession, payment_id: int, yookassa_id: str, confirmation_url: str
-) -> bool:
-    """Record the YooKassa payment of our row; False when another attempt already did."""
-    row = (
-        await session.execute(
-            text(
-                """
-                UPDATE payments SET yukassa_payment_id = :y, confirmation_url = :url,
-                                    updated_at = now()
-                WHERE id = :id AND yukassa_payment_id IS NULL AND status = 'pending'
-                RETURNING id
-                """
-            ),
-            {"id": payment_id, "y": yookassa_id, "url": confirmation_url},
+        .values(
+            yukassa_payment_id=yookassa_id, confirmation_url=confirmation_url, updated_at=func.now()
         )
-    ).first()
-    return row is not None
-
-
-async def by_yookassa_id(session: AsyncSession, yookassa_id: str) -> LocalPayment | None:
-    row = (
-        await session.execute(
-            text(
-                f"SELECT {_COLUMNS} FROM payments p JOIN users u ON u.user_id = p.user_id "
-                "WHERE p.yukassa_payment_id = :y AND p.payment_type = 'payment'"
-            ),
-            {"y": yookassa_id},
-        )
-    ).first()
-    return None if row is None else _local(row)
-
-
-async def pending_older_than(
-    session: AsyncSession, age_s: float, limit: int
-) -> list[tuple[LocalPayment, uuid.UUID | None, float]]:
-    """Our top-ups still pending after `age_s`: (row, request id, age in seconds).
-
-    Least recently checked first (`mark_checked` moves a row it could not settle to the back),
-    so rows that stay unresolvable never starve newer ones. Rows without a `request_id` were
-    not opened by us (the customer's older history) and are left to an operator.
-    """
-    rows = await session.execute(
-        text(
-            f"""
-            SELECT {_COLUMNS}, extract(epoch FROM now() - p.created_at)
-            FROM payments p JOIN users u ON u.user_id = p.user_id
-            WHERE p.status = 'pending' AND p.payment_type = 'payment'
-              AND p.request_id IS NOT NULL
-              AND p.created_at < now() - make_interval(secs => :age)
-            ORDER BY p.updated_at NULLS FIRST, p.id LIMIT :limit
-            """
-        ),
-        {"age": age_s, "limit": limit},
+        .returning(PAYMENTS.c.id)
     )
-    return [(_local(row), row[8], float(row[9])) for row in rows]
 
 
-async def transition(
-    session: AsyncSession,
+def transition(
     payment_id: int,
     to: str,
     *,
     method_type: str | None = None,
     method_details: dict[str, Any] | None = None,
     unbound_only: bool = False,
-) -> bool:
-    """pending -> `to`, at most once: False when the row was no longer pending.
+    only_if: ColumnElement[bool] | None = None,
+) -> Update:
+    """pending -> `to`, at most once: no row when the row was no longer pending.
 
     `unbound_only`: only while no YooKassa payment is attached (a creation that may still be
-    finishing must not be closed under the user's feet).
+    finishing must not be closed under the user's feet). Columns: id, user_id.
     """
-    paid = to == "succeeded"
-    row = (
-        await session.execute(
-            text(
-                """
-                UPDATE payments SET status = CAST(:to AS paymentstatus), updated_at = now(),
-                    paid_at = CASE WHEN :paid THEN now() ELSE paid_at END,
-                    payment_method = COALESCE(:method, payment_method),
-                    payment_method_details = COALESCE(:details, payment_method_details)
-                WHERE id = :id AND status = 'pending'
-                  AND (NOT :unbound OR yukassa_payment_id IS NULL)
-                RETURNING id
-                """
-            ),
-            {
-                "id": payment_id,
-                "to": to,
-                "paid": paid,
-                "unbound": unbound_only,
-                "method": (method_type or "")[:50] or None,
-                "details": json.dumps(method_details, ensure_ascii=False)
-                if method_details
-                else None,
-            },
-        )
-    ).first()
-    return row is not None
-
-
-async def record_credit(
-    session: AsyncSession,
-    *,
-    user_id: int,
-    kind: str,
-    amount_kopecks: int,
-    description: str,
-) -> int:
-    """A settled `payments` row of a refund or weekly bonus; returns its id."""
-    return int(
-        (
-            await session.execute(
-                text(
-                    """
-                    INSERT INTO payments (user_id, amount, currency, status, payment_type,
-                                          payment_method, description, paid_at)
-                    VALUES (:user_id, :amount, 'RUB', 'succeeded', CAST(:kind AS paymenttype),
-                            'internal', :description, now())
-                    RETURNING id
-                    """
-                ),
-                {
-                    "user_id": user_id,
-                    "amount": amount_kopecks,
-                    "kind": kind,
-                    "description": description,
-                },
-            )
-        ).scalar_one()
+    guard = [PAYMENTS.c.id == payment_id, PAYMENTS.c.status == PaymentStatus.pending]
+    if unbound_only:
+        guard.append(PAYMENTS.c.yukassa_payment_id.is_(None))
+    if only_if is not None:
+        guard.append(only_if)
+    values: dict[str, Any] = {"status": PaymentStatus(to), "updated_at": func.now()}
+    if values["status"] is PaymentStatus.succeeded:
+        values["paid_at"] = func.now()
+    if method := (method_type or "")[:50]:
+        values["payment_method"] = method
+    if method_details:
+        values["payment_method_details"] = json.dumps(method_details, ensure_ascii=False)
+    return (
+        sql_update(PAYMENTS)
+        .where(*guard)
+        .values(values)
+        .returning(PAYMENTS.c.id, PAYMENTS.c.user_id)
     )
 
 
-async def log_legacy(
-    session: AsyncSession, *, user_id: int, rubles: float, status: str, yookassa_id: str
-) -> None:
-    """The customer's old `payment_logs`, kept in step for their tools."""
-    await session.execute(
-        text(
-            "INSERT INTO payment_logs (user_id, amount, status, payment_id) VALUES (:u, :a, :s, :p)"
+def credit(local: LocalPayment, remote: RemotePayment) -> Insert:
+    """pending -> succeeded, the credit through the ledger (`topup:<yookassa id>`) and the
+    legacy log row: one statement, which changes nothing at all unless all of it applies.
+    Returns what `accounts.move` returns."""
+    credits = local.credits or 0
+    key = topup_key(remote.id)
+    settled = transition(
+        local.id,
+        "succeeded",
+        method_type=remote.method_type,
+        method_details=remote.method_details,
+        only_if=accounts.can_move(credits, key, user_id=local.user_id),
+    ).cte("settled")
+    moved = accounts.move(
+        credits,
+        key,
+        LedgerKind.topup,
+        user_id=local.user_id,
+        payment_id=local.id,
+        after=settled,
+    )
+    return moved.add_cte(_logged(settled, local, "succeeded", remote.id).cte("logged"))
+
+
+def cancel(local: LocalPayment, remote: RemotePayment) -> Select[Any]:
+    """pending -> cancelled and the legacy log row; no row when it was no longer pending."""
+    settled = transition(local.id, "cancelled").cte("settled")
+    return select(settled.c.id).add_cte(
+        _logged(settled, local, "canceled", remote.id).cte("logged")
+    )
+
+
+def _logged(settled: CTE, local: LocalPayment, status: str, yookassa_id: str) -> Insert:
+    """The customer's old `payment_logs` row, kept in step for their tools."""
+    return insert(PAYMENT_LOGS).from_select(
+        ["user_id", "amount", "status", "payment_id"],
+        select(
+            settled.c.user_id,
+            literal(local.amount_kopecks / 100, Float()),
+            literal(status, String()),
+            literal(yookassa_id, String()),
         ),
-        {"u": user_id, "a": rubles, "s": status, "p": yookassa_id},
     )
 
 
-async def mark_checked(session: AsyncSession, payment_id: int) -> None:
+def mark_checked(payment_id: int) -> Update:
     """Reconciliation looked at this pending row and could not settle it yet."""
-    await session.execute(
-        text("UPDATE payments SET updated_at = now() WHERE id = :id AND status = 'pending'"),
-        {"id": payment_id},
+    return (
+        sql_update(PAYMENTS)
+        .where(PAYMENTS.c.id == payment_id, PAYMENTS.c.status == PaymentStatus.pending)
+        .values(updated_at=func.now())
+        .returning(PAYMENTS.c.id)
     )

@@ -31,11 +31,16 @@ class Reconciler:
     async def run_once(self) -> int:
         """Check every pending payment older than the configured age; how many were settled."""
         async with self._unit_of_work() as uow:
-            due = await payments.pending_older_than(
-                uow.session, self._settings.reconcile_min_age_s, self._settings.reconcile_batch
-            )
+            due = (
+                await uow.read(
+                    payments.pending_older_than(
+                        self._settings.reconcile_min_age_s, self._settings.reconcile_batch
+                    )
+                )
+            ).all()
         settled = 0
-        for local, _, age_s in due:
+        for row in due:
+            local, age_s = payments.local(row), float(row.age_s)
             try:
                 done = await self._check(local, age_s)
             except Exception:  # one payment's trouble must not hold up the others
@@ -43,8 +48,7 @@ class Reconciler:
                 done = 0
             if not done:
                 async with self._unit_of_work() as uow:
-                    await payments.mark_checked(uow.session, local.id)
-                    await uow.commit()
+                    await uow.apply(payments.mark_checked(local.id))
             settled += done
         return settled
 
@@ -75,10 +79,6 @@ class Reconciler:
         self, local: LocalPayment, status: str, reason: str, *, unbound_only: bool = False
     ) -> int:
         async with self._unit_of_work() as uow:
-            if not await payments.transition(
-                uow.session, local.id, status, unbound_only=unbound_only
-            ):
-                return 0
             if local.telegram_id is not None:
                 uow.emit(
                     PaymentFailed(
@@ -88,6 +88,8 @@ class Reconciler:
                         reason=reason,
                     )
                 )
-            await uow.commit()
+            closed = payments.transition(local.id, status, unbound_only=unbound_only)
+            if await uow.apply(closed) is None:
+                return 0
         log.warning("reconcile: payment %s closed as %s (%s)", local.id, status, reason)
         return 1

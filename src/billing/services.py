@@ -1,14 +1,21 @@
-"""Billing's use cases: each runs inside the caller's unit of work and emits its events there."""
+"""Billing's use cases: each decides on the facts it expects or reads, and hands its guarded
+change, with the events it causes, to the caller's unit of work.
+
+As a rule a message is one statement (`accounts.apply`): the change, the ledger entry, the
+message's mark and the events, committed at once. When the guard misses (the facts were not as
+expected, or moved meanwhile) nothing was written: the use case reads, decides again and
+applies what it decided, a refusal included.
+"""
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from billing import accounts, payments
+from billing.accounts import Credit
 from billing.domain import (
     LedgerKind,
     LocalPayment,
@@ -19,11 +26,9 @@ from billing.domain import (
     refund_key,
     settle,
     shortfall,
-    topup_key,
-    welcome_key,
 )
+from billing.models import PaymentType
 from billing.settings import BillingSettings
-from contracts.envelope import RawEnvelope, new_envelope
 from contracts.events import (
     BalanceDebited,
     BalanceRefunded,
@@ -38,92 +43,88 @@ from contracts.events import (
     PaymentSucceeded,
 )
 from contracts.rpc import Account
-from messaging.runtime import ServiceRuntime
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-
-async def debit_job_at_once(runtime: ServiceRuntime, event: JobCreated, cause: RawEnvelope) -> bool:
-    """The common debit as one autocommitted statement; False leaves it to `debit_job`."""
-    if event.price <= 0:
-        return False
-    debited = new_envelope(
-        BalanceDebited(job_id=event.job_id, user_id=event.user_id, amount=event.price, balance=0),
-        source=runtime.name,
-        cause=cause,
-    )
-    async with runtime.autocommit.connect() as connection:
-        balance = await accounts.debit_at_once(
-            connection,
-            user_id=event.user_id,
-            price=event.price,
-            key=debit_key(event.job_id),
-            job_id=event.job_id,
-            event_id=cause.id,
-            event_type=cause.type,
-            debited=debited,
-            routing_key=BalanceDebited.event_type,
-        )
-    if balance is None:
-        return False
-    written = debited.model_copy(update={"data": {**debited.data, "balance": balance}})
-    runtime.relay.committed([(BalanceDebited.event_type, written)])
-    return True
+TRIES = 3
+"""Reads and decisions before a use case whose facts keep moving gives the message back."""
 
 
 async def debit_job(event: JobCreated, uow: UnitOfWork) -> None:
-    """Take the job's price once, never below zero; a zero price debits zero."""
-    moved = await accounts.move(
-        uow.session,
-        user_id=event.user_id,
-        amount=-event.price,
-        key=debit_key(event.job_id),
-        kind=LedgerKind.debit,
-        job_id=event.job_id,
-    )
-    if moved is not None:
+    """Take the job's price once, never below zero (a zero price debits zero).
+
+    As a rule the account can pay: one statement moves the balance, writes the ledger entry,
+    marks the message and sends BalanceDebited with the balance it left. Otherwise the facts
+    decide: the job was debited or closed already (nothing to do), there is no such account,
+    or the balance is short (DebitRejected, and a zero entry under the job's debit key).
+    """
+    key = debit_key(event.job_id)
+    for _ in range(TRIES):
         uow.emit(
             BalanceDebited(
-                job_id=event.job_id,
-                user_id=event.user_id,
-                amount=event.price,
-                balance=moved.balance,
-            )
+                job_id=event.job_id, user_id=event.user_id, amount=event.price, balance=0
+            ),
+            fill={"balance": "balance_after"},
         )
-        return
-    if await accounts.applied(uow.session, debit_key(event.job_id)):
-        log.info("job %s was already debited or closed; nothing to do", event.job_id)
-        return
-    account = await accounts.state(uow.session, event.user_id)
-    reason = (
-        DebitRejectReason.insufficient_funds
-        if account.exists
-        else DebitRejectReason.unknown_account
-    )
-    log.info("debit of job %s rejected: %s", event.job_id, reason.value)
-    if account.exists:
+        debit = accounts.move(
+            -event.price, key, LedgerKind.debit, user_id=event.user_id, job_id=event.job_id
+        )
+        if await accounts.apply(uow, debit) is not None:
+            return
+        found = await accounts.facts(uow, key, user_id=event.user_id)
+        if found.applied:
+            log.info("job %s was already debited or closed; nothing to do", event.job_id)
+            return
+        if found.user_id is None:
+            _reject(uow, event, DebitRejectReason.unknown_account, balance=0)
+            return
+        if found.balance is None:  # a legacy account without a balance holds no entries
+            _reject(uow, event, DebitRejectReason.insufficient_funds, balance=0)
+            return
+        if found.balance >= event.price:
+            continue  # money came meanwhile: debit again
         # The answer is final (jobs fails the job): a zero entry on the debit key keeps a
         # replay of this JobCreated, after a top-up and after the inbox forgot it, from
         # charging a job that will never run.
-        await accounts.move(
-            uow.session,
-            user_id=event.user_id,
-            amount=0,
-            key=debit_key(event.job_id),
-            kind=LedgerKind.debit,
-            job_id=event.job_id,
-            reason=f"refused: {reason.value}",
+        _reject(
+            uow,
+            event,
+            DebitRejectReason.insufficient_funds,
+            balance=found.balance,
+            fill={"balance": "balance_after", "shortfall": "shortfall"},
         )
+        refusal = accounts.refusal(
+            event.user_id,
+            event.price,
+            key,
+            job_id=event.job_id,
+            reason=f"refused: {DebitRejectReason.insufficient_funds.value}",
+        )
+        if await accounts.apply(uow, refusal) is not None:
+            return
+    raise RuntimeError(f"the debit of job {event.job_id} kept moving under its decision")
+
+
+def _reject(
+    uow: UnitOfWork,
+    event: JobCreated,
+    reason: DebitRejectReason,
+    *,
+    balance: int,
+    fill: dict[str, str] | None = None,
+) -> None:
+    log.info("debit of job %s rejected: %s", event.job_id, reason.value)
     uow.emit(
         DebitRejected(
             job_id=event.job_id,
             user_id=event.user_id,
             reason=reason,
             price=event.price,
-            balance=account.balance,
-            shortfall=shortfall(account.balance, event.price),
-        )
+            balance=balance,
+            shortfall=shortfall(balance, event.price),
+        ),
+        fill=fill,
     )
 
 
@@ -132,83 +133,81 @@ async def refund_job(job_id: int, user_id: int, uow: UnitOfWork, settings: Billi
 
     A job may close (canceled, failed) before its JobCreated reaches us: its debit key then
     gets a zero entry, so the debit that arrives later finds the job settled and takes
-    nothing. Debit and closing race on that one unique key; the loser rolls back and retries.
+    nothing. Debit and closing race on that one unique key; the loser reads again and decides
+    again (a close that lost to the debit refunds it).
     """
-    debited = await accounts.entry_amount(uow.session, debit_key(job_id))
-    if debited is None:
-        closed = await accounts.move(
-            uow.session,
-            user_id=user_id,
-            amount=0,
-            key=debit_key(job_id),
-            kind=LedgerKind.debit,
-            job_id=job_id,
-            reason="closed before its debit",
-        )
-        if closed is not None:
-            log.info("job %s closed before its debit; it will not be charged", job_id)
-            return
-        # The debit committed while we waited for the account's row: refund it.
-        debited = await accounts.entry_amount(uow.session, debit_key(job_id))
+    closing = False
+    for _ in range(TRIES):
+        debited = await accounts.entry(uow, debit_key(job_id))
         if debited is None:
-            log.warning("job %s closed for user %s, who has no account", job_id, user_id)
+            if closing:
+                log.warning("job %s closed for user %s, who has no account", job_id, user_id)
+                return
+            closing = True
+            close = accounts.move(
+                0,
+                debit_key(job_id),
+                LedgerKind.debit,
+                user_id=user_id,
+                job_id=job_id,
+                reason="closed before its debit",
+            )
+            if await accounts.apply(uow, close) is not None:
+                log.info("job %s closed before its debit; it will not be charged", job_id)
+                return
+            continue  # the debit committed meanwhile (refund it), or there is no account
+        if debited.amount == 0:
+            log.info("job %s: nothing was debited, nothing to refund", job_id)
             return
-    if debited[1] == 0:
-        log.info("job %s: nothing was debited, nothing to refund", job_id)
+        await _refund(job_id, debited, uow, settings)
         return
-    user_id, amount = debited[0], -debited[1]
-    moved = await accounts.move(
-        uow.session,
-        user_id=user_id,
-        amount=amount,
-        key=refund_key(job_id),
-        kind=LedgerKind.refund,
-        job_id=job_id,
-    )
-    if moved is None:
-        log.info("job %s was already refunded; nothing to do", job_id)
-        return
-    await payments.record_credit(
-        uow.session,
-        user_id=user_id,
-        kind="refund",
-        amount_kopecks=amount * settings.kopecks_per_credit,
-        description=f"refund for job {job_id}",
-    )
-    if moved.telegram_id is None:
-        log.warning("job %s refunded to user %s who has no telegram id", job_id, user_id)
-        return
-    uow.emit(
-        BalanceRefunded(
-            job_id=job_id,
-            user_id=user_id,
-            telegram_id=moved.telegram_id,
-            amount=amount,
-            balance=moved.balance,
+    raise RuntimeError(f"the close of job {job_id} kept moving under its decision")
+
+
+async def _refund(
+    job_id: int, debited: accounts.Entry, uow: UnitOfWork, settings: BillingSettings
+) -> None:
+    amount = -debited.amount
+    if debited.telegram_id is not None:
+        uow.emit(
+            BalanceRefunded(
+                job_id=job_id,
+                user_id=debited.user_id,
+                telegram_id=debited.telegram_id,
+                amount=amount,
+                balance=0,
+            ),
+            fill={"balance": "balance_after"},
         )
+    refund = accounts.move(
+        amount,
+        refund_key(job_id),
+        LedgerKind.refund,
+        user_id=debited.user_id,
+        job_id=job_id,
+        credit=Credit(
+            PaymentType.refund,
+            amount_kopecks=amount * settings.kopecks_per_credit,
+            description=f"refund for job {job_id}",
+        ),
     )
+    if await accounts.apply(uow, refund) is None:
+        log.info("job %s was already refunded; nothing to do", job_id)
+    elif debited.telegram_id is None:
+        log.warning("job %s refunded to user %s who has no telegram id", job_id, debited.user_id)
 
 
 async def ensure_account(
     uow: UnitOfWork, telegram_id: int, username: str | None, welcome_credits: int
 ) -> Account:
-    """Open the account with its welcome credits, or refresh its username."""
-    opened = await accounts.ensure(uow.session, telegram_id, username)
-    balance = opened.balance
-    if opened.created and welcome_credits > 0:
-        moved = await accounts.move(
-            uow.session,
-            user_id=opened.user_id,
-            amount=welcome_credits,
-            key=welcome_key(opened.user_id),
-            kind=LedgerKind.welcome,
-        )
-        balance = moved.balance if moved is not None else balance
+    """Open the account with its welcome credits, or refresh its username: one statement."""
+    opened = await uow.apply(accounts.open_account(telegram_id, username, welcome_credits))
+    assert opened is not None  # an upsert always yields its row
     return Account(
         user_id=opened.user_id,
         telegram_id=telegram_id,
         username=username,
-        balance=balance,
+        balance=int(opened.balance or 0),
         created=opened.created,
     )
 
@@ -229,64 +228,70 @@ class Adjustment:
 
 
 async def adjust_balance(
-    session: AsyncSession, *, telegram_id: int, credits: int, reason: str, key: str
+    uow: UnitOfWork,
+    *,
+    telegram_id: int,
+    credits: int,
+    reason: str,
+    key: str,
+    announce: Callable[[], None] = lambda: None,
 ) -> Adjustment:
-    """A manual ledger entry (kind `adjustment`) on one account, once per key, never below zero."""
-    user_id = await accounts.user_id_of(session, telegram_id)
-    if user_id is None:
-        return Adjustment(AdjustmentOutcome.unknown_account)
-    moved = await accounts.move(
-        session,
-        user_id=user_id,
-        amount=credits,
-        key=key,
-        kind=LedgerKind.adjustment,
-        reason=reason,
+    """A manual ledger entry (kind `adjustment`) on one account, once per key, never below zero.
+
+    `announce` emits the events that go out with the entry (filled from its row: `user_id`,
+    `balance`); a refusal forgets them.
+    """
+    announce()
+    adjustment = accounts.move(
+        credits, key, LedgerKind.adjustment, telegram_id=telegram_id, reason=reason
     )
+    moved = await accounts.apply(uow, adjustment)
     if moved is not None:
-        return Adjustment(AdjustmentOutcome.applied, user_id, moved.balance)
-    current = await accounts.state(session, user_id)
-    outcome = (
-        AdjustmentOutcome.already_applied
-        if await accounts.applied(session, key)
-        else AdjustmentOutcome.below_zero
-    )
-    return Adjustment(outcome, user_id, current.balance)
+        return Adjustment(AdjustmentOutcome.applied, moved.user_id, moved.balance_after)
+    found = await accounts.facts(uow, key, telegram_id=telegram_id)
+    if found.user_id is None:
+        return Adjustment(AdjustmentOutcome.unknown_account)
+    outcome = AdjustmentOutcome.already_applied if found.applied else AdjustmentOutcome.below_zero
+    return Adjustment(outcome, found.user_id, found.balance)
 
 
 async def grant_credits(event: CreditsGrantRequested, uow: UnitOfWork) -> None:
     """Credit an admin's grant once per request id, or refuse it for an unknown account."""
     note = event.reason.strip() or "no reason given"
+
+    def announce() -> None:
+        granted = CreditsGranted(
+            request_id=event.request_id,
+            admin_telegram_id=event.admin_telegram_id,
+            user_id=1,  # placeholders: `fill` takes both from the entry's row
+            telegram_id=event.telegram_id,
+            credits=event.credits,
+            balance=0,
+        )
+        uow.emit(
+            granted,
+            correlation_id=str(event.request_id),
+            fill={"user_id": "user_id", "balance": "balance_after"},
+        )
+
     adjusted = await adjust_balance(
-        uow.session,
+        uow,
         telegram_id=event.telegram_id,
         credits=event.credits,
         reason=f"/grant by admin {event.admin_telegram_id}: {note}",
         key=grant_key(event.request_id),
+        announce=announce,
     )
     if adjusted.outcome is AdjustmentOutcome.already_applied:
         log.info("grant %s was already applied; nothing to do", event.request_id)
         return
     if adjusted.outcome is AdjustmentOutcome.applied:
-        assert adjusted.user_id is not None
-        assert adjusted.balance is not None
         log.info(
             "admin %s granted %s credits to telegram %s (grant %s)",
             event.admin_telegram_id,
             event.credits,
             event.telegram_id,
             event.request_id,
-        )
-        uow.emit(
-            CreditsGranted(
-                request_id=event.request_id,
-                admin_telegram_id=event.admin_telegram_id,
-                user_id=adjusted.user_id,
-                telegram_id=event.telegram_id,
-                credits=event.credits,
-                balance=adjusted.balance,
-            ),
-            correlation_id=str(event.request_id),
         )
         return
     if adjusted.outcome is not AdjustmentOutcome.unknown_account:
@@ -316,23 +321,33 @@ class Outcome:
 
 
 async def settle_payment(uow: UnitOfWork, local: LocalPayment, remote: RemotePayment) -> Outcome:
-    """Apply YooKassa's verified status to our row: pending -> succeeded | cancelled, once."""
+    """Apply YooKassa's verified status to our row: pending -> succeeded | cancelled, once,
+    each as one statement with its ledger entry, legacy log row and event."""
     decision = settle(local.status, remote.status)
     if decision is Settlement.credit:
-        if await _credit(uow, local, remote):
+        credits = local.credits or 0
+        if local.telegram_id is not None and credits > 0:
+            uow.emit(
+                PaymentSucceeded(
+                    payment_id=local.id,
+                    user_id=local.user_id,
+                    telegram_id=local.telegram_id,
+                    amount_kopecks=local.amount_kopecks,
+                    credits=credits,
+                    balance=0,
+                ),
+                fill={"balance": "balance_after"},
+            )
+        if await accounts.apply(uow, payments.credit(local, remote)) is not None:
             return Outcome(decision, credited=True)
+        now = await payments.find(uow, payments.by_id(local.id))
+        if now is not None and now.status == "pending":
+            raise RuntimeError(f"payment {local.id}: credit refused although the row is pending")
         return Outcome(Settlement.done, credited=False)  # a concurrent notification won
     if decision is Settlement.cancel:
-        if not await payments.transition(uow.session, local.id, "cancelled"):
-            return Outcome(Settlement.done, credited=False)
-        await payments.log_legacy(
-            uow.session,
-            user_id=local.user_id,
-            rubles=local.amount_kopecks / 100,
-            status="canceled",
-            yookassa_id=remote.id,
-        )
         _emit_failed(uow, local, remote.cancellation_reason or "canceled")
+        if await accounts.apply(uow, payments.cancel(local, remote)) is None:
+            return Outcome(Settlement.done, credited=False)
         return Outcome(decision, credited=False)
     if decision is Settlement.conflict:
         log.error(
@@ -343,47 +358,6 @@ async def settle_payment(uow: UnitOfWork, local: LocalPayment, remote: RemotePay
             remote.status,
         )
     return Outcome(decision, credited=False)
-
-
-async def _credit(uow: UnitOfWork, local: LocalPayment, remote: RemotePayment) -> bool:
-    if not await payments.transition(
-        uow.session,
-        local.id,
-        "succeeded",
-        method_type=remote.method_type,
-        method_details=remote.method_details,
-    ):
-        return False  # a concurrent notification got there first
-    credits = local.credits or 0
-    moved = await accounts.move(
-        uow.session,
-        user_id=local.user_id,
-        amount=credits,
-        key=topup_key(remote.id),
-        kind=LedgerKind.topup,
-        payment_id=local.id,
-    )
-    if moved is None:
-        raise RuntimeError(f"payment {local.id}: credit refused although the row was pending")
-    await payments.log_legacy(
-        uow.session,
-        user_id=local.user_id,
-        rubles=local.amount_kopecks / 100,
-        status="succeeded",
-        yookassa_id=remote.id,
-    )
-    if moved.telegram_id is not None and credits > 0:
-        uow.emit(
-            PaymentSucceeded(
-                payment_id=local.id,
-                user_id=local.user_id,
-                telegram_id=moved.telegram_id,
-                amount_kopecks=local.amount_kopecks,
-                credits=credits,
-                balance=moved.balance,
-            )
-        )
-    return True
 
 
 def _emit_failed(uow: UnitOfWork, local: LocalPayment, reason: str) -> None:

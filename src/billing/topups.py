@@ -9,15 +9,11 @@ crash at any point therefore reuses the same row, the same key and so the same Y
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import accounts, payments
 from billing.domain import LocalPayment, RemotePayment, creation_key
 from billing.settings import BillingSettings, YooKassaSettings
 from billing.yookassa_gateway import PaymentDraft, PaymentProvider, ProviderRejectedError
-from contracts.envelope import RawEnvelope
 from contracts.events import PaymentCreated, PaymentFailed, TopUpRequested
 from contracts.rpc import TopUpPackage
 from messaging.unit_of_work import UnitOfWork
@@ -28,12 +24,10 @@ log = logging.getLogger(__name__)
 class TopUps:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
         provider: PaymentProvider,
         billing: BillingSettings,
         yookassa: YooKassaSettings,
     ) -> None:
-        self._sessions = sessions
         self._provider = provider
         self._billing = billing
         self._yookassa = yookassa
@@ -42,17 +36,19 @@ class TopUps:
         return next((p for p in self._billing.packages if p.package_id == package_id), None)
 
     async def request(self, event: TopUpRequested, uow: UnitOfWork) -> None:
-        """Create the YooKassa payment of a chosen package, once per request."""
+        """Create the YooKassa payment of a chosen package, once per request.
+
+        Everything runs on the message's own connection (a second one taken while it is held
+        can hold every pooled connection under a burst): the pending row commits on its own,
+        then YooKassa is called, then the YooKassa id is attached with PaymentCreated and the
+        message's mark in one statement.
+        """
         package = self.package(event.package_id)
         if package is None:
             log.warning("top-up %s: unknown package %r", event.request_id, event.package_id)
             uow.emit(self._failed(event, "unknown_package"))
             return
-        # In the message's own transaction: a second connection taken while this one is held
-        # can deadlock the pool. The fast path, which always runs first, has committed the
-        # pending row already (it is found here); should it not have, YooKassa's
-        # Idempotence-Key (from the request id) still makes one payment of every retry.
-        local = await self._open_in(uow.session, event, package)
+        local = await self._open(uow, event, package)
         if local is None:
             log.warning("top-up %s: unknown account %s", event.request_id, event.user_id)
             uow.emit(self._failed(event, "unknown_account"))
@@ -64,39 +60,11 @@ class TopUps:
             remote = await self._create_remote(event, package, local)
         except ProviderRejectedError as exc:
             log.error("top-up %s: YooKassa refused the payment: %s", event.request_id, exc)
-            if await payments.transition(uow.session, local.id, "failed"):
-                uow.emit(self._failed(event, "provider_rejected", local.id))
+            uow.emit(self._failed(event, "provider_rejected", local.id))
+            if await accounts.apply(uow, payments.transition(local.id, "failed")) is None:
+                log.info("top-up %s: payment %s was settled meanwhile", event.request_id, local.id)
             return
         await self._announce(uow, event, package, local, remote)
-
-    async def request_at_once(
-        self, event: TopUpRequested, envelope: RawEnvelope, unit_of_work: Callable[[], UnitOfWork]
-    ) -> bool:
-        """The common top-up as the consumer's fast path: False leaves it to `request`.
-
-        The pending row commits first (its own transaction), then YooKassa is called, then the
-        inbox mark and PaymentCreated commit: one connection at a time, and the fence of the
-        module docstring. `request`, the rest (refusals, repeats), works in the message's unit
-        of work alone: a second connection taken while one is held can hold every pooled
-        connection under a burst (seen under `make chaos`).
-        """
-        package = self.package(event.package_id)
-        if package is None:
-            return False
-        local = await self._open(event, package)
-        if local is None or local.yookassa_id is not None or local.status != "pending":
-            return False
-        try:
-            remote = await self._create_remote(event, package, local)
-        except ProviderRejectedError:
-            return False  # `request` asks again (same key) and records the refusal
-        async with unit_of_work() as uow:
-            uow.cause = envelope
-            if not await uow.claim(envelope.id, envelope.type):
-                return True  # a copy of this message got here first: nothing more to do
-            await self._announce(uow, event, package, local, remote)
-            await uow.commit()
-        return True
 
     async def _create_remote(
         self, event: TopUpRequested, package: TopUpPackage, local: LocalPayment
@@ -126,11 +94,6 @@ class TopUps:
         remote: RemotePayment,
     ) -> None:
         assert remote.confirmation_url is not None
-        if not await payments.attach_yookassa(
-            uow.session, local.id, remote.id, remote.confirmation_url
-        ):
-            log.info("top-up %s: payment %s was settled meanwhile", event.request_id, local.id)
-            return
         uow.emit(
             PaymentCreated(
                 request_id=event.request_id,
@@ -142,26 +105,27 @@ class TopUps:
                 confirmation_url=remote.confirmation_url,
             )
         )
+        attach = payments.attach_yookassa(local.id, remote.id, remote.confirmation_url)
+        if await accounts.apply(uow, attach) is None:
+            log.info("top-up %s: payment %s was settled meanwhile", event.request_id, local.id)
 
-    async def _open(self, event: TopUpRequested, package: TopUpPackage) -> LocalPayment | None:
-        # Its own transaction, committed before YooKassa is called: see the module docstring.
-        async with self._sessions() as session, session.begin():
-            return await self._open_in(session, event, package)
-
-    async def _open_in(
-        self, session: AsyncSession, event: TopUpRequested, package: TopUpPackage
+    async def _open(
+        self, uow: UnitOfWork, event: TopUpRequested, package: TopUpPackage
     ) -> LocalPayment | None:
-        if not (await accounts.state(session, event.user_id)).exists:
-            return None
-        return await payments.open_topup(
-            session,
-            request_id=event.request_id,
-            user_id=event.user_id,
-            amount_kopecks=package.amount_kopecks,
-            credits=package.credits,
-            currency=self._billing.currency,
-            description=f"top-up {package.package_id}: {package.credits} credits",
+        """The request's pending row, committed before YooKassa is called (see the module
+        docstring); None when there is no such account. Outside a transaction `uow.read`
+        commits each statement on its own, without the message's mark."""
+        await uow.read(
+            payments.open_topup(
+                request_id=event.request_id,
+                user_id=event.user_id,
+                amount_kopecks=package.amount_kopecks,
+                credits=package.credits,
+                currency=self._billing.currency,
+                description=f"top-up {package.package_id}: {package.credits} credits",
+            )
         )
+        return await payments.find(uow, payments.by_request(event.request_id))
 
     @staticmethod
     def _failed(event: TopUpRequested, reason: str, payment_id: int | None = None) -> PaymentFailed:

@@ -87,7 +87,7 @@ class YooKassaWebhook:
         body = await self._body(headers, receive)
         yookassa_id, event = self.parse(body)
         async with self._unit_of_work() as uow:
-            local = await payments.by_yookassa_id(uow.session, yookassa_id)
+            local = await payments.find(uow, payments.by_yookassa_id(yookassa_id))
         if local is None:
             raise Refusal(404, f"unknown payment {yookassa_id}")
         try:

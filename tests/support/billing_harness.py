@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql import Executable
 
 from billing import accounts, services
 from billing.app import Settings
@@ -26,6 +26,7 @@ from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings,
 from messaging.unit_of_work import UnitOfWork
 from sandbox.yookassa import YooKassaSandbox
 
+INBOX, OUTBOX = DELIVERY.inbox, DELIVERY.outbox
 _telegram_ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**6 + 2**33)
 _job_ids = itertools.count(random.randrange(1, 2**30))
 
@@ -74,46 +75,66 @@ async def send(sender: EventPublisher, event: Event) -> RawEnvelope:
     return envelope
 
 
-async def open_account(
-    sessions: async_sessionmaker[AsyncSession], *, balance: int, welcome: int = 60
-) -> tuple[int, int]:
+async def open_account(engine: AsyncEngine, *, balance: int, welcome: int = 60) -> tuple[int, int]:
     """(user_id, telegram_id) of a new account holding exactly `balance`, via the ledger."""
     telegram_id = new_telegram_id()
-    async with UnitOfWork(sessions, DELIVERY, source="test") as uow:
+    async with UnitOfWork(engine, DELIVERY, source="test") as uow:
         account = await services.ensure_account(uow, telegram_id, "tester", welcome)
-        if balance != account.balance:
-            moved = await accounts.move(
-                uow.session,
-                user_id=account.user_id,
-                amount=balance - account.balance,
-                key=f"adjustment:test:{uuid.uuid4()}",
-                kind=LedgerKind.adjustment,
-                reason="test funding",
-            )
-            assert moved is not None
-            assert moved.balance == balance
-        await uow.commit()
+    if balance != account.balance:
+        await fund(engine, account.user_id, balance - account.balance, expect=balance)
     return account.user_id, telegram_id
 
 
-async def outbox(
-    sessions: async_sessionmaker[AsyncSession], routing_key: str, **data: Any
-) -> list[dict[str, Any]]:
+async def fund(
+    engine: AsyncEngine, user_id: int, credits: int, *, expect: int | None = None
+) -> None:
+    """An adjustment of `credits` through the ledger, as `imagebot billing adjust` makes."""
+    async with UnitOfWork(engine, DELIVERY, source="test") as uow:
+        moved = await uow.apply(
+            accounts.move(
+                credits,
+                f"adjustment:test:{uuid.uuid4()}",
+                LedgerKind.adjustment,
+                user_id=user_id,
+                reason="test funding",
+            )
+        )
+    assert moved is not None
+    assert expect is None or moved.balance_after == expect
+
+
+async def outbox(engine: AsyncEngine, routing_key: str, **data: Any) -> list[dict[str, Any]]:
     """Payloads billing committed to its outbox under `routing_key` whose data match `data`."""
-    async with sessions() as session:
-        rows = await session.execute(
-            text(
-                "SELECT envelope FROM billing_outbox WHERE routing_key = :key "
-                "AND envelope->'data' @> CAST(:data AS jsonb) ORDER BY seq"
-            ),
-            {"key": routing_key, "data": json.dumps(data)},
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            select(OUTBOX.c.envelope)
+            .where(
+                OUTBOX.c.routing_key == routing_key,
+                OUTBOX.c.envelope["data"].contains(data),
+            )
+            .order_by(OUTBOX.c.seq)
         )
         return [row[0]["data"] for row in rows]
 
 
-async def scalar(sessions: async_sessionmaker[AsyncSession], sql: str, **params: Any) -> Any:
-    async with sessions() as session:
-        return (await session.execute(text(sql), params)).scalar_one()
+async def handled(engine: AsyncEngine, *event_ids: uuid.UUID) -> int:
+    """How many messages billing marked handled: all of them, or those of `event_ids`."""
+    statement = select(func.count()).select_from(INBOX)
+    if event_ids:
+        statement = statement.where(INBOX.c.event_id.in_(event_ids))
+    async with engine.connect() as connection:
+        return int((await connection.execute(statement)).scalar_one())
+
+
+async def scalar(engine: AsyncEngine, sql: str | Executable, **params: Any) -> Any:
+    statement = text(sql) if isinstance(sql, str) else sql
+    async with engine.connect() as connection:
+        return (await connection.execute(statement, params)).scalar_one()
+
+
+async def execute(engine: AsyncEngine, sql: str, **params: Any) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text(sql), params)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
@@ -124,14 +145,14 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
         await asyncio.sleep(0.05)
 
 
-async def balance_of(sessions: async_sessionmaker[AsyncSession], user_id: int) -> float:
-    return float(await scalar(sessions, "SELECT balance FROM users WHERE user_id = :u", u=user_id))
+async def balance_of(engine: AsyncEngine, user_id: int) -> float:
+    return float(await scalar(engine, "SELECT balance FROM users WHERE user_id = :u", u=user_id))
 
 
-async def ledger_sum(sessions: async_sessionmaker[AsyncSession], user_id: int) -> int:
+async def ledger_sum(engine: AsyncEngine, user_id: int) -> int:
     return int(
         await scalar(
-            sessions,
+            engine,
             "SELECT COALESCE(sum(amount), 0) FROM billing_ledger WHERE user_id = :u",
             u=user_id,
         )

@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing.app import Billing, Settings, build
 from contracts.topology import Topology
 from messaging.broker import create_broker, declare_topology
-from messaging.database import create_session_factory
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings
 from sandbox.yookassa import YooKassaSandbox
@@ -31,11 +30,6 @@ async def billing_database_url(databases: DatabaseFactory) -> str:
 async def billing_engine(billing_database_url: str) -> AsyncIterator[AsyncEngine]:
     async with engine_at(billing_database_url) as engine:
         yield engine
-
-
-@pytest.fixture(scope="session")
-def billing_sessions(billing_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return create_session_factory(billing_engine)
 
 
 @pytest.fixture

@@ -14,17 +14,17 @@ from pathlib import Path
 import aio_pika
 import aiohttp
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 from test_billing_payments import pending_payment  # type: ignore[import-not-found]
 
 from billing.app import Settings, build
 from billing.settings import BonusSettings
 from contracts.topology import Topology
 from messaging.broker import declare_topology
-from messaging.database import create_engine, create_session_factory
-from messaging.settings import DatabaseSettings
 from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import (
+    OUTBOX,
     balance_of,
     eventually,
     ledger_sum,
@@ -33,9 +33,9 @@ from support.billing_harness import (
     outbox,
     scalar,
 )
-from support.database import DatabaseFactory, migrate
+from support.database import DatabaseFactory, engine_at, migrate
 
-Sessions = async_sessionmaker[AsyncSession]
+Engine = AsyncEngine
 
 
 def _free_port() -> int:
@@ -70,7 +70,7 @@ async def _start_billing(env: dict[str, str], port: int) -> asyncio.subprocess.P
 async def test_killed_after_committing_a_credit_the_event_still_goes_out_once(
     settings: Settings,
     billing_database_url: str,
-    billing_sessions: Sessions,
+    billing_engine: Engine,
     amqp_url: str,
     topology: Topology,
     fake_yookassa: YooKassaSandbox,
@@ -82,8 +82,8 @@ async def test_killed_after_committing_a_credit_the_event_still_goes_out_once(
     its relay publishes the event, exactly once.
     """
     service = build(settings)  # only to create the pending payment through the real SDK
-    user_id, _ = await open_account(billing_sessions, balance=60)
-    payment_id, yookassa_id = await pending_payment(service, billing_sessions, user_id)
+    user_id, _ = await open_account(billing_engine, balance=60)
+    payment_id, yookassa_id = await pending_payment(service, billing_engine, user_id)
     await service.runtime.engine.dispose()
     fake_yookassa.set_status(yookassa_id, "succeeded")
     port = _free_port()
@@ -114,11 +114,15 @@ async def test_killed_after_committing_a_credit_the_event_still_goes_out_once(
         async def tried_and_failed() -> bool:
             return bool(
                 await scalar(
-                    billing_sessions,
-                    "SELECT count(*) FROM billing_outbox WHERE routing_key = 'payment.succeeded' "
-                    "AND published_at IS NULL AND attempts >= 1 "
-                    "AND (envelope->'data'->>'payment_id')::int = :p",
-                    p=payment_id,
+                    billing_engine,
+                    select(func.count())
+                    .select_from(OUTBOX)
+                    .where(
+                        OUTBOX.c.routing_key == "payment.succeeded",
+                        OUTBOX.c.published_at.is_(None),
+                        OUTBOX.c.attempts >= 1,
+                        OUTBOX.c.envelope["data"].contains({"payment_id": payment_id}),
+                    ),
                 )
             )
 
@@ -127,7 +131,7 @@ async def test_killed_after_committing_a_credit_the_event_still_goes_out_once(
         billing.send_signal(signal.SIGKILL)
         await billing.wait()
     assert billing.returncode == -signal.SIGKILL
-    assert await balance_of(billing_sessions, user_id) == 160
+    assert await balance_of(billing_engine, user_id) == 160
 
     billing = await _start_billing(env, port)  # declares the topology again: the route is back
     try:
@@ -142,9 +146,9 @@ async def test_killed_after_committing_a_credit_the_event_still_goes_out_once(
         await asyncio.wait_for(billing.wait(), timeout=30)
     mine = [m for m in messages if f'"payment_id":{payment_id},' in m.body.decode()]
     assert len(mine) == 1
-    assert await balance_of(billing_sessions, user_id) == 160
-    assert await ledger_sum(billing_sessions, user_id) == 160
-    assert len(await outbox(billing_sessions, "payment.succeeded", payment_id=payment_id)) == 1
+    assert await balance_of(billing_engine, user_id) == 160
+    assert await ledger_sum(billing_engine, user_id) == 160
+    assert len(await outbox(billing_engine, "payment.succeeded", payment_id=payment_id)) == 1
 
 
 async def _unbind(amqp_url: str, queue: str, exchange: str, routing_key: str) -> None:
@@ -188,21 +192,20 @@ async def bonus_database_url(databases: DatabaseFactory) -> str:
 
 
 @pytest.fixture
-async def bonus_sessions(bonus_database_url: str) -> AsyncIterator[Sessions]:
-    engine = create_engine(DatabaseSettings(url=bonus_database_url))  # type: ignore[arg-type]
-    yield create_session_factory(engine)
-    await engine.dispose()
+async def bonus_engine(bonus_database_url: str) -> AsyncIterator[Engine]:
+    async with engine_at(bonus_database_url) as engine:
+        yield engine
 
 
 async def test_two_replicas_granting_the_weekly_bonus_at_once_grant_it_once_per_user(
     bonus_database_url: str,
-    bonus_sessions: Sessions,
+    bonus_engine: Engine,
     amqp_url: str,
     topology: Topology,
     fake_yookassa: YooKassaSandbox,
 ) -> None:
     balances = (0, 10, 59, 60, 500) * 40
-    users = [await open_account(bonus_sessions, balance=b) for b in balances]
+    users = [await open_account(bonus_engine, balance=b) for b in balances]
     bonus = BonusSettings(credits=25, eligibility="below_balance", balance_threshold=60)
     replicas = [
         build(make_settings(bonus_database_url, amqp_url, topology, fake_yookassa, bonus=bonus))
@@ -225,17 +228,15 @@ async def test_two_replicas_granting_the_weekly_bonus_at_once_grant_it_once_per_
     assert sum(granted) == len(eligible) == 120
     assert again == [0, 0]
     bonuses = await scalar(
-        bonus_sessions,
+        bonus_engine,
         "SELECT count(DISTINCT user_id) || '/' || count(*) FROM billing_ledger "
         "WHERE idempotency_key LIKE :pattern",
         pattern="bonus:%:2026-W48",
     )
     assert bonuses == "120/120"
     rows = "SELECT count(*) FROM payments WHERE payment_type = 'weekly_bonus' AND amount = 2500"
-    assert await scalar(bonus_sessions, rows) == 120
-    events = await outbox(bonus_sessions, "bonus.weekly_granted", week="2026-W48")
+    assert await scalar(bonus_engine, rows) == 120
+    events = await outbox(bonus_engine, "bonus.weekly_granted", week="2026-W48")
     assert sorted(e["user_id"] for e in events) == sorted(eligible)
     for user_id in eligible[:3]:
-        assert await ledger_sum(bonus_sessions, user_id) == await balance_of(
-            bonus_sessions, user_id
-        )
+        assert await ledger_sum(bonus_engine, user_id) == await balance_of(bonus_engine, user_id)

@@ -5,27 +5,29 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from pathlib import Path
 
 import aio_pika
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+import pytest
+import sqlalchemy
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import accounts
+from billing import services
 from billing.app import Billing
-from billing.domain import LedgerKind
 from billing.models import DELIVERY
-from contracts.envelope import new_envelope
-from contracts.events import JobCanceled, JobFailed
+from contracts.envelope import RawEnvelope, new_envelope
+from contracts.events import JobCanceled, JobCreated, JobFailed
 from contracts.rpc import Account, EnsureAccount, ListTopUpPackages, TopUpPackages
 from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.rpc import RpcClient
-from messaging.unit_of_work import UnitOfWork
+from messaging.unit_of_work import AlreadyHandled, Committed, UnitOfWork
 from support.billing_harness import (
     balance_of,
     eventually,
+    execute,
+    fund,
+    handled,
     ledger_sum,
     new_job,
     new_telegram_id,
@@ -35,44 +37,116 @@ from support.billing_harness import (
     send,
 )
 
-Sessions = async_sessionmaker[AsyncSession]
+Engine = AsyncEngine
 
 
-async def handled(sessions: Sessions, count: int) -> None:
+async def handled_in_all(engine: Engine, count: int) -> None:
+    """Until billing has marked `count` messages handled in all."""
+
     async def enough() -> bool:
-        return int(await scalar(sessions, "SELECT count(*) FROM billing_inbox")) >= count
+        return await handled(engine) >= count
 
     await eventually(enough)
 
 
-async def test_1000_concurrent_debits_on_an_account_funded_for_exactly_seven(
-    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+async def _debit(
+    engine: Engine, job: JobCreated, message: RawEnvelope
+) -> tuple[list[Committed], list[str]]:
+    """JobCreated handled as the consumer handles it (one unit of work for the message, then
+    its commit): the events handed to the relay and every statement sent to the database."""
+    committed: list[Committed] = []
+    statements: list[str] = []
+
+    def sent(_c: object, _cur: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    sqlalchemy.event.listen(engine.sync_engine, "before_cursor_execute", sent)
+    try:
+        async with UnitOfWork(
+            engine, DELIVERY, source="billing", cause=message, on_commit=committed.extend
+        ) as uow:
+            await services.debit_job(job, uow)
+            await uow.commit()
+    finally:
+        sqlalchemy.event.remove(engine.sync_engine, "before_cursor_execute", sent)
+    return committed, statements
+
+
+async def test_a_debit_is_one_statement_and_a_refusal_decides_on_what_it_reads(
+    billing_engine: Engine,
 ) -> None:
-    user_id, telegram_id = await open_account(billing_sessions, balance=7 * 13)
-    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+    """The common debit is one autocommitted statement: the balance, its ledger entry, the
+    message's mark and BalanceDebited with the balance it left. One that cannot apply reads
+    the facts and decides: a refusal (with its zero entry), or a duplicate that changes nothing."""
+    user_id, telegram_id = await open_account(billing_engine, balance=15)
+    job = new_job(user_id, telegram_id, price=10)
+    message = new_envelope(job, source="test")
+
+    committed, statements = await _debit(billing_engine, job, message)
+    assert len(statements) == 1, statements
+    [(routing_key, debited)] = committed
+    assert (routing_key, debited.data["balance"], debited.causation_id) == (
+        "balance.debited",
+        5,
+        message.id,
+    )
+    [stored] = await outbox(billing_engine, "balance.debited", job_id=job.job_id)
+    assert stored == {"job_id": job.job_id, "user_id": user_id, "amount": 10, "balance": 5}
+    assert await handled(billing_engine, message.id) == 1
+    assert await balance_of(billing_engine, user_id) == 5
+
+    short = new_job(user_id, telegram_id, price=12)
+    committed, statements = await _debit(billing_engine, short, new_envelope(short, source="t"))
+    assert len(statements) == 3, statements  # the debit that missed, the facts, the refusal
+    [(routing_key, rejected)] = committed
+    assert routing_key == "balance.debit_rejected"
+    assert (rejected.data["balance"], rejected.data["shortfall"]) == (5, 7)
+    assert await outbox(billing_engine, "balance.debit_rejected", job_id=short.job_id) == [
+        rejected.data
+    ]
+    entry = "SELECT amount || ' ' || reason FROM billing_ledger WHERE idempotency_key = :k"
+    assert await scalar(billing_engine, entry, k=f"debit:job:{short.job_id}") == (
+        "0 refused: insufficient_funds"
+    )
+
+    with pytest.raises(AlreadyHandled):  # the same message again
+        await _debit(billing_engine, job, message)
+    again = new_envelope(job, source="test")  # the same fact under a new id: marked, no money
+    committed, _ = await _debit(billing_engine, job, again)
+    assert committed == []
+    assert await handled(billing_engine, again.id) == 1
+    assert await balance_of(billing_engine, user_id) == 5
+    assert await ledger_sum(billing_engine, user_id) == 5
+
+
+async def test_1000_concurrent_debits_on_an_account_funded_for_exactly_seven(
+    billing: Billing, sender: EventPublisher, billing_engine: Engine
+) -> None:
+    user_id, telegram_id = await open_account(billing_engine, balance=7 * 13)
+    inbox_before = await handled(billing_engine)
     jobs = [new_job(user_id, telegram_id, price=13) for _ in range(1000)]
     await asyncio.gather(*(send(sender, job) for job in jobs))
-    await handled(billing_sessions, inbox_before + 1000)
+    await handled_in_all(billing_engine, inbox_before + 1000)
 
-    debited = await outbox(billing_sessions, "balance.debited", user_id=user_id)
-    rejected = await outbox(billing_sessions, "balance.debit_rejected", user_id=user_id)
+    debited = await outbox(billing_engine, "balance.debited", user_id=user_id)
+    rejected = await outbox(billing_engine, "balance.debit_rejected", user_id=user_id)
     assert len(debited) == 7
     assert len(rejected) == 993
     assert {r["reason"] for r in rejected} == {"insufficient_funds"}
     assert all(r["shortfall"] == 13 - r["balance"] and r["balance"] >= 0 for r in rejected)
     assert sorted(d["balance"] for d in debited) == [0, 13, 26, 39, 52, 65, 78]
-    assert await balance_of(billing_sessions, user_id) == 0
-    assert await ledger_sum(billing_sessions, user_id) == 0
+    assert await balance_of(billing_engine, user_id) == 0
+    assert await ledger_sum(billing_engine, user_id) == 0
     # Never negative at any moment: every intermediate balance the ledger saw, and the CHECK.
     lowest = await scalar(
-        billing_sessions,
+        billing_engine,
         "SELECT min(balance_after) FROM billing_ledger WHERE user_id = :u",
         u=user_id,
     )
     assert lowest == 0
     assert (
         await scalar(
-            billing_sessions,
+            billing_engine,
             "SELECT count(*) FROM pg_constraint WHERE conname = 'ck_users_balance_non_negative'",
         )
         == 1
@@ -80,11 +154,11 @@ async def test_1000_concurrent_debits_on_an_account_funded_for_exactly_seven(
 
 
 async def test_every_event_delivered_twice_moves_money_once(
-    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+    billing: Billing, sender: EventPublisher, billing_engine: Engine
 ) -> None:
-    user_id, telegram_id = await open_account(billing_sessions, balance=100)
+    user_id, telegram_id = await open_account(billing_engine, balance=100)
     paid, failed, canceled = (new_job(user_id, telegram_id, price=10) for _ in range(3))
-    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+    inbox_before = await handled(billing_engine)
     events = [
         paid,
         failed,
@@ -95,24 +169,24 @@ async def test_every_event_delivered_twice_moves_money_once(
     envelopes = [new_envelope(event, source="test") for event in events]
     for n, (envelope, event) in enumerate(zip(envelopes, events, strict=True)):
         if n == 3:  # the debits first: a close that overtakes its debit is another test
-            await handled(billing_sessions, inbox_before + 6)
+            await handled_in_all(billing_engine, inbox_before + 6)
         # The same message twice (a redelivery), and the same fact again under a new event id
         # (a publisher that re-sent it): neither may move money a second time.
         await sender.publish_envelope(envelope, event.routing_key())
         await sender.publish_envelope(envelope, event.routing_key())
         await send(sender, event)
-    await handled(billing_sessions, inbox_before + 10)
+    await handled_in_all(billing_engine, inbox_before + 10)
     await asyncio.sleep(0.3)  # let any wrongly accepted duplicate land before counting
 
-    assert len(await outbox(billing_sessions, "balance.debited", user_id=user_id)) == 3
-    refunds = await outbox(billing_sessions, "balance.refunded", user_id=user_id)
+    assert len(await outbox(billing_engine, "balance.debited", user_id=user_id)) == 3
+    refunds = await outbox(billing_engine, "balance.refunded", user_id=user_id)
     assert sorted((r["job_id"], r["amount"]) for r in refunds) == sorted(
         [(failed.job_id, 10), (canceled.job_id, 10)]
     )
-    assert await balance_of(billing_sessions, user_id) == 90
-    assert await ledger_sum(billing_sessions, user_id) == 90
+    assert await balance_of(billing_engine, user_id) == 90
+    assert await ledger_sum(billing_engine, user_id) == 90
     refund_rows = await scalar(
-        billing_sessions,
+        billing_engine,
         "SELECT count(*) FROM payments WHERE user_id = :u AND payment_type = 'refund' "
         "AND status = 'succeeded' AND amount = 1000",
         u=user_id,
@@ -143,54 +217,53 @@ async def _audit(database_url: str) -> tuple[int, str]:
 
 
 async def test_audit_fails_on_drift_and_adjust_corrects_through_the_ledger(
-    billing_sessions: Sessions, billing_database_url: str
+    billing_engine: Engine, billing_database_url: str
 ) -> None:
-    user_id, telegram_id = await open_account(billing_sessions, balance=60)
+    user_id, telegram_id = await open_account(billing_engine, balance=60)
     drift = "UPDATE users SET balance = balance + :by WHERE user_id = :u"
-    await _execute(billing_sessions, drift, user_id, 5)  # behind the ledger's back
+    await _execute(billing_engine, drift, user_id, 5)  # behind the ledger's back
     code, out, err = await imagebot(billing_database_url, "billing", "audit")
     assert code == 1
     assert f"DRIFT user {user_id} (telegram {telegram_id}): balance 65.0 != ledger 60" in err
-    await _execute(billing_sessions, drift, user_id, -5)
+    await _execute(billing_engine, drift, user_id, -5)
     assert await _audit(billing_database_url) == (0, "0 drifting")
 
     args = ("billing", "adjust", "--telegram-id", str(telegram_id), "--credits", "5")
     code, out, err = await imagebot(billing_database_url, *args, "--reason", "goodwill")
     assert code == 0, err
     assert "balance 65" in out
-    assert await balance_of(billing_sessions, user_id) == 65
-    assert await ledger_sum(billing_sessions, user_id) == 65
+    assert await balance_of(billing_engine, user_id) == 65
+    assert await ledger_sum(billing_engine, user_id) == 65
     code, out, err = await imagebot(billing_database_url, *args[:-1], "-100", "--reason", "oops")
     assert code == 1
     assert "below zero" in err
-    assert await balance_of(billing_sessions, user_id) == 65
+    assert await balance_of(billing_engine, user_id) == 65
     assert await _audit(billing_database_url) == (0, "0 drifting")
 
 
-async def _execute(sessions: Sessions, sql: str, user_id: int, by: int) -> None:
-    async with sessions() as session, session.begin():
-        await session.execute(text(sql), {"u": user_id, "by": by})
+async def _execute(engine: Engine, sql: str, user_id: int, by: int) -> None:
+    await execute(engine, sql, u=user_id, by=by)
 
 
 async def test_refunds_only_what_was_debited(
-    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+    billing: Billing, sender: EventPublisher, billing_engine: Engine
 ) -> None:
-    user_id, telegram_id = await open_account(billing_sessions, balance=5)
+    user_id, telegram_id = await open_account(billing_engine, balance=5)
     never_paid = new_job(user_id, telegram_id, price=50)  # rejected: insufficient funds
     never_seen = new_job(user_id, telegram_id, price=1)  # JobFailed without a JobCreated
     free = new_job(user_id, telegram_id, price=0)
-    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+    inbox_before = await handled(billing_engine)
     await send(sender, never_paid)
     await send(sender, free)
-    await handled(billing_sessions, inbox_before + 2)  # a close overtaking them: another test
+    await handled_in_all(billing_engine, inbox_before + 2)  # a close overtaking them: another test
     for event in (
         JobFailed(job_id=never_paid.job_id, user_id=user_id, chat_id=1, reason="x"),
         JobFailed(job_id=never_seen.job_id, user_id=user_id, chat_id=1, reason="x"),
         JobCanceled(job_id=free.job_id, user_id=user_id, chat_id=1, was_running=False),
     ):
         await send(sender, event)
-    await handled(billing_sessions, inbox_before + 5)
-    rejected = await outbox(billing_sessions, "balance.debit_rejected", job_id=never_paid.job_id)
+    await handled_in_all(billing_engine, inbox_before + 5)
+    rejected = await outbox(billing_engine, "balance.debit_rejected", job_id=never_paid.job_id)
     assert rejected == [
         {
             "job_id": never_paid.job_id,
@@ -201,20 +274,20 @@ async def test_refunds_only_what_was_debited(
             "shortfall": 45,
         }
     ]
-    free_debit = await outbox(billing_sessions, "balance.debited", job_id=free.job_id)
+    free_debit = await outbox(billing_engine, "balance.debited", job_id=free.job_id)
     assert [(d["amount"], d["balance"]) for d in free_debit] == [(0, 5)]
-    assert await outbox(billing_sessions, "balance.refunded", user_id=user_id) == []
-    assert await balance_of(billing_sessions, user_id) == 5
+    assert await outbox(billing_engine, "balance.refunded", user_id=user_id) == []
+    assert await balance_of(billing_engine, user_id) == 5
 
 
 async def test_bad_input_gets_a_reason_and_moves_no_money(
     billing: Billing,
     sender: EventPublisher,
-    billing_sessions: Sessions,
+    billing_engine: Engine,
     topology: Topology,
     amqp_url: str,
 ) -> None:
-    user_id, telegram_id = await open_account(billing_sessions, balance=60)
+    user_id, telegram_id = await open_account(billing_engine, balance=60)
     unknown = new_job(2**31 - 7, telegram_id, price=10)
     await send(sender, unknown)
     negative = new_envelope(new_job(user_id, telegram_id, price=10), source="test")
@@ -229,14 +302,14 @@ async def test_bad_input_gets_a_reason_and_moves_no_money(
     )
 
     async def rejected() -> bool:
-        return bool(await outbox(billing_sessions, "balance.debit_rejected", job_id=unknown.job_id))
+        return bool(await outbox(billing_engine, "balance.debit_rejected", job_id=unknown.job_id))
 
     await eventually(rejected)
-    [reply] = await outbox(billing_sessions, "balance.debit_rejected", job_id=unknown.job_id)
+    [reply] = await outbox(billing_engine, "balance.debit_rejected", job_id=unknown.job_id)
     assert (reply["reason"], reply["balance"], reply["shortfall"]) == ("unknown_account", 0, 10)
     dead = await _take_one(amqp_url, topology.service_queues["billing"].dlq)
     assert dead.message_id == str(negative.id)
-    assert await balance_of(billing_sessions, user_id) == 60
+    assert await balance_of(billing_engine, user_id) == 60
 
 
 async def _take_one(amqp_url: str, queue: str) -> aio_pika.abc.AbstractIncomingMessage:
@@ -253,7 +326,7 @@ async def _take_one(amqp_url: str, queue: str) -> aio_pika.abc.AbstractIncomingM
 
 
 async def test_accounts_open_once_with_welcome_credits_over_request_reply(
-    billing: Billing, amqp_url: str, topology: Topology, billing_sessions: Sessions
+    billing: Billing, amqp_url: str, topology: Topology, billing_engine: Engine
 ) -> None:
     client = RpcClient(amqp_url, topology, timeout_s=5)
     telegram_id = new_telegram_id()
@@ -263,12 +336,12 @@ async def test_accounts_open_once_with_welcome_credits_over_request_reply(
     assert (again.created, again.balance, again.user_id) == (False, 60, first.user_id)
     assert (
         await scalar(
-            billing_sessions, "SELECT username FROM users WHERE user_id = :u", u=first.user_id
+            billing_engine, "SELECT username FROM users WHERE user_id = :u", u=first.user_id
         )
         == "anna_k"
     )
     keys = await scalar(
-        billing_sessions,
+        billing_engine,
         "SELECT string_agg(idempotency_key, ',') FROM billing_ledger WHERE user_id = :u",
         u=first.user_id,
     )
@@ -278,18 +351,18 @@ async def test_accounts_open_once_with_welcome_credits_over_request_reply(
 
 
 async def test_a_job_closed_before_or_while_its_debit_arrives_is_never_charged(
-    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+    billing: Billing, sender: EventPublisher, billing_engine: Engine
 ) -> None:
     """JobCanceled may overtake JobCreated (they travel separately): no money may stick."""
-    user_id, telegram_id = await open_account(billing_sessions, balance=100)
+    user_id, telegram_id = await open_account(billing_engine, balance=100)
     overtaken = new_job(user_id, telegram_id, price=30)
     racing = [new_job(user_id, telegram_id, price=1) for _ in range(40)]
-    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+    inbox_before = await handled(billing_engine)
 
     await send(
         sender, JobCanceled(job_id=overtaken.job_id, user_id=user_id, chat_id=1, was_running=False)
     )
-    await handled(billing_sessions, inbox_before + 1)
+    await handled_in_all(billing_engine, inbox_before + 1)
     await send(sender, overtaken)
     await asyncio.gather(
         *(
@@ -301,65 +374,52 @@ async def test_a_job_closed_before_or_while_its_debit_arrives_is_never_charged(
             )
         )
     )
-    await handled(billing_sessions, inbox_before + 2 + 2 * len(racing))
+    await handled_in_all(billing_engine, inbox_before + 2 + 2 * len(racing))
 
     async def settled() -> bool:
         debited = {
             job.job_id
             for job in racing
-            if await outbox(billing_sessions, "balance.debited", job_id=job.job_id)
+            if await outbox(billing_engine, "balance.debited", job_id=job.job_id)
         }
         refunded = {
             job.job_id
             for job in racing
-            if await outbox(billing_sessions, "balance.refunded", job_id=job.job_id)
+            if await outbox(billing_engine, "balance.refunded", job_id=job.job_id)
         }
         # whatever was taken came back (races lost on the job's debit key are retried)
-        return debited == refunded and await balance_of(billing_sessions, user_id) == 100
+        return debited == refunded and await balance_of(billing_engine, user_id) == 100
 
     await eventually(settled)
-    assert await outbox(billing_sessions, "balance.debited", job_id=overtaken.job_id) == []
-    assert await ledger_sum(billing_sessions, user_id) == 100
+    assert await outbox(billing_engine, "balance.debited", job_id=overtaken.job_id) == []
+    assert await ledger_sum(billing_engine, user_id) == 100
 
 
 async def test_a_refused_debit_redelivered_after_a_top_up_stays_refused(
-    billing: Billing, sender: EventPublisher, billing_sessions: Sessions
+    billing: Billing, sender: EventPublisher, billing_engine: Engine
 ) -> None:
     """A refusal is final: neither a redelivery nor a replay after a top-up charges the job."""
-    user_id, telegram_id = await open_account(billing_sessions, balance=5)
+    user_id, telegram_id = await open_account(billing_engine, balance=5)
     job = new_job(user_id, telegram_id, price=10)
     envelope = new_envelope(job, source="test")
-    inbox_before = int(await scalar(billing_sessions, "SELECT count(*) FROM billing_inbox"))
+    inbox_before = await handled(billing_engine)
     await sender.publish_envelope(envelope, job.routing_key())
-    await handled(billing_sessions, inbox_before + 1)
-    await _top_up(billing_sessions, user_id, 50)
+    await handled_in_all(billing_engine, inbox_before + 1)
+    await fund(billing_engine, user_id, 50)
     await sender.publish_envelope(envelope, job.routing_key())  # the same message again
     await send(sender, job)  # and the same fact under a new id, as after the inbox forgot it
     paid = new_job(user_id, telegram_id, price=10)  # and a fresh job, which now goes through
     await send(sender, paid)
     await eventually(
-        lambda: _debited(billing_sessions, paid.job_id),
+        lambda: _debited(billing_engine, paid.job_id),
     )
     await asyncio.sleep(0.3)
 
-    assert await outbox(billing_sessions, "balance.debited", job_id=job.job_id) == []
-    assert len(await outbox(billing_sessions, "balance.debit_rejected", job_id=job.job_id)) == 1
-    assert await balance_of(billing_sessions, user_id) == 45
-    assert await ledger_sum(billing_sessions, user_id) == 45
+    assert await outbox(billing_engine, "balance.debited", job_id=job.job_id) == []
+    assert len(await outbox(billing_engine, "balance.debit_rejected", job_id=job.job_id)) == 1
+    assert await balance_of(billing_engine, user_id) == 45
+    assert await ledger_sum(billing_engine, user_id) == 45
 
 
-async def _top_up(sessions: Sessions, user_id: int, credits: int) -> None:
-    async with UnitOfWork(sessions, DELIVERY, source="test") as uow:
-        moved = await accounts.move(
-            uow.session,
-            user_id=user_id,
-            amount=credits,
-            key=f"adjustment:test:{uuid.uuid4()}",
-            kind=LedgerKind.adjustment,
-        )
-        assert moved is not None
-        await uow.commit()
-
-
-async def _debited(sessions: Sessions, job_id: int) -> bool:
-    return bool(await outbox(sessions, "balance.debited", job_id=job_id))
+async def _debited(engine: Engine, job_id: int) -> bool:
+    return bool(await outbox(engine, "balance.debited", job_id=job_id))
