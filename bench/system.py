@@ -465,10 +465,12 @@ async def main(args: argparse.Namespace) -> None:
             )
             await connection.close()
     finally:
-        await delete_topology(amqp_url(), build_topology(namespace))
-        await drop_database(database_url)
-        if not args.work_dir:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        try:
+            await delete_topology(amqp_url(), build_topology(namespace))
+        finally:
+            await drop_database(database_url)
+            if not args.work_dir:
+                shutil.rmtree(work_dir, ignore_errors=True)
     start_p99 = percentile(start_ms, 0.99)
     print(
         f"targets: jobs_per_s>={TARGET_JOBS_PER_S:.0f} "
