@@ -217,7 +217,7 @@ async def import_catalog(
     uow: UnitOfWork, specs: Sequence[PresetSpec], custom_prompt_price: int
 ) -> ImportResult:
     """Upsert presets by (category, name); PresetsChanged goes out if what users see changed."""
-    repository = CatalogRepository(uow.session)
+    repository = CatalogRepository(await uow.orm())
     await repository.lock_catalog()
     before = catalog_view(await repository.all_presets(), custom_prompt_price).revision
     created = updated = 0

@@ -109,7 +109,7 @@ class JobLifecycle:
         )
         try:
             created = await uow.apply(
-                creation_statement(self.new_job(event, decision, state), _cause(uow))
+                *creation_statement(self.new_job(event, decision, state), _cause(uow))
             )
         except IntegrityError as exc:
             if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
@@ -273,7 +273,7 @@ class JobLifecycle:
                 started_at=NOW,
                 deadline_at=FromNow(self.settings.processing_timeout_s),
             )
-            if await uow.apply(statement) is not None:
+            if await uow.apply(*statement) is not None:
                 return
             expected = None  # it moved meanwhile: read it, decide again
         raise RuntimeError(f"job {event.job_id} kept moving under a start")

@@ -12,13 +12,28 @@ and ETA). The ORM is kept for the catalog, which is neither hot nor simple.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, String, Table, Uuid, func, insert, literal, select, text, update
+from sqlalchemy import (
+    Integer,
+    Interval,
+    Select,
+    String,
+    Table,
+    Uuid,
+    bindparam,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -231,12 +246,9 @@ def _lock(user_id: Any) -> Any:
     return func.pg_advisory_xact_lock(USER_LOCK_SPACE, user_id)
 
 
-def _unfinished(user_id: int) -> Any:
-    return (
-        select(func.count())
-        .where(JOBS.c.user_id == user_id, JOBS.c.stage.in_([stage.value for stage in UNFINISHED]))
-        .scalar_subquery()
-    )
+Statement = tuple[Select[Any], dict[str, Any]]
+"""A statement built once per shape, with its bound values for this use."""
+_TRANSITION_COLUMNS = ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"]
 
 
 def move_statement(
@@ -247,80 +259,166 @@ def move_statement(
     reason: str,
     event_id: uuid.UUID | None,
     **changes: object,
-) -> Select[Any]:
+) -> Statement:
     """The job's stage change, guarded by the facts it was decided on, and its transition row:
     one statement, which changes nothing (and returns no row) if the job is not as `facts` say.
     `changes` are further columns; a `FromNow` value is computed by the database."""
     if {"stage", "status", "updated_at"} & set(changes) or set(changes) - set(JOBS.c.keys()):
         raise ValueError(f"a move cannot set {sorted(changes)}")
-    values = {
-        name: func.now() + timedelta(seconds=value.seconds) if isinstance(value, FromNow) else value
-        for name, value in changes.items()
+    shape = _move_shape(
+        to, tuple((name, isinstance(value, FromNow)) for name, value in changes.items())
+    )
+    values: dict[str, Any] = {
+        "move_job_id": job_id,
+        "move_from_stage": facts.stage.value,
+        "move_retry_count": facts.retry_count,
+        "move_attempt": facts.attempt,
+        "move_reason": reason[:100],
+        "move_event_id": event_id,
+    }
+    for name, value in changes.items():
+        values[f"set_{name}"] = (
+            timedelta(seconds=value.seconds) if isinstance(value, FromNow) else value
+        )
+    return shape, values
+
+
+@functools.cache
+def _move_shape(to: Stage, columns: tuple[tuple[str, bool], ...]) -> Select[Any]:
+    """One kind of move, with every value bound: built and compiled once per shape."""
+    values: dict[str, Any] = {
+        name: func.now() + bindparam(f"set_{name}", type_=Interval())
+        if from_now
+        else bindparam(f"set_{name}", type_=JOBS.c[name].type)
+        for name, from_now in columns
     }
     moved = (
         update(JOBS)
         .where(
-            JOBS.c.id == job_id,
-            JOBS.c.stage == facts.stage.value,
-            func.coalesce(JOBS.c.retry_count, 0) == facts.retry_count,
+            JOBS.c.id == bindparam("move_job_id"),
+            JOBS.c.stage == bindparam("move_from_stage"),
+            func.coalesce(JOBS.c.retry_count, 0) == bindparam("move_retry_count"),
         )
         .values(stage=to.value, status=LEGACY_STATUS[to], updated_at=func.now(), **values)
         .returning(JOBS.c.id, JOBS.c.user_id, JOBS.c.chat_id, JOBS.c.request_id)
         .cte("moved")
     )
     recorded = insert(TRANSITIONS).from_select(
-        ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"],
+        _TRANSITION_COLUMNS,
         select(
             moved.c.id,
-            literal(facts.stage.value),
+            bindparam("move_from_stage", type_=String()),
             literal(to.value),
-            literal(facts.attempt),
-            literal(reason[:100]),
-            literal(event_id, Uuid()),
+            bindparam("move_attempt", type_=Integer()),
+            bindparam("move_reason", type_=String()),
+            bindparam("move_event_id", type_=Uuid()),
         ),
     )
     return select(moved).add_cte(recorded.cte("recorded"))
 
 
-def creation_statement(job: NewJob, event_id: uuid.UUID | None) -> Select[Any]:
-    """The new job, awaiting payment, and its `requested` transition; no row when the request
-    has its job already."""
+def _creation() -> Select[Any]:
     created = (
         pg_insert(JOBS)
         .values(
-            id=job.id,
-            request_id=job.request_id,
-            user_id=job.user_id,
-            telegram_id=job.telegram_id,
-            chat_id=job.chat_id,
-            language=job.language,
-            preset_id=job.preset_id,
-            prompt=job.prompt,
-            image_path=job.image_key,
-            price=job.price,
-            workflow_type=job.workflow_type,
-            seed=job.seed,
-            stage=Stage.awaiting_payment.value,
-            status=JobStatus.queued,
-            retry_count=0,
-            deadline_at=job.payment_deadline,
+            {
+                name: bindparam(f"new_{name}", type_=JOBS.c[name].type)
+                for name in (
+                    "id",
+                    "request_id",
+                    "user_id",
+                    "telegram_id",
+                    "chat_id",
+                    "language",
+                    "preset_id",
+                    "prompt",
+                    "image_path",
+                    "price",
+                    "workflow_type",
+                    "seed",
+                    "deadline_at",
+                )
+            }
+            | {
+                "stage": Stage.awaiting_payment.value,
+                "status": JobStatus.queued,
+                "retry_count": 0,
+            }
         )
         .on_conflict_do_nothing(index_elements=["request_id"])
         .returning(JOBS.c.id)
         .cte("created")
     )
     recorded = insert(TRANSITIONS).from_select(
-        ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"],
+        _TRANSITION_COLUMNS,
         select(
             created.c.id,
             literal(None, String()),
             literal(Stage.awaiting_payment.value),
             literal(1),
             literal("requested"),
-            literal(event_id, Uuid()),
+            bindparam("new_event_id", type_=Uuid()),
         ),
     )
     return select(created.c.id).add_cte(recorded.cte("recorded"))
+
+
+_CREATION = _creation()
+
+
+def creation_statement(job: NewJob, event_id: uuid.UUID | None) -> Statement:
+    """The new job, awaiting payment, and its `requested` transition; no row when the request
+    has its job already."""
+    return _CREATION, {
+        "new_id": job.id,
+        "new_request_id": job.request_id,
+        "new_user_id": job.user_id,
+        "new_telegram_id": job.telegram_id,
+        "new_chat_id": job.chat_id,
+        "new_language": job.language,
+        "new_preset_id": job.preset_id,
+        "new_prompt": job.prompt,
+        "new_image_path": job.image_key,
+        "new_price": job.price,
+        "new_workflow_type": job.workflow_type,
+        "new_seed": job.seed,
+        "new_deadline_at": job.payment_deadline,
+        "new_event_id": event_id,
+    }
+
+
+_LOCK_USER = select(_lock(bindparam("user_id")))
+_TRY_LOCK_USER = select(func.pg_try_advisory_xact_lock(USER_LOCK_SPACE, bindparam("user_id")))
+_LOCK_OWNER = select(JOBS.c.user_id, _lock(JOBS.c.user_id)).where(
+    JOBS.c.id == bindparam("job_id"), JOBS.c.stage.is_not(None), JOBS.c.user_id.is_not(None)
+)
+_JOB = select(*_JOB_COLUMNS, func.now().label("now")).where(
+    JOBS.c.id == bindparam("job_id"), JOBS.c.stage.is_not(None)
+)
+_JOB_LOCKED = _JOB.with_for_update()
+_ONE = select(literal(1).label("one")).subquery("one")
+_REQUEST_STATE = select(
+    select(JOBS.c.id)
+    .where(JOBS.c.request_id == bindparam("request_id"))
+    .scalar_subquery()
+    .label("existing_job"),
+    select(func.count())
+    .where(
+        JOBS.c.user_id == bindparam("user_id"),
+        JOBS.c.stage.in_([stage.value for stage in UNFINISHED]),
+    )
+    .scalar_subquery()
+    .label("unfinished_jobs"),
+    PRESETS.c.id.label("preset_id"),
+    PRESETS.c.prompt,
+    PRESETS.c.price,
+    PRESETS.c.workflow_type,
+    PRESETS.c.enabled,
+    func.nextval(func.pg_get_serial_sequence("jobs", "id")).label("next_job_id"),
+    func.now().label("now"),
+).select_from(_ONE.outerjoin(PRESETS, PRESETS.c.id == bindparam("preset_id")))
+"""Also draws the id the job will have if it is made (an unused id is a gap, as a
+rolled-back insert would leave)."""
 
 
 class JobsRepository:
@@ -333,35 +431,25 @@ class JobsRepository:
 
     async def lock_user(self, user_id: int) -> None:
         """Wait for, then hold until commit, the right to change this user's jobs."""
-        await self._uow.execute(select(_lock(user_id)))
+        await self._uow.execute(_LOCK_USER, {"user_id": user_id})
 
     async def try_lock_user(self, user_id: int) -> bool:
-        locked = await self._uow.execute(
-            select(func.pg_try_advisory_xact_lock(USER_LOCK_SPACE, user_id))
-        )
+        locked = await self._uow.execute(_TRY_LOCK_USER, {"user_id": user_id})
         return bool(locked.scalar_one())
 
     async def lock_owner(self, job_id: int) -> int | None:
         """Lock the job's owner (an owner never changes) and say who it is; None for jobs
         jobs does not know and pre-lifecycle ones."""
-        owner = await self._uow.execute(
-            select(JOBS.c.user_id, _lock(JOBS.c.user_id)).where(
-                JOBS.c.id == job_id, JOBS.c.stage.is_not(None), JOBS.c.user_id.is_not(None)
-            )
-        )
-        row = owner.first()
+        row = (await self._uow.execute(_LOCK_OWNER, {"job_id": job_id})).first()
         return None if row is None else int(row.user_id)
 
     async def job(self, job_id: int, *, lock: bool = True) -> JobRow | None:
         """The job row (locked until commit, its owner's lock first, unless `lock` is off);
         None if unknown."""
-        statement = select(*_JOB_COLUMNS, func.now().label("now")).where(
-            JOBS.c.id == job_id, JOBS.c.stage.is_not(None)
-        )
         if lock:
-            found = (await self._uow.execute(statement.with_for_update())).first()
+            found = (await self._uow.execute(_JOB_LOCKED, {"job_id": job_id})).first()
         else:
-            found = (await self._uow.read(statement)).first()
+            found = (await self._uow.read(_JOB, {"job_id": job_id})).first()
         if found is None:
             return None
         row = found._mapping
@@ -372,26 +460,11 @@ class JobsRepository:
     async def request_state(
         self, request_id: uuid.UUID, user_id: int, preset_id: int | None
     ) -> RequestState:
-        """The request's job if it has one, the user's unfinished jobs, and the preset; also
-        draws the id the job will have if it is made (an unused id is a gap, as a rolled-back
-        insert would leave)."""
-        one = select(literal(1).label("one")).subquery("one")
+        """The request's job if it has one, the user's unfinished jobs, and the preset."""
         row = (
             await self._uow.execute(
-                select(
-                    select(JOBS.c.id)
-                    .where(JOBS.c.request_id == request_id)
-                    .scalar_subquery()
-                    .label("existing_job"),
-                    _unfinished(user_id).label("unfinished_jobs"),
-                    PRESETS.c.id.label("preset_id"),
-                    PRESETS.c.prompt,
-                    PRESETS.c.price,
-                    PRESETS.c.workflow_type,
-                    PRESETS.c.enabled,
-                    func.nextval(func.pg_get_serial_sequence("jobs", "id")).label("next_job_id"),
-                    func.now().label("now"),
-                ).select_from(one.outerjoin(PRESETS, PRESETS.c.id == preset_id))
+                _REQUEST_STATE,
+                {"request_id": request_id, "user_id": user_id, "preset_id": preset_id},
             )
         ).one()
         preset = None
@@ -425,7 +498,7 @@ class JobsRepository:
     ) -> Moved | None:
         """`move_statement` in this unit's transaction: what moved, or None."""
         statement = move_statement(job_id, facts, to, reason=reason, event_id=event_id, **changes)
-        row = (await self._uow.execute(statement)).first()
+        row = (await self._uow.execute(*statement)).first()
         return None if row is None else Moved(row.id, row.user_id, row.chat_id, row.request_id)
 
     async def note_debited(self, job_id: int) -> None:

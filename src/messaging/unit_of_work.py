@@ -19,13 +19,25 @@ time fails and rolls back with it, and `AlreadyHandled` says so. Events go to th
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
-from sqlalchemy import Row, cast, func, insert, literal, literal_column, select, union_all
+from sqlalchemy import (
+    Row,
+    String,
+    bindparam,
+    cast,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
@@ -53,13 +65,16 @@ class AlreadyHandled(Exception):
 class _Emitted:
     routing_key: str
     envelope: RawEnvelope
-    fill: Mapping[str, str] = field(default_factory=dict)
-    """Fields of the event's data taken from the changed row's columns, as the row came out."""
+    fill: tuple[tuple[str, str], ...] = ()
+    """(field, column): fields of the event's data taken from the changed row, as it came out."""
 
 
 class UnitOfWork:
     """Rolls back unless committed; `cause` (the message being handled) is marked handled in
-    the commit, and the events emitted into the unit reach the outbox in it."""
+    the commit, and the events emitted into the unit reach the outbox in it.
+
+    `engine` is an autocommitting engine (`isolation_level="AUTOCOMMIT"`): a read or an `apply`
+    outside a transaction is one round trip; the first `execute` begins a transaction."""
 
     def __init__(
         self,
@@ -79,6 +94,7 @@ class UnitOfWork:
         self._after_commit: list[Callable[[], None]] = []
         self._connection: AsyncConnection | None = None
         self._session: AsyncSession | None = None
+        self._in_transaction = False
         self.committed = False
 
     async def __aenter__(self) -> Self:
@@ -103,9 +119,9 @@ class UnitOfWork:
             raise RuntimeError("a unit of work is used inside `async with`")
         return self._connection
 
-    @property
-    def session(self) -> AsyncSession:
+    async def orm(self) -> AsyncSession:
         """An ORM session in this unit's transaction, for the few models that want one."""
+        await self._begin()
         if self._session is None:
             self._session = AsyncSession(bind=self.connection, expire_on_commit=False)
         return self._session
@@ -113,13 +129,12 @@ class UnitOfWork:
     # --- facts and changes
 
     async def read(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
-        """Run a read; outside a transaction it commits on its own (no BEGIN/COMMIT)."""
-        if self.connection.in_transaction():
-            return await self.connection.execute(statement, params)
-        return await self._autocommitted(statement, params)
+        """Run a statement; outside a transaction it commits on its own (no BEGIN/COMMIT)."""
+        return await self.connection.execute(statement, params)
 
     async def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
         """Run a statement in this unit's transaction (begun by the first one)."""
+        await self._begin()
         if self._session is not None:
             await self._session.flush()
         return await self.connection.execute(statement, params)
@@ -136,22 +151,31 @@ class UnitOfWork:
         envelope = new_envelope(
             event, source=self._source, cause=self.cause, correlation_id=correlation_id
         )
-        self._emitted.append(_Emitted(event.routing_key(), envelope, fill or {}))
+        self._emitted.append(_Emitted(event.routing_key(), envelope, tuple((fill or {}).items())))
         return envelope
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once this unit has committed (never if it does not)."""
         self._after_commit.append(callback)
 
-    async def apply(self, change: Change) -> Row[Any] | None:
+    async def apply(
+        self, change: Change, params: Mapping[str, Any] | None = None
+    ) -> Row[Any] | None:
         """The change, the cause's mark and the events emitted so far as one statement, then
         the commit: the changed row; None (nothing written, the unit still open) if the change
-        matched no row."""
-        changed = change.cte("changed")
-        statement = select(*changed.c)
-        for cte in self._delivery(changed):
-            statement = statement.add_cte(cte)
-        row: Row[Any] | None = (await self._write(statement)).first()
+        matched no row.
+
+        Build a hot change once, with `bindparam`s, and pass `params`: the statement composed
+        around it is then built once as well."""
+        statement = _composed(
+            self._tables,
+            change,
+            self.cause is not None,
+            tuple(emitted.fill for emitted in self._emitted),
+        )
+        row: Row[Any] | None = (
+            await self._write(statement, {**(params or {}), **self._values()})
+        ).first()
         if row is not None:
             await self._finish(row)
         return row
@@ -160,14 +184,14 @@ class UnitOfWork:
         """Mark the cause handled, write the events, commit; a second call does nothing."""
         if self.committed:
             return
-        # the mark needs no anchor: if it was there already, the statement fails as a whole
-        ctes = [self._mark().cte("claimed")] if self.cause is not None else []
-        ctes += self._delivery(None, mark=False)
-        if ctes:
-            statement: Select[Any] = select(literal_column("1"))
-            for cte in ctes:
-                statement = statement.add_cte(cte)
-            await self._write(statement)
+        if self.cause is not None or self._emitted:
+            statement = _composed(
+                self._tables,
+                None,
+                self.cause is not None,
+                tuple(emitted.fill for emitted in self._emitted),
+            )
+            await self._write(statement, self._values())
         await self._finish(None)
 
     async def rollback(self) -> None:
@@ -175,77 +199,55 @@ class UnitOfWork:
         if self._session is not None:
             await self._session.close()
             self._session = None
-        await self.connection.rollback()
+        await self._end(commit=False)
         self._emitted, self._after_commit = [], []
 
-    # --- composing and committing
+    # --- transactions and committing
 
-    def _mark(self) -> Insert:
-        assert self.cause is not None
-        inbox = self._tables.inbox
-        return insert(inbox).values(event_id=self.cause.id, event_type=self.cause.type)
+    async def _begin(self) -> None:
+        if self._in_transaction:
+            return
+        connection = self.connection
+        await connection.rollback()  # SQLAlchemy's view of the autocommitted statements so far
+        await connection.execution_options(isolation_level=connection.default_isolation_level)
+        await connection.begin()
+        self._in_transaction = True
 
-    def _delivery(self, anchor: CTE | None, *, mark: bool = True) -> list[CTE]:
-        """The cause's mark (when `mark`) and one outbox row per event, each written only if
-        `anchor` yields its row."""
-        ctes: list[CTE] = []
-        inbox, outbox = self._tables.inbox, self._tables.outbox
-        if mark and self.cause is not None and anchor is not None:
-            ctes.append(
-                insert(inbox)
-                .from_select(
-                    ["event_id", "event_type"],
-                    select(literal(self.cause.id, Uuid()), literal(self.cause.type)).select_from(
-                        anchor
-                    ),
-                )
-                .cte("claimed")
-            )
-        rows = []
-        for emitted in self._emitted:
-            values = select(
-                literal(emitted.envelope.id, Uuid()),
-                literal(emitted.routing_key),
-                _envelope(emitted, anchor),
-            )
-            rows.append(values if anchor is None else values.select_from(anchor))
-        if rows:  # one INSERT, so the rows keep the order they were emitted in
-            ctes.append(
-                insert(outbox)
-                .from_select(["id", "routing_key", "envelope"], union_all(*rows))
-                .cte("sent")
-            )
-        return ctes
+    async def _end(self, *, commit: bool) -> None:
+        connection = self.connection
+        if commit:
+            await connection.commit()
+        else:
+            await connection.rollback()
+        if self._in_transaction:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            self._in_transaction = False
 
-    async def _write(self, statement: Executable) -> Any:
+    def _values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if self.cause is not None:
+            values["uow_cause_id"], values["uow_cause_type"] = self.cause.id, self.cause.type
+        for number, emitted in enumerate(self._emitted):
+            values[f"uow_event_id_{number}"] = emitted.envelope.id
+            values[f"uow_routing_key_{number}"] = emitted.routing_key
+            values[f"uow_envelope_{number}"] = emitted.envelope.model_dump_json()
+        return values
+
+    async def _write(self, statement: Executable, params: Mapping[str, Any]) -> Any:
         try:
-            if self.connection.in_transaction():
-                return await self.execute(statement)
-            return await self._autocommitted(statement)
+            if self._session is not None:
+                await self._session.flush()
+            return await self.connection.execute(statement, params)
         except IntegrityError as exc:
             if self.cause is not None and _violates(exc, self._tables.inbox.name):
-                await self.connection.rollback()
+                await self._end(commit=False)
                 raise AlreadyHandled(f"{self.cause.type} {self.cause.id}") from exc
             raise
-
-    async def _autocommitted(
-        self, statement: Executable, params: Mapping[str, Any] | None = None
-    ) -> Any:
-        """One statement committing on its own, on this unit's connection."""
-        connection = self.connection
-        level = connection.default_isolation_level
-        await connection.execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            return await connection.execute(statement, params)
-        finally:
-            await connection.rollback()  # ends SQLAlchemy's view of it; nothing to roll back
-            await connection.execution_options(isolation_level=level)
 
     async def _finish(self, row: Row[Any] | None) -> None:
         if self._session is not None:
             await self._session.flush()
-        if self.connection.in_transaction():
-            await self.connection.commit()
+        await self._end(commit=True)
         self.committed = True
         sent = [(emitted.routing_key, _filled(emitted, row)) for emitted in self._emitted]
         self._emitted = []
@@ -256,16 +258,58 @@ class UnitOfWork:
             callback()
 
 
-def _envelope(emitted: _Emitted, anchor: CTE | None) -> ColumnElement[Any]:
-    """The envelope as JSON, its `fill` fields taken from `anchor`'s row by the database."""
-    document: ColumnElement[Any] = cast(literal(emitted.envelope.model_dump_json()), JSONB)
-    for name, column in emitted.fill.items():
-        if anchor is None:
-            raise ValueError("only a unit that applies a change can fill events from it")
-        document = func.jsonb_set(
-            document, literal(["data", name], ARRAY(Text())), func.to_jsonb(anchor.c[column])
+@functools.lru_cache(maxsize=512)
+def _composed(
+    tables: DeliveryTables,
+    change: Change | None,
+    marks: bool,
+    fills: tuple[tuple[tuple[str, str], ...], ...],
+) -> Select[Any]:
+    """`change` with the cause's mark (`marks`) and one outbox row per event (`fills`: each
+    event's fields taken from the changed row), every value a bound parameter: one statement
+    per shape, built and compiled once. Without a change, the mark and the rows alone (a mark
+    taken already fails the statement as a whole)."""
+    anchor = change.cte("changed") if change is not None else None
+    ctes: list[CTE] = []
+    if marks:
+        cause = (
+            bindparam("uow_cause_id", type_=Uuid()),
+            bindparam("uow_cause_type", type_=String()),
         )
-    return document
+        if anchor is None:
+            mark = insert(tables.inbox).values(event_id=cause[0], event_type=cause[1])
+        else:
+            mark = insert(tables.inbox).from_select(
+                ["event_id", "event_type"], select(*cause).select_from(anchor)
+            )
+        ctes.append(mark.cte("claimed"))
+    rows = []
+    for number, fill in enumerate(fills):
+        document: ColumnElement[Any] = cast(
+            bindparam(f"uow_envelope_{number}", type_=String()), JSONB
+        )
+        for name, column in fill:
+            if anchor is None:
+                raise ValueError("only a unit that applies a change can fill events from it")
+            document = func.jsonb_set(
+                document, literal(["data", name], ARRAY(Text())), func.to_jsonb(anchor.c[column])
+            )
+        values = select(
+            bindparam(f"uow_event_id_{number}", type_=Uuid()),
+            bindparam(f"uow_routing_key_{number}", type_=String()),
+            document,
+        )
+        rows.append(values if anchor is None else values.select_from(anchor))
+    if rows:  # one INSERT, so the rows keep the order they were emitted in
+        ctes.append(
+            insert(tables.outbox)
+            .from_select(["id", "routing_key", "envelope"], union_all(*rows))
+            .cte("sent")
+        )
+    statement = select(*anchor.c) if anchor is not None else select(literal_column("1"))
+    for cte in ctes:
+        statement = statement.add_cte(cte)
+    return statement
 
 
 def _filled(emitted: _Emitted, row: Row[Any] | None) -> RawEnvelope:
@@ -273,7 +317,7 @@ def _filled(emitted: _Emitted, row: Row[Any] | None) -> RawEnvelope:
         return emitted.envelope
     data = {**emitted.envelope.data}
     values = row._mapping
-    for name, column in emitted.fill.items():
+    for name, column in emitted.fill:
         data[name] = values[column]
     return emitted.envelope.model_copy(update={"data": data})
 

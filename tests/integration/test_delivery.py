@@ -119,7 +119,7 @@ async def test_a_message_delivered_twice_has_one_effect(
 
     @consumer.on(JobProgress)
     async def record(event: JobProgress, uow: UnitOfWork) -> None:
-        await uow.session.execute(
+        await uow.execute(
             text("INSERT INTO probe VALUES (:id, :step)"), {"id": uow.cause.id, "step": event.step}
         )
         uow.emit(progress(event.step + 1000))

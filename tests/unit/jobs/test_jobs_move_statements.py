@@ -4,6 +4,7 @@ transition, built from the job's own columns only."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.dialects import postgresql
@@ -17,7 +18,7 @@ RUNNING = JobFacts(Stage.dispatched, retry_count=0)
 
 
 def sql(**changes: object) -> str:
-    statement = move_statement(
+    statement, _ = move_statement(
         7, RUNNING, Stage.processing, reason="started", event_id=uuid.uuid4(), **changes
     )
     return str(statement.compile(dialect=postgresql.dialect()))
@@ -26,7 +27,7 @@ def sql(**changes: object) -> str:
 def test_a_move_is_guarded_by_its_facts_and_records_its_transition() -> None:
     text = sql(started_at=NOW, deadline_at=FromNow(60))
     assert "UPDATE jobs SET" in text
-    assert "jobs.stage = %(stage_1)s" in text  # the stage it was decided on
+    assert "jobs.stage = %(move_from_stage)s" in text  # the stage it was decided on
     assert "coalesce(jobs.retry_count" in text  # and the attempt
     assert "INSERT INTO job_transitions" in text
     assert "RETURNING jobs.id, jobs.user_id, jobs.chat_id, jobs.request_id" in text
@@ -36,9 +37,25 @@ def test_a_move_is_guarded_by_its_facts_and_records_its_transition() -> None:
 
 
 def test_the_seed_status_follows_the_stage() -> None:
-    statement = move_statement(7, RUNNING, Stage.processing, reason="started", event_id=None)
+    statement, _ = move_statement(7, RUNNING, Stage.processing, reason="started", event_id=None)
     params = statement.compile(dialect=postgresql.dialect()).params
     assert "processing" in params.values()
+
+
+def test_one_statement_per_shape_whatever_the_values() -> None:
+    first, values = move_statement(
+        7, RUNNING, Stage.processing, reason="a", event_id=None, deadline_at=FromNow(60)
+    )
+    again, other = move_statement(
+        8, RUNNING, Stage.processing, reason="b", event_id=None, deadline_at=FromNow(5)
+    )
+    bound, _ = move_statement(
+        7, RUNNING, Stage.processing, reason="a", event_id=None, deadline_at=None
+    )
+    assert first is again  # built (and compiled) once
+    assert bound is not first  # a time from now is another shape than a value
+    assert (values["move_job_id"], values["set_deadline_at"]) == (7, timedelta(seconds=60))
+    assert (other["move_job_id"], other["set_deadline_at"]) == (8, timedelta(seconds=5))
 
 
 @pytest.mark.parametrize("changes", [{"stage": "done"}, {"status": "failed"}, {"nope": 1}])
