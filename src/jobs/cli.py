@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.topology import build_topology
 from jobs.catalog import (
     CatalogError,
     ImportResult,
@@ -22,11 +20,9 @@ from jobs.catalog import (
 from jobs.models import DELIVERY
 from jobs.repository import CatalogRepository
 from jobs.settings import JobsSettings
-from messaging.broker import create_broker
 from messaging.database import create_engine, create_session_factory
-from messaging.publisher import EventPublisher
-from messaging.relay import OutboxRelay
-from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings
+from messaging.relay import publish_outbox
+from messaging.settings import DatabaseSettings
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -78,33 +74,9 @@ async def _import(specs: list[PresetSpec]) -> tuple[ImportResult, bool]:
     try:
         async with UnitOfWork(engine, DELIVERY, source="jobs") as uow:
             result = await import_catalog(uow, specs, JobsSettings().custom_prompt_price)
-        return result, await _publish_outbox(sessions)
+        return result, await publish_outbox(sessions, DELIVERY, source="jobs")
     finally:
         await engine.dispose()
-
-
-async def _publish_outbox(sessions: async_sessionmaker[AsyncSession]) -> bool:
-    """One relay pass, so the change is announced even when the service is not running."""
-    settings = BrokerSettings()
-    broker = create_broker(settings)
-    try:
-        async with asyncio.timeout(settings.publish_timeout_s):
-            await broker.connect()
-            publisher = EventPublisher(
-                broker,
-                build_topology(settings.namespace).events_exchange,
-                source="jobs",
-                timeout_s=settings.publish_timeout_s,
-            )
-            relay = OutboxRelay(sessions, DELIVERY, publisher, OutboxSettings())
-            while (await relay.publish_pending()).published:
-                pass
-    except Exception as exc:
-        log.warning("publishing the catalog change failed: %r", exc)
-        return False
-    finally:
-        await broker.stop()
-    return True
 
 
 async def _export() -> str:

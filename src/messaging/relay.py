@@ -30,9 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.types import Uuid
 
 from contracts.envelope import RawEnvelope
+from contracts.topology import build_topology
+from messaging.broker import create_broker
 from messaging.metrics import OUTBOX_LAG_SECONDS, OUTBOX_UNSENT
 from messaging.publisher import EventPublisher
-from messaging.settings import OutboxSettings
+from messaging.settings import BrokerSettings, OutboxSettings
 from messaging.tables import DeliveryTables
 
 log = logging.getLogger(__name__)
@@ -299,3 +301,31 @@ class OutboxRelay:
             await self.purge_old()
         except Exception:
             log.exception("outbox %s: purge failed", self._outbox.name)
+
+
+async def publish_outbox(
+    sessions: async_sessionmaker[AsyncSession], tables: DeliveryTables, *, source: str
+) -> bool:
+    """Publish everything unsent in `tables`' outbox now, for a process that is no service
+    (a CLI command): True when it all went out; False (logged) when the broker could not be
+    reached, and the running service's relay sweep publishes it later."""
+    settings = BrokerSettings()
+    broker = create_broker(settings)
+    try:
+        async with asyncio.timeout(settings.publish_timeout_s):
+            await broker.connect()
+            publisher = EventPublisher(
+                broker,
+                build_topology(settings.namespace).events_exchange,
+                source=source,
+                timeout_s=settings.publish_timeout_s,
+            )
+            relay = OutboxRelay(sessions, tables, publisher, OutboxSettings())
+            while (await relay.publish_pending()).published:
+                pass
+    except Exception as exc:
+        log.warning("publishing %s's outbox failed: %r", source, exc)
+        return False
+    finally:
+        await broker.stop()
+    return True
