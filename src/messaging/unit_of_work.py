@@ -148,6 +148,7 @@ class UnitOfWork:
     ) -> RawEnvelope:
         """Record `event` for publication when this unit commits; with `fill`, some of its
         fields come from the row `apply` changes (`{"balance": "balance_after"}`)."""
+        self._still_open()
         envelope = new_envelope(
             event, source=self._source, cause=self.cause, correlation_id=correlation_id
         )
@@ -166,7 +167,9 @@ class UnitOfWork:
         matched no row.
 
         Build a hot change once, with `bindparam`s, and pass `params`: the statement composed
-        around it is then built once as well."""
+        around it is then built once as well. Name the parameters apart from the columns the
+        change writes (SQLAlchemy would take those for values to set)."""
+        self._still_open()
         statement = _composed(
             self._tables,
             change,
@@ -203,6 +206,10 @@ class UnitOfWork:
         self._emitted, self._after_commit = [], []
 
     # --- transactions and committing
+
+    def _still_open(self) -> None:
+        if self.committed:
+            raise RuntimeError("this unit of work has committed; its changes and events are sent")
 
     async def _begin(self) -> None:
         if self._in_transaction:

@@ -164,3 +164,16 @@ async def test_a_unit_without_a_cause_marks_nothing(clean: None, engine: AsyncEn
     assert await scalar(engine, "SELECT count(*) FROM jobs_inbox") == 0
     assert await scalar(engine, "SELECT count(*) FROM jobs_outbox") == 1
     assert len(handed.rows) == 1
+
+
+async def test_nothing_is_emitted_or_applied_after_the_commit(
+    clean: None, engine: AsyncEngine
+) -> None:
+    handed = Handed()
+    async with unit(engine, handed, cause=cause()) as uow:
+        await uow.apply(debit(1))  # type: ignore[arg-type]
+        with pytest.raises(RuntimeError, match="has committed"):
+            uow.emit(JobProgress(job_id=1, attempt=1, step=2, total_steps=2))
+        with pytest.raises(RuntimeError, match="has committed"):
+            await uow.apply(debit(1))  # type: ignore[arg-type]
+    assert await scalar(engine, "SELECT balance FROM uow_probe_accounts") == 9
