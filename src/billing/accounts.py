@@ -1,6 +1,7 @@
 """Accounts and the ledger as SQLAlchemy Core: every balance change is one guarded statement.
 
-The statements are built here and run by the caller's unit of work: `apply` (the change, the
+The statements are built here, once per shape with bound parameters, and handed out with
+their values (`(statement, params)`) to the caller's unit of work: `apply` (the change, the
 message's mark and its events as one statement, committed on its own) or, inside a
 transaction, `uow.execute`. The database enforces what money must never do: the balance moves
 only while it stays >= 0 (and `CHECK (balance >= 0)`), and a ledger key is applied at most once
@@ -9,8 +10,10 @@ only while it stays >= 0 (and `CHECK (balance >= 0)`), and a ledger key is appli
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, TypeAlias, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -21,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     column,
     exists,
     func,
@@ -88,26 +92,48 @@ class Drift:
 
 
 # --- changes
+#
+# The hot statements (a debit, a refund, a close, a refusal, the facts, an account opened) are
+# built once per shape with bound parameters and run with the values: `uow.apply(*statement)`.
+# Building SQLAlchemy constructs per message cost as much as running them. Every parameter's
+# name is prefixed (`move_`, `credit_`, `facts_`, ...): one named like a column of a table the
+# statement writes would be taken for that column's value.
+
+Statement: TypeAlias = tuple[Change, dict[str, Any]]
+"""A change built once per shape, with bound parameters, and its values."""
+By: TypeAlias = Literal["user_id", "telegram_id"]
+"""How a statement names its account."""
+
+_AMOUNT = bindparam("move_amount", type_=BigInteger())
+_KEY = bindparam("move_key", type_=String())
+_KIND = bindparam("move_kind", type_=String())
+_JOB_ID = bindparam("move_job_id", type_=Integer())
+_PAYMENT_ID = bindparam("move_payment_id", type_=Integer())
+_REASON = bindparam("move_reason", type_=Text())
+_PRICE = bindparam("move_price", type_=BigInteger())
+_ACCOUNT = {
+    "user_id": USERS.c.user_id == bindparam("move_user_id", type_=Integer()),
+    "telegram_id": USERS.c.telegram_id == bindparam("move_telegram_id", type_=BigInteger()),
+}
+_CREDIT_KOPECKS = bindparam("credit_kopecks", type_=Integer())
+_CREDIT_KIND = bindparam("credit_kind", type_=PAYMENTS.c.payment_type.type)
+_CREDIT_DESCRIPTION = bindparam("credit_description", type_=Text())
 
 
-def account(*, user_id: int | None = None, telegram_id: int | None = None) -> ColumnElement[bool]:
-    """The `users` row named by its id or its Telegram id."""
+def _by(user_id: int | None, telegram_id: int | None) -> tuple[By, dict[str, Any]]:
     if (user_id is None) == (telegram_id is None):
         raise ValueError("name an account by user_id or by telegram_id")
-    return USERS.c.user_id == user_id if user_id is not None else USERS.c.telegram_id == telegram_id
+    if user_id is not None:
+        return "user_id", {"move_user_id": user_id}
+    return "telegram_id", {"move_telegram_id": telegram_id}
 
 
-def unapplied(key: str) -> ColumnElement[bool]:
-    return ~exists().where(LEDGER.c.idempotency_key == key)
-
-
-def can_move(amount: int, key: str, *, user_id: int) -> ColumnElement[bool]:
-    """Whether `move` would apply now: for a change that must happen only together with it."""
+def can_move(by: By = "user_id") -> ColumnElement[bool]:
+    """Whether the move whose values are bound with it (`move`'s parameters) would apply now:
+    for a change of the same statement that must happen only together with it."""
     return (
-        exists()
-        .where(account(user_id=user_id), USERS.c.balance + amount >= 0)
-        .correlate_except(USERS)
-    ) & unapplied(key)
+        exists().where(_ACCOUNT[by], USERS.c.balance + _AMOUNT >= 0).correlate_except(USERS)
+    ) & ~exists().where(LEDGER.c.idempotency_key == _KEY)
 
 
 def move(
@@ -123,7 +149,7 @@ def move(
     only_if: ColumnElement[bool] | None = None,
     after: CTE | None = None,
     credit: Credit | None = None,
-) -> Insert:
+) -> tuple[Insert, dict[str, Any]]:
     """Add `amount` (signed) to one account's balance, once per `key`, never below zero, and
     write its ledger entry (and `credit`'s `payments` row) from the row the UPDATE returned.
 
@@ -132,9 +158,43 @@ def move(
     is false or `after` (a CTE of the same statement) yielded no row. Two statements racing
     on one key: the loser's ledger INSERT hits the unique key and it fails as a whole
     (`apply` turns that into a miss). Returns the entry's user_id and balance_after.
-    """
-    guard = [account(user_id=user_id, telegram_id=telegram_id), USERS.c.balance + amount >= 0]
-    guard.append(unapplied(key))
+
+    The statement and its values: built once per shape, unless `only_if` or `after` make it
+    one of a kind."""
+    by, params = _by(user_id, telegram_id)
+    params.update(
+        move_amount=amount,
+        move_key=key,
+        move_kind=kind.value,
+        move_job_id=job_id,
+        move_payment_id=payment_id,
+        move_reason=reason,
+    )
+    if credit is not None:
+        params.update(
+            credit_kopecks=credit.amount_kopecks,
+            credit_kind=credit.kind,
+            credit_description=credit.description,
+        )
+    if only_if is None and after is None:
+        return _move_shape(by, credit is not None), params
+    return _move(by, credit is not None, only_if=only_if, after=after), params
+
+
+@functools.cache
+def _move_shape(by: By, credited: bool) -> Insert:
+    return _move(by, credited)
+
+
+def _move(
+    by: By,
+    credited: bool,
+    *,
+    only_if: ColumnElement[bool] | None = None,
+    after: CTE | None = None,
+) -> Insert:
+    guard = [_ACCOUNT[by], USERS.c.balance + _AMOUNT >= 0]
+    guard.append(~exists().where(LEDGER.c.idempotency_key == _KEY))
     if only_if is not None:
         guard.append(only_if)
     if after is not None:
@@ -142,7 +202,7 @@ def move(
     moved = (
         update(USERS)
         .where(*guard)
-        .values(balance=USERS.c.balance + amount)
+        .values(balance=USERS.c.balance + _AMOUNT)
         .returning(USERS.c.user_id, USERS.c.balance)
         .cte("moved")
     )
@@ -161,42 +221,52 @@ def move(
             ],
             select(
                 moved.c.user_id,
-                literal(key, String()),
-                literal(kind.value, String()),
-                literal(amount, BigInteger()),
+                _KEY,
+                _KIND,
+                _AMOUNT,
                 sql_cast(moved.c.balance, BigInteger()),
-                literal(job_id, Integer()),
-                literal(payment_id, Integer()),
-                literal(reason, Text()),
+                _JOB_ID,
+                _PAYMENT_ID,
+                _REASON,
             ),
         )
         .returning(LEDGER.c.user_id, LEDGER.c.balance_after)
     )
-    if credit is not None:
-        entry = entry.add_cte(_credited(moved, credit).cte("credited"))
+    if credited:
+        entry = entry.add_cte(_credited(moved).cte("credited"))
     return entry
 
 
-def refusal(user_id: int, price: int, key: str, *, job_id: int, reason: str) -> Insert:
+def refusal(user_id: int, price: int, key: str, *, job_id: int, reason: str) -> Statement:
     """A refused debit's zero entry under its key, while the balance is still short of
     `price`: a replay of the debit, after a top-up, then finds the job settled. Returns what
     `move` returns, and the shortfall."""
-    statement = move(
-        0,
-        key,
-        LedgerKind.debit,
-        user_id=user_id,
-        job_id=job_id,
-        reason=reason,
-        only_if=USERS.c.balance < price,
-    )
-    return statement.returning((price - LEDGER.c.balance_after).label("shortfall"))
+    _, params = move(0, key, LedgerKind.debit, user_id=user_id, job_id=job_id, reason=reason)
+    params["move_price"] = price
+    return _refusal_shape(), params
 
 
-def open_account(telegram_id: int, username: str | None, welcome: int) -> Select[Any]:
+@functools.cache
+def _refusal_shape() -> Insert:
+    statement = _move("user_id", False, only_if=USERS.c.balance < _PRICE)
+    return statement.returning((_PRICE - LEDGER.c.balance_after).label("shortfall"))
+
+
+def open_account(telegram_id: int, username: str | None, welcome: int) -> Statement:
     """Open the account with `welcome` credits and their ledger entry, or refresh the username
     of the one there: one statement. Columns: user_id, balance, created."""
-    statement = pg_insert(USERS).values(telegram_id=telegram_id, username=username, balance=welcome)
+    params = {"open_telegram_id": telegram_id, "open_username": username, "open_welcome": welcome}
+    return _open_shape(welcome > 0), params
+
+
+@functools.cache
+def _open_shape(welcomed: bool) -> Select[Any]:
+    welcome = bindparam("open_welcome", type_=BigInteger())
+    statement = pg_insert(USERS).values(
+        telegram_id=bindparam("open_telegram_id", type_=BigInteger()),
+        username=bindparam("open_username", type_=String()),
+        balance=welcome,
+    )
     opened = (
         statement.on_conflict_do_update(
             index_elements=[USERS.c.telegram_id], set_={"username": statement.excluded.username}
@@ -209,22 +279,22 @@ def open_account(telegram_id: int, username: str | None, welcome: int) -> Select
         .cte("opened")
     )
     result = select(opened.c.user_id, opened.c.balance, opened.c.created)
-    if welcome <= 0:
+    if not welcomed:
         return result
-    welcomed = insert(LEDGER).from_select(
+    welcomed_entry = insert(LEDGER).from_select(
         ["user_id", "idempotency_key", "kind", "amount", "balance_after"],
         select(
             opened.c.user_id,
             func.concat(WELCOME_KEY_PREFIX, opened.c.user_id),
             literal(LedgerKind.welcome.value, String()),
-            literal(welcome, BigInteger()),
-            literal(welcome, BigInteger()),
+            welcome,
+            welcome,
         ).where(opened.c.created),
     )
-    return result.add_cte(welcomed.cte("welcomed"))
+    return result.add_cte(welcomed_entry.cte("welcomed"))
 
 
-def _credited(moved: CTE, credit: Credit) -> Any:
+def _credited(moved: CTE) -> Any:
     return insert(PAYMENTS).from_select(
         [
             "user_id",
@@ -238,23 +308,25 @@ def _credited(moved: CTE, credit: Credit) -> Any:
         ],
         select(
             moved.c.user_id,
-            literal(credit.amount_kopecks, Integer()),
+            _CREDIT_KOPECKS,
             literal("RUB", String()),
             literal(PaymentStatus.succeeded, PAYMENTS.c.status.type),
-            literal(credit.kind, PAYMENTS.c.payment_type.type),
+            _CREDIT_KIND,
             literal("internal", String()),
-            literal(credit.description, Text()),
+            _CREDIT_DESCRIPTION,
             func.now(),
         ),
     )
 
 
-async def apply(uow: UnitOfWork, change: Change) -> Row[Any] | None:
-    """`uow.apply(change)`, and on a miss (the guard matched nothing, or the statement lost
-    the race for a ledger key to one that committed first: nothing was written either way)
-    the events emitted for it are forgotten, and None says: read again, decide again."""
+async def apply(
+    uow: UnitOfWork, change: Change, params: Mapping[str, Any] | None = None
+) -> Row[Any] | None:
+    """`uow.apply(change, params)`, and on a miss (the guard matched nothing, or the statement
+    lost the race for a ledger key to one that committed first: nothing was written either
+    way) the events emitted for it are forgotten, and None says: read again, decide again."""
     try:
-        row = await uow.apply(change)
+        row = await uow.apply(change, params)
     except IntegrityError as exc:
         if not _lost_key_race(exc):
             raise
@@ -278,16 +350,9 @@ async def facts(
     uow: UnitOfWork, key: str, *, user_id: int | None = None, telegram_id: int | None = None
 ) -> Facts:
     """Whether `key` was applied, and the account (if any), as they are now."""
-    found = (
-        select(USERS.c.user_id, USERS.c.balance, USERS.c.telegram_id)
-        .where(account(user_id=user_id, telegram_id=telegram_id))
-        .subquery("found")
-    )
-    applied = exists().where(LEDGER.c.idempotency_key == key).label("applied")
-    statement = select(applied, found.c.user_id, found.c.balance, found.c.telegram_id).select_from(
-        select(literal(1)).subquery("one").outerjoin(found, true())
-    )
-    row = (await uow.read(statement)).one()
+    by, params = _by(user_id, telegram_id)
+    params["move_key"] = key
+    row = (await uow.read(_facts_shape(by), params)).one()
     return Facts(
         applied=bool(row.applied),
         user_id=row.user_id,
@@ -296,15 +361,29 @@ async def facts(
     )
 
 
+@functools.cache
+def _facts_shape(by: By) -> Select[Any]:
+    found = (
+        select(USERS.c.user_id, USERS.c.balance, USERS.c.telegram_id)
+        .where(_ACCOUNT[by])
+        .subquery("found")
+    )
+    applied = exists().where(LEDGER.c.idempotency_key == _KEY).label("applied")
+    return select(applied, found.c.user_id, found.c.balance, found.c.telegram_id).select_from(
+        select(literal(1)).subquery("one").outerjoin(found, true())
+    )
+
+
+_ENTRY = (
+    select(LEDGER.c.user_id, LEDGER.c.amount, USERS.c.telegram_id)
+    .join(USERS, USERS.c.user_id == LEDGER.c.user_id)
+    .where(LEDGER.c.idempotency_key == _KEY)
+)
+
+
 async def entry(uow: UnitOfWork, key: str) -> Entry | None:
     """The ledger entry under `key`, if any."""
-    row = (
-        await uow.read(
-            select(LEDGER.c.user_id, LEDGER.c.amount, USERS.c.telegram_id)
-            .join(USERS, USERS.c.user_id == LEDGER.c.user_id)
-            .where(LEDGER.c.idempotency_key == key)
-        )
-    ).first()
+    row = (await uow.read(_ENTRY, {"move_key": key})).first()
     return None if row is None else Entry(int(row.user_id), int(row.amount), row.telegram_id)
 
 

@@ -99,7 +99,7 @@ class WeeklyBonus:
                 description=f"weekly bonus {week}",
             ),
         )
-        moved = (await uow.execute(grant)).first()
+        moved = (await uow.execute(*grant)).first()
         if moved is None:
             return 0
         uow.emit(

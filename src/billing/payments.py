@@ -189,28 +189,26 @@ def transition(
     )
 
 
-def credit(local: LocalPayment, remote: RemotePayment) -> Insert:
+def credit(local: LocalPayment, remote: RemotePayment) -> tuple[Insert, dict[str, Any]]:
     """pending -> succeeded, the credit through the ledger (`topup:<yookassa id>`) and the
     legacy log row: one statement, which changes nothing at all unless all of it applies.
-    Returns what `accounts.move` returns."""
-    credits = local.credits or 0
-    key = topup_key(remote.id)
+    Returns what `accounts.move` returns; the statement and its values."""
     settled = transition(
         local.id,
         "succeeded",
         method_type=remote.method_type,
         method_details=remote.method_details,
-        only_if=accounts.can_move(credits, key, user_id=local.user_id),
+        only_if=accounts.can_move("user_id"),  # the move's own values, bound below
     ).cte("settled")
-    moved = accounts.move(
-        credits,
-        key,
+    moved, params = accounts.move(
+        local.credits or 0,
+        topup_key(remote.id),
         LedgerKind.topup,
         user_id=local.user_id,
         payment_id=local.id,
         after=settled,
     )
-    return moved.add_cte(_logged(settled, local, "succeeded", remote.id).cte("logged"))
+    return moved.add_cte(_logged(settled, local, "succeeded", remote.id).cte("logged")), params
 
 
 def cancel(local: LocalPayment, remote: RemotePayment) -> Select[Any]:

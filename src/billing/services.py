@@ -70,7 +70,7 @@ async def debit_job(event: JobCreated, uow: UnitOfWork) -> None:
         debit = accounts.move(
             -event.price, key, LedgerKind.debit, user_id=event.user_id, job_id=event.job_id
         )
-        if await accounts.apply(uow, debit) is not None:
+        if await accounts.apply(uow, *debit) is not None:
             return
         found = await accounts.facts(uow, key, user_id=event.user_id)
         if found.applied:
@@ -101,7 +101,7 @@ async def debit_job(event: JobCreated, uow: UnitOfWork) -> None:
             job_id=event.job_id,
             reason=f"refused: {DebitRejectReason.insufficient_funds.value}",
         )
-        if await accounts.apply(uow, refusal) is not None:
+        if await accounts.apply(uow, *refusal) is not None:
             return
     raise RuntimeError(f"the debit of job {event.job_id} kept moving under its decision")
 
@@ -152,7 +152,7 @@ async def refund_job(job_id: int, user_id: int, uow: UnitOfWork, settings: Billi
                 job_id=job_id,
                 reason="closed before its debit",
             )
-            if await accounts.apply(uow, close) is not None:
+            if await accounts.apply(uow, *close) is not None:
                 log.info("job %s closed before its debit; it will not be charged", job_id)
                 return
             continue  # the debit committed meanwhile (refund it), or there is no account
@@ -191,7 +191,7 @@ async def _refund(
             description=f"refund for job {job_id}",
         ),
     )
-    if await accounts.apply(uow, refund) is None:
+    if await accounts.apply(uow, *refund) is None:
         log.info("job %s was already refunded; nothing to do", job_id)
     elif debited.telegram_id is None:
         log.warning("job %s refunded to user %s who has no telegram id", job_id, debited.user_id)
@@ -201,7 +201,7 @@ async def ensure_account(
     uow: UnitOfWork, telegram_id: int, username: str | None, welcome_credits: int
 ) -> Account:
     """Open the account with its welcome credits, or refresh its username: one statement."""
-    opened = await uow.apply(accounts.open_account(telegram_id, username, welcome_credits))
+    opened = await uow.apply(*accounts.open_account(telegram_id, username, welcome_credits))
     assert opened is not None  # an upsert always yields its row
     return Account(
         user_id=opened.user_id,
@@ -245,7 +245,7 @@ async def adjust_balance(
     adjustment = accounts.move(
         credits, key, LedgerKind.adjustment, telegram_id=telegram_id, reason=reason
     )
-    moved = await accounts.apply(uow, adjustment)
+    moved = await accounts.apply(uow, *adjustment)
     if moved is not None:
         return Adjustment(AdjustmentOutcome.applied, moved.user_id, moved.balance_after)
     found = await accounts.facts(uow, key, telegram_id=telegram_id)
@@ -338,7 +338,7 @@ async def settle_payment(uow: UnitOfWork, local: LocalPayment, remote: RemotePay
                 ),
                 fill={"balance": "balance_after"},
             )
-        if await accounts.apply(uow, payments.credit(local, remote)) is not None:
+        if await accounts.apply(uow, *payments.credit(local, remote)) is not None:
             return Outcome(decision, credited=True)
         now = await payments.find(uow, payments.by_id(local.id))
         if now is not None and now.status == "pending":

@@ -91,7 +91,7 @@ async def fund(
     """An adjustment of `credits` through the ledger, as `imagebot billing adjust` makes."""
     async with UnitOfWork(engine, DELIVERY, source="test") as uow:
         moved = await uow.apply(
-            accounts.move(
+            *accounts.move(
                 credits,
                 f"adjustment:test:{uuid.uuid4()}",
                 LedgerKind.adjustment,
