@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, insert, select, text, update
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, insert, select, text, update
+from sqlalchemy import event as sqlalchemy_events
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.envelope import RawEnvelope, new_envelope
 from contracts.events import BalanceDebited, JobProgress
 from jobs.models import DELIVERY
-from messaging.unit_of_work import AlreadyHandled, Committed, UnitOfWork
+from messaging.unit_of_work import AlreadyHandled, Committed, UnitOfWork, _composed
 
 pytestmark = pytest.mark.integration
 
@@ -177,3 +178,33 @@ async def test_nothing_is_emitted_or_applied_after_the_commit(
         with pytest.raises(RuntimeError, match="has committed"):
             await uow.apply(debit(1))  # type: ignore[arg-type]
     assert await scalar(engine, "SELECT balance FROM uow_probe_accounts") == 9
+
+
+async def test_on_an_autocommitting_engine_apply_is_one_round_trip_and_built_once(
+    clean: None, engine: AsyncEngine
+) -> None:
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    change = (
+        update(ACCOUNTS)
+        .where(ACCOUNTS.c.id == bindparam("account"), ACCOUNTS.c.balance >= bindparam("amount"))
+        .values(balance=ACCOUNTS.c.balance - bindparam("amount"))
+        .returning(ACCOUNTS.c.balance)
+    )
+    sqlalchemy_events.listen(engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(2):
+            async with unit(autocommit, Handed(), cause=cause()) as uow:
+                uow.emit(JobProgress(job_id=1, attempt=1, step=2, total_steps=2))
+                assert await uow.apply(change, {"account": 1, "amount": 1}) is not None
+    finally:
+        sqlalchemy_events.remove(engine.sync_engine, "before_cursor_execute", seen)
+    assert len(statements) == 2  # no BEGIN, no COMMIT: one statement per unit
+    assert statements[0] == statements[1]
+    assert "jobs_inbox" in statements[0]
+    assert "jobs_outbox" in statements[0]
+    assert _composed.cache_info().hits >= 1  # the second unit reused the composed statement
