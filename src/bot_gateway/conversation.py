@@ -101,7 +101,7 @@ class Conversation:
         """Who the user is, from now on (in the update's `snapshot` too)."""
         async with self._unit_of_work() as uow:
             await uow.apply(
-                remember_statement(
+                *remember_statement(
                     telegram_id=customer.telegram_id,
                     user_id=customer.user_id,
                     chat_id=customer.chat_id,
@@ -180,7 +180,7 @@ class Conversation:
             uow.after_commit(lambda: self._recent_jobs.moved(view, view.state))
             uow.after_commit(self._mail_committed)
             # the row, JobRequested and the first text in one statement; none if it was made
-            await uow.apply(request_statement(job, status))
+            await uow.apply(*request_statement(job, status))
         return request_id
 
     async def job_of(self, customer: Customer, request_id: uuid.UUID) -> RequestView | None:
@@ -245,7 +245,7 @@ class Conversation:
         """One message per reachable chat, through the sender and its limits."""
         async with self._unit_of_work() as uow:
             uow.after_commit(self._mail_committed)
-            mailed = await uow.apply(broadcast_statement(uuid.uuid4().hex, text))
+            mailed = await uow.apply(*broadcast_statement(uuid.uuid4().hex, text))
         return int(mailed.mailed) if mailed is not None else 0
 
     async def grant(self, admin_telegram_id: int, order: GrantOrder) -> uuid.UUID:

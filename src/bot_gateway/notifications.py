@@ -299,7 +299,7 @@ class Notifications:
                 uow.after_commit(self._mail_committed)
                 woken = True
             statement = move_statement(job, change, link=linking, edit_interval=self._edit_interval)
-            if await uow.apply(statement) is not None:
+            if await uow.apply(*statement) is not None:
                 if worded:  # a guess is no memory: the next event reads the job
                     self._recent.moved(job, change.to, link=linking)
                 return True

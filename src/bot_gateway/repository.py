@@ -5,22 +5,36 @@ work's `read` (autocommitted outside a transaction) or `execute` (in its transac
 session's `execute`; none commits. Reads give views, never ORM rows. The guarded changes a
 unit of work applies (`move_statement`, `request_statement`) are built here too: the job's
 move and the user's messages in one statement, no row when the job is not as decided on.
+
+Every statement is built once (at import, or once per shape: `functools.cache`) with bound
+parameters, and runs with the values of the moment: building SQLAlchemy constructs per
+message costs about as much CPU as executing them, and a statement built anew is composed
+and compiled anew too. Bound parameters are named `gw_...`, never like a column: a parameter
+named like a column of a table the statement writes would be taken for a value of it.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeAlias
+from typing import cast as cast_
 
 from sqlalchemy import (
     BigInteger,
+    BindParameter,
     ColumnElement,
+    DateTime,
+    Integer,
     Interval,
     Row,
     Select,
+    String,
+    Table,
+    bindparam,
     case,
     cast,
     func,
@@ -33,7 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.dml import Insert, Update
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.selectable import CTE
 
 from bot_gateway.domain import (
@@ -46,11 +60,34 @@ from bot_gateway.domain import (
     RequestView,
 )
 from bot_gateway.models import GatewayCredit, GatewayJob, GatewayUser, OutboundMessage
+from messaging.unit_of_work import Change as Applied
 
-Run = Callable[[Executable], Awaitable[Any]]
-"""How a repository runs a statement: `uow.read`, `uow.execute` or `session.execute`."""
+
+class Run(Protocol):
+    """How a repository runs a statement: `uow.read`, `uow.execute` or `session.execute`."""
+
+    def __call__(self, statement: Executable, params: Mapping[str, Any], /) -> Awaitable[Any]: ...
+
+
+Statement: TypeAlias = tuple[Applied, dict[str, Any]]
+"""A change built once per shape, and the values to run it with: `uow.apply(*statement)`."""
+
+JOBS = cast_("Table", GatewayJob.__table__)
+USERS = cast_("Table", GatewayUser.__table__)
+OUTBOUND = cast_("Table", OutboundMessage.__table__)
+CREDITS = cast_("Table", GatewayCredit.__table__)
 
 UNFINISHED = GatewayJob.phase.not_in([str(phase) for phase in FINISHED])
+
+
+def _bound(table: Table, column: str) -> BindParameter[Any]:
+    """`gw_<column>`, typed as the column."""
+    return bindparam(f"gw_{column}", type_=table.c[column].type)
+
+
+def _json(name: str) -> ColumnElement[Any]:
+    """A bound JSON document (sent as its text: `json.dumps`)."""
+    return cast(bindparam(name, type_=String()), JSONB)
 
 
 class Users:
@@ -58,24 +95,28 @@ class Users:
         self._run = run
 
     async def by_telegram_id(self, telegram_id: int) -> KnownUser | None:
-        found = await self._run(_USER.where(GatewayUser.telegram_id == telegram_id))
+        found = await self._run(_USER_BY_TELEGRAM_ID, {"gw_telegram_id": telegram_id})
         return _user(found.first())
 
     async def by_user_id(self, user_id: int) -> KnownUser | None:
-        found = await self._run(_USER.where(GatewayUser.user_id == user_id).limit(1))
+        found = await self._run(_USER_BY_USER_ID, {"gw_user_id": user_id})
         return _user(found.first())
 
     async def mark_blocked(self, chat_id: int) -> None:
-        await self._run(
-            update(GatewayUser).where(GatewayUser.chat_id == chat_id).values(blocked=True)
-        )
+        await self._run(_MARK_BLOCKED, {"gw_chat_id": chat_id})
 
     async def count(self) -> int:
-        found = await self._run(select(func.count()).select_from(GatewayUser))
+        found = await self._run(_COUNT_USERS, {})
         return int(found.scalar() or 0)
 
 
 _USER = select(GatewayUser.user_id, GatewayUser.chat_id, GatewayUser.language)
+_USER_BY_TELEGRAM_ID = _USER.where(GatewayUser.telegram_id == _bound(USERS, "telegram_id"))
+_USER_BY_USER_ID = _USER.where(GatewayUser.user_id == _bound(USERS, "user_id")).limit(1)
+_MARK_BLOCKED = (
+    update(GatewayUser).where(GatewayUser.chat_id == _bound(USERS, "chat_id")).values(blocked=True)
+)
+_COUNT_USERS = select(func.count()).select_from(GatewayUser)
 
 
 def _user(row: Row[Any] | None) -> KnownUser | None:
@@ -92,17 +133,15 @@ class Jobs:
         """The job by its id or, with no `job_id`, its request's; with both, by its id or, not
         linked yet (its JobCreated not handled here yet), its request's."""
         if job_id is not None and request_id is not None:
-            key = or_(
-                GatewayJob.job_id == job_id,
-                GatewayJob.job_id.is_(None) & (GatewayJob.request_id == request_id),
-            )
+            statement = _VIEW_BY_ID_OR_REQUEST
         elif job_id is not None:
-            key = GatewayJob.job_id == job_id
+            statement = _VIEW_BY_ID
         elif request_id is not None:
-            key = GatewayJob.request_id == request_id
+            statement = _VIEW_BY_REQUEST
         else:
             raise ValueError("a job is found by its id or its request")
-        row = (await self._run(_VIEW.where(key).limit(1))).first()
+        found = await self._run(statement, {"gw_job_id": job_id, "gw_request_id": request_id})
+        row = found.first()
         if row is None:
             return None
         return JobView(
@@ -117,33 +156,21 @@ class Jobs:
         )
 
     async def request(self, request_id: uuid.UUID) -> RequestView | None:
-        row = (await self._run(_REQUEST.where(GatewayJob.request_id == request_id))).first()
+        row = (await self._run(_REQUEST_BY_ID, {"gw_request_id": request_id})).first()
         return _request(row) if row is not None else None
 
     async def unfinished_of(self, telegram_id: int) -> list[RequestView]:
-        found = await self._run(
-            _REQUEST.where(GatewayJob.telegram_id == telegram_id, UNFINISHED).order_by(
-                GatewayJob.created_at
-            )
-        )
+        found = await self._run(_UNFINISHED_OF, {"gw_telegram_id": telegram_id})
         return [_request(row) for row in found]
 
     async def titles(self, job_ids: list[int]) -> dict[int, str]:
-        found = await self._run(
-            select(GatewayJob.job_id, GatewayJob.title).where(GatewayJob.job_id.in_(job_ids))
-        )
+        found = await self._run(_TITLES, {"gw_job_ids": job_ids})
         return {job_id: title for job_id, title in found if job_id is not None}
 
     async def stats(self) -> tuple[int, int]:
         """Jobs asked for in the last day, and jobs not finished."""
         since = datetime.now(UTC) - timedelta(days=1)
-        found = await self._run(
-            select(
-                func.count().filter(GatewayJob.created_at >= since),
-                func.count().filter(UNFINISHED),
-            )
-        )
-        today, active = found.one()
+        today, active = (await self._run(_STATS, {"gw_since": since})).one()
         return int(today or 0), int(active or 0)
 
 
@@ -160,6 +187,13 @@ _VIEW = select(
     GatewayJob.step,
     GatewayJob.total_steps,
 )
+_BY_ID = GatewayJob.job_id == _bound(JOBS, "job_id")
+_BY_REQUEST = GatewayJob.request_id == _bound(JOBS, "request_id")
+_VIEW_BY_ID = _VIEW.where(_BY_ID).limit(1)
+_VIEW_BY_REQUEST = _VIEW.where(_BY_REQUEST).limit(1)
+_VIEW_BY_ID_OR_REQUEST = _VIEW.where(or_(_BY_ID, GatewayJob.job_id.is_(None) & _BY_REQUEST)).limit(
+    1
+)
 _REQUEST = select(
     GatewayJob.request_id,
     GatewayJob.telegram_id,
@@ -169,6 +203,19 @@ _REQUEST = select(
     GatewayJob.prompt,
     GatewayJob.image_key,
     GatewayJob.job_id,
+)
+_REQUEST_BY_ID = _REQUEST.where(_BY_REQUEST)
+_UNFINISHED_OF = _REQUEST.where(
+    GatewayJob.telegram_id == _bound(JOBS, "telegram_id"), UNFINISHED
+).order_by(GatewayJob.created_at)
+_TITLES = select(GatewayJob.job_id, GatewayJob.title).where(
+    GatewayJob.job_id.in_(bindparam("gw_job_ids", expanding=True))
+)
+_STATS = select(
+    func.count().filter(
+        GatewayJob.created_at >= bindparam("gw_since", type_=DateTime(timezone=True))
+    ),
+    func.count().filter(UNFINISHED),
 )
 
 
@@ -193,27 +240,37 @@ class Credits:
         self, event_id: uuid.UUID, telegram_id: int, kind: str, credits: int, balance: int
     ) -> None:
         await self._run(
-            pg_insert(GatewayCredit)
-            .values(
-                event_id=event_id,
-                telegram_id=telegram_id,
-                kind=kind,
-                credits=credits,
-                balance=balance,
-            )
-            .on_conflict_do_nothing()
+            _RECORD_CREDIT,
+            {
+                "gw_event_id": event_id,
+                "gw_telegram_id": telegram_id,
+                "gw_kind": kind,
+                "gw_credits": credits,
+                "gw_balance": balance,
+            },
         )
 
     async def recent(self, telegram_id: int, limit: int) -> list[CreditView]:
-        found = await self._run(
-            select(
-                GatewayCredit.kind, GatewayCredit.credits, GatewayCredit.balance, GatewayCredit.at
-            )
-            .where(GatewayCredit.telegram_id == telegram_id)
-            .order_by(GatewayCredit.at.desc())
-            .limit(limit)
-        )
+        found = await self._run(_RECENTCREDITS, {"gw_telegram_id": telegram_id, "gw_limit": limit})
         return [CreditView(row.kind, row.credits, row.balance, row.at) for row in found]
+
+
+_RECORD_CREDIT = (
+    pg_insert(GatewayCredit)
+    .values(
+        {
+            name: _bound(CREDITS, name)
+            for name in ("event_id", "telegram_id", "kind", "credits", "balance")
+        }
+    )
+    .on_conflict_do_nothing()
+)
+_RECENTCREDITS = (
+    select(GatewayCredit.kind, GatewayCredit.credits, GatewayCredit.balance, GatewayCredit.at)
+    .where(GatewayCredit.telegram_id == _bound(CREDITS, "telegram_id"))
+    .order_by(GatewayCredit.at.desc())
+    .limit(bindparam("gw_limit", type_=Integer()))
+)
 
 
 class Mailbox:
@@ -225,27 +282,49 @@ class Mailbox:
     async def send(self, key: str, chat_id: int, kind: str, payload: dict[str, Any]) -> None:
         """Once per `key`: a repeated key (a duplicate event) sends nothing more."""
         await self._run(
-            pg_insert(OutboundMessage)
-            .values(key=key, chat_id=chat_id, kind=kind, payload=payload)
-            .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
+            _SEND,
+            {
+                "gw_key": key,
+                "gw_chat_id": chat_id,
+                "gw_kind": kind,
+                "gw_payload": json.dumps(payload),
+            },
         )
 
     async def pending(self) -> int:
-        found = await self._run(
-            select(func.count())
-            .select_from(OutboundMessage)
-            .where(OutboundMessage.sent_at.is_(None))
-        )
+        found = await self._run(_PENDING, {})
         return int(found.scalar() or 0)
 
 
-def broadcast_statement(broadcast_id: str, text: str) -> Select[Any]:
+_SEND = (
+    pg_insert(OutboundMessage)
+    .values(
+        key=_bound(OUTBOUND, "key"),
+        chat_id=_bound(OUTBOUND, "chat_id"),
+        kind=_bound(OUTBOUND, "kind"),
+        payload=_json("gw_payload"),
+    )
+    .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
+)
+_PENDING = (
+    select(func.count()).select_from(OutboundMessage).where(OutboundMessage.sent_at.is_(None))
+)
+
+
+def broadcast_statement(broadcast_id: str, text: str) -> Statement:
     """One message per reachable chat, keyed by the broadcast; one row: how many."""
+    return _BROADCAST, {
+        "gw_broadcast_key": f"broadcast:{broadcast_id}:",
+        "gw_broadcast_payload": json.dumps({"text": text}),
+    }
+
+
+def _broadcast() -> Select[Any]:
     chats = select(
-        func.concat(f"broadcast:{broadcast_id}:", GatewayUser.chat_id),
+        func.concat(bindparam("gw_broadcast_key", type_=String()), GatewayUser.chat_id),
         GatewayUser.chat_id,
         literal("text"),
-        _json({"text": text}),
+        _json("gw_broadcast_payload"),
     ).where(GatewayUser.blocked.is_(False))
     mailed = (
         pg_insert(OutboundMessage)
@@ -257,28 +336,45 @@ def broadcast_statement(broadcast_id: str, text: str) -> Select[Any]:
     return select(func.count().label("mailed")).select_from(mailed)
 
 
+_BROADCAST = _broadcast()
+
+
 # --- changes a unit of work applies
 
 
 def remember_statement(
     *, telegram_id: int, user_id: int, chat_id: int, language: str, username: str | None
-) -> Insert:
+) -> Statement:
     """The user as the chat just showed them (and reachable again); always one row."""
-    values = {
-        "telegram_id": telegram_id,
-        "user_id": user_id,
-        "chat_id": chat_id,
-        "language": language,
-        "username": username,
+    return _REMEMBER, {
+        "gw_telegram_id": telegram_id,
+        "gw_user_id": user_id,
+        "gw_chat_id": chat_id,
+        "gw_language": language,
+        "gw_username": username,
     }
-    return (
-        pg_insert(GatewayUser)
-        .values(**values)
-        .on_conflict_do_update(
-            index_elements=[GatewayUser.telegram_id], set_={**values, "blocked": False}
-        )
-        .returning(GatewayUser.telegram_id)
+
+
+def _remember() -> Insert:
+    inserted = pg_insert(GatewayUser).values(
+        {
+            name: _bound(USERS, name)
+            for name in ("telegram_id", "user_id", "chat_id", "language", "username")
+        }
     )
+    return inserted.on_conflict_do_update(
+        index_elements=[GatewayUser.telegram_id],
+        set_={
+            "user_id": inserted.excluded.user_id,
+            "chat_id": inserted.excluded.chat_id,
+            "language": inserted.excluded.language,
+            "username": inserted.excluded.username,
+            "blocked": False,
+        },
+    ).returning(GatewayUser.telegram_id)
+
+
+_REMEMBER = _remember()
 
 
 def move_statement(
@@ -287,94 +383,125 @@ def move_statement(
     *,
     link: tuple[int, int | None] | None = None,
     edit_interval: timedelta,
-) -> Update | Select[Any]:
+) -> Statement:
     """The job moved to `change.to` (and, with `link`, given its job id and the price) only
     while it is still as `job` says, and the messages `change` says written only if it moved;
     no row otherwise."""
     was, to = job.state, change.to
-    guard = [
-        GatewayJob.request_id == job.request_id,
-        GatewayJob.phase == str(was.phase),
-        GatewayJob.attempt == was.attempt,
-        GatewayJob.step == was.step,
-        GatewayJob.total_steps == was.total_steps,
-    ]
-    values: dict[str, Any] = {
-        "phase": str(to.phase),
-        "attempt": to.attempt,
-        "step": to.step,
-        "total_steps": to.total_steps,
+    priced = link is not None and link[1] is not None
+    shown = None if change.status is None else "final" if change.final else "paced"
+    statement = _move_shape(link is not None, priced, shown, change.mail is not None)
+    params: dict[str, Any] = {
+        "gw_request_id": job.request_id,
+        "gw_was_phase": str(was.phase),
+        "gw_was_attempt": was.attempt,
+        "gw_was_step": was.step,
+        "gw_was_total_steps": was.total_steps,
+        "gw_phase": str(to.phase),
+        "gw_attempt": to.attempt,
+        "gw_step": to.step,
+        "gw_total_steps": to.total_steps,
     }
     if link is not None:
-        job_id, price = link
+        params["gw_job_id"] = link[0]
+        if priced:
+            params["gw_price"] = link[1]
+    if change.says_something:
+        params["gw_chat_id"] = job.chat_id
+    if change.status is not None:
+        params["gw_status_key"] = f"status:{job.request_id}"
+        params["gw_status"] = json.dumps(change.status)
+        if not change.final:
+            params["gw_edit_interval"] = edit_interval
+    if change.mail is not None:
+        params["gw_mail_key"] = change.mail.key
+        params["gw_mail_kind"] = change.mail.kind
+        params["gw_mail"] = json.dumps(change.mail.payload)
+    return statement, params
+
+
+@functools.cache
+def _move_shape(linked: bool, priced: bool, shown: str | None, mailed: bool) -> Applied:
+    """One kind of move (linking the job or not, and its price; a status text to show at
+    once, `final`, or `paced`; another message), with every value bound: built, composed
+    and compiled once per shape."""
+    guard = [
+        GatewayJob.request_id == _bound(JOBS, "request_id"),
+        GatewayJob.phase == bindparam("gw_was_phase", type_=JOBS.c.phase.type),
+        GatewayJob.attempt == bindparam("gw_was_attempt", type_=Integer()),
+        GatewayJob.step == bindparam("gw_was_step", type_=Integer()),
+        GatewayJob.total_steps == bindparam("gw_was_total_steps", type_=Integer()),
+    ]
+    values: dict[str, Any] = {
+        name: _bound(JOBS, name) for name in ("phase", "attempt", "step", "total_steps")
+    }
+    if linked:
+        job_id = _bound(JOBS, "job_id")
         guard.append(or_(GatewayJob.job_id.is_(None), GatewayJob.job_id == job_id))  # no relink
         values["job_id"] = job_id
-        if price is not None:
-            values["price"] = price
+        if priced:
+            values["price"] = _bound(JOBS, "price")
     moved = update(GatewayJob).where(*guard).values(values).returning(GatewayJob.request_id)
-    if not change.says_something:
+    if shown is None and not mailed:
         return moved
     anchor = moved.cte("moved")
-    statement = select(anchor.c.request_id)
-    if change.status is not None:
-        shown = _show_status(
-            anchor,
-            job.request_id,
-            job.chat_id,
-            change.status,
-            not_before=func.now() if change.final else _next_edit(edit_interval),
-        )
-        statement = statement.add_cte(shown.cte("shown"))
-    if change.mail is not None:
-        mail = change.mail
-        mailed = (
+    statement: Select[Any] = select(anchor.c.request_id)
+    if shown is not None:
+        not_before = func.now() if shown == "final" else _NEXT_EDIT
+        statement = statement.add_cte(_show_status(anchor, not_before=not_before).cte("shown"))
+    if mailed:
+        mail = (
             pg_insert(OutboundMessage)
             .from_select(
                 ["key", "chat_id", "kind", "payload"],
                 select(
-                    literal(mail.key),
-                    literal(job.chat_id, BigInteger()),
-                    literal(mail.kind),
-                    _json(mail.payload),
+                    bindparam("gw_mail_key", type_=String()),
+                    _CHAT_ID,
+                    bindparam("gw_mail_kind", type_=String()),
+                    _json("gw_mail"),
                 ).select_from(anchor),
             )
             .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
         )
-        statement = statement.add_cte(mailed.cte("mailed"))
+        statement = statement.add_cte(mail.cte("mailed"))
     return statement
 
 
-def request_statement(job: dict[str, Any], status: dict[str, Any]) -> Select[Any]:
+_CHAT_ID = bindparam("gw_chat_id", type_=BigInteger())
+
+
+def request_statement(job: dict[str, Any], status: dict[str, Any]) -> Statement:
     """A new request's row and its status message's first text (at once); no row when the
     request exists already."""
+    params = {f"gw_{name}": value for name, value in job.items()}
+    params["gw_status_key"] = f"status:{job['request_id']}"
+    params["gw_status"] = json.dumps(status)
+    return _request_shape(tuple(job)), params
+
+
+@functools.cache
+def _request_shape(columns: tuple[str, ...]) -> Select[Any]:
     made = (
         pg_insert(GatewayJob)
-        .values(**job)
+        .values({name: _bound(JOBS, name) for name in columns})
         .on_conflict_do_nothing(index_elements=[GatewayJob.request_id])
         .returning(GatewayJob.request_id)
         .cte("made")
     )
-    shown = _show_status(made, job["request_id"], job["chat_id"], status, not_before=func.now())
+    shown = _show_status(made, not_before=func.now())
     return select(made.c.request_id).add_cte(shown.cte("shown"))
 
 
-def _show_status(
-    anchor: CTE,
-    request_id: uuid.UUID,
-    chat_id: int,
-    payload: dict[str, Any],
-    *,
-    not_before: ColumnElement[Any],
-) -> Insert:
-    """The job's status message shows `payload` next, if `anchor` yields a row: the newest
-    text replaces one not yet sent (`version` + 1)."""
+def _show_status(anchor: CTE, *, not_before: ColumnElement[Any]) -> Insert:
+    """The job's status message (`gw_status_key`, in chat `gw_chat_id`) shows `gw_status`
+    next, if `anchor` yields a row: the newest text replaces one not yet sent (`version` + 1)."""
     inserted = pg_insert(OutboundMessage).from_select(
         ["key", "chat_id", "kind", "payload"],
         select(
-            literal(f"status:{request_id}"),
-            literal(chat_id, BigInteger()),
+            bindparam("gw_status_key", type_=String()),
+            _CHAT_ID,
             literal("edit"),
-            _json(payload),
+            _json("gw_status"),
         ).select_from(anchor),
     )
     return inserted.on_conflict_do_update(
@@ -389,13 +516,10 @@ def _show_status(
     )
 
 
-def _next_edit(interval: timedelta) -> ColumnElement[Any]:
-    """A pending row keeps its turn; after a sent edit the next one waits `interval`."""
-    return case(
-        (OutboundMessage.sent_at.is_(None), OutboundMessage.not_before),
-        else_=func.greatest(func.now(), OutboundMessage.sent_at + literal(interval, Interval())),
-    )
-
-
-def _json(value: dict[str, Any]) -> ColumnElement[Any]:
-    return cast(literal(json.dumps(value)), JSONB)
+_NEXT_EDIT = case(
+    (OutboundMessage.sent_at.is_(None), OutboundMessage.not_before),
+    else_=func.greatest(
+        func.now(), OutboundMessage.sent_at + bindparam("gw_edit_interval", type_=Interval())
+    ),
+)
+"""A pending row keeps its turn; after a sent edit the next one waits `gw_edit_interval`."""

@@ -404,7 +404,7 @@ async def test_a_move_decided_on_a_job_that_moved_since_writes_nothing(
         assert await handle(gateway_engine, notifications, about(started, job))  # meanwhile
         shown = await outbound(stack, f"status:{job.request_id}")
         statement = move_statement(seen, change, edit_interval=timedelta(seconds=0.3))
-        assert await uow.apply(statement) is None
+        assert await uow.apply(*statement) is None
 
     assert not await handled(stack, cause.id)  # never marked handled unless it applied
     assert await state(stack, job) == (job.job_id, "running", 7, 1, 0, 3)
