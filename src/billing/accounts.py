@@ -44,12 +44,12 @@ from sqlalchemy.sql.selectable import CTE
 
 from billing.domain import WELCOME_KEY_PREFIX, LedgerKind
 from billing.models import LedgerEntry, Payment, PaymentStatus, PaymentType, User
+from messaging.database import unique_violation
 from messaging.unit_of_work import Change, UnitOfWork
 
 USERS = cast("Table", User.__table__)
 LEDGER = cast("Table", LedgerEntry.__table__)
 PAYMENTS = cast("Table", Payment.__table__)
-UNIQUE_VIOLATION = "23505"
 
 
 @dataclass(frozen=True)
@@ -328,19 +328,12 @@ async def apply(
     try:
         row = await uow.apply(change, params)
     except IntegrityError as exc:
-        if not _lost_key_race(exc):
+        if not unique_violation(exc, LEDGER.name):  # lost the race for a ledger key
             raise
         row = None
     if row is None:
         await uow.rollback()
     return row
-
-
-def _lost_key_race(error: IntegrityError) -> bool:
-    cause = error.orig.__cause__ if error.orig is not None else None
-    return getattr(error.orig, "sqlstate", None) == UNIQUE_VIOLATION and (
-        getattr(cause, "table_name", None) == LEDGER.name
-    )
 
 
 # --- reads

@@ -1,4 +1,8 @@
-"""Billing's money rules, free of I/O: ledger keys, ISO weeks, YooKassa verification."""
+"""Billing's money rules, free of I/O: ledger keys, ISO weeks, YooKassa verification.
+
+SQL enforces the two that must hold under any concurrency: a balance never goes below zero
+(a guarded update and a CHECK), and a ledger key moves money at most once (a unique index).
+"""
 
 from __future__ import annotations
 
@@ -23,10 +27,6 @@ class LedgerKind(enum.StrEnum):
 WELCOME_KEY_PREFIX = "welcome:"
 BONUS_KEY_PREFIX = "bonus:"
 """Where SQL builds these keys itself, per row: `prefix || user_id` (`:<week>` for bonuses)."""
-
-
-def welcome_key(user_id: int) -> str:
-    return f"{WELCOME_KEY_PREFIX}{user_id}"
 
 
 def debit_key(job_id: int) -> str:

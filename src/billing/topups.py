@@ -113,9 +113,8 @@ class TopUps:
         self, uow: UnitOfWork, event: TopUpRequested, package: TopUpPackage
     ) -> LocalPayment | None:
         """The request's pending row, committed before YooKassa is called (see the module
-        docstring); None when there is no such account. Outside a transaction `uow.read`
-        commits each statement on its own, without the message's mark."""
-        await uow.read(
+        docstring); None when there is no such account."""
+        await uow.commit_alone(
             payments.open_topup(
                 request_id=event.request_id,
                 user_id=event.user_id,

@@ -2,6 +2,8 @@
 
 Nothing here does I/O. Use cases feed it facts read from the database and apply what it
 decides; a decision of `None` means "this event changes nothing" (late, duplicate, stale).
+SQL enforces two rules itself, under the user's lock: a dispatch fills at most the user's free
+slots (the cap minus jobs in flight), and a move applies only while the job is as decided on.
 """
 
 from __future__ import annotations
@@ -294,10 +296,6 @@ def fair_order(users: Sequence[UserQueue], cap: int) -> list[UserQueue]:
     """
     eligible = [user for user in users if user.in_flight < cap]
     return sorted(eligible, key=lambda user: (user.in_flight, user.oldest_waiting, user.user_id))
-
-
-def free_slots(in_flight: int, cap: int) -> int:
-    return max(cap - in_flight, 0)
 
 
 def eta_seconds(

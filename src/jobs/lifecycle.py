@@ -214,14 +214,11 @@ class JobLifecycle:
             deadline_at=None,
         )
         if moved is None:
-            assert job is not None
-            log.warning(
-                "job %s is %s; a debit changes nothing (billing refunds it on %s)",
-                job.id,
-                job.stage,
-                job.stage,
-            )
-            await jobs.note_debited(job.id)
+            if job is not None:  # past payment: a late debit (or this one, delivered again)
+                log.info(
+                    "job %s is %s; a debit changes nothing (billing refunds it)", job.id, job.stage
+                )
+                await jobs.note_debited(job.id)
             return
         await self.dispatcher.dispatch_user(jobs, uow, moved.user_id)
 

@@ -30,10 +30,13 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    null,
+    or_,
     select,
-    text,
+    tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,6 +62,7 @@ CATALOG_LOCK = (0x4A0B, 0)
 JOBS = cast("Table", Job.__table__)
 TRANSITIONS = cast("Table", JobTransition.__table__)
 PRESETS = cast("Table", Preset.__table__)
+_TRANSITION_COLUMNS = ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"]
 _JOB_COLUMNS = [
     JOBS.c[name]
     for name in (
@@ -76,11 +80,6 @@ _JOB_COLUMNS = [
         "debited_at",
     )
 ]
-
-
-def _stages(stages: frozenset[Stage]) -> str:
-    """A stage set as an SQL list; the values are our own enum's, never user input."""
-    return ", ".join(f"'{stage.value}'" for stage in sorted(stages))
 
 
 @dataclass(frozen=True)
@@ -173,58 +172,129 @@ class HistoryRow:
     updated_at: datetime | None
 
 
-_DISPATCH = text(
-    f"""
-    WITH in_flight AS (
-        SELECT count(*) AS jobs FROM jobs
-        WHERE user_id = :user_id AND stage IN ({_stages(IN_FLIGHT)})
-    ), ready AS (
-        SELECT id FROM jobs
-        WHERE user_id = :user_id AND stage = '{Stage.waiting.value}'
-          AND (next_attempt_at IS NULL OR next_attempt_at <= now())
-        ORDER BY created_at, id
-        LIMIT (SELECT GREATEST(:cap - jobs, 0) FROM in_flight)
-        FOR UPDATE SKIP LOCKED
-    ), moved AS (
-        UPDATE jobs SET stage = '{Stage.dispatched.value}',
-                        status = '{LEGACY_STATUS[Stage.dispatched]}',
-                        dispatched_at = now(),
-                        deadline_at = now() + make_interval(secs => :queue_timeout_s),
-                        next_attempt_at = NULL,
-                        started_at = NULL,
-                        updated_at = now()
-        FROM ready WHERE jobs.id = ready.id
-        RETURNING jobs.id, jobs.user_id, jobs.chat_id, jobs.request_id,
-                  COALESCE(jobs.retry_count, 0) AS retry_count, jobs.workflow_type,
-                  jobs.prompt, jobs.image_path, jobs.seed, jobs.created_at, jobs.dispatched_at
-    ), recorded AS (
-        INSERT INTO job_transitions (job_id, from_stage, to_stage, attempt, reason, event_id)
-        SELECT id, '{Stage.waiting.value}', '{Stage.dispatched.value}', retry_count + 1,
-               'dispatched', NULL
-        FROM moved
+def _dispatch() -> Select[Any]:
+    user = bindparam("dispatch_user_id", type_=Integer())
+    dispatched, waiting = Stage.dispatched.value, Stage.waiting.value
+    in_flight = (
+        select(func.count().label("jobs"))
+        .where(JOBS.c.user_id == user, JOBS.c.stage.in_([stage.value for stage in IN_FLIGHT]))
+        .cte("in_flight")
     )
-    SELECT moved.id, moved.user_id, moved.chat_id, moved.request_id, moved.retry_count,
-           moved.workflow_type, moved.prompt, moved.image_path, moved.seed,
-           1 + (SELECT count(*) FROM jobs ahead
-                WHERE ahead.workflow_type = moved.workflow_type
-                  AND ahead.stage = '{Stage.dispatched.value}'
-                  AND (ahead.dispatched_at, ahead.id) < (moved.dispatched_at, moved.id))
-             + (SELECT count(*) FROM moved earlier
-                WHERE earlier.workflow_type = moved.workflow_type AND earlier.id < moved.id)
-             AS position,
-           (SELECT count(*) FROM jobs busy
-            WHERE busy.workflow_type = moved.workflow_type
-              AND busy.stage = '{Stage.processing.value}') AS busy_runners,
-           ARRAY(SELECT done.duration_ms FROM jobs done
-                 WHERE done.workflow_type = moved.workflow_type
-                   AND done.duration_ms IS NOT NULL
-                 ORDER BY done.finished_at DESC LIMIT :eta_sample) AS recent_durations_ms
-    FROM moved
-    ORDER BY moved.created_at, moved.id
-    """
-)
+    ready = (
+        select(JOBS.c.id)
+        .where(
+            JOBS.c.user_id == user,
+            JOBS.c.stage == waiting,
+            or_(JOBS.c.next_attempt_at.is_(None), JOBS.c.next_attempt_at <= func.now()),
+        )
+        .order_by(JOBS.c.created_at, JOBS.c.id)
+        .limit(
+            select(
+                func.greatest(bindparam("dispatch_cap", type_=Integer()) - in_flight.c.jobs, 0)
+            ).scalar_subquery()
+        )
+        .with_for_update(skip_locked=True)
+        .cte("ready")
+    )
+    moved = (
+        update(JOBS)
+        .where(JOBS.c.id == ready.c.id)
+        .values(
+            stage=dispatched,
+            status=LEGACY_STATUS[Stage.dispatched],
+            dispatched_at=func.now(),
+            deadline_at=func.now() + bindparam("dispatch_queue_timeout", type_=Interval()),
+            next_attempt_at=None,
+            started_at=None,
+            updated_at=func.now(),
+        )
+        .returning(
+            JOBS.c.id,
+            JOBS.c.user_id,
+            JOBS.c.chat_id,
+            JOBS.c.request_id,
+            func.coalesce(JOBS.c.retry_count, 0).label("retry_count"),
+            JOBS.c.workflow_type,
+            JOBS.c.prompt,
+            JOBS.c.image_path,
+            JOBS.c.seed,
+            JOBS.c.created_at,
+            JOBS.c.dispatched_at,
+        )
+        .cte("moved")
+    )
+    recorded = insert(TRANSITIONS).from_select(
+        _TRANSITION_COLUMNS,
+        select(
+            moved.c.id,
+            literal(waiting),
+            literal(dispatched),
+            moved.c.retry_count + 1,
+            literal("dispatched"),
+            null(),
+        ),
+    )
+    ahead, earlier, busy, done = (
+        JOBS.alias("ahead"),
+        moved.alias("earlier"),
+        JOBS.alias("busy"),
+        JOBS.alias("done"),
+    )
+    position = (
+        1
+        + select(func.count())
+        .select_from(ahead)
+        .where(
+            ahead.c.workflow_type == moved.c.workflow_type,
+            ahead.c.stage == dispatched,
+            tuple_(ahead.c.dispatched_at, ahead.c.id) < tuple_(moved.c.dispatched_at, moved.c.id),
+        )
+        .scalar_subquery()
+        + select(func.count())
+        .select_from(earlier)
+        .where(earlier.c.workflow_type == moved.c.workflow_type, earlier.c.id < moved.c.id)
+        .scalar_subquery()
+    )
+    busy_runners = (
+        select(func.count())
+        .select_from(busy)
+        .where(
+            busy.c.workflow_type == moved.c.workflow_type, busy.c.stage == Stage.processing.value
+        )
+        .scalar_subquery()
+    )
+    recent = func.array(  # ARRAY(SELECT ...): the workflow's latest durations, newest first
+        select(done.c.duration_ms)
+        .where(done.c.workflow_type == moved.c.workflow_type, done.c.duration_ms.is_not(None))
+        .order_by(done.c.finished_at.desc())
+        .limit(bindparam("dispatch_eta_sample", type_=Integer()))
+        .scalar_subquery(),
+        type_=ARRAY(Integer()),
+    )
+    return (
+        select(
+            moved.c.id,
+            moved.c.user_id,
+            moved.c.chat_id,
+            moved.c.request_id,
+            moved.c.retry_count,
+            moved.c.workflow_type,
+            moved.c.prompt,
+            moved.c.image_path,
+            moved.c.seed,
+            position.label("position"),
+            busy_runners.label("busy_runners"),
+            recent.label("recent_durations_ms"),
+        )
+        .order_by(moved.c.created_at, moved.c.id)
+        .add_cte(recorded.cte("recorded"))
+    )
+
+
+_DISPATCH = _dispatch()
 """A user's dispatch in one statement, the user's lock held: their oldest ready jobs, as many
-as they have free slots (`domain.free_slots`), move to `dispatched` with a transition each.
+as they have free slots (the cap minus their jobs in flight), move to `dispatched` with a
+transition each.
 
 The statement sees the table as it was before it, so a job's position counts, besides the
 jobs dispatched earlier, the ones this same statement dispatched ahead of it. A dispatch for
@@ -248,7 +318,6 @@ def _lock(user_id: Any) -> Any:
 
 Statement = tuple[Select[Any], dict[str, Any]]
 """A statement built once per shape, with its bound values for this use."""
-_TRANSITION_COLUMNS = ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"]
 
 
 def move_statement(
@@ -516,10 +585,10 @@ class JobsRepository:
         rows = await self._uow.execute(
             _DISPATCH,
             {
-                "user_id": user_id,
-                "cap": cap,
-                "queue_timeout_s": float(queue_timeout_s),
-                "eta_sample": eta_sample,
+                "dispatch_user_id": user_id,
+                "dispatch_cap": cap,
+                "dispatch_queue_timeout": timedelta(seconds=queue_timeout_s),
+                "dispatch_eta_sample": eta_sample,
             },
         )
         return [_dispatched(row._mapping) for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import MetaData
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -42,3 +43,14 @@ def create_engine(settings: DatabaseSettings, application_name: str = "imagebot"
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+UNIQUE_VIOLATION = "23505"
+
+
+def unique_violation(error: IntegrityError, table: str) -> bool:
+    """Whether `error` is a unique key violated in `table` (asyncpg names the table)."""
+    cause = error.orig.__cause__ if error.orig is not None else None
+    return getattr(error.orig, "sqlstate", None) == UNIQUE_VIOLATION and (
+        getattr(cause, "table_name", None) == table
+    )

@@ -9,7 +9,7 @@ from faststream.asgi import AsgiResponse, get
 from faststream.asgi.types import ASGIApp, Scope
 from faststream.rabbit import RabbitBroker
 
-from messaging.lifecycle import consuming
+from messaging.faststream_internals import consuming
 from messaging.metrics import exposition
 
 log = logging.getLogger(__name__)

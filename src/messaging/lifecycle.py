@@ -12,10 +12,10 @@ from faststream.rabbit import RabbitBroker
 
 from contracts.topology import Topology
 from messaging.broker import declare_topology
-from messaging.faststream_internals import cancel_consumer, consuming
+from messaging.faststream_internals import cancel_consumer
 from messaging.relay import OutboxRelay
 
-__all__ = ["Periodic", "ServiceLifecycle", "consuming"]
+__all__ = ["Periodic", "ServiceLifecycle"]
 
 log = logging.getLogger(__name__)
 

@@ -36,6 +36,7 @@ from messaging.metrics import OUTBOX_LAG_SECONDS, OUTBOX_UNSENT
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, OutboxSettings
 from messaging.tables import DeliveryTables
+from messaging.unit_of_work import Committed
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,6 @@ MAX_IN_FLIGHT = 1000
 MARK_EVERY_S = 0.05
 """Marks are written at most this often: under load each statement marks the confirms of
 50 ms, not of the last few. A mark only keeps the sweep (seconds later) off the row."""
-
-Committed = tuple[str, RawEnvelope]
-"""An outbox row as its writer knows it: routing key and envelope."""
 
 
 @dataclass(frozen=True)
@@ -307,8 +305,8 @@ async def publish_outbox(
     sessions: async_sessionmaker[AsyncSession], tables: DeliveryTables, *, source: str
 ) -> bool:
     """Publish everything unsent in `tables`' outbox now, for a process that is no service
-    (a CLI command): True when it all went out; False (logged) when the broker could not be
-    reached, and the running service's relay sweep publishes it later."""
+    (a CLI command): True when it all went out; False (logged) when some could not go out now:
+    the running service's relay sweep publishes those later."""
     settings = BrokerSettings()
     broker = create_broker(settings)
     try:
@@ -321,8 +319,11 @@ async def publish_outbox(
                 timeout_s=settings.publish_timeout_s,
             )
             relay = OutboxRelay(sessions, tables, publisher, OutboxSettings())
-            while (await relay.publish_pending()).published:
+            while (passed := await relay.publish_pending()).published and not passed.failed:
                 pass
+            if passed.failed:
+                log.warning("%d of %s's events could not be published now", passed.failed, source)
+                return False
     except Exception as exc:
         log.warning("publishing %s's outbox failed: %r", source, exc)
         return False

@@ -47,6 +47,7 @@ from sqlalchemy.sql.selectable import CTE, Select
 from sqlalchemy.types import Text, Uuid
 
 from contracts.envelope import Event, RawEnvelope, new_envelope
+from messaging.database import unique_violation
 from messaging.tables import DeliveryTables
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,9 @@ class UnitOfWork:
     """Rolls back unless committed; `cause` (the message being handled) is marked handled in
     the commit, and the events emitted into the unit reach the outbox in it.
 
-    `engine` is an autocommitting engine (`isolation_level="AUTOCOMMIT"`): a read or an `apply`
-    outside a transaction is one round trip; the first `execute` begins a transaction."""
+    Its connection autocommits (whatever `engine` says): a read, an `apply` or a `commit`
+    outside a transaction is one round trip, with no BEGIN/COMMIT; the first `execute` begins a
+    transaction."""
 
     def __init__(
         self,
@@ -85,7 +87,7 @@ class UnitOfWork:
         cause: RawEnvelope | None = None,
         on_commit: Callable[[Sequence[Committed]], None] = lambda rows: None,
     ) -> None:
-        self._engine = engine
+        self._engine = _autocommitting(engine)
         self._tables = tables
         self._source = source
         self.cause = cause
@@ -121,6 +123,7 @@ class UnitOfWork:
 
     async def orm(self) -> AsyncSession:
         """An ORM session in this unit's transaction, for the few models that want one."""
+        self._still_open()
         await self._begin()
         if self._session is None:
             self._session = AsyncSession(bind=self.connection, expire_on_commit=False)
@@ -134,6 +137,7 @@ class UnitOfWork:
 
     async def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
         """Run a statement in this unit's transaction (begun by the first one)."""
+        self._still_open()
         await self._begin()
         if self._session is not None:
             await self._session.flush()
@@ -157,14 +161,27 @@ class UnitOfWork:
 
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run `callback` once this unit has committed (never if it does not)."""
+        self._still_open()
         self._after_commit.append(callback)
+
+    async def commit_alone(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> Any:
+        """Run a statement that commits on its own, before and apart from this unit's change
+        and mark: a row that must exist before an outside call is made (a payment before the
+        provider is asked). Only outside a transaction."""
+        self._still_open()
+        if self._in_transaction:
+            raise RuntimeError("commit_alone runs outside the unit's transaction")
+        return await self.connection.execute(statement, params)
 
     async def apply(
         self, change: Change, params: Mapping[str, Any] | None = None
     ) -> Row[Any] | None:
         """The change, the cause's mark and the events emitted so far as one statement, then
-        the commit: the changed row; None (nothing written, the unit still open) if the change
-        matched no row.
+        the commit: the changed row; None if the change matched no row: nothing written, the
+        events emitted for it forgotten, the unit still open to decide again. The change must
+        return at most one row.
 
         Build a hot change once, with `bindparam`s, and pass `params`: the statement composed
         around it is then built once as well. Name the parameters apart from the columns the
@@ -179,8 +196,10 @@ class UnitOfWork:
         row: Row[Any] | None = (
             await self._write(statement, {**(params or {}), **self._values()})
         ).first()
-        if row is not None:
-            await self._finish(row)
+        if row is None:
+            self._emitted = []  # they were for the change that did not happen
+            return None
+        await self._finish(row)
         return row
 
     async def commit(self) -> None:
@@ -246,7 +265,7 @@ class UnitOfWork:
                 await self._session.flush()
             return await self.connection.execute(statement, params)
         except IntegrityError as exc:
-            if self.cause is not None and _violates(exc, self._tables.inbox.name):
+            if self.cause is not None and unique_violation(exc, self._tables.inbox.name):
                 await self._end(commit=False)
                 raise AlreadyHandled(f"{self.cause.type} {self.cause.id}") from exc
             raise
@@ -262,7 +281,22 @@ class UnitOfWork:
             self._on_commit(sent)
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
-            callback()
+            try:
+                callback()
+            except Exception:  # the commit stands: a failing callback must not undo the answer
+                log.exception("after-commit callback %r failed", callback)
+
+
+def _autocommitting(engine: AsyncEngine) -> AsyncEngine:
+    if engine.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return engine
+    return _autocommit_of(engine)
+
+
+@functools.lru_cache(maxsize=64)
+def _autocommit_of(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool, each statement committing on its own (one per engine, made once)."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 @functools.lru_cache(maxsize=512)
@@ -287,7 +321,7 @@ def _composed(
             mark = insert(tables.inbox).values(event_id=cause[0], event_type=cause[1])
         else:
             mark = insert(tables.inbox).from_select(
-                ["event_id", "event_type"], select(*cause).select_from(anchor)
+                ["event_id", "event_type"], select(*cause).select_from(anchor).limit(1)
             )
         ctes.append(mark.cte("claimed"))
     rows = []
@@ -306,7 +340,7 @@ def _composed(
             bindparam(f"uow_routing_key_{number}", type_=String()),
             document,
         )
-        rows.append(values if anchor is None else values.select_from(anchor))
+        rows.append(values if anchor is None else values.select_from(anchor).limit(1))
     if rows:  # one INSERT, so the rows keep the order they were emitted in
         ctes.append(
             insert(tables.outbox)
@@ -327,11 +361,3 @@ def _filled(emitted: _Emitted, row: Row[Any] | None) -> RawEnvelope:
     for name, column in emitted.fill:
         data[name] = values[column]
     return emitted.envelope.model_copy(update={"data": data})
-
-
-def _violates(error: IntegrityError, table: str) -> bool:
-    """Whether `error` is a unique violation in `table` (asyncpg names the table)."""
-    cause = error.orig.__cause__ if error.orig is not None else None
-    return getattr(error.orig, "sqlstate", None) == "23505" and (
-        getattr(cause, "table_name", None) == table
-    )

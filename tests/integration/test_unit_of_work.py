@@ -102,9 +102,11 @@ async def test_a_guard_that_misses_writes_nothing_and_leaves_the_unit_open(
         assert await uow.apply(debit(40)) is None  # type: ignore[arg-type]
         assert await scalar(engine, "SELECT count(*) FROM jobs_inbox") == 0
         assert await scalar(engine, "SELECT count(*) FROM jobs_outbox") == 0
-        # the use case reads again and decides again: here, a smaller debit
+        # the use case reads again and decides again: here, a smaller debit, and its event
+        uow.emit(BalanceDebited(job_id=7, user_id=1, amount=3, balance=0))
         assert await uow.apply(debit(3)) is not None  # type: ignore[arg-type]
-    assert handed.rows
+    [(_, sent)] = handed.rows  # only the event of the change that happened
+    assert sent.data["amount"] == 3
     assert await scalar(engine, "SELECT balance FROM uow_probe_accounts") == 7
 
 
@@ -208,3 +210,32 @@ async def test_on_an_autocommitting_engine_apply_is_one_round_trip_and_built_onc
     assert "jobs_inbox" in statements[0]
     assert "jobs_outbox" in statements[0]
     assert _composed.cache_info().hits >= 1  # the second unit reused the composed statement
+
+
+async def test_whatever_the_engine_a_unit_autocommits_outside_a_transaction(
+    clean: None, engine: AsyncEngine
+) -> None:
+    """A row written alone (before an outside call) is committed at once, not held in an open
+    transaction until the unit ends; a guarded change that misses forgets its events."""
+    handed = Handed()
+    async with unit(engine, handed, cause=cause()) as uow:
+        await uow.commit_alone(insert(ACCOUNTS).values(id=2, balance=0))
+        assert await scalar(engine, "SELECT count(*) FROM uow_probe_accounts WHERE id = 2") == 1
+        uow.emit(JobProgress(job_id=1, attempt=1, step=2, total_steps=2))
+        assert await uow.apply(debit(1000)) is None  # type: ignore[arg-type]
+        await uow.commit()  # the decision of nothing: the mark alone
+    assert handed.rows == []
+    assert await scalar(engine, "SELECT count(*) FROM jobs_outbox") == 0
+    assert await scalar(engine, "SELECT count(*) FROM jobs_inbox") == 1
+
+
+async def test_a_failing_after_commit_callback_does_not_undo_the_answer(
+    clean: None, engine: AsyncEngine
+) -> None:
+    def fail() -> None:
+        raise ValueError("the sender is away")
+
+    async with unit(engine, Handed(), cause=cause()) as uow:
+        uow.after_commit(fail)
+        assert await uow.apply(debit(1)) is not None  # type: ignore[arg-type]
+    assert await scalar(engine, "SELECT balance FROM uow_probe_accounts WHERE id = 1") == 9

@@ -23,7 +23,6 @@ from jobs.domain import (
     credits,
     eta_seconds,
     fair_order,
-    free_slots,
     needs_image,
     on_attempt_failed,
     on_cancel,
@@ -213,7 +212,6 @@ def test_fair_order_serves_users_with_less_in_flight_first_and_skips_full_ones()
     single = UserQueue(user_id=2, in_flight=0, oldest_waiting=start + timedelta(minutes=5))
     full = UserQueue(user_id=3, in_flight=2, oldest_waiting=start - timedelta(hours=1))
     assert fair_order([burst, full, single], cap=2) == [single, burst]
-    assert (free_slots(0, 2), free_slots(2, 2), free_slots(5, 2)) == (2, 0, 0)
 
 
 def test_eta_grows_with_the_position_and_shrinks_with_busy_runners() -> None:
