@@ -87,7 +87,8 @@ class UnitOfWork:
         cause: RawEnvelope | None = None,
         on_commit: Callable[[Sequence[Committed]], None] = lambda rows: None,
     ) -> None:
-        self._engine = _autocommitting(engine)
+        self._engine = engine
+        self._autocommit = _autocommitting(engine)
         self._tables = tables
         self._source = source
         self.cause = cause
@@ -97,10 +98,10 @@ class UnitOfWork:
         self._connection: AsyncConnection | None = None
         self._session: AsyncSession | None = None
         self._in_transaction = False
+        self._switched = False
         self.committed = False
 
     async def __aenter__(self) -> Self:
-        self._connection = await self._engine.connect()
         return self
 
     async def __aexit__(
@@ -113,35 +114,53 @@ class UnitOfWork:
             if self._session is not None:
                 await self._session.close()
         finally:
-            await self.connection.close()  # rolls back whatever was not committed
+            if self._connection is not None:
+                await self._connection.close()  # rolls back whatever was not committed
 
     @property
     def connection(self) -> AsyncConnection:
+        """The unit's connection, once it has run a statement."""
         if self._connection is None:
-            raise RuntimeError("a unit of work is used inside `async with`")
+            raise RuntimeError("this unit of work has run no statement yet")
+        return self._connection
+
+    async def _connected(self, *, transaction: bool) -> AsyncConnection:
+        """The unit's one connection, taken at its first statement: in a transaction if that
+        statement needs one, else autocommitting (and switched to a transaction only if a later
+        statement needs one)."""
+        if self._connection is None:
+            if transaction and self._engine is not self._autocommit:
+                self._connection = await self._engine.connect()
+                await self._connection.begin()
+                self._in_transaction = True
+                return self._connection
+            self._connection = await self._autocommit.connect()
+        if transaction:
+            await self._begin()
         return self._connection
 
     async def orm(self) -> AsyncSession:
         """An ORM session in this unit's transaction, for the few models that want one."""
         self._still_open()
-        await self._begin()
+        connection = await self._connected(transaction=True)
         if self._session is None:
-            self._session = AsyncSession(bind=self.connection, expire_on_commit=False)
+            self._session = AsyncSession(bind=connection, expire_on_commit=False)
         return self._session
 
     # --- facts and changes
 
     async def read(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
         """Run a statement; outside a transaction it commits on its own (no BEGIN/COMMIT)."""
-        return await self.connection.execute(statement, params)
+        connection = await self._connected(transaction=False)
+        return await connection.execute(statement, params)
 
     async def execute(self, statement: Executable, params: Mapping[str, Any] | None = None) -> Any:
         """Run a statement in this unit's transaction (begun by the first one)."""
         self._still_open()
-        await self._begin()
+        connection = await self._connected(transaction=True)
         if self._session is not None:
             await self._session.flush()
-        return await self.connection.execute(statement, params)
+        return await connection.execute(statement, params)
 
     def emit(
         self,
@@ -173,7 +192,8 @@ class UnitOfWork:
         self._still_open()
         if self._in_transaction:
             raise RuntimeError("commit_alone runs outside the unit's transaction")
-        return await self.connection.execute(statement, params)
+        connection = await self._connected(transaction=False)
+        return await connection.execute(statement, params)
 
     async def apply(
         self, change: Change, params: Mapping[str, Any] | None = None
@@ -231,23 +251,26 @@ class UnitOfWork:
             raise RuntimeError("this unit of work has committed; its changes and events are sent")
 
     async def _begin(self) -> None:
+        """A transaction on the connection taken autocommitting (reads came first)."""
         if self._in_transaction:
             return
         connection = self.connection
-        await connection.rollback()  # SQLAlchemy's view of the autocommitted statements so far
+        await connection.rollback()  # SQLAlchemy's view of the statements so far
         await connection.execution_options(isolation_level=connection.default_isolation_level)
         await connection.begin()
-        self._in_transaction = True
+        self._in_transaction = self._switched = True
 
     async def _end(self, *, commit: bool) -> None:
-        connection = self.connection
+        connection = self._connection
+        if connection is None:
+            return
         if commit:
             await connection.commit()
         else:
             await connection.rollback()
-        if self._in_transaction:
+        if self._switched:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-            self._in_transaction = False
+        self._in_transaction = self._switched = False
 
     def _values(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
@@ -263,7 +286,8 @@ class UnitOfWork:
         try:
             if self._session is not None:
                 await self._session.flush()
-            return await self.connection.execute(statement, params)
+            connection = await self._connected(transaction=False)
+            return await connection.execute(statement, params)
         except IntegrityError as exc:
             if self.cause is not None and unique_violation(exc, self._tables.inbox.name):
                 await self._end(commit=False)
