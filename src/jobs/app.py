@@ -11,7 +11,7 @@ from jobs.lifecycle import JobLifecycle
 from jobs.metrics import observe_jobs
 from jobs.models import DELIVERY
 from jobs.settings import JobsSettings
-from messaging.runtime import OBSERVE_EVERY_S, ServiceRuntime
+from messaging.runtime import ServiceRuntime
 from messaging.settings import InfrastructureSettings
 
 
@@ -36,5 +36,7 @@ def create_app(settings: Settings | None = None) -> AsgiFastStream:
         "sweeper",
         lambda: lifecycle.sweeper.sweep(runtime.unit_of_work),
     )
-    runtime.every(OBSERVE_EVERY_S, "jobs_gauge", lambda: observe_jobs(runtime.sessions))
+    runtime.every(
+        settings.service.metrics_interval_s, "jobs_gauge", lambda: observe_jobs(runtime.sessions)
+    )
     return runtime.app()

@@ -48,7 +48,6 @@ from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-OBSERVE_EVERY_S = 15.0
 
 
 class ServiceRuntime:
@@ -140,7 +139,8 @@ class ServiceRuntime:
                 self.consumer,
                 self.broker_settings.prefetch,
             )
-        self.every(OBSERVE_EVERY_S, "observe", self._observe)  # before the lifecycle copies them
+        # before the lifecycle copies the loops
+        self.every(self.settings.metrics_interval_s, "observe", self._observe)
         lifecycle = ServiceLifecycle(
             self.broker,
             self.broker_settings.url.get_secret_value(),

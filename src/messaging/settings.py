@@ -77,6 +77,8 @@ class ServiceSettings(BaseSettings):
     """`json`: one object per line, for log collectors; `text` for reading in a terminal."""
     graceful_timeout_s: float = Field(default=20.0, gt=0)
     """Time in-flight messages get to finish on shutdown; below compose's stop_grace_period."""
+    metrics_interval_s: float = Field(default=15.0, gt=0)
+    """How often the gauges no event updates (outbox backlog and lag, DLQ depth) are read."""
 
 
 @dataclass

@@ -188,3 +188,63 @@ async def _delete_queue(amqp_url: str, name: str) -> None:
     async with connection:
         channel = await connection.channel()
         await channel.queue_delete(name)
+
+
+async def test_the_gauges_no_event_updates_are_read_while_the_service_runs(
+    topology: Topology,
+    database_url: str,
+    amqp_url: str,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """The outbox backlog, its lag and the service's DLQ depth are set by the observe loop:
+    made non-zero here, they must read non-zero on /metrics (they once were never set)."""
+    async with sessions() as session, session.begin():
+        await session.execute(text("TRUNCATE jobs_outbox, jobs_inbox"))
+        await session.execute(  # unsent for a minute, backing off: the relay leaves it alone
+            text(
+                "INSERT INTO jobs_outbox (id, routing_key, envelope, created_at, next_attempt_at) "
+                "VALUES (gen_random_uuid(), 'job.progress', '{}', now() - interval '60 seconds', "
+                "now() + interval '1 hour')"
+            )
+        )
+    port = _free_port()
+    runtime = ServiceRuntime(
+        "jobs",
+        DELIVERY,
+        database=DatabaseSettings(url=database_url),  # type: ignore[arg-type]
+        broker=BrokerSettings(url=amqp_url, namespace=topology.namespace),  # type: ignore[arg-type]
+        outbox=OutboxSettings(poll_interval_s=30),
+        service=ServiceSettings(http_port=port, graceful_timeout_s=5, metrics_interval_s=0.2),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(runtime.app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    dlq = topology.service_queues["jobs"].dlq
+    try:
+        await eventually(lambda: _healthy(port), timeout_s=20)
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            for _ in range(2):
+                await channel.default_exchange.publish(aio_pika.Message(b"dead"), routing_key=dlq)
+
+        async def gauges_read() -> bool:
+            metrics = (await _get(port, "/metrics"))[1]
+            return (
+                'imagebot_outbox_unsent{owner="jobs"} 1.0' in metrics
+                and f'imagebot_dlq_messages{{dlq="{dlq}"}} 2.0' in metrics
+                and _gauge(metrics, 'imagebot_outbox_lag_seconds{owner="jobs"}') >= 60
+            )
+
+        await eventually(gauges_read, timeout_s=20)
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+
+
+def _gauge(metrics: str, name: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
