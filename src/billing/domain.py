@@ -7,6 +7,7 @@ SQL enforces the two that must hold under any concurrency: a balance never goes 
 from __future__ import annotations
 
 import enum
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -132,6 +133,14 @@ class LocalPayment:
     yookassa_id: str | None
     credits: int | None
     telegram_id: int | None
+    request_id: uuid.UUID | None = None
+    """The TopUpRequested that opened it; None on rows we did not open (the seed's history)."""
+
+    @property
+    def correlation_id(self) -> str | None:
+        """Its events' correlation id: the top-up request's id, as on every event of the
+        request (None, so an event's own id, for rows we did not open)."""
+        return None if self.request_id is None else str(self.request_id)
 
 
 def payment_mismatches(local: LocalPayment, remote: RemotePayment) -> list[str]:

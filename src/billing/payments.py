@@ -47,6 +47,7 @@ def local(row: Row[Any]) -> LocalPayment:
         yookassa_id=row.yukassa_payment_id,
         credits=row.credits,
         telegram_id=row.telegram_id,
+        request_id=row.request_id,
     )
 
 

@@ -86,7 +86,8 @@ class Reconciler:
                         user_id=local.user_id,
                         telegram_id=local.telegram_id,
                         reason=reason,
-                    )
+                    ),
+                    correlation_id=local.correlation_id,
                 )
             closed = payments.transition(local.id, status, unbound_only=unbound_only)
             if await uow.apply(closed) is None:

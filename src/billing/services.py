@@ -336,6 +336,7 @@ async def settle_payment(uow: UnitOfWork, local: LocalPayment, remote: RemotePay
                     credits=credits,
                     balance=0,
                 ),
+                correlation_id=local.correlation_id,
                 fill={"balance": "balance_after"},
             )
         if await accounts.apply(uow, *payments.credit(local, remote)) is not None:
@@ -369,7 +370,8 @@ def _emit_failed(uow: UnitOfWork, local: LocalPayment, reason: str) -> None:
             user_id=local.user_id,
             telegram_id=local.telegram_id,
             reason=_reason(reason),
-        )
+        ),
+        correlation_id=local.correlation_id,
     )
 
 

@@ -46,12 +46,12 @@ class TopUps:
         package = self.package(event.package_id)
         if package is None:
             log.warning("top-up %s: unknown package %r", event.request_id, event.package_id)
-            uow.emit(self._failed(event, "unknown_package"))
+            uow.emit(self._failed(event, "unknown_package"), correlation_id=_correlation(event))
             return
         local = await self._open(uow, event, package)
         if local is None:
             log.warning("top-up %s: unknown account %s", event.request_id, event.user_id)
-            uow.emit(self._failed(event, "unknown_account"))
+            uow.emit(self._failed(event, "unknown_account"), correlation_id=_correlation(event))
             return
         if local.yookassa_id is not None or local.status != "pending":
             log.info("top-up %s was already handled (payment %s)", event.request_id, local.id)
@@ -60,7 +60,8 @@ class TopUps:
             remote = await self._create_remote(event, package, local)
         except ProviderRejectedError as exc:
             log.error("top-up %s: YooKassa refused the payment: %s", event.request_id, exc)
-            uow.emit(self._failed(event, "provider_rejected", local.id))
+            failed = self._failed(event, "provider_rejected", local.id)
+            uow.emit(failed, correlation_id=_correlation(event))
             if await accounts.apply(uow, payments.transition(local.id, "failed")) is None:
                 log.info("top-up %s: payment %s was settled meanwhile", event.request_id, local.id)
             return
@@ -103,7 +104,8 @@ class TopUps:
                 amount_kopecks=local.amount_kopecks,
                 credits=package.credits,
                 confirmation_url=remote.confirmation_url,
-            )
+            ),
+            correlation_id=_correlation(event),
         )
         attach = payments.attach_yookassa(local.id, remote.id, remote.confirmation_url)
         if await accounts.apply(uow, attach) is None:
@@ -135,3 +137,10 @@ class TopUps:
             telegram_id=event.telegram_id,
             reason=reason,
         )
+
+
+def _correlation(event: TopUpRequested) -> str:
+    """Every event of one top-up carries its request id as correlation id (PaymentSucceeded
+    too, which comes later from the webhook or the reconciler with no message to inherit it
+    from), whatever correlation id the TopUpRequested that asked for it came with."""
+    return str(event.request_id)
