@@ -60,8 +60,9 @@ until every subscriber has moved. A request one service acts on (`job.requested`
 version instead once that service takes both, as two copies of one request would race. A
 subscriber should dead-letter a version it does not know.
 
-**Failures.** Each of our queues dead-letters a message after {DELIVERY_LIMIT} deliveries (or at
-once when it is malformed) to `<queue>.dlq`, where `imagebot dlq` lists, replays and purges it.
+**Failures.** Each of our queues dead-letters a message after {DELIVERY_LIMIT + 1} deliveries
+(`x-delivery-limit` {DELIVERY_LIMIT}: the first and {DELIVERY_LIMIT} redeliveries; or at once
+when it is malformed) to `<queue>.dlq`, where `imagebot dlq` lists, replays and purges it.
 """
 
 

@@ -15,7 +15,8 @@ from contracts.rpc import REQUESTS
 
 DEFAULT_NAMESPACE = "imagebot"
 DELIVERY_LIMIT = 5
-"""Deliveries of one message before its queue dead-letters it (failures and crashes count)."""
+"""Redeliveries of one message before its queue dead-letters it (failures and crashes count):
+it is delivered, and its handler run, DELIVERY_LIMIT + 1 times at most."""
 
 SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
     "billing": (
