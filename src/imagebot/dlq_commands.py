@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Coroutine
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -37,11 +39,16 @@ def _run(operation: Coroutine[Any, Any, T]) -> T:
 
 @dlq_app.command("list")
 def list_queues() -> None:
-    """Every DLQ: how many messages, the oldest, and why they died."""
-    for summary in _run(_queues().summaries()):
+    """Every DLQ: how many messages, the oldest first death, and why they died (last death)."""
+    summaries = _run(_queues().summaries())
+    width = max([len("DLQ"), *(len(summary.dlq) for summary in summaries)])
+    typer.echo(f"{'DLQ':{width}}  {'MESSAGES':>8}  {'OLDEST (UTC)':19}  REASONS")
+    for summary in summaries:
         reasons = ", ".join(f"{reason} {n}" for reason, n in summary.reasons.most_common())
-        oldest = summary.oldest.isoformat(timespec="seconds") if summary.oldest else "-"
-        typer.echo(f"{summary.dlq:45} {summary.count:6}  oldest {oldest}  {reasons}")
+        oldest = (
+            summary.oldest.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if summary.oldest else "-"
+        )
+        typer.echo(f"{summary.dlq:{width}}  {summary.count:>8}  {oldest:19}  {reasons or '-'}")
 
 
 @dlq_app.command("show")
@@ -49,7 +56,7 @@ def show(
     queue: QueueArg,
     limit: Annotated[int, typer.Option(min=1, help="At most this many messages.")] = 10,
 ) -> None:
-    """The first messages of a DLQ: envelope, headers, death reason and count."""
+    """The first messages of a DLQ: envelope, headers, last and first death, deaths, replays."""
     letters = _run(_queues().show(queue, limit))
     if not letters:
         typer.echo("(empty)")
@@ -68,28 +75,72 @@ def replay(
     dry_run: Annotated[
         bool, typer.Option(help="Say what would be replayed; move nothing.")
     ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds to watch the DLQ for replayed messages that die again (0: none)."
+        ),
+    ] = 5.0,
 ) -> None:
-    """Send messages back to the queue they died in; each leaves the DLQ once confirmed."""
+    """Send the messages in the DLQ now back to the queue they died in, once each.
+
+    Each leaves the DLQ once the broker confirmed it; then the DLQ is watched for `--wait`
+    seconds and the replayed messages that died again are counted. Exit code 1 when a selected
+    message was left in place, an --id was not found, or a replayed message died again.
+    """
     if since is not None and since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
-    queues = _queues()
-    with typer.progressbar(length=0, label="replaying", show_pos=True) as bar:
+    with ExitStack() as stack:
+        bars: list[Any] = []
+
+        def start(total: int) -> None:
+            bar = typer.progressbar(length=total, label="replaying", show_pos=True, file=sys.stderr)
+            bars.append(stack.enter_context(bar))
+
         report = _run(
-            queues.replay(
+            _queues().replay(
                 queue,
                 select(ids or (), event_type, since),
                 dry_run=dry_run,
-                on_progress=lambda _: bar.update(1),
+                wait_s=wait,
+                on_start=start,
+                on_progress=lambda _: bars[0].update(1),
+                on_wait=lambda seconds: typer.echo(
+                    f"\nwatching for replayed messages that die again ({seconds:g}s at most)",
+                    err=True,
+                ),
             )
         )
-    verb = "would replay" if dry_run else "replayed"
-    typer.echo(f"{verb} {len(report.replayed)} of {report.matched} matching message(s)")
+    matched = len(report.matched)
+    if dry_run:
+        typer.echo(
+            f"would replay {len(report.replayed)} of {matched} matching message(s) "
+            f"({report.found} in {report.dlq}); nothing was moved"
+        )
+        for key in report.replayed:
+            typer.echo(f"  {key}")
+    else:
+        typer.echo(
+            f"replayed {len(report.replayed)} of {matched} matching message(s) "
+            f"({report.found} were in {report.dlq})"
+        )
+        if report.died_again is None:
+            typer.echo("died again: not watched (--wait 0)")
+        else:
+            typer.echo(
+                f"died again within {report.wait_s:g}s: {len(report.died_again)}"
+                + (f" (back in {report.dlq})" if report.died_again else "")
+            )
+        typer.echo(
+            f"left in {report.dlq}: {report.left} "
+            f"({len(report.refused)} refused, {report.found - matched} not selected)"
+        )
     for refusal in report.refused:
-        typer.echo(f"left in place: {refusal}", err=True)
-    missing = set(ids or ()) - set(report.replayed) - {r.split(":")[0] for r in report.refused}
-    for message_id in sorted(missing):
-        typer.echo(f"not found in the DLQ: {message_id}", err=True)
-    if report.refused or missing:
+        typer.echo(f"{'would leave' if dry_run else 'left'} in place: {refusal}", err=True)
+    missing = sorted(set(ids or ()) - set(report.matched))
+    for key in missing:
+        typer.echo(f"not found in the DLQ: {key}", err=True)
+    if report.refused or missing or report.died_again:
         raise typer.Exit(1)
 
 
@@ -102,11 +153,25 @@ def purge(
     """Delete messages from a DLQ for good (all of them, or only `--id`s)."""
     queues = _queues()
     dlq = _run(_resolve(queues, queue))
-    what = f"{len(ids)} message(s) from" if ids else "every message of"
-    if not yes and not typer.confirm(f"Delete {what} {dlq} for good?"):
-        raise typer.Exit(1)
-    purged = _run(queues.purge(queue, ids or ()))
+    keys: list[str] | None = list(ids) if ids else None
+    if not yes:
+        letters = [letter for letter in _run(queues.show(queue, None)) if select(ids or ())(letter)]
+        if not letters:
+            typer.echo(f"nothing to purge in {dlq}")
+            _report_missing(ids, 0)
+            return
+        shown = ", ".join(letter.key for letter in letters[:5]) + (
+            ", ..." if len(letters) > 5 else ""
+        )
+        if not typer.confirm(f"Delete {len(letters)} message(s) from {dlq} for good ({shown})?"):
+            raise typer.Exit(1)
+        keys = [letter.key for letter in letters]
+    purged = _run(queues.purge(queue, keys))
     typer.echo(f"purged {purged} message(s) from {dlq}")
+    _report_missing(ids, purged)
+
+
+def _report_missing(ids: list[str] | None, purged: int) -> None:
     if ids and purged < len(set(ids)):
         typer.echo(f"{len(set(ids)) - purged} id(s) were not in the DLQ", err=True)
         raise typer.Exit(1)

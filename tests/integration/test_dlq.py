@@ -15,7 +15,7 @@ from contracts.envelope import RawEnvelope, new_envelope
 from contracts.events import JobCreated, JobRequested, TopUpRequested
 from contracts.topology import Topology
 from imagebot.cli import app
-from imagebot.dlq import DeadLetterError, DeadLetterQueues, select
+from imagebot.dlq import DeadLetter, DeadLetterError, DeadLetterQueues, select
 from messaging.broker import create_broker, declare_topology, subscribe
 from messaging.consumer import EventConsumer
 from messaging.settings import BrokerSettings
@@ -139,6 +139,7 @@ async def test_poison_is_listed_replayed_once_after_the_fix_and_purged(
 
     dry = await asyncio.to_thread(_cli, amqp_url, topology, "replay", "billing", "--dry-run")
     assert "would replay 1 of 1" in dry.output
+    assert ids["billing"] in dry.output
     assert {s.dlq: s.count for s in await queues.summaries()}[
         topology.service_queues["billing"].dlq
     ] == 1  # the dry run moved nothing
@@ -146,7 +147,7 @@ async def test_poison_is_listed_replayed_once_after_the_fix_and_purged(
     for service in by_name.values():
         service.broken = False
     for name in POISON:
-        result = await asyncio.to_thread(_cli, amqp_url, topology, "replay", name)
+        result = await asyncio.to_thread(_cli, amqp_url, topology, "replay", name, "--wait", "1")
         if name == "jobs":  # the garbage stays, named, and the command says so
             assert result.exit_code == 1
             assert "left in place: garbage-1" in result.output
@@ -206,3 +207,217 @@ async def test_a_message_whose_queue_is_gone_stays_in_the_dlq(
     assert report.replayed == []
     assert "refused it" in report.refused[0]
     assert {s.dlq: s.count for s in await queues.summaries()}[billing.dlq] == 1
+
+
+async def _dlq_count(queues: DeadLetterQueues, name: str) -> int:
+    return len(await queues.show(name, None))
+
+
+async def _dead_letter_by_hand(amqp_url: str, queue: str, messages: list[aio_pika.Message]) -> None:
+    """Publish `messages` to `queue` and reject each without requeue: its DLQ gets them."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        for message in messages:
+            await channel.default_exchange.publish(message, routing_key=queue)
+        source = await channel.get_queue(queue, ensure=False)
+        for _ in messages:
+            taken = await source.get(no_ack=False, timeout=5)
+            assert taken is not None
+            await taken.reject(requeue=False)
+
+
+def _event(name: str) -> aio_pika.Message:
+    envelope = new_envelope(POISON[name], source="test")
+    return aio_pika.Message(
+        envelope.model_dump_json().encode(),
+        message_id=str(envelope.id),
+        correlation_id=envelope.correlation_id,
+        type=envelope.type,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+def _stable(letter: DeadLetter) -> tuple[object, ...]:
+    """What reading must not change (the DLQ's own x-delivery-count counts reads on 3.x)."""
+    headers = {k: v for k, v in letter.headers.items() if k != "x-delivery-count"}
+    return letter.key, letter.body, headers, letter.first_death, letter.deaths, letter.replays
+
+
+async def test_replay_of_messages_that_die_again_ends_with_exact_counts(
+    services: tuple[RabbitBroker, dict[str, Service]], amqp_url: str, topology: Topology
+) -> None:
+    """A consumer that still cannot read them: each is replayed once, the command ends."""
+    jobs = topology.service_queues["jobs"]
+    queues = DeadLetterQueues(amqp_url, topology)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        for _ in range(50):
+            await channel.default_exchange.publish(_event("jobs"), routing_key=jobs.name)
+
+    async def all_dead() -> bool:
+        await asyncio.sleep(0.2)
+        return await _dlq_count(queues, "jobs") == 50
+
+    await eventually(all_dead, timeout_s=60)
+    before = {letter.key for letter in await queues.show("jobs", None)}
+
+    started = asyncio.get_running_loop().time()
+    result = await asyncio.to_thread(_cli, amqp_url, topology, "replay", "jobs", "--wait", "30")
+    elapsed = asyncio.get_running_loop().time() - started
+    assert result.exit_code == 1, result.output  # they died again: not settled
+    assert "replayed 50 of 50 matching message(s) (50 were in" in result.output
+    assert "died again within 30s: 50" in result.output
+    assert f"left in {jobs.dlq}: 0 (0 refused, 0 not selected)" in result.output
+    assert elapsed < 30  # it stopped watching once all 50 were back
+
+    await asyncio.sleep(1.5)  # nothing more arrives: no message was replayed twice
+    after = await queues.show("jobs", None)
+    assert len(after) == 50
+    assert {letter.key for letter in after} == before
+    assert all(letter.replays == 1 and letter.deaths == 2 for letter in after)
+
+    # the same through the API: a progress total that is the real one
+    totals: list[int] = []
+    progressed: list[str] = []
+    report = await queues.replay(
+        "jobs",
+        select(),
+        wait_s=30,
+        on_start=totals.append,
+        on_progress=lambda _: progressed.append(""),
+    )
+    assert totals == [50]
+    assert len(progressed) == 50
+    assert len(report.replayed) == 50
+    assert report.died_again is not None
+    assert len(report.died_again) == 50
+    await asyncio.sleep(1.5)
+    assert await _dlq_count(queues, "jobs") == 50
+
+
+async def test_reading_changes_nothing_and_the_first_death_survives_replays(
+    services: tuple[RabbitBroker, dict[str, Service]], amqp_url: str, topology: Topology
+) -> None:
+    billing = topology.service_queues["billing"]
+    queues = DeadLetterQueues(amqp_url, topology)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(_event("billing"), routing_key=billing.name)
+
+    async def dead() -> bool:
+        await asyncio.sleep(0.2)
+        return await _dlq_count(queues, "billing") == 1
+
+    await eventually(dead, timeout_s=30)
+    [original] = await queues.show("billing")
+    first = original.first_death
+    assert first is not None
+    assert first.reason == "delivery_limit"
+    assert first.queue == billing.name
+    assert first.count == 1
+    assert first.time is not None
+    assert (original.deaths, original.replays) == (1, 0)
+
+    for _ in range(3):
+        for args in (("list",), ("show", "billing"), ("replay", "billing", "--dry-run")):
+            result = await asyncio.to_thread(_cli, amqp_url, topology, *args)
+            assert result.exit_code == 0, result.output
+    [read] = await queues.show("billing")
+    assert _stable(read) == _stable(original)  # list, show and dry runs moved nothing
+
+    for replays in (1, 2):  # still broken: it dies again each time, its first death kept
+        result = await asyncio.to_thread(
+            _cli, amqp_url, topology, "replay", "billing", "--wait", "30"
+        )
+        assert "replayed 1 of 1" in result.output
+        assert "died again within 30s: 1" in result.output
+        await eventually(dead, timeout_s=10)
+        [letter] = await queues.show("billing")
+        assert letter.key == original.key
+        assert letter.first_death == first
+        assert (letter.deaths, letter.replays) == (1 + replays, replays)
+        assert letter.reason == "delivery_limit"
+        assert letter.queue == billing.name
+    shown = await asyncio.to_thread(_cli, amqp_url, topology, "show", "billing")
+    assert f"first death: {first}" in shown.output
+    assert "deaths 3, replays 2" in shown.output
+
+
+async def test_a_replayed_message_carries_no_delivery_count_and_its_first_death(
+    amqp_url: str, topology: Topology
+) -> None:
+    """Read a dozen times in the DLQ, a replayed message is new to its queue: a consumer does
+    not back off as if it had failed; garbage is reported and left, the rest replayed."""
+    await declare_topology(amqp_url, topology)
+    jobs = topology.service_queues["jobs"]
+    queues = DeadLetterQueues(amqp_url, topology)
+    events = [_event("jobs") for _ in range(3)]
+    garbage = aio_pika.Message(b"\xff not an envelope", message_id="garbage-2")
+    await _dead_letter_by_hand(amqp_url, jobs.name, [*events, garbage])
+
+    async def dead() -> bool:
+        await asyncio.sleep(0.2)
+        return await _dlq_count(queues, "jobs") == 4
+
+    await eventually(dead, timeout_s=30)
+    for _ in range(4):
+        await queues.summaries()
+        await queues.show("jobs", None)
+        await queues.replay("jobs", select(), dry_run=True)
+    garbage_key = "garbage-2"
+
+    dry = await asyncio.to_thread(_cli, amqp_url, topology, "replay", "jobs", "--dry-run")
+    assert "would replay 3 of 4 matching message(s)" in dry.output
+    assert all(f"  {event.message_id}\n" in dry.output for event in events)
+    assert f"would leave in place: {garbage_key}: not a valid event envelope" in dry.output
+
+    result = await asyncio.to_thread(_cli, amqp_url, topology, "replay", "jobs", "--wait", "0")
+    assert result.exit_code == 1  # the garbage was left, named; the rest went back
+    assert "replayed 3 of 4 matching message(s) (4 were in" in result.output
+    assert f"left in {jobs.dlq}: 1 (1 refused, 0 not selected)" in result.output
+    assert f"left in place: {garbage_key}" in result.output
+
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        live = await channel.get_queue(jobs.name, ensure=False)
+        replayed = []
+        while (message := await live.get(no_ack=True, fail=False)) is not None:
+            replayed.append(message)
+    assert sorted(m.message_id or "" for m in replayed) == sorted(
+        e.message_id or "" for e in events
+    )
+    for message in replayed:
+        assert message.headers.get("x-delivery-count", 0) == 0
+        assert "x-death" not in message.headers
+        assert not any(key.startswith("x-first-death-") for key in message.headers)
+        assert message.headers["x-imagebot-first-death-reason"] == "rejected"
+        assert message.headers["x-imagebot-first-death-queue"] == jobs.name
+        assert message.headers["x-imagebot-first-death-count"] == 1
+        assert message.headers["x-imagebot-replays"] == 1
+        assert message.headers["x-replayed-from"] == jobs.dlq
+        assert message.type == "job.requested"
+        assert message.correlation_id
+
+    listing = await asyncio.to_thread(_cli, amqp_url, topology, "list")
+    header, *rows = listing.output.splitlines()
+    assert header.split() == ["DLQ", "MESSAGES", "OLDEST", "(UTC)", "REASONS"]
+    assert any(row.split()[:2] == [jobs.dlq, "1"] and "rejected 1" in row for row in rows)
+
+    declined = await asyncio.to_thread(_cli_input, amqp_url, topology, "n\n", "purge", "jobs")
+    assert f"Delete 1 message(s) from {jobs.dlq} for good ({garbage_key})?" in declined.output
+    assert declined.exit_code == 1
+    assert await _dlq_count(queues, "jobs") == 1
+    purged = await asyncio.to_thread(
+        _cli, amqp_url, topology, "purge", "jobs", "--id", garbage_key, "--yes"
+    )
+    assert "purged 1 message(s)" in purged.output
+    assert await _dlq_count(queues, "jobs") == 0
+
+
+def _cli_input(amqp_url: str, topology: Topology, answer: str, *args: str) -> Result:
+    env = {"AMQP_URL": amqp_url, "AMQP_NAMESPACE": topology.namespace}
+    return CliRunner().invoke(app, ["dlq", *args], env=env, input=answer)
