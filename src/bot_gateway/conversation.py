@@ -219,17 +219,19 @@ class Conversation:
 
         Billing keeps one payment per request id, so repeated taps get the same payment.
         """
+        request_id = uuid.uuid5(
+            REQUESTS, f"topup:{customer.telegram_id}:{offer_message_id}:{package_id}"
+        )
         async with self._unit_of_work() as uow:
             uow.emit(
                 TopUpRequested(
-                    request_id=uuid.uuid5(
-                        REQUESTS, f"topup:{customer.telegram_id}:{offer_message_id}:{package_id}"
-                    ),
+                    request_id=request_id,
                     user_id=customer.user_id,
                     telegram_id=customer.telegram_id,
                     chat_id=customer.chat_id,
                     package_id=package_id,
-                )
+                ),
+                correlation_id=str(request_id),  # every event of the top-up reads as one story
             )
             await uow.commit()
 

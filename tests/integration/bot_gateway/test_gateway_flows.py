@@ -29,6 +29,8 @@ from contracts.events import (
     JobStarted,
     JobSucceeded,
     PaymentCreated,
+    PaymentSucceeded,
+    TopUpRequested,
     WeeklyBonusGranted,
 )
 from messaging.database import create_engine
@@ -376,6 +378,22 @@ async def test_topup_pays_and_says_so(stack: Stack, language: str) -> None:
     chat.mark()
     assert await stack.pay(created.payment_id) == 200
     await chat.expect(p["paid"])
+    # every event of the top-up, the gateway's request included, reads as one story
+    await stack.events.wait_for(PaymentSucceeded, payment_id=created.payment_id)
+    story = [
+        (type(event).__name__, envelope.correlation_id)
+        for envelope, event in stack.events.received
+        if (isinstance(event, TopUpRequested) and event.telegram_id == chat.user.id)
+        or (
+            isinstance(event, PaymentCreated | PaymentSucceeded)
+            and event.payment_id == created.payment_id
+        )
+    ]
+    assert sorted(story) == [
+        ("PaymentCreated", str(created.request_id)),
+        ("PaymentSucceeded", str(created.request_id)),
+        ("TopUpRequested", str(created.request_id)),
+    ]
 
     chat.say("/history")
     history = await chat.expect(p["credits"])
