@@ -49,7 +49,6 @@ from messaging.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 
-
 class ServiceRuntime:
     """Broker, database, outbox relay and consumer of one service, and their lifecycle."""
 
