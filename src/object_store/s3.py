@@ -25,6 +25,7 @@ class S3ObjectStore:
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> S3ObjectStore:
         import boto3
+        from botocore.config import Config
 
         client = boto3.client(
             "s3",
@@ -32,6 +33,11 @@ class S3ObjectStore:
             region_name=settings.s3_region,
             aws_access_key_id=settings.s3_access_key_id or None,
             aws_secret_access_key=settings.s3_secret_access_key.get_secret_value() or None,
+            config=Config(
+                connect_timeout=settings.s3_timeout_s,
+                read_timeout=settings.s3_timeout_s,
+                retries={"total_max_attempts": settings.s3_max_attempts, "mode": "standard"},
+            ),
         )
         return cls(client, settings.s3_bucket)
 

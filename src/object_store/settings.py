@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,3 +24,8 @@ class StorageSettings(BaseSettings):
     s3_access_key_id: str = ""
     """Empty: boto3's own credential chain (environment, profile, instance role)."""
     s3_secret_access_key: SecretStr = SecretStr("")
+    s3_timeout_s: float = Field(default=10.0, gt=0)
+    """Connect and read timeout of each S3 call: an unreachable store fails a call in seconds
+    (botocore's own default is 60 s each, times its retries)."""
+    s3_max_attempts: int = Field(default=3, ge=1)
+    """Attempts per S3 call, the first included (botocore's standard retry mode)."""

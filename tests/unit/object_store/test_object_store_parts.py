@@ -1,6 +1,8 @@
 """The key check, the settings and the choice of backend; the backends' contract runs against
 both of them in tests/integration/object_store."""
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,34 @@ async def test_a_local_write_leaves_no_partial_file_behind(tmp_path: Path) -> No
     await store.put("results/1.png", b"two", content_type="image/png")
     assert [p.name for p in (tmp_path / "results").iterdir()] == ["1.png"]
     assert (tmp_path / "results" / "1.png").read_bytes() == b"two"
+
+
+async def test_an_s3_store_that_never_answers_fails_a_call_within_its_timeout() -> None:
+    """botocore's own defaults (60 s per read, retried) would hold a runner for minutes."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # keep the connection open and say nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = create_object_store(
+        StorageSettings(
+            backend="s3",
+            s3_endpoint_url=f"http://127.0.0.1:{port}",
+            s3_access_key_id="id",
+            s3_secret_access_key=SecretStr("secret"),
+            s3_timeout_s=0.5,
+            s3_max_attempts=2,
+        )
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception, match=r"(?i)timeout|timed out"):
+            await store.get("uploads/1/a.png")
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.close()
+    assert time.monotonic() - started < 5
+    assert len(accepted) == 2  # one connection per attempt, as configured
