@@ -74,9 +74,10 @@ class UnitOfWork:
     """Rolls back unless committed; `cause` (the message being handled) is marked handled in
     the commit, and the events emitted into the unit reach the outbox in it.
 
-    Its connection autocommits (whatever `engine` says): a read, an `apply` or a `commit`
-    outside a transaction is one round trip, with no BEGIN/COMMIT; the first `execute` begins a
-    transaction."""
+    It takes one pooled connection at its first statement: in a transaction when that statement
+    needs one (`execute`, `orm`), else autocommitting whatever `engine` says, so a read, an
+    `apply` or a `commit` outside a transaction is one round trip with no BEGIN/COMMIT. After a
+    commit or a rollback the next statement picks its connection kind again."""
 
     def __init__(
         self,
@@ -98,7 +99,8 @@ class UnitOfWork:
         self._connection: AsyncConnection | None = None
         self._session: AsyncSession | None = None
         self._in_transaction = False
-        self._switched = False
+        self._switched = False  # an autocommitting connection in a transaction for now
+        self._taken_in_transaction = False  # a connection that never autocommits
         self.committed = False
 
     async def __aenter__(self) -> Self:
@@ -132,7 +134,7 @@ class UnitOfWork:
             if transaction and self._engine is not self._autocommit:
                 self._connection = await self._engine.connect()
                 await self._connection.begin()
-                self._in_transaction = True
+                self._in_transaction = self._taken_in_transaction = True
                 return self._connection
             self._connection = await self._autocommit.connect()
         if transaction:
@@ -270,7 +272,13 @@ class UnitOfWork:
             await connection.rollback()
         if self._switched:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
-        self._in_transaction = self._switched = False
+        elif self._taken_in_transaction:  # the next statement picks its connection anew
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+            await connection.close()
+            self._connection = None
+        self._in_transaction = self._switched = self._taken_in_transaction = False
 
     def _values(self) -> dict[str, Any]:
         values: dict[str, Any] = {}

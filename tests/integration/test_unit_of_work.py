@@ -239,3 +239,19 @@ async def test_a_failing_after_commit_callback_does_not_undo_the_answer(
         uow.after_commit(fail)
         assert await uow.apply(debit(1)) is not None  # type: ignore[arg-type]
     assert await scalar(engine, "SELECT balance FROM uow_probe_accounts WHERE id = 1") == 9
+
+
+async def test_after_a_rollback_a_transaction_first_unit_autocommits_again(
+    clean: None, engine: AsyncEngine
+) -> None:
+    """A unit whose first statement needed a transaction, rolled back (a refused request),
+    runs its next statements as if new: a row written alone is committed at once."""
+    async with unit(engine, Handed(), cause=cause()) as uow:
+        await uow.execute(debit(5))  # type: ignore[arg-type]
+        await uow.rollback()
+        balance = (await uow.read(select(ACCOUNTS.c.balance))).scalar_one()
+        assert balance == 10  # the debit was undone
+        await uow.commit_alone(insert(ACCOUNTS).values(id=3, balance=0))
+        assert await scalar(engine, "SELECT count(*) FROM uow_probe_accounts WHERE id = 3") == 1
+        await uow.commit()
+    assert await scalar(engine, "SELECT count(*) FROM jobs_inbox") == 1
