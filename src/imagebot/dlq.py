@@ -117,6 +117,8 @@ class ReplayReport:
     dlq: str
     found: int = 0
     """Messages in the DLQ when the replay started."""
+    present: list[str] = field(default_factory=list)
+    """Every message of that snapshot, selected or not."""
     matched: list[str] = field(default_factory=list)
     replayed: list[str] = field(default_factory=list)
     """Sent back and confirmed (in a dry run: would be)."""
@@ -226,6 +228,7 @@ class DeadLetterQueues:
             )
             snapshot = [item async for item in _browse(snapshot_channel, dlq)]
             report.found = len(snapshot)
+            report.present = [letter.key for letter, _ in snapshot]
             chosen = []
             for letter, message in snapshot:
                 if not matches(letter):

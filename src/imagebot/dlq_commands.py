@@ -137,10 +137,13 @@ def replay(
         )
     for refusal in report.refused:
         typer.echo(f"{'would leave' if dry_run else 'left'} in place: {refusal}", err=True)
-    missing = sorted(set(ids or ()) - set(report.matched))
+    missing = sorted(set(ids or ()) - set(report.present))
     for key in missing:
         typer.echo(f"not found in the DLQ: {key}", err=True)
-    if report.refused or missing or report.died_again:
+    unselected = sorted(set(ids or ()) & set(report.present) - set(report.matched))
+    for key in unselected:
+        typer.echo(f"in the DLQ but not selected (--type/--since): {key}", err=True)
+    if report.refused or missing or unselected or report.died_again:
         raise typer.Exit(1)
 
 

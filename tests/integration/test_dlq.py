@@ -188,6 +188,23 @@ async def test_unknown_queues_and_ids_get_a_clear_error_and_move_nothing(
     assert "unknown queue 'nonsense'" in result.output
 
 
+async def test_an_id_in_the_dlq_that_the_filters_leave_out_is_not_called_missing(
+    amqp_url: str, topology: Topology
+) -> None:
+    await declare_topology(amqp_url, topology)
+    message = _event("billing")
+    await _dead_letter_by_hand(amqp_url, topology.service_queues["billing"].name, [message])
+    assert message.message_id is not None
+    result = await asyncio.to_thread(
+        _cli, amqp_url, topology, "replay", "billing", "--id", message.message_id,
+        "--type", "no.such.type", "--wait", "0",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"in the DLQ but not selected (--type/--since): {message.message_id}" in result.output
+    assert "not found in the DLQ" not in result.output
+    assert await _dlq_count(DeadLetterQueues(amqp_url, topology), "billing") == 1
+
+
 async def test_a_message_whose_queue_is_gone_stays_in_the_dlq(
     services: tuple[RabbitBroker, dict[str, Service]], amqp_url: str, topology: Topology
 ) -> None:
