@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql import Executable
 
 from billing import accounts, services
-from billing.app import Settings
+from billing.app import Billing, Settings
 from billing.domain import LedgerKind
 from billing.models import DELIVERY
 from billing.settings import BillingSettings, BonusSettings, WebhookSettings, YooKassaSettings
@@ -157,3 +158,34 @@ async def ledger_sum(engine: AsyncEngine, user_id: int) -> int:
             u=user_id,
         )
     )
+
+
+async def post_webhook(
+    billing: Billing,
+    body: bytes | dict[str, Any],
+    *,
+    client: str = "127.0.0.1",
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, str]:
+    """POST to the webhook ASGI app as a peer at `client`: (status, detail)."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/webhooks/yookassa",
+        "client": (client, 40000),
+        "headers": [(b"content-type", content_type.encode())]
+        + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
+    chunks = [{"type": "http.request", "body": raw, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
+
+    async def respond(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await billing.webhook(scope, receive, respond)  # type: ignore[arg-type]
+    return sent[0]["status"], json.loads(sent[1]["body"])["detail"]

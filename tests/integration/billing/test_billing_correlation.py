@@ -8,7 +8,6 @@ the same, whatever correlation id the TopUpRequested came with.
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -20,7 +19,7 @@ from billing.settings import BillingSettings
 from contracts.events import TopUpRequested
 from messaging.publisher import EventPublisher
 from sandbox.yookassa import YooKassaSandbox
-from support.billing_harness import OUTBOX, eventually, open_account, scalar, send
+from support.billing_harness import OUTBOX, eventually, open_account, post_webhook, scalar, send
 
 
 async def envelopes(engine: AsyncEngine, routing_key: str, **data: Any) -> list[dict[str, Any]]:
@@ -32,28 +31,6 @@ async def envelopes(engine: AsyncEngine, routing_key: str, **data: Any) -> list[
             .order_by(OUTBOX.c.seq)
         )
         return [row[0] for row in rows]
-
-
-async def notify(billing: Billing, body: dict[str, Any]) -> tuple[int, str]:
-    """POST a YooKassa notification to the webhook ASGI app from an allowed peer."""
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks/yookassa",
-        "client": ("127.0.0.1", 40000),
-        "headers": [(b"content-type", b"application/json")],
-    }
-    chunks = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
-
-    async def respond(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await billing.webhook(scope, receive, respond)  # type: ignore[arg-type]
-    return sent[0]["status"], json.loads(sent[1]["body"])["detail"]
 
 
 async def top_up(
@@ -98,9 +75,9 @@ async def test_payment_succeeded_and_failed_carry_the_top_up_request_id_as_corre
     canceled = await top_up(billing_engine, sender, user_id, telegram_id)
 
     fake_yookassa.set_status(by_webhook[2], "succeeded")
-    assert await notify(billing, fake_yookassa.notification(by_webhook[2])) == (200, "credit")
+    assert await post_webhook(billing, fake_yookassa.notification(by_webhook[2])) == (200, "credit")
     fake_yookassa.set_status(canceled[2], "canceled")
-    assert await notify(billing, fake_yookassa.notification(canceled[2])) == (200, "cancel")
+    assert await post_webhook(billing, fake_yookassa.notification(canceled[2])) == (200, "cancel")
 
     fake_yookassa.set_status(by_reconciler[2], "succeeded")
     settings.billing = BillingSettings(reconcile_min_age_s=0, pending_expiry_s=3600)

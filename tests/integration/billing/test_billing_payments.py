@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +27,7 @@ from support.billing_harness import (
     ledger_sum,
     open_account,
     outbox,
+    post_webhook,
     scalar,
     send,
 )
@@ -77,37 +76,6 @@ async def pending_payment(
     async with engine.begin() as connection:
         assert (await connection.execute(attach)).first() is not None
     return local.id, remote.id
-
-
-async def post(
-    billing: Billing,
-    body: bytes | dict[str, Any],
-    *,
-    client: str = "127.0.0.1",
-    content_type: str = "application/json",
-    headers: dict[str, str] | None = None,
-) -> tuple[int, str]:
-    """POST to the webhook ASGI app as a peer at `client`: (status, detail)."""
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/webhooks/yookassa",
-        "client": (client, 40000),
-        "headers": [(b"content-type", content_type.encode())]
-        + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
-    }
-    chunks = [{"type": "http.request", "body": raw, "more_body": False}]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
-
-    async def respond(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await billing.webhook(scope, receive, respond)  # type: ignore[arg-type]
-    return sent[0]["status"], json.loads(sent[1]["body"])["detail"]
 
 
 async def test_a_topup_creates_one_yookassa_payment_however_often_it_is_delivered(
@@ -185,7 +153,7 @@ async def test_the_same_success_notification_20_times_at_once_credits_once(
     fake_yookassa.set_status(yookassa_id, "succeeded")
     body = fake_yookassa.notification(yookassa_id)
 
-    answers = await asyncio.gather(*(post(idle_billing, body) for _ in range(20)))
+    answers = await asyncio.gather(*(post_webhook(idle_billing, body) for _ in range(20)))
 
     assert {status for status, _ in answers} == {200}
     assert sorted(detail for _, detail in answers) == ["credit"] + ["done"] * 19
@@ -211,21 +179,21 @@ async def test_forged_or_malformed_notifications_credit_nothing(
     _, yookassa_id = await pending_payment(idle_billing, billing_engine, user_id)
     claims_success = fake_yookassa.notification(yookassa_id, "payment.succeeded")
     # The API still says pending: the body contradicts it.
-    assert (await post(idle_billing, claims_success))[0] == 409
+    assert (await post_webhook(idle_billing, claims_success))[0] == 409
     fake_yookassa.set_status(yookassa_id, "succeeded")
-    assert (await post(idle_billing, claims_success, client="203.0.113.9"))[0] == 403
+    assert (await post_webhook(idle_billing, claims_success, client="203.0.113.9"))[0] == 403
     forged = fake_yookassa.notification(yookassa_id)
     forged["object"]["id"] = "2f000000-000f-5000-8000-000000000000"
-    assert (await post(idle_billing, forged))[0] == 404
-    assert (await post(idle_billing, b"{not json"))[0] == 400
-    assert (await post(idle_billing, {"type": "notification", "event": "refund.succeeded"}))[
-        0
-    ] == 400
-    assert (await post(idle_billing, b"x" * 70_000))[0] == 413
-    assert (await post(idle_billing, claims_success, content_type="text/plain"))[0] == 415
+    assert (await post_webhook(idle_billing, forged))[0] == 404
+    assert (await post_webhook(idle_billing, b"{not json"))[0] == 400
+    assert (
+        await post_webhook(idle_billing, {"type": "notification", "event": "refund.succeeded"})
+    )[0] == 400
+    assert (await post_webhook(idle_billing, b"x" * 70_000))[0] == 413
+    assert (await post_webhook(idle_billing, claims_success, content_type="text/plain"))[0] == 415
     # The API's amount differs from ours (a payment tampered with, or not ours after all).
     fake_yookassa.payments[yookassa_id]["amount"]["value"] = "1.00"
-    status, detail = await post(idle_billing, claims_success)
+    status, detail = await post_webhook(idle_billing, claims_success)
     assert status == 422
     assert "amount" in detail
     assert await balance_of(billing_engine, user_id) == 60
@@ -246,11 +214,13 @@ async def test_a_trusted_proxy_vouches_for_yookassa_and_nobody_else_does(
         fake_yookassa.set_status(yookassa_id, "succeeded")
         body = fake_yookassa.notification(yookassa_id)
         spoofed = {"X-Forwarded-For": f"{YOOKASSA_ADDRESS}, 198.51.100.7"}
-        assert (await post(service, body, headers=spoofed))[0] == 403
+        assert (await post_webhook(service, body, headers=spoofed))[0] == 403
         # A client claiming a YooKassa address directly, with no proxy in between: not believed.
         direct = {"X-Forwarded-For": YOOKASSA_ADDRESS}
-        assert (await post(service, body, client="198.51.100.7", headers=direct))[0] == 403
-        assert (await post(service, body, headers={"X-Forwarded-For": YOOKASSA_ADDRESS})) == (
+        assert (await post_webhook(service, body, client="198.51.100.7", headers=direct))[0] == 403
+        assert (
+            await post_webhook(service, body, headers={"X-Forwarded-For": YOOKASSA_ADDRESS})
+        ) == (
             200,
             "credit",
         )
@@ -268,10 +238,13 @@ async def test_a_cancel_after_success_takes_nothing_back(
     user_id, _ = await open_account(billing_engine, balance=60)
     payment_id, yookassa_id = await pending_payment(idle_billing, billing_engine, user_id)
     fake_yookassa.set_status(yookassa_id, "succeeded")
-    assert await post(idle_billing, fake_yookassa.notification(yookassa_id)) == (200, "credit")
+    assert await post_webhook(idle_billing, fake_yookassa.notification(yookassa_id)) == (
+        200,
+        "credit",
+    )
     fake_yookassa.set_status(yookassa_id, "canceled")
     with caplog.at_level(logging.ERROR, logger="billing.services"):
-        status, detail = await post(idle_billing, fake_yookassa.notification(yookassa_id))
+        status, detail = await post_webhook(idle_billing, fake_yookassa.notification(yookassa_id))
     assert (status, detail) == (200, "conflict")
     assert "needs a human" in caplog.text
     assert await balance_of(billing_engine, user_id) == 160
@@ -285,7 +258,10 @@ async def test_a_canceled_payment_fails_once_and_credits_nothing(
     payment_id, yookassa_id = await pending_payment(idle_billing, billing_engine, user_id)
     fake_yookassa.set_status(yookassa_id, "canceled")
     body = fake_yookassa.notification(yookassa_id)
-    assert [await post(idle_billing, body) for _ in range(2)] == [(200, "cancel"), (200, "done")]
+    assert [await post_webhook(idle_billing, body) for _ in range(2)] == [
+        (200, "cancel"),
+        (200, "done"),
+    ]
     [event] = await outbox(billing_engine, "payment.failed", payment_id=payment_id)
     assert event["reason"] == "expired_on_confirmation"
     assert await balance_of(billing_engine, user_id) == 60
