@@ -28,7 +28,9 @@ TORCH ?= torch==2.13.0
 VENV_INSTALLED := $(VENV)/.installed
 ASYNCAPI_PARSER := tools/asyncapi/node_modules/.package-lock.json
 NPM_CI = npm ci --prefix tools/asyncapi --no-audit --no-fund --loglevel=error
-INSTALLED := $(VENV_INSTALLED) $(ASYNCAPI_PARSER)
+# promtool and amtool (tests check monitoring/ with them) come from Debian's packages.
+MONITORING_TOOLS := $(VENV)/.monitoring-tools
+INSTALLED := $(VENV_INSTALLED) $(ASYNCAPI_PARSER) $(MONITORING_TOOLS)
 
 $(VENV_INSTALLED): pyproject.toml | $(PY)
 	$(PY) -m pip install -q "$(TORCH)"
@@ -39,7 +41,22 @@ $(ASYNCAPI_PARSER): tools/asyncapi/package.json tools/asyncapi/package-lock.json
 	$(NPM_CI)
 	touch $@
 
-install: $(INSTALLED) ## Install the project, dev tools, gpu extra (CPU torch) and AsyncAPI parser; again only when pyproject.toml or the parser's lockfile changes
+# Installed only when missing. policy-rc.d (when none is there) keeps the packages from starting
+# a Prometheus or Alertmanager daemon that would listen on 9090/9093; under systemd the units
+# are also disabled, so none starts at boot either.
+$(MONITORING_TOOLS): | $(PY)
+	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
+	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    guard=; [ -e /usr/sbin/policy-rc.d ] || { guard=1; printf '#!/bin/sh\nexit 101\n' | $$sudo tee /usr/sbin/policy-rc.d >/dev/null; $$sudo chmod +x /usr/sbin/policy-rc.d; }; \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	    status=$$?; [ -z "$$guard" ] || $$sudo rm -f /usr/sbin/policy-rc.d; \
+	    if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true; fi; \
+	    [ $$status = 0 ]; \
+	fi
+	promtool --version >/dev/null && amtool --version >/dev/null
+	touch $@
+
+install: $(INSTALLED) ## Install the project, dev tools, gpu extra (CPU torch), AsyncAPI parser, promtool/amtool (apt); again only when pyproject.toml or the parser's lockfile changes
 
 demo: $(INSTALLED) ## The whole system with sandbox Telegram/YooKassa, played by a scripted user
 	$(TEST_ENV) $(BIN)/imagebot demo --output demo-output
