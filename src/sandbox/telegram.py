@@ -4,7 +4,8 @@ It serves what the gateway uses: getMe, getUpdates (honouring `offset`, waiting 
 there is nothing), sendMessage, editMessageText, sendPhoto and sendDocument (multipart upload),
 answerCallbackQuery, getFile and file downloads, setWebhook/deleteWebhook. Whoever runs it (the
 demo, tests, benchmarks) plays users by queueing updates (`say`, `send_photo`, `send_document`,
-`press`) and reads what the bot did from `calls` and `shown`.
+`press`, and `send`, `member_status` for any other shape) and reads what the bot did from
+`calls` and `shown`; `expired_queries` answers a late answerCallbackQuery as Telegram does.
 
 Updates go out the way the bot asked for them: through getUpdates, or pushed to the URL given
 to setWebhook with its secret token, in order within a chat and up to `webhook_connections`
@@ -23,6 +24,7 @@ import contextlib
 import io
 import itertools
 import json
+import math
 import time
 import uuid
 from collections import defaultdict, deque
@@ -110,10 +112,13 @@ class ShownMessage:
 class TelegramSandbox:
     enforce_limits: bool = False
     global_per_s: int = 30
+    """Sends and edits in any one second, bot-wide (answerCallbackQuery is not counted)."""
+    chat_burst: int = 5
     chat_interval_s: float = 1.0
+    """Per private chat: a burst of `chat_burst`, refilled at one per `chat_interval_s`."""
     group_per_minute: int = 20
     jitter_s: float = 0.05
-    """Tolerance on the per-chat interval, as network timing is never exact."""
+    """Tolerance on the per-chat refill, as network timing is never exact."""
     port: int = 0
     calls: list[Call] = field(default_factory=list)
     by_chat: defaultdict[int, list[Call]] = field(default_factory=lambda: defaultdict(list))
@@ -127,12 +132,15 @@ class TelegramSandbox:
     webhook_connections: int = 40
     webhook_failures: int = 0
     """Pushes answered with an error (or not at all); each is retried, as Telegram does."""
+    expired_queries: set[str] = field(default_factory=set)
+    """Callback queries answered too late: answerCallbackQuery is refused as Telegram does."""
     _updates: list[dict[str, Any]] = field(default_factory=list)
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
     _new_update: asyncio.Event = field(default_factory=asyncio.Event)
     _recent: deque[float] = field(default_factory=deque)
-    _last_in_chat: dict[int, float] = field(default_factory=dict)
+    _chat_full_at: dict[int, float] = field(default_factory=dict)
+    """Per private chat: when its bucket is full again (GCRA's theoretical arrival time)."""
     _group_recent: defaultdict[int, deque[float]] = field(
         default_factory=lambda: defaultdict(deque)
     )
@@ -213,14 +221,39 @@ class TelegramSandbox:
         self._updates.append(update)
         self._new_update.set()
 
-    def _message(self, user: TgUser, **content: Any) -> dict[str, Any]:
+    def _message(
+        self, user: TgUser, chat: dict[str, Any] | None = None, **content: Any
+    ) -> dict[str, Any]:
         return {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
-            "chat": {"id": user.id, "type": "private", "first_name": user.first_name},
+            "chat": chat or {"id": user.id, "type": "private", "first_name": user.first_name},
             "from": user.as_dict(),
             **content,
         }
+
+    def send(self, user: TgUser, *, chat: dict[str, Any] | None = None, **content: Any) -> None:
+        """Any message as Telegram shapes it (`forward_origin`, a group's `chat`, ...)."""
+        self._push({"message": self._message(user, chat, **content)})
+
+    def member_status(
+        self, user: TgUser, old: str, new: str, *, chat: dict[str, Any] | None = None
+    ) -> None:
+        """`my_chat_member`: the bot's membership in `chat` (the user's private chat unless
+        given) went from `old` to `new` ("member", "kicked", "left"...), `user` did it."""
+        bot = {"id": BOT_ID, "is_bot": True, "first_name": "Bot", "username": "fake_bot"}
+        private = {"id": user.id, "type": "private", "first_name": user.first_name}
+        self._push(
+            {
+                "my_chat_member": {
+                    "chat": chat or private,
+                    "from": user.as_dict(),
+                    "date": int(time.time()),
+                    "old_chat_member": {"status": old, "user": bot},
+                    "new_chat_member": {"status": new, "user": bot},
+                }
+            }
+        )
 
     def say(self, user: TgUser, text: str) -> None:
         entities = []
@@ -237,7 +270,13 @@ class TelegramSandbox:
         return file_id
 
     def send_photo(
-        self, user: TgUser, data: bytes, *, caption: str | None = None, size: int | None = None
+        self,
+        user: TgUser,
+        data: bytes,
+        *,
+        caption: str | None = None,
+        size: int | None = None,
+        **extra: Any,
     ) -> None:
         file_id = self.add_file(data, size=size)
         photo = [
@@ -249,7 +288,7 @@ class TelegramSandbox:
                 "file_size": size or len(data),
             }
         ]
-        content: dict[str, Any] = {"photo": photo}
+        content: dict[str, Any] = {"photo": photo, **extra}
         if caption is not None:
             content["caption"] = caption
         self._push({"message": self._message(user, **content)})
@@ -442,10 +481,11 @@ class TelegramSandbox:
                 return 3
             window.append(now)
         else:
-            last = self._last_in_chat.get(chat_id)
-            if last is not None and now - last < self.chat_interval_s - self.jitter_s:
-                return 1
-            self._last_in_chat[chat_id] = now
+            full_at = self._chat_full_at.get(chat_id, now)
+            slack = (self.chat_burst - 1) * self.chat_interval_s + self.jitter_s
+            if full_at - now > slack:
+                return max(1, math.ceil(full_at - now - slack))
+            self._chat_full_at[chat_id] = max(full_at, now) + self.chat_interval_s
         self._recent.append(now)
         return 0
 
@@ -513,6 +553,14 @@ class TelegramSandbox:
             }
         )
 
+    def _m_answerCallbackQuery(self, call: Call) -> web.Response:
+        if call.params.get("callback_query_id") in self.expired_queries:
+            return _error(
+                400,
+                "Bad Request: query is too old and response timeout expired or query ID is invalid",
+            )
+        return _ok(True)
+
     def _m_getFile(self, call: Call) -> web.Response:
         file_id = call.params["file_id"]
         if file_id not in self.files:
@@ -548,6 +596,8 @@ class TelegramSandbox:
 def _chat_of(update: dict[str, Any]) -> int:
     if "callback_query" in update:
         return int(update["callback_query"]["from"]["id"])
+    if "my_chat_member" in update:
+        return int(update["my_chat_member"]["chat"]["id"])
     return int(update["message"]["chat"]["id"])
 
 
