@@ -12,6 +12,9 @@ from aiogram.utils.i18n import gettext as _
 
 from bot_gateway.domain import GRANT_MAX_CREDITS, GRANT_REASON_MAX_LENGTH
 
+QUOTE_MAX_LENGTH = 3500
+"""A confirmation quotes the prompt whole up to this (a Telegram message holds 4,096)."""
+
 REJECT_REASONS = ("unknown_preset", "missing_image", "prompt_too_long", "active_jobs_cap")
 
 
@@ -94,8 +97,13 @@ def own_prompt_title() -> str:
     return _("Own prompt")
 
 
-def confirm(title: str, price: int) -> str:
-    return _("«{title}»\nPrice: {price} credits.\nStart?").format(title=title, price=price)
+def confirm(title: str, price: int, prompt: str | None = None) -> str:
+    """The offer to pay for: what, for how much, and the user's own words it will follow."""
+    text = _("«{title}»\nPrice: {price} credits.\nStart?").format(title=title, price=price)
+    if prompt:
+        quoted = prompt if len(prompt) <= QUOTE_MAX_LENGTH else prompt[:QUOTE_MAX_LENGTH] + "…"
+        text = _("Prompt: «{prompt}»").format(prompt=quoted) + "\n" + text
+    return text
 
 
 def start_button() -> str:

@@ -50,7 +50,8 @@ async def show_confirmation(
 ) -> None:
     await state.set_state(Drafting.confirming)
     await message.answer(
-        texts.confirm(draft.title, draft.price), reply_markup=keyboards.confirm(draft.draft)
+        texts.confirm(draft.title, draft.price, draft.prompt),
+        reply_markup=keyboards.confirm(draft.draft),
     )
 
 
@@ -88,7 +89,7 @@ async def upload(
     if not carries_image(message):
         await message.answer(texts.not_a_photo())
         return
-    caption = (message.caption or "").strip()
+    caption = _instruction_in(message)
     if caption and (problem := _prompt_error(caption, limits)):
         await message.answer(problem)
         return
@@ -107,6 +108,13 @@ async def upload(
     await state.set_state(None)
     catalog = await backends.catalog()
     await message.answer(texts.photo_received(), reply_markup=keyboards.categories(catalog))
+
+
+def _instruction_in(message: Message) -> str:
+    """The caption as the user's instruction; a forwarded post's caption is someone else's."""
+    if message.forward_origin is not None:
+        return ""
+    return (message.caption or "").strip()
 
 
 def _upload_problem(reason: str, limits: ConversationSettings) -> str:

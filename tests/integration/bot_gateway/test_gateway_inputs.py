@@ -1,0 +1,72 @@
+"""What people really send, against real jobs and billing, in Russian and English: captions
+(forwarded ones too), damaged and HEIC images, long texts split by Telegram, text at the menu,
+groups, taps answered too late, blocking and coming back, languages and deep links."""
+
+from __future__ import annotations
+
+import pytest
+
+from contracts.events import JobRequested
+from support.gateway_harness import Chat, Stack, new_user
+
+SAY = {
+    "ru": {
+        "balance": "Ваш баланс: 60",
+        "photo_received": "Фото получено",
+        "confirm": "Стоимость: 30 кредитов",
+        "quote": "Запрос: «{}»",
+        "start": "Запустить",
+    },
+    "en": {
+        "balance": "Your balance: 60",
+        "photo_received": "Photo received",
+        "confirm": "Price: 30 credits",
+        "quote": "Prompt: «{}»",
+        "start": "Start",
+    },
+}
+LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
+FORWARDED = {
+    "forward_origin": {
+        "type": "channel",
+        "date": 1_700_000_000,
+        "chat": {"id": -1001234567890, "type": "channel", "title": "Daily memes"},
+        "message_id": 77,
+    }
+}
+
+
+async def started_chat(stack: Stack, language: str) -> Chat:
+    chat = Chat(stack, new_user(language))
+    chat.say("/start")
+    await chat.expect(SAY[language]["balance"])
+    return chat
+
+
+def requested_by(stack: Stack, chat: Chat) -> list[JobRequested]:
+    return stack.events.of(JobRequested, telegram_id=chat.user.id)
+
+
+@LANGUAGES
+async def test_a_caption_is_the_prompt_quoted_before_paying(stack: Stack, language: str) -> None:
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    chat.photo(caption="  make the sky purple ")
+    confirm = await chat.expect(s["confirm"])
+    assert s["quote"].format("make the sky purple") in confirm.text
+    chat.press(confirm, s["start"])
+    (requested,) = await stack.events.wait_for(JobRequested, telegram_id=chat.user.id)
+    assert requested.prompt == "make the sky purple"
+
+
+@LANGUAGES
+async def test_a_forwarded_posts_caption_is_not_the_users_prompt(
+    stack: Stack, language: str
+) -> None:
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    chat.photo(caption="Subscribe to Daily memes!", **FORWARDED)
+    offer = await chat.expect(s["photo_received"])
+    assert "Subscribe" not in offer.text
+    assert chat.said(s["confirm"]) == []
+    assert requested_by(stack, chat) == []
