@@ -106,6 +106,7 @@ def build(
     bot = bot or create_bot(settings.telegram)
     limiter = RateLimiter(
         global_rate_per_s=delivery.global_rate_per_s,
+        chat_burst=delivery.chat_burst,
         chat_interval_s=delivery.chat_interval_s,
         group_interval_s=delivery.group_interval_s,
     )

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     Uuid,
@@ -106,6 +107,9 @@ class OutboundMessage(Base):
     chat_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     kind: Mapped[str] = mapped_column(String(20), nullable=False)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    lane: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default="1")
+    """`Lane.jobs` (status edits, results, notifications) or `Lane.bulk` (broadcasts): the
+    sender claims lower lanes first (see `limits.Lane`)."""
     version: Mapped[int] = mapped_column(Integer, nullable=False, server_default="1")
     not_before: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
@@ -125,8 +129,9 @@ class OutboundMessage(Base):
             "not_before",
             postgresql_where=text("sent_at IS NULL"),
         ),
-        Index(  # the sender's claim walks the unsent rows in id order (0010)
-            "ix_gateway_outbound_pending_id",
+        Index(  # the sender's claim walks the unsent rows by lane, then id (0011)
+            "ix_gateway_outbound_pending_lane",
+            "lane",
             "id",
             postgresql_where=text("sent_at IS NULL"),
         ),

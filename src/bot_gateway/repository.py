@@ -59,6 +59,7 @@ from bot_gateway.domain import (
     KnownUser,
     RequestView,
 )
+from bot_gateway.limits import Lane
 from bot_gateway.models import GatewayCredit, GatewayJob, GatewayUser, OutboundMessage
 from messaging.unit_of_work import Change as Applied
 
@@ -325,10 +326,11 @@ def _broadcast() -> Select[Any]:
         GatewayUser.chat_id,
         literal("text"),
         _json("gw_broadcast_payload"),
+        literal(int(Lane.bulk)),
     ).where(GatewayUser.blocked.is_(False))
     mailed = (
         pg_insert(OutboundMessage)
-        .from_select(["key", "chat_id", "kind", "payload"], chats)
+        .from_select(["key", "chat_id", "kind", "payload", "lane"], chats)
         .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
         .returning(OutboundMessage.id)
         .cte("mailed")

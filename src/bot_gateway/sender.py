@@ -6,7 +6,9 @@ rows sent meanwhile in one statement); a sender that dies in between leaves the 
 and the row is sent again (at least once, never zero).
 Rows of one chat go out in order, by one worker of one replica: a chat with a live lease is
 not claimed again until its rows are sent. Different chats go out concurrently, and claiming
-goes on while they do, so a chat waiting for its 1 s slot (or a 429) holds up no other chat.
+goes on while they do, so a chat waiting for its slot (or a 429) holds up no other chat. Rows
+are claimed by lane (job messages before broadcasts) and each is sent in its own lane of the
+bot-wide budget (`limits.Lane`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot_gateway.limits import Lane, sending_lane
 from bot_gateway.repository import Users
 from bot_gateway.settings import DeliverySettings
 from object_store import ObjectStore
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF_S = 300.0
 PACE_S = 0.02
 """Claims, and writes of marks, at most this often: under load each statement takes what
-gathered in 20 ms instead of a row or two, and a chat waits 1 s between messages anyway."""
+gathered in 20 ms instead of a row or two."""
 
 # Due rows of chats holding no live lease, oldest first. The busy chats are one hashed set
 # (NOT IN), not a lookup per candidate; the walk in id order covers unsent rows only (0010).
@@ -52,8 +55,8 @@ _CLAIM = text(
           AND (o.leased_until IS NULL OR o.leased_until < now())
           AND o.chat_id NOT IN (SELECT busy.chat_id FROM gateway_outbound busy
                                 WHERE busy.sent_at IS NULL AND busy.leased_until >= now())
-        ORDER BY o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED)
-    RETURNING id, chat_id, kind, payload, version, attempts
+        ORDER BY o.lane, o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED)
+    RETURNING id, chat_id, kind, payload, lane, version, attempts
     """
 )
 _SENT_OR_RELEASE = text(
@@ -83,6 +86,7 @@ class Outbound:
     chat_id: int
     kind: str
     payload: dict[str, Any]
+    lane: int
     version: int
     attempts: int
 
@@ -186,7 +190,7 @@ class OutboundSender:
             ).mappings()
             # New messages first, in order; edits (of messages already there) after them: a
             # result and its status message's final edit are due together, and the result is
-            # what the user waits for (each takes one of the chat's 1 s slots).
+            # what the user waits for (each takes one of the chat's slots).
             return sorted(
                 (Outbound(**row) for row in rows), key=lambda row: (row.kind == "edit", row.id)
             )
@@ -206,6 +210,7 @@ class OutboundSender:
         try:
             while queue:
                 row = queue.popleft()
+                sending_lane.set(Lane(row.lane))
                 try:
                     await self._deliver(row)
                 except Exception:  # marking failed (database away): the lease will expire

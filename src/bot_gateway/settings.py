@@ -79,8 +79,12 @@ class DeliverySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DELIVERY_", env_file=".env", extra="ignore")
 
     global_rate_per_s: float = Field(default=29.0, gt=0)
-    """Telegram allows about 30 messages a second per bot; one slot is kept as margin."""
+    """Telegram allows about 30 messages a second per bot; one slot is kept as margin. Replies
+    to users go first, then job messages, then broadcasts (`limits.Lane`)."""
+    chat_burst: int = Field(default=5, ge=1)
+    """Messages that may go into one private chat at once (a user tapping quickly) ..."""
     chat_interval_s: float = Field(default=1.0, ge=0)
+    """... after which the chat gets one message per this interval, as Telegram asks."""
     group_interval_s: float = Field(default=3.0, ge=0)
     """20 messages a minute per group."""
     edit_interval_s: float = Field(default=2.5, ge=0)

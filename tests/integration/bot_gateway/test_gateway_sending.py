@@ -14,9 +14,9 @@ from aiogram.client.telegram import TelegramAPIServer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot_gateway.limits import RateLimiter
+from bot_gateway.limits import Lane, RateLimiter, sending_lane
 from bot_gateway.rate_limited import RateLimitedRequests
-from bot_gateway.repository import Mailbox
+from bot_gateway.repository import Mailbox, broadcast_statement
 from bot_gateway.sender import OutboundSender
 from bot_gateway.settings import DeliverySettings
 from messaging.database import create_engine, create_session_factory
@@ -39,9 +39,14 @@ async def own_sessions(
     await engine.dispose()
 
 
-def limited_bot(telegram: TelegramSandbox, chat_interval_s: float) -> Bot:
+def limited_bot(telegram: TelegramSandbox, chat_interval_s: float, chat_burst: int = 1) -> Bot:
     bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.base_url)))
-    limiter = RateLimiter(global_rate_per_s=29, chat_interval_s=chat_interval_s, group_interval_s=3)
+    limiter = RateLimiter(
+        global_rate_per_s=29,
+        chat_burst=chat_burst,
+        chat_interval_s=chat_interval_s,
+        group_interval_s=3,
+    )
     bot.session.middleware(RateLimitedRequests(limiter, retry_after_tries=3))
     return bot
 
@@ -51,15 +56,15 @@ async def test_a_429_is_honoured_and_nothing_is_lost() -> None:
     await telegram.start()
     bot = limited_bot(telegram, chat_interval_s=0)  # a limiter that ignores the chat limit
     chat = new_user().id
-    for n in range(3):
+    for n in range(7):  # a burst of 5 goes at once; the 6th and 7th are over the chat's limit
         await bot.send_message(chat, f"message {n}")
     await bot.session.close()
     await telegram.stop()
     assert telegram.http_429 >= 1  # Telegram refused some at first...
     delivered = [call.text for call in telegram.sent_to(chat, "sendMessage")]
-    assert delivered == ["message 0", "message 1", "message 2"]  # ...and all went, in order
+    assert delivered == [f"message {n}" for n in range(7)]  # ...and all went, in order
     times = [call.at for call in telegram.sent_to(chat, "sendMessage")]
-    assert times[2] - times[0] >= 1.9  # after the retry_after Telegram named
+    assert times[6] - times[0] >= 1.9  # after the retry_after Telegram named
 
 
 async def test_a_message_leased_by_a_dead_sender_goes_out_again(
@@ -159,3 +164,49 @@ async def test_a_new_message_goes_before_an_edit_due_with_it(
         ("sendMessage", "and then this"),
         ("editMessageText", "done"),
     ]
+
+
+async def test_a_broadcast_is_claimed_after_job_messages_and_sent_in_the_bulk_lane(
+    own_sessions: async_sessionmaker[AsyncSession], tmp_path: Path
+) -> None:
+    """Six broadcast rows are older than a job's result; with room for three in a claim, the
+    result is among them, and each call went out in its row's lane."""
+    telegram = TelegramSandbox()
+    await telegram.start()
+    listeners = [new_user().id for _ in range(6)]
+    waiting = new_user().id
+    async with own_sessions() as session, session.begin():
+        for chat in listeners:
+            await session.execute(
+                text(
+                    "INSERT INTO gateway_users (telegram_id, user_id, chat_id, language) "
+                    "VALUES (:chat, 1, :chat, 'ru')"
+                ),
+                {"chat": chat},
+            )
+        mailed = (await session.execute(*broadcast_statement("lanes", "news"))).scalar_one()
+        await Mailbox(session.execute).send(f"result:{waiting}", waiting, "text", {"text": "done"})
+    assert mailed >= 6
+    lanes: dict[int, Lane] = {}
+
+    class Recording(RateLimiter):
+        async def acquire(self, chat_id: int | None, lane: Lane | None = None) -> None:
+            if chat_id is not None:
+                lanes[chat_id] = sending_lane.get() if lane is None else lane
+            await super().acquire(chat_id, lane)
+
+    bot = Bot(TOKEN, session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.base_url)))
+    limits = Recording(global_rate_per_s=29, chat_burst=5, chat_interval_s=1, group_interval_s=3)
+    bot.session.middleware(RateLimitedRequests(limits, retry_after_tries=3))
+    sender = OutboundSender(
+        own_sessions, bot, LocalObjectStore(tmp_path), DeliverySettings(batch_size=3)
+    )
+    assert await sender.deliver_pending() == 3
+    assert [call.text for call in telegram.sent_to(waiting)] == ["done"]
+    while await sender.deliver_pending():
+        pass
+    await bot.session.close()
+    await telegram.stop()
+    assert all(telegram.sent_to(chat) for chat in listeners)
+    assert lanes[waiting] == Lane.jobs
+    assert {lanes[chat] for chat in listeners} == {Lane.bulk}

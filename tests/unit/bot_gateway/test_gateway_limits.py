@@ -10,52 +10,86 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramRetryAfter
 from aiogram.methods import GetMe, SendMessage
 
-from bot_gateway.limits import RateLimiter
+from bot_gateway.limits import Lane, RateLimiter
 from bot_gateway.rate_limited import RateLimitedRequests
 
 TOKEN = "42:unit-test-token"
 
 
-async def stamps(limiter: RateLimiter, chats: list[int | None]) -> list[float]:
+async def stamps(
+    limiter: RateLimiter, chats: list[int | None], lanes: list[Lane] | None = None
+) -> list[float]:
+    """When each call got its slot (in the order of `chats`), seconds after the start."""
     started = time.monotonic()
-    taken: list[float] = []
+    taken = [0.0] * len(chats)
 
-    async def take(chat: int | None) -> None:
-        await limiter.acquire(chat)
-        taken.append(time.monotonic() - started)
+    async def take(n: int, chat: int | None, lane: Lane) -> None:
+        await limiter.acquire(chat, lane)
+        taken[n] = time.monotonic() - started
 
-    await asyncio.gather(*(take(chat) for chat in chats))
-    return sorted(taken)
+    lanes = lanes or [Lane.reply] * len(chats)
+    await asyncio.gather(
+        *(take(n, chat, lane) for n, (chat, lane) in enumerate(zip(chats, lanes, strict=True)))
+    )
+    return taken
 
 
-def limiter(rate: float = 100.0, chat_s: float = 0.1, group_s: float = 0.3) -> RateLimiter:
-    return RateLimiter(global_rate_per_s=rate, chat_interval_s=chat_s, group_interval_s=group_s)
+def limiter(
+    rate: float = 100.0, burst: int = 1, chat_s: float = 0.1, group_s: float = 0.3
+) -> RateLimiter:
+    return RateLimiter(
+        global_rate_per_s=rate, chat_burst=burst, chat_interval_s=chat_s, group_interval_s=group_s
+    )
 
 
 async def test_global_slots_are_evenly_spaced() -> None:
-    taken = await stamps(limiter(rate=100), list(range(1, 21)))
+    taken = sorted(await stamps(limiter(rate=100), list(range(1, 21))))
     # 100/s: the k-th call never goes before its slot k × 10 ms (a late wake-up only delays)
     early = [(k, at) for k, at in enumerate(taken) if at < k * 0.01 - 0.002]
     assert early == []
 
 
-async def test_one_chat_waits_its_interval_and_others_do_not_wait_for_it() -> None:
-    taken = await stamps(limiter(chat_s=0.1), [7, 7, 7, 8, 9])
-    assert taken[-1] >= 0.19  # the third message into chat 7
-    assert taken[2] < 0.09  # chats 8 and 9 did not wait for chat 7's interval
+async def test_a_reply_takes_the_next_slot_before_waiting_broadcasts() -> None:
+    """20 broadcast messages wait for slots (10/s); a reply asked for later goes next."""
+    limits = limiter(rate=10)
+    bulk = asyncio.gather(*(limits.acquire(chat, Lane.bulk) for chat in range(100, 120)))
+    await asyncio.sleep(0.25)  # three or so broadcast slots gone; the rest wait
+    asked = time.monotonic()
+    await limits.acquire(7, Lane.reply)
+    waited = time.monotonic() - asked
+    await limits.acquire(8, Lane.jobs)
+    assert not bulk.done()  # the reply and the job message went before the waiting broadcast
+    assert waited <= 0.15  # one slot at most
+    await bulk
+
+
+async def test_lanes_take_slots_most_urgent_first() -> None:
+    limits = limiter(rate=20)
+    await limits.acquire(None)  # the next slot is 50 ms away: all three below queue for it
+    taken = await stamps(limits, [1, 2, 3], [Lane.bulk, Lane.jobs, Lane.reply])
+    assert taken[2] < taken[1] < taken[0]
+
+
+async def test_a_chat_has_a_burst_then_its_interval_and_others_do_not_wait_for_it() -> None:
+    taken = await stamps(limiter(burst=3, chat_s=0.2), [7, 7, 7, 7, 7, 8, 9])
+    assert max(taken[:3]) < 0.1  # the burst went at once
+    assert taken[3] >= 0.19  # then one per interval
+    assert taken[4] >= 0.39
+    assert max(taken[5:]) < 0.1  # chats 8 and 9 did not wait for chat 7
 
 
 async def test_groups_wait_longer() -> None:
-    taken = await stamps(limiter(group_s=0.2), [-100, -100])
-    assert taken[1] >= 0.19
+    taken = await stamps(limiter(burst=5, group_s=0.2), [-100, -100])
+    assert taken[1] >= 0.19  # no burst in a group
 
 
-async def test_a_pause_holds_back_that_chat() -> None:
-    limits = limiter()
+async def test_a_pause_holds_back_that_chat_and_empties_its_burst() -> None:
+    limits = limiter(burst=3, chat_s=0.1)
     limits.pause(5, 0.2)
-    taken = await stamps(limits, [5, 6])
-    assert taken[0] < 0.15
-    assert taken[1] >= 0.19
+    taken = await stamps(limits, [5, 6, 5])
+    assert taken[1] < 0.15
+    assert taken[0] >= 0.19
+    assert taken[2] >= taken[0] + 0.09  # after the pause, one per interval again
 
 
 async def test_a_429_is_waited_out_and_the_call_repeated() -> None:
