@@ -58,7 +58,8 @@ class ConversationSettings(BaseSettings):
     max_download_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     """Telegram lets bots download files up to 20 MB."""
     max_image_pixels: int = Field(default=40_000_000, ge=1)
-    allowed_formats: str = "JPEG,PNG,WEBP"
+    allowed_formats: str = "JPEG,PNG,WEBP,HEIF"
+    """HEIF covers iPhones' HEIC (kept as JPEG); leave it out to refuse HEIC by name."""
     prompt_max_length: int = Field(default=1000, ge=1, le=PROMPT_MAX_LENGTH)
     upload_prefix: str = Field(default="uploads", pattern=r"^[a-z0-9_-]{1,50}$")
     flood_messages: int = Field(default=8, ge=1)

@@ -332,6 +332,14 @@ def unsupported_format() -> str:
     return _("This format is not supported. Please send JPEG, PNG or WebP.")
 
 
+def damaged_image() -> str:
+    return _("This image is damaged or incomplete: it cannot be opened. Please send it again.")
+
+
+def heif_unsupported() -> str:
+    return _("HEIC photos are not accepted. Send it as a photo (not as a file), or as JPEG or PNG.")
+
+
 def prompt_too_long(length: int, limit: int) -> str:
     return _("The description is too long: {length} characters, at most {limit}.").format(
         length=length, limit=limit

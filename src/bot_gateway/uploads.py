@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class UploadRejectedError(ValueError):
-    """`reason`: not_an_image, too_large, too_many_pixels, unsupported_format, download_failed."""
+    """`reason`: not_an_image, damaged, too_large, too_many_pixels, unsupported_format,
+    heif_unsupported, download_failed."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -61,7 +62,7 @@ class Uploads:
         except ImageRejectedError as exc:
             raise UploadRejectedError(exc.reason, str(exc)) from exc
         key = f"{self._settings.upload_prefix}/{telegram_id}/{uuid.uuid4().hex}.{image.extension}"
-        await self._store.put(key, data, content_type=image.content_type)
+        await self._store.put(key, image.data, content_type=image.content_type)
         log.info(
             "upload %s: %s %dx%d, %d bytes", key, image.format, image.width, image.height, len(data)
         )

@@ -124,6 +124,10 @@ def _upload_problem(reason: str, limits: ConversationSettings) -> str:
         return texts.too_many_pixels(limits.max_image_pixels // 1_000_000)
     if reason == "unsupported_format":
         return texts.unsupported_format()
+    if reason == "heif_unsupported":
+        return texts.heif_unsupported()
+    if reason == "damaged":
+        return texts.damaged_image()
     if reason == "download_failed":
         return texts.download_failed()
     return texts.not_a_photo()

@@ -4,7 +4,11 @@ groups, taps answered too late, blocking and coming back, languages and deep lin
 
 from __future__ import annotations
 
+import io
+
+import pillow_heif
 import pytest
+from PIL import Image
 
 from contracts.events import JobRequested
 from support.gateway_harness import Chat, Stack, new_user
@@ -16,6 +20,7 @@ SAY = {
         "confirm": "Стоимость: 30 кредитов",
         "quote": "Запрос: «{}»",
         "start": "Запустить",
+        "damaged": "Это изображение повреждено или не докачалось",
     },
     "en": {
         "balance": "Your balance: 60",
@@ -23,6 +28,7 @@ SAY = {
         "confirm": "Price: 30 credits",
         "quote": "Prompt: «{}»",
         "start": "Start",
+        "damaged": "This image is damaged or incomplete",
     },
 }
 LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
@@ -70,3 +76,47 @@ async def test_a_forwarded_posts_caption_is_not_the_users_prompt(
     assert "Subscribe" not in offer.text
     assert chat.said(s["confirm"]) == []
     assert requested_by(stack, chat) == []
+
+
+def noisy(kind: str, size: tuple[int, int] = (256, 256)) -> bytes:
+    buffer = io.BytesIO()
+    Image.effect_noise(size, 64).convert("RGB").save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+@LANGUAGES
+async def test_a_damaged_image_is_refused_at_upload_and_never_charged(
+    stack: Stack, language: str
+) -> None:
+    """A JPEG cut short passes `verify()`; decoded whole it is refused before any request."""
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    whole = noisy("JPEG")
+    chat.photo(whole[: len(whole) * 3 // 5], caption="make it brighter")
+    await chat.expect(s["damaged"])
+    chat.document(whole[:-400], mime_type="image/jpeg", file_name="IMG_0001.jpg")
+    await chat.expect(s["damaged"])
+    assert chat.said(s["confirm"]) == []
+    assert requested_by(stack, chat) == []
+
+
+@LANGUAGES
+async def test_an_iphone_heic_file_is_accepted_and_kept_as_jpeg(
+    stack: Stack, language: str
+) -> None:
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    pillow_heif.register_heif_opener()
+    chat.document(
+        noisy("HEIF", (60, 40)),
+        mime_type="image/heic",
+        file_name="IMG_0002.HEIC",
+        caption="make it brighter",
+    )
+    confirm = await chat.expect(s["confirm"])
+    chat.press(confirm, s["start"])
+    (requested,) = await stack.events.wait_for(JobRequested, telegram_id=chat.user.id)
+    assert requested.image_key is not None
+    assert requested.image_key.endswith(".jpg")
+    with Image.open(stack.store_root / requested.image_key) as kept:
+        assert (kept.format, kept.size) == ("JPEG", (60, 40))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pillow_heif
 import pytest
 from PIL import Image
 
@@ -23,11 +24,13 @@ from bot_gateway.settings import TelegramSettings
 from bot_gateway.throttling import FloodGuard, Verdict
 
 FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+pillow_heif.register_heif_opener()  # to make HEIC samples
 
 
-def encoded(size: tuple[int, int], kind: str) -> bytes:
+def encoded(size: tuple[int, int], kind: str, *, noise: bool = False) -> bytes:
     buffer = io.BytesIO()
-    Image.new("RGB", size, (10, 20, 30)).save(buffer, format=kind)
+    image = Image.effect_noise(size, 64).convert("RGB") if noise else Image.new("RGB", size, 9)
+    image.save(buffer, format=kind)
     return buffer.getvalue()
 
 
@@ -104,6 +107,15 @@ def test_flood_guard_warns_once_then_drops_until_the_window_passes() -> None:
     assert [guard.check(1) for _ in range(3)] == [Verdict.allow, Verdict.allow, Verdict.warn]
 
 
+def truncated_jpeg() -> bytes:
+    """A JPEG cut in its body: `Image.verify()` passes it, decoding it fails."""
+    whole = encoded((96, 96), "JPEG", noise=True)
+    cut = whole[: len(whole) * 3 // 5]
+    with Image.open(io.BytesIO(cut)) as image:
+        image.verify()  # what the check did alone before
+    return cut
+
+
 def test_allowed_images_pass_with_their_format() -> None:
     checked = check_image(encoded((40, 30), "PNG"), formats=FORMATS, max_pixels=10_000)
     assert (checked.format, checked.width, checked.height) == ("PNG", 40, 30)
@@ -118,13 +130,28 @@ def test_allowed_images_pass_with_their_format() -> None:
         (encoded((8, 8), "GIF"), "unsupported_format"),
         (encoded((8, 8), "BMP"), "unsupported_format"),
         (encoded((200, 100), "PNG"), "too_many_pixels"),
-        (encoded((64, 64), "PNG")[:60], "not_an_image"),  # truncated
+        (encoded((64, 64), "PNG")[:60], "damaged"),  # truncated
+        (truncated_jpeg(), "damaged"),
+        (encoded((8, 8), "HEIF"), "heif_unsupported"),  # when HEIF is not allowed
     ],
 )
 def test_bad_images_are_refused_with_a_reason(data: bytes, reason: str) -> None:
     with pytest.raises(ImageRejectedError) as refused:
         check_image(data, formats=FORMATS, max_pixels=10_000)
     assert refused.value.reason == reason
+
+
+def test_a_heic_upload_is_kept_as_jpeg() -> None:
+    checked = check_image(encoded((40, 30), "HEIF"), formats=FORMATS | {"HEIF"}, max_pixels=10_000)
+    assert (checked.format, checked.width, checked.height) == ("JPEG", 40, 30)
+    assert (checked.extension, checked.content_type) == ("jpg", "image/jpeg")
+    with Image.open(io.BytesIO(checked.data)) as image:
+        assert (image.format, image.size) == ("JPEG", (40, 30))
+
+
+def test_an_allowed_format_is_kept_as_uploaded() -> None:
+    data = encoded((40, 30), "PNG")
+    assert check_image(data, formats=FORMATS, max_pixels=10_000).data == data
 
 
 def test_a_decompression_bomb_is_refused_from_its_header() -> None:
