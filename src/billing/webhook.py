@@ -30,6 +30,7 @@ from billing.yookassa_gateway import (
     ProviderRejectedError,
     ProviderUnavailableError,
 )
+from messaging.metrics import WEBHOOK_RESPONSES
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class YooKassaWebhook:
         except (ProviderUnavailableError, DBAPIError, OSError) as exc:
             status, reason = 503, "temporarily unavailable"
             log.error("yookassa webhook: %r; answering 503 so YooKassa retries", exc)
+        WEBHOOK_RESPONSES.labels("yookassa", str(status)).inc()
         await _respond(send, status, reason)
 
     async def _handle(self, scope: Scope, receive: Receive) -> str:

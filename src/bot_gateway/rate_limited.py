@@ -19,6 +19,7 @@ from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
 
 from bot_gateway.limits import RateLimiter
+from bot_gateway.metrics import TELEGRAM_RETRY_AFTER
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class RateLimitedRequests(BaseRequestMiddleware):
             try:
                 return await make_request(bot, method)
             except TelegramRetryAfter as exc:
+                TELEGRAM_RETRY_AFTER.labels(method.__api_method__).inc()
                 if attempt == self._tries:
                     raise
                 log.warning(

@@ -12,6 +12,8 @@ from aiogram.types import Update
 from faststream.asgi.types import Receive, Scope, Send
 from pydantic import ValidationError
 
+from messaging.metrics import WEBHOOK_RESPONSES
+
 log = logging.getLogger(__name__)
 
 PATH = "/telegram/webhook"
@@ -34,6 +36,7 @@ class TelegramWebhook:
         status, reason = await self._admit(scope, receive)
         if status != 200:
             log.warning("telegram webhook refused (%d): %s", status, reason)
+        WEBHOOK_RESPONSES.labels("telegram", str(status)).inc()
         await send(
             {
                 "type": "http.response.start",

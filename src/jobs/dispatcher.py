@@ -13,6 +13,7 @@ from typing import Protocol
 from contracts.envelope import Event, RawEnvelope
 from contracts.events import JobDispatched, JobQueued
 from jobs.domain import WITH_DEADLINE, JobFacts, Stage, eta_seconds, fair_order
+from jobs.metrics import ETA_SECONDS
 from jobs.repository import Dispatched, JobRow, JobsRepository, Moved
 from jobs.settings import JobsSettings
 from messaging.unit_of_work import UnitOfWork
@@ -52,6 +53,13 @@ class Dispatcher:
         return len(dispatched)
 
     def _announce(self, uow: Emitter, job: Dispatched) -> None:
+        eta = eta_seconds(
+            job.position,
+            job.recent_durations_ms,
+            job.busy_runners,
+            self._settings.default_duration_s,
+        )
+        ETA_SECONDS.labels(job.workflow_type or "unknown").observe(eta)
         uow.emit(
             JobDispatched(
                 job_id=job.id,
@@ -69,12 +77,7 @@ class Dispatcher:
                 user_id=job.user_id or 0,
                 chat_id=job.chat_id or 0,
                 position=job.position,
-                eta_seconds=eta_seconds(
-                    job.position,
-                    job.recent_durations_ms,
-                    job.busy_runners,
-                    self._settings.default_duration_s,
-                ),
+                eta_seconds=eta,
             ),
             correlation_id=correlation(job),
         )

@@ -10,7 +10,7 @@ from faststream.asgi.types import ASGIApp, Scope
 from faststream.rabbit import RabbitBroker
 
 from messaging.faststream_internals import consuming
-from messaging.metrics import exposition
+from messaging.metrics import READY, exposition
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +26,29 @@ def health_routes(broker: RabbitBroker, *checks: ReadinessCheck) -> list[tuple[s
     async def healthz(scope: Scope) -> AsgiResponse:
         return AsgiResponse(b"ok", 200)
 
-    @get(include_in_schema=False)
-    async def readyz(scope: Scope) -> AsgiResponse:
+    async def unready() -> str | None:
         for check in checks:
             if (reason := await check()) is not None:
-                log.warning("readiness: %s", reason)
-                return AsgiResponse(reason.encode(), 503)
+                return reason
         if not await broker.ping(3.0):
-            return AsgiResponse(b"broker unreachable", 503)
+            return "broker unreachable"
         for subscriber in broker.subscribers:
             if not await consuming(subscriber):
                 log.warning("readiness: %s is not consuming", subscriber)
-                return AsgiResponse(b"a consumer is not consuming", 503)
+                return "a consumer is not consuming"
+        return None
+
+    @get(include_in_schema=False)
+    async def readyz(scope: Scope) -> AsgiResponse:
+        if (reason := await unready()) is not None:
+            log.warning("readiness: %s", reason)
+            return AsgiResponse(reason.encode(), 503)
         return AsgiResponse(b"ready", 200)
 
     @get(include_in_schema=False)
     async def metrics(scope: Scope) -> AsgiResponse:
+        # Readiness as a series, so an alert sees a replica that is up but not ready.
+        READY.set(await unready() is None)
         body, content_type = exposition()
         return AsgiResponse(body, 200, headers={"content-type": content_type})
 

@@ -34,6 +34,14 @@ OUTBOX_LAG_SECONDS = Gauge(
     "imagebot_outbox_lag_seconds", "Age of the oldest unsent outbox event.", ["owner"]
 )
 DLQ_MESSAGES = Gauge("imagebot_dlq_messages", "Messages waiting in a dead-letter queue.", ["dlq"])
+READY = Gauge(
+    "imagebot_ready", "1 when the service is ready (what /readyz says), checked at each scrape."
+)
+WEBHOOK_RESPONSES = Counter(
+    "imagebot_webhook_responses_total",
+    "Answers to webhook calls (Telegram's updates, YooKassa's notifications), by HTTP status.",
+    ["webhook", "status"],
+)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -31,8 +31,9 @@ async def get(port: int, path: str) -> tuple[int, str]:
 
 def sample(metrics: str, name: str, **labels: str) -> float:
     wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    series = f"{name}{{{wanted}}}" if labels else name
     for line in metrics.splitlines():
-        if line.startswith(f"{name}{{{wanted}}} "):
+        if line.startswith(f"{series} "):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no {name}{{{wanted}}} in the metrics")
 
@@ -80,10 +81,12 @@ async def test_a_runner_is_ready_reports_busy_time_and_turns_unready_without_its
         )
         assert busy >= 4 * 0.05
         assert 0 < sample(metrics, "imagebot_gpu_busy_ratio", runner="health-test") <= 1
+        assert sample(metrics, "imagebot_ready") == 1
 
         await _delete_queue(amqp_url, topology.gpu_queues["pillow_filter"].name)
         await eventually(lambda: _status(port, "/readyz", 503), timeout_s=10)
         assert await get(port, "/healthz") == (200, "ok")  # alive, just not ready
+        assert sample((await get(port, "/metrics"))[1], "imagebot_ready") == 0
     finally:
         server.should_exit = True
         await asyncio.wait_for(serving, timeout=30)

@@ -1,4 +1,4 @@
-"""The jobs gauge counts the real jobs table by stage."""
+"""The jobs gauges count the real jobs table by stage, and the unfinished jobs by workflow."""
 
 from __future__ import annotations
 
@@ -15,6 +15,12 @@ Sessions = async_sessionmaker[AsyncSession]
 
 def jobs_in(stage: str, status: str) -> float | None:
     return REGISTRY.get_sample_value("imagebot_jobs", {"stage": stage, "status": status})
+
+
+def workflow_jobs(workflow: str, stage: str) -> float | None:
+    return REGISTRY.get_sample_value(
+        "imagebot_workflow_jobs", {"workflow": workflow, "stage": stage}
+    )
 
 
 async def test_the_gauge_counts_jobs_per_stage_and_reports_empty_stages_as_zero(
@@ -41,3 +47,7 @@ async def test_the_gauge_counts_jobs_per_stage_and_reports_empty_stages_as_zero(
     assert jobs_in("awaiting_payment", "queued") == len(unpaid)
     assert jobs_in("completed", "completed") == 0
     assert jobs_in("canceled", "failed") == 0
+    assert workflow_jobs("qwen_edit_2511", "awaiting_payment") == len(unpaid)
+    assert workflow_jobs("qwen_edit_2511", "processing") == 1
+    assert workflow_jobs("qwen_image", "waiting") == 0  # every workflow and stage, 0 included
+    assert workflow_jobs("qwen_edit_2511", "completed") is None  # finished jobs are not queued
