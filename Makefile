@@ -126,6 +126,10 @@ asyncapi-parser: ## Install the official AsyncAPI parser (node) that tests valid
 bench-gateway: $(INSTALLED) ## Gateway: a 1,000-chat broadcast against a fake Bot API enforcing Telegram's limits
 	$(TEST_ENV) $(PY) bench/gateway.py
 
+.PHONY: bench-chat
+bench-chat: $(INSTALLED) ## Gateway: tap → next screen p50/p99 for a quick user, and for 200 users during a 10,000-chat broadcast, within Telegram's limits
+	$(TEST_ENV) $(PY) bench/chat.py
+
 .PHONY: locales
 locales: $(INSTALLED) ## Gateway: refresh the gettext catalogs from the code (new ids get empty translations) and compile them
 	$(BIN)/pybabel extract -k _ --no-location --omit-header -o src/bot_gateway/locales/messages.pot src/bot_gateway

@@ -123,3 +123,9 @@ def configure(**variables: str) -> None:
     """Set the environment a service's `create_app()` reads its settings from, as `imagebot run`
     does (names as in .env.example): the bench then needs none of the settings classes."""
     os.environ.update(variables)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The sample at `fraction` of the sorted samples (nan when there are none)."""
+    ordered = sorted(samples)
+    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)] if ordered else float("nan")

@@ -37,6 +37,7 @@ from bench.common import (  # noqa: E402
     amqp_url,
     configure,
     dsn,
+    percentile,
     publish,
     throwaway_database,
     throwaway_namespace,
@@ -61,11 +62,6 @@ TIMEOUT_S = 60.0
 def process_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
 
 
 async def closed_loop(

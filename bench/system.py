@@ -51,7 +51,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from bench.common import amqp_url, database_server_url, unique  # noqa: E402
+from bench.common import amqp_url, database_server_url, percentile, unique  # noqa: E402
 from contracts.envelope import RawEnvelope  # noqa: E402
 from contracts.topology import build_topology  # noqa: E402
 from imagebot.database import drop_database, ensure_database  # noqa: E402
@@ -63,11 +63,6 @@ from sandbox.user import SandboxUser  # noqa: E402
 
 PRESET = "Чёрно-белое"
 PRICE = 10
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)] if ordered else float("nan")
 
 
 def tiny_photo() -> bytes:

@@ -74,6 +74,15 @@ BENCHES = {
         may_be_zero=frozenset({"http_429"}),
         says=(r"^baseline \(no limiter\): attempted=20 ", r" delivered=20 unsent_rows=0 "),
     ),
+    "chat": Bench(
+        (
+            *("--quick-users", "1", "--taps", "3", "--chats", "30"),
+            *("--crowd", "3", "--seconds", "2", "--pause-s", "0.5", "1"),
+        ),
+        frozenset({"quick_p50_ms", "quick_p99_ms", "crowd_p99_ms", "http_429"}),
+        may_be_zero=frozenset({"http_429"}),
+        says=(r"^baseline quick user ", r"^crowd of 3 .* the broadcast meanwhile sent [1-9]"),
+    ),
 }
 
 BENCH_LINE = re.compile(r"BENCH(?: [a-z][a-z0-9_]*=\S+)+")
