@@ -56,7 +56,20 @@ $(MONITORING_TOOLS): | $(PY)
 	promtool --version >/dev/null && amtool --version >/dev/null
 	touch $@
 
-install: $(INSTALLED) ## Install the project, dev tools, gpu extra (CPU torch), AsyncAPI parser, promtool/amtool (apt); again only when pyproject.toml or the parser's lockfile changes
+# pg_dump, pg_restore, createdb and dropdb (the backup scripts in postgres/, drilled by
+# tests/integration/test_backup_restore.py) come from Debian's postgresql-client when missing.
+PG_CLIENT_TOOLS := $(VENV)/.pg-client-tools
+INSTALLED += $(PG_CLIENT_TOOLS)
+
+$(PG_CLIENT_TOOLS): | $(PY)
+	@if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null || ! command -v createdb >/dev/null; then \
+	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends postgresql-client >/dev/null; \
+	fi
+	pg_dump --version && pg_restore --version >/dev/null && createdb --version >/dev/null
+	touch $@
+
+install: $(INSTALLED) ## Install the project, dev tools, gpu extra (CPU torch), AsyncAPI parser, promtool/amtool and pg_dump/pg_restore (apt); again only when pyproject.toml or the parser's lockfile changes
 
 demo: $(INSTALLED) ## The whole system with sandbox Telegram/YooKassa, played by a scripted user
 	$(TEST_ENV) $(BIN)/imagebot demo --output demo-output
