@@ -36,6 +36,7 @@ from bot_gateway.settings import (
     TelegramSettings,
 )
 from bot_gateway.snapshot import SnapshotMiddleware
+from bot_gateway.split_texts import SplitTexts
 from bot_gateway.throttling import FloodGuard
 from bot_gateway.uploads import Uploads
 from bot_gateway.webhook import PATH as WEBHOOK_PATH
@@ -186,6 +187,13 @@ def _dispatcher(
         FloodGuard(
             limit=settings.conversation.flood_messages,
             window_s=settings.conversation.flood_window_s,
+        )
+    )
+    # first: a long text's parts are one update before anything reads or answers them
+    dispatcher.update.outer_middleware(
+        SplitTexts(
+            window_s=settings.conversation.split_text_window_s,
+            min_part_length=settings.conversation.split_text_min_length,
         )
     )
     SnapshotMiddleware(storage, dispatcher.fsm).install(dispatcher.update)

@@ -68,6 +68,12 @@ class ConversationSettings(BaseSettings):
     catalog_ttl_s: float = Field(default=60.0, gt=0)
     """Another replica may have missed PresetsChanged: a cached catalog is reread this often."""
     history_limit: int = Field(default=5, ge=1, le=50)
+    split_text_window_s: float = Field(default=1.0, gt=0)
+    """Telegram cuts a long text into 4,096-character messages: parts of one chat arriving
+    within this of each other are joined into one text (and answered once)."""
+    split_text_min_length: int = Field(default=3900, ge=1)
+    """A text this long may be a part of a longer one and waits for the next; shorter ones
+    never wait."""
 
     @property
     def formats(self) -> frozenset[str]:

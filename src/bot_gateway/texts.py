@@ -346,6 +346,14 @@ def prompt_too_long(length: int, limit: int) -> str:
     )
 
 
+def caption_too_long(length: int, limit: int) -> str:
+    return (
+        prompt_too_long(length, limit)
+        + "\n"
+        + _("The photo is kept: send a shorter description of what to do with it.")
+    )
+
+
 def flood() -> str:
     return _("Too many messages at once. Please wait a few seconds.")
 

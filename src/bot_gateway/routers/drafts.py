@@ -90,9 +90,6 @@ async def upload(
         await message.answer(texts.not_a_photo())
         return
     caption = _instruction_in(message)
-    if caption and (problem := _prompt_error(caption, limits)):
-        await message.answer(problem)
-        return
     try:
         image_key = await uploads.accept(bot, message, customer.telegram_id)
     except UploadRejectedError as exc:
@@ -100,6 +97,11 @@ async def upload(
         await message.answer(_upload_problem(exc.reason, limits))
         return
     draft = await offer(state, image_key=image_key)
+    if caption and len(caption) > limits.prompt_max_length:
+        # the photo is kept: only the description has to come again, shorter
+        await state.set_state(Drafting.waiting_prompt)
+        await message.answer(texts.caption_too_long(len(caption), limits.prompt_max_length))
+        return
     if caption:
         draft = await _own_prompt(state, caption, backends)
     if draft.preset_id is not None or draft.prompt is not None:
@@ -143,7 +145,10 @@ async def ask_prompt(
 
 
 async def prompt(
-    message: Message, state: FSMContext, backends: Backends, limits: ConversationSettings
+    message: Message,
+    state: FSMContext,
+    backends: Backends,
+    limits: ConversationSettings,
 ) -> None:
     text = (message.text or "").strip()
     if problem := _prompt_error(text, limits):

@@ -4,6 +4,7 @@ groups, taps answered too late, blocking and coming back, languages and deep lin
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import pillow_heif
@@ -21,6 +22,11 @@ SAY = {
         "quote": "Запрос: «{}»",
         "start": "Запустить",
         "damaged": "Это изображение повреждено или не докачалось",
+        "too_long": "Описание слишком длинное: {} символов, можно не больше 1000",
+        "photo_kept": "Фото сохранено: пришлите описание покороче",
+        "ask_prompt": "Опишите, что сделать",
+        "prompt_received": "Пришлите фото для редактирования",
+        "own_prompt": "Свой запрос",
     },
     "en": {
         "balance": "Your balance: 60",
@@ -29,8 +35,15 @@ SAY = {
         "quote": "Prompt: «{}»",
         "start": "Start",
         "damaged": "This image is damaged or incomplete",
+        "too_long": "The description is too long: {} characters, at most 1000",
+        "photo_kept": "The photo is kept: send a shorter description",
+        "ask_prompt": "Describe what to do",
+        "prompt_received": "Send a photo to edit",
+        "own_prompt": "Own prompt",
     },
 }
+SPLIT_WINDOW_S = 1.0
+"""GATEWAY_SPLIT_TEXT_WINDOW_S as the stack runs it (the default)."""
 LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
 FORWARDED = {
     "forward_origin": {
@@ -120,3 +133,40 @@ async def test_an_iphone_heic_file_is_accepted_and_kept_as_jpeg(
     assert requested.image_key.endswith(".jpg")
     with Image.open(stack.store_root / requested.image_key) as kept:
         assert (kept.format, kept.size) == ("JPEG", (60, 40))
+
+
+@LANGUAGES
+async def test_a_long_text_split_by_telegram_is_refused_once_as_a_whole(
+    stack: Stack, language: str
+) -> None:
+    """Telegram sends 4,596 characters as 4,096 + 500: one refusal for all of it, and the
+    tail is not taken for the prompt."""
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    menu = stack.telegram.sent_to(chat.user.id, "sendMessage")[-1]
+    chat.press(menu, s["own_prompt"])
+    await chat.expect(s["ask_prompt"])
+    chat.say("x" * 4096)
+    stack.telegram.say(chat.user, "y" * 500)
+    await chat.expect(s["too_long"].format(4096 + 1 + 500))
+    await asyncio.sleep(SPLIT_WINDOW_S * 2)
+    assert len(chat.said(s["too_long"].split("{}")[0])) == 1
+    assert chat.said(s["prompt_received"]) == []
+    chat.say("a small red boat")  # the prompt, at last: still asked for
+    await chat.expect(s["prompt_received"])
+
+
+@LANGUAGES
+async def test_a_photo_with_an_over_long_caption_is_kept(stack: Stack, language: str) -> None:
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    chat.photo(caption="z" * 1500)
+    await chat.expect(s["photo_kept"])
+    assert s["too_long"].format(1500) in chat.said(s["photo_kept"])[0].text
+    chat.say("make it snow")
+    confirm = await chat.expect(s["confirm"])
+    assert s["quote"].format("make it snow") in confirm.text
+    chat.press(confirm, s["start"])
+    (requested,) = await stack.events.wait_for(JobRequested, telegram_id=chat.user.id)
+    assert requested.prompt == "make it snow"
+    assert requested.image_key is not None
