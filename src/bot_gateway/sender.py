@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot_gateway.limits import Lane, sending_lane
+from bot_gateway.metrics import TELEGRAM_SEND_LAG_SECONDS
 from bot_gateway.repository import Users
 from bot_gateway.settings import DeliverySettings
 from object_store import ObjectStore
@@ -56,7 +58,8 @@ _CLAIM = text(
           AND o.chat_id NOT IN (SELECT busy.chat_id FROM gateway_outbound busy
                                 WHERE busy.sent_at IS NULL AND busy.leased_until >= now())
         ORDER BY o.lane, o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED)
-    RETURNING id, chat_id, kind, payload, lane, version, attempts
+    RETURNING id, chat_id, kind, payload, lane, version, attempts,
+              CAST(EXTRACT(EPOCH FROM now() - not_before) AS double precision) AS overdue_s
     """
 )
 _SENT_OR_RELEASE = text(
@@ -89,6 +92,10 @@ class Outbound:
     lane: int
     version: int
     attempts: int
+    overdue_s: float
+    """How long it had been due when claimed (the database's clock)."""
+    claimed_at: float
+    """`time.monotonic()` at the claim: with `overdue_s`, how late it went out."""
 
 
 PHOTO_MAX_BYTES = 10 * 1024 * 1024
@@ -191,8 +198,10 @@ class OutboundSender:
             # New messages first, in order; edits (of messages already there) after them: a
             # result and its status message's final edit are due together, and the result is
             # what the user waits for (each takes one of the chat's slots).
+            claimed_at = time.monotonic()
             return sorted(
-                (Outbound(**row) for row in rows), key=lambda row: (row.kind == "edit", row.id)
+                (Outbound(**row, claimed_at=claimed_at) for row in rows),
+                key=lambda row: (row.kind == "edit", row.id),
             )
 
     def _hand_out(self, rows: Sequence[Outbound]) -> None:
@@ -252,6 +261,8 @@ class OutboundSender:
                     _BACK_OFF, {"id": row.id, "error": repr(exc)[:2000], "delay": delay}
                 )
         else:
+            lag = row.overdue_s + time.monotonic() - row.claimed_at
+            TELEGRAM_SEND_LAG_SECONDS.labels(row.kind).observe(lag)
             await self._mark_sent(row, message_id, None)
 
     async def _mark_sent(self, row: Outbound, message_id: int | None, error: str | None) -> None:
