@@ -39,6 +39,10 @@ sending_lane: ContextVar[Lane] = ContextVar("sending_lane", default=Lane.reply)
 sender sets each message's own lane before sending it."""
 
 
+FORGET_ABOVE = 10_000
+"""Chats remembered before the idle ones (bucket full again) are forgotten."""
+
+
 class RateLimiter:
     """Bot-wide slots by lane, and a token bucket per chat (a slower one for groups)."""
 
@@ -55,7 +59,8 @@ class RateLimiter:
         self._group = (group_interval_s, 0.0)
         self._arrival: dict[int, float] = {}
         """Per chat: when its bucket is full again (GCRA's theoretical arrival time)."""
-        self._chat_locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._chat_locks: defaultdict[tuple[int, Lane], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._forget_above = FORGET_ABOVE
 
     async def acquire(self, chat_id: int | None, lane: Lane | None = None) -> None:
         """Wait until a call into `chat_id` (None: no chat) may go out, and take that slot."""
@@ -64,13 +69,20 @@ class RateLimiter:
             await self._slots.take(lane)
             return
         interval, slack = self._group if chat_id < 0 else self._chat
-        lock = self._chat_locks[chat_id]
-        async with lock:  # a chat's calls take their slots in the order they asked
-            await _sleep_until(self._arrival.get(chat_id, 0.0) - slack)
-            await self._slots.take(lane)
-            self._arrival[chat_id] = max(self._arrival.get(chat_id, 0.0), time.monotonic())
-            self._arrival[chat_id] += interval
-        if not lock.locked() and len(self._arrival) > 10_000:
+        lock = self._chat_locks[chat_id, lane]
+        async with lock:  # a chat's calls of one lane take their slots in the order they asked
+            while True:
+                await _sleep_until(self._arrival.get(chat_id, 0.0) - slack)
+                await self._slots.take(lane)
+                now = time.monotonic()
+                arrival = self._arrival.get(chat_id, 0.0)
+                if now >= arrival - slack:
+                    break
+                # A call of a more urgent lane took the chat's last token while this one
+                # waited for its bot-wide slot (a broadcast message never holds up the reply
+                # of the same chat): the slot goes unused, and the call waits for the chat.
+            self._arrival[chat_id] = max(arrival, now) + interval
+        if len(self._arrival) > self._forget_above:
             self._forget_idle_chats()
 
     def pause(self, chat_id: int | None, seconds: float) -> None:
@@ -85,10 +97,13 @@ class RateLimiter:
 
     def _forget_idle_chats(self) -> None:
         now = time.monotonic()
+        busy = {chat_id for (chat_id, _), lock in self._chat_locks.items() if lock.locked()}
         for chat_id, full_at in list(self._arrival.items()):
-            if full_at < now and not self._chat_locks[chat_id].locked():
+            if full_at < now and chat_id not in busy:
                 del self._arrival[chat_id]
-                self._chat_locks.pop(chat_id, None)
+        for key in [key for key in self._chat_locks if key[0] not in busy]:
+            del self._chat_locks[key]
+        self._forget_above = max(FORGET_ABOVE, 2 * len(self._arrival))
 
 
 class _Slots:

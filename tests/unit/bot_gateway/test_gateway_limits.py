@@ -12,6 +12,8 @@ from aiogram.methods import GetMe, SendMessage
 
 from bot_gateway.limits import Lane, RateLimiter
 from bot_gateway.rate_limited import RateLimitedRequests
+from bot_gateway.settings import ConversationSettings
+from bot_gateway.throttling import FloodGuard, Verdict
 
 TOKEN = "42:unit-test-token"
 
@@ -110,3 +112,38 @@ async def test_a_429_is_waited_out_and_the_call_repeated() -> None:
     assert calls[1] - calls[0] >= 0.95
     assert await middleware(make_request, bot, GetMe()) == "sent"  # type: ignore[arg-type]
     await bot.session.close()
+
+
+def test_the_flood_guard_lets_a_quick_user_through_and_stops_a_flood() -> None:
+    """Designed with the chat's burst: a quick user (6 taps, 0.3 s apart) is never told to slow
+    down by the default guard, while updates far faster than a chat can be answered are."""
+    settings = ConversationSettings()
+    now = [0.0]
+    guard = FloodGuard(
+        limit=settings.flood_messages, window_s=settings.flood_window_s, clock=lambda: now[0]
+    )
+    verdicts = []
+    for _ in range(6):
+        verdicts.append(guard.check(1))
+        now[0] += 0.3
+    assert verdicts == [Verdict.allow] * 6
+    flood = []
+    for _ in range(20):
+        flood.append(guard.check(2))
+        now[0] += 0.05
+    assert flood.count(Verdict.warn) == 1
+    assert Verdict.drop in flood
+
+
+async def test_a_broadcast_waiting_in_a_chat_does_not_hold_up_that_chats_reply() -> None:
+    """Chat 7's broadcast message waits behind many others for a bot-wide slot; the reply
+    into chat 7, asked for later, does not wait for it."""
+    limits = limiter(rate=10, burst=5, chat_s=1.0)
+    backlog = [limits.acquire(chat, Lane.bulk) for chat in range(100, 110)]
+    bulk = asyncio.gather(*backlog, limits.acquire(7, Lane.bulk))
+    await asyncio.sleep(0.05)
+    asked = time.monotonic()
+    await limits.acquire(7, Lane.reply)
+    assert time.monotonic() - asked <= 0.15
+    assert not bulk.done()
+    await bulk
