@@ -89,6 +89,11 @@ def prompt_received() -> str:
     return _("Got it. Send a photo to edit, or draw a new image from the text.")
 
 
+def text_offered(text: str) -> str:
+    quoted = text if len(text) <= QUOTE_MAX_LENGTH else text[:QUOTE_MAX_LENGTH] + "…"
+    return _("«{text}»\nDraw this? Or send a photo to edit with these words.").format(text=quoted)
+
+
 def generate_button() -> str:
     return _("🖼 Draw from text")
 

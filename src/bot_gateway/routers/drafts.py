@@ -149,7 +149,11 @@ async def prompt(
     state: FSMContext,
     backends: Backends,
     limits: ConversationSettings,
+    raw_state: str | None = None,
 ) -> None:
+    """The user's words: asked for, or typed at the menu (then offered as a prompt: draw it,
+    or send a photo to edit with it)."""
+    asked = raw_state == Drafting.waiting_prompt.state
     text = (message.text or "").strip()
     if problem := _prompt_error(text, limits):
         await message.answer(problem)
@@ -159,7 +163,8 @@ async def prompt(
         await show_confirmation(message, state, draft)
         return
     await state.set_state(Drafting.waiting_photo)
-    await message.answer(texts.prompt_received(), reply_markup=keyboards.generate(draft.draft))
+    answer = texts.prompt_received() if asked else texts.text_offered(text)
+    await message.answer(answer, reply_markup=keyboards.generate(draft.draft))
 
 
 async def not_a_photo(message: Message) -> None:
@@ -254,7 +259,8 @@ def router() -> Router:
     feature = Router(name=__name__)
     feature.message(F.photo | F.document)(upload)
     feature.callback_query(MenuAction.filter(F.action == "prompt"))(ask_prompt)
-    feature.message(StateFilter(Drafting.waiting_prompt), F.text, ~F.text.startswith("/"))(prompt)
+    asked_or_at_menu = StateFilter(Drafting.waiting_prompt, None)
+    feature.message(asked_or_at_menu, F.text, ~F.text.startswith("/"))(prompt)
     feature.message(StateFilter(Drafting.waiting_photo), ~F.text.startswith("/"))(not_a_photo)
     feature.callback_query(DraftAction.filter())(draft_action)
     feature.callback_query(ResultAction.filter())(after_result)

@@ -27,6 +27,9 @@ SAY = {
         "ask_prompt": "Опишите, что сделать",
         "prompt_received": "Пришлите фото для редактирования",
         "own_prompt": "Свой запрос",
+        "offered": "«{}»\nНарисовать это? Или пришлите фото, чтобы изменить его по этим словам.",
+        "draw": "Нарисовать по тексту",
+        "unknown": "Не понял",
     },
     "en": {
         "balance": "Your balance: 60",
@@ -40,6 +43,9 @@ SAY = {
         "ask_prompt": "Describe what to do",
         "prompt_received": "Send a photo to edit",
         "own_prompt": "Own prompt",
+        "offered": "«{}»\nDraw this? Or send a photo to edit with these words.",
+        "draw": "Draw from text",
+        "unknown": "I did not understand that",
     },
 }
 SPLIT_WINDOW_S = 1.0
@@ -170,3 +176,24 @@ async def test_a_photo_with_an_over_long_caption_is_kept(stack: Stack, language:
     (requested,) = await stack.events.wait_for(JobRequested, telegram_id=chat.user.id)
     assert requested.prompt == "make it snow"
     assert requested.image_key is not None
+
+
+@LANGUAGES
+async def test_text_at_the_menu_is_offered_as_a_prompt(stack: Stack, language: str) -> None:
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    chat.say("a lighthouse in a storm")
+    offer = await chat.expect(s["offered"].format("a lighthouse in a storm"))
+    assert chat.said(s["unknown"]) == []
+    chat.press(offer, s["draw"])
+    confirm = await chat.expect(s["confirm"])
+    assert s["quote"].format("a lighthouse in a storm") in confirm.text
+    chat.press(confirm, s["start"])
+    (requested,) = await stack.events.wait_for(JobRequested, telegram_id=chat.user.id)
+    assert (requested.prompt, requested.image_key) == ("a lighthouse in a storm", None)
+
+    chat.say("make it black and white")  # then a photo: edited with these words
+    await chat.expect(s["offered"].format("make it black and white"))
+    chat.photo()
+    confirm = await chat.expect(s["confirm"])
+    assert s["quote"].format("make it black and white") in confirm.text
