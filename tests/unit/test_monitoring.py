@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from imagebot.processes import SERVICES
+from support import compose
 from support.promql import metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +176,7 @@ def test_the_dashboard_has_every_panel_asked_for_on_the_provisioned_datasource()
     provider = yaml.safe_load(
         (MONITORING / "grafana/provisioning/dashboards/imagebot.yml").read_text()
     )["providers"][0]
-    assert provider["options"]["path"] == "/var/lib/grafana/dashboards/imagebot"
+    assert provider["options"]["path"] == "/etc/imagebot/dashboards"
 
 
 @pytest.mark.parametrize(
@@ -200,3 +202,26 @@ def test_the_dashboard_has_every_panel_asked_for_on_the_provisioned_datasource()
 )
 def test_metric_names_are_read_from_promql(expression: str, names: set[Any]) -> None:
     assert metric_names(expression) == names
+
+
+def test_the_monitoring_profile_runs_what_make_test_checked_with_the_files_read_only() -> None:
+    services = compose.resolve(ROOT / "compose.yaml", profiles=["monitoring"])["services"]
+    assert not {"prometheus", "alertmanager", "grafana"} & set(
+        compose.resolve(ROOT / "compose.yaml")["services"]
+    )
+    versions = {"prometheus": "promtool", "alertmanager": "amtool"}
+    for name in ("prometheus", "alertmanager", "grafana"):
+        service = services[name]
+        assert service["profiles"] == ["monitoring"]
+        tag = service["image"].rsplit(":", 1)[1]
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), service["image"]
+        if name in versions:  # the same release as the tool that checked its files
+            assert f"version {tag.removeprefix('v')}" in passes(versions[name], "--version")
+        for volume in service["volumes"]:
+            source, _, *mode = volume.split(":")
+            if source.startswith("./"):
+                assert mode == ["ro"], volume
+                assert (ROOT / source).exists(), volume
+    command = " ".join(services["prometheus"]["command"])
+    assert "--config.file=/etc/imagebot/monitoring/prometheus.yml" in command
+    assert "alertmanager-render.sh" in services["alertmanager"]["command"][0]
