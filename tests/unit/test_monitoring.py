@@ -1,7 +1,7 @@
 """monitoring/: Prometheus' configuration and alert rules checked and unit-tested by promtool,
 Alertmanager's by amtool (Debian's packages, brought by `make install`), the Grafana dashboard
 and its provisioning. Which metric names they may use is checked against live services in
-tests/e2e/test_monitoring.py."""
+tests/e2e/test_monitoring_metrics.py."""
 
 from __future__ import annotations
 
