@@ -15,8 +15,14 @@ preset picked, the price shown); then they tap «Запустить», which is 
 Efficiency compares the throughput with what the ceilings allow for the messages and commits
 one job actually took (counted from the services' metrics and PostgreSQL's statistics):
 `ceiling_jobs_per_s = min(broker_msgs_per_s / msgs_per_job, db_commits_per_s / commits_per_job)`.
-The sandbox does not enforce Telegram's 30 messages/s (a bot can buy more with paid broadcasts),
-so the gateway's global rate is raised to 1,000/s; the 1 s per chat stays, as Telegram asks.
+In steps 2 and 3 the sandbox does not enforce Telegram's 30 messages/s (each job takes several
+sends, and 50 jobs/s is far past any bot's budget), so the gateway's global rate is raised to
+1,000/s; the per-chat limit stays. Then:
+
+4. Delivery within Telegram's budget: the gateways restart on their defaults (29 messages/s
+   bot-wide, per chat a burst of 5 then one a second), the sandbox enforces Telegram's limits,
+   and `--deliver-rate` jobs/s (default 5, about what fifteen H100s deliver) measure completion
+   → photo. BENCH's `deliver_p99_ms` is this one (target ≤ 500 ms).
 
 The observer binds only to JobStarted and JobCompleted (two extra deliveries per job; which
 chat a job is for it reads from the jobs table afterwards); `--hops` binds it to every event of
@@ -381,6 +387,28 @@ async def measured(
     return len(chats) / wall, spans("tap", "job.started"), spans("job.completed", "photo")
 
 
+async def within_budget(
+    dsn: str,
+    stack: SandboxStack,
+    observer: Observer,
+    photo: bytes,
+    rate: float,
+    seconds: float,
+) -> tuple[list[float], int]:
+    """Completion → photo with the gateway back on Telegram's budget (its defaults), which the
+    sandbox now enforces: the gateways restart without the raised rate."""
+    for gateway in stack.processes["bot_gateway"]:
+        await gateway.stop()
+        gateway.env = {k: v for k, v in gateway.env.items() if k != "DELIVERY_GLOBAL_RATE_PER_S"}
+        await gateway.start()
+        await gateway.ready(60)
+    stack.telegram.enforce_limits = True
+    refused = stack.telegram.http_429
+    users = await prepare(stack, max(1, int(rate * seconds)), photo)
+    _, _, deliver_ms = await measured("within budget", dsn, stack, observer, users, rate)
+    return deliver_ms, stack.telegram.http_429 - refused
+
+
 async def main(args: argparse.Namespace) -> None:
     server = make_url(database_server_url()).set(drivername="postgresql+asyncpg")
     name = unique("system")
@@ -458,6 +486,16 @@ async def main(args: argparse.Namespace) -> None:
                 + " ".join(f"{who}={ms:.1f}" for who, ms in sorted(spent.items()))
                 + f" (so {cores} cores run at most {cores * 1000 / sum(spent.values()):.0f} jobs/s)"
             )
+
+            in_budget_ms, refused = await within_budget(
+                dsn, stack, observer, photo, args.deliver_rate, args.deliver_seconds
+            )
+            print(
+                f"within Telegram's budget (29 messages/s bot-wide, per chat a burst of 5 then "
+                f"1/s; enforced by the sandbox), at {args.deliver_rate:g} jobs/s for "
+                f"{args.deliver_seconds:g} s: deliver_p50_ms={percentile(in_budget_ms, 0.5):.0f} "
+                f"deliver_p99_ms={percentile(in_budget_ms, 0.99):.0f} http_429={refused}"
+            )
             await connection.close()
     finally:
         try:
@@ -477,7 +515,7 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"BENCH jobs_per_s={jobs_per_s:.1f} start_p50_ms={percentile(start_ms, 0.5):.0f} "
         f"start_p99_ms={percentile(start_ms, 0.99):.0f} "
-        f"deliver_p99_ms={percentile(deliver_ms, 0.99):.0f} "
+        f"deliver_p99_ms={percentile(in_budget_ms, 0.99):.0f} "
         f"efficiency={jobs_per_s / ceiling:.3f}"
     )
 
@@ -487,6 +525,10 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=1000, help="users tapping at once")
     parser.add_argument("--rate", type=float, default=50.0, help="jobs/s of the latency run")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency run")
+    parser.add_argument(
+        "--deliver-rate", type=float, default=5.0, help="jobs/s of the run within Telegram's budget"
+    )
+    parser.add_argument("--deliver-seconds", type=float, default=10.0, help="length of that run")
     parser.add_argument(
         "--hops",
         action="store_true",
