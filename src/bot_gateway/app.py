@@ -203,6 +203,7 @@ def _dispatcher(
         observer.outer_middleware(language)
         observer.outer_middleware(flood)
         observer.outer_middleware(account)
+    dispatcher.my_chat_member.outer_middleware(language)  # added to a group, blocked, back
     dispatcher.errors.register(error_handler(i18n))
     dispatcher.include_routers(*feature_routers(settings.telegram.admins))
     return dispatcher

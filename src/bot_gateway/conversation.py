@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from aiogram.types import InlineKeyboardMarkup
+
 from bot_gateway import texts
 from bot_gateway.domain import (
     FINISHED,
@@ -31,6 +33,7 @@ from bot_gateway.repository import (
     remember_statement,
     request_statement,
 )
+from bot_gateway.sender import markup_payload
 from bot_gateway.snapshot import UpdateSnapshot
 from contracts.events import CreditsGrantRequested, JobCancelRequested, JobRequested, TopUpRequested
 from messaging.unit_of_work import UnitOfWork
@@ -249,6 +252,18 @@ class Conversation:
             uow.after_commit(self._mail_committed)
             mailed = await uow.apply(*broadcast_statement(uuid.uuid4().hex, text))
         return int(mailed.mailed) if mailed is not None else 0
+
+    async def point_to_private(
+        self, group_chat_id: int, text: str, markup: InlineKeyboardMarkup
+    ) -> None:
+        """The one message a group ever gets: the bot works in private chats (once per group,
+        however many updates ask at once: the mail's key deduplicates)."""
+        async with self._unit_of_work() as uow:
+            uow.after_commit(self._mail_committed)
+            payload = {"text": text, "markup": markup_payload(markup)}
+            mailbox = Mailbox(uow.execute)
+            await mailbox.send(f"group:{group_chat_id}", group_chat_id, "text", payload)
+            await uow.commit()
 
     async def grant(self, admin_telegram_id: int, order: GrantOrder) -> uuid.UUID:
         """CreditsGrantRequested: billing credits it once, through its ledger."""

@@ -46,6 +46,9 @@ class PackageChoice(CallbackData, prefix="k"):
     package_id: str
 
 
+FROM_GROUP = "group"
+"""The deep-link payload of the group pointer's button."""
+
 MENU_ACTIONS = ("catalog", "prompt", "balance", "topup", "history", "help")
 
 
@@ -129,6 +132,20 @@ def result(request: str) -> InlineKeyboardMarkup:
                     text=labels["menu"], callback_data=MenuAction(action="menu").pack()
                 )
             ],
+        ]
+    )
+
+
+def open_private(bot_username: str) -> InlineKeyboardMarkup:
+    """A link to the private chat, its /start marked as coming from a group."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=texts.open_private_button(),
+                    url=f"https://t.me/{bot_username}?start={FROM_GROUP}",
+                )
+            ]
         ]
     )
 

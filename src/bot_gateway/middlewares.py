@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from aiogram import BaseMiddleware
+from aiogram.enums import ChatType
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
 
@@ -74,8 +75,8 @@ class AccountMiddleware(BaseMiddleware):
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
         chat = data.get("event_chat")
-        if user is None or user.is_bot or chat is None:
-            return await handler(event, data)
+        if user is None or user.is_bot or chat is None or chat.type != ChatType.PRIVATE:
+            return await handler(event, data)  # no account for a group's members
         language = data["i18n"].current_locale
         snapshot: UpdateSnapshot | None = data.get("snapshot")
         known = await self._conversation.known(user.id, snapshot)

@@ -359,6 +359,17 @@ def caption_too_long(length: int, limit: int) -> str:
     )
 
 
+def private_only() -> str:
+    return _(
+        "I work in private chats only, so that balances and payments stay private. "
+        "Open a chat with me: the button below."
+    )
+
+
+def open_private_button() -> str:
+    return _("💬 Open a private chat")
+
+
 def flood() -> str:
     return _("Too many messages at once. Please wait a few seconds.")
 

@@ -328,14 +328,18 @@ class TelegramSandbox:
         }
         self._push({"message": self._message(user, sticker=sticker)})
 
-    def press(self, user: TgUser, message_id: int, data: str) -> str:
-        """The user presses a button carrying `data` under message `message_id`."""
+    def press(
+        self, user: TgUser, message_id: int, data: str, *, chat: dict[str, Any] | None = None
+    ) -> str:
+        """The user presses a button carrying `data` under message `message_id` (in their
+        private chat unless `chat` says which)."""
         query_id = uuid.uuid4().hex
-        shown = self.shown.get((user.id, message_id))
+        chat = chat or {"id": user.id, "type": "private", "first_name": user.first_name}
+        shown = self.shown.get((chat["id"], message_id))
         message = {
             "message_id": message_id,
             "date": int(time.time()),
-            "chat": {"id": user.id, "type": "private", "first_name": user.first_name},
+            "chat": chat,
             "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"},
             "text": shown.text if shown else "",
         }

@@ -8,6 +8,7 @@ from bot_gateway.routers.admin import router as admin_router
 from bot_gateway.routers.catalog import router as catalog_router
 from bot_gateway.routers.drafts import router as drafts_router
 from bot_gateway.routers.fallback import router as fallback_router
+from bot_gateway.routers.groups import router as groups_router
 from bot_gateway.routers.jobs import router as jobs_router
 from bot_gateway.routers.menu import router as menu_router
 from bot_gateway.routers.payments import router as payments_router
@@ -15,6 +16,7 @@ from bot_gateway.routers.payments import router as payments_router
 
 def feature_routers(admins: frozenset[int]) -> list[Router]:
     return [
+        groups_router(),  # first: nothing else ever answers in a group
         admin_router(admins),
         menu_router(),
         catalog_router(),

@@ -30,6 +30,8 @@ SAY = {
         "offered": "«{}»\nНарисовать это? Или пришлите фото, чтобы изменить его по этим словам.",
         "draw": "Нарисовать по тексту",
         "unknown": "Не понял",
+        "private_only": "Я работаю только в личных чатах",
+        "open_private": "Открыть личный чат",
     },
     "en": {
         "balance": "Your balance: 60",
@@ -46,8 +48,11 @@ SAY = {
         "offered": "«{}»\nDraw this? Or send a photo to edit with these words.",
         "draw": "Draw from text",
         "unknown": "I did not understand that",
+        "private_only": "I work in private chats only",
+        "open_private": "Open a private chat",
     },
 }
+COMMAND = {"type": "bot_command", "offset": 0, "length": 6}
 SPLIT_WINDOW_S = 1.0
 """GATEWAY_SPLIT_TEXT_WINDOW_S as the stack runs it (the default)."""
 LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
@@ -197,3 +202,34 @@ async def test_text_at_the_menu_is_offered_as_a_prompt(stack: Stack, language: s
     chat.photo()
     confirm = await chat.expect(s["confirm"])
     assert s["quote"].format("make it black and white") in confirm.text
+
+
+@LANGUAGES
+async def test_in_a_group_the_bot_points_to_the_private_chat_once(
+    stack: Stack, language: str
+) -> None:
+    """Added to a group, it says once where it works; commands, texts and photos there get
+    nothing more: no balance, no menu, and no account for a member who never wrote privately."""
+    s = SAY[language]
+    member = new_user(language)
+    group = {"id": -(10**12) - member.id % 10**9, "type": "supergroup", "title": "Friends"}
+    stack.telegram.member_status(member, "left", "member", chat=group)
+    pointer = await stack.telegram.wait_for(group["id"], s["private_only"])
+    assert pointer.button(s["open_private"])["url"] == "https://t.me/fake_bot?start=group"
+    for text in ("/start", "/balance@fake_bot", "/topup", "hello bot"):
+        stack.telegram.send(member, chat=group, text=text)
+    stack.telegram.send(member, chat=group, text="/start", entities=[COMMAND])
+    stack.telegram.send_photo(member, noisy("JPEG", (32, 32)), chat=group)
+    stack.telegram.member_status(member, "member", "left", chat=group)  # removed, added again
+    stack.telegram.member_status(member, "left", "member", chat=group)
+    stack.telegram.say(member, "/start")  # the private chat works as ever
+    await stack.telegram.wait_for(member.id, s["balance"])
+    assert [call.text for call in stack.telegram.sent_to(group["id"])] == [pointer.text]
+    assert await stack.gateway.conversation.known(member.id) is not None
+
+    stranger = new_user(language)  # only ever in the group: taps the pointer's message
+    query = stack.telegram.press(stranger, pointer.message_id or 0, "m:balance", chat=group)
+    answer = await stack.telegram.answer_to(query)
+    assert s["private_only"] in answer.params["text"]
+    assert await stack.gateway.conversation.known(stranger.id) is None
+    assert len(stack.telegram.sent_to(group["id"])) == 1
