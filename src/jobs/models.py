@@ -26,6 +26,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from contracts.events import DEFAULT_WORKFLOW
@@ -100,6 +101,9 @@ class Job(Base):
     """When a dispatched or processing attempt is given up on (timeout sweeper)."""
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     duration_ms: Mapped[int | None] = mapped_column(Integer)
+    # --- added by jobs (0012)
+    extra_image_paths: Mapped[list[str] | None] = mapped_column(ARRAY(String(255)))
+    """An album's second and third images (`image_path` holds the first)."""
 
     __table_args__ = (
         Index("ix_jobs_user_id_stage", "user_id", "stage"),
