@@ -22,6 +22,7 @@ from bot_gateway.dispatcher import TrackingDispatcher
 from bot_gateway.errors import error_handler
 from bot_gateway.fsm_storage import PostgresStorage
 from bot_gateway.handlers import register_handlers
+from bot_gateway.late_answers import LateAnswers
 from bot_gateway.limits import RateLimiter
 from bot_gateway.middlewares import AccountMiddleware, FloodMiddleware, LanguageMiddleware
 from bot_gateway.models import DELIVERY
@@ -114,6 +115,7 @@ def build(
     bot.session.middleware(
         RateLimitedRequests(limiter, retry_after_tries=delivery.retry_after_tries)
     )
+    bot.session.middleware(LateAnswers())
     store = store or create_object_store(settings.storage)
     sender = OutboundSender(runtime.sessions, bot, store, delivery)
     rpc = RpcClient(

@@ -55,6 +55,8 @@ class Customer:
     user_id: int
     chat_id: int
     language: str
+    blocked: bool = False
+    """They blocked the bot and have not come back since (see `KnownUser.blocked`)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,18 @@ class Conversation:
                 customer.user_id, customer.chat_id, customer.language
             )
 
+    async def blocked_by(self, chat_id: int) -> None:
+        """The user blocked the bot: broadcasts skip their chat until they come back."""
+        async with self._unit_of_work() as uow:
+            await Users(uow.execute).mark_blocked(chat_id)
+            await uow.commit()
+
+    async def back(self, telegram_id: int, username: str | None) -> None:
+        """The user unblocked the bot (or restarted it): reachable again, if ever known."""
+        customer = await self.known(telegram_id)
+        if customer is not None:
+            await self.remember(customer, username)
+
     async def known(
         self, telegram_id: int, snapshot: UpdateSnapshot | None = None
     ) -> Customer | None:
@@ -129,7 +143,7 @@ class Conversation:
                 found = await Users(uow.read).by_telegram_id(telegram_id)
         if found is None:
             return None
-        return Customer(telegram_id, found.user_id, found.chat_id, found.language)
+        return Customer(telegram_id, found.user_id, found.chat_id, found.language, found.blocked)
 
     async def request_job(
         self, customer: Customer, draft: Draft, status_message_id: int
@@ -164,7 +178,7 @@ class Conversation:
             chat_id=customer.chat_id,
             preset_id=draft.preset_id,
             prompt=draft.prompt,
-            image_key=draft.image_key,
+            image_keys=[draft.image_key] if draft.image_key else [],
             language=customer.language,
             price=draft.price,  # as confirmed: jobs refuses the request if the price moved
         )

@@ -90,6 +90,8 @@ class KnownUser:
     user_id: int
     chat_id: int
     language: str
+    blocked: bool = False
+    """The user blocked the bot (broadcasts skip them) and has not come back since."""
 
 
 @dataclass(frozen=True)

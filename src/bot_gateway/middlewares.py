@@ -85,8 +85,8 @@ class AccountMiddleware(BaseMiddleware):
             data["opened_account"] = account
             known = Customer(user.id, account.user_id, user.id, language)
             await self._conversation.remember(known, username_of(user), snapshot)
-        elif known.language != language:
-            known = replace(known, language=language)
+        elif known.language != language or known.blocked:  # back: broadcasts reach them
+            known = replace(known, language=language, blocked=False)
             await self._conversation.remember(known, username_of(user), snapshot)
         customer = replace(known, chat_id=chat.id)
         data["customer"] = customer

@@ -111,7 +111,7 @@ class Users:
         return int(found.scalar() or 0)
 
 
-_USER = select(GatewayUser.user_id, GatewayUser.chat_id, GatewayUser.language)
+_USER = select(GatewayUser.user_id, GatewayUser.chat_id, GatewayUser.language, GatewayUser.blocked)
 _USER_BY_TELEGRAM_ID = _USER.where(GatewayUser.telegram_id == _bound(USERS, "telegram_id"))
 _USER_BY_USER_ID = _USER.where(GatewayUser.user_id == _bound(USERS, "user_id")).limit(1)
 _MARK_BLOCKED = (
@@ -121,7 +121,9 @@ _COUNT_USERS = select(func.count()).select_from(GatewayUser)
 
 
 def _user(row: Row[Any] | None) -> KnownUser | None:
-    return KnownUser(row.user_id, row.chat_id, row.language) if row is not None else None
+    if row is None:
+        return None
+    return KnownUser(row.user_id, row.chat_id, row.language, row.blocked)
 
 
 class Jobs:

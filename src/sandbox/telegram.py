@@ -243,14 +243,15 @@ class TelegramSandbox:
         given) went from `old` to `new` ("member", "kicked", "left"...), `user` did it."""
         bot = {"id": BOT_ID, "is_bot": True, "first_name": "Bot", "username": "fake_bot"}
         private = {"id": user.id, "type": "private", "first_name": user.first_name}
+        member = {"kicked": {"until_date": 0}}  # what each status carries beyond the user
         self._push(
             {
                 "my_chat_member": {
                     "chat": chat or private,
                     "from": user.as_dict(),
                     "date": int(time.time()),
-                    "old_chat_member": {"status": old, "user": bot},
-                    "new_chat_member": {"status": new, "user": bot},
+                    "old_chat_member": {"status": old, "user": bot, **member.get(old, {})},
+                    "new_chat_member": {"status": new, "user": bot, **member.get(new, {})},
                 }
             }
         )
@@ -329,11 +330,19 @@ class TelegramSandbox:
         self._push({"message": self._message(user, sticker=sticker)})
 
     def press(
-        self, user: TgUser, message_id: int, data: str, *, chat: dict[str, Any] | None = None
+        self,
+        user: TgUser,
+        message_id: int,
+        data: str,
+        *,
+        chat: dict[str, Any] | None = None,
+        too_late: bool = False,
     ) -> str:
         """The user presses a button carrying `data` under message `message_id` (in their
-        private chat unless `chat` says which)."""
+        private chat unless `chat` says which); `too_late`: its answer will be refused."""
         query_id = uuid.uuid4().hex
+        if too_late:
+            self.expired_queries.add(query_id)
         chat = chat or {"id": user.id, "type": "private", "first_name": user.first_name}
         shown = self.shown.get((chat["id"], message_id))
         message = {

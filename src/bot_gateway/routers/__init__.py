@@ -10,6 +10,7 @@ from bot_gateway.routers.drafts import router as drafts_router
 from bot_gateway.routers.fallback import router as fallback_router
 from bot_gateway.routers.groups import router as groups_router
 from bot_gateway.routers.jobs import router as jobs_router
+from bot_gateway.routers.membership import router as membership_router
 from bot_gateway.routers.menu import router as menu_router
 from bot_gateway.routers.payments import router as payments_router
 
@@ -18,6 +19,7 @@ def feature_routers(admins: frozenset[int]) -> list[Router]:
     return [
         groups_router(),  # first: nothing else ever answers in a group
         admin_router(admins),
+        membership_router(),
         menu_router(),
         catalog_router(),
         payments_router(),

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Awaitable
 
 import pillow_heif
 import pytest
 from PIL import Image
+from sqlalchemy import text as sql
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.events import JobRequested
-from support.gateway_harness import Chat, Stack, new_user
+from support.gateway_harness import ADMIN, Chat, Stack, new_user
+from support.messaging import eventually
 
 SAY = {
     "ru": {
@@ -233,3 +237,57 @@ async def test_in_a_group_the_bot_points_to_the_private_chat_once(
     assert s["private_only"] in answer.params["text"]
     assert await stack.gateway.conversation.known(stranger.id) is None
     assert len(stack.telegram.sent_to(group["id"])) == 1
+
+
+@LANGUAGES
+async def test_a_tap_answered_too_late_still_does_what_was_tapped(
+    stack: Stack, language: str
+) -> None:
+    """Telegram refuses the answer ("query is too old"): the job is requested all the same."""
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    chat.photo(caption="make it autumn")
+    confirm = await chat.expect(s["confirm"])
+    chat.mark()
+    query = stack.telegram.press(
+        chat.user, confirm.message_id or 0, confirm.button(s["start"])["callback_data"],
+        too_late=True,
+    )  # fmt: skip
+    (requested,) = await stack.events.wait_for(JobRequested, telegram_id=chat.user.id)
+    assert requested.prompt == "make it autumn"
+    assert query in stack.telegram.expired_queries
+    await stack.telegram.answer_to(query)  # it was tried, and refused
+
+
+async def blocked(engine: AsyncEngine, telegram_id: int) -> bool:
+    async with engine.connect() as connection:
+        found = await connection.execute(
+            sql("SELECT blocked FROM gateway_users WHERE telegram_id = :id"), {"id": telegram_id}
+        )
+        return bool(found.scalar_one())
+
+
+@LANGUAGES
+async def test_blocking_is_marked_at_once_and_coming_back_gets_broadcasts_again(
+    stack: Stack, gateway_engine: AsyncEngine, language: str
+) -> None:
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    user = chat.user
+    stack.telegram.member_status(user, "member", "kicked")  # blocks the bot
+    await eventually(lambda: blocked(gateway_engine, user.id))
+    stack.telegram.member_status(user, "kicked", "member")  # unblocks it
+    await eventually(lambda: not_(blocked(gateway_engine, user.id)))
+
+    stack.telegram.member_status(user, "member", "kicked")
+    await eventually(lambda: blocked(gateway_engine, user.id))
+    chat.say("/start")  # simply writes again
+    await chat.expect(s["balance"])
+    assert not await blocked(gateway_engine, user.id)
+    admin = Chat(stack, ADMIN)
+    admin.say(f"/broadcast news for {user.id}")
+    await chat.expect(f"news for {user.id}")
+
+
+async def not_(check: Awaitable[bool]) -> bool:
+    return not await check
