@@ -33,12 +33,11 @@ from contracts.events import (
     JobStarted,
 )
 from gpu_runner.cancellations import Cancellations
-from gpu_runner.failures import AttemptFailure, DeviceHealth, JobCanceledError, classify
+from gpu_runner.failures import AttemptFailure, JobCanceledError, classify
 from gpu_runner.images import InvalidImageError, decode_image, encode_png
 from gpu_runner.metrics import BusyMeter
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import RenderRequest, Workflow
-from gpu_runner.workflows.device import bind_device
 from messaging.consumer import EventConsumer, MalformedMessageError
 from messaging.logs import handling
 from messaging.metrics import HANDLER_SECONDS, MESSAGES_CONSUMED
@@ -68,27 +67,17 @@ class Runner:
         settings: RunnerSettings,
         cancellations: Cancellations | None = None,
         meter: BusyMeter | None = None,
-        *,
-        on_device_lost: Callable[[str], None] | None = None,
     ) -> None:
         self.workflows = dict(workflows)
         self.cancellations = cancellations or Cancellations()
         self.meter = meter or BusyMeter(settings.name)
         self.loaded = False
-        self.health = DeviceHealth(settings.max_consecutive_ooms)
-        self._on_device_lost = on_device_lost or (lambda reason: None)
         self._stopping = False
         self._store = store
         self._publisher = publisher
         self._settings = settings
         self._device = asyncio.Lock()
-        self._inference = ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="inference",
-            # torch's current CUDA device is per thread: `cuda:N` must be this thread's
-            initializer=bind_device,
-            initargs=(settings.device,),
-        )
+        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
     async def load(self) -> None:
         """Load every served pipeline once, on the inference thread, before taking jobs."""
@@ -175,11 +164,7 @@ class Runner:
                 reason=failure.reason,
                 detail=failure.detail,
             )
-        try:
-            await self._publish(outcome, envelope)
-        finally:
-            if self.health.lost is not None:
-                self._on_device_lost(self.health.lost)
+        await self._publish(outcome, envelope)
         return outcome
 
     async def _attempt(self, job: JobDispatched, envelope: RawEnvelope) -> JobCompleted:
@@ -203,9 +188,7 @@ class Runner:
                     raise ShuttingDownError(job.job_id)
                 started = time.monotonic()
                 with self.meter.busy(workflow.name):
-                    image = await self._guarded(
-                        self._infer(job, envelope, workflow, request, reports)
-                    )
+                    image = await self._infer(job, envelope, workflow, request, reports)
             png = await asyncio.to_thread(encode_png, image)
             try:
                 result = await self._store_result(
@@ -246,20 +229,6 @@ class Runner:
         except InvalidImageError as exc:
             raise AttemptFailure(exc.reason, exc.detail, retryable=False) from exc
         return RenderRequest(prompt=job.prompt, image=image, seed=seed)
-
-    async def _guarded(self, inference: Awaitable[Any]) -> Any:
-        """Run the job's steps, holding the device; after a failure that leaves it unusable, no
-        staged job starts (each goes back to its queue) and the process is told to stop."""
-        try:
-            image = await inference
-        except AttemptFailure as failure:
-            self.health.failed(failure)
-            if self.health.lost is not None:
-                log.critical("device unusable (%s): taking no more jobs", self.health.lost)
-                self._stopping = True
-            raise
-        self.health.succeeded()
-        return image
 
     async def _infer(
         self,
