@@ -17,6 +17,7 @@ from aiogram.utils.i18n import I18n
 from faststream.asgi import AsgiFastStream
 
 from bot_gateway.backends import Backends
+from bot_gateway.commands import publish_commands
 from bot_gateway.conversation import Conversation
 from bot_gateway.dispatcher import TrackingDispatcher
 from bot_gateway.errors import error_handler
@@ -150,6 +151,7 @@ def build(
     @app.after_startup
     async def start_bot() -> None:
         sender.start()
+        await publish_commands(bot, i18n, settings.telegram.foreign_language)
         await updates.start()
 
     @app.on_shutdown
@@ -199,14 +201,14 @@ def _dispatcher(
         )
     )
     SnapshotMiddleware(storage, dispatcher.fsm).install(dispatcher.update)
-    language = LanguageMiddleware(i18n)
+    language = LanguageMiddleware(i18n, settings.telegram.foreign_language)
     account = AccountMiddleware(conversation, backends)
     for observer in (dispatcher.message, dispatcher.callback_query):
         observer.outer_middleware(language)
         observer.outer_middleware(flood)
         observer.outer_middleware(account)
     dispatcher.my_chat_member.outer_middleware(language)  # added to a group, blocked, back
-    dispatcher.errors.register(error_handler(i18n))
+    dispatcher.errors.register(error_handler(i18n, settings.telegram.foreign_language))
     dispatcher.include_routers(*feature_routers(settings.telegram.admins))
     return dispatcher
 

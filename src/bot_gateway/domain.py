@@ -166,13 +166,20 @@ def _quietly(now: JobState, base: JobState) -> Move | None:
     return None if base == now else Move(base, shown=False)
 
 
-def locale_for(language_code: str | None, available: tuple[str, ...], default: str) -> str:
-    """The user's Telegram language when we speak it, else the default (Russian)."""
-    if language_code:
-        primary = language_code.split("-")[0].lower()
-        if primary in available:
-            return primary
-    return default
+def locale_for(
+    language_code: str | None,
+    available: tuple[str, ...],
+    default: str,
+    foreign: str | None = None,
+) -> str:
+    """The user's Telegram language when we speak it; `foreign` (English) for a language we do
+    not; the default (Russian) when Telegram names none."""
+    if not language_code:
+        return default
+    primary = language_code.split("-")[0].lower()
+    if primary in available:
+        return primary
+    return foreign or default
 
 
 def rubles(kopecks: int) -> str:

@@ -16,7 +16,7 @@ from messaging.consumer import is_transient
 log = logging.getLogger(__name__)
 
 
-def error_handler(i18n: I18n) -> Callable[[ErrorEvent], Awaitable[bool]]:
+def error_handler(i18n: I18n, foreign: str) -> Callable[[ErrorEvent], Awaitable[bool]]:
     """Log the failure; tell the user, in their language, to try again: "busy" when a service,
     the broker or the database did not answer (nothing was charged), "broken" otherwise."""
 
@@ -36,7 +36,10 @@ def error_handler(i18n: I18n) -> Callable[[ErrorEvent], Awaitable[bool]]:
         else:
             log.exception("update %s failed", update.update_id, exc_info=event.exception)
         locale = locale_for(
-            user.language_code if user else None, i18n.available_locales, i18n.default_locale
+            user.language_code if user else None,
+            i18n.available_locales,
+            i18n.default_locale,
+            foreign,
         )
         with i18n.context(), i18n.use_locale(locale):
             text = texts.busy() if busy else texts.error()

@@ -26,10 +26,12 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 class LanguageMiddleware(I18nMiddleware):
-    """Russian by default; the user's Telegram language when the bot speaks it."""
+    """The user's Telegram language when the bot speaks it, English for another, Russian when
+    Telegram names none."""
 
-    def __init__(self, i18n: I18n) -> None:
+    def __init__(self, i18n: I18n, foreign: str) -> None:
         super().__init__(i18n)
+        self._foreign = foreign
 
     async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
         user: User | None = data.get("event_from_user")
@@ -37,6 +39,7 @@ class LanguageMiddleware(I18nMiddleware):
             user.language_code if user else None,
             self.i18n.available_locales,
             self.i18n.default_locale,
+            self._foreign,
         )
 
 

@@ -32,6 +32,9 @@ class TelegramSettings(BaseSettings):
     admin_ids: str = ""
     """Comma-separated Telegram ids allowed /stats and /broadcast."""
     default_language: Literal["ru", "en"] = "ru"
+    """For users whose Telegram names no language."""
+    foreign_language: Literal["ru", "en"] = "en"
+    """For users whose Telegram language is neither Russian nor English."""
     polling_timeout_s: int = Field(default=10, ge=0, le=50)
     environment: Literal["development", "production"] = "development"
 

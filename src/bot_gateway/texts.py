@@ -29,6 +29,18 @@ def menu_buttons() -> dict[str, str]:
     }
 
 
+def commands() -> list[tuple[str, str]]:
+    """The command menu beside the input field: each command and what it does."""
+    return [
+        ("start", _("Main menu")),
+        ("balance", _("Your balance")),
+        ("topup", _("Top up the balance")),
+        ("history", _("Recent images and payments")),
+        ("cancel", _("Cancel a dialogue or an image in progress")),
+        ("help", _("How it works")),
+    ]
+
+
 def welcome(name: str, balance: int, welcome_credits: int | None) -> str:
     text = _("Hello, {name}! I edit photos and draw new images.").format(name=name)
     if welcome_credits:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import Awaitable
 
 import pillow_heif
@@ -291,3 +292,33 @@ async def test_blocking_is_marked_at_once_and_coming_back_gets_broadcasts_again(
 
 async def not_(check: Awaitable[bool]) -> bool:
     return not await check
+
+
+COMMAND_MENU = {
+    "ru": ["Главное меню", "Ваш баланс", "Пополнить баланс"],
+    "en": ["Main menu", "Your balance", "Top up the balance"],
+}
+
+
+@LANGUAGES
+async def test_the_command_menu_is_published_in_each_language(stack: Stack, language: str) -> None:
+    """setMyCommands at startup: ru and en, and English as the default for other languages."""
+    published = {
+        call.params.get("language_code"): call.params["commands"]
+        for call in stack.telegram.calls
+        if call.method == "setMyCommands"
+    }
+    expected = COMMAND_MENU[language]
+    for code in (language, None) if language == "en" else (language,):
+        commands = published[code]
+        commands = json.loads(commands) if isinstance(commands, str) else commands
+        assert [c["command"] for c in commands][:3] == ["start", "balance", "topup"]
+        assert [c["description"] for c in commands][:3] == expected
+
+
+async def test_a_language_the_bot_does_not_speak_gets_english(stack: Stack) -> None:
+    chat = Chat(stack, new_user("de"))
+    chat.say("/start")
+    await chat.expect(SAY["en"]["balance"])
+    chat.say("ein Leuchtturm im Sturm")
+    await chat.expect(SAY["en"]["offered"].format("ein Leuchtturm im Sturm"))

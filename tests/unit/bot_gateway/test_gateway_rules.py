@@ -85,10 +85,11 @@ def test_a_phase_is_reached_forward_only() -> None:
 
 @pytest.mark.parametrize(
     ("code", "expected"),
-    [("ru", "ru"), ("en", "en"), ("en-GB", "en"), ("de", "ru"), (None, "ru"), ("", "ru")],
-)
-def test_russian_unless_the_user_speaks_english(code: str | None, expected: str) -> None:
-    assert locale_for(code, ("ru", "en"), "ru") == expected
+    [("ru", "ru"), ("en", "en"), ("en-GB", "en"), ("de", "en"), ("uk", "en"), (None, "ru"),
+     ("", "ru")],
+)  # fmt: skip
+def test_english_for_a_language_the_bot_does_not_speak(code: str | None, expected: str) -> None:
+    assert locale_for(code, ("ru", "en"), "ru", "en") == expected
 
 
 def test_rubles_from_kopecks() -> None:
