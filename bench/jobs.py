@@ -145,7 +145,7 @@ async def jobs_run(channel: AbstractChannel, topology: Topology, total: int, con
             telegram_id=user_id,
             chat_id=user_id,
             preset_id=1,
-            image_key="uploads/bench.jpg",
+            image_keys=["uploads/bench.jpg"],
             price=30,  # as the preset below is priced, so the user confirmed it
         )
         done: asyncio.Future[float] = asyncio.get_running_loop().create_future()

@@ -31,7 +31,7 @@ from PIL import Image  # noqa: E402
 
 from bench.common import amqp_url, configure, publish, throwaway_namespace  # noqa: E402
 from contracts.envelope import new_envelope  # noqa: E402
-from contracts.events import JobDispatched  # noqa: E402
+from contracts.events import JobDispatchedV1  # noqa: E402
 from contracts.topology import Topology  # noqa: E402
 from gpu_runner.app import create_app  # noqa: E402
 from gpu_runner.workflows import RenderRequest, StepObserver  # noqa: E402
@@ -95,13 +95,13 @@ async def _completed(topology: Topology, expected: int) -> None:
 
 
 async def _dispatch(topology: Topology, jobs: int) -> None:
-    """`jobs` JobDispatched in the workflow's queue, as jobs dispatches them."""
+    """JobDispatched (v1: one image) in the workflow's queue, as jobs dispatches them."""
     connection = await aio_pika.connect(amqp_url())
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(topology.events_exchange, ensure=False)
         for n in range(1, jobs + 1):
-            event = JobDispatched(
+            event = JobDispatchedV1(  # one image: what jobs dispatches in v1
                 job_id=n,
                 attempt=1,
                 workflow_type="qwen_edit_2511",

@@ -178,7 +178,7 @@ class Conversation:
             chat_id=customer.chat_id,
             preset_id=draft.preset_id,
             prompt=draft.prompt,
-            image_key=draft.image_key,
+            image_keys=[draft.image_key] if draft.image_key else [],
             language=customer.language,
             price=draft.price,  # as confirmed: jobs refuses the request if the price moved
         )

@@ -23,6 +23,7 @@ from contracts.schemas import event_schema
 from contracts.topology import (
     DEFAULT_NAMESPACE,
     DELIVERY_LIMIT,
+    GPU_WORK,
     PUBLISHERS,
     RPC_REQUEST_TTL_MS,
     SUBSCRIPTIONS,
@@ -296,7 +297,7 @@ def _add_queue_channels(topology: Topology, channels: dict[str, Any]) -> None:
                 f"Quorum queue bound to `{queue.routing_keys[0]}`: runners serving {workflow} "
                 f"share it, one job per GPU at a time; dead-letters to `{queue.dlq}`."
             ),
-            "messages": _message_refs([JobDispatched]),
+            "messages": _message_refs(list(GPU_WORK)),
             "bindings": _queue_binding(queue.name),
         }
 
@@ -323,7 +324,7 @@ def _add_event_operations(channels: dict[str, Any], operations: dict[str, Any]) 
             }
     consumers: dict[str, tuple[type[Event], ...]] = {
         **{f"queue.{service}": handled for service, handled in SUBSCRIPTIONS.items()},
-        **{f"queue.gpu.{workflow}": (JobDispatched,) for workflow in WORKFLOW_TYPES},
+        **{f"queue.gpu.{workflow}": GPU_WORK for workflow in WORKFLOW_TYPES},
     }
     for channel_id, handled in consumers.items():
         service = "gpu_runner" if channel_id.startswith("queue.gpu.") else channel_id[6:]

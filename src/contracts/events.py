@@ -40,6 +40,9 @@ Prompt = Annotated[str, Field(min_length=1, max_length=PROMPT_MAX_LENGTH)]
 ObjectKey = Annotated[str, Field(min_length=1, max_length=255)]
 Reason = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9_.]+$")]
 Detail = Annotated[str, Field(max_length=2000)]
+MAX_INPUT_IMAGES = 3
+"""Qwen-Image-Edit-2511 edits from one to three input images."""
+ImageKeys = Annotated[list[ObjectKey], Field(max_length=MAX_INPUT_IMAGES)]
 
 
 class JobRejectReasonV1(StrEnum):
@@ -101,11 +104,17 @@ class JobRequestedV1(Event):
         """The price the user agreed to; v1 does not say."""
         return None
 
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The uploaded images, in the order the user sent them."""
+        return (self.image_key,) if self.image_key is not None else ()
 
-class JobRequested(JobRequestedV1):
-    """A user asked for an image at the price shown to them: a preset or a prompt, on an
-    uploaded image or none. Jobs refuses it (`price_changed`) if the catalog's price is no
-    longer `price`, so nobody is charged a price they did not see."""
+
+class JobRequestedV2(JobRequestedV1):
+    """A user asked for an image at the price shown to them, on one uploaded image or none.
+
+    Superseded by v3, which carries up to three images (an album); jobs still takes v2 from a
+    gateway older than v3."""
 
     event_version: ClassVar[int] = 2
 
@@ -114,6 +123,40 @@ class JobRequested(JobRequestedV1):
     @property
     def confirmed_price(self) -> int | None:
         return self.price
+
+
+class JobRequested(Event):
+    """A user asked for an image at the price shown to them: a preset or a prompt, on up to
+    three uploaded images (an album: a person and a product, a face and a style) or none. Jobs
+    refuses it (`price_changed`) if the catalog's price is no longer `price`, so nobody is
+    charged a price they did not see."""
+
+    event_type: ClassVar[str] = "job.requested"
+    event_version: ClassVar[int] = 3
+
+    request_id: uuid.UUID
+    user_id: UserId
+    telegram_id: TelegramId
+    chat_id: ChatId
+    preset_id: int | None = Field(default=None, gt=0)
+    prompt: Prompt | None = None
+    image_keys: ImageKeys = Field(default_factory=list)
+    language: Annotated[str, Field(min_length=2, max_length=10)] = "ru"
+    price: Credits
+
+    @model_validator(mode="after")
+    def _preset_or_prompt(self) -> JobRequested:
+        if self.preset_id is None and self.prompt is None:
+            raise ValueError("either preset_id or prompt is required")
+        return self
+
+    @property
+    def confirmed_price(self) -> int | None:
+        return self.price
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        return tuple(self.image_keys)
 
 
 class JobRequestRejectedV1(Event):
@@ -161,8 +204,11 @@ class JobCreated(Event):
     preset_id: int | None = Field(default=None, gt=0)
 
 
-class JobDispatched(Event):
-    """A paid job handed to the GPU work queue of its workflow."""
+class JobDispatchedV1(Event):
+    """A paid job of one image or none, handed to the GPU work queue of its workflow.
+
+    Jobs still publishes v1 for every job that has at most one image, so runners of the release
+    before v2 keep serving them during an upgrade; an album's job goes out in v2 only."""
 
     event_type: ClassVar[str] = "job.dispatched"
 
@@ -175,6 +221,37 @@ class JobDispatched(Event):
 
     def routing_key(self) -> str:
         return f"{self.event_type}.{self.workflow_type}"
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """The input images, in the order the user sent them."""
+        return (self.image_key,) if self.image_key is not None else ()
+
+
+class JobDispatched(Event):
+    """A paid job handed to the GPU work queue of its workflow, with up to three input images
+    (published for a job of several images; see v1)."""
+
+    event_type: ClassVar[str] = "job.dispatched"
+    event_version: ClassVar[int] = 2
+
+    job_id: JobId
+    attempt: Attempt
+    workflow_type: WorkflowType
+    prompt: Prompt
+    image_keys: ImageKeys = Field(default_factory=list)
+    seed: int | None = Field(default=None, ge=0, lt=2**63)
+
+    def routing_key(self) -> str:
+        return f"{self.event_type}.{self.workflow_type}"
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        return tuple(self.image_keys)
+
+
+AnyJobDispatched = JobDispatchedV1 | JobDispatched
+"""What a runner takes from its work queue."""
 
 
 class JobQueued(Event):
@@ -443,10 +520,12 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
         JobRequestedV1,
+        JobRequestedV2,
         JobRequested,
         JobRequestRejectedV1,
         JobRequestRejected,
         JobCreated,
+        JobDispatchedV1,
         JobDispatched,
         JobQueued,
         JobStarted,

@@ -28,6 +28,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
     ),
     "jobs": (
         ev.JobRequestedV1,
+        ev.JobRequestedV2,
         ev.JobRequested,
         ev.BalanceDebited,
         ev.DebitRejected,
@@ -70,6 +71,7 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.JobRequestRejectedV1,
         ev.JobRequestRejected,
         ev.JobCreated,
+        ev.JobDispatchedV1,
         ev.JobDispatched,
         ev.JobQueued,
         ev.JobSucceeded,
@@ -92,7 +94,10 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
 }
 """Which service publishes each event: exactly one per event (the AsyncAPI document's source)."""
 
-RETIRED: tuple[type[Event], ...] = (ev.JobRequestedV1,)
+GPU_WORK: tuple[type[Event], ...] = (ev.JobDispatchedV1, ev.JobDispatched)
+"""What a runner takes from the GPU work queue of a workflow it serves: every version."""
+
+RETIRED: tuple[type[Event], ...] = (ev.JobRequestedV1, ev.JobRequestedV2)
 """Versions no service of this release publishes any more; their subscribers still take them,
 from a service of the release before while both run, or from a queue or DLQ at the upgrade."""
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
@@ -24,10 +24,12 @@ from pydantic import ValidationError
 from contracts.envelope import Envelope, Event, RawEnvelope
 from contracts.events import (
     WORKFLOW_TYPES,
+    AnyJobDispatched,
     JobAttemptFailed,
     JobCanceled,
     JobCompleted,
     JobDispatched,
+    JobDispatchedV1,
     JobFailed,
     JobProgress,
     JobStarted,
@@ -41,6 +43,9 @@ from gpu_runner.workflows import RenderRequest, Workflow
 from messaging.consumer import EventConsumer, MalformedMessageError
 from messaging.logs import handling
 from messaging.metrics import HANDLER_SECONDS, MESSAGES_CONSUMED
+
+if TYPE_CHECKING:
+    from PIL import Image
 from object_store import InvalidKeyError, ObjectNotFoundError, ObjectStore, ObjectTooLargeError
 
 log = logging.getLogger(__name__)
@@ -116,7 +121,7 @@ class Runner:
             HANDLER_SECONDS.labels(queue, envelope.type).observe(time.perf_counter() - started)
 
     async def _settle(
-        self, message: RabbitMessage, job: JobDispatched, envelope: RawEnvelope
+        self, message: RabbitMessage, job: AnyJobDispatched, envelope: RawEnvelope
     ) -> str:
         try:
             await self.run(job, envelope)
@@ -145,7 +150,7 @@ class Runner:
             log.info("job %s closed while running here; stopping at its next step", event.job_id)
 
     async def run(
-        self, job: JobDispatched, envelope: RawEnvelope
+        self, job: AnyJobDispatched, envelope: RawEnvelope
     ) -> JobCompleted | JobAttemptFailed:
         """Run one dispatched job and publish its outcome."""
         try:
@@ -167,7 +172,7 @@ class Runner:
         await self._publish(outcome, envelope)
         return outcome
 
-    async def _attempt(self, job: JobDispatched, envelope: RawEnvelope) -> JobCompleted:
+    async def _attempt(self, job: AnyJobDispatched, envelope: RawEnvelope) -> JobCompleted:
         if self.cancellations.is_canceled(job.job_id):
             raise AttemptFailure("canceled", "canceled before it started", retryable=False)
         if (done := await self._finished(job, envelope.correlation_id)) is not None:
@@ -201,26 +206,28 @@ class Runner:
                 await report
         return result
 
-    async def _prepare(self, job: JobDispatched, workflow: Workflow) -> RenderRequest:
+    async def _prepare(self, job: AnyJobDispatched, workflow: Workflow) -> RenderRequest:
         seed = workflow.seed_for(job.job_id, job.seed)
         if not workflow.needs_image:
             return RenderRequest(prompt=job.prompt, image=None, seed=seed)
-        if job.image_key is None:
+        if not job.images:
             raise AttemptFailure(
                 "missing_image", f"{workflow.name} needs an image", retryable=False
             )
+        first, *more = [await self._input(key) for key in job.images]
+        return RenderRequest(prompt=job.prompt, image=first, seed=seed, more_images=tuple(more))
+
+    async def _input(self, key: str) -> Image.Image:
         try:
-            data = await self._store.get(job.image_key, max_bytes=self._settings.max_input_bytes)
+            data = await self._store.get(key, max_bytes=self._settings.max_input_bytes)
         except (ObjectNotFoundError, InvalidKeyError) as exc:
-            raise AttemptFailure(
-                "missing_image", f"no image at {job.image_key!r}", retryable=False
-            ) from exc
+            raise AttemptFailure("missing_image", f"no image at {key!r}", retryable=False) from exc
         except ObjectTooLargeError as exc:
             raise AttemptFailure("image_too_large", str(exc), retryable=False) from exc
         except Exception as exc:
             raise AttemptFailure("storage_unavailable", repr(exc), retryable=True) from exc
         try:
-            image = await asyncio.to_thread(
+            return await asyncio.to_thread(
                 decode_image,
                 data,
                 allowed_formats=self._settings.formats,
@@ -228,11 +235,10 @@ class Runner:
             )
         except InvalidImageError as exc:
             raise AttemptFailure(exc.reason, exc.detail, retryable=False) from exc
-        return RenderRequest(prompt=job.prompt, image=image, seed=seed)
 
     async def _infer(
         self,
-        job: JobDispatched,
+        job: AnyJobDispatched,
         envelope: RawEnvelope,
         workflow: Workflow,
         request: RenderRequest,
@@ -275,7 +281,7 @@ class Runner:
         return f"{base}.png", f"{base}.json"
 
     async def _store_result(
-        self, job: JobDispatched, request: str, png: bytes, seed: int, started: float
+        self, job: AnyJobDispatched, request: str, png: bytes, seed: int, started: float
     ) -> JobCompleted:
         image_key, record_key = self._result_keys(job.job_id, request)
         await self._store.put(image_key, png, content_type="image/png")
@@ -291,7 +297,7 @@ class Runner:
         await self._store.put(record_key, record, content_type="application/json")
         return completed
 
-    async def _finished(self, job: JobDispatched, request: str) -> JobCompleted | None:
+    async def _finished(self, job: AnyJobDispatched, request: str) -> JobCompleted | None:
         """A result stored by an earlier delivery of this job, so it never runs twice."""
         _, record_key = self._result_keys(job.job_id, request)
         try:
@@ -354,7 +360,7 @@ class ProgressReporter:
 
     def __init__(
         self,
-        job: JobDispatched,
+        job: AnyJobDispatched,
         interval_s: float,
         publish: Callable[[JobProgress], Awaitable[None]],
         *,
@@ -413,12 +419,12 @@ class UnrunnableDispatchError(ValueError):
         self.failed = failed
 
 
-def parse_dispatch(body: bytes) -> tuple[RawEnvelope, JobDispatched]:
+def parse_dispatch(body: bytes) -> tuple[RawEnvelope, AnyJobDispatched]:
     try:
         envelope, event = EventConsumer.decode(body)
     except MalformedMessageError as exc:
         raise _salvage(body, str(exc)) from exc
-    if not isinstance(event, JobDispatched):
+    if not isinstance(event, JobDispatched | JobDispatchedV1):
         raise UnrunnableDispatchError(f"{envelope.type} is not a job.dispatched")
     return envelope, event
 

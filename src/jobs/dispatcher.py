@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from contracts.envelope import Event, RawEnvelope
-from contracts.events import JobDispatched, JobQueued
+from contracts.events import JobDispatched, JobDispatchedV1, JobQueued
 from jobs.domain import WITH_DEADLINE, JobFacts, Stage, eta_seconds, fair_order
 from jobs.metrics import ETA_SECONDS
 from jobs.repository import Dispatched, JobRow, JobsRepository, Moved
@@ -60,17 +60,7 @@ class Dispatcher:
             self._settings.default_duration_s,
         )
         ETA_SECONDS.labels(job.workflow_type or "unknown").observe(eta)
-        uow.emit(
-            JobDispatched(
-                job_id=job.id,
-                attempt=job.retry_count + 1,
-                workflow_type=job.workflow_type or "",
-                prompt=job.prompt or "",
-                image_key=job.image_path,
-                seed=job.seed,
-            ),
-            correlation_id=correlation(job),
-        )
+        uow.emit(dispatch_event(job), correlation_id=correlation(job))
         uow.emit(
             JobQueued(
                 job_id=job.id,
@@ -128,3 +118,19 @@ class Sweeper:
                 await uow.commit()
                 swept += 1
         return swept
+
+
+def dispatch_event(job: Dispatched) -> JobDispatched | JobDispatchedV1:
+    """An album's job goes out in v2 (its list of images); every other job in v1, which
+    runners of the release before v2 still read during an upgrade."""
+    common = {
+        "job_id": job.id,
+        "attempt": job.retry_count + 1,
+        "workflow_type": job.workflow_type or "",
+        "prompt": job.prompt or "",
+        "seed": job.seed,
+    }
+    if job.extra_image_paths:
+        images = [path for path in (job.image_path, *job.extra_image_paths) if path]
+        return JobDispatched(**common, image_keys=images)
+    return JobDispatchedV1(**common, image_key=job.image_path)

@@ -14,6 +14,7 @@ from contracts.events import (
     JobCompleted,
     JobRequested,
     JobRequestedV1,
+    JobRequestedV2,
     JobStarted,
 )
 from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
@@ -27,6 +28,7 @@ from messaging.unit_of_work import UnitOfWork
 def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     on = runtime.consumer.on
     on(JobRequested)(lifecycle.request)
+    on(JobRequestedV2)(lifecycle.request)  # from gateways before v3 (albums)
     on(JobRequestedV1)(lifecycle.request)  # from gateways before v2
     on(BalanceDebited)(lifecycle.paid)
     on(DebitRejected)(lifecycle.debit_rejected)

@@ -30,6 +30,7 @@ from contracts.events import (
     JobRejectReasonV1,
     JobRequested,
     JobRequestedV1,
+    JobRequestedV2,
     JobRequestRejected,
     JobRequestRejectedV1,
     JobStarted,
@@ -69,7 +70,7 @@ FOREIGN_KEY_VIOLATION = "23503"
 AWAITING_PAYMENT = JobFacts(stage=Stage.awaiting_payment, retry_count=0)
 """Where a debited job is, as a rule: billing debits once, right after JobCreated."""
 
-AnyJobRequested = JobRequestedV1 | JobRequested
+AnyJobRequested = JobRequestedV1 | JobRequestedV2 | JobRequested
 """A request in either version: v2 says the price the user confirmed, v1 (older gateways) not."""
 
 
@@ -130,7 +131,7 @@ class JobLifecycle:
             RequestFacts(
                 preset_id=event.preset_id,
                 prompt=event.prompt,
-                has_image=event.image_key is not None,
+                has_image=bool(event.images),
                 unfinished_jobs=state.unfinished_jobs,
                 confirmed_price=event.confirmed_price,
                 age_s=age_s,
@@ -149,7 +150,7 @@ class JobLifecycle:
             language=event.language,
             preset_id=event.preset_id,
             prompt=order.prompt,
-            image_key=event.image_key,
+            image_keys=event.images,
             price=order.price,
             workflow_type=order.workflow_type,
             seed=secrets.randbelow(2**53),

@@ -92,7 +92,7 @@ class NewJob:
     language: str
     preset_id: int | None
     prompt: str
-    image_key: str | None
+    image_keys: tuple[str, ...]
     price: int
     workflow_type: str
     seed: int
@@ -142,6 +142,7 @@ class Dispatched:
     workflow_type: str | None
     prompt: str | None
     image_path: str | None
+    extra_image_paths: list[str] | None
     seed: int | None
     position: int
     busy_runners: int
@@ -217,6 +218,7 @@ def _dispatch() -> Select[Any]:
             JOBS.c.workflow_type,
             JOBS.c.prompt,
             JOBS.c.image_path,
+            JOBS.c.extra_image_paths,
             JOBS.c.seed,
             JOBS.c.created_at,
             JOBS.c.dispatched_at,
@@ -281,6 +283,7 @@ def _dispatch() -> Select[Any]:
             moved.c.workflow_type,
             moved.c.prompt,
             moved.c.image_path,
+            moved.c.extra_image_paths,
             moved.c.seed,
             position.label("position"),
             busy_runners.label("busy_runners"),
@@ -402,6 +405,7 @@ def _creation() -> Select[Any]:
                     "preset_id",
                     "prompt",
                     "image_path",
+                    "extra_image_paths",
                     "price",
                     "workflow_type",
                     "seed",
@@ -447,7 +451,8 @@ def creation_statement(job: NewJob, event_id: uuid.UUID | None) -> Statement:
         "new_language": job.language,
         "new_preset_id": job.preset_id,
         "new_prompt": job.prompt,
-        "new_image_path": job.image_key,
+        "new_image_path": job.image_keys[0] if job.image_keys else None,
+        "new_extra_image_paths": list(job.image_keys[1:]) or None,
         "new_price": job.price,
         "new_workflow_type": job.workflow_type,
         "new_seed": job.seed,
@@ -683,6 +688,7 @@ def _dispatched(row: RowMapping) -> Dispatched:
         workflow_type=row["workflow_type"],
         prompt=row["prompt"],
         image_path=row["image_path"],
+        extra_image_paths=row["extra_image_paths"],
         seed=row["seed"],
         position=int(row["position"]),
         busy_runners=int(row["busy_runners"]),

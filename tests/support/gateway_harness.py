@@ -21,7 +21,7 @@ from bot_gateway.settings import (
     DeliverySettings,
     TelegramSettings,
 )
-from contracts.events import JobCompleted, JobDispatched, JobProgress, JobStarted
+from contracts.events import JobCompleted, JobDispatchedV1, JobProgress, JobStarted
 from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
@@ -144,8 +144,8 @@ class Stack:
         size: tuple[int, int] = (32, 32),
     ) -> JobCompleted:
         """Play the GPU runner: start, report each step, store a result, complete."""
-        await self.events.wait_for(JobDispatched, job_id=job_id)
-        attempt = max(d.attempt for d in self.events.of(JobDispatched, job_id=job_id))
+        await self.events.wait_for(JobDispatchedV1, job_id=job_id)
+        attempt = max(d.attempt for d in self.events.of(JobDispatchedV1, job_id=job_id))
         await self.runner_publisher.publish(
             JobStarted(job_id=job_id, attempt=attempt, runner_id="runner-test", total_steps=steps)
         )

@@ -20,7 +20,7 @@ from contracts.events import (
     JobCancelRequested,
     JobCompleted,
     JobCreated,
-    JobDispatched,
+    JobDispatchedV1,
     JobRequested,
     JobRequestedV1,
     JobStarted,
@@ -120,12 +120,14 @@ class JobsPlayer:
         preset_id: int | None = None,
         prompt: str | None = None,
         image_key: str | None = EDIT_IMAGE,
+        image_keys: list[str] | None = None,
         request_id: uuid.UUID | None = None,
         price: int | None = None,
         confirmed: bool = True,
     ) -> uuid.UUID:
-        """JobRequested v2 at the confirmed `price` (by default the catalog's now); with
-        `confirmed=False`, v1, which names no price (as gateways before v2 ask)."""
+        """JobRequested (v3) at the confirmed `price` (by default the catalog's now), on
+        `image_key` or an album's `image_keys`; with `confirmed=False`, v1, which names no price
+        (as gateways before v2 ask)."""
         request_id = request_id or uuid.uuid4()
         fields: dict[str, Any] = {
             "request_id": request_id,
@@ -134,14 +136,14 @@ class JobsPlayer:
             "chat_id": 1000 + user_id,
             "preset_id": preset_id,
             "prompt": prompt,
-            "image_key": image_key,
         }
         if not confirmed:
-            await self.publish(JobRequestedV1(**fields))
+            await self.publish(JobRequestedV1(**fields, image_key=image_key))
             return request_id
         if price is None:
             price = await self.price_shown(preset_id)
-        await self.publish(JobRequested(**fields, price=price))
+        images = image_keys if image_keys is not None else [image_key] if image_key else []
+        await self.publish(JobRequested(**fields, image_keys=images, price=price))
         return request_id
 
     async def submit(self, user_id: int, **request: Any) -> JobCreated:
@@ -161,8 +163,8 @@ class JobsPlayer:
         await self.pay(created)
         return created
 
-    async def dispatched(self, job_id: int, attempt: int = 1) -> JobDispatched:
-        (dispatched,) = await self.events.wait_for(JobDispatched, job_id=job_id, attempt=attempt)
+    async def dispatched(self, job_id: int, attempt: int = 1) -> JobDispatchedV1:
+        (dispatched,) = await self.events.wait_for(JobDispatchedV1, job_id=job_id, attempt=attempt)
         return dispatched
 
     async def start(self, job_id: int, attempt: int = 1) -> RawEnvelope:

@@ -18,7 +18,7 @@ import uvicorn
 from PIL import Image
 
 from contracts.envelope import Event, RawEnvelope, new_envelope
-from contracts.events import JobDispatched
+from contracts.events import AnyJobDispatched
 from contracts.topology import Topology
 from gpu_runner.app import Settings as RunnerApp
 from gpu_runner.app import create_app
@@ -144,7 +144,7 @@ async def publish_raw(amqp_url: str, routing_key: str, body: bytes, topology: To
         )
 
 
-def dispatched_envelope(job: JobDispatched) -> RawEnvelope:
+def dispatched_envelope(job: AnyJobDispatched) -> RawEnvelope:
     return new_envelope(job, source="test")
 
 

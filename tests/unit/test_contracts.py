@@ -12,8 +12,10 @@ from contracts.envelope import RawEnvelope
 from contracts.events import (
     BalanceDebited,
     JobDispatched,
+    JobDispatchedV1,
     JobRequested,
     JobRequestedV1,
+    JobRequestedV2,
     JobRequestRejected,
     PaymentCreated,
     PaymentSucceeded,
@@ -109,12 +111,40 @@ def test_job_requested_v2_is_v1_with_the_confirmed_price() -> None:
     v2 = open_envelope(_raw("job.requested", 2, {**data, "price": 20}), CATALOG)
     assert type(v1) is JobRequestedV1
     assert v1.confirmed_price is None
-    assert type(v2) is JobRequested
+    assert type(v2) is JobRequestedV2
     assert v2.confirmed_price == 20
     with pytest.raises(ValidationError):  # closed schemas: v1 has no price, v2 needs one
         open_envelope(_raw("job.requested", 1, {**data, "price": 20}), CATALOG)
     with pytest.raises(ValidationError):
         open_envelope(_raw("job.requested", 2, data), CATALOG)
+
+
+def test_job_requested_v3_carries_up_to_three_images_and_older_versions_one() -> None:
+    data = {"request_id": str(uuid.uuid4()), "user_id": 1, "telegram_id": 7, "chat_id": 7,
+            "preset_id": 3, "price": 20}  # fmt: skip
+    keys = ["uploads/a.jpg", "uploads/b.jpg", "uploads/c.jpg"]
+    v3 = open_envelope(_raw("job.requested", 3, {**data, "image_keys": keys}), CATALOG)
+    v2 = open_envelope(_raw("job.requested", 2, {**data, "image_key": keys[0]}), CATALOG)
+    assert type(v3) is JobRequested
+    assert (v3.images, v3.confirmed_price) == (tuple(keys), 20)
+    assert isinstance(v2, JobRequestedV2)
+    assert v2.images == (keys[0],)
+    assert open_envelope(_raw("job.requested", 3, data), CATALOG).images == ()  # type: ignore[attr-defined]
+    with pytest.raises(ValidationError):  # four is one too many
+        open_envelope(_raw("job.requested", 3, {**data, "image_keys": [*keys, "x.jpg"]}), CATALOG)
+    with pytest.raises(ValidationError):  # v3 has no image_key
+        open_envelope(_raw("job.requested", 3, {**data, "image_key": keys[0]}), CATALOG)
+
+
+def test_job_dispatched_v2_carries_an_albums_images_and_v1_one() -> None:
+    data = {"job_id": 1, "attempt": 1, "workflow_type": "qwen_edit_2511", "prompt": "p"}
+    v2 = open_envelope(_raw("job.dispatched", 2, {**data, "image_keys": ["a", "b"]}), CATALOG)
+    v1 = open_envelope(_raw("job.dispatched", 1, {**data, "image_key": "a"}), CATALOG)
+    assert isinstance(v2, JobDispatched)
+    assert v2.images == ("a", "b")
+    assert isinstance(v1, JobDispatchedV1)
+    assert v1.images == ("a",)
+    assert v1.routing_key() == v2.routing_key() == "job.dispatched.qwen_edit_2511"
 
 
 def test_v1_of_a_refusal_knows_no_price_changed() -> None:

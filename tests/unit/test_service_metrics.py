@@ -102,7 +102,8 @@ async def test_the_eta_each_dispatched_job_is_told_is_observed_per_workflow() ->
     settings = JobsSettings(default_duration_s=40)
     job = Dispatched(
         id=1, user_id=2, chat_id=3, request_id=uuid.uuid4(), retry_count=0,
-        workflow_type="qwen_image", prompt="a cat", image_path=None, seed=None,
+        workflow_type="qwen_image", prompt="a cat", image_path=None, extra_image_paths=None,
+        seed=None,
         position=3, busy_runners=1, recent_durations_ms=[],
     )  # fmt: skip
     emitted = Emitted()

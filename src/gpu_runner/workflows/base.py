@@ -22,7 +22,15 @@ StepObserver = Callable[[int, int], None]
 class RenderRequest:
     prompt: str
     image: Image.Image | None
+    """The (first) input image: the reference whose size the output follows."""
     seed: int
+    more_images: tuple[Image.Image, ...] = ()
+    """An album's second and third images, in the order the user sent them."""
+
+    @property
+    def images(self) -> list[Image.Image]:
+        """Every input image, the reference first."""
+        return [self.image, *self.more_images] if self.image is not None else []
 
 
 class Workflow(Protocol):

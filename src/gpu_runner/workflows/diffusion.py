@@ -98,7 +98,7 @@ class DiffusionWorkflow:
             "callback_on_step_end": step_ended,
         }
         if self.needs_image:
-            arguments["image"] = [request.image]
+            arguments["image"] = request.images  # one to three: the pipeline takes a list
         with torch.inference_mode():
             result = self._pipeline(**arguments)
         image: Image.Image = result.images[0]

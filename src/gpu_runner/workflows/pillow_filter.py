@@ -54,8 +54,27 @@ class PillowFilterWorkflow:
                 retryable=False,
             )
         assert request.image is not None  # the runner refuses image-less jobs first
-        result = apply(request.image)
+        result = apply(side_by_side(request.images))
         for step in range(1, self._settings.steps + 1):
             time.sleep(self._settings.step_delay_s)
             on_step(step, self._settings.steps)
         return result
+
+
+def side_by_side(images: list[Image.Image]) -> Image.Image:
+    """An album as one picture: each image at the first one's height, left to right."""
+    if len(images) == 1:
+        return images[0]
+    height = images[0].height
+    scaled = [
+        image
+        if image.height == height
+        else image.resize((max(1, round(image.width * height / image.height)), height))
+        for image in images
+    ]
+    joined = Image.new("RGB", (sum(image.width for image in scaled), height))
+    left = 0
+    for image in scaled:
+        joined.paste(image.convert("RGB"), (left, 0))
+        left += image.width
+    return joined

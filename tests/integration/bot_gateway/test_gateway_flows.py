@@ -19,7 +19,7 @@ from contracts.events import (
     JobAttemptFailed,
     JobCompleted,
     JobCreated,
-    JobDispatched,
+    JobDispatchedV1,
     JobProgress,
     JobRejectReason,
     JobRejectReasonV1,
@@ -515,7 +515,7 @@ async def test_a_retried_attempt_reports_its_own_steps(stack: Stack) -> None:
     chat = await started_chat(stack, "ru")
     status_id = await confirm_preset(chat, "ru", "Мультфильм", 20)
     created = await created_job(stack, chat)
-    await stack.events.wait_for(JobDispatched, job_id=created.job_id)
+    await stack.events.wait_for(JobDispatchedV1, job_id=created.job_id)
     await stack.runner_publisher.publish(
         JobStarted(job_id=created.job_id, attempt=1, runner_id="r1", total_steps=4)
     )
@@ -528,7 +528,7 @@ async def test_a_retried_attempt_reports_its_own_steps(stack: Stack) -> None:
             job_id=created.job_id, attempt=1, retryable=True, reason="gpu_out_of_memory"
         )
     )
-    await stack.events.wait_for(JobDispatched, job_id=created.job_id, attempt=2)
+    await stack.events.wait_for(JobDispatchedV1, job_id=created.job_id, attempt=2)
     await stack.runner_publisher.publish(
         JobStarted(job_id=created.job_id, attempt=2, runner_id="r2", total_steps=4)
     )
@@ -555,7 +555,7 @@ async def test_a_canceled_job_the_runner_still_completes_sends_no_photo(
     chat = await started_chat(stack, "ru")
     status_id = await confirm_preset(chat, "ru", "Мультфильм", 20)
     created = await created_job(stack, chat)
-    await stack.events.wait_for(JobDispatched, job_id=created.job_id)
+    await stack.events.wait_for(JobDispatchedV1, job_id=created.job_id)
     await stack.runner_publisher.publish(
         JobStarted(job_id=created.job_id, attempt=1, runner_id="r1", total_steps=2)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import signal
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from contracts.events import JobCanceled, JobDispatched, JobFailed
+from contracts.events import JobCanceled, JobDispatched, JobDispatchedV1, JobFailed
 from contracts.topology import Topology
 from gpu_runner.settings import RunnerSettings
 from object_store import LocalObjectStore
@@ -32,8 +33,8 @@ PILLOW = RunnerSettings(workflows="pillow_filter", progress_interval_s=0)
 
 def job(
     job_id: int, prompt: str = "grayscale", image_key: str | None = "in/photo.png"
-) -> JobDispatched:
-    return JobDispatched(
+) -> JobDispatchedV1:
+    return JobDispatchedV1(
         job_id=job_id, attempt=1, workflow_type="pillow_filter", prompt=prompt, image_key=image_key
     )
 
@@ -68,6 +69,34 @@ async def test_a_dispatched_job_is_started_progressed_completed_and_never_run_tw
         assert len(set(result.get_flattened_data())) == 1
         red, green, blue = result.getpixel((0, 0))  # type: ignore[misc]
         assert red == green == blue  # grayscale of the red input
+
+
+async def test_an_albums_images_are_all_given_to_the_workflow_in_order(
+    amqp_url: str, topology: Topology, objects: Path
+) -> None:
+    """JobDispatched v2 (an album): each image is loaded and the workflow gets them all, the
+    first as the reference; pillow_filter shows them side by side, at the first one's height."""
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    for n, colour in enumerate(colours):
+        buffer = io.BytesIO()
+        Image.new("RGB", (40 + 20 * n, 30 if n != 1 else 60), colour).save(buffer, "PNG")
+        (objects / "in" / f"album-{n}.png").write_bytes(buffer.getvalue())
+    album = JobDispatched(
+        job_id=21,
+        attempt=1,
+        workflow_type="pillow_filter",
+        prompt="blur",
+        image_keys=[f"in/album-{n}.png" for n in range(3)],
+    )
+    reports = Reports(amqp_url, topology)
+    async with serving_runner(amqp_url, topology, objects, PILLOW):
+        await publish(amqp_url, topology, album)
+        [completed] = await reports.wait_for("job.completed", 21)
+    with Image.open(objects / completed["result_key"]) as result:
+        assert result.size == (40 + 30 + 80, 30)  # the second (60 px high) scaled to 30 px
+        middles = [result.getpixel((x, 15)) for x in (20, 40 + 15, 40 + 30 + 40)]
+    strongest = [max(range(3), key=lambda c: pixel[c]) for pixel in middles]  # type: ignore[index]
+    assert strongest == [0, 1, 2]  # red, green, blue: in the order sent
 
 
 async def test_bad_input_is_a_permanent_failure_with_a_reason_never_a_loop(
@@ -237,7 +266,7 @@ async def test_a_dispatch_that_kills_every_runner_ends_in_the_dlq(
 async def test_a_missing_model_directory_stops_the_runner_before_it_takes_a_job(
     amqp_url: str, topology: Topology, objects: Path, tmp_path: Path
 ) -> None:
-    waiting = JobDispatched(job_id=51, attempt=1, workflow_type="qwen_image", prompt="a fox")
+    waiting = JobDispatchedV1(job_id=51, attempt=1, workflow_type="qwen_image", prompt="a fox")
     await publish(amqp_url, topology, waiting)
     process = await asyncio.create_subprocess_exec(
         IMAGEBOT,

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 import uvicorn
 
-from contracts.events import JobDispatched
+from contracts.events import JobDispatchedV1
 from contracts.topology import Topology
 from gpu_runner.app import Settings as RunnerApp
 from gpu_runner.app import create_app
@@ -64,7 +64,7 @@ async def test_a_runner_is_ready_reports_busy_time_and_turns_unready_without_its
         await publish(
             amqp_url,
             topology,
-            JobDispatched(
+            JobDispatchedV1(
                 job_id=31, attempt=1, workflow_type="pillow_filter", prompt="grayscale",
                 image_key="in/photo.png",
             ),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from contracts.events import JobDispatched
+from contracts.events import JobDispatchedV1
 from contracts.topology import Topology
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import RenderRequest, build_workflows
@@ -49,7 +49,7 @@ async def test_tiny_pipelines_run_through_the_runner_and_store_images(
     objects = tmp_path / "objects"
     (objects / "in").mkdir(parents=True)
     (objects / "in" / "photo.png").write_bytes(png((96, 64)))
-    edit = JobDispatched(
+    edit = JobDispatchedV1(
         job_id=1,
         attempt=1,
         workflow_type="qwen_edit_2511",
@@ -57,7 +57,7 @@ async def test_tiny_pipelines_run_through_the_runner_and_store_images(
         image_key="in/photo.png",
         seed=7,
     )
-    text_to_image = JobDispatched(
+    text_to_image = JobDispatchedV1(
         job_id=2, attempt=1, workflow_type="qwen_image", prompt="a red fox in snow"
     )
     reports = Reports(amqp_url, topology)

@@ -21,7 +21,7 @@ from contracts.envelope import new_envelope
 from contracts.events import (
     BalanceDebited,
     JobCreated,
-    JobDispatched,
+    JobDispatchedV1,
     JobQueued,
     JobRejectReason,
     JobRejectReasonV1,
@@ -58,7 +58,7 @@ def request(user_id: int, **fields: Any) -> JobRequested:
         user_id=user_id,
         telegram_id=1000 + user_id,
         chat_id=1000 + user_id,
-        **{"preset_id": PRESET, "image_key": EDIT_IMAGE, "price": 30, **fields},
+        **{"preset_id": PRESET, "image_keys": [EDIT_IMAGE], "price": 30, **fields},
     )
 
 
@@ -137,7 +137,7 @@ async def test_a_redelivered_request_and_debit_change_nothing(
         == settled
     )
     assert len(events.of(JobCreated, request_id=created.request_id)) == 1
-    assert len(events.of(JobDispatched, job_id=created.job_id)) == 1
+    assert len(events.of(JobDispatchedV1, job_id=created.job_id)) == 1
 
 
 async def test_concurrent_requests_of_one_user_stop_at_the_unfinished_cap(
@@ -186,7 +186,7 @@ async def test_an_unconfirmed_request_replayed_late_is_refused_uncharged(
     is still running); asked long ago (a dead letter replayed late), it is refused."""
     fresh = await player.request(9, preset_id=PRESET, confirmed=False)
     (created,) = await events.wait_for(JobCreated, request_id=fresh)
-    late = request(9).model_dump(exclude={"price"})
+    late = {**request(9).model_dump(exclude={"price", "image_keys"}), "image_key": EDIT_IMAGE}
     envelope = new_envelope(JobRequestedV1(**late), source="bot_gateway")
     old = envelope.model_copy(update={"time": envelope.time - timedelta(hours=2)})
     await player.publisher.publish_envelope(old, old.type)

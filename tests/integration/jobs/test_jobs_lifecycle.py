@@ -15,9 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from contracts.events import (
     DebitRejected,
     DebitRejectReason,
+    JobAttemptFailed,
     JobCanceled,
     JobCreated,
     JobDispatched,
+    JobDispatchedV1,
     JobFailed,
     JobQueued,
     JobRejectReason,
@@ -69,6 +71,28 @@ async def job_row(sessions: Sessions, job_id: int) -> dict[str, Any]:
 
 async def stage_is(sessions: Sessions, job_id: int, stage: str) -> bool:
     return (await job_row(sessions, job_id))["stage"] == stage
+
+
+async def test_an_album_is_one_job_on_its_images_in_order_dispatched_in_v2(
+    jobs: None, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
+) -> None:
+    """Up to three images (an album) make one job: the customer's image_path keeps the first,
+    extra_image_paths the rest, and the dispatch (v2, as v1 carries one image) names them all,
+    in the order sent; after a retry too."""
+    album = ["uploads/person.jpg", "uploads/product.jpg", "uploads/style.jpg"]
+    created = await player.submit_paid(4, preset_id=EDIT_PRESET, image_keys=album)
+    (dispatched,) = await events.wait_for(JobDispatched, job_id=created.job_id)
+    assert dispatched.image_keys == album
+    assert events.of(JobDispatchedV1, job_id=created.job_id) == []
+    row = await job_row(jobs_sessions, created.job_id)
+    assert (row["image_path"], row["extra_image_paths"]) == (album[0], album[1:])
+
+    await player.start(created.job_id)
+    await player.publish(
+        JobAttemptFailed(job_id=created.job_id, attempt=1, retryable=True, reason="gpu_oom")
+    )
+    (again,) = await events.wait_for(JobDispatched, job_id=created.job_id, attempt=2)
+    assert again.image_keys == album
 
 
 async def test_a_job_runs_from_request_to_result_with_every_transition_stored(
@@ -126,8 +150,8 @@ async def test_retryable_failures_retry_up_to_the_limit_then_the_job_fails(
     assert "attempt 3 of 3" in failed.detail
     row = await job_row(jobs_sessions, created.job_id)
     assert (row["stage"], row["legacy"], row["retry_count"]) == ("failed", "failed", 2)
-    assert len(events.of(JobDispatched, job_id=created.job_id)) == 3
-    seeds = {dispatched.seed for dispatched in events.of(JobDispatched, job_id=created.job_id)}
+    assert len(events.of(JobDispatchedV1, job_id=created.job_id)) == 3
+    seeds = {dispatched.seed for dispatched in events.of(JobDispatchedV1, job_id=created.job_id)}
     assert len(seeds) == 1  # every attempt renders the same picture
     assert await history(jobs_sessions, created.job_id) == [
         (None, "awaiting_payment", 1, "requested"),
@@ -152,7 +176,7 @@ async def test_a_permanent_failure_fails_the_job_without_a_retry(
     await player.fail(created.job_id, 1, retryable=False)
     (failed,) = await events.wait_for(JobFailed, job_id=created.job_id)
     assert failed.reason == "unreadable_image"
-    assert len(events.of(JobDispatched, job_id=created.job_id)) == 1
+    assert len(events.of(JobDispatchedV1, job_id=created.job_id)) == 1
 
 
 async def test_a_stuck_processing_job_is_retried_then_failed_by_its_timeout(
@@ -222,7 +246,7 @@ async def test_duplicate_and_out_of_order_events_change_nothing(
     assert await job_row(jobs_sessions, created.job_id) == row
     assert not events.of(JobCanceled)
     assert not events.of(JobFailed)
-    assert len(events.of(JobDispatched)) == 1
+    assert len(events.of(JobDispatchedV1)) == 1
     assert await _succeeded_in_outbox(jobs_sessions, created.job_id) == 1  # the first result only
     assert len(events.of(JobSucceeded, job_id=created.job_id)) == 1
 
@@ -259,11 +283,11 @@ async def test_one_users_burst_does_not_delay_another_users_single_job(
     jobs: None, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
 ) -> None:
     burst = [await player.submit_paid(1, preset_id=EDIT_PRESET) for _ in range(10)]
-    await events.wait_for(JobDispatched, count=2)
+    await events.wait_for(JobDispatchedV1, count=2)
     single = await player.submit_paid(2, preset_id=EDIT_PRESET)
     await player.dispatched(single.job_id)
     await asyncio.sleep(0.5)  # dispatcher passes: A stays at its cap of 2
-    assert [event.job_id for event in events.of(JobDispatched)] == [
+    assert [event.job_id for event in events.of(JobDispatchedV1)] == [
         burst[0].job_id, burst[1].job_id, single.job_id,
     ]  # fmt: skip
 
@@ -272,7 +296,7 @@ async def test_one_users_burst_does_not_delay_another_users_single_job(
     third = await player.dispatched(burst[2].job_id)  # A's next job takes the freed slot
     assert third.attempt == 1
     dispatches = [
-        event.job_id for event in events.of(JobDispatched) if event.job_id != single.job_id
+        event.job_id for event in events.of(JobDispatchedV1) if event.job_id != single.job_id
     ]
     assert dispatches == [job.job_id for job in burst[:3]]
     async with jobs_sessions() as session:
@@ -316,7 +340,7 @@ async def test_cancel_while_waiting_and_while_processing_ends_in_job_canceled(
     for job_id in (held.job_id, first.job_id):
         row = await job_row(jobs_sessions, job_id)
         assert (row["stage"], row["legacy"]) == ("canceled", "failed")
-    assert not events.of(JobDispatched, job_id=held.job_id)  # it never reached a runner
+    assert not events.of(JobDispatchedV1, job_id=held.job_id)  # it never reached a runner
     late = await player.complete(first.job_id)  # the runner finished anyway: too late
     await eventually(lambda: _handled(jobs_sessions, late.id))
     assert (await job_row(jobs_sessions, first.job_id))["stage"] == "canceled"
@@ -355,7 +379,7 @@ async def test_a_rejected_debit_fails_the_job_with_the_reason(
     row = await job_row(jobs_sessions, created.job_id)
     assert row["error"].startswith("insufficient_funds")
     assert (await history(jobs_sessions, created.job_id))[-1][3] == "insufficient_funds"
-    assert not events.of(JobDispatched)
+    assert not events.of(JobDispatchedV1)
 
 
 async def test_a_repeated_request_makes_one_job(

@@ -12,7 +12,7 @@ from contracts.envelope import Envelope, Event, RawEnvelope, new_envelope
 from contracts.events import (
     JobAttemptFailed,
     JobCompleted,
-    JobDispatched,
+    JobDispatchedV1,
     JobProgress,
     JobStarted,
 )
@@ -62,8 +62,8 @@ class TextToSquare:
         return Image.new("RGB", (8, 8), (request.seed % 256, 0, 0))
 
 
-def dispatch(job_id: int = 1, attempt: int = 1) -> tuple[JobDispatched, RawEnvelope]:
-    job = JobDispatched(
+def dispatch(job_id: int = 1, attempt: int = 1) -> tuple[JobDispatchedV1, RawEnvelope]:
+    job = JobDispatchedV1(
         job_id=job_id, attempt=attempt, workflow_type="qwen_image", prompt="fox", seed=7
     )
     return job, new_envelope(job, source="jobs", correlation_id=f"request-{job_id}")
@@ -130,7 +130,7 @@ async def test_a_canceled_job_does_not_start_and_a_wrong_workflow_is_refused(
     subject = runner(tmp_path, publisher, workflow)
     subject.cancellations.cancel(1)
     canceled = await subject.run(*dispatch(job_id=1))
-    job = JobDispatched(job_id=2, attempt=1, workflow_type="pillow_filter", prompt="blur")
+    job = JobDispatchedV1(job_id=2, attempt=1, workflow_type="pillow_filter", prompt="blur")
     refused = await subject.run(job, new_envelope(job, source="jobs"))
     assert isinstance(canceled, JobAttemptFailed)
     assert (canceled.reason, canceled.retryable) == ("canceled", False)

@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from contracts.envelope import new_envelope
-from contracts.events import JobDispatched
+from contracts.events import JobDispatchedV1
 from gpu_runner.app import Settings as RunnerApp
 from gpu_runner.app import create_app
 from gpu_runner.cancellations import Cancellations
@@ -80,7 +80,7 @@ def test_a_missing_model_directory_stops_the_runner_before_it_starts(tmp_path: P
 
 
 def test_a_dispatch_for_an_unknown_workflow_is_answered_not_dead_lettered() -> None:
-    job = JobDispatched(job_id=3, attempt=2, workflow_type="qwen_image", prompt="p")
+    job = JobDispatchedV1(job_id=3, attempt=2, workflow_type="qwen_image", prompt="p")
     envelope = new_envelope(job, source="test").model_dump(mode="json")
     assert parse_dispatch(json.dumps(envelope).encode())[1] == job
     envelope["data"]["workflow_type"] = "flux"
