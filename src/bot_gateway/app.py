@@ -189,8 +189,8 @@ def _dispatcher(
     )
     flood = FloodMiddleware(
         FloodGuard(
-            limit=settings.conversation.flood_messages,
-            window_s=settings.conversation.flood_window_s,
+            burst=settings.conversation.flood_messages,
+            interval_s=settings.conversation.flood_interval_s,
         )
     )
     # first: a long text's parts are one update before anything reads or answers them

@@ -65,9 +65,10 @@ class ConversationSettings(BaseSettings):
     """HEIF covers iPhones' HEIC (kept as JPEG); leave it out to refuse HEIC by name."""
     prompt_max_length: int = Field(default=1000, ge=1, le=PROMPT_MAX_LENGTH)
     upload_prefix: str = Field(default="uploads", pattern=r"^[a-z0-9_-]{1,50}$")
-    flood_messages: int = Field(default=8, ge=1)
-    """Updates one user may send within `flood_window_s`; more are answered once and dropped."""
-    flood_window_s: float = Field(default=5.0, gt=0)
+    flood_messages: int = Field(default=10, ge=1)
+    """Updates one user may send at once (a quick user, an album) ..."""
+    flood_interval_s: float = Field(default=0.5, gt=0)
+    """... and then one per this interval; more are answered once and dropped."""
     catalog_ttl_s: float = Field(default=60.0, gt=0)
     """Another replica may have missed PresetsChanged: a cached catalog is reread this often."""
     history_limit: int = Field(default=5, ge=1, le=50)

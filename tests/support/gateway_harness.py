@@ -35,7 +35,7 @@ MAX_TEST_PIXELS = 1_000_000
 FLOOD_LIMIT = 10
 MAX_UNFINISHED = 3
 """Jobs' cap on a user's unfinished jobs in these tests."""
-FLOOD_WINDOW_S = 2.0
+FLOOD_INTERVAL_S = 0.2
 
 _ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**4 + 2**33)
 
@@ -84,7 +84,7 @@ def gateway_settings(
             ConversationSettings(
                 max_image_pixels=MAX_TEST_PIXELS,
                 flood_messages=FLOOD_LIMIT,
-                flood_window_s=FLOOD_WINDOW_S,
+                flood_interval_s=FLOOD_INTERVAL_S,
             ),
         ),
         delivery=overrides.pop(

@@ -14,8 +14,7 @@ from contracts.topology import Topology
 from messaging.settings import BrokerSettings
 from sandbox.telegram import TelegramSandbox
 from support.gateway_harness import (
-    FLOOD_LIMIT,
-    FLOOD_WINDOW_S,
+    FLOOD_INTERVAL_S,
     MAX_TEST_PIXELS,
     MAX_UNFINISHED,
     Chat,
@@ -164,7 +163,7 @@ async def test_stale_and_forged_buttons(stack: Stack, language: str) -> None:
     ):
         query = chat.press_data(message_id, data)
         assert a["stale"] in await chat.alert(query), data
-        await asyncio.sleep(FLOOD_WINDOW_S / FLOOD_LIMIT)  # slower than the flood limit
+        await asyncio.sleep(FLOOD_INTERVAL_S)  # no faster than the flood limit refills
     assert requested_by(stack, chat) == []
 
 
@@ -195,7 +194,7 @@ async def test_a_job_over_the_users_cap_is_refused_uncharged(stack: Stack, langu
         confirm = await chat.expect(a["confirm"])
         chat.press(confirm, a["start"])
         status = confirm.message_id or 0
-        await asyncio.sleep(FLOOD_WINDOW_S / 2)  # four updates per round, under the limit
+        await asyncio.sleep(4 * FLOOD_INTERVAL_S)  # four updates per round: refilled
     user_id = await _account(stack, chat)
     (rejected,) = await stack.events.wait_for(JobRequestRejected, user_id=user_id)
     assert rejected.reason == "active_jobs_cap"

@@ -115,24 +115,22 @@ async def test_a_429_is_waited_out_and_the_call_repeated() -> None:
 
 
 def test_the_flood_guard_lets_a_quick_user_through_and_stops_a_flood() -> None:
-    """Designed with the chat's burst: a quick user (6 taps, 0.3 s apart) is never told to slow
-    down by the default guard, while updates far faster than a chat can be answered are."""
+    """Designed with the chat's burst: a quick user (6 taps, 0.3 s apart, over and over) is
+    never told to slow down by the default guard, while a client firing updates at once is."""
     settings = ConversationSettings()
     now = [0.0]
     guard = FloodGuard(
-        limit=settings.flood_messages, window_s=settings.flood_window_s, clock=lambda: now[0]
+        burst=settings.flood_messages, interval_s=settings.flood_interval_s, clock=lambda: now[0]
     )
     verdicts = []
-    for _ in range(6):
-        verdicts.append(guard.check(1))
-        now[0] += 0.3
-    assert verdicts == [Verdict.allow] * 6
-    flood = []
-    for _ in range(20):
-        flood.append(guard.check(2))
-        now[0] += 0.05
-    assert flood.count(Verdict.warn) == 1
-    assert Verdict.drop in flood
+    for _ in range(5):  # five rounds of 6 taps, a 2 s read between rounds
+        for _ in range(6):
+            verdicts.append(guard.check(1))
+            now[0] += 0.3
+        now[0] += 2.0
+    assert verdicts == [Verdict.allow] * 30
+    flood = [guard.check(2) for _ in range(15)]  # a client firing updates all at once
+    assert flood == [Verdict.allow] * 10 + [Verdict.warn] + [Verdict.drop] * 4
 
 
 async def test_a_broadcast_waiting_in_a_chat_does_not_hold_up_that_chats_reply() -> None:

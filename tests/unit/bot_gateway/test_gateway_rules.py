@@ -96,16 +96,17 @@ def test_rubles_from_kopecks() -> None:
     assert [rubles(10000), rubles(12345), rubles(5)] == ["100", "123.45", "0.05"]
 
 
-def test_flood_guard_warns_once_then_drops_until_the_window_passes() -> None:
+def test_flood_guard_takes_a_burst_warns_once_then_drops_until_it_refills() -> None:
     now = [0.0]
-    guard = FloodGuard(limit=3, window_s=5.0, clock=lambda: now[0])
+    guard = FloodGuard(burst=3, interval_s=1.0, clock=lambda: now[0])
     assert [guard.check(1) for _ in range(3)] == [Verdict.allow] * 3
     assert guard.check(1) is Verdict.warn
     assert guard.check(1) is Verdict.drop
     assert guard.check(2) is Verdict.allow  # someone else is not affected
-    now[0] = 5.1
-    assert guard.check(1) is Verdict.allow
-    assert [guard.check(1) for _ in range(3)] == [Verdict.allow, Verdict.allow, Verdict.warn]
+    now[0] = 1.0  # one more has room
+    assert [guard.check(1) for _ in range(2)] == [Verdict.allow, Verdict.warn]
+    now[0] = 10.0  # the whole burst again
+    assert [guard.check(1) for _ in range(4)] == [Verdict.allow] * 3 + [Verdict.warn]
 
 
 def truncated_jpeg() -> bytes:
