@@ -21,8 +21,10 @@ from contracts.envelope import Event
 PROMPT_MAX_LENGTH = 4000
 """Hard cap on a prompt in any event; services configure their own, lower limits."""
 
-WorkflowType = Literal["qwen_edit_2511", "qwen_image", "pillow_filter"]
-"""Every workflow a runner may serve; each has its own GPU work queue."""
+WorkflowType = Literal["qwen_edit_2511", "qwen_edit_2511_lightning", "qwen_image", "pillow_filter"]
+"""Every workflow a runner may serve; each has its own GPU work queue. A workflow is a model
+with its profile: `qwen_edit_2511_lightning` is Qwen-Image-Edit-2511 with the Lightning LoRA
+fused (4 steps, no CFG), so a preset chooses fast or best quality by its workflow."""
 WORKFLOW_TYPES: tuple[str, ...] = get_args(WorkflowType)
 DEFAULT_WORKFLOW: WorkflowType = "qwen_edit_2511"
 

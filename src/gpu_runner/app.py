@@ -17,8 +17,9 @@ from contracts.topology import Topology, build_topology
 from gpu_runner.cancellations import Cancellations
 from gpu_runner.runner import Runner
 from gpu_runner.settings import RunnerSettings
-from gpu_runner.workflows import Workflow, build_workflows
+from gpu_runner.workflows import Workflow, build_workflows, check_memory
 from messaging.broker import create_broker, keep_message, rabbit_queue
+from messaging.faststream_internals import cancel_consumer
 from messaging.health import ReadinessCheck, health_routes
 from messaging.lifecycle import ServiceLifecycle
 from messaging.logs import name_service
@@ -46,14 +47,21 @@ def create_app(
     *,
     workflows: Mapping[str, Workflow] | None = None,
     store: ObjectStore | None = None,
+    on_device_lost: Callable[[str], None] | None = None,
 ) -> AsgiFastStream:
-    """The runner as an ASGI app; raises `ModelDirectoryMissingError` before touching the broker."""
+    """The runner as an ASGI app; raises `CannotStartError` (model or LoRA missing, a profile
+    contradicted, not enough device memory) before touching the broker.
+
+    `on_device_lost` is called once the device cannot run more jobs (a sticky CUDA error, or
+    out of memory again and again), after the failed attempt is reported: the process should
+    stop (`__main__` exits non-zero so its supervisor restarts it)."""
     settings = settings or Settings()
     name_service(SOURCE)
     broker, service = settings.broker, settings.service
     workflows = dict(workflows) if workflows is not None else build_workflows(settings.runner)
     for workflow in workflows.values():
         workflow.check()
+    check_memory(workflows.values(), settings.runner)
     topology = build_topology(broker.namespace)
     rabbit = create_broker(broker, graceful_timeout_s=service.graceful_timeout_s)
     publisher = EventPublisher(
@@ -65,6 +73,8 @@ def create_app(
         publisher,
         settings.runner,
         Cancellations(),
+        stop_consuming=lambda: _stop_consuming(rabbit),
+        on_device_lost=on_device_lost,
     )
     subscribe_runner(rabbit, topology, runner, settings.runner)
     lifecycle = ServiceLifecycle(rabbit, broker.url.get_secret_value(), topology)
@@ -128,8 +138,17 @@ def _closing(runner: Runner) -> Callable[[RabbitMessage], Awaitable[None]]:
     return close
 
 
+async def _stop_consuming(rabbit: RabbitBroker) -> None:
+    """basic.cancel on every queue at once: nothing more is delivered to a broken device, and
+    the jobs handed back go to other runners."""
+    for subscriber in rabbit.subscribers:
+        await cancel_consumer(subscriber)
+
+
 def _models_loading(runner: Runner) -> ReadinessCheck:
     async def check() -> str | None:
+        if runner.health.lost is not None:
+            return f"device unusable: {runner.health.lost}"
         return None if runner.loaded else "models loading"
 
     return check

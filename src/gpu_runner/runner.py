@@ -35,11 +35,12 @@ from contracts.events import (
     JobStarted,
 )
 from gpu_runner.cancellations import Cancellations
-from gpu_runner.failures import AttemptFailure, JobCanceledError, classify
+from gpu_runner.failures import AttemptFailure, DeviceHealth, JobCanceledError, classify
 from gpu_runner.images import InvalidImageError, decode_image, encode_png
 from gpu_runner.metrics import BusyMeter
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import RenderRequest, Workflow
+from gpu_runner.workflows.device import bind_device
 from messaging.consumer import EventConsumer, MalformedMessageError
 from messaging.logs import handling
 from messaging.metrics import HANDLER_SECONDS, MESSAGES_CONSUMED
@@ -72,17 +73,32 @@ class Runner:
         settings: RunnerSettings,
         cancellations: Cancellations | None = None,
         meter: BusyMeter | None = None,
+        *,
+        stop_consuming: Callable[[], Awaitable[None]] | None = None,
+        on_device_lost: Callable[[str], None] | None = None,
     ) -> None:
+        """`stop_consuming` is awaited once the device is found unusable, before any staged job
+        is handed back (else the broker would hand it straight back here); `on_device_lost` is
+        called after the failed attempt is reported: the process should then stop."""
         self.workflows = dict(workflows)
         self.cancellations = cancellations or Cancellations()
         self.meter = meter or BusyMeter(settings.name)
         self.loaded = False
+        self.health = DeviceHealth(settings.max_consecutive_ooms)
+        self._stop_consuming = stop_consuming
+        self._on_device_lost = on_device_lost or (lambda reason: None)
         self._stopping = False
         self._store = store
         self._publisher = publisher
         self._settings = settings
         self._device = asyncio.Lock()
-        self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._inference = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="inference",
+            # torch's current CUDA device is per thread: `cuda:N` must be this thread's
+            initializer=bind_device,
+            initargs=(settings.device,),
+        )
 
     async def load(self) -> None:
         """Load every served pipeline once, on the inference thread, before taking jobs."""
@@ -129,7 +145,9 @@ class Runner:
             raise
         except ShuttingDownError:
             log.info("job %s not started; returning it to the queue for another runner", job.job_id)
-            await message.reject(requeue=True)
+            # nack, not reject: RabbitMQ counts only rejects towards a quorum queue's delivery
+            # limit, and a job handed back unstarted has not failed anywhere
+            await message.nack(requeue=True)
             return "returned"
         except Exception:
             log.exception("job %s: outcome not published; returning it to the queue", job.job_id)
@@ -169,7 +187,11 @@ class Runner:
                 reason=failure.reason,
                 detail=failure.detail,
             )
-        await self._publish(outcome, envelope)
+        try:
+            await self._publish(outcome, envelope)
+        finally:
+            if self.health.lost is not None:
+                self._on_device_lost(self.health.lost)
         return outcome
 
     async def _attempt(self, job: AnyJobDispatched, envelope: RawEnvelope) -> JobCompleted:
@@ -193,7 +215,9 @@ class Runner:
                     raise ShuttingDownError(job.job_id)
                 started = time.monotonic()
                 with self.meter.busy(workflow.name):
-                    image = await self._infer(job, envelope, workflow, request, reports)
+                    image = await self._guarded(
+                        self._infer(job, envelope, workflow, request, reports)
+                    )
             png = await asyncio.to_thread(encode_png, image)
             try:
                 result = await self._store_result(
@@ -235,6 +259,22 @@ class Runner:
             )
         except InvalidImageError as exc:
             raise AttemptFailure(exc.reason, exc.detail, retryable=False) from exc
+
+    async def _guarded(self, inference: Awaitable[Any]) -> Any:
+        """Run the job's steps, holding the device; after a failure that leaves it unusable, no
+        staged job starts (each goes back to its queue) and the process is told to stop."""
+        try:
+            image = await inference
+        except AttemptFailure as failure:
+            self.health.failed(failure)
+            if self.health.lost is not None and not self._stopping:
+                log.critical("device unusable (%s): taking no more jobs", self.health.lost)
+                self._stopping = True
+                if self._stop_consuming is not None:
+                    await self._stop_consuming()
+            raise
+        self.health.succeeded()
+        return image
 
     async def _infer(
         self,

