@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 
@@ -23,3 +24,7 @@ class ObjectStore(Protocol):
         ...
 
     async def exists(self, key: str) -> bool: ...
+
+    async def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
+        """Delete every object under `prefix/` last written before `cutoff`: how many."""
+        ...

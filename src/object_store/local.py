@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 from object_store.interface import ObjectNotFoundError, ObjectTooLargeError
@@ -28,6 +29,21 @@ class LocalObjectStore:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path(key).is_file)
+
+    async def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
+        return await asyncio.to_thread(self._delete_older_than, self.path(prefix), cutoff)
+
+    @staticmethod
+    def _delete_older_than(folder: Path, cutoff: datetime) -> int:
+        deleted = 0
+        for path in folder.rglob("*"):
+            try:
+                if path.is_file() and path.stat().st_mtime < cutoff.timestamp():
+                    path.unlink()
+                    deleted += 1
+            except FileNotFoundError:  # deleted meanwhile (another replica's sweep)
+                continue
+        return deleted
 
     @staticmethod
     def _read(key: str, path: Path, max_bytes: int | None) -> bytes:

@@ -7,12 +7,15 @@ blocking and thread-safe: every call runs in a worker thread, off the event loop
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from object_store.interface import ObjectNotFoundError, ObjectTooLargeError
 from object_store.keys import check_key
 from object_store.settings import StorageSettings
 
+DELETE_BATCH = 1000
+"""Keys per DeleteObjects call: S3's own limit."""
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
 """What HEAD of a missing object answers (no body, so often the bare status)."""
 
@@ -55,6 +58,31 @@ class S3ObjectStore:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._exists, check_key(key))
+
+    async def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
+        return await asyncio.to_thread(self._delete_older_than, check_key(prefix), cutoff)
+
+    def _delete_older_than(self, prefix: str, cutoff: datetime) -> int:
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self._bucket, Prefix=f"{prefix}/"
+        )
+        old = [
+            item["Key"]
+            for page in pages
+            for item in page.get("Contents", [])
+            if item["LastModified"] < cutoff
+        ]
+        for start in range(0, len(old), DELETE_BATCH):
+            batch = old[start : start + DELETE_BATCH]
+            answer = self._client.delete_objects(
+                Bucket=self._bucket,
+                Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
+            )
+            if answer.get("Errors"):
+                raise RuntimeError(
+                    f"S3 kept {len(answer['Errors'])} objects: {answer['Errors'][:3]}"
+                )
+        return len(old)
 
     def _get(self, key: str, max_bytes: int | None) -> bytes:
         from botocore.exceptions import ClientError

@@ -9,6 +9,7 @@ HTTP server.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from object_store import (
     StorageSettings,
     create_object_store,
 )
+from object_store import s3 as s3_module
 
 BAD_KEYS = ("../escape.png", "/etc/passwd", "a/./b", "a/../../b", "", "a b", "x" * 256)
 
@@ -204,3 +207,46 @@ async def test_a_missing_bucket_is_an_error_not_a_missing_object(s3_endpoint: st
     assert not isinstance(raised.value, ObjectNotFoundError)
     with pytest.raises(Exception, match="NoSuchBucket"):
         await store.put("results/1.png", b"png", content_type="image/png")
+
+
+async def test_objects_under_a_prefix_written_before_the_cutoff_are_deleted(
+    backend: Backend,
+) -> None:
+    """The results' retention: only what is under the prefix, and only what is older."""
+    kept = {"uploads/1/a.png", "results-x/1.png", "resultsy.png"}
+    results = {"results/1-r.png", "results/1-r.json", "results/sub/2-r.png"}
+    for key in kept | results:
+        await backend.store.put(key, b"x", content_type="image/png")
+    now = datetime.now(UTC)
+    assert await backend.store.delete_older_than("results", now - timedelta(minutes=5)) == 0
+    assert backend.keys() == kept | results
+    assert await backend.store.delete_older_than("results", now + timedelta(minutes=5)) == 3
+    assert backend.keys() == kept
+    assert await backend.store.delete_older_than("results", now + timedelta(minutes=5)) == 0
+    assert await backend.store.delete_older_than("absent", now + timedelta(minutes=5)) == 0
+    with pytest.raises(InvalidKeyError):
+        await backend.store.delete_older_than("../results", now)
+
+
+async def test_only_the_older_objects_under_the_prefix_go(tmp_path: Path) -> None:
+    """Ages side by side (a local file's time can be set; S3 sets LastModified itself)."""
+    backend = _local(tmp_path / "objects")
+    for key in ("results/old.png", "results/new.png"):
+        await backend.store.put(key, b"x", content_type="image/png")
+    month_ago = (datetime.now(UTC) - timedelta(days=30)).timestamp()
+    os.utime(tmp_path / "objects" / "results/old.png", (month_ago, month_ago))
+    cutoff = datetime.now(UTC) - timedelta(days=7)
+    assert await backend.store.delete_older_than("results", cutoff) == 1
+    assert backend.keys() == {"results/new.png"}
+
+
+async def test_s3_deletes_in_batches_of_its_limit(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(s3_module, "DELETE_BATCH", 2)
+    backend = _s3(s3_endpoint, f"imagebot-{uuid.uuid4().hex[:12]}")
+    for n in range(5):
+        await backend.store.put(f"results/{n}.png", b"x", content_type="image/png")
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert await backend.store.delete_older_than("results", later) == 5
+    assert backend.keys() == set()
