@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from billing import accounts, services
-from billing.domain import adjustment_key
+from billing import accounts, payments, services
+from billing.domain import adjustment_key, amount_value, to_kopecks
 from billing.models import DELIVERY
 from messaging.database import create_engine
 from messaging.settings import DatabaseSettings
@@ -113,5 +113,81 @@ async def _bonus() -> int:
             BillingSettings(),
         )
         return await weekly.run_once()
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def refund(
+    payment_id: Annotated[int, typer.Option(help="Our top-up's id (`payments.id`).")],
+    key: Annotated[
+        str,
+        typer.Option(
+            help="The refund request's key: asking again with it finishes, never repeats."
+        ),
+    ],
+    amount: Annotated[
+        str | None, typer.Option(help="Rubles to refund (123.45); all that is left when omitted.")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why; the buyer sees it at YooKassa.")] = "",
+) -> None:
+    """Refund a YooKassa top-up to the buyer, whole or part; its credits come back out."""
+    from billing.refunds import RefundOutcome
+
+    kopecks = None if amount is None else to_kopecks(amount)
+    result = asyncio.run(_refund(payment_id, key, kopecks, reason.strip()))
+    line = (
+        f"refund of payment {payment_id} (key {key}): {result.outcome.value}, "
+        f"{amount_value(result.amount_kopecks)} RUB, {result.credits} credits bought back"
+    )
+    if result.shortfall:
+        line += f", {result.shortfall} of them spent already (shortfall)"
+    if result.detail:
+        line += f" ({result.detail})"
+    ok = result.outcome in (RefundOutcome.refunded, RefundOutcome.pending)
+    typer.echo(line, err=not ok)
+    if not ok:
+        raise typer.Exit(1)
+
+
+async def _refund(payment_id: int, key: str, kopecks: int | None, reason: str) -> Any:
+    from billing.refunds import refund_topup
+    from billing.settings import YooKassaSettings
+    from billing.yookassa_gateway import YooKassaGateway
+
+    engine = create_engine(DatabaseSettings())
+    settings = YooKassaSettings()
+    try:
+        return await refund_topup(
+            lambda: UnitOfWork(engine, DELIVERY, source="billing"),
+            YooKassaGateway(settings),
+            settings,
+            payment_id=payment_id,
+            key=key,
+            amount_kopecks=kopecks,
+            reason=reason,
+        )
+    finally:
+        await engine.dispose()
+
+
+@app.command()
+def shortfalls() -> None:
+    """Refunds whose credits the buyer had spent in part: what the ledger could not take back."""
+    rows = asyncio.run(_shortfalls())
+    for row in rows:
+        typer.echo(
+            f"refund {row.refund} of payment {row.payment} (telegram {row.telegram_id}): "
+            f"{row.credits} credits bought back, {row.taken} taken, shortfall {row.shortfall}"
+        )
+    total = sum(int(row.shortfall) for row in rows)
+    typer.echo(f"{len(rows)} refunds with a shortfall: {total} credits in all")
+
+
+async def _shortfalls() -> list[Any]:
+    engine = create_engine(DatabaseSettings())
+    try:
+        async with engine.connect() as connection:
+            return list(await connection.execute(payments.refund_shortfalls()))
     finally:
         await engine.dispose()

@@ -23,6 +23,8 @@ class LedgerKind(enum.StrEnum):
     topup = "topup"
     bonus = "bonus"
     adjustment = "adjustment"
+    topup_refund = "topup_refund"
+    """Credits a refund to the buyer takes back (never below zero)."""
 
 
 WELCOME_KEY_PREFIX = "welcome:"
@@ -40,6 +42,23 @@ def refund_key(job_id: int) -> str:
 
 def topup_key(yookassa_payment_id: str) -> str:
     return f"topup:{yookassa_payment_id}"
+
+
+def topup_refund_key(yookassa_refund_id: str) -> str:
+    return f"topup_refund:{yookassa_refund_id}"
+
+
+def refund_request_key(request_id: object) -> str:
+    """The YooKassa Idempotence-Key of a refund: the same however often it is asked again."""
+    return f"refund-{request_id}"
+
+
+def refund_credits(credits: int, amount_kopecks: int, refund_kopecks: int) -> int:
+    """The credits a refund of `refund_kopecks` of a top-up takes back: all of them for the
+    whole amount, in proportion (rounded down, in the buyer's favour) for a part."""
+    if refund_kopecks >= amount_kopecks:
+        return credits
+    return credits * refund_kopecks // amount_kopecks
 
 
 def bonus_key(user_id: int, week: str) -> str:
@@ -60,6 +79,11 @@ def creation_key(request_id: object) -> str:
     return f"topup-{request_id}"
 
 
+def cancel_key(yookassa_payment_id: str) -> str:
+    """The Idempotence-Key of cancelling a payment at YooKassa."""
+    return f"cancel-{yookassa_payment_id}"
+
+
 def iso_week(moment: datetime, time_zone: str) -> str:
     """`YYYY-Www` of `moment` in `time_zone` (the week turns on Monday midnight there)."""
     year, week, _ = moment.astimezone(ZoneInfo(time_zone)).isocalendar()
@@ -77,6 +101,22 @@ YOOKASSA_TO_OURS = {"pending": "pending", "waiting_for_capture": "pending",
 """YooKassa spells `canceled`; the customer's `PaymentStatus` spells `cancelled`."""
 NOTIFICATION_STATUS = {"payment.succeeded": "succeeded", "payment.canceled": "canceled",
                        "payment.waiting_for_capture": "waiting_for_capture"}  # fmt: skip
+
+
+CARD = "card"
+"""The customer's spelling of a card payment (`payments.payment_method`'s default): YooKassa's
+`bank_card`, and a YooKassa top-up whose method is not known yet."""
+INTERNAL = "internal"
+"""Credits that came from us, not from a buyer (weekly bonus, job refunds)."""
+TELEGRAM_STARS = "telegram_stars"
+
+
+def payment_method(yookassa_type: str | None) -> str:
+    """One spelling per payment method in `payments.payment_method`: `card` for cards,
+    YooKassa's own type for every other method (`sbp`, `yoo_money`, ...)."""
+    if not yookassa_type or yookassa_type == "bank_card":
+        return CARD
+    return yookassa_type[:50]
 
 
 def our_status(yookassa_status: str) -> str:
@@ -119,6 +159,22 @@ class RemotePayment:
     method_type: str | None = None
     method_details: dict[str, Any] = field(default_factory=dict)
     cancellation_reason: str | None = None
+    captured_at: datetime | None = None
+    """When YooKassa took the money: our `paid_at`."""
+    income_kopecks: int | None = None
+    """What reaches the shop after YooKassa's fee (`income_amount`)."""
+
+
+@dataclass(frozen=True)
+class RemoteRefund:
+    """A refund as YooKassa's API reports it."""
+
+    id: str
+    payment_id: str
+    status: str
+    amount_kopecks: int
+    currency: str
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +191,8 @@ class LocalPayment:
     telegram_id: int | None
     request_id: uuid.UUID | None = None
     """The TopUpRequested that opened it; None on rows we did not open (the seed's history)."""
+    receipt_contact: str | None = None
+    """The buyer's email or phone its 54-FZ receipt went to."""
 
     @property
     def correlation_id(self) -> str | None:
@@ -170,10 +228,16 @@ class Settlement(enum.Enum):
 
 
 def settle(local_status: str, remote_status: str) -> Settlement:
-    """Payments move `pending -> succeeded | cancelled` at most once."""
+    """Payments move `pending -> succeeded | cancelled` at most once.
+
+    One more move: a payment we closed (expired after `BILLING_PENDING_EXPIRY_S`) that YooKassa
+    says the buyer paid after all is credited: the money was taken, the credits are owed.
+    YooKassa never turns its own `canceled` into `succeeded`, so only our closing gets here."""
     target = our_status(remote_status)
     if target == "pending":
         return Settlement.wait if local_status == "pending" else Settlement.conflict
     if local_status == "pending":
         return Settlement.credit if target == "succeeded" else Settlement.cancel
+    if local_status in ("cancelled", "failed") and target == "succeeded":
+        return Settlement.credit
     return Settlement.done if local_status == target else Settlement.conflict

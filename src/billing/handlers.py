@@ -11,6 +11,7 @@ from contracts.events import (
     JobCreated,
     JobFailed,
     TopUpRequested,
+    TopUpRequestedV1,
 )
 from contracts.rpc import (
     Account,
@@ -40,6 +41,10 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
     @consumer.on(TopUpRequested)
     async def topup_requested(event: TopUpRequested, uow: UnitOfWork) -> None:
         await topups.request(event, uow)
+
+    @consumer.on(TopUpRequestedV1)  # from gateways before v2: Russian, no receipt contact
+    async def topup_requested_v1(event: TopUpRequestedV1, uow: UnitOfWork) -> None:
+        await topups.request(event.latest(), uow)
 
     @consumer.on(CreditsGrantRequested)
     async def grant_requested(event: CreditsGrantRequested, uow: UnitOfWork) -> None:

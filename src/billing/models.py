@@ -3,8 +3,8 @@ delivery tables.
 
 Column names, types, lengths and defaults of the customer's tables follow their schema exactly
 (`users.telegram_id` widened to BIGINT: Telegram ids exceed 32 bits); billing only adds a
-`CHECK (balance >= 0)` on `users` and two nullable columns on `payments` (`request_id`,
-`credits`) that make top-ups idempotent.
+`CHECK (balance >= 0)` on `users` and nullable columns on `payments`: `request_id` and
+`credits` make top-ups idempotent; `income_amount`, `refund_of`, `receipt_contact` (0013).
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ class Payment(Base):
     # the credits it buys, fixed when it was created.
     request_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True, nullable=True)
     credits: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # What YooKassa left the shop after its fee (kopecks); the top-up a refund gives money
+    # back for; the email or phone the buyer's 54-FZ receipts go to.
+    income_amount: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    refund_of: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    receipt_contact: Mapped[str | None] = mapped_column(String(320), nullable=True)
 
 
 class PaymentLog(Base):

@@ -6,10 +6,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Float, Integer, Row, Select, String, Table, func, insert, literal, select
+from sqlalchemy import (
+    DateTime,
+    Float,
+    Integer,
+    Row,
+    Select,
+    String,
+    Table,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql import ColumnElement
@@ -17,8 +29,16 @@ from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.selectable import CTE
 
 from billing import accounts
-from billing.accounts import PAYMENTS, USERS
-from billing.domain import LedgerKind, LocalPayment, RemotePayment, topup_key
+from billing.accounts import LEDGER, PAYMENTS, USERS
+from billing.domain import (
+    CARD,
+    LedgerKind,
+    LocalPayment,
+    RemotePayment,
+    payment_method,
+    topup_key,
+    topup_refund_key,
+)
 from billing.models import PaymentLog, PaymentStatus, PaymentType
 from messaging.unit_of_work import UnitOfWork
 
@@ -33,6 +53,7 @@ _LOCAL = (
     PAYMENTS.c.credits,
     USERS.c.telegram_id,
     PAYMENTS.c.request_id,
+    PAYMENTS.c.receipt_contact,
 )
 
 
@@ -48,6 +69,7 @@ def local(row: Row[Any]) -> LocalPayment:
         credits=row.credits,
         telegram_id=row.telegram_id,
         request_id=row.request_id,
+        receipt_contact=row.receipt_contact,
     )
 
 
@@ -61,6 +83,12 @@ def by_request(request_id: uuid.UUID) -> Select[Any]:
 
 def by_id(payment_id: int) -> Select[Any]:
     return _payments().where(PAYMENTS.c.id == payment_id)
+
+
+def topup_by_id(payment_id: int) -> Select[Any]:
+    return _payments().where(
+        PAYMENTS.c.id == payment_id, PAYMENTS.c.payment_type == PaymentType.payment
+    )
 
 
 def by_yookassa_id(yookassa_id: str) -> Select[Any]:
@@ -106,6 +134,7 @@ def open_topup(
     credits: int,
     currency: str,
     description: str,
+    receipt_contact: str | None = None,
 ) -> Insert:
     """The pending payment of a top-up request: created once (if the account exists), left as
     it is on every retry; `by_request` finds it."""
@@ -122,6 +151,7 @@ def open_topup(
                 "description",
                 "request_id",
                 "credits",
+                "receipt_contact",
             ],
             select(
                 USERS.c.user_id,
@@ -129,10 +159,11 @@ def open_topup(
                 literal(currency, String()),
                 literal(PaymentStatus.pending, PAYMENTS.c.status.type),
                 literal(PaymentType.payment, PAYMENTS.c.payment_type.type),
-                literal("card", String()),
+                literal(CARD, String()),
                 literal(description, String()),
                 literal(request_id, PAYMENTS.c.request_id.type),
                 literal(credits, Integer()),
+                literal(receipt_contact, String()),
             ).where(USERS.c.user_id == user_id),
         )
         .on_conflict_do_nothing(index_elements=[PAYMENTS.c.request_id])
@@ -164,22 +195,29 @@ def transition(
     method_details: dict[str, Any] | None = None,
     unbound_only: bool = False,
     only_if: ColumnElement[bool] | None = None,
+    from_status: str = "pending",
+    paid_at: datetime | None = None,
+    income_kopecks: int | None = None,
 ) -> Update:
-    """pending -> `to`, at most once: no row when the row was no longer pending.
+    """`from_status` (pending) -> `to`, at most once: no row when the row was no longer in it.
 
     `unbound_only`: only while no YooKassa payment is attached (a creation that may still be
-    finishing must not be closed under the user's feet). Columns: id, user_id.
+    finishing must not be closed under the user's feet). A success records when the provider
+    took the money (`paid_at`, now when it does not say) and the shop's net `income_kopecks`.
+    Columns: id, user_id.
     """
-    guard = [PAYMENTS.c.id == payment_id, PAYMENTS.c.status == PaymentStatus.pending]
+    guard = [PAYMENTS.c.id == payment_id, PAYMENTS.c.status == PaymentStatus(from_status)]
     if unbound_only:
         guard.append(PAYMENTS.c.yukassa_payment_id.is_(None))
     if only_if is not None:
         guard.append(only_if)
     values: dict[str, Any] = {"status": PaymentStatus(to), "updated_at": func.now()}
     if values["status"] is PaymentStatus.succeeded:
-        values["paid_at"] = func.now()
-    if method := (method_type or "")[:50]:
-        values["payment_method"] = method
+        values["paid_at"] = func.now() if paid_at is None else literal(paid_at, DateTime(True))
+    if income_kopecks is not None:
+        values["income_amount"] = income_kopecks
+    if method_type:
+        values["payment_method"] = payment_method(method_type)
     if method_details:
         values["payment_method_details"] = json.dumps(method_details, ensure_ascii=False)
     return (
@@ -191,15 +229,19 @@ def transition(
 
 
 def credit(local: LocalPayment, remote: RemotePayment) -> tuple[Insert, dict[str, Any]]:
-    """pending -> succeeded, the credit through the ledger (`topup:<yookassa id>`) and the
-    legacy log row: one statement, which changes nothing at all unless all of it applies.
-    Returns what `accounts.move` returns; the statement and its values."""
+    """pending (or closed by us, and paid after all) -> succeeded, the credit through the
+    ledger (`topup:<yookassa id>`) and the legacy log row: one statement, which changes nothing
+    at all unless all of it applies. Returns what `accounts.move` returns; the statement and
+    its values."""
     settled = transition(
         local.id,
         "succeeded",
         method_type=remote.method_type,
         method_details=remote.method_details,
         only_if=accounts.can_move("user_id"),  # the move's own values, bound below
+        from_status=local.status,
+        paid_at=remote.captured_at,
+        income_kopecks=remote.income_kopecks,
     ).cte("settled")
     moved, params = accounts.move(
         local.credits or 0,
@@ -214,13 +256,21 @@ def credit(local: LocalPayment, remote: RemotePayment) -> tuple[Insert, dict[str
 
 def cancel(local: LocalPayment, remote: RemotePayment) -> Select[Any]:
     """pending -> cancelled and the legacy log row; no row when it was no longer pending."""
-    settled = transition(local.id, "cancelled").cte("settled")
+    return close(local, "cancelled", "canceled")
+
+
+def close(
+    local: LocalPayment, status: str, logged_as: str, *, unbound_only: bool = False
+) -> Select[Any]:
+    """pending -> `status` (cancelled, failed) with its legacy log row (`logged_as`: canceled,
+    expired, failed), one statement; no row when it was no longer pending. Columns: id."""
+    settled = transition(local.id, status, unbound_only=unbound_only).cte("settled")
     return select(settled.c.id).add_cte(
-        _logged(settled, local, "canceled", remote.id).cte("logged")
+        _logged(settled, local, logged_as, local.yookassa_id).cte("logged")
     )
 
 
-def _logged(settled: CTE, local: LocalPayment, status: str, yookassa_id: str) -> Insert:
+def _logged(settled: CTE, local: LocalPayment, status: str, yookassa_id: str | None) -> Insert:
     """The customer's old `payment_logs` row, kept in step for their tools."""
     return insert(PAYMENT_LOGS).from_select(
         ["user_id", "amount", "status", "payment_id"],
@@ -240,4 +290,123 @@ def mark_checked(payment_id: int) -> Update:
         .where(PAYMENTS.c.id == payment_id, PAYMENTS.c.status == PaymentStatus.pending)
         .values(updated_at=func.now())
         .returning(PAYMENTS.c.id)
+    )
+
+
+# --- refunds to the buyer: `payments` rows of type `refund` naming their top-up (`refund_of`)
+
+
+def refunds_of(payment_id: int) -> Select[Any]:
+    """Kopecks of the top-up's refunds that are done or under way (columns: kopecks)."""
+    return select(func.coalesce(func.sum(PAYMENTS.c.amount), 0).label("kopecks")).where(
+        PAYMENTS.c.refund_of == payment_id,
+        PAYMENTS.c.payment_type == PaymentType.refund,
+        PAYMENTS.c.status.in_([PaymentStatus.pending, PaymentStatus.succeeded]),
+    )
+
+
+def by_refund_request(request_id: uuid.UUID) -> Select[Any]:
+    return _payments().where(
+        PAYMENTS.c.request_id == request_id, PAYMENTS.c.payment_type == PaymentType.refund
+    )
+
+
+def by_refund_id(refund_id: str) -> Select[Any]:
+    return _payments().where(
+        PAYMENTS.c.yukassa_payment_id == refund_id, PAYMENTS.c.payment_type == PaymentType.refund
+    )
+
+
+def open_refund(
+    topup: LocalPayment,
+    *,
+    request_id: uuid.UUID | None,
+    amount_kopecks: int,
+    credits: int,
+    description: str,
+    refund_id: str | None = None,
+) -> Insert:
+    """A refund's pending row: once per request id (or YooKassa refund id); columns: id."""
+    row = {
+        "user_id": topup.user_id,
+        "amount": amount_kopecks,
+        "currency": topup.currency,
+        "status": PaymentStatus.pending,
+        "payment_type": PaymentType.refund,
+        "payment_method": select(PAYMENTS.c.payment_method)
+        .where(PAYMENTS.c.id == topup.id)
+        .scalar_subquery(),
+        "description": description,
+        "request_id": request_id,
+        "credits": credits,
+        "refund_of": topup.id,
+        "yukassa_payment_id": refund_id,
+        "receipt_contact": topup.receipt_contact,
+    }
+    return pg_insert(PAYMENTS).values(row).on_conflict_do_nothing().returning(PAYMENTS.c.id)
+
+
+def attach_refund(payment_id: int, refund_id: str) -> Update:
+    """Record YooKassa's refund id on our refund row; no row when it already has one, or
+    another row holds this refund (its notification came first and opened one)."""
+    taken = select(PAYMENTS.c.id).where(PAYMENTS.c.yukassa_payment_id == refund_id).exists()
+    return (
+        sql_update(PAYMENTS)
+        .where(PAYMENTS.c.id == payment_id, PAYMENTS.c.yukassa_payment_id.is_(None), ~taken)
+        .values(yukassa_payment_id=refund_id, updated_at=func.now())
+        .returning(PAYMENTS.c.id)
+    )
+
+
+def refunded(
+    refund: LocalPayment, refund_id: str, *, balance: int
+) -> tuple[Insert, dict[str, Any]]:
+    """pending -> succeeded for the refund row, its credits out through the ledger
+    (`topup_refund:<refund id>`) as far as `balance` (read just before) holds them, the rest
+    being the shortfall (what the buyer spent already), and the legacy log row: one
+    statement, all of it or nothing, and nothing unless the balance is still `balance` when
+    there is a shortfall (a top-up meanwhile would make it smaller)."""
+    credits = refund.credits or 0
+    taken = min(balance, credits)
+    settled = transition(refund.id, "succeeded", only_if=accounts.can_move("user_id")).cte(
+        "settled"
+    )
+    shortfall = (refund.credits or 0) - taken
+    moved, params = accounts.move(
+        -taken,
+        topup_refund_key(refund_id),
+        LedgerKind.topup_refund,
+        user_id=refund.user_id,
+        payment_id=refund.id,
+        reason=f"refund {refund_id}: {credits} credits bought back, {shortfall} short",
+        only_if=USERS.c.balance == balance if shortfall else None,
+        after=settled,
+    )
+    return moved.add_cte(_logged(settled, refund, "refunded", refund_id).cte("logged")), params
+
+
+SHORTFALL = (PAYMENTS.c.credits + LEDGER.c.amount).label("shortfall")
+
+
+def refund_shortfalls() -> Select[Any]:
+    """Refunds whose credits the buyer had spent in part: what the ledger could not take back.
+    Columns: refund (our row), payment (the top-up), telegram_id, credits, taken, shortfall."""
+    return (
+        select(
+            PAYMENTS.c.id.label("refund"),
+            PAYMENTS.c.refund_of.label("payment"),
+            USERS.c.telegram_id,
+            PAYMENTS.c.credits,
+            (-LEDGER.c.amount).label("taken"),
+            SHORTFALL,
+        )
+        .join(LEDGER, LEDGER.c.payment_id == PAYMENTS.c.id)
+        .join(USERS, USERS.c.user_id == PAYMENTS.c.user_id)
+        .where(
+            PAYMENTS.c.payment_type == PaymentType.refund,
+            PAYMENTS.c.refund_of.is_not(None),
+            LEDGER.c.kind == LedgerKind.topup_refund.value,
+            SHORTFALL > 0,
+        )
+        .order_by(PAYMENTS.c.id)
     )

@@ -1,5 +1,9 @@
 """Reconciliation: pending payments re-checked through the API, so a missed webhook still
-credits; payments that never got created, or stayed unpaid too long, are closed."""
+credits; payments that never got created, or stayed unpaid too long, are closed.
+
+Closing an unpaid payment first cancels at YooKassa what its API can cancel (a payment
+`waiting_for_capture`); one still `pending` there is closed on our side only, and should the
+buyer pay it after all, its notification credits it (`domain.settle`)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from billing import payments
-from billing.domain import LocalPayment, payment_mismatches
+from billing.domain import LocalPayment, cancel_key, payment_mismatches
 from billing.services import settle_payment
 from billing.settings import BillingSettings
 from billing.yookassa_gateway import PaymentNotFoundError, PaymentProvider, ProviderRejectedError
@@ -56,7 +60,9 @@ class Reconciler:
         if local.yookassa_id is None:
             # Creation never finished (YooKassa down through every retry): the user never saw
             # a confirmation URL, so nothing can have been paid.
-            return await self._close(local, "failed", "provider_unavailable", unbound_only=True)
+            return await self._close(
+                local, "failed", "provider_unavailable", logged_as="failed", unbound_only=True
+            )
         try:
             remote = await self._provider.fetch(local.yookassa_id)
         except (PaymentNotFoundError, ProviderRejectedError) as exc:
@@ -65,18 +71,32 @@ class Reconciler:
         if problems := payment_mismatches(local, remote):
             log.error("reconcile: payment %s contradicts the API: %s", local.id, problems)
             return 0
+        reason = None
         if remote.status in ("pending", "waiting_for_capture"):
             if age_s < self._settings.pending_expiry_s:
                 return 0
-            return await self._close(local, "cancelled", "expired")
+            if remote.status == "pending":  # YooKassa's API cannot cancel it: only we close it
+                return await self._close(local, "cancelled", "expired", logged_as="expired")
+            try:
+                remote = await self._provider.cancel(remote.id, cancel_key(remote.id))
+            except ProviderRejectedError as exc:
+                log.error("reconcile: cancelling payment %s at YooKassa: %s", local.id, exc)
+                return 0
+            reason = "expired"
         async with self._unit_of_work() as uow:
-            outcome = await settle_payment(uow, local, remote)
+            outcome = await settle_payment(uow, local, remote, reason=reason)
             await uow.commit()
         log.info("reconcile: payment %s: %s", local.id, outcome.settlement.value)
         return 1
 
     async def _close(
-        self, local: LocalPayment, status: str, reason: str, *, unbound_only: bool = False
+        self,
+        local: LocalPayment,
+        status: str,
+        reason: str,
+        *,
+        logged_as: str,
+        unbound_only: bool = False,
     ) -> int:
         async with self._unit_of_work() as uow:
             if local.telegram_id is not None:
@@ -89,7 +109,7 @@ class Reconciler:
                     ),
                     correlation_id=local.correlation_id,
                 )
-            closed = payments.transition(local.id, status, unbound_only=unbound_only)
+            closed = payments.close(local, status, logged_as, unbound_only=unbound_only)
             if await uow.apply(closed) is None:
                 return 0
         log.warning("reconcile: payment %s closed as %s (%s)", local.id, status, reason)

@@ -320,9 +320,12 @@ class Outcome:
     credited: bool
 
 
-async def settle_payment(uow: UnitOfWork, local: LocalPayment, remote: RemotePayment) -> Outcome:
+async def settle_payment(
+    uow: UnitOfWork, local: LocalPayment, remote: RemotePayment, *, reason: str | None = None
+) -> Outcome:
     """Apply YooKassa's verified status to our row: pending -> succeeded | cancelled, once,
-    each as one statement with its ledger entry, legacy log row and event."""
+    each as one statement with its ledger entry, legacy log row and event (a cancel's reason:
+    `reason`, or YooKassa's). A payment we expired and the buyer paid after all is credited."""
     decision = settle(local.status, remote.status)
     if decision is Settlement.credit:
         credits = local.credits or 0
@@ -340,13 +343,16 @@ async def settle_payment(uow: UnitOfWork, local: LocalPayment, remote: RemotePay
                 fill={"balance": "balance_after"},
             )
         if await accounts.apply(uow, *payments.credit(local, remote)) is not None:
+            if local.status != "pending":
+                log.warning("payment %s was %s here but paid after all: credited", local.id,
+                            local.status)  # fmt: skip
             return Outcome(decision, credited=True)
         now = await payments.find(uow, payments.by_id(local.id))
-        if now is not None and now.status == "pending":
-            raise RuntimeError(f"payment {local.id}: credit refused although the row is pending")
+        if now is not None and now.status == local.status:
+            raise RuntimeError(f"payment {local.id}: credit refused although it is {now.status}")
         return Outcome(Settlement.done, credited=False)  # a concurrent notification won
     if decision is Settlement.cancel:
-        _emit_failed(uow, local, remote.cancellation_reason or "canceled")
+        _emit_failed(uow, local, reason or remote.cancellation_reason or "canceled")
         if await accounts.apply(uow, payments.cancel(local, remote)) is None:
             return Outcome(Settlement.done, credited=False)
         return Outcome(decision, credited=False)

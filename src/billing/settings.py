@@ -35,18 +35,42 @@ class YooKassaSettings(BaseSettings):
     secret_key: SecretStr = SecretStr(PLACEHOLDER_SECRET)
     api_url: str = "https://api.yookassa.ru/v3"
     timeout_s: float = Field(default=10.0, gt=0, le=120)
-    """How long one API call may take before we give up on it (the SDK itself has no limit)."""
-    return_url: str = "https://t.me/"
+    """The socket timeout of every API call (connect, and each read); the SDK has none."""
+    pool_size: int = Field(default=8, ge=1, le=64)
+    """Threads the SDK's calls run on, theirs alone: slow calls never hold anything else up."""
+    bot_username: str = Field(default="", pattern=r"^[A-Za-z0-9_]{0,64}$")
+    """The bot's @username: the buyer returns to https://t.me/<it> after paying."""
+    return_url: str = ""
+    """Where the buyer goes after paying; empty: back to the bot (`bot_username`)."""
     environment: Literal["development", "production"] = "development"
+    receipts: bool = False
+    """Send a 54-FZ receipt with every payment and refund (YooKassa's receipts, or an online
+    cash register connected through YooKassa): the shop's YooKassa account then demands one."""
+    tax_system_code: int = Field(default=0, ge=0, le=6)
+    """The shop's tax system (1-6), when its cash register needs it in each receipt; 0: none."""
+    vat_code: int = Field(default=1, ge=1, le=12)
+    """VAT of the credits (1: no VAT)."""
+    payment_subject: str = Field(default="service", pattern=r"^[a-z_]{1,40}$")
+    payment_mode: str = Field(default="full_payment", pattern=r"^[a-z_]{1,40}$")
 
     @model_validator(mode="after")
     def _no_placeholder_outside_development(self) -> YooKassaSettings:
-        if (
-            self.environment != "development"
-            and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET
-        ):
+        secret = self.secret_key.get_secret_value()
+        if self.environment != "development" and secret == PLACEHOLDER_SECRET:
             raise ValueError("YOOKASSA_SECRET_KEY is a placeholder; set the shop's secret key")
+        if self.environment == "production" and secret.startswith("test_"):
+            raise ValueError(
+                "YOOKASSA_SECRET_KEY is a test shop's key (test_...) but "
+                "YOOKASSA_ENVIRONMENT=production: set the live key"
+            )
+        if self.environment == "production" and not (self.return_url or self.bot_username):
+            raise ValueError("set YOOKASSA_BOT_USERNAME (or YOOKASSA_RETURN_URL): buyers go back")
         return self
+
+    @property
+    def payment_return_url(self) -> str:
+        """Where YooKassa sends the buyer back to: the configured URL, or the bot."""
+        return self.return_url or f"https://t.me/{self.bot_username}"
 
 
 class _Packages(BaseModel):
@@ -70,12 +94,32 @@ class BillingSettings(BaseSettings):
     pending_expiry_s: float = Field(default=86400.0, gt=0)
     """A payment still pending this long after creation is canceled on our side."""
     reconcile_batch: int = Field(default=100, ge=1, le=10_000)
+    descriptions: str = (
+        '{"ru": "Пополнение баланса: {credits} кредитов",'
+        ' "en": "Balance top-up: {credits} credits"}'
+    )
+    """JSON {language: text}: the payment's description the buyer sees at YooKassa, in their
+    language (ru when theirs is missing); `{credits}` is replaced by the package's credits."""
 
     @field_validator("topup_packages")
     @classmethod
     def _valid_packages(cls, value: str) -> str:
         _Packages.model_validate({"packages": json.loads(value)})
         return value
+
+    @field_validator("descriptions")
+    @classmethod
+    def _valid_descriptions(cls, value: str) -> str:
+        texts = json.loads(value)
+        if not isinstance(texts, dict) or "ru" not in texts:
+            raise ValueError("BILLING_DESCRIPTIONS needs at least the ru text")
+        for text in texts.values():
+            text.format(credits=1)
+        return value
+
+    def description(self, language: str, credits: int) -> str:
+        texts: dict[str, str] = json.loads(self.descriptions)
+        return texts.get(language, texts["ru"]).format(credits=credits)
 
     @cached_property
     def packages(self) -> tuple[TopUpPackage, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from billing import accounts, payments
+from billing import accounts, payments, receipts
 from billing.domain import LocalPayment, RemotePayment, creation_key
 from billing.settings import BillingSettings, YooKassaSettings
 from billing.yookassa_gateway import PaymentDraft, PaymentProvider, ProviderRejectedError
@@ -48,6 +48,14 @@ class TopUps:
             log.warning("top-up %s: unknown package %r", event.request_id, event.package_id)
             uow.emit(self._failed(event, "unknown_package"), correlation_id=_correlation(event))
             return
+        contact = event.email or event.phone
+        if self._yookassa.receipts and contact is None:
+            log.warning(
+                "top-up %s: receipts are on and the buyer gave no contact", event.request_id
+            )
+            failed = self._failed(event, "receipt_contact_missing")
+            uow.emit(failed, correlation_id=_correlation(event))
+            return
         local = await self._open(uow, event, package)
         if local is None:
             log.warning("top-up %s: unknown account %s", event.request_id, event.user_id)
@@ -62,7 +70,7 @@ class TopUps:
             log.error("top-up %s: YooKassa refused the payment: %s", event.request_id, exc)
             failed = self._failed(event, "provider_rejected", local.id)
             uow.emit(failed, correlation_id=_correlation(event))
-            if await accounts.apply(uow, payments.transition(local.id, "failed")) is None:
+            if await accounts.apply(uow, payments.close(local, "failed", "failed")) is None:
                 log.info("top-up %s: payment %s was settled meanwhile", event.request_id, local.id)
             return
         await self._announce(uow, event, package, local, remote)
@@ -70,16 +78,24 @@ class TopUps:
     async def _create_remote(
         self, event: TopUpRequested, package: TopUpPackage, local: LocalPayment
     ) -> RemotePayment:
+        description = self._billing.description(event.language, package.credits)
         draft = PaymentDraft(
             amount_kopecks=local.amount_kopecks,
             currency=local.currency,
-            description=f"{package.credits} credits",
+            description=description,
             metadata={
                 "payment_id": str(local.id),
                 "user_id": str(local.user_id),
                 "request_id": str(event.request_id),
             },
-            return_url=self._yookassa.return_url,
+            return_url=self._yookassa.payment_return_url,
+            receipt=receipts.receipt(
+                self._yookassa,
+                local.receipt_contact,
+                description=description,
+                amount_kopecks=local.amount_kopecks,
+                currency=local.currency,
+            ),
         )
         remote = await self._provider.create(draft, creation_key(event.request_id))
         if not remote.confirmation_url:
@@ -124,6 +140,7 @@ class TopUps:
                 credits=package.credits,
                 currency=self._billing.currency,
                 description=f"top-up {package.package_id}: {package.credits} credits",
+                receipt_contact=event.email or event.phone,
             )
         )
         return await payments.find(uow, payments.by_request(event.request_id))

@@ -1,11 +1,12 @@
 """`POST /webhooks/yookassa`: YooKassa's notifications, which are not signed.
 
 Steps, each with its own answer: the sender must be in YooKassa's ranges (403; a trusted
-proxy's X-Forwarded-For is believed, nobody else's); JSON of at most the size limit (415, 413,
-400); a payment notification of a payment we created (400, 404); the payment re-fetched from
-the API, and only that version trusted: its status must agree with the notification and its
-amount, currency and metadata with our row (409, 422); then the row settles at most once. 200
-only after the commit; 503 when YooKassa or the database is in trouble, so YooKassa retries.
+proxy's X-Forwarded-For is believed, nobody else's; a malformed one is 400); JSON of at most
+the size limit (415, 413, 400); a payment notification of a payment we created, or a
+`refund.succeeded` of one (400, 404); the object re-fetched from the API, and only that
+version trusted: its status must agree with the notification and its amount, currency and
+metadata with our row (409, 422); then the row settles at most once. 200 only after the
+commit; 503 when YooKassa or the database is in trouble, so YooKassa retries.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from faststream.asgi.types import Receive, Scope, Send
 from sqlalchemy.exc import DBAPIError
 from yookassa.domain.notification import WebhookNotificationFactory
 
-from billing import payments
+from billing import payments, refunds
 from billing.domain import NOTIFICATION_STATUS, payment_mismatches
 from billing.services import settle_payment
 from billing.settings import WebhookSettings
@@ -36,6 +37,7 @@ from messaging.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+REFUND_SUCCEEDED = "refund.succeeded"
 
 
 class Refusal(Exception):
@@ -87,7 +89,9 @@ class YooKassaWebhook:
         if media_type != "application/json":
             raise Refusal(415, f"content type {media_type or 'none'!r}, want application/json")
         body = await self._body(headers, receive)
-        yookassa_id, event = self.parse(body)
+        yookassa_id, event, refunded_payment = self.parse(body)
+        if event == REFUND_SUCCEEDED:
+            return await self._refund(yookassa_id, refunded_payment)
         async with self._unit_of_work() as uow:
             local = await payments.find(uow, payments.by_yookassa_id(yookassa_id))
         if local is None:
@@ -111,12 +115,48 @@ class YooKassaWebhook:
         )
         return outcome.settlement.value
 
+    async def _refund(self, refund_id: str, yookassa_payment_id: str | None) -> str:
+        """A refund of one of our top-ups succeeded (ours, or made in YooKassa's dashboard):
+        its credits come out once."""
+        try:
+            remote = await self._provider.fetch_refund(refund_id)
+        except PaymentNotFoundError:
+            raise Refusal(400, f"YooKassa knows no refund {refund_id}") from None
+        except ProviderRejectedError as exc:
+            raise ProviderUnavailableError(str(exc)) from exc
+        if remote.status != "succeeded":
+            raise Refusal(409, f"notification says succeeded, the API says {remote.status}")
+        if yookassa_payment_id is not None and yookassa_payment_id != remote.payment_id:
+            raise Refusal(422, "the refund is of another payment than the notification says")
+        async with self._unit_of_work() as uow:
+            topup = await payments.find(uow, payments.by_yookassa_id(remote.payment_id))
+            row = await payments.find(uow, payments.by_refund_id(refund_id))
+        if topup is None:
+            raise Refusal(404, f"refund {refund_id} of a payment that is not ours")
+        if row is not None and (row.amount_kopecks, row.currency) != (
+            remote.amount_kopecks,
+            remote.currency,
+        ):
+            raise Refusal(422, f"refund {refund_id} does not match ours")
+        async with self._unit_of_work() as uow:
+            if row is None:
+                row = await refunds.adopt_refund(uow, topup, remote)
+                assert row is not None
+            if row.status != "pending":
+                return "done"
+            await refunds.apply_refund(uow, row, remote)
+        log.info("yookassa webhook refund.succeeded %s of payment %s", refund_id, topup.id)
+        return "refunded"
+
     def sender(self, scope: Scope) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         """The peer, or, behind our own trusted proxies, the last address they vouch for."""
         client = scope.get("client")
         if not client:
             raise Refusal(403, "no client address")
-        peer = ipaddress.ip_address(client[0])
+        try:
+            peer = ipaddress.ip_address(client[0])
+        except ValueError:
+            raise Refusal(400, f"malformed client address {client[0]!r}") from None
         if not any(peer in network for network in self._proxies):
             return peer
         forwarded = _headers(scope).get("x-forwarded-for", "")
@@ -149,20 +189,24 @@ class YooKassaWebhook:
                 return b"".join(chunks)
 
     @staticmethod
-    def parse(body: bytes) -> tuple[str, str]:
-        """(YooKassa payment id, notification event) of a payment notification."""
+    def parse(body: bytes) -> tuple[str, str, str | None]:
+        """(YooKassa object id, notification event, the refunded payment's id) of a payment
+        notification or a `refund.succeeded`."""
         try:
             data = json.loads(body)
             notification = WebhookNotificationFactory().create(data)
             event = str(notification.event)
-            payment_id = notification.object.id
+            object_id = notification.object.id
+            refunded = getattr(notification.object, "payment_id", None)
         except Exception as exc:
             raise Refusal(400, f"malformed notification: {exc}") from None
-        if event not in NOTIFICATION_STATUS:
-            raise Refusal(400, f"not a payment notification: {event!r}")
-        if not isinstance(payment_id, str) or not 0 < len(payment_id) <= 100:
-            raise Refusal(400, "notification without a payment id")
-        return payment_id, event
+        if event not in NOTIFICATION_STATUS and event != REFUND_SUCCEEDED:
+            raise Refusal(400, f"not a notification billing subscribes to: {event!r}")
+        if not isinstance(object_id, str) or not 0 < len(object_id) <= 100:
+            raise Refusal(400, "notification without an object id")
+        if event == REFUND_SUCCEEDED and not isinstance(refunded, str):
+            raise Refusal(400, "refund notification without a payment id")
+        return object_id, event, refunded if event == REFUND_SUCCEEDED else None
 
 
 def _headers(scope: Scope) -> dict[str, str]:

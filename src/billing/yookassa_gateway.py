@@ -1,13 +1,31 @@
-"""YooKassa behind a small interface of our own; the synchronous SDK runs in a worker thread."""
+"""YooKassa behind a small interface of our own; the synchronous SDK runs in a pool of its own.
+
+The SDK (yookassa 3.x, kept: it is the customer's) passes no timeout to `requests`, so a hung
+API would hold a thread for ever and `wait_for` could only stop waiting for it. Its one
+transport seam is `ApiClient.get_session()`, called for every request by a client each
+resource class (`Payment`, `Refund`) makes in its `__init__`: our subclasses of those classes
+make a client whose sessions carry `_TimeoutAdapter`, a real socket timeout on connect and on
+every read. `tests/unit/billing/test_yookassa_transport.py` breaks if an SDK upgrade moves it.
+The calls run on a bounded pool of their own (`YOOKASSA_POOL_SIZE`), so slow YooKassa calls
+never take the threads anything else runs on.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
-from yookassa import Configuration, Payment
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3 import Retry
+from yookassa import Configuration, Payment, Refund
+from yookassa.client import ApiClient
 from yookassa.domain.exceptions import (
     ApiError,
     InternalServerError,
@@ -15,7 +33,7 @@ from yookassa.domain.exceptions import (
     TooManyRequestsError,
 )
 
-from billing.domain import RemotePayment, amount_value, to_kopecks
+from billing.domain import RemotePayment, RemoteRefund, amount_value, to_kopecks
 from billing.settings import YooKassaSettings
 
 log = logging.getLogger(__name__)
@@ -30,7 +48,7 @@ class ProviderRejectedError(Exception):
 
 
 class PaymentNotFoundError(Exception):
-    """YooKassa knows no payment with this id."""
+    """YooKassa knows no payment (or refund) with this id."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,18 @@ class PaymentDraft:
     description: str
     metadata: dict[str, str]
     return_url: str
+    receipt: dict[str, Any] | None = None
+    """A 54-FZ receipt (`billing.receipts`), when the shop sends them."""
+
+
+@dataclass(frozen=True)
+class RefundDraft:
+    yookassa_payment_id: str
+    amount_kopecks: int
+    currency: str
+    description: str
+    receipt: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 class PaymentProvider(Protocol):
@@ -47,9 +77,55 @@ class PaymentProvider(Protocol):
 
     async def fetch(self, yookassa_id: str) -> RemotePayment: ...
 
+    async def cancel(self, yookassa_id: str, idempotency_key: str) -> RemotePayment: ...
+
+    async def refund(self, draft: RefundDraft, idempotency_key: str) -> RemoteRefund: ...
+
+    async def fetch_refund(self, refund_id: str) -> RemoteRefund: ...
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """Every request through it gets `timeout` (connect, read) unless the caller gave one."""
+
+    def __init__(self, timeout_s: float, **kwargs: Any) -> None:
+        self.timeout_s = timeout_s
+        super().__init__(**kwargs)
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> requests.Response:
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = (self.timeout_s, self.timeout_s)
+        return super().send(request, *args, **kwargs)
+
+
+class _Client(ApiClient):  # type: ignore[misc]
+    """The SDK's client, its sessions' transport given a socket timeout."""
+
+    timeout_s: float = 10.0
+
+    def get_session(self) -> requests.Session:
+        session: requests.Session = super().get_session()
+        sdk_adapter = session.get_adapter("https://")
+        retries = sdk_adapter.max_retries if isinstance(sdk_adapter, HTTPAdapter) else Retry(0)
+        # The SDK's retries (YooKassa's 202 "come back later") are kept, but not a read that
+        # timed out: four of them with its backoff would hold the thread for a minute.
+        adapter = _TimeoutAdapter(self.timeout_s, max_retries=retries.new(read=0))
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+
+class _Payment(Payment):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.client = _Client()
+
+
+class _Refund(Refund):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.client = _Client()
+
 
 class YooKassaGateway:
-    """The `yookassa` SDK, configured once, every call off the event loop with a timeout."""
+    """The `yookassa` SDK, configured once; every call in the pool, with a socket timeout."""
 
     def __init__(self, settings: YooKassaSettings) -> None:
         self._timeout_s = settings.timeout_s
@@ -57,35 +133,75 @@ class YooKassaGateway:
         Configuration.configure(
             settings.shop_id, settings.secret_key.get_secret_value(), api_url=settings.api_url
         )
+        _Client.timeout_s = settings.timeout_s
+        self._pool = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="yookassa")
 
     async def create(self, draft: PaymentDraft, idempotency_key: str) -> RemotePayment:
-        params = {
+        params: dict[str, Any] = {
             "amount": {"value": amount_value(draft.amount_kopecks), "currency": draft.currency},
             "capture": True,
             "confirmation": {"type": "redirect", "return_url": draft.return_url},
             "description": draft.description[:128],
             "metadata": draft.metadata,
         }
-        response = await self._call(Payment.create, params, idempotency_key)
+        if draft.receipt is not None:
+            params["receipt"] = draft.receipt
+        response = await self._call(_Payment.create, params, idempotency_key)
         return remote_payment(dict(response))
 
     async def fetch(self, yookassa_id: str) -> RemotePayment:
-        response = await self._call(Payment.find_one, yookassa_id)
+        response = await self._call(_Payment.find_one, yookassa_id)
         return remote_payment(dict(response))
 
+    async def cancel(self, yookassa_id: str, idempotency_key: str) -> RemotePayment:
+        response = await self._call(_Payment.cancel, yookassa_id, idempotency_key)
+        return remote_payment(dict(response))
+
+    async def refund(self, draft: RefundDraft, idempotency_key: str) -> RemoteRefund:
+        params: dict[str, Any] = {
+            "payment_id": draft.yookassa_payment_id,
+            "amount": {"value": amount_value(draft.amount_kopecks), "currency": draft.currency},
+            "description": draft.description[:250],
+        }
+        if draft.metadata:
+            params["metadata"] = draft.metadata
+        if draft.receipt is not None:
+            params["receipt"] = draft.receipt
+        response = await self._call(_Refund.create, params, idempotency_key)
+        return remote_refund(dict(response))
+
+    async def fetch_refund(self, refund_id: str) -> RemoteRefund:
+        response = await self._call(_Refund.find_one, refund_id)
+        return remote_refund(dict(response))
+
     async def _call(self, function: Any, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        call = functools.partial(function, *args)
         try:
-            return await asyncio.wait_for(asyncio.to_thread(function, *args), self._timeout_s)
+            # The socket timeout frees the thread; this bound also covers the wait for one.
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._pool, call), self._timeout_s * 3
+            )
         except NotFoundError as exc:
             raise PaymentNotFoundError(str(exc)) from exc
         except (InternalServerError, TooManyRequestsError) as exc:
             raise ProviderUnavailableError(f"YooKassa: {exc}") from exc
         except ApiError as exc:
             raise ProviderRejectedError(f"YooKassa: {exc}") from exc
-        except (TimeoutError, OSError) as exc:
+        except (TimeoutError, OSError, requests.RequestException) as exc:
             raise ProviderUnavailableError(f"YooKassa unreachable: {exc!r}") from exc
         except AttributeError as exc:  # the SDK's way of saying "no response at all"
             raise ProviderUnavailableError(f"YooKassa unreachable: {exc!r}") from exc
+
+
+def _kopecks(amount: Mapping[str, Any] | None) -> int | None:
+    return None if not amount else to_kopecks(str(amount["value"]))
+
+
+def _moment(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def remote_payment(data: dict[str, Any]) -> RemotePayment:
@@ -105,6 +221,24 @@ def remote_payment(data: dict[str, Any]) -> RemotePayment:
             method_type=method.get("type"),
             method_details={k: v for k, v in method.items() if k != "type"},
             cancellation_reason=cancellation.get("reason"),
+            captured_at=_moment(data.get("captured_at")),
+            income_kopecks=_kopecks(data.get("income_amount")),
         )
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a YooKassa payment: {exc!r}") from exc
+
+
+def remote_refund(data: dict[str, Any]) -> RemoteRefund:
+    """YooKassa's refund object as our value; raises ValueError when it is not one."""
+    try:
+        amount = data["amount"]
+        return RemoteRefund(
+            id=str(data["id"]),
+            payment_id=str(data["payment_id"]),
+            status=str(data["status"]),
+            amount_kopecks=to_kopecks(str(amount["value"])),
+            currency=str(amount["currency"]),
+            created_at=_moment(data.get("created_at")),
+        )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a YooKassa refund: {exc!r}") from exc

@@ -407,8 +407,11 @@ class BalanceRefunded(Event):
     balance: Credits
 
 
-class TopUpRequested(Event):
-    """A user chose a top-up package."""
+class TopUpRequestedV1(Event):
+    """A user chose a top-up package.
+
+    Superseded by v2 (the buyer's language and receipt contact); billing still takes v1, as
+    Russian and without a contact, from a gateway older than v2."""
 
     event_type: ClassVar[str] = "payment.topup_requested"
 
@@ -417,6 +420,35 @@ class TopUpRequested(Event):
     telegram_id: TelegramId
     chat_id: ChatId
     package_id: Annotated[str, Field(min_length=1, max_length=50)]
+
+    def latest(self) -> TopUpRequested:
+        return TopUpRequested(**self.model_dump())
+
+
+Email = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Phone = Annotated[str, Field(pattern=r"^[1-9][0-9]{10,14}$")]
+"""A phone number as YooKassa's receipts take it: E.164 digits, no `+` (79001234567)."""
+
+
+class TopUpRequested(Event):
+    """A user chose a top-up package. `language` is the one the payment's description is
+    shown in; `email` or `phone` is where the buyer's 54-FZ receipt goes, when the shop sends
+    receipts (billing refuses the top-up, `receipt_contact_missing`, without one)."""
+
+    event_type: ClassVar[str] = "payment.topup_requested"
+    event_version: ClassVar[int] = 2
+
+    request_id: uuid.UUID
+    user_id: UserId
+    telegram_id: TelegramId
+    chat_id: ChatId
+    package_id: Annotated[str, Field(min_length=1, max_length=50)]
+    language: Annotated[str, Field(min_length=2, max_length=10)] = "ru"
+    email: Email | None = None
+    phone: Phone | None = None
+
+    def latest(self) -> TopUpRequested:
+        return self
 
 
 class PaymentCreated(Event):
@@ -542,6 +574,7 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         BalanceDebited,
         DebitRejected,
         BalanceRefunded,
+        TopUpRequestedV1,
         TopUpRequested,
         PaymentCreated,
         PaymentSucceeded,

@@ -23,6 +23,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.JobCreated,
         ev.JobFailed,
         ev.JobCanceled,
+        ev.TopUpRequestedV1,
         ev.TopUpRequested,
         ev.CreditsGrantRequested,
     ),
@@ -97,7 +98,7 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
 GPU_WORK: tuple[type[Event], ...] = (ev.JobDispatchedV1, ev.JobDispatched)
 """What a runner takes from the GPU work queue of a workflow it serves: every version."""
 
-RETIRED: tuple[type[Event], ...] = (ev.JobRequestedV1, ev.JobRequestedV2)
+RETIRED: tuple[type[Event], ...] = (ev.JobRequestedV1, ev.JobRequestedV2, ev.TopUpRequestedV1)
 """Versions no service of this release publishes any more; their subscribers still take them,
 from a service of the release before while both run, or from a queue or DLQ at the upgrade."""
 

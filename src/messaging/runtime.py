@@ -182,7 +182,14 @@ def run(app: ASGIApp, settings: ServiceSettings | None = None) -> None:
     settings = settings or ServiceSettings()
     configure_logging(settings.log_level, settings.log_format)
     _tune_garbage_collector()
-    uvicorn.run(
+    uvicorn.Server(server_config(app, settings)).run()
+
+
+def server_config(app: ASGIApp, settings: ServiceSettings) -> uvicorn.Config:
+    """How every service is served. Proxy headers off: uvicorn would otherwise take the client
+    address from X-Forwarded-For of any loopback peer before the app sees it; the one place
+    that needs the sender (billing's webhook) believes only `WEBHOOK_TRUSTED_PROXIES`."""
+    return uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.http_port,
@@ -190,6 +197,7 @@ def run(app: ASGIApp, settings: ServiceSettings | None = None) -> None:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.graceful_timeout_s) + 5,
         access_log=False,
+        proxy_headers=False,
         # loop and http stay "auto": uvloop and httptools (dependencies) where installed
     )
 

@@ -64,7 +64,7 @@ def make_settings(
         outbox=OutboxSettings(poll_interval_s=0.1),
         service=ServiceSettings(graceful_timeout_s=5),
         billing=overrides.pop("billing", BillingSettings(reconcile_interval_s=3600)),
-        yookassa=YooKassaSettings(api_url=fake.api_url, timeout_s=5),
+        yookassa=overrides.pop("yookassa", YooKassaSettings(api_url=fake.api_url, timeout_s=5)),
         bonus=overrides.pop("bonus", BonusSettings(enabled=False, interval_s=3600)),
         webhook=overrides.pop("webhook", WebhookSettings(allowed_networks="127.0.0.1/32")),
     )

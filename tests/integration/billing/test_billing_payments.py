@@ -6,6 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,6 +35,7 @@ from support.billing_harness import (
 
 Engine = AsyncEngine
 YOOKASSA_ADDRESS = "185.71.76.10"  # inside YooKassa's published 185.71.76.0/27
+CAPTURED_AT = datetime(2026, 12, 1, 9, 30, 15, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -150,7 +152,7 @@ async def test_the_same_success_notification_20_times_at_once_credits_once(
 ) -> None:
     user_id, _ = await open_account(billing_engine, balance=60)
     payment_id, yookassa_id = await pending_payment(idle_billing, billing_engine, user_id)
-    fake_yookassa.set_status(yookassa_id, "succeeded")
+    fake_yookassa.set_status(yookassa_id, "succeeded", captured_at="2026-12-01T09:30:15.000Z")
     body = fake_yookassa.notification(yookassa_id)
 
     answers = await asyncio.gather(*(post_webhook(idle_billing, body) for _ in range(20)))
@@ -161,13 +163,17 @@ async def test_the_same_success_notification_20_times_at_once_credits_once(
     assert await ledger_sum(billing_engine, user_id) == 160
     [event] = await outbox(billing_engine, "payment.succeeded", payment_id=payment_id)
     assert (event["credits"], event["balance"], event["amount_kopecks"]) == (100, 160, 10000)
+    # One spelling per method (YooKassa's bank_card is the customer's card), paid_at the
+    # moment YooKassa captured the money, and the shop's net amount kept.
+    paid_at = "SELECT paid_at FROM payments WHERE id = :p"
+    assert await scalar(billing_engine, paid_at, p=payment_id) == CAPTURED_AT
     row = await scalar(
         billing_engine,
-        "SELECT status::text || ' ' || payment_method || ' ' || (paid_at IS NOT NULL) "
+        "SELECT status::text || ' ' || payment_method || ' ' || income_amount "
         "FROM payments WHERE id = :p",
         p=payment_id,
     )
-    assert row == "succeeded bank_card true"
+    assert row == "succeeded card 9700"  # 100.00 RUB less the sandbox's 3 % fee
     logs = "SELECT count(*) FROM payment_logs WHERE payment_id = :y AND status = 'succeeded'"
     assert await scalar(billing_engine, logs, y=yookassa_id) == 1
 

@@ -13,6 +13,7 @@ from billing.domain import (
     amount_value,
     iso_week,
     our_status,
+    payment_method,
     payment_mismatches,
     settle,
     shortfall,
@@ -55,7 +56,15 @@ def test_payments_settle_pending_to_final_at_most_once() -> None:
     assert settle("pending", "pending") is Settlement.wait
     assert settle("succeeded", "succeeded") is Settlement.done
     assert settle("succeeded", "canceled") is Settlement.conflict  # never taken back silently
-    assert settle("cancelled", "succeeded") is Settlement.conflict
+    # Expired by us, paid by the buyer after all: the money was taken, so the credits are due.
+    assert settle("cancelled", "succeeded") is Settlement.credit
+    assert settle("cancelled", "pending") is Settlement.conflict
+    assert settle("cancelled", "canceled") is Settlement.done
+
+
+def test_one_spelling_per_payment_method() -> None:
+    assert payment_method("bank_card") == payment_method(None) == "card"
+    assert payment_method("sbp") == "sbp"
 
 
 def test_the_api_version_must_match_our_row() -> None:
@@ -85,4 +94,26 @@ def test_a_placeholder_secret_is_refused_outside_development() -> None:
     assert YooKassaSettings(environment="development").secret_key.get_secret_value()
     with pytest.raises(ValueError, match="placeholder"):
         YooKassaSettings(environment="production")
-    YooKassaSettings(environment="production", secret_key="live_abc")  # type: ignore[arg-type]
+    live = YooKassaSettings(
+        environment="production",
+        secret_key="live_abc",  # type: ignore[arg-type]
+        bot_username="imagebot",
+    )
+    assert live.payment_return_url == "https://t.me/imagebot"
+    with pytest.raises(ValueError, match="test shop"):
+        YooKassaSettings(
+            environment="production",
+            secret_key="test_abc",  # type: ignore[arg-type]
+            bot_username="imagebot",
+        )
+    with pytest.raises(ValueError, match="BOT_USERNAME"):
+        YooKassaSettings(environment="production", secret_key="live_abc")  # type: ignore[arg-type]
+    sandbox = YooKassaSettings(secret_key="test_abc", return_url="https://example.org/")  # type: ignore[arg-type]
+    assert sandbox.payment_return_url == "https://example.org/"
+
+
+def test_the_payment_description_is_in_the_buyers_language() -> None:
+    settings = BillingSettings()
+    assert settings.description("en", 100) == "Balance top-up: 100 credits"
+    assert settings.description("ru", 100) == "Пополнение баланса: 100 кредитов"
+    assert settings.description("uk", 100) == settings.description("ru", 100)

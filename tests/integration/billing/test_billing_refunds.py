@@ -1,0 +1,219 @@
+"""Refunds to the buyer: YooKassa's Refund.create, whole or part, once per key; the credits
+out through the ledger, never below zero, the shortfall recorded; `refund.succeeded`
+notifications applied once, a refund made in YooKassa's dashboard too."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from test_billing_payments import pending_payment
+
+from billing import payments
+from billing.app import Billing, Settings, build
+from billing.domain import refund_request_key
+from billing.refunds import RefundOutcome, RefundResult, refund_topup
+from billing.yookassa_gateway import ProviderUnavailableError
+from sandbox.yookassa import YooKassaSandbox
+from support.billing_harness import (
+    balance_of,
+    fund,
+    ledger_sum,
+    open_account,
+    post_webhook,
+    scalar,
+)
+
+Engine = AsyncEngine
+
+
+@pytest.fixture
+async def idle_billing(settings: Settings) -> AsyncIterator[Billing]:
+    service = build(settings)
+    yield service
+    await service.runtime.engine.dispose()
+
+
+async def paid_topup(
+    billing: Billing, engine: Engine, fake: YooKassaSandbox, user_id: int
+) -> tuple[int, str]:
+    """A 100.00 RUB top-up of 100 credits, paid and credited: (our id, YooKassa's id)."""
+    payment_id, yookassa_id = await pending_payment(billing, engine, user_id)
+    fake.set_status(yookassa_id, "succeeded")
+    assert await post_webhook(billing, fake.notification(yookassa_id)) == (200, "credit")
+    return payment_id, yookassa_id
+
+
+async def refund(
+    billing: Billing, payment_id: int, key: str, kopecks: int | None = None
+) -> RefundResult:
+    return await refund_topup(
+        billing.runtime.unit_of_work,
+        billing.topups._provider,
+        billing.topups._yookassa,
+        payment_id=payment_id,
+        key=key,
+        amount_kopecks=kopecks,
+        reason="test",
+    )
+
+
+async def _refund_rows(engine: Engine, payment_id: int) -> str | None:
+    return await scalar(  # type: ignore[no-any-return]
+        engine,
+        "SELECT string_agg(status::text || ' ' || amount || ' ' || credits || ' ' "
+        "|| payment_method, ',' ORDER BY id) FROM payments "
+        "WHERE refund_of = :p AND payment_type = 'refund'",
+        p=payment_id,
+    )
+
+
+async def test_a_whole_refund_takes_the_credits_back_never_below_zero(
+    idle_billing: Billing, billing_engine: Engine, fake_yookassa: YooKassaSandbox
+) -> None:
+    user_id, _ = await open_account(billing_engine, balance=0, welcome=0)
+    payment_id, yookassa_id = await paid_topup(idle_billing, billing_engine, fake_yookassa, user_id)
+    await fund(billing_engine, user_id, -70, expect=30)  # the buyer spent 70 credits
+
+    result = await refund(idle_billing, payment_id, "support-ticket-1")
+
+    assert result.outcome is RefundOutcome.refunded
+    assert (result.amount_kopecks, result.credits, result.shortfall) == (10000, 100, 70)
+    [remote] = fake_yookassa.refunds.values()
+    assert remote["payment_id"] == yookassa_id
+    assert remote["amount"] == {"value": "100.00", "currency": "RUB"}
+    assert await balance_of(billing_engine, user_id) == 0
+    assert await ledger_sum(billing_engine, user_id) == 0
+    assert await _refund_rows(billing_engine, payment_id) == "succeeded 10000 100 card"
+    logs = "SELECT status || ' ' || amount FROM payment_logs WHERE payment_id = :r"
+    assert await scalar(billing_engine, logs, r=remote["id"]) == "refunded 100"
+    [short] = [row for row in await _shortfalls(billing_engine) if row.payment == payment_id]
+    assert (short.credits, short.taken, short.shortfall) == (100, 30, 70)
+
+    # YooKassa's refund.succeeded notification, 10 times at once, and the same request again.
+    notification = fake_yookassa.refund_notification(remote["id"])
+    answers = await asyncio.gather(*(post_webhook(idle_billing, notification) for _ in range(10)))
+    assert {status for status, _ in answers} == {200}
+    again = await refund(idle_billing, payment_id, "support-ticket-1")
+    assert again.outcome is RefundOutcome.refunded
+    assert len(fake_yookassa.refunds) == 1
+    assert await balance_of(billing_engine, user_id) == 0
+    entries = "SELECT count(*) FROM billing_ledger WHERE kind = 'topup_refund' AND user_id = :u"
+    assert await scalar(billing_engine, entries, u=user_id) == 1
+    # Nothing is left to refund.
+    assert (await refund(idle_billing, payment_id, "another")).outcome is RefundOutcome.too_much
+
+
+async def _shortfalls(engine: Engine) -> list[object]:
+    async with engine.connect() as connection:
+        return list(await connection.execute(payments.refund_shortfalls()))
+
+
+async def test_partial_refunds_take_back_their_share_and_never_more_than_was_paid(
+    idle_billing: Billing, billing_engine: Engine, fake_yookassa: YooKassaSandbox
+) -> None:
+    user_id, _ = await open_account(billing_engine, balance=60)
+    payment_id, _ = await paid_topup(idle_billing, billing_engine, fake_yookassa, user_id)
+    first = await refund(idle_billing, payment_id, "a", kopecks=2500)
+    second = await refund(idle_billing, payment_id, "b", kopecks=3333)
+    assert (first.outcome, first.credits, first.shortfall) == (RefundOutcome.refunded, 25, 0)
+    assert (second.outcome, second.credits) == (RefundOutcome.refunded, 33)  # rounded down
+    too_much = await refund(idle_billing, payment_id, "c", kopecks=5000)
+    assert too_much.outcome is RefundOutcome.too_much
+    assert "4167 kopecks left" in too_much.detail
+    assert await balance_of(billing_engine, user_id) == 160 - 25 - 33
+    assert await ledger_sum(billing_engine, user_id) == 160 - 25 - 33
+    rows = await _refund_rows(billing_engine, payment_id)
+    assert rows == "succeeded 2500 25 card,succeeded 3333 33 card"
+
+
+async def test_a_refund_made_in_yookassas_dashboard_is_applied_once_from_its_notification(
+    idle_billing: Billing, billing_engine: Engine, fake_yookassa: YooKassaSandbox
+) -> None:
+    user_id, _ = await open_account(billing_engine, balance=60)
+    payment_id, yookassa_id = await paid_topup(idle_billing, billing_engine, fake_yookassa, user_id)
+    refund_id = fake_yookassa.refund(yookassa_id, 10000)  # by the shop, at YooKassa
+    notification = fake_yookassa.refund_notification(refund_id)
+    answers = await asyncio.gather(*(post_webhook(idle_billing, notification) for _ in range(20)))
+    assert {status for status, _ in answers} == {200}
+    assert await balance_of(billing_engine, user_id) == 60
+    assert await ledger_sum(billing_engine, user_id) == 60
+    assert await _refund_rows(billing_engine, payment_id) == "succeeded 10000 100 card"
+
+    # A forged one: a refund YooKassa does not know, and one of a payment that is not ours.
+    forged = fake_yookassa.refund_notification(refund_id)
+    forged["object"]["id"] = "2f000000-0015-5000-9000-000000000000"
+    assert (await post_webhook(idle_billing, forged))[0] == 400
+
+
+async def test_a_refund_interrupted_by_a_hung_yookassa_finishes_once_with_the_same_key(
+    settings: Settings, billing_engine: Engine, fake_yookassa: YooKassaSandbox
+) -> None:
+    settings.yookassa = settings.yookassa.model_copy(update={"timeout_s": 0.5})
+    service = build(settings)
+    try:
+        user_id, _ = await open_account(billing_engine, balance=60)
+        payment_id, _ = await paid_topup(service, billing_engine, fake_yookassa, user_id)
+        fake_yookassa.hang_next(1, seconds=600)
+        with pytest.raises(ProviderUnavailableError):
+            await refund(service, payment_id, "ticket-7")
+        assert await _refund_rows(billing_engine, payment_id) == "pending 10000 100 card"
+        result = await refund(service, payment_id, "ticket-7")
+        assert result.outcome is RefundOutcome.refunded
+        assert len(fake_yookassa.refunds) == 1
+        assert await balance_of(billing_engine, user_id) == 60
+        assert await _refund_rows(billing_engine, payment_id) == "succeeded 10000 100 card"
+    finally:
+        await service.runtime.engine.dispose()
+
+
+async def test_the_operators_cli_refunds_and_lists_the_shortfall(
+    idle_billing: Billing,
+    billing_database_url: str,
+    billing_engine: Engine,
+    fake_yookassa: YooKassaSandbox,
+) -> None:
+    user_id, _ = await open_account(billing_engine, balance=0, welcome=0)
+    payment_id, _ = await paid_topup(idle_billing, billing_engine, fake_yookassa, user_id)
+    await fund(billing_engine, user_id, -40, expect=60)
+    env = {
+        **os.environ,
+        "DATABASE_URL": billing_database_url,
+        "YOOKASSA_API_URL": fake_yookassa.api_url,
+    }
+    args = ("billing", "refund", "--payment-id", str(payment_id), "--key", "cli-1")
+    status, output = await _imagebot(env, *args, "--amount", "50.00", "--reason", "complaint")
+    assert status == 0, output
+    assert "refunded, 50.00 RUB, 50 credits bought back" in output
+    assert "shortfall" not in output
+    status, output = await _imagebot(env, *args[:-1], "cli-2")
+    assert status == 0, output
+    assert "refunded, 50.00 RUB, 50 credits bought back, 40 of them spent already" in output
+    status, output = await _imagebot(env, "billing", "shortfalls")
+    assert status == 0, output
+    assert f"of payment {payment_id} " in output
+    assert "50 credits bought back, 10 taken, shortfall 40" in output
+    status, output = await _imagebot(env, *args[:-1], "cli-3")
+    assert status == 1
+    assert "too_much" in output
+    assert refund_request_key(uuid.uuid4()).startswith("refund-")
+
+
+async def _imagebot(env: dict[str, str], *args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "imagebot",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
