@@ -71,7 +71,8 @@ def shrink_edit_image_sizes() -> None:
     pipeline_qwenimage_edit_plus.CONDITION_IMAGE_SIZE = SHRUNK_CONDITION_IMAGE_SIZE
 
 
-def _byte_level_tokenizer(directory: Path) -> Qwen2Tokenizer:
+def byte_level_tokenizer(directory: Path) -> Qwen2Tokenizer:
+    """A Qwen2 tokenizer over single bytes, with Qwen's special tokens (no hub needed)."""
     # GPT-2's byte-to-unicode table: every byte becomes one printable character.
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
     printable += list(range(ord("®"), ord("ÿ") + 1))
@@ -129,7 +130,7 @@ def _text_encoder(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLForConditionalGenerati
 
 def _components(directory: Path) -> dict[str, Any]:
     torch.manual_seed(0)
-    tokenizer = _byte_level_tokenizer(directory / "_tokenizer_source")
+    tokenizer = byte_level_tokenizer(directory / "_tokenizer_source")
     return {
         "transformer": QwenImageTransformer2DModel(
             patch_size=2,

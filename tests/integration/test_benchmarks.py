@@ -88,6 +88,16 @@ BENCHES = {
         may_be_zero=frozenset({"http_429"}),
         says=(r"^baseline quick user ", r"^crowd of 3 .* the broadcast meanwhile sent [1-9]"),
     ),
+    "gpu": Bench(
+        ("--size", "tiny", "--device", "cpu"),
+        frozenset({"s_per_image_40", "s_per_image_4", "peak_gib", "first_over_steady"}),
+        says=(
+            r"^built tiny components on cpu ",
+            r"^40 steps, true CFG 4: s_per_image=",
+            r"^Lightning 4 steps: s_per_image=\S+ \(measured whole\)",
+            r"^first job after warm-up: ",
+        ),
+    ),
 }
 
 BENCH_LINE = re.compile(r"BENCH(?: [a-z][a-z0-9_]*=\S+)+")

@@ -117,6 +117,16 @@ class DiffusionWorkflow:
                 self._shared.add(dirs[part], getattr(pipeline, part))
         if shared:
             log.info("workflow %s shares %s with an earlier workflow", self.name, ", ".join(shared))
+        self._serve(pipeline)
+
+    def adopt(self, pipeline: Any) -> None:
+        """Serve a pipeline built elsewhere (bench/gpu.py builds random weights on the device)
+        exactly as a loaded one: profile, speed levers, warm-up."""
+        check_profile(self.name, self._settings)
+        self._device = choose_device(self._device_spec)
+        self._serve(pipeline)
+
+    def _serve(self, pipeline: Any) -> None:
         pipeline.set_progress_bar_config(disable=True)
         self._pipeline = pipeline
         self._apply_profile()
