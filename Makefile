@@ -120,6 +120,10 @@ bench-billing: $(INSTALLED) ## Billing: debits/s (spread, hot account), webhooks
 bench-runner: $(INSTALLED) ## gpu_runner: device utilization and gaps over 100 back-to-back fake jobs (real broker)
 	$(TEST_ENV) $(PY) bench/runner.py
 
+.PHONY: bench-moderation
+bench-moderation: $(INSTALLED) ## Moderation: the image detector's CPU time per image (one thread), the prompt check's per prompt
+	$(PY) bench/moderation.py
+
 # bench-gpu: on a GPU host, in the project's venv (`make install` takes PyPI's CUDA torch there).
 # On a machine with its own CUDA torch and no internet: `make gpu-wheels` here (the bench's
 # pure-Python wheels, for the torch it finds), carry .gpu-wheels, and there

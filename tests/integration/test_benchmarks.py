@@ -79,6 +79,13 @@ BENCHES = {
         may_be_zero=frozenset({"http_429"}),
         says=(r"^baseline \(no limiter\): attempted=20 ", r" delivered=20 unsent_rows=0 "),
     ),
+    "moderation": Bench(
+        ("--images", "3", "--prompts", "40"),
+        frozenset(
+            {"photo_cpu_ms", "photo_wall_ms", "astronaut_cpu_ms", "astronaut_wall_ms", "prompt_us"}
+        ),
+        says=(r"^photo 1280x960: 3 checks, ", r"^astronaut 512x512: 3 checks, "),
+    ),
     "chat": Bench(
         (
             *("--quick-users", "1", "--taps", "3", "--chats", "30"),

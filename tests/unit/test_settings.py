@@ -16,6 +16,7 @@ PACKAGES = (
     "gpu_runner",
     "imagebot",
     "object_store",
+    "moderation",
 )
 
 

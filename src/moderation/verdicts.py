@@ -1,0 +1,24 @@
+"""What a check decided, with the scores it decided on: logged and carried in events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """`refused` with the `category` that refused it; `scores` are every detector score seen."""
+
+    refused: bool
+    category: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    check: str = ""
+
+    def summary(self) -> str:
+        """One line for logs and failure details: the decision, then the scores."""
+        scores = ", ".join(f"{label}={score:.2f}" for label, score in sorted(self.scores.items()))
+        decision = f"refused: {self.category}" if self.refused else "allowed"
+        return f"{self.check} {decision}" + (f" ({scores})" if scores else "")
+
+
+ALLOWED = Verdict(refused=False, check="off")
