@@ -243,10 +243,11 @@ def timed(render: Callable[[], Any], device: Device) -> float:
 
 
 def workflow(name: str, device: Device, **settings: Any) -> DiffusionWorkflow:
+    """A runner's edit workflow with these settings (no warm-up unless asked for)."""
     return DiffusionWorkflow(
         name,
         "QwenImageEditPlusPipeline",
-        PipelineSettings(warmup_aspects="", **settings),
+        PipelineSettings(**{"warmup_aspects": "", **settings}),
         models_dir=ROOT,  # unused: the pipeline is adopted, not loaded
         device=device.name,
         needs_image=True,
@@ -378,9 +379,15 @@ def main() -> None:
 def first_job(pipeline: Any, photo: Image.Image, device: Device) -> float:
     """The first Lightning-4 job after a warm-up at the job's shape (what the runner does before
     it says ready), over a steady one."""
-    subject = workflow("first job", device, steps=4, guidance=1.0, scheduler_shift=3.0)
-    subject._settings = subject._settings.model_copy(
-        update={"warmup_aspects": f"{photo.width / photo.height}", "warmup_steps": 2}
+    ratio = photo.width / photo.height
+    subject = workflow(
+        "first job",
+        device,
+        steps=4,
+        guidance=1.0,
+        scheduler_shift=3.0,
+        warmup_aspects=f"{ratio}",
+        warmup_steps=2,
     )
     subject.adopt(pipeline)
     request = RenderRequest(prompt="a first job", image=photo, seed=2)
