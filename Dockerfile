@@ -1,6 +1,6 @@
 # One image for every imagebot service:
 #   docker build -t imagebot .                                  # bot_gateway, billing, jobs, migrate
-#   docker build -t imagebot-gpu --build-arg EXTRAS=gpu,cuda .  # gpu_runner (torch, diffusers, ...)
+#   docker build -t imagebot-gpu --build-arg EXTRAS=gpu,cuda,moderation .  # gpu_runner (torch, ...)
 # Run a service with `imagebot run <service>`, migrations with `imagebot migrate`.
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -8,8 +8,10 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # --- build: install the project and its dependencies into a virtual environment -------------
 FROM ${PYTHON_IMAGE} AS build
 
-# Comma-separated optional dependency groups from pyproject.toml, e.g. "gpu".
-ARG EXTRAS=""
+# Comma-separated optional dependency groups from pyproject.toml, e.g. "gpu". `moderation`: the
+# image detector the gateway and the runners refuse to start without while MODERATION_ENABLED
+# (its licence: docs/architecture.md, Moderation); drop it only with moderation turned off.
+ARG EXTRAS="moderation"
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

@@ -15,6 +15,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from contracts.events import JobCanceled, JobFailed
 from contracts.topology import Topology, build_topology
 from gpu_runner.cancellations import Cancellations
+from gpu_runner.failures import ModerationUnavailableError
 from gpu_runner.runner import Runner
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import Workflow, build_workflows, check_memory
@@ -25,6 +26,8 @@ from messaging.lifecycle import ServiceLifecycle
 from messaging.logs import name_service
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, ServiceSettings
+from moderation import Moderation, ModerationSettings, create_moderation
+from moderation import ModerationUnavailableError as NoDetectorError
 from object_store import ObjectStore, StorageSettings, create_object_store
 
 SOURCE = "gpu_runner"
@@ -40,6 +43,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
 
 
 def create_app(
@@ -48,9 +52,11 @@ def create_app(
     workflows: Mapping[str, Workflow] | None = None,
     store: ObjectStore | None = None,
     on_device_lost: Callable[[str], None] | None = None,
+    moderation: Moderation | None = None,
 ) -> AsgiFastStream:
     """The runner as an ASGI app; raises `CannotStartError` (model or LoRA missing, a profile
-    contradicted, not enough device memory) before touching the broker.
+    contradicted, not enough device memory, moderation on without its detector) before
+    touching the broker.
 
     `on_device_lost` is called once the device cannot run more jobs (a sticky CUDA error, or
     out of memory again and again), after the failed attempt is reported: the process should
@@ -62,6 +68,10 @@ def create_app(
     for workflow in workflows.values():
         workflow.check()
     check_memory(workflows.values(), settings.runner)
+    try:
+        moderation = moderation or create_moderation(settings.moderation)
+    except NoDetectorError as exc:
+        raise ModerationUnavailableError(str(exc)) from exc
     topology = build_topology(broker.namespace)
     rabbit = create_broker(broker, graceful_timeout_s=service.graceful_timeout_s)
     publisher = EventPublisher(
@@ -75,6 +85,7 @@ def create_app(
         Cancellations(),
         stop_consuming=lambda: _stop_consuming(rabbit),
         on_device_lost=on_device_lost,
+        moderation=moderation,
     )
     subscribe_runner(rabbit, topology, runner, settings.runner)
     lifecycle = ServiceLifecycle(rabbit, broker.url.get_secret_value(), topology)

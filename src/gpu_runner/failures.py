@@ -45,7 +45,13 @@ class InsufficientMemoryError(CannotStartError):
     """The served workflows do not fit the device's free memory."""
 
 
+class ModerationUnavailableError(CannotStartError):
+    """Moderation is on (MODERATION_ENABLED) but its detector is not installed."""
+
+
 OUT_OF_MEMORY = "gpu_out_of_memory"
+MODERATION_REFUSED = "moderation_refused"
+"""The result was refused by the moderation: a permanent failure the user is told about."""
 DEVICE_LOST = "gpu_device_lost"
 
 _STICKY_CUDA_ERRORS = (

@@ -35,7 +35,13 @@ from contracts.events import (
     JobStarted,
 )
 from gpu_runner.cancellations import Cancellations
-from gpu_runner.failures import AttemptFailure, DeviceHealth, JobCanceledError, classify
+from gpu_runner.failures import (
+    MODERATION_REFUSED,
+    AttemptFailure,
+    DeviceHealth,
+    JobCanceledError,
+    classify,
+)
 from gpu_runner.images import InvalidImageError, decode_image, encode_png
 from gpu_runner.metrics import BusyMeter
 from gpu_runner.settings import RunnerSettings
@@ -44,6 +50,7 @@ from gpu_runner.workflows.device import bind_device
 from messaging.consumer import EventConsumer, MalformedMessageError
 from messaging.logs import handling
 from messaging.metrics import HANDLER_SECONDS, MESSAGES_CONSUMED
+from moderation import Moderation
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -76,6 +83,7 @@ class Runner:
         *,
         stop_consuming: Callable[[], Awaitable[None]] | None = None,
         on_device_lost: Callable[[str], None] | None = None,
+        moderation: Moderation | None = None,
     ) -> None:
         """`stop_consuming` is awaited once the device is found unusable, before any staged job
         is handed back (else the broker would hand it straight back here); `on_device_lost` is
@@ -91,6 +99,7 @@ class Runner:
         self._store = store
         self._publisher = publisher
         self._settings = settings
+        self._moderation = moderation or Moderation.off()
         self._device = asyncio.Lock()
         self._inference = ThreadPoolExecutor(
             max_workers=1,
@@ -218,6 +227,7 @@ class Runner:
                     image = await self._guarded(
                         self._infer(job, envelope, workflow, request, reports)
                     )
+            await self._check_result(job, image)  # the device is free for the next job
             png = await asyncio.to_thread(encode_png, image)
             try:
                 result = await self._store_result(
@@ -259,6 +269,14 @@ class Runner:
             )
         except InvalidImageError as exc:
             raise AttemptFailure(exc.reason, exc.detail, retryable=False) from exc
+
+    async def _check_result(self, job: AnyJobDispatched, image: Image.Image) -> None:
+        """A result the moderation refuses is never stored or delivered: the attempt fails
+        for good (jobs fails the job, billing refunds it, the user is told why)."""
+        verdict = await self._moderation.check_image(image)
+        log.info("job %s result moderation: %s", job.job_id, verdict.summary())
+        if verdict.refused:
+            raise AttemptFailure(MODERATION_REFUSED, verdict.summary(), retryable=False)
 
     async def _guarded(self, inference: Awaitable[Any]) -> Any:
         """Run the job's steps, holding the device; after a failure that leaves it unusable, no

@@ -176,7 +176,7 @@ def test_gpu_runner_reserves_nvidia_gpus_and_lets_a_running_job_finish(
     runner = services["gpu_runner"]
     devices = runner["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
-    assert runner["build"]["args"]["EXTRAS"] == "gpu,cuda"
+    assert runner["build"]["args"]["EXTRAS"] == "gpu,cuda,moderation"
     assert float(runner["environment"]["SERVICE_GRACEFUL_TIMEOUT_S"]) < 120  # stop_grace_period
 
 
