@@ -16,6 +16,7 @@ from aiogram.methods.base import Response
 from aiogram.utils.i18n import I18n
 from faststream.asgi import AsgiFastStream
 
+from bot_gateway.albums import Albums
 from bot_gateway.backends import Backends
 from bot_gateway.commands import publish_commands
 from bot_gateway.conversation import Conversation
@@ -193,7 +194,9 @@ def _dispatcher(
             interval_s=settings.conversation.flood_interval_s,
         )
     )
-    # first: a long text's parts are one update before anything reads or answers them
+    # first: an album's photos, and a long text's parts, are one update before anything reads
+    # or answers them
+    dispatcher.update.outer_middleware(Albums(window_s=settings.conversation.album_window_s))
     dispatcher.update.outer_middleware(
         SplitTexts(
             window_s=settings.conversation.split_text_window_s,

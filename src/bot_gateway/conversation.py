@@ -68,7 +68,8 @@ class Draft:
     price: int
     preset_id: int | None = None
     prompt: str | None = None
-    image_key: str | None = None
+    image_keys: tuple[str, ...] = ()
+    """The photos to edit, in the order sent: one, an album's two or three, or none."""
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -77,8 +78,18 @@ class Draft:
             "price": self.price,
             "preset_id": self.preset_id,
             "prompt": self.prompt,
-            "image_key": self.image_key,
+            "image_keys": list(self.image_keys),
         }
+
+    @classmethod
+    def of_data(cls, data: dict[str, Any]) -> Draft:
+        """A draft from `as_data` (or as the release before kept it: one `image_key`)."""
+        data = dict(data)
+        single = data.pop("image_key", None)
+        keys = data.pop("image_keys", None)
+        if keys is None:
+            keys = [single] if single else []
+        return cls(**data, image_keys=tuple(keys))
 
 
 class CancelOutcome(Enum):
@@ -165,7 +176,8 @@ class Conversation:
             "preset_id": draft.preset_id,
             "title": title,
             "prompt": draft.prompt,
-            "image_key": draft.image_key,
+            "image_key": draft.image_keys[0] if draft.image_keys else None,
+            "extra_image_keys": list(draft.image_keys[1:]) or None,
             "phase": str(Phase.requested),
             "price": draft.price,
             "status_message_id": status_message_id,
@@ -178,7 +190,7 @@ class Conversation:
             chat_id=customer.chat_id,
             preset_id=draft.preset_id,
             prompt=draft.prompt,
-            image_keys=[draft.image_key] if draft.image_key else [],
+            image_keys=list(draft.image_keys),
             language=customer.language,
             price=draft.price,  # as confirmed: jobs refuses the request if the price moved
         )

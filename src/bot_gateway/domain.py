@@ -79,7 +79,8 @@ class RequestView:
     phase: str
     preset_id: int | None
     prompt: str | None
-    image_key: str | None
+    image_keys: tuple[str, ...]
+    """The photos it edits, in the order sent."""
     job_id: int | None
 
 

@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from messaging.database import metadata
@@ -64,6 +64,9 @@ class GatewayJob(Base):
     title: Mapped[str] = mapped_column(String(200), nullable=False)
     prompt: Mapped[str | None] = mapped_column(Text)
     image_key: Mapped[str | None] = mapped_column(String(255))
+    """The (first) photo it edits ..."""
+    extra_image_keys: Mapped[list[str] | None] = mapped_column(ARRAY(String(255)))
+    """... and an album's second and third (0014)."""
     phase: Mapped[str] = mapped_column(String(20), nullable=False)
     price: Mapped[int | None] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

@@ -205,6 +205,7 @@ _REQUEST = select(
     GatewayJob.preset_id,
     GatewayJob.prompt,
     GatewayJob.image_key,
+    GatewayJob.extra_image_keys,
     GatewayJob.job_id,
 )
 _REQUEST_BY_ID = _REQUEST.where(_BY_REQUEST)
@@ -230,7 +231,7 @@ def _request(row: Row[Any]) -> RequestView:
         row.phase,
         row.preset_id,
         row.prompt,
-        row.image_key,
+        tuple(key for key in (row.image_key, *(row.extra_image_keys or ())) if key),
         row.job_id,
     )
 

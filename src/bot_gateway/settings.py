@@ -78,6 +78,9 @@ class ConversationSettings(BaseSettings):
     split_text_min_length: int = Field(default=3900, ge=1)
     """A text this long may be a part of a longer one and waits for the next; shorter ones
     never wait."""
+    album_window_s: float = Field(default=0.6, gt=0)
+    """The photos of an album arrive as separate updates, close together: they are gathered
+    until none has come for this long, and answered once."""
 
     @property
     def formats(self) -> frozenset[str]:

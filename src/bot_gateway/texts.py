@@ -97,6 +97,20 @@ def photo_received() -> str:
     return _("Photo received. Choose a preset, or describe the change in your own words.")
 
 
+def album_received(count: int) -> str:
+    return _(
+        "{count} photos received, to edit together. Choose a preset, or describe the change in "
+        "your own words (say which photo is which: the first, the second...)."
+    ).format(count=count)
+
+
+def album_too_large(count: int, limit: int) -> str:
+    return _(
+        "That is {count} photos: one request edits up to {limit} together (a person and a "
+        "product, a face and a style). Send up to {limit} in one album."
+    ).format(count=count, limit=limit)
+
+
 def prompt_received() -> str:
     return _("Got it. Send a photo to edit, or draw a new image from the text.")
 
@@ -114,9 +128,12 @@ def own_prompt_title() -> str:
     return _("Own prompt")
 
 
-def confirm(title: str, price: int, prompt: str | None = None) -> str:
-    """The offer to pay for: what, for how much, and the user's own words it will follow."""
+def confirm(title: str, price: int, prompt: str | None = None, *, photos: int = 1) -> str:
+    """The offer to pay for: what, for how much, the user's own words it will follow, and how
+    many photos (an album's) it edits together."""
     text = _("«{title}»\nPrice: {price} credits.\nStart?").format(title=title, price=price)
+    if photos > 1:
+        text = _("Photos: {count}").format(count=photos) + "\n" + text
     if prompt:
         quoted = prompt if len(prompt) <= QUOTE_MAX_LENGTH else prompt[:QUOTE_MAX_LENGTH] + "…"
         text = _("Prompt: «{prompt}»").format(prompt=quoted) + "\n" + text

@@ -21,7 +21,14 @@ from bot_gateway.settings import (
     DeliverySettings,
     TelegramSettings,
 )
-from contracts.events import JobCompleted, JobDispatchedV1, JobProgress, JobStarted
+from contracts.events import (
+    AnyJobDispatched,
+    JobCompleted,
+    JobDispatched,
+    JobDispatchedV1,
+    JobProgress,
+    JobStarted,
+)
 from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
@@ -135,6 +142,20 @@ class Stack:
         await self.billing.webhook(scope, receive, respond)  # type: ignore[arg-type]
         return int(sent[0]["status"])
 
+    async def dispatches(self, job_id: int, timeout_s: float = 15.0) -> list[AnyJobDispatched]:
+        """The job's dispatches so far (v1, or v2 for an album's job), once there is one."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            found: list[AnyJobDispatched] = [
+                *self.events.of(JobDispatchedV1, job_id=job_id),
+                *self.events.of(JobDispatched, job_id=job_id),
+            ]
+            if found:
+                return found
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"job {job_id} was never dispatched in {timeout_s}s")
+            await asyncio.sleep(0.02)
+
     async def run_job(
         self,
         job_id: int,
@@ -144,8 +165,7 @@ class Stack:
         size: tuple[int, int] = (32, 32),
     ) -> JobCompleted:
         """Play the GPU runner: start, report each step, store a result, complete."""
-        await self.events.wait_for(JobDispatchedV1, job_id=job_id)
-        attempt = max(d.attempt for d in self.events.of(JobDispatchedV1, job_id=job_id))
+        attempt = max(d.attempt for d in await self.dispatches(job_id))
         await self.runner_publisher.publish(
             JobStarted(job_id=job_id, attempt=attempt, runner_id="runner-test", total_steps=steps)
         )

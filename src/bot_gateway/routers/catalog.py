@@ -52,7 +52,7 @@ async def preset(
         return
     await callback.answer()
     draft = await offer(state, preset_id=chosen.id, title=chosen.name, price=chosen.price)
-    if chosen.needs_image and draft.image_key is None:
+    if chosen.needs_image and not draft.image_keys:
         await state.set_state(Drafting.waiting_photo)
         await callback.message.answer(texts.ask_photo(chosen.name))
         return

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import replace
@@ -22,6 +23,7 @@ from bot_gateway.fsm_storage import forget
 from bot_gateway.keyboards import DraftAction, MenuAction, ResultAction
 from bot_gateway.settings import ConversationSettings
 from bot_gateway.uploads import UploadRejectedError, Uploads, carries_image
+from contracts.events import MAX_INPUT_IMAGES
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class Drafting(StatesGroup):
 
 async def current_draft(state: FSMContext) -> Draft | None:
     data = await state.get_data()
-    return Draft(**data["draft"]) if "draft" in data else None
+    return Draft.of_data(data["draft"]) if "draft" in data else None
 
 
 async def offer(state: FSMContext, **changes: Any) -> Draft:
@@ -50,7 +52,7 @@ async def show_confirmation(
 ) -> None:
     await state.set_state(Drafting.confirming)
     await message.answer(
-        texts.confirm(draft.title, draft.price, draft.prompt),
+        texts.confirm(draft.title, draft.price, draft.prompt, photos=len(draft.image_keys)),
         reply_markup=keyboards.confirm(draft.draft),
     )
 
@@ -84,19 +86,27 @@ async def upload(
     uploads: Uploads,
     backends: Backends,
     limits: ConversationSettings,
+    album: list[Message] | None = None,
 ) -> None:
-    """A photo or image file: checked and stored, then on to confirmation or the catalog."""
-    if not carries_image(message):
+    """A photo or image file, or an album of up to three (`albums`: one update for all):
+    checked and stored, then on to confirmation or the catalog."""
+    parts = album or [message]
+    if len(parts) > MAX_INPUT_IMAGES:
+        await message.answer(texts.album_too_large(len(parts), MAX_INPUT_IMAGES))
+        return
+    if not all(carries_image(part) for part in parts):
         await message.answer(texts.not_a_photo())
         return
-    caption = _instruction_in(message)
+    caption = next((text for part in parts if (text := _instruction_in(part))), "")
     try:
-        image_key = await uploads.accept(bot, message, customer.telegram_id)
+        image_keys = await asyncio.gather(
+            *(uploads.accept(bot, part, customer.telegram_id) for part in parts)
+        )
     except UploadRejectedError as exc:
         log.info("upload from %s rejected: %s", customer.telegram_id, exc)
         await message.answer(_upload_problem(exc.reason, limits))
         return
-    draft = await offer(state, image_key=image_key)
+    draft = await offer(state, image_keys=tuple(image_keys))
     if caption and len(caption) > limits.prompt_max_length:
         # the photo is kept: only the description has to come again, shorter
         await state.set_state(Drafting.waiting_prompt)
@@ -109,7 +119,8 @@ async def upload(
         return
     await state.set_state(None)
     catalog = await backends.catalog()
-    await message.answer(texts.photo_received(), reply_markup=keyboards.categories(catalog))
+    received = texts.photo_received() if len(parts) == 1 else texts.album_received(len(parts))
+    await message.answer(received, reply_markup=keyboards.categories(catalog))
 
 
 def _instruction_in(message: Message) -> str:
@@ -159,7 +170,7 @@ async def prompt(
         await message.answer(problem)
         return
     draft = await _own_prompt(state, text, backends)
-    if draft.image_key is not None:
+    if draft.image_keys:
         await show_confirmation(message, state, draft)
         return
     await state.set_state(Drafting.waiting_photo)
@@ -231,7 +242,7 @@ async def after_result(
     await callback.answer()
     await forget(state)
     if callback_data.action == "another":
-        await offer(state, image_key=job.image_key)
+        await offer(state, image_keys=job.image_keys)
         await callback.message.answer(
             texts.choose_category(), reply_markup=keyboards.categories(catalog)
         )
@@ -247,7 +258,7 @@ async def after_result(
         state,
         preset_id=job.preset_id,
         prompt=job.prompt,
-        image_key=job.image_key,
+        image_keys=job.image_keys,
         title=job.title,
         price=price,
     )

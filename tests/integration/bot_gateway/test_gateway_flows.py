@@ -191,10 +191,10 @@ async def test_photo_preset_confirm_status_and_result(stack: Stack, language: st
     created = await created_job(stack, chat)
     (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
     assert requested.preset_id is not None
-    assert requested.image_key is not None
-    assert requested.image_key.startswith(f"uploads/{chat.user.id}/")
+    (image_key,) = requested.image_keys
+    assert image_key.startswith(f"uploads/{chat.user.id}/")
     assert requested.language == language
-    assert (stack.store_root / requested.image_key).is_file()
+    assert (stack.store_root / image_key).is_file()
     await stack.telegram.shown_eventually(chat.user.id, status_id, p["queued"])
 
     chat.mark()
@@ -302,7 +302,7 @@ async def test_own_prompt_as_caption_and_prompt_then_photo(stack: Stack, languag
     (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
     assert requested.prompt == "сделай небо фиолетовым"
     assert requested.preset_id is None
-    assert requested.image_key is not None
+    assert len(requested.image_keys) == 1
 
     chat.say("/start")
     menu = await chat.expect(p["balance"].format(30))
@@ -330,7 +330,7 @@ async def test_prompt_only_generation(stack: Stack, language: str) -> None:
     created = await created_job(stack, chat)
     assert created.workflow_type == "qwen_image"
     (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
-    assert requested.image_key is None
+    assert requested.image_keys == []
     assert requested.prompt == "кот в космосе"
 
 
