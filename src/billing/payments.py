@@ -346,6 +346,31 @@ def open_refund(
     return pg_insert(PAYMENTS).values(row).on_conflict_do_nothing().returning(PAYMENTS.c.id)
 
 
+def claim_refund(topup_id: int, refund_id: str, amount_kopecks: int) -> Update:
+    """Record a refund YooKassa made on our own pending refund of the same top-up and amount
+    that has no YooKassa id yet (its notification came before our call returned); columns: id."""
+    taken = select(PAYMENTS.c.id).where(PAYMENTS.c.yukassa_payment_id == refund_id).exists()
+    ours = (
+        select(PAYMENTS.c.id)
+        .where(
+            PAYMENTS.c.refund_of == topup_id,
+            PAYMENTS.c.payment_type == PaymentType.refund,
+            PAYMENTS.c.status == PaymentStatus.pending,
+            PAYMENTS.c.yukassa_payment_id.is_(None),
+            PAYMENTS.c.amount == amount_kopecks,
+        )
+        .order_by(PAYMENTS.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        sql_update(PAYMENTS)
+        .where(PAYMENTS.c.id == ours, ~taken)
+        .values(yukassa_payment_id=refund_id, updated_at=func.now())
+        .returning(PAYMENTS.c.id)
+    )
+
+
 def attach_refund(payment_id: int, refund_id: str) -> Update:
     """Record YooKassa's refund id on our refund row; no row when it already has one, or
     another row holds this refund (its notification came first and opened one)."""

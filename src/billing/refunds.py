@@ -108,12 +108,14 @@ async def refund_topup(
         return _result(RefundOutcome.rejected, row, detail=str(exc))
     async with unit_of_work() as uow:
         attached = await uow.apply(payments.attach_refund(row.id, remote.id))
-    if attached is None:  # its notification came first and opened a row of its own
+    if attached is None:  # its notification came first: it recorded the id on a row
         async with unit_of_work() as uow:
-            await uow.apply(payments.close(row, "failed", "refund_failed"))
-            adopted = await payments.find(uow, payments.by_refund_id(remote.id))
-        assert adopted is not None
-        row = adopted
+            holder = await payments.find(uow, payments.by_refund_id(remote.id))
+        assert holder is not None
+        if holder.id != row.id:  # not ours (a dashboard refund of the same amount took it)
+            async with unit_of_work() as uow:
+                await uow.apply(payments.close(row, "failed", "refund_failed"))
+        row = holder
     else:
         row = replace(row, yookassa_id=remote.id)
     return await _settle(unit_of_work, row, remote)
@@ -228,8 +230,12 @@ async def apply_refund(uow: UnitOfWork, row: LocalPayment, remote: RemoteRefund)
 async def adopt_refund(
     uow: UnitOfWork, topup: LocalPayment, remote: RemoteRefund
 ) -> LocalPayment | None:
-    """The row of a refund YooKassa made that we have none of (made in its dashboard, or
-    ours whose id was not stored yet): opened under the refund's id, once."""
+    """The row of a refund YooKassa made whose id we have not stored: our own pending refund
+    of that amount whose call has not returned yet, or else (made in YooKassa's dashboard) a
+    row opened under the refund's id, once."""
+    claim = payments.claim_refund(topup.id, remote.id, remote.amount_kopecks)
+    if (await uow.commit_alone(claim)).first() is not None:
+        return await payments.find(uow, payments.by_refund_id(remote.id))
     credits = refund_credits(topup.credits or 0, topup.amount_kopecks, remote.amount_kopecks)
     await uow.commit_alone(
         payments.open_refund(

@@ -1,8 +1,9 @@
 """The demo's story, played by one Russian-speaking user against a running `SandboxStack`:
 
 /start → a preset on a photo → its result → prompt-only generation → top-up → payment page
-and YooKassa's webhook → /balance → the weekly bonus (the operator runs this week's round) →
-/history. Each step waits for what the user would see and fails loudly if it never comes.
+and YooKassa's webhook → /balance → an operator's refund of half the top-up to the buyer
+(`imagebot billing refund`) and /balance → the weekly bonus (the operator runs this week's
+round) → /history. Each step waits for what the user would see and fails loudly if it never comes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ PRESET, PRESET_PRICE = "Карандашный контур", 20
 PROMPT_PRICE = 30  # JOBS_CUSTOM_PROMPT_PRICE
 PACKAGE, PACKAGE_CREDITS = "100 кредитов за 100 ₽", 100
 BONUS_CREDITS = 30  # BONUS_CREDITS
+REFUND_RUBLES, REFUND_CREDITS = "50.00", 50  # half the package: half its credits back out
 
 _user_ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**4 + 2**33)
 
@@ -107,11 +109,25 @@ async def play(
         packages = await user.expect("Выберите пакет")
         user.press(packages, PACKAGE)
         link = await user.expect("Оплатите")
+        paid = link.button("₽")["url"].rsplit("/", 1)[-1]  # the sandbox checkout's payment
         await user.open_link(link, "₽")
         result.balance += PACKAGE_CREDITS
         await user.expect(f"Платёж получен: +{PACKAGE_CREDITS} кредитов. Баланс: {result.balance}")
 
     async with step("/balance"):
+        user.say("/balance")
+        await user.expect(f"Ваш баланс: {result.balance}")
+
+    async with step("operator refund"):
+        payment_id = stack.yookassa.payments[paid]["metadata"]["payment_id"]
+        command = ("billing", "refund", "--payment-id", payment_id, "--key", f"demo-{paid}",
+                   "--amount", REFUND_RUBLES, "--reason", "demo: half back")  # fmt: skip
+        if transcript is not None:
+            transcript.line("⚙️", "operator: imagebot " + " ".join(command))
+        output = await stack.imagebot(*command)
+        if transcript is not None:
+            transcript.line("⚙️", output.strip().splitlines()[-1])
+        result.balance -= REFUND_CREDITS
         user.say("/balance")
         await user.expect(f"Ваш баланс: {result.balance}")
 

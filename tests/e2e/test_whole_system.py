@@ -19,12 +19,19 @@ import pytest
 from contracts.topology import build_topology
 from messaging.broker import delete_topology
 from sandbox.stack import SandboxStack, StackConfig
-from sandbox.story import WELCOME_CREDITS, BonusRound, StoryResult, new_user, play
+from sandbox.story import (
+    REFUND_CREDITS,
+    WELCOME_CREDITS,
+    BonusRound,
+    StoryResult,
+    new_user,
+    play,
+)
 from sandbox.user import SandboxUser
 from support.database import RUN_ID, DatabaseFactory
 
 USERS = 4
-FINAL_BALANCE = WELCOME_CREDITS - 20 - 30 + 100 + 30
+FINAL_BALANCE = WELCOME_CREDITS - 20 - 30 + 100 - REFUND_CREDITS + 30
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +79,8 @@ async def test_the_story_with_two_replicas_of_everything(
         photos = stack.telegram.sent_to(user.user.id, "sendPhoto")
         assert len(photos) == 2
         assert all(photo.photo for photo in photos)
-    assert stack.yookassa.notifications_sent == USERS
+    # each user's payment.succeeded and the operator's refund.succeeded, each answered 200 once
+    assert stack.yookassa.notifications_sent == 2 * USERS
 
 
 @pytest.mark.usefixtures("story")

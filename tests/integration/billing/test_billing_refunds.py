@@ -9,6 +9,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,9 +17,9 @@ from test_billing_payments import pending_payment
 
 from billing import payments
 from billing.app import Billing, Settings, build
-from billing.domain import refund_request_key
+from billing.domain import RemoteRefund, refund_request_key
 from billing.refunds import RefundOutcome, RefundResult, refund_topup
-from billing.yookassa_gateway import ProviderUnavailableError
+from billing.yookassa_gateway import ProviderUnavailableError, RefundDraft
 from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import (
     balance_of,
@@ -217,3 +218,41 @@ async def _imagebot(env: dict[str, str], *args: str) -> tuple[int, str]:
     output, _ = await process.communicate()
     assert process.returncode is not None
     return process.returncode, output.decode()
+
+
+class NotifiedFirst:
+    """Our gateway, but YooKassa's refund.succeeded reaches the webhook before the call that
+    made the refund returns (the sandbox, like YooKassa, notifies at once)."""
+
+    def __init__(self, billing: Billing, fake: YooKassaSandbox) -> None:
+        self._billing, self._fake = billing, fake
+        self._inner = billing.topups._provider
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def refund(self, draft: RefundDraft, idempotency_key: str) -> RemoteRefund:
+        remote = await self._inner.refund(draft, idempotency_key)
+        notification = self._fake.refund_notification(remote.id)
+        assert await post_webhook(self._billing, notification) == (200, "refunded")
+        return remote
+
+
+async def test_a_refund_whose_notification_comes_first_is_still_one_refund(
+    idle_billing: Billing, billing_engine: Engine, fake_yookassa: YooKassaSandbox
+) -> None:
+    user_id, _ = await open_account(billing_engine, balance=60)
+    payment_id, _ = await paid_topup(idle_billing, billing_engine, fake_yookassa, user_id)
+    result = await refund_topup(
+        idle_billing.runtime.unit_of_work,
+        NotifiedFirst(idle_billing, fake_yookassa),  # type: ignore[arg-type]
+        idle_billing.topups._yookassa,
+        payment_id=payment_id,
+        key="raced",
+        amount_kopecks=4000,
+    )
+    assert (result.outcome, result.credits) == (RefundOutcome.refunded, 40)
+    assert await _refund_rows(billing_engine, payment_id) == "succeeded 4000 40 card"
+    logs = "SELECT string_agg(status, ',' ORDER BY id) FROM payment_logs WHERE user_id = :u"
+    assert await scalar(billing_engine, logs, u=user_id) == "succeeded,refunded"
+    assert await balance_of(billing_engine, user_id) == 120
