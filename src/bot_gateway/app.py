@@ -32,6 +32,7 @@ from bot_gateway.notifications import Notifications
 from bot_gateway.rate_limited import RateLimitedRequests
 from bot_gateway.recent_jobs import RecentJobs
 from bot_gateway.routers import feature_routers
+from bot_gateway.screening import PromptScreening
 from bot_gateway.sender import OutboundSender
 from bot_gateway.settings import (
     ConversationSettings,
@@ -47,6 +48,7 @@ from bot_gateway.webhook import TelegramWebhook
 from messaging.rpc import RpcClient
 from messaging.runtime import ServiceRuntime
 from messaging.settings import InfrastructureSettings
+from moderation import ModerationSettings, create_moderation
 from object_store import ObjectStore, StorageSettings, create_object_store
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class Settings(InfrastructureSettings):
     conversation: ConversationSettings = field(default_factory=ConversationSettings)
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
 
 
 @dataclass
@@ -181,11 +184,13 @@ def _dispatcher(
     store: ObjectStore,
 ) -> TrackingDispatcher:
     storage = PostgresStorage(runtime.engine)
+    # on without its detector: ModerationUnavailableError, and the gateway does not start
+    moderation = create_moderation(settings.moderation)
     dispatcher = TrackingDispatcher(
         storage=storage,
         conversation=conversation,
         backends=backends,
-        uploads=Uploads(store, settings.conversation),
+        uploads=Uploads(store, settings.conversation, moderation),
         limits=settings.conversation,
     )
     flood = FloodMiddleware(
@@ -210,6 +215,7 @@ def _dispatcher(
         observer.outer_middleware(language)
         observer.outer_middleware(flood)
         observer.outer_middleware(account)
+    dispatcher.message.middleware(PromptScreening(moderation))  # words, before any handler
     dispatcher.my_chat_member.outer_middleware(language)  # added to a group, blocked, back
     dispatcher.errors.register(error_handler(i18n, settings.telegram.foreign_language))
     dispatcher.include_routers(*feature_routers(settings.telegram.admins))

@@ -28,7 +28,7 @@ from typing import Any
 from aiogram.types import InlineKeyboardMarkup
 from aiogram.utils.i18n import I18n
 
-from bot_gateway import domain, keyboards, texts
+from bot_gateway import domain, keyboards, screening, texts
 from bot_gateway.domain import Change, JobState, JobView, Mail, Phase, rubles
 from bot_gateway.recent_jobs import RecentJobs
 from bot_gateway.repository import Credits, Jobs, Mailbox, Users, move_statement
@@ -171,7 +171,10 @@ class Notifications:
 
     def on_failed(self, job: JobView, event: JobFailed) -> Change | None:
         with self._speaking(job.language):
-            text = texts.failed(job.title, job.price)
+            if event.reason == screening.MODERATION_REFUSED:
+                text = screening.result_refused(job.title, job.price)
+            else:
+                text = texts.failed(job.title, job.price)
         return self._end(job, Phase.failed, text)
 
     def on_canceled(self, job: JobView, event: JobCanceled) -> Change | None:

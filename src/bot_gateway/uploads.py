@@ -12,7 +12,9 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message
 
 from bot_gateway.images import ImageRejectedError, check_image
+from bot_gateway.screening import MODERATION_REFUSED, screen_image
 from bot_gateway.settings import ConversationSettings
+from moderation import Moderation
 from object_store import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -20,7 +22,7 @@ log = logging.getLogger(__name__)
 
 class UploadRejectedError(ValueError):
     """`reason`: not_an_image, damaged, too_large, too_many_pixels, unsupported_format,
-    heif_unsupported, download_failed."""
+    heif_unsupported, download_failed, moderation_refused."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
@@ -36,9 +38,15 @@ def carries_image(message: Message) -> bool:
 
 
 class Uploads:
-    def __init__(self, store: ObjectStore, settings: ConversationSettings) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        settings: ConversationSettings,
+        moderation: Moderation | None = None,
+    ) -> None:
         self._store = store
         self._settings = settings
+        self._moderation = moderation or Moderation.off()
 
     async def accept(self, bot: Bot, message: Message, telegram_id: int) -> str:
         """The object key of the checked upload; `UploadRejectedError` says why not."""
@@ -61,6 +69,10 @@ class Uploads:
             )
         except ImageRejectedError as exc:
             raise UploadRejectedError(exc.reason, str(exc)) from exc
+        verdict = await screen_image(self._moderation, image.data)  # never stored if refused
+        log.info("upload from %s moderation: %s", telegram_id, verdict.summary())
+        if verdict.refused:
+            raise UploadRejectedError(MODERATION_REFUSED, verdict.summary())
         key = f"{self._settings.upload_prefix}/{telegram_id}/{uuid.uuid4().hex}.{image.extension}"
         await self._store.put(key, image.data, content_type=image.content_type)
         log.info(

@@ -52,7 +52,10 @@ def normalise(text: str) -> tuple[str, ...]:
 def _entry_pattern(entry: str) -> str:
     if entry.startswith("re:"):
         return entry[3:]
-    plain = _REPEATS.sub(r"\1", _visible(entry.strip()).replace("ё", "е"))
+    plain = _visible(entry.strip())
+    collapsed = _REPEATS.sub(r"\1", plain)
+    # `xxx` collapsed would be any lone `x`: an entry that short is matched as written
+    plain = collapsed if len(collapsed.rstrip("*")) >= 3 else plain
     if plain.endswith("*"):
         return rf"(?<!\w){re.escape(plain[:-1])}\w*"
     return rf"(?<!\w){re.escape(plain)}(?!\w)"

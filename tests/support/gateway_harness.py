@@ -32,6 +32,8 @@ from contracts.events import (
 from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from moderation import ModerationSettings
+from moderation.settings import NUDITY_THRESHOLDS
 from object_store import StorageSettings
 from sandbox.telegram import TOKEN, Call, TelegramSandbox, TgUser
 from sandbox.yookassa import YooKassaSandbox
@@ -43,6 +45,9 @@ FLOOD_LIMIT = 10
 MAX_UNFINISHED = 3
 """Jobs' cap on a user's unfinished jobs in these tests."""
 FLOOD_INTERVAL_S = 0.2
+MODERATION = ModerationSettings(image_thresholds=f"{NUDITY_THRESHOLDS},FACE_FEMALE=0.5")
+"""The real detector, with one harmless label made refusing: a face (scikit-image's astronaut
+photo) shows an upload refused; the plain pictures the other tests send have none."""
 
 _ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**4 + 2**33)
 
@@ -99,6 +104,7 @@ def gateway_settings(
             DeliverySettings(edit_interval_s=0.3, poll_interval_s=0.05, chat_interval_s=0.05),
         ),
         storage=StorageSettings(local_root=root),
+        moderation=overrides.pop("moderation", MODERATION),
     )
 
 

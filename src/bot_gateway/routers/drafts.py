@@ -15,7 +15,7 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InaccessibleMessage, Message
 
-from bot_gateway import keyboards, texts
+from bot_gateway import keyboards, screening, texts
 from bot_gateway.backends import Backends
 from bot_gateway.conversation import Conversation, Customer, Draft, job_request_id
 from bot_gateway.domain import Phase
@@ -143,6 +143,8 @@ def _upload_problem(reason: str, limits: ConversationSettings) -> str:
         return texts.damaged_image()
     if reason == "download_failed":
         return texts.download_failed()
+    if reason == screening.MODERATION_REFUSED:
+        return screening.photo_refused()
     return texts.not_a_photo()
 
 

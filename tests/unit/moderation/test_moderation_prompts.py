@@ -23,6 +23,7 @@ def check() -> PromptCheck:
         ("N4K3D", "nudity"),  # leetspeak
         ("naaaaked", "nudity"),  # repeated letters
         ("ｎａｋｅｄ", "nudity"),  # fullwidth
+        ("xxx pics", "nudity"),
         ("na\u200bked", "nudity"),  # a zero-width space
         ("take off her clothes", "undressing"),
         ("remove the dress", "undressing"),
@@ -53,6 +54,8 @@ def test_listed_prompts_are_refused_with_their_category(
         "Essex landscape at dawn",  # 'sex' inside a word
         "голова кота в шляпе",  # 'гол' inside a word
         "remove the background",
+        "x" * 1001,  # `xxx` is listed: collapsed, it must not become any lone `x`
+        "y" * 1001,
         "сделай фон голубым",
         "",
     ],

@@ -1,0 +1,133 @@
+"""Moderation as the user meets it, in Russian and English: refused words and a refused photo
+are answered at once and cost nothing (no upload kept, no job requested); a result the runner
+refused fails the job, and the credits come back with the reason. The photo is refused by the
+real detector on a harmless label the harness makes refusing (a face: see MODERATION)."""
+
+from __future__ import annotations
+
+import io
+from importlib.metadata import distribution
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from contracts.events import BalanceRefunded, JobAttemptFailed, JobCreated, JobFailed, JobRequested
+from support.gateway_harness import Chat, Stack, image_bytes, new_user
+
+PHRASES = {
+    "ru": {
+        "balance": "Ваш баланс: 60",
+        "prompt_refused": "Не могу это сделать: запрос нарушает правила",
+        "photo_refused": "Это фото нельзя использовать",
+        "photo_received": "Фото получено",
+        "category": "Фото: выберите пресет",
+        "confirm": "Стоимость: 20 кредитов",
+        "start": "Запустить",
+        "queued": "в очереди, позиция ",
+        "result_refused": "результат нарушил правила о контенте, поэтому не показан. 20 кредитов",
+        "refunded": "Возвращено 20 кредитов. Баланс: 60",
+    },
+    "en": {
+        "balance": "Your balance: 60",
+        "prompt_refused": "I can't do that: the request breaks the rules",
+        "photo_refused": "This photo can't be used",
+        "photo_received": "Photo received",
+        "category": "Фото: choose a preset",
+        "confirm": "Price: 20 credits",
+        "start": "Start",
+        "queued": "in the queue, position ",
+        "result_refused": "the result broke the content rules, so it is not shown. The 20 credits",
+        "refunded": "20 credits returned. Balance: 60",
+    },
+}
+LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
+REFUSED_WORDS = {"ru": "раздень её", "en": "take off her clothes"}
+
+
+def face_photo() -> bytes:
+    """scikit-image's astronaut (a NASA portrait, public domain) as a phone would send it."""
+    path = distribution("scikit-image").locate_file("skimage/data/astronaut.png")
+    buffer = io.BytesIO()
+    Image.open(Path(str(path))).convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+async def started_chat(stack: Stack, language: str) -> Chat:
+    chat = Chat(stack, new_user(language))
+    chat.say("/start")
+    await chat.expect(PHRASES[language]["balance"])
+    return chat
+
+
+def uploads_of(stack: Stack, chat: Chat) -> list[Path]:
+    folder = stack.store_root / "uploads" / str(chat.user.id)
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+@LANGUAGES
+async def test_refused_words_are_answered_and_nothing_is_requested(
+    stack: Stack, language: str
+) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.say(f"  {REFUSED_WORDS[language]} ")
+    await chat.expect(p["prompt_refused"])
+    chat.photo(caption="n.a.k.e.d")  # a caption too; the photo goes no further
+    await chat.expect(p["prompt_refused"])
+    assert uploads_of(stack, chat) == []
+    chat.say("/balance")
+    await chat.expect(p["balance"])
+    chat.photo(caption="a cat in a hat")  # ordinary words go on as ever
+    await chat.expect(p["confirm"].split(":")[0])
+    assert len(uploads_of(stack, chat)) == 1
+    assert stack.events.of(JobRequested, telegram_id=chat.user.id) == []
+
+
+@LANGUAGES
+async def test_a_refused_photo_is_answered_not_kept_and_another_is_taken(
+    stack: Stack, language: str
+) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.photo(face_photo())
+    await chat.expect(p["photo_refused"])
+    assert chat.said(p["photo_received"]) == []
+    assert uploads_of(stack, chat) == []  # never stored
+    chat.photo(image_bytes((320, 240)))
+    await chat.expect(p["photo_received"])
+    assert len(uploads_of(stack, chat)) == 1
+
+
+@LANGUAGES
+async def test_a_refused_result_is_refunded_and_explained(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.photo()
+    categories = await chat.expect(p["photo_received"])
+    chat.press(categories, "Фото")
+    presets = await chat.expect(p["category"])
+    chat.press(presets, "Мультфильм")
+    confirm = await chat.expect(p["confirm"])
+    chat.press(confirm, p["start"])
+    assert confirm.message_id is not None
+    (created,) = await stack.events.wait_for(JobCreated, telegram_id=chat.user.id)
+    await stack.telegram.shown_eventually(chat.user.id, confirm.message_id, p["queued"])
+    chat.mark()
+    verdict = "image:nudenet refused: buttocks_exposed (BUTTOCKS_EXPOSED=0.81)"
+    await stack.runner_publisher.publish(
+        JobAttemptFailed(
+            job_id=created.job_id,
+            attempt=1,
+            retryable=False,
+            reason="moderation_refused",
+            detail=verdict,
+        )
+    )
+    await stack.telegram.shown_eventually(chat.user.id, confirm.message_id, p["result_refused"])
+    await chat.expect(p["refunded"])
+    (failed,) = await stack.events.wait_for(JobFailed, job_id=created.job_id)
+    assert failed.reason == "moderation_refused"
+    assert verdict in failed.detail  # the decision and its scores travel with the job
+    (refund,) = await stack.events.wait_for(BalanceRefunded, job_id=created.job_id)
+    assert (refund.amount, refund.balance) == (20, 60)
