@@ -422,7 +422,9 @@ async def main(args: argparse.Namespace) -> None:
         namespace=namespace,
         work_dir=work_dir,
         replicas=args.replicas,
-        env={"SERVICE_LOG_LEVEL": "WARNING"},
+        # A zero-work pipeline: moderation (nudenet on the CPU, ~30 ms a photo here, beside a
+        # GPU render of seconds in production) is work, measured in bench/moderation.py.
+        env={"SERVICE_LOG_LEVEL": "WARNING", "MODERATION_ENABLED": "false"},
         service_env={
             "gpu_runner": {"GPU_WORKFLOWS": "pillow_filter", "GPU_PILLOW_FILTER_STEPS": "1"},
             "bot_gateway": {"DELIVERY_GLOBAL_RATE_PER_S": "1000"},
