@@ -305,6 +305,23 @@ def refunds_of(payment_id: int) -> Select[Any]:
     )
 
 
+def pending_refunds_older_than(age_s: float, limit: int) -> Select[Any]:
+    """Refunds YooKassa took but had not finished when last asked (and no notification has
+    applied since), least recently checked first."""
+    return (
+        _payments()
+        .where(
+            PAYMENTS.c.status == PaymentStatus.pending,
+            PAYMENTS.c.payment_type == PaymentType.refund,
+            PAYMENTS.c.refund_of.is_not(None),
+            PAYMENTS.c.yukassa_payment_id.is_not(None),
+            PAYMENTS.c.created_at < func.now() - timedelta(seconds=age_s),
+        )
+        .order_by(PAYMENTS.c.updated_at.asc().nulls_first(), PAYMENTS.c.id)
+        .limit(limit)
+    )
+
+
 def by_refund_request(request_id: uuid.UUID) -> Select[Any]:
     return _payments().where(
         PAYMENTS.c.request_id == request_id, PAYMENTS.c.payment_type == PaymentType.refund

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from billing import payments
 from billing.domain import LocalPayment, cancel_key, payment_mismatches
+from billing.refunds import apply_refund
 from billing.services import settle_payment
 from billing.settings import BillingSettings
 from billing.yookassa_gateway import PaymentNotFoundError, PaymentProvider, ProviderRejectedError
@@ -33,7 +34,43 @@ class Reconciler:
         self._settings = settings
 
     async def run_once(self) -> int:
-        """Check every pending payment older than the configured age; how many were settled."""
+        """Check every pending payment and refund older than the configured age; how many
+        were settled."""
+        return await self._payments() + await self._refunds()
+
+    async def _refunds(self) -> int:
+        """A refund YooKassa answered `pending` is applied by its notification; one missed is
+        applied here (or closed, when YooKassa canceled it)."""
+        async with self._unit_of_work() as uow:
+            due = (
+                await uow.read(
+                    payments.pending_refunds_older_than(
+                        self._settings.reconcile_min_age_s, self._settings.reconcile_batch
+                    )
+                )
+            ).all()
+        settled = 0
+        for row in due:
+            refund = payments.local(row)
+            assert refund.yookassa_id is not None
+            try:
+                remote = await self._provider.fetch_refund(refund.yookassa_id)
+            except Exception:  # one refund's trouble must not hold up the others
+                log.exception("reconcile: checking refund %s failed", refund.id)
+                remote = None
+            async with self._unit_of_work() as uow:
+                if remote is None or remote.status == "pending":
+                    await uow.apply(payments.mark_checked(refund.id))
+                    continue
+                if remote.status == "succeeded":
+                    await apply_refund(uow, refund, remote)
+                else:
+                    await uow.apply(payments.close(refund, "failed", "refund_failed"))
+            log.info("reconcile: refund %s: %s", refund.id, remote.status)
+            settled += 1
+        return settled
+
+    async def _payments(self) -> int:
         async with self._unit_of_work() as uow:
             due = (
                 await uow.read(

@@ -47,6 +47,8 @@ class YooKassaSandbox:
     """Every receipt accepted, in order."""
     hangs: list[float] = field(default_factory=list)
     fee_percent: int = 3
+    refunds_pending: bool = False
+    """Refunds are answered `pending` (as for some methods) and finished by `set_refund_status`."""
     """YooKassa's commission: `income_amount` is the amount less this."""
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -158,14 +160,19 @@ class YooKassaSandbox:
         self.refunds[refund_id] = {
             "id": refund_id,
             "payment_id": payment_id,
-            "status": "succeeded",
+            "status": "pending" if self.refunds_pending else "succeeded",
             "created_at": _now(),
             "amount": {"value": _value(kopecks), "currency": currency},
             "description": description,
         }
         payment["refunded_amount"] = {"value": _value(refunded + kopecks), "currency": currency}
-        self._deliver(self.refund_notification(refund_id))
+        if not self.refunds_pending:
+            self._deliver(self.refund_notification(refund_id))
         return refund_id
+
+    def set_refund_status(self, refund_id: str, status: str) -> None:
+        """A pending refund finishes (`succeeded` or `canceled`); no notification is sent."""
+        self.refunds[refund_id]["status"] = status
 
     def refund_notification(self, refund_id: str) -> dict[str, Any]:
         refund = copy.deepcopy(self.refunds[refund_id])

@@ -19,6 +19,7 @@ from billing import payments
 from billing.app import Billing, Settings, build
 from billing.domain import RemoteRefund, refund_request_key
 from billing.refunds import RefundOutcome, RefundResult, refund_topup
+from billing.settings import BillingSettings
 from billing.yookassa_gateway import ProviderUnavailableError, RefundDraft
 from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import (
@@ -256,3 +257,34 @@ async def test_a_refund_whose_notification_comes_first_is_still_one_refund(
     logs = "SELECT string_agg(status, ',' ORDER BY id) FROM payment_logs WHERE user_id = :u"
     assert await scalar(billing_engine, logs, u=user_id) == "succeeded,refunded"
     assert await balance_of(billing_engine, user_id) == 120
+
+
+async def test_a_pending_refund_whose_notification_never_came_is_settled_by_reconciliation(
+    settings: Settings, billing_engine: Engine, fake_yookassa: YooKassaSandbox
+) -> None:
+    settings.billing = BillingSettings(reconcile_min_age_s=0)
+    service = build(settings)
+    try:
+        user_id, _ = await open_account(billing_engine, balance=60)
+        payment_id, _ = await paid_topup(service, billing_engine, fake_yookassa, user_id)
+        fake_yookassa.refunds_pending = True
+        first = await refund(service, payment_id, "slow-1", kopecks=3000)
+        second = await refund(service, payment_id, "slow-2", kopecks=2000)
+        assert (first.outcome, second.outcome) == (RefundOutcome.pending, RefundOutcome.pending)
+        await service.reconciler.run_once()  # still pending at YooKassa: nothing moves
+        assert await _refund_rows(billing_engine, payment_id) == (
+            "pending 3000 30 card,pending 2000 20 card"
+        )
+        assert await balance_of(billing_engine, user_id) == 160
+        done, canceled = fake_yookassa.refunds
+        fake_yookassa.set_refund_status(done, "succeeded")
+        fake_yookassa.set_refund_status(canceled, "canceled")
+        await service.reconciler.run_once()
+        await service.reconciler.run_once()  # a second pass changes nothing
+        assert await _refund_rows(billing_engine, payment_id) == (
+            "succeeded 3000 30 card,failed 2000 20 card"
+        )
+        assert await balance_of(billing_engine, user_id) == 130
+        assert await ledger_sum(billing_engine, user_id) == 130
+    finally:
+        await service.runtime.engine.dispose()
