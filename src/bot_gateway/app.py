@@ -31,6 +31,7 @@ from bot_gateway.models import DELIVERY
 from bot_gateway.notifications import Notifications
 from bot_gateway.rate_limited import RateLimitedRequests
 from bot_gateway.recent_jobs import RecentJobs
+from bot_gateway.results import Results
 from bot_gateway.routers import feature_routers
 from bot_gateway.screening import PromptScreening
 from bot_gateway.sender import OutboundSender
@@ -77,6 +78,7 @@ class Gateway:
     backends: Backends
     webhook: TelegramWebhook
     app: AsgiFastStream
+    results: Results
 
 
 def create_bot(settings: TelegramSettings) -> Bot:
@@ -145,7 +147,9 @@ def build(
     runtime.every(
         3600.0, "purge_outbound", lambda: sender.purge_sent(settings.outbox.retention_days)
     )
-    dispatcher = _dispatcher(settings, runtime, i18n, conversation, backends, store)
+    results = Results(runtime.unit_of_work, store, settings.conversation)
+    runtime.every(settings.conversation.result_purge_interval_s, "purge_results", results.purge)
+    dispatcher = _dispatcher(settings, runtime, i18n, conversation, backends, store, results)
     webhook = TelegramWebhook(dispatcher, bot, settings.telegram.webhook_secret.get_secret_value())
     routes = [(WEBHOOK_PATH, webhook)] if settings.telegram.mode == "webhook" else []
     updates = _Updates(settings.telegram, dispatcher, bot, webhook)
@@ -165,7 +169,7 @@ def build(
         await bot.session.close()
         await rpc.close()
 
-    return Gateway(runtime, bot, dispatcher, sender, conversation, backends, webhook, app)
+    return Gateway(runtime, bot, dispatcher, sender, conversation, backends, webhook, app, results)
 
 
 def create_app(
@@ -182,6 +186,7 @@ def _dispatcher(
     conversation: Conversation,
     backends: Backends,
     store: ObjectStore,
+    results: Results,
 ) -> TrackingDispatcher:
     storage = PostgresStorage(runtime.engine)
     # on without its detector: ModerationUnavailableError, and the gateway does not start
@@ -190,6 +195,7 @@ def _dispatcher(
         storage=storage,
         conversation=conversation,
         backends=backends,
+        results=results,
         uploads=Uploads(store, settings.conversation, moderation),
         limits=settings.conversation,
     )

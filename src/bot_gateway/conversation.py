@@ -126,9 +126,26 @@ class Conversation:
                 )
             )
         if snapshot is not None:
+            was = snapshot.users.get(customer.telegram_id)
             snapshot.users[customer.telegram_id] = KnownUser(
-                customer.user_id, customer.chat_id, customer.language
+                customer.user_id,
+                customer.chat_id,
+                customer.language,
+                chosen_language=was.chosen_language if was else None,
             )
+
+    async def choose_language(self, customer: Customer, language: str) -> None:
+        """The user's pick from the menu: every later message speaks it, whatever language
+        Telegram says they use."""
+        async with self._unit_of_work() as uow:
+            await Users(uow.execute).choose_language(customer.telegram_id, language)
+            await uow.commit()
+
+    async def came_from(self, customer: Customer, source: str) -> None:
+        """The campaign or referral a /start link named; the first one recorded stays."""
+        async with self._unit_of_work() as uow:
+            await Users(uow.execute).record_source(customer.telegram_id, source)
+            await uow.commit()
 
     async def blocked_by(self, chat_id: int) -> None:
         """The user blocked the bot: broadcasts skip their chat until they come back."""

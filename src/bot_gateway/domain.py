@@ -3,6 +3,7 @@ backwards (a late progress report never hides a result). Also the views the use 
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -93,6 +94,19 @@ class KnownUser:
     language: str
     blocked: bool = False
     """The user blocked the bot (broadcasts skip them) and has not come back since."""
+    chosen_language: str | None = None
+    """The language the user picked in the menu: it wins over Telegram's from then on."""
+
+
+@dataclass(frozen=True)
+class ResultView:
+    """A user's paid result, as a resend needs it: whose it is and where it is kept."""
+
+    request_id: uuid.UUID
+    telegram_id: int
+    title: str
+    result_key: str | None
+    completed_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,8 @@ class Change:
     status: dict[str, Any] | None = None
     final: bool = False
     mail: Mail | None = None
+    result_key: str | None = None
+    """The paid result's key, kept on the job (with the time) so it can be sent again."""
 
     @property
     def says_something(self) -> bool:
@@ -172,15 +188,31 @@ def locale_for(
     available: tuple[str, ...],
     default: str,
     foreign: str | None = None,
+    chosen: str | None = None,
 ) -> str:
-    """The user's Telegram language when we speak it; `foreign` (English) for a language we do
-    not; the default (Russian) when Telegram names none."""
+    """The language the user `chosen` in the menu; else their Telegram language when we speak
+    it; `foreign` (English) for a language we do not; the default (Russian) when Telegram
+    names none."""
+    if chosen in available:
+        return str(chosen)
     if not language_code:
         return default
     primary = language_code.split("-")[0].lower()
     if primary in available:
         return primary
     return foreign or default
+
+
+START_PAYLOAD = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What Telegram lets a t.me/<bot>?start= link carry: up to 64 of A-Z, a-z, 0-9, _ and -."""
+
+
+def start_source(payload: str | None) -> str | None:
+    """A /start deep-link payload as a campaign or referral source; anything a link cannot
+    carry (typed by hand after /start) is none."""
+    if payload is None or not START_PAYLOAD.fullmatch(payload):
+        return None
+    return payload
 
 
 def rubles(kopecks: int) -> str:

@@ -11,16 +11,18 @@ from aiogram.utils.i18n import I18n
 from bot_gateway import texts
 from bot_gateway.backends import ServiceBusyError
 from bot_gateway.domain import locale_for
+from bot_gateway.middlewares import chosen_language
+from bot_gateway.snapshot import UpdateSnapshot
 from messaging.consumer import is_transient
 
 log = logging.getLogger(__name__)
 
 
-def error_handler(i18n: I18n, foreign: str) -> Callable[[ErrorEvent], Awaitable[bool]]:
+def error_handler(i18n: I18n, foreign: str) -> Callable[..., Awaitable[bool]]:
     """Log the failure; tell the user, in their language, to try again: "busy" when a service,
     the broker or the database did not answer (nothing was charged), "broken" otherwise."""
 
-    async def on_error(event: ErrorEvent) -> bool:
+    async def on_error(event: ErrorEvent, snapshot: UpdateSnapshot | None = None) -> bool:
         update = event.update
         user = (
             update.message.from_user
@@ -40,6 +42,7 @@ def error_handler(i18n: I18n, foreign: str) -> Callable[[ErrorEvent], Awaitable[
             i18n.available_locales,
             i18n.default_locale,
             foreign,
+            chosen_language(user, snapshot),
         )
         with i18n.context(), i18n.use_locale(locale):
             text = texts.busy() if busy else texts.error()

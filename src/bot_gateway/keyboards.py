@@ -38,8 +38,12 @@ class CancelJob(CallbackData, prefix="x"):
 
 
 class ResultAction(CallbackData, prefix="r"):
-    action: str  # again | another
+    action: str  # again | another | file (original quality) | send (from /history)
     request: str
+
+
+class LanguageChoice(CallbackData, prefix="l"):
+    language: str
 
 
 class PackageChoice(CallbackData, prefix="k"):
@@ -49,7 +53,7 @@ class PackageChoice(CallbackData, prefix="k"):
 FROM_GROUP = "group"
 """The deep-link payload of the group pointer's button."""
 
-MENU_ACTIONS = ("catalog", "prompt", "balance", "topup", "history", "help")
+MENU_ACTIONS = ("catalog", "prompt", "balance", "topup", "history", "help", "language")
 
 
 def main_menu() -> InlineKeyboardMarkup:
@@ -129,11 +133,37 @@ def result(request: str) -> InlineKeyboardMarkup:
             ],
             [
                 InlineKeyboardButton(
+                    text=labels["file"],
+                    callback_data=ResultAction(action="file", request=request).pack(),
+                ),
+                InlineKeyboardButton(
                     text=labels["menu"], callback_data=MenuAction(action="menu").pack()
-                )
+                ),
             ],
         ]
     )
+
+
+def kept_results(results: list[tuple[str, int, str]]) -> InlineKeyboardMarkup | None:
+    """/history's results that can be sent again: (request, job id, title) each."""
+    if not results:
+        return None
+    builder = InlineKeyboardBuilder()
+    for request, job_id, title in results:
+        builder.button(
+            text=f"📥 #{job_id} · {title}",
+            callback_data=ResultAction(action="send", request=request),
+        )
+    builder.adjust(1)
+    return builder.as_markup()
+
+
+def languages() -> InlineKeyboardMarkup:
+    builder = InlineKeyboardBuilder()
+    for language, name in texts.LANGUAGE_NAMES.items():
+        builder.button(text=name, callback_data=LanguageChoice(language=language))
+    builder.adjust(2)
+    return builder.as_markup()
 
 
 def open_private(bot_username: str) -> InlineKeyboardMarkup:

@@ -26,8 +26,8 @@ Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
 
 
 class LanguageMiddleware(I18nMiddleware):
-    """The user's Telegram language when the bot speaks it, English for another, Russian when
-    Telegram names none."""
+    """The language the user chose in the menu; else their Telegram language when the bot
+    speaks it, English for another, Russian when Telegram names none."""
 
     def __init__(self, i18n: I18n, foreign: str) -> None:
         super().__init__(i18n)
@@ -40,6 +40,7 @@ class LanguageMiddleware(I18nMiddleware):
             self.i18n.available_locales,
             self.i18n.default_locale,
             self._foreign,
+            chosen_language(user, data.get("snapshot")),
         )
 
 
@@ -94,6 +95,12 @@ class AccountMiddleware(BaseMiddleware):
         customer = replace(known, chat_id=chat.id)
         data["customer"] = customer
         return await handler(event, data)
+
+
+def chosen_language(user: User | None, snapshot: UpdateSnapshot | None) -> str | None:
+    """The language `user` picked in the menu, as the update's snapshot found them."""
+    known = snapshot.users.get(user.id) if snapshot is not None and user is not None else None
+    return known.chosen_language if known is not None else None
 
 
 def username_of(user: User) -> str | None:

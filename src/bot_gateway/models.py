@@ -44,6 +44,11 @@ class GatewayUser(Base):
     username: Mapped[str | None] = mapped_column(String(100))
     blocked: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     """Telegram said the user blocked the bot: broadcasts skip them."""
+    chosen_language: Mapped[str | None] = mapped_column(String(10))
+    """The language picked in the menu (then also `language`); None: Telegram's decides."""
+    source: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The first /start deep-link payload the user came with: a campaign or a referral."""
+    source_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
@@ -74,6 +79,10 @@ class GatewayJob(Base):
     step: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     total_steps: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     status_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    result_key: Mapped[str | None] = mapped_column(String(255))
+    """The paid result in the object store, kept for the retention period: sent again on
+    request (from /history, or as a file in original quality)."""
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

@@ -136,7 +136,8 @@ class Notifications:
         return Change(move.to, self._status(job, text, markup))
 
     def on_succeeded(self, job: JobView, event: JobSucceeded) -> Change | None:
-        """The result photo, once per job whatever the duplicates; the status says done."""
+        """The result photo, once per job whatever the duplicates; the status says done. Its
+        key is kept on the job, so the result can be sent again (see `results`)."""
         move = domain.moved_to(job.state, Phase.completed)
         if move is None:
             return None
@@ -148,7 +149,11 @@ class Notifications:
                 "markup": markup_payload(keyboards.result(job.request_id.hex)),
             }
         return Change(
-            move.to, status, final=True, mail=Mail(f"result:{event.job_id}", "photo", photo)
+            move.to,
+            status,
+            final=True,
+            mail=Mail(f"result:{event.job_id}", "photo", photo),
+            result_key=event.result_key,
         )
 
     def on_rejected(self, job: JobView, event: JobRequestRejected) -> Change | None:

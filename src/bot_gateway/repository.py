@@ -58,6 +58,7 @@ from bot_gateway.domain import (
     JobView,
     KnownUser,
     RequestView,
+    ResultView,
 )
 from bot_gateway.limits import Lane
 from bot_gateway.models import GatewayCredit, GatewayJob, GatewayUser, OutboundMessage
@@ -106,24 +107,50 @@ class Users:
     async def mark_blocked(self, chat_id: int) -> None:
         await self._run(_MARK_BLOCKED, {"gw_chat_id": chat_id})
 
+    async def choose_language(self, telegram_id: int, language: str) -> None:
+        """The user's pick: their language from now on, whatever Telegram's says."""
+        await self._run(
+            _CHOOSE_LANGUAGE, {"gw_telegram_id": telegram_id, "gw_chosen_language": language}
+        )
+
+    async def record_source(self, telegram_id: int, source: str) -> None:
+        """Where the user came from, unless they came from somewhere before (the first stays)."""
+        await self._run(_RECORD_SOURCE, {"gw_telegram_id": telegram_id, "gw_source": source})
+
     async def count(self) -> int:
         found = await self._run(_COUNT_USERS, {})
         return int(found.scalar() or 0)
 
 
-_USER = select(GatewayUser.user_id, GatewayUser.chat_id, GatewayUser.language, GatewayUser.blocked)
+_USER = select(
+    GatewayUser.user_id,
+    GatewayUser.chat_id,
+    GatewayUser.language,
+    GatewayUser.blocked,
+    GatewayUser.chosen_language,
+)
 _USER_BY_TELEGRAM_ID = _USER.where(GatewayUser.telegram_id == _bound(USERS, "telegram_id"))
 _USER_BY_USER_ID = _USER.where(GatewayUser.user_id == _bound(USERS, "user_id")).limit(1)
 _MARK_BLOCKED = (
     update(GatewayUser).where(GatewayUser.chat_id == _bound(USERS, "chat_id")).values(blocked=True)
 )
 _COUNT_USERS = select(func.count()).select_from(GatewayUser)
+_THE_USER = GatewayUser.telegram_id == _bound(USERS, "telegram_id")
+_CHOSEN = _bound(USERS, "chosen_language")
+_CHOOSE_LANGUAGE = (
+    update(GatewayUser).where(_THE_USER).values(language=_CHOSEN, chosen_language=_CHOSEN)
+)
+_RECORD_SOURCE = (
+    update(GatewayUser)
+    .where(_THE_USER, GatewayUser.source.is_(None))
+    .values(source=_bound(USERS, "source"), source_at=func.now())
+)
 
 
 def _user(row: Row[Any] | None) -> KnownUser | None:
     if row is None:
         return None
-    return KnownUser(row.user_id, row.chat_id, row.language, row.blocked)
+    return KnownUser(row.user_id, row.chat_id, row.language, row.blocked, row.chosen_language)
 
 
 class Jobs:
@@ -170,6 +197,25 @@ class Jobs:
         found = await self._run(_TITLES, {"gw_job_ids": job_ids})
         return {job_id: title for job_id, title in found if job_id is not None}
 
+    async def result(self, request_id: uuid.UUID) -> ResultView | None:
+        row = (await self._run(_RESULT, {"gw_request_id": request_id})).first()
+        if row is None:
+            return None
+        return ResultView(
+            row.request_id, row.telegram_id, row.title, row.result_key, row.completed_at
+        )
+
+    async def kept_results(
+        self, telegram_id: int, job_ids: list[int], since: datetime
+    ) -> dict[int, uuid.UUID]:
+        """The request of each of the user's `job_ids` whose result is kept (completed since
+        `since`)."""
+        found = await self._run(
+            _KEPT_RESULTS,
+            {"gw_telegram_id": telegram_id, "gw_job_ids": job_ids, "gw_since": since},
+        )
+        return {row.job_id: row.request_id for row in found}
+
     async def stats(self) -> tuple[int, int]:
         """Jobs asked for in the last day, and jobs not finished."""
         since = datetime.now(UTC) - timedelta(days=1)
@@ -214,6 +260,19 @@ _UNFINISHED_OF = _REQUEST.where(
 ).order_by(GatewayJob.created_at)
 _TITLES = select(GatewayJob.job_id, GatewayJob.title).where(
     GatewayJob.job_id.in_(bindparam("gw_job_ids", expanding=True))
+)
+_RESULT = select(
+    GatewayJob.request_id,
+    GatewayJob.telegram_id,
+    GatewayJob.title,
+    GatewayJob.result_key,
+    GatewayJob.completed_at,
+).where(_BY_REQUEST)
+_KEPT_RESULTS = select(GatewayJob.job_id, GatewayJob.request_id).where(
+    GatewayJob.job_id.in_(bindparam("gw_job_ids", expanding=True)),
+    GatewayJob.telegram_id == _bound(JOBS, "telegram_id"),
+    GatewayJob.result_key.is_not(None),
+    GatewayJob.completed_at >= bindparam("gw_since", type_=DateTime(timezone=True)),
 )
 _STATS = select(
     func.count().filter(
@@ -395,7 +454,8 @@ def move_statement(
     was, to = job.state, change.to
     priced = link is not None and link[1] is not None
     shown = None if change.status is None else "final" if change.final else "paced"
-    statement = _move_shape(link is not None, priced, shown, change.mail is not None)
+    resulted = change.result_key is not None
+    statement = _move_shape(link is not None, priced, shown, change.mail is not None, resulted)
     params: dict[str, Any] = {
         "gw_request_id": job.request_id,
         "gw_was_phase": str(was.phase),
@@ -418,6 +478,8 @@ def move_statement(
         params["gw_status"] = json.dumps(change.status)
         if not change.final:
             params["gw_edit_interval"] = edit_interval
+    if resulted:
+        params["gw_result_key"] = change.result_key
     if change.mail is not None:
         params["gw_mail_key"] = change.mail.key
         params["gw_mail_kind"] = change.mail.kind
@@ -426,10 +488,12 @@ def move_statement(
 
 
 @functools.cache
-def _move_shape(linked: bool, priced: bool, shown: str | None, mailed: bool) -> Applied:
+def _move_shape(
+    linked: bool, priced: bool, shown: str | None, mailed: bool, resulted: bool = False
+) -> Applied:
     """One kind of move (linking the job or not, and its price; a status text to show at
-    once, `final`, or `paced`; another message), with every value bound: built, composed
-    and compiled once per shape."""
+    once, `final`, or `paced`; another message; the result kept), with every value bound:
+    built, composed and compiled once per shape."""
     guard = [
         GatewayJob.request_id == _bound(JOBS, "request_id"),
         GatewayJob.phase == bindparam("gw_was_phase", type_=JOBS.c.phase.type),
@@ -446,6 +510,9 @@ def _move_shape(linked: bool, priced: bool, shown: str | None, mailed: bool) -> 
         values["job_id"] = job_id
         if priced:
             values["price"] = _bound(JOBS, "price")
+    if resulted:
+        values["result_key"] = _bound(JOBS, "result_key")
+        values["completed_at"] = func.now()
     moved = update(GatewayJob).where(*guard).values(values).returning(GatewayJob.request_id)
     if shown is None and not mailed:
         return moved

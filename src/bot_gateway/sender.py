@@ -342,28 +342,41 @@ class OutboundSender:
         self, chat_id: int, payload: dict[str, Any], markup: InlineKeyboardMarkup | None
     ) -> int:
         # a result not (yet) in the store is retried: the runner wrote it before reporting
-        data = await self._store.get(payload["object_key"])
-        name = payload["object_key"].rsplit("/", 1)[-1]
-        if len(data) <= PHOTO_MAX_BYTES:
-            try:
-                sent = await self._bot.send_photo(
-                    chat_id,
-                    BufferedInputFile(data, filename=name),
-                    caption=payload.get("caption"),
-                    reply_markup=markup,
-                )
-                return sent.message_id
-            except (TelegramBadRequest, TelegramEntityTooLarge) as exc:
-                # Too big or too oblong for a photo (sendPhoto: 10 MB, width + height <= 10000,
-                # side ratio <= 20): the paid result still goes out, as a file.
-                log.info("result for chat %s is no photo (%s); sending it as a file", chat_id, exc)
-        sent = await self._bot.send_document(
-            chat_id,
-            BufferedInputFile(data, filename=name),
-            caption=payload.get("caption"),
-            reply_markup=markup,
-        )
-        return sent.message_id
+        key = payload["object_key"]
+        data = await self._store.get(key)
+        return await send_image(self._bot, chat_id, key, data, payload.get("caption"), markup)
+
+
+async def send_image(
+    bot: Bot,
+    chat_id: int,
+    key: str,
+    data: bytes,
+    caption: str | None,
+    markup: InlineKeyboardMarkup | None = None,
+    *,
+    as_file: bool = False,
+) -> int:
+    """A result as a photo (Telegram shows it recompressed) or, `as_file` or when it cannot be
+    a photo, as a file in its original quality: the message id."""
+    name = key.rsplit("/", 1)[-1]
+    if not as_file and len(data) <= PHOTO_MAX_BYTES:
+        try:
+            sent = await bot.send_photo(
+                chat_id,
+                BufferedInputFile(data, filename=name),
+                caption=caption,
+                reply_markup=markup,
+            )
+            return sent.message_id
+        except (TelegramBadRequest, TelegramEntityTooLarge) as exc:
+            # Too big or too oblong for a photo (sendPhoto: 10 MB, width + height <= 10000,
+            # side ratio <= 20): the paid result still goes out, as a file.
+            log.info("result for chat %s is no photo (%s); sending it as a file", chat_id, exc)
+    sent = await bot.send_document(
+        chat_id, BufferedInputFile(data, filename=name), caption=caption, reply_markup=markup
+    )
+    return sent.message_id
 
 
 def _markup(raw: dict[str, Any] | None) -> InlineKeyboardMarkup | None:

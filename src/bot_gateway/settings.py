@@ -65,6 +65,13 @@ class ConversationSettings(BaseSettings):
     """HEIF covers iPhones' HEIC (kept as JPEG); leave it out to refuse HEIC by name."""
     prompt_max_length: int = Field(default=1000, ge=1, le=PROMPT_MAX_LENGTH)
     upload_prefix: str = Field(default="uploads", pattern=r"^[a-z0-9_-]{1,50}$")
+    result_prefix: str = Field(default="results", pattern=r"^[a-z0-9_-]{1,50}$")
+    """Where the runners keep results in the object store: their GPU_RESULT_PREFIX."""
+    result_retention_days: int = Field(default=30, ge=1)
+    """A paid result is kept this long (and can be sent again from /history); older ones are
+    deleted from the object store's results prefix."""
+    result_purge_interval_s: float = Field(default=3600.0, gt=0)
+    """How often the results past their retention are looked for and deleted."""
     flood_messages: int = Field(default=10, ge=1)
     """Updates one user may send at once (a quick user, an album) ..."""
     flood_interval_s: float = Field(default=0.5, gt=0)

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from bot_gateway.fsm_storage import PostgresStorage
 
 _LOAD = text(
-    "SELECT f.state, f.data::text AS data, u.user_id, u.chat_id, u.language, u.blocked "
+    "SELECT f.state, f.data::text AS data, u.user_id, u.chat_id, u.language, u.blocked, "
+    "u.chosen_language "
     "FROM (SELECT 1) AS one "
     "LEFT JOIN gateway_fsm AS f ON f.key = :key "
     "LEFT JOIN gateway_users AS u ON u.telegram_id = :telegram_id"
@@ -103,7 +104,7 @@ class SnapshotMiddleware(BaseMiddleware):
             snapshot.fsm[key] = FsmRow(row.state, row.data)
         if telegram_id is not None:
             snapshot.users[telegram_id] = (
-                KnownUser(row.user_id, row.chat_id, row.language, row.blocked)
+                KnownUser(row.user_id, row.chat_id, row.language, row.blocked, row.chosen_language)
                 if row.user_id is not None
                 else None
             )

@@ -26,7 +26,21 @@ def menu_buttons() -> dict[str, str]:
         "topup": _("➕ Top up"),
         "history": _("🕘 History"),
         "help": _("❓ Help"),
+        "language": _("🌐 Language"),
     }
+
+
+LANGUAGE_NAMES = {"ru": "🇷🇺 Русский", "en": "🇬🇧 English"}
+"""Each language by its own name, whatever the language of the menu showing it."""
+
+
+def choose_language() -> str:
+    return _("Choose the language:")
+
+
+def language_chosen() -> str:
+    """Said in the language just chosen."""
+    return _("Done: I will speak English from now on.")
 
 
 def commands() -> list[tuple[str, str]]:
@@ -184,8 +198,17 @@ def result_buttons() -> dict[str, str]:
     return {
         "again": _("🔁 Again"),
         "another": _("🎨 Another preset"),
+        "file": _("🖼 Original quality"),
         "menu": _("🏠 Menu"),
     }
+
+
+def result_file_caption(title: str) -> str:
+    return _("«{title}» in original quality.").format(title=title)
+
+
+def result_not_kept(days: int) -> str:
+    return _("This result is no longer kept: results are kept for {days} days.").format(days=days)
 
 
 def failed(title: str, price: int | None) -> str:
@@ -296,6 +319,10 @@ def history_job(job_id: int, status: str, price: int, at: datetime) -> str:
     return _("#{job_id} · {status} · {price} credits · {date}").format(
         job_id=job_id, status=job_status(status), price=price, date=at.strftime("%d.%m %H:%M")
     )
+
+
+def history_results_hint(days: int) -> str:
+    return _("Results are kept for {days} days: tap one below to get it again.").format(days=days)
 
 
 def history_credits_title() -> str:

@@ -1,4 +1,5 @@
-"""A user's jobs: /cancel (the dialogue, or a job still running), cancel buttons, /history."""
+"""A user's jobs: /cancel (the dialogue, or a job still running), cancel buttons, /history
+(with a button for each result still kept, to get it again)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import uuid
 from aiogram import F, Router
 from aiogram.filters import Command
 from aiogram.fsm.context import FSMContext
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message
 
 from bot_gateway import keyboards, texts
 from bot_gateway.backends import Backends
 from bot_gateway.conversation import CancelOutcome, Conversation, Customer
 from bot_gateway.fsm_storage import forget
 from bot_gateway.keyboards import CancelJob, MenuAction
+from bot_gateway.results import Results
 from bot_gateway.settings import ConversationSettings
 
 
@@ -57,20 +59,36 @@ async def cancel_job(
     await callback.answer(answer, show_alert=outcome is not CancelOutcome.requested)
 
 
+BUTTON_TITLE_LENGTH = 40
+
+
 async def _history(
-    customer: Customer, conversation: Conversation, backends: Backends, limit: int
-) -> str:
+    customer: Customer,
+    conversation: Conversation,
+    backends: Backends,
+    results: Results,
+    limit: int,
+) -> tuple[str, InlineKeyboardMarkup | None]:
     history = await backends.history(customer.user_id, limit)
     lines = [texts.history_jobs_title() if history.jobs else texts.history_no_jobs()]
-    titles = await conversation.titles([job.job_id for job in history.jobs])
+    job_ids = [job.job_id for job in history.jobs]
+    titles = await conversation.titles(job_ids)
     for job in history.jobs:
         line = texts.history_job(job.job_id, job.status, job.price, job.created_at)
         lines.append(f"{line} · {titles[job.job_id]}" if job.job_id in titles else line)
+    kept = await results.kept(customer, job_ids)
+    if kept:
+        lines += ["", texts.history_results_hint(results.retention_days)]
     credits = await conversation.credits(customer, limit)
     if credits:
         lines += ["", texts.history_credits_title()]
         lines += [texts.history_credit(c.kind, c.credits, c.at) for c in credits]
-    return "\n".join(lines)
+    buttons = [
+        (kept[job_id].hex, job_id, titles.get(job_id, "")[:BUTTON_TITLE_LENGTH])
+        for job_id in job_ids
+        if job_id in kept
+    ]
+    return "\n".join(lines), keyboards.kept_results(buttons)
 
 
 async def history_command(
@@ -78,9 +96,11 @@ async def history_command(
     customer: Customer,
     conversation: Conversation,
     backends: Backends,
+    results: Results,
     limits: ConversationSettings,
 ) -> None:
-    await message.answer(await _history(customer, conversation, backends, limits.history_limit))
+    text, markup = await _history(customer, conversation, backends, results, limits.history_limit)
+    await message.answer(text, reply_markup=markup)
 
 
 async def history_button(
@@ -88,12 +108,13 @@ async def history_button(
     customer: Customer,
     conversation: Conversation,
     backends: Backends,
+    results: Results,
     limits: ConversationSettings,
 ) -> None:
-    text = await _history(customer, conversation, backends, limits.history_limit)
+    text, markup = await _history(customer, conversation, backends, results, limits.history_limit)
     await callback.answer()
     if callback.message is not None:
-        await callback.message.answer(text)
+        await callback.message.answer(text, reply_markup=markup)
 
 
 def router() -> Router:

@@ -1,17 +1,19 @@
-"""/start, the main menu, /help and /balance."""
+"""/start (and where its link came from), the main menu, the language, /help and /balance."""
 
 from __future__ import annotations
 
 from aiogram import F, Router
-from aiogram.filters import Command, CommandStart
+from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.fsm.context import FSMContext
 from aiogram.types import CallbackQuery, Message
+from aiogram.utils.i18n import I18n
 
 from bot_gateway import keyboards, texts
 from bot_gateway.backends import Backends
-from bot_gateway.conversation import Customer
+from bot_gateway.conversation import Conversation, Customer
+from bot_gateway.domain import start_source
 from bot_gateway.fsm_storage import forget
-from bot_gateway.keyboards import MenuAction
+from bot_gateway.keyboards import LanguageChoice, MenuAction
 from bot_gateway.middlewares import username_of
 from contracts.rpc import Account
 
@@ -20,11 +22,17 @@ async def start(
     message: Message,
     customer: Customer,
     backends: Backends,
+    conversation: Conversation,
     state: FSMContext,
+    command: CommandObject,
     opened_account: Account | None = None,
 ) -> None:
-    """Welcome with the balance (opening the account on first contact) and the menu."""
+    """Welcome with the balance (opening the account on first contact) and the menu; a
+    t.me/<bot>?start=<source> link's source is recorded on the user, the first one kept."""
     await forget(state)
+    source = start_source(command.args)
+    if source is not None:
+        await conversation.came_from(customer, source)
     user = message.from_user
     name = user.first_name if user else ""
     username = username_of(user) if user else None
@@ -40,6 +48,32 @@ async def menu(callback: CallbackQuery, state: FSMContext) -> None:
     await callback.answer()
     if callback.message is not None:
         await callback.message.answer(texts.menu_prompt(), reply_markup=keyboards.main_menu())
+
+
+async def language_menu(callback: CallbackQuery) -> None:
+    await callback.answer()
+    if callback.message is not None:
+        await callback.message.answer(texts.choose_language(), reply_markup=keyboards.languages())
+
+
+async def choose_language(
+    callback: CallbackQuery,
+    callback_data: LanguageChoice,
+    customer: Customer,
+    conversation: Conversation,
+    i18n: I18n,
+) -> None:
+    """The user's language from now on: this answer already speaks it."""
+    if callback_data.language not in i18n.available_locales or callback.message is None:
+        await callback.answer(texts.stale_button(), show_alert=True)
+        return
+    await conversation.choose_language(customer, callback_data.language)
+    with i18n.use_locale(callback_data.language):
+        await callback.answer()
+        await callback.message.answer(
+            texts.language_chosen() + "\n" + texts.menu_prompt(),
+            reply_markup=keyboards.main_menu(),
+        )
 
 
 async def help_command(message: Message) -> None:
@@ -74,6 +108,8 @@ def router() -> Router:
     feature = Router(name=__name__)
     feature.message(CommandStart())(start)
     feature.callback_query(MenuAction.filter(F.action == "menu"))(menu)
+    feature.callback_query(MenuAction.filter(F.action == "language"))(language_menu)
+    feature.callback_query(LanguageChoice.filter())(choose_language)
     feature.message(Command("help"))(help_command)
     feature.callback_query(MenuAction.filter(F.action == "help"))(help_button)
     feature.message(Command("balance"))(balance_command)

@@ -18,6 +18,7 @@ from bot_gateway.domain import (
     on_progress,
     on_started,
     rubles,
+    start_source,
 )
 from bot_gateway.images import ImageRejectedError, check_image
 from bot_gateway.settings import TelegramSettings
@@ -90,6 +91,37 @@ def test_a_phase_is_reached_forward_only() -> None:
 )  # fmt: skip
 def test_english_for_a_language_the_bot_does_not_speak(code: str | None, expected: str) -> None:
     assert locale_for(code, ("ru", "en"), "ru", "en") == expected
+
+
+@pytest.mark.parametrize("code", [None, "ru", "en-GB", "de"])
+def test_the_language_chosen_in_the_menu_wins_over_telegrams(code: str | None) -> None:
+    assert locale_for(code, ("ru", "en"), "ru", "en", chosen="en") == "en"
+    assert locale_for(code, ("ru", "en"), "en", "en", chosen="ru") == "ru"
+    assert locale_for(code, ("ru", "en"), "ru", "en", chosen="de") == locale_for(
+        code, ("ru", "en"), "ru", "en"
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "source"),
+    [
+        ("group", "group"),
+        ("spring_promo-2", "spring_promo-2"),
+        ("x" * 64, "x" * 64),
+        ("x" * 65, None),
+        ("", None),
+        (None, None),
+        ("a b", None),
+        ("promo!", None),
+        ("Весна", None),
+        ("ref=42", None),
+        ("ref\n42", None),
+    ],
+)
+def test_a_start_payload_is_a_source_only_as_a_link_can_carry_it(
+    payload: str | None, source: str | None
+) -> None:
+    assert start_source(payload) == source
 
 
 def test_rubles_from_kopecks() -> None:
