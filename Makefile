@@ -69,7 +69,20 @@ $(PG_CLIENT_TOOLS): | $(PY)
 	pg_dump --version && pg_restore --version >/dev/null && createdb --version >/dev/null
 	touch $@
 
-install: $(INSTALLED) ## Install the project, dev tools, gpu extra (CPU torch), AsyncAPI parser, promtool/amtool and pg_dump/pg_restore (apt); again only when pyproject.toml or the parser's lockfile changes
+# Debian's chromium, in which the backend API's panel is tested (Playwright drives it at
+# /usr/bin/chromium; Playwright's own browser download is not reachable everywhere).
+CHROMIUM := $(VENV)/.chromium
+INSTALLED += $(CHROMIUM)
+
+$(CHROMIUM): | $(PY)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
+	/usr/bin/chromium --version >/dev/null
+	touch $@
+
+install: $(INSTALLED) ## Install the project, dev tools, gpu extra (CPU torch), AsyncAPI parser, promtool/amtool, pg_dump/pg_restore and chromium (apt); again only when pyproject.toml or the parser's lockfile changes
 
 demo: $(INSTALLED) ## The whole system with sandbox Telegram/YooKassa, played by a scripted user
 	$(TEST_ENV) $(BIN)/imagebot demo --output demo-output

@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+import backend_api.models
 import billing.models
 import bot_gateway.models
 import jobs.models
@@ -16,7 +17,7 @@ from messaging.database import metadata
 from messaging.settings import DatabaseSettings
 
 assert billing.models.Base.metadata is jobs.models.Base.metadata is metadata
-assert bot_gateway.models.Base.metadata is metadata
+assert bot_gateway.models.Base.metadata is backend_api.models.Base.metadata is metadata
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billing import services
+from billing import operators, services
 from billing.settings import BillingSettings
 from billing.topups import TopUps
 from contracts.events import (
@@ -61,3 +61,4 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
 
     runtime.serve(EnsureAccount, ensure_account)
     runtime.serve(ListTopUpPackages, list_packages)
+    operators.register(runtime)  # the backend API's adjustments and reads

@@ -39,6 +39,8 @@ SERVICES = {
     "jobs": "The preset catalog and every job's lifecycle, retries, fairness and timeouts.",
     "billing": "Balances, the ledger, debits and refunds, YooKassa top-ups, the weekly bonus.",
     "gpu_runner": "Runs diffusion pipelines per workflow type on one GPU each.",
+    "backend_api": "The operators' HTTP API and web panel: reads from the owners, writes as "
+    "commands with an idempotency key, the operator and a reason.",
 }
 
 DESCRIPTION = f"""\

@@ -550,6 +550,66 @@ class CreditsGrantRefused(Event):
     reason: GrantRefusedReason
 
 
+OperatorName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.@-]+$")]
+"""An operator of the backend API (its login), who acted."""
+OperatorNote = Annotated[str, Field(min_length=1, max_length=500)]
+"""An operator's reason for a write: required, kept in the owner's records and the audit log."""
+SignedCredits = Annotated[int, Field(ge=-(10**12), le=10**12)]
+
+
+class AdjustmentRefusedReason(StrEnum):
+    """Why billing did not apply an operator's adjustment."""
+
+    unknown_account = "unknown_account"
+    below_zero = "below_zero"
+
+
+class CreditsAdjustmentRequested(Event):
+    """An operator asked (through the backend API) to add credits to a user's balance or take
+    some away; billing applies it once per request id (the idempotency key), never below zero."""
+
+    event_type: ClassVar[str] = "credits.adjustment_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    telegram_id: TelegramId
+    credits: Annotated[SignedCredits, Field(description="non-zero; negative takes credits away")]
+    reason: OperatorNote
+
+    @model_validator(mode="after")
+    def _not_zero(self) -> CreditsAdjustmentRequested:
+        if self.credits == 0:
+            raise ValueError("an adjustment moves at least one credit")
+        return self
+
+
+class CreditsAdjusted(Event):
+    """An operator's adjustment went through the ledger, once."""
+
+    event_type: ClassVar[str] = "credits.adjusted"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    user_id: UserId
+    telegram_id: TelegramId
+    credits: SignedCredits
+    balance: Credits
+
+
+class CreditsAdjustmentRefused(Event):
+    """An operator's adjustment was not applied; the balance did not move."""
+
+    event_type: ClassVar[str] = "credits.adjustment_refused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    telegram_id: TelegramId
+    credits: SignedCredits
+    reason: AdjustmentRefusedReason
+    balance: Credits | None = None
+    """The balance that stood in the way (below_zero), when known."""
+
+
 CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
@@ -583,6 +643,9 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         CreditsGrantRequested,
         CreditsGranted,
         CreditsGrantRefused,
+        CreditsAdjustmentRequested,
+        CreditsAdjusted,
+        CreditsAdjustmentRefused,
     )
 }
 """Every event of the contract by (type, version)."""

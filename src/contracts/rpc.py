@@ -145,7 +145,145 @@ class ListJobs(Request):
     limit: Annotated[int, Field(ge=1, le=50)] = 10
 
 
+# --- operators' reads (the backend API) ----------------------------------------------------
+# Every list is a page: `offset` and `limit` in, the page and the `total` matching the filters
+# out. Rows of an adopted database may lack what the bot always fills (a telegram id, a date).
+
+Offset = Annotated[int, Field(ge=0, le=10_000_000)]
+PageLimit = Annotated[int, Field(ge=1, le=200)]
+
+
+class AccountView(Result):
+    user_id: UserId
+    telegram_id: TelegramId | None
+    username: str | None
+    balance: int
+    created_at: datetime | None
+
+
+class AccountPage(Result):
+    accounts: list[AccountView]
+    total: Annotated[int, Field(ge=0)]
+
+
+class SearchAccounts(Request):
+    """Accounts by Telegram id (exact), user id (exact) or username (prefix, any case); with no
+    filter, every account; newest first."""
+
+    method: ClassVar[str] = "billing.search_accounts"
+    result_type: ClassVar[type[BaseModel]] = AccountPage
+
+    telegram_id: TelegramId | None = None
+    user_id: UserId | None = None
+    username_prefix: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    offset: Offset = 0
+    limit: PageLimit = 50
+
+
+class LedgerEntryView(Result):
+    id: Annotated[int, Field(gt=0)]
+    user_id: UserId
+    kind: str
+    amount: int
+    balance_after: int
+    job_id: int | None
+    payment_id: int | None
+    reason: str | None
+    created_at: datetime
+
+
+class LedgerPage(Result):
+    entries: list[LedgerEntryView]
+    total: Annotated[int, Field(ge=0)]
+
+
+class ListLedger(Request):
+    """Ledger entries, newest first, of one user or all, optionally of one kind."""
+
+    method: ClassVar[str] = "billing.list_ledger"
+    result_type: ClassVar[type[BaseModel]] = LedgerPage
+
+    user_id: UserId | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    offset: Offset = 0
+    limit: PageLimit = 50
+
+
+class PaymentRecord(Result):
+    id: Annotated[int, Field(gt=0)]
+    user_id: int | None
+    amount_kopecks: int | None
+    currency: str | None
+    status: str | None
+    payment_type: str | None
+    credits: int | None
+    provider_payment_id: str | None
+    created_at: datetime | None
+    paid_at: datetime | None
+
+
+class PaymentPage(Result):
+    payments: list[PaymentRecord]
+    total: Annotated[int, Field(ge=0)]
+
+
+class ListPayments(Request):
+    """Payments, newest first, of one user or all, optionally in one status."""
+
+    method: ClassVar[str] = "billing.list_payments"
+    result_type: ClassVar[type[BaseModel]] = PaymentPage
+
+    user_id: UserId | None = None
+    status: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    offset: Offset = 0
+    limit: PageLimit = 50
+
+
+class JobRecord(Result):
+    job_id: JobId
+    user_id: int | None
+    status: str
+    prompt: str | None
+    preset_id: int | None
+    workflow_type: str | None
+    price: int | None
+    error: str | None
+    created_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(Result):
+    jobs: list[JobRecord]
+    total: Annotated[int, Field(ge=0)]
+
+
+class SearchJobs(Request):
+    """Jobs, newest first, filtered by user, stage, preset and creation time (from inclusive,
+    until exclusive)."""
+
+    method: ClassVar[str] = "jobs.search_jobs"
+    result_type: ClassVar[type[BaseModel]] = JobPage
+
+    user_id: UserId | None = None
+    status: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    preset_id: Annotated[int, Field(gt=0)] | None = None
+    created_from: datetime | None = None
+    created_until: datetime | None = None
+    offset: Offset = 0
+    limit: PageLimit = 50
+
+
 REQUESTS: dict[str, type[Request]] = {
-    request.method: request for request in (EnsureAccount, ListTopUpPackages, ListPresets, ListJobs)
+    request.method: request
+    for request in (
+        EnsureAccount,
+        ListTopUpPackages,
+        ListPresets,
+        ListJobs,
+        SearchAccounts,
+        ListLedger,
+        ListPayments,
+        SearchJobs,
+    )
 }
 """Every request/reply method by name; each has its own queue."""

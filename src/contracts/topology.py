@@ -26,6 +26,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.TopUpRequestedV1,
         ev.TopUpRequested,
         ev.CreditsGrantRequested,
+        ev.CreditsAdjustmentRequested,
     ),
     "jobs": (
         ev.JobRequestedV1,
@@ -58,6 +59,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsGrantRefused,
         ev.PresetsChanged,
     ),
+    "backend_api": (ev.CreditsAdjusted, ev.CreditsAdjustmentRefused),
 }
 """Which events each service's queue receives (every version it handles: one binding per type)."""
 
@@ -90,7 +92,10 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.WeeklyBonusGranted,
         ev.CreditsGranted,
         ev.CreditsGrantRefused,
+        ev.CreditsAdjusted,
+        ev.CreditsAdjustmentRefused,
     ),
+    "backend_api": (ev.CreditsAdjustmentRequested,),
     "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
 }
 """Which service publishes each event: exactly one per event (the AsyncAPI document's source)."""

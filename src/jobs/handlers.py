@@ -18,6 +18,7 @@ from contracts.events import (
     JobStarted,
 )
 from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
+from jobs import operators
 from jobs.catalog import catalog_view
 from jobs.lifecycle import JobLifecycle
 from jobs.repository import CatalogRepository, JobsRepository
@@ -39,6 +40,7 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     reads = Reads(runtime.sessions, runtime.unit_of_work, lifecycle.settings.custom_prompt_price)
     runtime.serve(ListPresets, reads.presets)
     runtime.serve(ListJobs, reads.jobs)
+    operators.register(runtime)  # the backend API's read
 
 
 class Reads:

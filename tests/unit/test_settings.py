@@ -17,6 +17,7 @@ PACKAGES = (
     "imagebot",
     "object_store",
     "moderation",
+    "backend_api",
 )
 
 

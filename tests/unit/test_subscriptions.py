@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from backend_api.app import build as build_backend_api
 from billing.app import build as build_billing
 from bot_gateway.app import build as build_gateway
 from contracts.events import CATALOG
@@ -46,6 +47,7 @@ def test_every_service_handles_exactly_the_event_versions_it_subscribes_to(
         "jobs": set(jobs.consumer.handled),
         "billing": set(build_billing().runtime.consumer.handled),
         "bot_gateway": set(build_gateway().runtime.consumer.handled),
+        "backend_api": set(build_backend_api().runtime.consumer.handled),
     }
     for service, events in SUBSCRIPTIONS.items():
         assert handled[service] == set(events), service

@@ -1,0 +1,1 @@
+"""The operators' backend API and web panel: reads from the owners, writes as commands."""

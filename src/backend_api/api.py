@@ -1,0 +1,254 @@
+"""The HTTP API, `/api/v1/...`: every list paged and filtered, every write a command.
+
+Authentication on every endpoint: the panel's session or HTTP Basic (an operator's login).
+"""
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
+from fastapi.security import HTTPBasicCredentials
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend_api.auth import Operators, basic, operator_of
+from backend_api.commands import AuditRecord, Commands, IdempotencyConflictError
+from backend_api.reads import Owners
+from contracts.events import OperatorNote, SignedCredits, TelegramId
+from contracts.rpc import (
+    AccountView,
+    JobRecord,
+    LedgerEntryView,
+    ListLedger,
+    ListPayments,
+    PaymentRecord,
+    SearchAccounts,
+    SearchJobs,
+)
+
+OffsetQuery = Annotated[int, Query(ge=0, le=10_000_000)]
+LimitQuery = Annotated[int, Query(ge=1, le=200)]
+PROFILE_ROWS = 20
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+
+class Profile(BaseModel):
+    account: AccountView
+    ledger: Page[LedgerEntryView]
+    payments: Page[PaymentRecord]
+    jobs: Page[JobRecord]
+
+
+class CreditAdjustment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    telegram_id: TelegramId
+    credits: Annotated[SignedCredits, Field(description="non-zero; negative takes credits away")]
+    reason: Annotated[OperatorNote, Field(pattern=r"\S")]
+
+
+class CommandStatus(BaseModel):
+    request_id: uuid.UUID
+    action: str
+    operator: str
+    target: str
+    payload: dict[str, Any]
+    reason: str
+    status: Literal["pending", "applied", "refused"]
+    outcome: dict[str, Any] | None
+    created_at: datetime
+    decided_at: datetime | None
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> "CommandStatus":
+        return cls.model_validate(record, from_attributes=True)
+
+
+class Me(BaseModel):
+    operator: str
+
+
+def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIRouter:
+    async def operator(
+        request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)]
+    ) -> str:
+        return await operator_of(request, credentials, operators)
+
+    Operator = Annotated[str, Depends(operator)]
+    errors: dict[int | str, dict[str, Any]] = {
+        401: {"description": "Not signed in"},
+        503: {"description": "An owning service did not answer"},
+    }
+    router = APIRouter(prefix="/api/v1", responses=errors)
+
+    @router.get("/me", tags=["operators"])
+    async def me(who: Operator) -> Me:
+        return Me(operator=who)
+
+    @router.get("/users", tags=["users"])
+    async def users(
+        _: Operator,
+        telegram_id: Annotated[int | None, Query(gt=0, lt=2**63)] = None,
+        username: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+        offset: OffsetQuery = 0,
+        limit: LimitQuery = 50,
+    ) -> Page[AccountView]:
+        """Users by Telegram id (exact) or username (prefix, any case), newest first."""
+        page = await owners.accounts(
+            SearchAccounts(
+                telegram_id=telegram_id, username_prefix=username, offset=offset, limit=limit
+            )
+        )
+        return Page(items=page.accounts, total=page.total, offset=offset, limit=limit)
+
+    @router.get("/users/{user_id}", tags=["users"], responses={404: {"description": "No user"}})
+    async def profile(_: Operator, user_id: Annotated[int, Path(gt=0, le=2**31 - 1)]) -> Profile:
+        """A user's account, with the first page of their ledger, payments and jobs."""
+        found = await owners.accounts(SearchAccounts(user_id=user_id, limit=1))
+        if not found.accounts:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such user")
+        ledger = await owners.ledger(ListLedger(user_id=user_id, limit=PROFILE_ROWS))
+        payments = await owners.payments(ListPayments(user_id=user_id, limit=PROFILE_ROWS))
+        jobs = await owners.jobs(SearchJobs(user_id=user_id, limit=PROFILE_ROWS))
+        return Profile(
+            account=found.accounts[0],
+            ledger=Page(items=ledger.entries, total=ledger.total, offset=0, limit=PROFILE_ROWS),
+            payments=Page(
+                items=payments.payments, total=payments.total, offset=0, limit=PROFILE_ROWS
+            ),
+            jobs=Page(items=jobs.jobs, total=jobs.total, offset=0, limit=PROFILE_ROWS),
+        )
+
+    @router.get("/ledger", tags=["money"])
+    async def ledger(
+        _: Operator,
+        user_id: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
+        kind: Annotated[str | None, Query(min_length=1, max_length=20)] = None,
+        offset: OffsetQuery = 0,
+        limit: LimitQuery = 50,
+    ) -> Page[LedgerEntryView]:
+        page = await owners.ledger(
+            ListLedger(user_id=user_id, kind=kind, offset=offset, limit=limit)
+        )
+        return Page(items=page.entries, total=page.total, offset=offset, limit=limit)
+
+    @router.get("/payments", tags=["money"])
+    async def payments(
+        _: Operator,
+        user_id: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
+        status_: Annotated[
+            Literal["pending", "succeeded", "failed", "cancelled"] | None, Query(alias="status")
+        ] = None,
+        offset: OffsetQuery = 0,
+        limit: LimitQuery = 50,
+    ) -> Page[PaymentRecord]:
+        page = await owners.payments(
+            ListPayments(user_id=user_id, status=status_, offset=offset, limit=limit)
+        )
+        return Page(items=page.payments, total=page.total, offset=offset, limit=limit)
+
+    @router.get("/jobs", tags=["jobs"])
+    async def jobs(
+        _: Operator,
+        user_id: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
+        status_: Annotated[str | None, Query(alias="status", min_length=1, max_length=20)] = None,
+        preset_id: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
+        created_from: datetime | None = None,
+        created_until: datetime | None = None,
+        offset: OffsetQuery = 0,
+        limit: LimitQuery = 50,
+    ) -> Page[JobRecord]:
+        """Jobs, newest first: by user, status (stage), preset and creation time."""
+        page = await owners.jobs(
+            SearchJobs(
+                user_id=user_id,
+                status=status_,
+                preset_id=preset_id,
+                created_from=created_from,
+                created_until=created_until,
+                offset=offset,
+                limit=limit,
+            )
+        )
+        return Page(items=page.jobs, total=page.total, offset=offset, limit=limit)
+
+    @router.post(
+        "/credit-adjustments",
+        tags=["money"],
+        responses={
+            202: {"model": CommandStatus, "description": "Sent; billing has not answered yet"},
+            409: {"description": "The idempotency key was used for another command"},
+        },
+    )
+    async def adjust(
+        who: Operator,
+        body: CreditAdjustment,
+        response: Response,
+        idempotency_key: Annotated[uuid.UUID, Header(description="A new UUID per adjustment")],
+    ) -> CommandStatus:
+        """Add credits to a user's balance or take some away (never below zero), once per
+        idempotency key, with a reason; billing applies it through its ledger."""
+        if body.credits == 0:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="credits: not 0")
+        try:
+            record = await commands.adjust_credits(
+                key=idempotency_key,
+                operator=who,
+                telegram_id=body.telegram_id,
+                credits=body.credits,
+                reason=body.reason.strip(),
+            )
+        except IdempotencyConflictError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail="idempotency key reused") from exc
+        if record.status == "pending":
+            response.status_code = status.HTTP_202_ACCEPTED
+        return CommandStatus.of(record)
+
+    @router.get(
+        "/commands/{request_id}", tags=["audit"], responses={404: {"description": "Unknown"}}
+    )
+    async def command(_: Operator, request_id: uuid.UUID) -> CommandStatus:
+        """Where a write stands (its idempotency key)."""
+        record = await commands.entry(request_id)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such command")
+        return CommandStatus.of(record)
+
+    @router.get("/audit", tags=["audit"])
+    async def audit(
+        _: Operator,
+        operator_: Annotated[str | None, Query(alias="operator", max_length=100)] = None,
+        action: Annotated[str | None, Query(max_length=50)] = None,
+        target: Annotated[str | None, Query(max_length=100)] = None,
+        offset: OffsetQuery = 0,
+        limit: LimitQuery = 50,
+    ) -> Page[CommandStatus]:
+        """Every operator action, newest first."""
+        records, total = await commands.audit(
+            operator=operator_, action=action, target=target, offset=offset, limit=limit
+        )
+        return Page(
+            items=[CommandStatus.of(record) for record in records],
+            total=total,
+            offset=offset,
+            limit=limit,
+        )
+
+    return router

@@ -1,0 +1,119 @@
+"""The backend API's composition root: broker, audit log, reads, the HTTP API and the panel.
+
+One ASGI app: `/healthz`, `/readyz` and `/metrics` (and the broker's lifespan) are the service
+runtime's, as on every service; every other path is FastAPI's (`/api/v1/...`, `/panel/...`,
+`/openapi.json`, `/docs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from faststream.asgi import AsgiFastStream
+from faststream.asgi.types import ASGIApp, Receive, Scope, Send
+from starlette.middleware.sessions import SessionMiddleware
+
+from backend_api import commands as command_handlers
+from backend_api.api import api_router
+from backend_api.auth import Operators
+from backend_api.commands import Commands
+from backend_api.models import DELIVERY
+from backend_api.panel import Panel
+from backend_api.reads import Owners
+from backend_api.settings import BackendApiSettings
+from messaging.rpc import RpcClient
+from messaging.runtime import ServiceRuntime
+from messaging.settings import InfrastructureSettings
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "imagebot_panel"
+
+
+@dataclass
+class Settings(InfrastructureSettings):
+    backend_api: BackendApiSettings = field(default_factory=BackendApiSettings)
+
+
+@dataclass
+class BackendApi:
+    """Everything `build` made, for tests that drive parts directly."""
+
+    runtime: ServiceRuntime
+    service: AsgiFastStream
+    web: FastAPI
+    commands: Commands
+    app: ASGIApp
+
+
+class _Composed:
+    """The runtime's own paths (and the lifespan) to the service, the rest to the web app."""
+
+    def __init__(self, service: AsgiFastStream, web: ASGIApp) -> None:
+        self._service = service
+        self._web = web
+        self._service_paths = {path for path, _ in service.routes}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"] not in self._service_paths:
+            await self._web(scope, receive, send)
+            return
+        await self._service(scope, receive, send)
+
+
+def build(settings: Settings | None = None) -> BackendApi:
+    settings = settings or Settings()
+    own = settings.backend_api
+    runtime = ServiceRuntime.of("backend_api", DELIVERY, settings)
+    command_handlers.register(runtime)
+    rpc = RpcClient(
+        settings.broker.url.get_secret_value(),
+        runtime.topology,
+        timeout_s=settings.broker.rpc_timeout_s,
+    )
+    runtime.while_stopping(rpc.close)
+    owners = Owners(rpc)
+    commands = Commands(runtime, wait_s=own.command_wait_s)
+    operators = Operators(own)
+    if not own.operators:
+        log.warning("BACKEND_API_OPERATORS names nobody: no one can sign in")
+    web = FastAPI(
+        title="imagebot backend API",
+        version="1",
+        description=(
+            "Operators' reads and writes. Reads come from the owning services; every write is "
+            "a command with an idempotency key and a reason, applied once by its owner."
+        ),
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    web.include_router(api_router(owners, commands, operators))
+    web.include_router(Panel(owners, commands, operators, own.default_language).router())
+
+    @web.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/panel/users")
+
+    if own.session_secret is None:
+        log.warning("BACKEND_API_SESSION_SECRET unset: sessions end when this process does")
+    secret = own.session_secret.get_secret_value() if own.session_secret else secrets.token_hex(32)
+    web.add_middleware(
+        SessionMiddleware,
+        secret_key=secret,
+        session_cookie=SESSION_COOKIE,
+        max_age=own.session_max_age_s,
+        same_site="strict",
+        https_only=own.secure_cookies,
+    )
+    service = runtime.app()
+    return BackendApi(runtime, service, web, commands, _Composed(service, web))
+
+
+def create_app(settings: Settings | None = None) -> ASGIApp:
+    """The backend API as an ASGI app: consumer, relay, /healthz, the API and the panel."""
+    return build(settings).app

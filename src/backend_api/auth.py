@@ -1,0 +1,74 @@
+"""Who is calling: the panel's signed session, or HTTP Basic credentials on the API.
+
+Operators and their password hashes come from the settings (`BACKEND_API_OPERATORS`); a hash is
+checked off the event loop (scrypt takes tens of milliseconds by design).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+from fastapi import HTTPException, Request, status
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+
+from backend_api.passwords import verify_password
+from backend_api.settings import BackendApiSettings
+
+SESSION_OPERATOR = "operator"
+SESSION_CSRF = "csrf"
+
+basic = HTTPBasic(auto_error=False, description="An operator's login and password")
+
+
+class Operators:
+    def __init__(self, settings: BackendApiSettings) -> None:
+        self._hashes = {
+            name: secret.get_secret_value() for name, secret in settings.operators.items()
+        }
+
+    async def verify(self, name: str, password: str) -> bool:
+        stored = self._hashes.get(name)
+        if stored is None:
+            # as slow as a real check, so a login's time does not tell which names exist
+            await asyncio.to_thread(verify_password, password, _DUMMY)
+            return False
+        return await asyncio.to_thread(verify_password, password, stored)
+
+
+_DUMMY = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+
+
+async def operator_of(
+    request: Request, credentials: HTTPBasicCredentials | None, operators: Operators
+) -> str:
+    """The operator behind `request`, or 401."""
+    signed_in = request.session.get(SESSION_OPERATOR)
+    if isinstance(signed_in, str):
+        return signed_in
+    if credentials is not None and await operators.verify(
+        credentials.username, credentials.password
+    ):
+        return credentials.username
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail="not signed in",
+        headers={"WWW-Authenticate": 'Basic realm="imagebot"'},
+    )
+
+
+def csrf_token(request: Request) -> str:
+    """The session's CSRF token (made on first use); every panel form carries it."""
+    token = request.session.get(SESSION_CSRF)
+    if not isinstance(token, str):
+        token = request.session[SESSION_CSRF] = secrets.token_urlsafe(32)
+    return token
+
+
+def csrf_valid(request: Request, submitted: str | None) -> bool:
+    token = request.session.get(SESSION_CSRF)
+    return (
+        isinstance(token, str)
+        and submitted is not None
+        and secrets.compare_digest(token, submitted)
+    )

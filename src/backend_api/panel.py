@@ -1,0 +1,311 @@
+"""The web panel, `/panel/...`: server-rendered pages (Jinja2) over the same reads and commands
+as the API, in Russian and English (gettext catalogs under `locales/`).
+
+Every page but the login needs a signed-in session; every form carries the session's CSRF
+token; an adjustment form carries its own idempotency key, so a double submit applies once.
+"""
+
+from __future__ import annotations
+
+import gettext
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from backend_api.auth import SESSION_OPERATOR, Operators, csrf_token, csrf_valid
+from backend_api.commands import Commands
+from backend_api.reads import Owners
+from contracts.rpc import ListLedger, ListPayments, SearchAccounts, SearchJobs
+
+HERE = Path(__file__).parent
+LOCALES = HERE / "locales"
+LANGUAGES = ("ru", "en")
+PAGE = 50
+SESSION_LANGUAGE = "lang"
+JOB_STATUSES = ("requested", "paid", "queued", "processing", "succeeded", "failed", "canceled")
+
+
+def _environment(language: str) -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+    )
+    translations = gettext.translation("messages", LOCALES, languages=[language])
+    environment.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+    return environment
+
+
+class Panel:
+    def __init__(
+        self, owners: Owners, commands: Commands, operators: Operators, default_language: str
+    ) -> None:
+        self._owners = owners
+        self._commands = commands
+        self._operators = operators
+        self._default_language = default_language
+        self._environments = {language: _environment(language) for language in LANGUAGES}
+
+    def language(self, request: Request) -> str:
+        chosen = request.session.get(SESSION_LANGUAGE)
+        return chosen if chosen in LANGUAGES else self._default_language
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        context: Mapping[str, Any],
+        *,
+        status_code: int = 200,
+    ) -> HTMLResponse:
+        language = self.language(request)
+        page = self._environments[language].get_template(template)
+        html = page.render(
+            **context,
+            request=request,
+            language=language,
+            languages=LANGUAGES,
+            operator=request.session.get(SESSION_OPERATOR),
+            csrf=csrf_token(request),
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix="/panel", include_in_schema=False)
+        router.add_api_route("", self.home, methods=["GET"])
+        router.add_api_route("/login", self.login_form, methods=["GET"])
+        router.add_api_route("/login", self.login, methods=["POST"])
+        router.add_api_route("/logout", self.logout, methods=["POST"])
+        router.add_api_route("/language", self.set_language, methods=["POST"])
+        router.add_api_route("/users", self.users, methods=["GET"])
+        router.add_api_route("/users/{user_id}", self.profile, methods=["GET"])
+        router.add_api_route("/users/{user_id}/adjust", self.adjust, methods=["POST"])
+        router.add_api_route("/jobs", self.jobs, methods=["GET"])
+        router.add_api_route("/audit", self.audit, methods=["GET"])
+        return router
+
+    # --- session
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/panel/users", status.HTTP_303_SEE_OTHER)
+
+    async def login_form(self, request: Request) -> Response:
+        return self.render(request, "login.html", {"error": False, "username": ""})
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        username, password = str(form.get("username", "")), str(form.get("password", ""))
+        if not csrf_valid(request, _text(form.get("csrf"))) or not await self._operators.verify(
+            username, password
+        ):
+            context = {"error": True, "username": username}
+            return self.render(request, "login.html", context, status_code=401)
+        language = request.session.get(SESSION_LANGUAGE)
+        request.session.clear()  # a fresh session (and CSRF token) for the signed-in operator
+        request.session[SESSION_OPERATOR] = username
+        if language is not None:
+            request.session[SESSION_LANGUAGE] = language
+        return RedirectResponse("/panel/users", status.HTTP_303_SEE_OTHER)
+
+    async def logout(self, request: Request) -> Response:
+        form = await request.form()
+        if csrf_valid(request, _text(form.get("csrf"))):
+            request.session.clear()
+        return RedirectResponse("/panel/login", status.HTTP_303_SEE_OTHER)
+
+    async def set_language(self, request: Request) -> Response:
+        form = await request.form()
+        language = _text(form.get("language"))
+        if csrf_valid(request, _text(form.get("csrf"))) and language in LANGUAGES:
+            request.session[SESSION_LANGUAGE] = language
+        back = _text(form.get("back")) or "/panel/users"
+        return RedirectResponse(back if back.startswith("/panel") else "/panel/users", 303)
+
+    # --- pages
+
+    async def users(self, request: Request, q: str = "", offset: int = 0) -> Response:
+        if (denied := _signed_out(request)) is not None:
+            return denied
+        query = q.strip()
+        offset = max(offset, 0)
+        search = SearchAccounts(offset=offset, limit=PAGE)
+        if query.isdigit() and 0 < int(query) < 2**63:
+            search = SearchAccounts(telegram_id=int(query), offset=offset, limit=PAGE)
+        elif query:
+            search = SearchAccounts(username_prefix=query[:100], offset=offset, limit=PAGE)
+        page = await self._owners.accounts(search)
+        return self.render(
+            request,
+            "users.html",
+            {
+                "q": query,
+                "page": page,
+                "offset": offset,
+                "rows": page.accounts,
+                **_pager(request, offset, page.total),
+            },
+        )
+
+    async def profile(self, request: Request, user_id: int, done: str | None = None) -> Response:
+        if (denied := _signed_out(request)) is not None:
+            return denied
+        return await self._profile(request, user_id, done=done)
+
+    async def _profile(
+        self,
+        request: Request,
+        user_id: int,
+        *,
+        done: str | None = None,
+        errors: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+    ) -> Response:
+        if not 0 < user_id < 2**31:
+            raise HTTPException(status.HTTP_404_NOT_FOUND)
+        found = await self._owners.accounts(SearchAccounts(user_id=user_id, limit=1))
+        if not found.accounts:
+            raise HTTPException(status.HTTP_404_NOT_FOUND)
+        result = None
+        if done is not None:
+            try:
+                result = await self._commands.entry(uuid.UUID(done))
+            except ValueError:
+                result = None
+        context = {
+            "account": found.accounts[0],
+            "ledger": await self._owners.ledger(ListLedger(user_id=user_id, limit=20)),
+            "payments": await self._owners.payments(ListPayments(user_id=user_id, limit=20)),
+            "jobs": await self._owners.jobs(SearchJobs(user_id=user_id, limit=20)),
+            "result": result,
+            "errors": errors or {},
+            "form": form or {},
+            "key": uuid.uuid4(),
+        }
+        return self.render(request, "profile.html", context, status_code=422 if errors else 200)
+
+    async def adjust(self, request: Request, user_id: int) -> Response:
+        if (denied := _signed_out(request)) is not None:
+            return denied
+        form = await request.form()
+        if not csrf_valid(request, _text(form.get("csrf"))):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="CSRF token missing or wrong")
+        found = await self._owners.accounts(SearchAccounts(user_id=user_id, limit=1))
+        if not found.accounts or found.accounts[0].telegram_id is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND)
+        raw_credits = (_text(form.get("credits")) or "").strip()
+        reason = (_text(form.get("reason")) or "").strip()
+        errors: dict[str, str] = {}
+        credits = 0
+        try:
+            credits = int(raw_credits)
+        except ValueError:
+            errors["credits"] = "whole_number"
+        else:
+            if credits == 0 or abs(credits) > 10**12:
+                errors["credits"] = "not_zero"
+        if not reason:
+            errors["reason"] = "required"
+        elif len(reason) > 500:
+            errors["reason"] = "too_long"
+        try:
+            key = uuid.UUID(_text(form.get("key")) or "")
+        except ValueError:
+            key = uuid.uuid4()
+        if errors:
+            return await self._profile(
+                request,
+                user_id,
+                errors=errors,
+                form={"credits": raw_credits, "reason": reason},
+            )
+        record = await self._commands.adjust_credits(
+            key=key,
+            operator=str(request.session[SESSION_OPERATOR]),
+            telegram_id=found.accounts[0].telegram_id,
+            credits=credits,
+            reason=reason,
+        )
+        return RedirectResponse(
+            f"/panel/users/{user_id}?{urlencode({'done': str(record.request_id)})}",
+            status.HTTP_303_SEE_OTHER,
+        )
+
+    async def jobs(
+        self,
+        request: Request,
+        user_id: str = "",
+        status_: str = "",
+        preset_id: str = "",
+        offset: int = 0,
+    ) -> Response:
+        if (denied := _signed_out(request)) is not None:
+            return denied
+        status_ = request.query_params.get("status", "")
+        offset = max(offset, 0)
+        search = SearchJobs(
+            user_id=_positive(user_id),
+            status=status_ if status_ in JOB_STATUSES else None,
+            preset_id=_positive(preset_id),
+            offset=offset,
+            limit=PAGE,
+        )
+        page = await self._owners.jobs(search)
+        return self.render(
+            request,
+            "jobs.html",
+            {
+                "rows": page.jobs,
+                "page": page,
+                "filters": {"user_id": user_id, "status": status_, "preset_id": preset_id},
+                "statuses": JOB_STATUSES,
+                **_pager(request, offset, page.total),
+            },
+        )
+
+    async def audit(self, request: Request, offset: int = 0) -> Response:
+        if (denied := _signed_out(request)) is not None:
+            return denied
+        offset = max(offset, 0)
+        records, total = await self._commands.audit(
+            operator=None, action=None, target=None, offset=offset, limit=PAGE
+        )
+        return self.render(
+            request,
+            "audit.html",
+            {"rows": records, "total": total, **_pager(request, offset, total)},
+        )
+
+
+def _signed_out(request: Request) -> Response | None:
+    if isinstance(request.session.get(SESSION_OPERATOR), str):
+        return None
+    return RedirectResponse("/panel/login", status.HTTP_303_SEE_OTHER)
+
+
+def _pager(request: Request, offset: int, total: int) -> dict[str, Any]:
+    def link(to: int) -> str:
+        params = {**request.query_params, "offset": str(to)}
+        return f"{request.url.path}?{urlencode(params)}"
+
+    return {
+        "total": total,
+        "first_row": offset + 1 if total else 0,
+        "last_row": min(offset + PAGE, total),
+        "previous": link(max(offset - PAGE, 0)) if offset > 0 else None,
+        "next": link(offset + PAGE) if offset + PAGE < total else None,
+    }
+
+
+def _positive(value: str) -> int | None:
+    value = value.strip()
+    return int(value) if value.isdigit() and 0 < int(value) < 2**31 else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None

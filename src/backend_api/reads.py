@@ -1,0 +1,59 @@
+"""Reads go to the owners, by request/reply: billing (accounts, ledger, payments) and jobs.
+
+Nothing is copied here, so a read sees exactly what the owner holds, rows older than any event
+included (an adopted database). A silent owner is a 503, a refused request a 422 or 502.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from fastapi import HTTPException, status
+from pydantic import BaseModel
+
+from contracts.rpc import (
+    AccountPage,
+    JobPage,
+    LedgerPage,
+    ListLedger,
+    ListPayments,
+    PaymentPage,
+    Request,
+    SearchAccounts,
+    SearchJobs,
+)
+from messaging.rpc import BROKER_TROUBLE, RpcClient, RpcRefusedError
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+
+class Owners:
+    def __init__(self, rpc: RpcClient) -> None:
+        self._rpc = rpc
+
+    async def accounts(self, request: SearchAccounts) -> AccountPage:
+        return await self._call(request, AccountPage)
+
+    async def ledger(self, request: ListLedger) -> LedgerPage:
+        return await self._call(request, LedgerPage)
+
+    async def payments(self, request: ListPayments) -> PaymentPage:
+        return await self._call(request, PaymentPage)
+
+    async def jobs(self, request: SearchJobs) -> JobPage:
+        return await self._call(request, JobPage)
+
+    async def _call(self, request: Request, result_type: type[ResultT]) -> ResultT:
+        try:
+            return await self._rpc.call(request, result_type)
+        except RpcRefusedError as exc:
+            code = (
+                status.HTTP_422_UNPROCESSABLE_CONTENT
+                if exc.code.startswith("invalid")
+                else status.HTTP_502_BAD_GATEWAY
+            )
+            raise HTTPException(code, detail=f"{request.method}: {exc.code}") from exc
+        except (TimeoutError, *BROKER_TROUBLE) as exc:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, detail=f"{request.method}: no answer"
+            ) from exc

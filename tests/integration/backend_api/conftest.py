@@ -1,0 +1,100 @@
+"""The backend API against the real billing and jobs services (in process, one database of
+their own, a broker namespace per test), served over HTTP on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import pytest
+import uvicorn
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from backend_api.app import Settings as BackendApp
+from backend_api.app import build
+from backend_api.passwords import hash_password
+from backend_api.settings import BackendApiSettings
+from billing.app import build as build_billing
+from contracts.topology import Topology
+from jobs.app import Settings as JobsApp
+from jobs.app import create_app as create_jobs
+from jobs.settings import JobsSettings
+from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from sandbox.stack import free_port
+from sandbox.yookassa import YooKassaSandbox
+from support.backend_harness import OPERATOR, PASSWORD, Running
+from support.billing_harness import make_settings
+from support.database import DatabaseFactory, engine_at, migrated_database
+
+
+@pytest.fixture(scope="session")
+async def backend_database_url(databases: DatabaseFactory) -> str:
+    return await migrated_database(databases, "backend_api")
+
+
+@pytest.fixture(scope="session")
+async def backend_engine(backend_database_url: str) -> AsyncIterator[AsyncEngine]:
+    async with engine_at(backend_database_url) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def operator_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+@pytest.fixture
+async def running(
+    backend_database_url: str, amqp_url: str, topology: Topology, operator_hash: str
+) -> AsyncIterator[Running]:
+    """Billing, jobs and the backend API, started; the API served at `running.url`."""
+    database = DatabaseSettings(url=backend_database_url)  # type: ignore[arg-type]
+    broker = BrokerSettings(url=amqp_url, namespace=topology.namespace)  # type: ignore[arg-type]
+    async with AsyncExitStack() as stack:
+        fake = YooKassaSandbox()
+        await fake.start()
+        stack.push_async_callback(fake.stop)
+        billing = build_billing(make_settings(backend_database_url, amqp_url, topology, fake))
+        await stack.enter_async_context(billing.app)
+        jobs = create_jobs(
+            JobsApp(
+                jobs=JobsSettings(dispatch_interval_s=3600, sweep_interval_s=3600),
+                database=database,
+                broker=broker,
+                outbox=OutboxSettings(poll_interval_s=0.1),
+                service=ServiceSettings(graceful_timeout_s=5),
+            )
+        )
+        await stack.enter_async_context(jobs)
+        backend = build(
+            BackendApp(
+                backend_api=BackendApiSettings(
+                    operators={OPERATOR: SecretStr(operator_hash)},
+                    session_secret=SecretStr("test-session-secret-" + "x" * 32),
+                    command_wait_s=15,
+                ),
+                database=database,
+                broker=broker,
+                outbox=OutboxSettings(poll_interval_s=0.1),
+                service=ServiceSettings(graceful_timeout_s=5),
+            )
+        )
+        await stack.enter_async_context(backend.service)
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(
+                backend.app, host="127.0.0.1", port=port, lifespan="off", log_config=None
+            )
+        )
+        serving = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 (uvicorn's flag; no event to wait on)
+            await asyncio.sleep(0.02)
+
+        async def stop_serving() -> None:
+            server.should_exit = True
+            await serving
+
+        stack.push_async_callback(stop_serving)
+        yield Running(backend, f"http://127.0.0.1:{port}")

@@ -1,0 +1,235 @@
+"""The operators' API end to end: reads answered by billing and jobs, an adjustment applied
+once by billing (and refused when it must be), every write in the audit log."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing import services
+from billing.models import DELIVERY as BILLING
+from jobs.models import Job
+from messaging.unit_of_work import UnitOfWork
+from support.backend_harness import OPERATOR, Running, basic_auth
+from support.billing_harness import new_telegram_id, scalar
+
+pytestmark = pytest.mark.integration
+
+
+async def open_account(engine: AsyncEngine, username: str) -> tuple[int, int, int]:
+    """(user_id, telegram_id, balance) of a new account opened as the bot opens them."""
+    telegram_id = new_telegram_id()
+    async with UnitOfWork(engine, BILLING, source="test") as uow:
+        account = await services.ensure_account(uow, telegram_id, username, 60)
+    return account.user_id, telegram_id, account.balance
+
+
+async def get(running: Running, path: str, **params: Any) -> Any:
+    async with running.client() as client, client.get(path, params=params) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def adjust(
+    running: Running, key: uuid.UUID | None, **body: Any
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Idempotency-Key": str(key)} if key else {}
+    async with (
+        running.client() as client,
+        client.post("/api/v1/credit-adjustments", json=body, headers=headers) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_nothing_but_health_without_signing_in(running: Running) -> None:
+    async with running.client(signed_in=False) as client:
+        for path in ("/api/v1/users", "/api/v1/jobs", "/api/v1/audit", "/api/v1/me"):
+            async with client.get(path) as response:
+                assert response.status == 401, path
+                assert response.headers["WWW-Authenticate"].startswith("Basic")
+        async with client.get("/panel/users", allow_redirects=False) as response:
+            assert response.status == 303
+            assert response.headers["Location"] == "/panel/login"
+        async with client.get("/healthz") as response:
+            assert response.status == 200
+        async with client.get("/openapi.json") as response:
+            document = await response.json()
+    assert document["openapi"].startswith("3.1")
+    assert "/api/v1/credit-adjustments" in document["paths"]
+    wrong = {"Authorization": basic_auth(OPERATOR, "wrong password")}
+    async with (
+        running.client(signed_in=False) as client,
+        client.get("/api/v1/me", headers=wrong) as response,
+    ):
+        assert response.status == 401
+    async with running.client() as client, client.get("/api/v1/me") as response:
+        assert await response.json() == {"operator": OPERATOR}
+
+
+async def test_search_by_telegram_id_and_username_prefix(
+    running: Running, backend_engine: AsyncEngine
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    first = await open_account(backend_engine, f"Zoe_{tag}_one")
+    second = await open_account(backend_engine, f"zoe_{tag}_two")
+    await open_account(backend_engine, f"other_{tag}")
+
+    exact = await get(running, "/api/v1/users", telegram_id=first[1])
+    assert [user["user_id"] for user in exact["items"]] == [first[0]]
+    assert exact["total"] == 1
+
+    prefix = await get(running, "/api/v1/users", username=f"ZOE_{tag}")
+    assert [user["user_id"] for user in prefix["items"]] == [second[0], first[0]]  # newest first
+    assert prefix["total"] == 2
+    paged = await get(running, "/api/v1/users", username=f"zoe_{tag}", limit=1, offset=1)
+    assert [user["user_id"] for user in paged["items"]] == [first[0]]
+    assert paged["total"] == 2
+    # LIKE's wildcards are taken literally
+    assert (await get(running, "/api/v1/users", username=f"zoe%{tag}"))["total"] == 0
+
+
+async def test_an_adjustment_is_applied_once_and_audited(
+    running: Running, backend_engine: AsyncEngine
+) -> None:
+    user_id, telegram_id, balance = await open_account(
+        backend_engine, f"adj_{uuid.uuid4().hex[:6]}"
+    )
+    key = uuid.uuid4()
+    body = {"telegram_id": telegram_id, "credits": 25, "reason": "compensation for a bad render"}
+
+    code, applied = await adjust(running, key, **body)
+    assert code == 200, applied
+    assert applied["status"] == "applied"
+    assert applied["operator"] == OPERATOR
+    assert applied["outcome"] == {"user_id": user_id, "balance": balance + 25}
+
+    code, again = await adjust(running, key, **body)  # a retry: nothing moves twice
+    assert (code, again["status"], again["outcome"]) == (200, "applied", applied["outcome"])
+    entries = await scalar(
+        backend_engine,
+        "SELECT count(*) FROM billing_ledger WHERE idempotency_key = :k",
+        k=f"operator:{key}",
+    )
+    assert entries == 1
+
+    profile = await get(running, f"/api/v1/users/{user_id}")
+    assert profile["account"]["balance"] == balance + 25
+    (entry, *_) = profile["ledger"]["items"]
+    assert (entry["kind"], entry["amount"]) == ("adjustment", 25)
+    assert "compensation for a bad render" in entry["reason"]
+    assert OPERATOR in entry["reason"]
+
+    code, conflict = await adjust(running, key, **{**body, "credits": 26})
+    assert code == 409, conflict
+
+    audit = await get(running, "/api/v1/audit", target=str(telegram_id))
+    assert audit["total"] == 1
+    (record,) = audit["items"]
+    assert (record["operator"], record["action"], record["reason"]) == (
+        OPERATOR,
+        "credits.adjust",
+        "compensation for a bad render",
+    )
+    assert record["request_id"] == str(key)
+
+
+async def test_an_adjustment_below_zero_or_to_nobody_is_refused(
+    running: Running, backend_engine: AsyncEngine
+) -> None:
+    _, telegram_id, balance = await open_account(backend_engine, f"neg_{uuid.uuid4().hex[:6]}")
+
+    code, refused = await adjust(
+        running, uuid.uuid4(), telegram_id=telegram_id, credits=-(balance + 1), reason="abuse"
+    )
+    assert code == 200
+    assert refused["status"] == "refused"
+    assert refused["outcome"] == {"reason": "below_zero", "balance": balance}
+
+    code, taken = await adjust(
+        running, uuid.uuid4(), telegram_id=telegram_id, credits=-balance, reason="abuse"
+    )
+    assert (code, taken["status"], taken["outcome"]["balance"]) == (200, "applied", 0)
+
+    code, nobody = await adjust(
+        running, uuid.uuid4(), telegram_id=new_telegram_id(), credits=5, reason="typo"
+    )
+    assert (code, nobody["status"], nobody["outcome"]["reason"]) == (
+        200,
+        "refused",
+        "unknown_account",
+    )
+
+
+@pytest.mark.parametrize(
+    ("with_key", "body"),
+    [
+        (False, {"credits": 5, "reason": "no key"}),
+        (True, {"credits": 0, "reason": "zero"}),
+        (True, {"credits": 5, "reason": ""}),
+        (True, {"credits": 5, "reason": "   "}),
+        (True, {"credits": 5}),
+        (True, {"credits": "five", "reason": "not a number"}),
+    ],
+)
+async def test_nothing_moves_without_a_key_and_a_reason(
+    running: Running, backend_engine: AsyncEngine, with_key: bool, body: dict[str, Any]
+) -> None:
+    _, telegram_id, balance = await open_account(backend_engine, f"bad_{uuid.uuid4().hex[:6]}")
+    code, answer = await adjust(
+        running, uuid.uuid4() if with_key else None, telegram_id=telegram_id, **body
+    )
+    assert code == 422, answer
+    assert answer["detail"]
+    found = await get(running, "/api/v1/users", telegram_id=telegram_id)
+    assert found["items"][0]["balance"] == balance
+
+
+async def test_jobs_list_filters_and_pages(running: Running, backend_engine: AsyncEngine) -> None:
+    user_id, telegram_id, _ = await open_account(backend_engine, f"jobs_{uuid.uuid4().hex[:6]}")
+    now = datetime.now(UTC)
+    rows = [
+        {"stage": "succeeded", "preset_id": 1, "created_at": now - timedelta(hours=3)},
+        {"stage": "failed", "preset_id": 1, "created_at": now - timedelta(hours=2)},
+        {"stage": "succeeded", "preset_id": 2, "created_at": now - timedelta(hours=1)},
+    ]
+    async with backend_engine.begin() as connection:
+        ids = [
+            (
+                await connection.execute(
+                    insert(Job)
+                    .values(
+                        user_id=user_id,
+                        telegram_id=telegram_id,
+                        prompt="a cat",
+                        price=30,
+                        request_id=uuid.uuid4(),
+                        **row,
+                    )
+                    .returning(Job.id)
+                )
+            ).scalar_one()
+            for row in rows
+        ]
+    everything = await get(running, "/api/v1/jobs", user_id=user_id)
+    assert [job["job_id"] for job in everything["items"]] == ids[::-1]
+    succeeded = await get(running, "/api/v1/jobs", user_id=user_id, status="succeeded")
+    assert [job["job_id"] for job in succeeded["items"]] == [ids[2], ids[0]]
+    by_preset = await get(running, "/api/v1/jobs", user_id=user_id, preset_id=1)
+    assert by_preset["total"] == 2
+    recent = await get(
+        running,
+        "/api/v1/jobs",
+        user_id=user_id,
+        created_from=(now - timedelta(hours=2, minutes=30)).isoformat(),
+        created_until=(now - timedelta(minutes=30)).isoformat(),
+    )
+    assert [job["job_id"] for job in recent["items"]] == [ids[2], ids[1]]
+    page = await get(running, "/api/v1/jobs", user_id=user_id, limit=1, offset=2)
+    assert ([job["job_id"] for job in page["items"]], page["total"]) == ([ids[0]], 3)
+    profile = await get(running, f"/api/v1/users/{user_id}")
+    assert profile["jobs"]["total"] == 3

@@ -1,0 +1,123 @@
+"""The web panel in a real headless Chromium (Debian's, driven by Playwright): an operator signs
+in, finds a user, adjusts their credits through billing and sees the new balance."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing import services
+from billing.models import DELIVERY as BILLING
+from messaging.unit_of_work import UnitOfWork
+from support.backend_harness import OPERATOR, PASSWORD, Running
+from support.billing_harness import new_telegram_id, scalar
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    assert CHROMIUM.exists(), "Debian's chromium is missing: run `make install`"
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_FLAGS
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(locale="ru-RU")
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    await context.close()
+
+
+async def sign_in(page: Page, running: Running, password: str = PASSWORD) -> None:
+    await page.goto(f"{running.url}/panel/users")
+    await expect(page).to_have_url(f"{running.url}/panel/login")
+    await page.fill("#username", OPERATOR)
+    await page.fill("#password", password)
+    await page.click("button[type=submit]")
+
+
+async def test_an_operator_finds_a_user_and_adjusts_their_credits(
+    running: Running, backend_engine: AsyncEngine, page: Page
+) -> None:
+    username = f"Panel_{uuid.uuid4().hex[:8]}"
+    async with UnitOfWork(backend_engine, BILLING, source="test") as uow:
+        account = await services.ensure_account(uow, new_telegram_id(), username, 60)
+
+    await sign_in(page, running, password="not the password")
+    await expect(page.locator("#login-error")).to_have_text("Неверный логин или пароль.")
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(f"{running.url}/panel/users")
+
+    await page.fill("#q", username.lower()[:10])
+    await page.click("form[action='/panel/users'] button[type=submit]")
+    await page.click(f"#users a[href='/panel/users/{account.user_id}']")
+    await expect(page.locator("#balance")).to_have_text(str(account.balance))
+
+    await page.fill("#credits", "40")  # no reason: a field error, nothing sent
+    await page.click("#adjust button[type=submit]")
+    await expect(page.locator("#reason-error")).to_have_text("Укажите причину.")
+    await expect(page.locator("#balance")).to_have_text(str(account.balance))
+
+    await page.fill("#credits", "40")
+    await page.fill("#reason", "a refund for a lost render")
+    await page.click("#adjust button[type=submit]")
+    await expect(page.locator("#result .ok")).to_contain_text("Выполнено: 40 кредитов")
+    await expect(page.locator("#balance")).to_have_text(str(account.balance + 40))
+    await expect(page.locator("#ledger")).to_contain_text("a refund for a lost render")
+    balance = await scalar(
+        backend_engine, "SELECT balance FROM users WHERE user_id = :u", u=account.user_id
+    )
+    assert balance == account.balance + 40
+
+    await page.click("header button[value=en]")  # the panel in English
+    await expect(page.locator("h2").first).to_have_text("Adjust credits")
+    await page.click("header a[href='/panel/audit']")
+    await expect(page.locator("#audit")).to_contain_text("a refund for a lost render")
+    await expect(page.locator("#audit")).to_contain_text(OPERATOR)
+
+
+async def test_a_form_without_the_sessions_csrf_token_is_refused(
+    running: Running, backend_engine: AsyncEngine, page: Page
+) -> None:
+    async with UnitOfWork(backend_engine, BILLING, source="test") as uow:
+        account = await services.ensure_account(uow, new_telegram_id(), "csrf", 60)
+    await sign_in(page, running)
+    await expect(page).to_have_url(f"{running.url}/panel/users")
+    response = await page.request.post(
+        f"{running.url}/panel/users/{account.user_id}/adjust",
+        form={"credits": "1000", "reason": "forged", "csrf": "not-the-token"},
+    )
+    assert response.status == 403
+    balance = await scalar(
+        backend_engine, "SELECT balance FROM users WHERE user_id = :u", u=account.user_id
+    )
+    assert balance == account.balance

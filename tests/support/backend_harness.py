@@ -1,0 +1,29 @@
+"""Helpers for the backend API's tests: the operator they sign in as, the running API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+
+from backend_api.app import BackendApi
+
+OPERATOR, PASSWORD = "alice", "correct horse battery staple"
+
+
+@dataclass
+class Running:
+    backend: BackendApi
+    url: str
+
+    def client(self, *, signed_in: bool = True) -> aiohttp.ClientSession:
+        """An HTTP client of the API: an operator's (HTTP Basic), or nobody's."""
+        headers = {"Authorization": basic_auth(OPERATOR, PASSWORD)} if signed_in else {}
+        return aiohttp.ClientSession(
+            base_url=self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
+        )
+
+
+def basic_auth(login: str, password: str) -> str:
+    """An Authorization header's value for HTTP Basic."""
+    return aiohttp.encode_basic_auth(login, password)
