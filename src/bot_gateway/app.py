@@ -31,9 +31,10 @@ from bot_gateway.models import DELIVERY
 from bot_gateway.notifications import Notifications
 from bot_gateway.rate_limited import RateLimitedRequests
 from bot_gateway.recent_jobs import RecentJobs
+from bot_gateway.restrictions import Restrictions
 from bot_gateway.results import Results
 from bot_gateway.routers import feature_routers
-from bot_gateway.screening import PromptScreening
+from bot_gateway.screening import PromptScreening, RestrictionGate, Screening
 from bot_gateway.sender import OutboundSender
 from bot_gateway.settings import (
     ConversationSettings,
@@ -143,7 +144,8 @@ def build(
         recent_jobs=recent_jobs,
         mail_committed=sender.notify,
     )
-    register_handlers(runtime.consumer, notifications, backends)
+    restrictions = Restrictions.of(runtime.unit_of_work, settings.moderation)
+    register_handlers(runtime.consumer, notifications, backends, restrictions)
     runtime.every(
         3600.0, "purge_outbound", lambda: sender.purge_sent(settings.outbox.retention_days)
     )
@@ -191,12 +193,14 @@ def _dispatcher(
     storage = PostgresStorage(runtime.engine)
     # on without its detector: ModerationUnavailableError, and the gateway does not start
     moderation = create_moderation(settings.moderation)
+    restrictions = Restrictions.of(runtime.unit_of_work, settings.moderation)
+    screening = Screening(moderation, restrictions)
     dispatcher = TrackingDispatcher(
         storage=storage,
         conversation=conversation,
         backends=backends,
         results=results,
-        uploads=Uploads(store, settings.conversation, moderation),
+        uploads=Uploads(store, settings.conversation, screening),
         limits=settings.conversation,
     )
     flood = FloodMiddleware(
@@ -221,7 +225,10 @@ def _dispatcher(
         observer.outer_middleware(language)
         observer.outer_middleware(flood)
         observer.outer_middleware(account)
-    dispatcher.message.middleware(PromptScreening(moderation))  # words, before any handler
+    gate = RestrictionGate(restrictions)  # banned, suspended, slowed down: before any handler
+    dispatcher.message.middleware(gate)
+    dispatcher.callback_query.middleware(gate)
+    dispatcher.message.middleware(PromptScreening(screening))  # words, before any handler
     dispatcher.my_chat_member.outer_middleware(language)  # added to a group, blocked, back
     dispatcher.errors.register(error_handler(i18n, settings.telegram.foreign_language))
     dispatcher.include_routers(*feature_routers(settings.telegram.admins))

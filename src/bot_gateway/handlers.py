@@ -7,6 +7,8 @@ from typing import Any
 
 from bot_gateway.backends import Backends
 from bot_gateway.notifications import Notifications
+from bot_gateway.restrictions import Restrictions
+from bot_gateway.screening import MODERATION_REFUSED
 from contracts.envelope import Event
 from contracts.events import (
     BalanceRefunded,
@@ -36,12 +38,23 @@ UseCase = Callable[[Any, UnitOfWork], Awaitable[None]]
 
 
 def register_handlers(
-    consumer: TransactionalConsumer, notifications: Notifications, backends: Backends
+    consumer: TransactionalConsumer,
+    notifications: Notifications,
+    backends: Backends,
+    restrictions: Restrictions | None = None,
 ) -> None:
     async def request_rejected(event: JobRequestRejected, uow: UnitOfWork) -> None:
         if event.reason is JobRejectReason.price_changed:
             backends.forget_catalog()  # it showed a price the catalog no longer has
         await notifications.request_rejected(event, uow)
+
+    async def failed(event: JobFailed, uow: UnitOfWork) -> None:
+        await notifications.failed(event, uow)
+        if event.reason == MODERATION_REFUSED and restrictions is not None:
+            # a refused result counts like a refused input (logged once per job)
+            await restrictions.refused(
+                event.chat_id, "result", event.reason, event.detail, job_id=event.job_id
+            )
 
     async def presets_changed(event: PresetsChanged, uow: UnitOfWork) -> None:
         backends.forget_catalog()
@@ -54,7 +67,7 @@ def register_handlers(
         JobStarted: notifications.started,
         JobProgress: notifications.progress,
         JobSucceeded: notifications.succeeded,
-        JobFailed: notifications.failed,
+        JobFailed: failed,
         JobCanceled: notifications.canceled,
         DebitRejected: notifications.debit_rejected,
         BalanceRefunded: notifications.refunded,

@@ -165,4 +165,47 @@ class FsmRecord(Base):
     )
 
 
+class ModerationDecision(Base):
+    """The moderation's audit log: every refusal (prompt, photo, result) with its verdict and
+    scores, and every restriction (slowed, suspended, banned, lifted) with who decided and why."""
+
+    __tablename__ = "gateway_moderation_log"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    subject: Mapped[str] = mapped_column(String(16), nullable=False)
+    """prompt, photo, result (a refusal), or account (a restriction)."""
+    decision: Mapped[str] = mapped_column(String(16), nullable=False)
+    """refused, suspended, banned, unbanned, lifted."""
+    category: Mapped[str] = mapped_column(String(64), nullable=False, server_default="")
+    detail: Mapped[str] = mapped_column(Text, nullable=False, server_default="")
+    """The verdict with its scores, or the operator's reason."""
+    actor: Mapped[str] = mapped_column(String(100), nullable=False, server_default="moderation")
+    """`moderation` for the automatic decisions, else the operator."""
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    """A refused result's job: logged once however often its JobFailed arrives."""
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (
+        Index("ix_gateway_moderation_log_telegram_id_created_at", "telegram_id", "created_at"),
+        Index("ix_gateway_moderation_log_job_id", "job_id", unique=True),
+    )
+
+
+class UserRestriction(Base):
+    """A user banned by an operator (until unbanned), or suspended until a time."""
+
+    __tablename__ = "gateway_restrictions"
+
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    banned_reason: Mapped[str | None] = mapped_column(Text)
+    banned_by: Mapped[str | None] = mapped_column(String(100))
+    suspended_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 DELIVERY = delivery_tables("bot_gateway", metadata)

@@ -12,7 +12,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message
 
 from bot_gateway.images import ImageRejectedError, check_image
-from bot_gateway.screening import MODERATION_REFUSED, screen_image
+from bot_gateway.screening import MODERATION_REFUSED, Screening
 from bot_gateway.settings import ConversationSettings
 from moderation import Moderation
 from object_store import ObjectStore
@@ -42,11 +42,11 @@ class Uploads:
         self,
         store: ObjectStore,
         settings: ConversationSettings,
-        moderation: Moderation | None = None,
+        screening: Screening | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
-        self._moderation = moderation or Moderation.off()
+        self._screening = screening or Screening(Moderation.off())
 
     async def accept(self, bot: Bot, message: Message, telegram_id: int) -> str:
         """The object key of the checked upload; `UploadRejectedError` says why not."""
@@ -69,8 +69,7 @@ class Uploads:
             )
         except ImageRejectedError as exc:
             raise UploadRejectedError(exc.reason, str(exc)) from exc
-        verdict = await screen_image(self._moderation, image.data)  # never stored if refused
-        log.info("upload from %s moderation: %s", telegram_id, verdict.summary())
+        verdict = await self._screening.photo(telegram_id, image.data)  # never stored if refused
         if verdict.refused:
             raise UploadRejectedError(MODERATION_REFUSED, verdict.summary())
         key = f"{self._settings.upload_prefix}/{telegram_id}/{uuid.uuid4().hex}.{image.extension}"

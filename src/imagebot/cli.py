@@ -12,6 +12,7 @@ import typer
 from sqlalchemy.engine import make_url
 
 from billing import cli as billing_cli
+from bot_gateway import moderation_cli
 from contracts.schemas import all_schemas
 from contracts.topology import build_topology
 from gpu_runner import cli as gpu_runner_cli
@@ -31,6 +32,7 @@ app.add_typer(docs_app, name="docs")
 app.add_typer(billing_cli.app, name="billing")
 app.add_typer(jobs_cli.presets_app, name="presets")
 app.add_typer(gpu_runner_cli.app, name="gpu")
+app.add_typer(moderation_cli.app, name="moderation")
 
 
 def _alembic_ini() -> Path:

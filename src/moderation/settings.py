@@ -33,6 +33,17 @@ class ModerationSettings(BaseSettings):
     (`moderation/prompt_lists.yaml`, which says how entries read); empty: the built-in ones."""
     prompt_words: str = ""
     """`entry,entry,...` refused as category `custom`, beside the lists."""
+    refusal_window_s: float = Field(default=3600.0, gt=0)
+    """Refusals of one user are counted over this window (the gateway's restrictions)."""
+    slowdown_after: int = Field(default=3, ge=1)
+    """From this many refusals in the window, the user waits `slowdown_s` after each one."""
+    slowdown_s: float = Field(default=60.0, ge=0)
+    suspend_after: int = Field(default=5, ge=1)
+    """This many refusals in the window suspend the user for `suspension_s`."""
+    suspension_s: float = Field(default=86400.0, gt=0)
+    standing_cache_s: float = Field(default=2.0, ge=0)
+    """How long a gateway takes a user for free before reading their standing again: an
+    operator's ban takes effect within this (a restricted user is read at every update)."""
 
     @field_validator("image_thresholds")
     @classmethod

@@ -47,9 +47,15 @@ MAX_UNFINISHED = 3
 FLOOD_INTERVAL_S = 0.5
 """As in production: 20 updates at once stay over the limit even when a busy machine takes
 seconds to handle them (the bucket refills two a second)."""
-MODERATION = ModerationSettings(image_thresholds=f"{NUDITY_THRESHOLDS},FACE_FEMALE=0.5")
+MODERATION = ModerationSettings(
+    image_thresholds=f"{NUDITY_THRESHOLDS},FACE_FEMALE=0.5",
+    slowdown_after=2,
+    slowdown_s=3.0,
+    suspend_after=3,
+)
 """The real detector, with one harmless label made refusing: a face (scikit-image's astronaut
-photo) shows an upload refused; the plain pictures the other tests send have none."""
+photo) shows an upload refused; the plain pictures the other tests send have none. Two refusals
+slow a user down for 3 s, three suspend them."""
 
 _ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**4 + 2**33)
 

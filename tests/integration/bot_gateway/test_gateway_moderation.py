@@ -5,15 +5,20 @@ real detector on a harmless label the harness makes refusing (a face: see MODERA
 
 from __future__ import annotations
 
+import asyncio
 import io
 from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from PIL import Image
+from typer.testing import CliRunner
 
+from bot_gateway.restrictions import Restrictions
 from contracts.events import BalanceRefunded, JobAttemptFailed, JobCreated, JobFailed, JobRequested
-from support.gateway_harness import Chat, Stack, image_bytes, new_user
+from imagebot.cli import app as cli
+from support.gateway_harness import MODERATION, Chat, Stack, image_bytes, new_user
 
 PHRASES = {
     "ru": {
@@ -73,15 +78,22 @@ async def test_refused_words_are_answered_and_nothing_is_requested(
     chat = await started_chat(stack, language)
     chat.say(f"  {REFUSED_WORDS[language]} ")
     await chat.expect(p["prompt_refused"])
-    chat.photo(caption="n.a.k.e.d")  # a caption too; the photo goes no further
-    await chat.expect(p["prompt_refused"])
-    assert uploads_of(stack, chat) == []
     chat.say("/balance")
     await chat.expect(p["balance"])
     chat.photo(caption="a cat in a hat")  # ordinary words go on as ever
     await chat.expect(p["confirm"].split(":")[0])
     assert len(uploads_of(stack, chat)) == 1
     assert stack.events.of(JobRequested, telegram_id=chat.user.id) == []
+
+
+@LANGUAGES
+async def test_a_refused_caption_stops_its_photo(stack: Stack, language: str) -> None:
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.photo(caption="n.a.k.e.d")
+    await chat.expect(p["prompt_refused"])
+    assert chat.said(p["photo_received"]) == []
+    assert uploads_of(stack, chat) == []  # not even downloaded
 
 
 @LANGUAGES
@@ -131,3 +143,85 @@ async def test_a_refused_result_is_refunded_and_explained(stack: Stack, language
     assert verdict in failed.detail  # the decision and its scores travel with the job
     (refund,) = await stack.events.wait_for(BalanceRefunded, job_id=created.job_id)
     assert (refund.amount, refund.balance) == (20, 60)
+
+
+SUSPENSION = {
+    "ru": {"slowed": "Несколько запросов отклонено: подождите", "suspended": "приостановлены до"},
+    "en": {"slowed": "Several requests were refused: please wait", "suspended": "suspended until"},
+}
+
+
+async def operator(*arguments: str, database_url: str) -> Result:
+    """`imagebot moderation ...` as an operator runs it (its own engine, on this database)."""
+    runner = CliRunner()
+    return await asyncio.to_thread(
+        runner.invoke, cli, ["moderation", *arguments], env={"DATABASE_URL": database_url}
+    )
+
+
+async def decisions(stack: Stack, telegram_id: int) -> list[tuple[str, str, str, str]]:
+    restrictions = Restrictions.of(stack.gateway.runtime.unit_of_work, MODERATION)
+    rows = await restrictions.log(telegram_id)
+    return [(row.subject, row.decision, row.category, row.actor) for row in reversed(rows)]
+
+
+@LANGUAGES
+async def test_repeated_refusals_slow_down_then_suspend_until_an_operator_lifts_it(
+    stack: Stack, language: str, gateway_database_url: str
+) -> None:
+    p, s = PHRASES[language], SUSPENSION[language]
+    chat = await started_chat(stack, language)
+    for _ in range(2):
+        chat.say(REFUSED_WORDS[language])
+        await chat.expect(p["prompt_refused"])
+    chat.say("a cat in a hat")  # two refusals: slowed down for MODERATION.slowdown_s
+    await chat.expect(s["slowed"])
+    assert stack.events.of(JobRequested, telegram_id=chat.user.id) == []
+    await asyncio.sleep(MODERATION.slowdown_s + 0.2)  # a wait, not a measurement
+    chat.say(REFUSED_WORDS[language])  # the third: suspended
+    await chat.expect(p["prompt_refused"])
+    chat.say("a cat in a hat")
+    await chat.expect(s["suspended"])
+    chat.photo()
+    await chat.expect(s["suspended"])
+    assert uploads_of(stack, chat) == []
+    assert await decisions(stack, chat.user.id) == [
+        *[("prompt", "refused", "undressing", "moderation")] * 3,
+        ("account", "suspended", "", "moderation"),
+    ]
+    lifted = await operator(
+        "unban", str(chat.user.id), "--reason", "appeal granted", "--operator", "alice",
+        database_url=gateway_database_url,
+    )  # fmt: skip
+    assert lifted.exit_code == 0, lifted.output
+    chat.say("/balance")
+    await chat.expect(p["balance"])
+    assert (await decisions(stack, chat.user.id))[-1] == ("account", "unbanned", "", "alice")
+
+
+async def test_an_operator_bans_with_a_reason_the_user_is_shown(
+    stack: Stack, gateway_database_url: str
+) -> None:
+    chat = Chat(stack, new_user("en"))  # banned before a word (a free user's standing is
+    banned = await operator(  # kept for a few seconds: MODERATION_STANDING_CACHE_S)
+        "ban", str(chat.user.id), "--reason", "spam and abuse", "--operator", "bob",
+        database_url=gateway_database_url,
+    )  # fmt: skip
+    assert banned.exit_code == 0, banned.output
+    chat.say("/start")
+    await chat.expect("The bot is closed to you: spam and abuse")
+    chat.photo()
+    await chat.expect("The bot is closed to you: spam and abuse")
+    assert uploads_of(stack, chat) == []
+    shown = await operator("log", str(chat.user.id), database_url=gateway_database_url)
+    assert f"{chat.user.id} bob account banned - spam and abuse" in shown.output
+    again = await operator(
+        "unban", str(chat.user.id), "--reason", "mistake", database_url=gateway_database_url
+    )
+    assert again.exit_code == 0, again.output
+    chat.say("/start")
+    await chat.expect("Your balance: 60")
+    nothing = await operator(
+        "unban", str(chat.user.id), "--reason", "twice", database_url=gateway_database_url
+    )
+    assert nothing.exit_code == 1  # nothing to lift: said so, not pretended
