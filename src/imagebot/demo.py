@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from contracts.topology import build_topology
 from imagebot.database import drop_database
 from messaging.broker import delete_topology
-from sandbox.stack import SandboxStack, StackConfig
+from sandbox.stack import OPERATOR_LOGIN, OPERATOR_PASSWORD, SandboxStack, StackConfig, panel_url
 from sandbox.story import new_user, play
 from sandbox.user import SandboxUser, Transcript
 
@@ -48,7 +48,11 @@ async def run_demo(database_url: str, amqp_url: str, output: Path, *, replicas: 
     print(f"starting the system: {replicas} replica(s) of each service, sandboxes, tiny model …")
     async with SandboxStack(config) as stack:
         ready = time.monotonic() - began
-        print(f"ready in {ready:.1f} s; logs in {config.work_dir / 'logs'}\n")
+        print(f"ready in {ready:.1f} s; logs in {config.work_dir / 'logs'}")
+        print(
+            f"operators' panel: {panel_url(stack)} "
+            f"(login {OPERATOR_LOGIN}, password {OPERATOR_PASSWORD})\n"
+        )
         user = new_user()
         with Transcript(stack.telegram, user.id, images_dir=output) as transcript:
             result = await play(stack, SandboxUser(stack.telegram, user, transcript), transcript)

@@ -24,7 +24,7 @@ import aiohttp
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("billing", "jobs", "bot_gateway", "gpu_runner")
+SERVICES = ("billing", "jobs", "bot_gateway", "gpu_runner", "backend_api")
 HEALTHY_RUN_S = 60.0
 """A process that ran this long before it exited is restarted after the shortest delay again."""
 

@@ -13,6 +13,7 @@ declares the topology and imports the sandbox catalog through the `imagebot` com
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backend_api.passwords import hash_password
 from imagebot.processes import SERVICES, ServiceProcess
 from sandbox.telegram import TOKEN, TelegramSandbox
 from sandbox.yookassa import YooKassaSandbox
@@ -46,6 +48,16 @@ class StackConfig:
     """Extra settings per service, e.g. {"gpu_runner": {"GPU_PILLOW_FILTER_STEPS": "4"}}."""
 
 
+OPERATOR_LOGIN, OPERATOR_PASSWORD = "operator", "sandbox-operator"
+"""The sandbox's operator of the backend API's panel (the demo prints it)."""
+SESSION_SECRET = "sandbox-panel-session-secret-not-for-production"
+
+
+def panel_url(stack: SandboxStack) -> str:
+    """Where the sandbox's operators' panel answers (its first replica)."""
+    return f"{stack.processes['backend_api'][0].url}/panel"
+
+
 def free_port() -> int:
     """A TCP port nothing listens on now (two stacks on one machine must not share one)."""
     with socket.socket() as probe:
@@ -61,6 +73,7 @@ class SandboxStack:
         self.telegram = TelegramSandbox()
         self.yookassa = YooKassaSandbox()
         self.processes: dict[str, list[ServiceProcess]] = {}
+        self._operator_hash = hash_password(OPERATOR_PASSWORD)
 
     async def __aenter__(self) -> SandboxStack:
         try:
@@ -149,6 +162,9 @@ class SandboxStack:
             "GPU_QWEN_IMAGE_RESOLUTION": "256",
             "GPU_QWEN_IMAGE_STEPS": "8",
             "GPU_QWEN_IMAGE_GUIDANCE": "1.0",
+            # backend_api: one operator, signed in with OPERATOR_LOGIN / OPERATOR_PASSWORD
+            "BACKEND_API_OPERATORS": json.dumps({OPERATOR_LOGIN: self._operator_hash}),
+            "BACKEND_API_SESSION_SECRET": SESSION_SECRET,
         }
         env.update(config.env)
         env.update(config.service_env.get(service, {}))

@@ -18,7 +18,7 @@ import pytest
 
 from contracts.topology import build_topology
 from messaging.broker import delete_topology
-from sandbox.stack import SandboxStack, StackConfig
+from sandbox.stack import OPERATOR_LOGIN, OPERATOR_PASSWORD, SandboxStack, StackConfig
 from sandbox.story import (
     REFUND_CREDITS,
     WELCOME_CREDITS,
@@ -86,6 +86,8 @@ async def test_the_story_with_two_replicas_of_everything(
 @pytest.mark.usefixtures("story")
 async def test_every_replica_took_part(stack: SandboxStack) -> None:
     for service, replicas in stack.processes.items():
+        if service == "backend_api":  # it consumes only its commands' answers: see below
+            continue
         metric = (
             "imagebot_gpu_busy_seconds_total"
             if service == "gpu_runner"
@@ -94,6 +96,28 @@ async def test_every_replica_took_part(stack: SandboxStack) -> None:
         for process in replicas:
             assert process.running, f"{process.name} died"
             assert await metric_total(process.url, metric) > 0, f"{process.name} did nothing"
+
+
+async def test_operators_find_every_player_through_each_backend_api_replica(
+    stack: SandboxStack, story: list[tuple[SandboxUser, StoryResult]]
+) -> None:
+    """The operators' API reads billing's books by request/reply, on every replica."""
+    headers = {"Authorization": aiohttp.encode_basic_auth(OPERATOR_LOGIN, OPERATOR_PASSWORD)}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for process in stack.processes["backend_api"]:
+            assert process.running, f"{process.name} died"
+            for user, _result in story:
+                async with http.get(
+                    f"{process.url}/api/v1/users", params={"telegram_id": user.user.id}
+                ) as answer:
+                    assert answer.status == 200, await answer.text()
+                    (account,) = (await answer.json())["items"]
+                assert account["balance"] == FINAL_BALANCE
+                async with http.get(
+                    f"{process.url}/api/v1/jobs", params={"user_id": account["user_id"]}
+                ) as answer:
+                    assert answer.status == 200, await answer.text()
+                    assert (await answer.json())["total"] >= 2
 
 
 @pytest.mark.usefixtures("story")

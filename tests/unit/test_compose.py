@@ -25,7 +25,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose.yaml"
 GPU_OVERRIDE = ROOT / "compose.gpus.example.yaml"
-APP_SERVICES = ("billing", "jobs", "bot_gateway")
+APP_SERVICES = ("billing", "jobs", "bot_gateway", "backend_api")
 LONG_RUNNING = ("postgres", "rabbitmq", *APP_SERVICES, "gpu_runner")
 
 
@@ -217,7 +217,15 @@ def resolved(*files: Path, profile: str | None = None) -> dict[str, Any]:
 
 def settings_variables() -> set[str]:
     """Every environment variable some settings class under src/ reads."""
-    for package in ("messaging", "billing", "jobs", "bot_gateway", "gpu_runner", "imagebot"):
+    for package in (
+        "messaging",
+        "billing",
+        "jobs",
+        "bot_gateway",
+        "gpu_runner",
+        "imagebot",
+        "backend_api",
+    ):
         module = importlib.import_module(package)
         for info in pkgutil.walk_packages(module.__path__, f"{package}."):
             if not info.name.endswith("__main__"):
