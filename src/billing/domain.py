@@ -44,6 +44,18 @@ def topup_key(yookassa_payment_id: str) -> str:
     return f"topup:{yookassa_payment_id}"
 
 
+def stars_key(telegram_payment_charge_id: str) -> str:
+    return f"stars:{telegram_payment_charge_id}"
+
+
+def stars_request(telegram_payment_charge_id: str) -> uuid.UUID:
+    """The `payments.request_id` of a Stars payment: one row per Telegram charge."""
+    return uuid.uuid5(STARS_NAMESPACE, telegram_payment_charge_id)
+
+
+STARS_NAMESPACE = uuid.UUID("5f0c2b8e-53a1-4d55-9d1e-0c7e2a1b7a11")
+
+
 def topup_refund_key(yookassa_refund_id: str) -> str:
     return f"topup_refund:{yookassa_refund_id}"
 

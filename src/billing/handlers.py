@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billing import operators, services
+from billing import operators, services, stars
 from billing.settings import BillingSettings
 from billing.topups import TopUps
 from contracts.events import (
@@ -10,13 +10,16 @@ from contracts.events import (
     JobCanceled,
     JobCreated,
     JobFailed,
+    StarsPaymentReceived,
     TopUpRequested,
     TopUpRequestedV1,
 )
 from contracts.rpc import (
     Account,
     EnsureAccount,
+    ListStarsPackages,
     ListTopUpPackages,
+    StarsPackages,
     TopUpPackages,
 )
 from messaging.runtime import ServiceRuntime
@@ -46,6 +49,10 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
     async def topup_requested_v1(event: TopUpRequestedV1, uow: UnitOfWork) -> None:
         await topups.request(event.latest(), uow)
 
+    @consumer.on(StarsPaymentReceived)
+    async def stars_paid(event: StarsPaymentReceived, uow: UnitOfWork) -> None:
+        await stars.credit(event, uow, settings)
+
     @consumer.on(CreditsGrantRequested)
     async def grant_requested(event: CreditsGrantRequested, uow: UnitOfWork) -> None:
         await services.grant_credits(event, uow)
@@ -59,6 +66,10 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
     async def list_packages(request: ListTopUpPackages) -> TopUpPackages:
         return TopUpPackages(packages=list(settings.packages))
 
+    async def list_stars_packages(request: ListStarsPackages) -> StarsPackages:
+        return StarsPackages(packages=list(settings.stars))
+
     runtime.serve(EnsureAccount, ensure_account)
+    runtime.serve(ListStarsPackages, list_stars_packages)
     runtime.serve(ListTopUpPackages, list_packages)
     operators.register(runtime)  # the backend API's adjustments and reads

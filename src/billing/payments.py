@@ -32,10 +32,12 @@ from billing import accounts
 from billing.accounts import LEDGER, PAYMENTS, USERS
 from billing.domain import (
     CARD,
+    TELEGRAM_STARS,
     LedgerKind,
     LocalPayment,
     RemotePayment,
     payment_method,
+    stars_key,
     topup_key,
     topup_refund_key,
 )
@@ -119,6 +121,7 @@ def pending_older_than(age_s: float, limit: int) -> Select[Any]:
             PAYMENTS.c.status == PaymentStatus.pending,
             PAYMENTS.c.payment_type == PaymentType.payment,
             PAYMENTS.c.request_id.is_not(None),
+            PAYMENTS.c.payment_method.is_distinct_from(TELEGRAM_STARS),  # paid; nothing to ask
             PAYMENTS.c.created_at < func.now() - timedelta(seconds=age_s),
         )
         .order_by(PAYMENTS.c.updated_at.asc().nulls_first(), PAYMENTS.c.id)
@@ -135,6 +138,7 @@ def open_topup(
     currency: str,
     description: str,
     receipt_contact: str | None = None,
+    method: str = CARD,
 ) -> Insert:
     """The pending payment of a top-up request: created once (if the account exists), left as
     it is on every retry; `by_request` finds it."""
@@ -159,7 +163,7 @@ def open_topup(
                 literal(currency, String()),
                 literal(PaymentStatus.pending, PAYMENTS.c.status.type),
                 literal(PaymentType.payment, PAYMENTS.c.payment_type.type),
-                literal(CARD, String()),
+                literal(method, String()),
                 literal(description, String()),
                 literal(request_id, PAYMENTS.c.request_id.type),
                 literal(credits, Integer()),
@@ -252,6 +256,36 @@ def credit(local: LocalPayment, remote: RemotePayment) -> tuple[Insert, dict[str
         after=settled,
     )
     return moved.add_cte(_logged(settled, local, "succeeded", remote.id).cte("logged")), params
+
+
+def credit_stars(local: LocalPayment, charge_id: str) -> tuple[Insert, dict[str, Any]]:
+    """A Stars payment's row pending -> succeeded, its credit through the ledger
+    (`stars:<telegram_payment_charge_id>`) and its legacy log row (the amount in Stars, the
+    charge id as its payment id): one statement, all of it or nothing. As `credit`."""
+    settled = transition(
+        local.id,
+        "succeeded",
+        method_details={"telegram_payment_charge_id": charge_id},
+        only_if=accounts.can_move("user_id"),
+    ).cte("settled")
+    moved, params = accounts.move(
+        local.credits or 0,
+        stars_key(charge_id),
+        LedgerKind.topup,
+        user_id=local.user_id,
+        payment_id=local.id,
+        after=settled,
+    )
+    logged = insert(PAYMENT_LOGS).from_select(
+        ["user_id", "amount", "status", "payment_id"],
+        select(
+            settled.c.user_id,
+            literal(float(local.amount_kopecks), Float()),
+            literal("succeeded", String()),
+            literal(charge_id, String()),
+        ),
+    )
+    return moved.add_cte(logged.cte("logged")), params
 
 
 def cancel(local: LocalPayment, remote: RemotePayment) -> Select[Any]:

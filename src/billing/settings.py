@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from contracts.rpc import TopUpPackage
+from contracts.rpc import StarsPackage, TopUpPackage
 
 PLACEHOLDER_SECRET = "change-me"
 YOOKASSA_PUBLISHED_RANGES = (
@@ -23,6 +23,11 @@ DEFAULT_PACKAGES = (
     '[{"package_id": "small", "amount_kopecks": 10000, "credits": 100},'
     ' {"package_id": "medium", "amount_kopecks": 50000, "credits": 550},'
     ' {"package_id": "large", "amount_kopecks": 100000, "credits": 1200}]'
+)
+
+DEFAULT_STARS_PACKAGES = (
+    '[{"package_id": "stars_small", "stars": 50, "credits": 100},'
+    ' {"package_id": "stars_medium", "stars": 250, "credits": 550}]'
 )
 
 
@@ -77,6 +82,10 @@ class _Packages(BaseModel):
     packages: list[TopUpPackage]
 
 
+class _StarsPackages(BaseModel):
+    packages: list[StarsPackage]
+
+
 class BillingSettings(BaseSettings):
     """Prices and money rules: packages, the credit's price, welcome credits, reconciliation."""
 
@@ -84,6 +93,9 @@ class BillingSettings(BaseSettings):
 
     topup_packages: str = DEFAULT_PACKAGES
     """JSON list of {package_id, amount_kopecks, credits}."""
+    stars_packages: str = DEFAULT_STARS_PACKAGES
+    """JSON list of {package_id, stars, credits}: packages paid in Telegram Stars (XTR); `[]`
+    offers none. Their ids must differ from the ruble packages'."""
     kopecks_per_credit: int = Field(default=100, gt=0)
     """What one credit is worth, for `payments` rows of refunds and bonuses."""
     welcome_credits: int = Field(default=60, ge=0)
@@ -107,6 +119,19 @@ class BillingSettings(BaseSettings):
         _Packages.model_validate({"packages": json.loads(value)})
         return value
 
+    @field_validator("stars_packages")
+    @classmethod
+    def _valid_stars_packages(cls, value: str) -> str:
+        _StarsPackages.model_validate({"packages": json.loads(value)})
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_package_ids(self) -> BillingSettings:
+        ids = [p.package_id for p in self.packages] + [p.package_id for p in self.stars]
+        if len(ids) != len(set(ids)):
+            raise ValueError("BILLING_TOPUP_PACKAGES and BILLING_STARS_PACKAGES share an id")
+        return self
+
     @field_validator("descriptions")
     @classmethod
     def _valid_descriptions(cls, value: str) -> str:
@@ -126,6 +151,12 @@ class BillingSettings(BaseSettings):
         """The price list, cheapest first."""
         parsed = _Packages.model_validate({"packages": json.loads(self.topup_packages)})
         return tuple(sorted(parsed.packages, key=lambda offer: offer.amount_kopecks))
+
+    @cached_property
+    def stars(self) -> tuple[StarsPackage, ...]:
+        """The Stars price list, cheapest first."""
+        parsed = _StarsPackages.model_validate({"packages": json.loads(self.stars_packages)})
+        return tuple(sorted(parsed.packages, key=lambda offer: offer.stars))
 
 
 class BonusSettings(BaseSettings):

@@ -230,6 +230,7 @@ def _dispatcher(
     dispatcher.callback_query.middleware(gate)
     dispatcher.message.middleware(PromptScreening(screening))  # words, before any handler
     dispatcher.my_chat_member.outer_middleware(language)  # added to a group, blocked, back
+    dispatcher.pre_checkout_query.outer_middleware(language)  # a refusal's reason, in theirs
     dispatcher.errors.register(error_handler(i18n, settings.telegram.foreign_language))
     dispatcher.include_routers(*feature_routers(settings.telegram.admins))
     return dispatcher

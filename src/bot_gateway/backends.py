@@ -15,9 +15,11 @@ from contracts.rpc import (
     JobHistory,
     ListJobs,
     ListPresets,
+    ListStarsPackages,
     ListTopUpPackages,
     PresetCatalog,
     Request,
+    StarsPackages,
     TopUpPackages,
 )
 from messaging.rpc import BROKER_TROUBLE, RpcClient, RpcRefusedError
@@ -57,6 +59,9 @@ class Backends:
 
     async def packages(self) -> TopUpPackages:
         return await self._call(ListTopUpPackages(), TopUpPackages)
+
+    async def stars_packages(self) -> StarsPackages:
+        return await self._call(ListStarsPackages(), StarsPackages)
 
     async def history(self, user_id: int, limit: int) -> JobHistory:
         return await self._call(ListJobs(user_id=user_id, limit=limit), JobHistory)

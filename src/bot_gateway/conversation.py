@@ -35,7 +35,13 @@ from bot_gateway.repository import (
 )
 from bot_gateway.sender import markup_payload
 from bot_gateway.snapshot import UpdateSnapshot
-from contracts.events import CreditsGrantRequested, JobCancelRequested, JobRequested, TopUpRequested
+from contracts.events import (
+    CreditsGrantRequested,
+    JobCancelRequested,
+    JobRequested,
+    StarsPaymentReceived,
+    TopUpRequested,
+)
 from messaging.unit_of_work import UnitOfWork
 
 REQUESTS = uuid.UUID("5b0f3c1e-8f9a-4c2e-9a57-2f4d7c1b9e60")
@@ -278,6 +284,26 @@ class Conversation:
                     package_id=package_id,
                 ),
                 correlation_id=str(request_id),  # every event of the top-up reads as one story
+            )
+            await uow.commit()
+
+    async def stars_paid(
+        self, customer: Customer, charge_id: str, package_id: str, stars: int, credits: int
+    ) -> None:
+        """StarsPaymentReceived for a `successful_payment`: Telegram has taken the Stars, so
+        it is reported whatever the package list says now; billing credits each charge once."""
+        async with self._unit_of_work() as uow:
+            uow.emit(
+                StarsPaymentReceived(
+                    telegram_payment_charge_id=charge_id,
+                    user_id=customer.user_id,
+                    telegram_id=customer.telegram_id,
+                    chat_id=customer.chat_id,
+                    package_id=package_id,
+                    amount=stars,
+                    credits=credits,
+                ),
+                correlation_id=charge_id,
             )
             await uow.commit()
 

@@ -12,7 +12,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot_gateway import texts
 from bot_gateway.domain import rubles
-from contracts.rpc import PresetCatalog, TopUpPackage
+from contracts.rpc import PresetCatalog, StarsPackage, TopUpPackage
 
 
 class MenuAction(CallbackData, prefix="m"):
@@ -47,6 +47,12 @@ class LanguageChoice(CallbackData, prefix="l"):
 
 
 class PackageChoice(CallbackData, prefix="k"):
+    package_id: str
+
+
+class StarsChoice(CallbackData, prefix="st"):
+    """A package paid in Telegram Stars."""
+
     package_id: str
 
 
@@ -184,12 +190,20 @@ def topup() -> InlineKeyboardMarkup:
     return _single(texts.topup_button(), MenuAction(action="topup").pack())
 
 
-def packages(options: list[TopUpPackage]) -> InlineKeyboardMarkup:
+def packages(
+    options: list[TopUpPackage], stars: list[StarsPackage] | None = None
+) -> InlineKeyboardMarkup:
+    """Both rails: the ruble packages (YooKassa), then those paid in Telegram Stars."""
     builder = InlineKeyboardBuilder()
     for package in options:
         builder.button(
             text=texts.package_button(package.credits, rubles(package.amount_kopecks)),
             callback_data=PackageChoice(package_id=package.package_id),
+        )
+    for offer in stars or []:
+        builder.button(
+            text=texts.stars_package_button(offer.credits, offer.stars),
+            callback_data=StarsChoice(package_id=offer.package_id),
         )
     builder.adjust(1)
     return builder.as_markup()

@@ -52,8 +52,8 @@ class FloodMiddleware(BaseMiddleware):
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
-        if user is None:
-            return await handler(event, data)
+        if user is None or (isinstance(event, Message) and event.successful_payment):
+            return await handler(event, data)  # Stars already taken are never dropped
         verdict = self._guard.check(user.id)
         if verdict is Verdict.allow:
             return await handler(event, data)

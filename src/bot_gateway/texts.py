@@ -266,6 +266,32 @@ def package_button(credits: int, rubles: str) -> str:
     return _("{credits} credits for {rubles} ₽").format(credits=credits, rubles=rubles)
 
 
+def stars_package_button(credits: int, stars: int) -> str:
+    return _("{credits} credits for {stars} ⭐").format(credits=credits, stars=stars)
+
+
+def stars_invoice_title(credits: int) -> str:
+    return _("{credits} credits").format(credits=credits)
+
+
+def stars_invoice_description(credits: int) -> str:
+    return _("Balance top-up: {credits} credits for image edits, paid in Telegram Stars.").format(
+        credits=credits
+    )
+
+
+def stars_refused_package() -> str:
+    return _("This package is no longer offered. Choose another one: /topup")
+
+
+def stars_refused_account() -> str:
+    return _("Open the bot with /start first, then pay again.")
+
+
+def stars_refused_busy() -> str:
+    return _("The service is busy right now. Please try to pay again in a minute.")
+
+
 def creating_payment() -> str:
     return _("Creating the payment…")
 

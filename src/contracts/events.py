@@ -466,7 +466,8 @@ class PaymentCreated(Event):
 
 
 class PaymentSucceeded(Event):
-    """A payment was confirmed by YooKassa and credited, once."""
+    """A payment was confirmed by YooKassa (or paid in Telegram Stars) and credited, once. For
+    a Stars payment `amount_kopecks` is the credits' worth at BILLING_KOPECKS_PER_CREDIT."""
 
     event_type: ClassVar[str] = "payment.succeeded"
 
@@ -476,6 +477,23 @@ class PaymentSucceeded(Event):
     amount_kopecks: Kopecks
     credits: PositiveCredits
     balance: Credits
+
+
+class StarsPaymentReceived(Event):
+    """A user paid a Stars invoice in Telegram (`successful_payment`): the gateway reports it
+    once per delivery; billing credits it once per `telegram_payment_charge_id`. `amount` is in
+    Stars (currency XTR); `credits` is what the invoice offered for the package."""
+
+    event_type: ClassVar[str] = "payment.stars_received"
+
+    telegram_payment_charge_id: Annotated[str, Field(min_length=1, max_length=100)]
+    user_id: UserId
+    telegram_id: TelegramId
+    chat_id: ChatId
+    package_id: Annotated[str, Field(min_length=1, max_length=50)]
+    amount: Annotated[int, Field(gt=0, le=10**6)]
+    currency: Literal["XTR"] = "XTR"
+    credits: PositiveCredits
 
 
 class PaymentFailed(Event):
@@ -639,6 +657,7 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         PaymentCreated,
         PaymentSucceeded,
         PaymentFailed,
+        StarsPaymentReceived,
         WeeklyBonusGranted,
         CreditsGrantRequested,
         CreditsGranted,

@@ -27,6 +27,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.TopUpRequested,
         ev.CreditsGrantRequested,
         ev.CreditsAdjustmentRequested,
+        ev.StarsPaymentReceived,
     ),
     "jobs": (
         ev.JobRequestedV1,
@@ -69,6 +70,7 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.JobCancelRequested,
         ev.TopUpRequested,
         ev.CreditsGrantRequested,
+        ev.StarsPaymentReceived,
     ),
     "jobs": (
         ev.JobRequestRejectedV1,

@@ -2,10 +2,12 @@
 
 It serves what the gateway uses: getMe, getUpdates (honouring `offset`, waiting briefly when
 there is nothing), sendMessage, editMessageText, sendPhoto and sendDocument (multipart upload),
-answerCallbackQuery, getFile and file downloads, setWebhook/deleteWebhook. Whoever runs it (the
-demo, tests, benchmarks) plays users by queueing updates (`say`, `send_photo`, `send_document`,
-`press`, and `send`, `member_status` for any other shape) and reads what the bot did from
-`calls` and `shown`; `expired_queries` answers a late answerCallbackQuery as Telegram does.
+answerCallbackQuery, getFile and file downloads, setWebhook/deleteWebhook, and Telegram Stars:
+sendInvoice (XTR, empty provider token), answerPreCheckoutQuery, refundStarPayment. Whoever runs
+it (the demo, tests, benchmarks) plays users by queueing updates (`say`, `send_photo`,
+`send_document`, `press`, `pay_invoice`, `pre_checkout`, and `send`, `member_status` for any
+other shape) and reads what the bot did from `calls` and `shown`; `expired_queries` answers a
+late answerCallbackQuery as Telegram does; `stars_charges` are the Stars payments made.
 
 Updates go out the way the bot asked for them: through getUpdates, or pushed to the URL given
 to setWebhook with its secret token, in order within a chat and up to `webhook_connections`
@@ -38,7 +40,9 @@ from sandbox.server import listen
 
 BOT_ID = 424242
 TOKEN = f"{BOT_ID}:TEST-token-for-the-fake-bot-api"
-CHAT_METHODS = frozenset({"sendMessage", "sendPhoto", "sendDocument", "editMessageText"})
+CHAT_METHODS = frozenset(
+    {"sendMessage", "sendPhoto", "sendDocument", "editMessageText", "sendInvoice"}
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ class Call:
 
     @property
     def text(self) -> str:
-        return str(self.params.get("text") or self.params.get("caption") or "")
+        params = self.params
+        return str(params.get("text") or params.get("caption") or params.get("title") or "")
 
     @property
     def buttons(self) -> list[dict[str, Any]]:
@@ -134,6 +139,10 @@ class TelegramSandbox:
     """Pushes answered with an error (or not at all); each is retried, as Telegram does."""
     expired_queries: set[str] = field(default_factory=set)
     """Callback queries answered too late: answerCallbackQuery is refused as Telegram does."""
+    invoices: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
+    """Invoices sent, by (chat, message): what sendInvoice asked for."""
+    stars_charges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Stars payments by telegram_payment_charge_id: user_id, amount, payload, refunded."""
     _updates: list[dict[str, Any]] = field(default_factory=list)
     _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
@@ -365,6 +374,61 @@ class TelegramSandbox:
         )
         return query_id
 
+    def pre_checkout(self, user: TgUser, payload: str, total_amount: int) -> str:
+        """Telegram asks the bot whether `user` may pay (a pre_checkout_query): its id."""
+        query_id = uuid.uuid4().hex
+        self._push(
+            {
+                "pre_checkout_query": {
+                    "id": query_id,
+                    "from": user.as_dict(),
+                    "currency": "XTR",
+                    "total_amount": total_amount,
+                    "invoice_payload": payload,
+                }
+            }
+        )
+        return query_id
+
+    async def pre_checkout_answer(self, query_id: str, timeout_s: float = 10.0) -> Call:
+        """The bot's answerPreCheckoutQuery (Telegram waits 10 s for it, then fails the
+        payment)."""
+        return await self._answer(
+            "answerPreCheckoutQuery", "pre_checkout_query_id", query_id, timeout_s
+        )
+
+    async def pay_invoice(self, user: TgUser, message_id: int) -> str | None:
+        """`user` pays the invoice shown as `message_id` in their chat: the pre-checkout query,
+        its answer awaited, then (when the bot said ok) the successful payment. The charge id,
+        or None when the bot refused."""
+        invoice = self.invoices[(user.id, message_id)]
+        amount = sum(int(price["amount"]) for price in invoice["prices"])
+        query_id = self.pre_checkout(user, invoice["payload"], amount)
+        answer = await self.pre_checkout_answer(query_id)
+        if str(answer.params.get("ok")).lower() != "true":
+            return None
+        charge_id = f"stxSANDBOX{uuid.uuid4().hex}"
+        self.stars_charges[charge_id] = {
+            "user_id": user.id,
+            "amount": amount,
+            "payload": invoice["payload"],
+            "refunded": False,
+        }
+        self.successful_payment(user, charge_id)
+        return charge_id
+
+    def successful_payment(self, user: TgUser, charge_id: str) -> None:
+        """The service message of a Stars payment made (again: Telegram may deliver twice)."""
+        charge = self.stars_charges[charge_id]
+        payment = {
+            "currency": "XTR",
+            "total_amount": charge["amount"],
+            "invoice_payload": charge["payload"],
+            "telegram_payment_charge_id": charge_id,
+            "provider_payment_charge_id": "",
+        }
+        self._push({"message": self._message(user, successful_payment=payment)})
+
     # --- reading what the bot did ---------------------------------------------------------
 
     async def next_call(self, chat_id: int, seen: int, timeout_s: float) -> bool:
@@ -410,16 +474,16 @@ class TelegramSandbox:
             await asyncio.sleep(0.02)
 
     async def answer_to(self, query_id: str, timeout_s: float = 15.0) -> Call:
+        return await self._answer("answerCallbackQuery", "callback_query_id", query_id, timeout_s)
+
+    async def _answer(self, method: str, key: str, query_id: str, timeout_s: float) -> Call:
         deadline = time.monotonic() + timeout_s
         while True:
             for call in self.calls:
-                if (
-                    call.method == "answerCallbackQuery"
-                    and call.params.get("callback_query_id") == query_id
-                ):
+                if call.method == method and call.params.get(key) == query_id:
                     return call
             if time.monotonic() > deadline:
-                raise AssertionError(f"callback {query_id} never answered")
+                raise AssertionError(f"{method}: {query_id} never answered")
             await asyncio.sleep(0.02)
 
     async def shown_eventually(
@@ -572,6 +636,44 @@ class TelegramSandbox:
                 400,
                 "Bad Request: query is too old and response timeout expired or query ID is invalid",
             )
+        return _ok(True)
+
+    def _m_sendInvoice(self, call: Call) -> web.Response:
+        params = call.params
+        if params.get("currency") != "XTR" or params.get("provider_token"):
+            return _error(400, "Bad Request: only XTR invoices, with an empty provider token")
+        prices = params.get("prices")
+        prices = json.loads(prices) if isinstance(prices, str) else prices
+        if not prices or len(prices) != 1 or int(prices[0]["amount"]) <= 0:
+            return _error(400, "Bad Request: STARS_INVOICE_INVALID")
+        params["prices"] = prices
+        response = self._sent(
+            call,
+            invoice={
+                "title": params.get("title", ""),
+                "description": params.get("description", ""),
+                "start_parameter": "",
+                "currency": "XTR",
+                "total_amount": int(prices[0]["amount"]),
+            },
+        )
+        assert call.message_id is not None
+        self.invoices[(int(params["chat_id"]), call.message_id)] = params
+        return response
+
+    def _m_answerPreCheckoutQuery(self, call: Call) -> web.Response:
+        ok = str(call.params.get("ok")).lower() == "true"
+        if not ok and not call.params.get("error_message"):
+            return _error(400, "Bad Request: error_message is required when ok is false")
+        return _ok(True)
+
+    def _m_refundStarPayment(self, call: Call) -> web.Response:
+        charge = self.stars_charges.get(str(call.params.get("telegram_payment_charge_id")))
+        if charge is None or charge["user_id"] != int(call.params.get("user_id") or 0):
+            return _error(400, "Bad Request: CHARGE_NOT_FOUND")
+        if charge["refunded"]:
+            return _error(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+        charge["refunded"] = True
         return _ok(True)
 
     def _m_getFile(self, call: Call) -> web.Response:

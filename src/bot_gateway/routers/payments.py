@@ -1,28 +1,78 @@
-"""/topup: the packages, then TopUpRequested; billing answers with the payment button."""
+"""/topup: the packages of both rails. Rubles: TopUpRequested, and billing answers with the
+payment button. Telegram Stars: an invoice (XTR, no provider token), its pre-checkout query
+answered at once, and its `successful_payment` reported to billing (StarsPaymentReceived)."""
 
 from __future__ import annotations
 
-from aiogram import F, Router
+import logging
+from dataclasses import dataclass
+
+from aiogram import Bot, F, Router
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, Message
+from aiogram.types import CallbackQuery, LabeledPrice, Message, PreCheckoutQuery
 
 from bot_gateway import keyboards, texts
-from bot_gateway.backends import Backends
+from bot_gateway.backends import Backends, ServiceBusyError
 from bot_gateway.conversation import Conversation, Customer
-from bot_gateway.keyboards import MenuAction, PackageChoice
+from bot_gateway.keyboards import MenuAction, PackageChoice, StarsChoice
+from contracts.rpc import StarsPackage, StarsPackages, TopUpPackages
+
+log = logging.getLogger(__name__)
+
+STARS = "XTR"
+PAYLOAD_PREFIX = "stars"
+
+
+@dataclass(frozen=True)
+class InvoicePayload:
+    """What a Stars invoice carries back in its pre-checkout query and successful payment:
+    the package, its price and credits as offered, and the Telegram user it was sent to."""
+
+    package_id: str
+    stars: int
+    credits: int
+    telegram_id: int
+
+    def encode(self) -> str:
+        return ":".join(
+            (PAYLOAD_PREFIX, self.package_id, str(self.stars), str(self.credits),
+             str(self.telegram_id))
+        )  # fmt: skip
+
+    @classmethod
+    def decode(cls, raw: str) -> InvoicePayload | None:
+        parts = raw.split(":")
+        if len(parts) != 5 or parts[0] != PAYLOAD_PREFIX:
+            return None
+        try:
+            return cls(parts[1], int(parts[2]), int(parts[3]), int(parts[4]))
+        except ValueError:
+            return None
+
+
+async def _offers(backends: Backends) -> tuple[TopUpPackages, StarsPackages]:
+    offer = await backends.packages()
+    try:
+        stars = await backends.stars_packages()
+    except ServiceBusyError:  # the ruble packages are still worth showing
+        stars = StarsPackages(packages=[])
+    return offer, stars
 
 
 async def topup_command(message: Message, backends: Backends) -> None:
-    offer = await backends.packages()
-    await message.answer(texts.choose_package(), reply_markup=keyboards.packages(offer.packages))
+    offer, stars = await _offers(backends)
+    await message.answer(
+        texts.choose_package(), reply_markup=keyboards.packages(offer.packages, stars.packages)
+    )
 
 
 async def topup_button(callback: CallbackQuery, backends: Backends) -> None:
-    offer = await backends.packages()
+    offer, stars = await _offers(backends)
     await callback.answer()
     if callback.message is not None:
         await callback.message.answer(
-            texts.choose_package(), reply_markup=keyboards.packages(offer.packages)
+            texts.choose_package(),
+            reply_markup=keyboards.packages(offer.packages, stars.packages),
         )
 
 
@@ -44,10 +94,95 @@ async def package(
         await callback.message.answer(texts.creating_payment())
 
 
+def _stars_package(stars: StarsPackages, package_id: str) -> StarsPackage | None:
+    return next((p for p in stars.packages if p.package_id == package_id), None)
+
+
+async def stars_package(
+    callback: CallbackQuery,
+    callback_data: StarsChoice,
+    customer: Customer,
+    backends: Backends,
+    bot: Bot,
+) -> None:
+    """The invoice of a Stars package (Telegram shows its Pay button)."""
+    offer = _stars_package(await backends.stars_packages(), callback_data.package_id)
+    if offer is None:
+        await callback.answer(texts.stale_button(), show_alert=True)
+        return
+    await callback.answer()
+    payload = InvoicePayload(offer.package_id, offer.stars, offer.credits, customer.telegram_id)
+    await bot.send_invoice(
+        chat_id=customer.chat_id,
+        title=texts.stars_invoice_title(offer.credits),
+        description=texts.stars_invoice_description(offer.credits),
+        payload=payload.encode(),
+        currency=STARS,
+        prices=[LabeledPrice(label=texts.stars_invoice_title(offer.credits), amount=offer.stars)],
+        provider_token="",
+    )
+
+
+async def pre_checkout(
+    query: PreCheckoutQuery, backends: Backends, conversation: Conversation
+) -> None:
+    """Telegram waits 10 s for this answer before it takes the Stars: the package must still
+    be offered at the invoice's price and credits, and the payer must be the account it was
+    sent to; anything else is refused with the reason shown to the buyer."""
+    payload = InvoicePayload.decode(query.invoice_payload)
+    try:
+        offer = None if payload is None else _stars_package(
+            await backends.stars_packages(), payload.package_id
+        )  # fmt: skip
+    except ServiceBusyError:
+        await query.answer(ok=False, error_message=texts.stars_refused_busy())
+        return
+    if (
+        payload is None
+        or offer is None
+        or query.currency != STARS
+        or query.total_amount != offer.stars
+        or (payload.stars, payload.credits) != (offer.stars, offer.credits)
+    ):
+        log.info("pre-checkout %s refused: package of %r", query.id, query.invoice_payload)
+        await query.answer(ok=False, error_message=texts.stars_refused_package())
+        return
+    if (
+        payload.telegram_id != query.from_user.id
+        or await conversation.known(query.from_user.id) is None
+    ):
+        log.info("pre-checkout %s refused: unknown payer %s", query.id, query.from_user.id)
+        await query.answer(ok=False, error_message=texts.stars_refused_account())
+        return
+    await query.answer(ok=True)
+
+
+async def stars_paid(message: Message, customer: Customer, conversation: Conversation) -> None:
+    """Telegram took the Stars: report it to billing (which credits it once per charge and
+    says so with the usual payment message)."""
+    payment = message.successful_payment
+    assert payment is not None
+    payload = InvoicePayload.decode(payment.invoice_payload)
+    if payload is None or payment.currency != STARS:
+        log.error("successful payment %s with a foreign payload %r",
+                  payment.telegram_payment_charge_id, payment.invoice_payload)  # fmt: skip
+        return
+    await conversation.stars_paid(
+        customer,
+        payment.telegram_payment_charge_id,
+        payload.package_id,
+        payment.total_amount,
+        payload.credits,
+    )
+
+
 def router() -> Router:
     """The payments feature's handlers, on a router of their own."""
     feature = Router(name=__name__)
     feature.message(Command("topup"))(topup_command)
     feature.callback_query(MenuAction.filter(F.action == "topup"))(topup_button)
     feature.callback_query(PackageChoice.filter())(package)
+    feature.callback_query(StarsChoice.filter())(stars_package)
+    feature.pre_checkout_query()(pre_checkout)
+    feature.message(F.successful_payment)(stars_paid)
     return feature

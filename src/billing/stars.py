@@ -1,0 +1,86 @@
+"""Telegram Stars: a payment the gateway saw Telegram confirm (`successful_payment`) is
+credited once per `telegram_payment_charge_id`.
+
+Nothing outside our database is called: the `payments` row (method `telegram_stars`, the amount
+in Stars, currency XTR, request id derived from the charge id, so unique per charge) commits on
+its own, then goes pending -> succeeded with its ledger entry, its `payment_logs` row and
+PaymentSucceeded in one statement. A charge delivered twice finds its row succeeded and does
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from billing import accounts, payments
+from billing.domain import TELEGRAM_STARS, stars_request
+from billing.settings import BillingSettings
+from contracts.events import PaymentSucceeded, StarsPaymentReceived
+from messaging.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+TRIES = 3
+
+
+class StarsPaymentNotSettledError(RuntimeError):
+    """The payment's row kept moving under us: the message is given back and retried."""
+
+
+async def credit(event: StarsPaymentReceived, uow: UnitOfWork, settings: BillingSettings) -> None:
+    charge = event.telegram_payment_charge_id
+    credits = _credits(event, settings)
+    request_id = stars_request(charge)
+    await uow.commit_alone(
+        payments.open_topup(
+            request_id=request_id,
+            user_id=event.user_id,
+            amount_kopecks=event.amount,
+            credits=credits,
+            currency=event.currency,
+            description=f"stars {event.package_id}: {credits} credits",
+            method=TELEGRAM_STARS,
+        )
+    )
+    for _ in range(TRIES):
+        local = await payments.find(uow, payments.by_request(request_id))
+        if local is None:
+            # Telegram took the Stars of a user billing does not know: kept for the operator
+            log.error("stars payment %s: unknown account %s", charge, event.user_id)
+            return
+        if local.status != "pending":
+            log.info("stars payment %s was already credited (payment %s)", charge, local.id)
+            return
+        if local.telegram_id is not None:
+            uow.emit(
+                PaymentSucceeded(
+                    payment_id=local.id,
+                    user_id=local.user_id,
+                    telegram_id=local.telegram_id,
+                    amount_kopecks=(local.credits or credits) * settings.kopecks_per_credit,
+                    credits=local.credits or credits,
+                    balance=0,
+                ),
+                correlation_id=str(request_id),
+                fill={"balance": "balance_after"},
+            )
+        if await accounts.apply(uow, *payments.credit_stars(local, charge)) is not None:
+            log.info("stars payment %s credited: payment %s", charge, local.id)
+            return
+    raise StarsPaymentNotSettledError(charge)
+
+
+def _credits(event: StarsPaymentReceived, settings: BillingSettings) -> int:
+    """The package's credits; the invoice's own when the package changed or went since it was
+    sent (the buyer paid for what the invoice offered)."""
+    package = next((p for p in settings.stars if p.package_id == event.package_id), None)
+    if package is not None and package.stars == event.amount:
+        return package.credits
+    log.warning(
+        "stars payment %s: package %r is not %d Stars any more; crediting the invoice's %d",
+        event.telegram_payment_charge_id,
+        event.package_id,
+        event.amount,
+        event.credits,
+    )
+    return event.credits
