@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from backend_api.auth import Operators, basic, operator_of
 from backend_api.commands import AuditRecord, Commands, IdempotencyConflictError
 from backend_api.reads import Owners
+from backend_api.settings import Role
 from contracts.events import OperatorNote, SignedCredits, TelegramId
 from contracts.rpc import (
     AccountView,
@@ -83,24 +84,33 @@ class CommandStatus(BaseModel):
 
 class Me(BaseModel):
     operator: str
+    role: Literal["viewer", "support", "admin"]
 
 
 def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIRouter:
-    async def operator(
-        request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)]
-    ) -> str:
-        return await operator_of(request, credentials, operators)
+    def needs(role: Role) -> Any:
+        async def operator(
+            request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)]
+        ) -> str:
+            return await operator_of(request, credentials, operators, role)
 
-    Operator = Annotated[str, Depends(operator)]
+        return Depends(operator)
+
+    Operator = Annotated[str, needs(Role.viewer)]
+    Support = Annotated[str, needs(Role.support)]
+    Admin = Annotated[str, needs(Role.admin)]
     errors: dict[int | str, dict[str, Any]] = {
         401: {"description": "Not signed in"},
+        403: {"description": "The operator's role may not do this"},
         503: {"description": "An owning service did not answer"},
     }
     router = APIRouter(prefix="/api/v1", responses=errors)
 
     @router.get("/me", tags=["operators"])
     async def me(who: Operator) -> Me:
-        return Me(operator=who)
+        role = operators.role(who)
+        assert role is not None  # `Operator` let them in
+        return Me(operator=who, role=role.name)
 
     @router.get("/users", tags=["users"])
     async def users(
@@ -198,13 +208,14 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         },
     )
     async def adjust(
-        who: Operator,
+        who: Support,
         body: CreditAdjustment,
         response: Response,
         idempotency_key: Annotated[uuid.UUID, Header(description="A new UUID per adjustment")],
     ) -> CommandStatus:
         """Add credits to a user's balance or take some away (never below zero), once per
-        idempotency key, with a reason; billing applies it through its ledger."""
+        idempotency key, with a reason; billing applies it through its ledger. Support or
+        admin."""
         if body.credits == 0:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="credits: not 0")
         try:
@@ -224,7 +235,7 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
     @router.get(
         "/commands/{request_id}", tags=["audit"], responses={404: {"description": "Unknown"}}
     )
-    async def command(_: Operator, request_id: uuid.UUID) -> CommandStatus:
+    async def command(_: Support, request_id: uuid.UUID) -> CommandStatus:
         """Where a write stands (its idempotency key)."""
         record = await commands.entry(request_id)
         if record is None:
@@ -233,14 +244,14 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
 
     @router.get("/audit", tags=["audit"])
     async def audit(
-        _: Operator,
+        _: Admin,
         operator_: Annotated[str | None, Query(alias="operator", max_length=100)] = None,
         action: Annotated[str | None, Query(max_length=50)] = None,
         target: Annotated[str | None, Query(max_length=100)] = None,
         offset: OffsetQuery = 0,
         limit: LimitQuery = 50,
     ) -> Page[CommandStatus]:
-        """Every operator action, newest first."""
+        """Every operator action, newest first. Admins only."""
         records, total = await commands.audit(
             operator=operator_, action=action, target=target, offset=offset, limit=limit
         )

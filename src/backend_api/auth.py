@@ -13,7 +13,7 @@ from fastapi import HTTPException, Request, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from backend_api.passwords import verify_password
-from backend_api.settings import BackendApiSettings
+from backend_api.settings import BackendApiSettings, Role
 
 SESSION_OPERATOR = "operator"
 SESSION_CSRF = "csrf"
@@ -26,6 +26,14 @@ class Operators:
         self._hashes = {
             name: secret.get_secret_value() for name, secret in settings.operators.items()
         }
+        self._roles = {name: Role[role] for name, role in settings.roles.items()}
+
+    def role(self, name: str) -> Role | None:
+        """The operator's role now (a changed setting applies to open sessions); None for a
+        name that is no operator (any more)."""
+        if name not in self._hashes:
+            return None
+        return self._roles.get(name, Role.viewer)
 
     async def verify(self, name: str, password: str) -> bool:
         stored = self._hashes.get(name)
@@ -40,16 +48,26 @@ _DUMMY = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAA
 
 
 async def operator_of(
-    request: Request, credentials: HTTPBasicCredentials | None, operators: Operators
+    request: Request,
+    credentials: HTTPBasicCredentials | None,
+    operators: Operators,
+    needs: Role = Role.viewer,
 ) -> str:
-    """The operator behind `request`, or 401."""
+    """The operator behind `request` if their role is at least `needs`: else 401 (nobody
+    signed in) or 403."""
+    name: str | None = None
     signed_in = request.session.get(SESSION_OPERATOR)
-    if isinstance(signed_in, str):
-        return signed_in
-    if credentials is not None and await operators.verify(
+    if isinstance(signed_in, str) and operators.role(signed_in) is not None:
+        name = signed_in
+    elif credentials is not None and await operators.verify(
         credentials.username, credentials.password
     ):
-        return credentials.username
+        name = credentials.username
+    if name is not None:
+        role = operators.role(name)
+        if role is None or role < needs:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs the {needs.name} role")
+        return name
     raise HTTPException(
         status.HTTP_401_UNAUTHORIZED,
         detail="not signed in",

@@ -21,6 +21,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from backend_api.auth import SESSION_OPERATOR, Operators, csrf_token, csrf_valid
 from backend_api.commands import Commands
 from backend_api.reads import Owners
+from backend_api.settings import Role
 from contracts.rpc import ListLedger, ListPayments, SearchAccounts, SearchJobs
 
 HERE = Path(__file__).parent
@@ -52,6 +53,22 @@ class Panel:
         self._default_language = default_language
         self._environments = {language: _environment(language) for language in LANGUAGES}
 
+    def role(self, request: Request) -> Role | None:
+        """The signed-in operator's role now; None when nobody (or no operator any more) is."""
+        name = request.session.get(SESSION_OPERATOR)
+        return self._operators.role(name) if isinstance(name, str) else None
+
+    def _signed_out(self, request: Request) -> Response | None:
+        if self.role(request) is not None:
+            return None
+        request.session.pop(SESSION_OPERATOR, None)
+        return RedirectResponse("/panel/login", status.HTTP_303_SEE_OTHER)
+
+    def _require(self, request: Request, needs: Role) -> None:
+        role = self.role(request)
+        if role is None or role < needs:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs the {needs.name} role")
+
     def language(self, request: Request) -> str:
         chosen = request.session.get(SESSION_LANGUAGE)
         return chosen if chosen in LANGUAGES else self._default_language
@@ -66,7 +83,10 @@ class Panel:
     ) -> HTMLResponse:
         language = self.language(request)
         page = self._environments[language].get_template(template)
+        role = self.role(request)
         html = page.render(
+            can_adjust=role is not None and role >= Role.support,
+            can_audit=role is not None and role >= Role.admin,
             **context,
             request=request,
             language=language,
@@ -130,7 +150,7 @@ class Panel:
     # --- pages
 
     async def users(self, request: Request, q: str = "", offset: int = 0) -> Response:
-        if (denied := _signed_out(request)) is not None:
+        if (denied := self._signed_out(request)) is not None:
             return denied
         query = q.strip()
         offset = max(offset, 0)
@@ -153,7 +173,7 @@ class Panel:
         )
 
     async def profile(self, request: Request, user_id: int, done: str | None = None) -> Response:
-        if (denied := _signed_out(request)) is not None:
+        if (denied := self._signed_out(request)) is not None:
             return denied
         return await self._profile(request, user_id, done=done)
 
@@ -190,8 +210,9 @@ class Panel:
         return self.render(request, "profile.html", context, status_code=422 if errors else 200)
 
     async def adjust(self, request: Request, user_id: int) -> Response:
-        if (denied := _signed_out(request)) is not None:
+        if (denied := self._signed_out(request)) is not None:
             return denied
+        self._require(request, Role.support)
         form = await request.form()
         if not csrf_valid(request, _text(form.get("csrf"))):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="CSRF token missing or wrong")
@@ -240,13 +261,12 @@ class Panel:
         self,
         request: Request,
         user_id: str = "",
-        status_: str = "",
         preset_id: str = "",
         offset: int = 0,
     ) -> Response:
-        if (denied := _signed_out(request)) is not None:
+        if (denied := self._signed_out(request)) is not None:
             return denied
-        status_ = request.query_params.get("status", "")
+        status_ = request.query_params.get("status", "")  # `status` is the module's name
         offset = max(offset, 0)
         search = SearchJobs(
             user_id=_positive(user_id),
@@ -269,8 +289,9 @@ class Panel:
         )
 
     async def audit(self, request: Request, offset: int = 0) -> Response:
-        if (denied := _signed_out(request)) is not None:
+        if (denied := self._signed_out(request)) is not None:
             return denied
+        self._require(request, Role.admin)
         offset = max(offset, 0)
         records, total = await self._commands.audit(
             operator=None, action=None, target=None, offset=offset, limit=PAGE
@@ -280,12 +301,6 @@ class Panel:
             "audit.html",
             {"rows": records, "total": total, **_pager(request, offset, total)},
         )
-
-
-def _signed_out(request: Request) -> Response | None:
-    if isinstance(request.session.get(SESSION_OPERATOR), str):
-        return None
-    return RedirectResponse("/panel/login", status.HTTP_303_SEE_OTHER)
 
 
 def _pager(request: Request, offset: int, total: int) -> dict[str, Any]:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Role(IntEnum):
+    """What an operator may do; each role may do everything the ones below it may."""
+
+    viewer = 1
+    """reads only"""
+    support = 2
+    """and writes that serve a user: credit adjustments"""
+    admin = 3
+    """and the audit log"""
 
 
 class BackendApiSettings(BaseSettings):
@@ -14,6 +26,8 @@ class BackendApiSettings(BaseSettings):
     operators: dict[str, SecretStr] = Field(default_factory=dict)
     """Operator logins and their password hashes (JSON: {"alice": "scrypt$..."}); make a hash
     with `python -m backend_api.passwords`. None: nobody can sign in."""
+    roles: dict[str, Literal["viewer", "support", "admin"]] = Field(default_factory=dict)
+    """Each operator's role (JSON: {"alice": "admin"}); an operator not named here is a viewer."""
     session_secret: SecretStr = SecretStr("")
     """Signs the panel's session cookies; every replica needs the same one. Empty: a random one
     per process (sessions end with it)."""

@@ -164,6 +164,7 @@ class SandboxStack:
             "GPU_QWEN_IMAGE_GUIDANCE": "1.0",
             # backend_api: one operator, signed in with OPERATOR_LOGIN / OPERATOR_PASSWORD
             "BACKEND_API_OPERATORS": json.dumps({OPERATOR_LOGIN: self._operator_hash}),
+            "BACKEND_API_ROLES": json.dumps({OPERATOR_LOGIN: "admin"}),
             "BACKEND_API_SESSION_SECRET": SESSION_SECRET,
         }
         env.update(config.env)

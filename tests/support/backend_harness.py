@@ -9,6 +9,9 @@ import aiohttp
 from backend_api.app import BackendApi
 
 OPERATOR, PASSWORD = "alice", "correct horse battery staple"
+"""An admin; SUPPORT and VIEWER have the same password and the roles they are named for."""
+SUPPORT, VIEWER = "sam", "vic"
+ROLES = {OPERATOR: "admin", SUPPORT: "support", VIEWER: "viewer"}
 
 
 @dataclass
@@ -16,9 +19,9 @@ class Running:
     backend: BackendApi
     url: str
 
-    def client(self, *, signed_in: bool = True) -> aiohttp.ClientSession:
+    def client(self, *, signed_in: bool = True, login: str = OPERATOR) -> aiohttp.ClientSession:
         """An HTTP client of the API: an operator's (HTTP Basic), or nobody's."""
-        headers = {"Authorization": basic_auth(OPERATOR, PASSWORD)} if signed_in else {}
+        headers = {"Authorization": basic_auth(login, PASSWORD)} if signed_in else {}
         return aiohttp.ClientSession(
             base_url=self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
         )

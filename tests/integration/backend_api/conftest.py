@@ -24,7 +24,7 @@ from jobs.settings import JobsSettings
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
 from sandbox.stack import free_port
 from sandbox.yookassa import YooKassaSandbox
-from support.backend_harness import OPERATOR, PASSWORD, Running
+from support.backend_harness import PASSWORD, ROLES, Running
 from support.billing_harness import make_settings
 from support.database import DatabaseFactory, engine_at, migrated_database
 
@@ -71,7 +71,8 @@ async def running(
         backend = build(
             BackendApp(
                 backend_api=BackendApiSettings(
-                    operators={OPERATOR: SecretStr(operator_hash)},
+                    operators={login: SecretStr(operator_hash) for login in ROLES},
+                    roles=ROLES,  # type: ignore[arg-type]
                     session_secret=SecretStr("test-session-secret-" + "x" * 32),
                     command_wait_s=15,
                 ),

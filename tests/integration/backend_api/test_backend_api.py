@@ -15,7 +15,7 @@ from billing import services
 from billing.models import DELIVERY as BILLING
 from jobs.models import Job
 from messaging.unit_of_work import UnitOfWork
-from support.backend_harness import OPERATOR, Running, basic_auth
+from support.backend_harness import OPERATOR, SUPPORT, VIEWER, Running, basic_auth
 from support.billing_harness import new_telegram_id, scalar
 
 pytestmark = pytest.mark.integration
@@ -68,7 +68,7 @@ async def test_nothing_but_health_without_signing_in(running: Running) -> None:
     ):
         assert response.status == 401
     async with running.client() as client, client.get("/api/v1/me") as response:
-        assert await response.json() == {"operator": OPERATOR}
+        assert await response.json() == {"operator": OPERATOR, "role": "admin"}
 
 
 async def test_search_by_telegram_id_and_username_prefix(
@@ -233,3 +233,37 @@ async def test_jobs_list_filters_and_pages(running: Running, backend_engine: Asy
     assert ([job["job_id"] for job in page["items"]], page["total"]) == ([ids[0]], 3)
     profile = await get(running, f"/api/v1/users/{user_id}")
     assert profile["jobs"]["total"] == 3
+
+
+async def test_each_role_reaches_what_it_may_and_nothing_more(
+    running: Running, backend_engine: AsyncEngine
+) -> None:
+    user_id, telegram_id, balance = await open_account(
+        backend_engine, f"roles_{uuid.uuid4().hex[:6]}"
+    )
+    body = {"telegram_id": telegram_id, "credits": 3, "reason": "goodwill"}
+
+    async def status_of(login: str, method: str, path: str, **kwargs: Any) -> int:
+        async with (
+            running.client(login=login) as client,
+            client.request(method, path, **kwargs) as response,
+        ):
+            return response.status
+
+    async def roles_me(login: str) -> Any:
+        async with running.client(login=login) as client, client.get("/api/v1/me") as response:
+            return await response.json()
+
+    assert await roles_me(VIEWER) == {"operator": VIEWER, "role": "viewer"}
+    assert await roles_me(SUPPORT) == {"operator": SUPPORT, "role": "support"}
+    for login in (VIEWER, SUPPORT, OPERATOR):  # every role reads
+        assert await status_of(login, "GET", f"/api/v1/users/{user_id}") == 200, login
+        assert await status_of(login, "GET", "/api/v1/jobs") == 200, login
+    adjust = {"json": body, "headers": {"Idempotency-Key": str(uuid.uuid4())}}
+    assert await status_of(VIEWER, "POST", "/api/v1/credit-adjustments", **adjust) == 403
+    assert await status_of(VIEWER, "GET", "/api/v1/audit") == 403
+    assert await status_of(SUPPORT, "GET", "/api/v1/audit") == 403
+    assert await status_of(SUPPORT, "POST", "/api/v1/credit-adjustments", **adjust) == 200
+    assert await status_of(OPERATOR, "GET", "/api/v1/audit") == 200
+    profile = await get(running, f"/api/v1/users/{user_id}")
+    assert profile["account"]["balance"] == balance + 3  # the support's, once; not the viewer's

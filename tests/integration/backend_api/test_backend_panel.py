@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing import services
 from billing.models import DELIVERY as BILLING
 from messaging.unit_of_work import UnitOfWork
-from support.backend_harness import OPERATOR, PASSWORD, Running
+from support.backend_harness import OPERATOR, PASSWORD, VIEWER, Running
 from support.billing_harness import new_telegram_id, scalar
 
 pytestmark = pytest.mark.integration
@@ -56,10 +56,12 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
     await context.close()
 
 
-async def sign_in(page: Page, running: Running, password: str = PASSWORD) -> None:
+async def sign_in(
+    page: Page, running: Running, password: str = PASSWORD, login: str = OPERATOR
+) -> None:
     await page.goto(f"{running.url}/panel/users")
     await expect(page).to_have_url(f"{running.url}/panel/login")
-    await page.fill("#username", OPERATOR)
+    await page.fill("#username", login)
     await page.fill("#password", password)
     await page.click("button[type=submit]")
 
@@ -121,3 +123,19 @@ async def test_a_form_without_the_sessions_csrf_token_is_refused(
         backend_engine, "SELECT balance FROM users WHERE user_id = :u", u=account.user_id
     )
     assert balance == account.balance
+
+
+async def test_a_viewer_sees_a_profile_but_no_adjust_form_and_no_audit_log(
+    running: Running, backend_engine: AsyncEngine, page: Page
+) -> None:
+    async with UnitOfWork(backend_engine, BILLING, source="test") as uow:
+        account = await services.ensure_account(uow, new_telegram_id(), "viewed", 60)
+    await sign_in(page, running, login=VIEWER)
+    await expect(page).to_have_url(f"{running.url}/panel/users")
+    await page.goto(f"{running.url}/panel/users/{account.user_id}")
+    await expect(page.locator("#balance")).to_have_text(str(account.balance))
+    await expect(page.locator("#adjust")).to_have_count(0)
+    await expect(page.locator("header a[href='/panel/audit']")).to_have_count(0)
+    response = await page.goto(f"{running.url}/panel/audit")
+    assert response is not None
+    assert response.status == 403
