@@ -5,15 +5,66 @@ The object store's (`STORAGE_*`) are `object_store.StorageSettings`, shared with
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.events import PROMPT_MAX_LENGTH
 
 PLACEHOLDER_TOKEN = "123456:change-me"
 PLACEHOLDER_SECRET = "change-me"
+
+DEFAULT_PAYSUPPORT = json.dumps(
+    {
+        "ru": (
+            "По вопросам оплаты напишите оператору бота: мы отвечаем в течение суток. Укажите "
+            "дату и сумму платежа; ошибочный платёж вернём (картой — на карту, в Telegram Stars —"
+            " в Stars)."
+        ),
+        "en": (
+            "Questions about a payment: write to the bot's operator, we answer within a day. Give"
+            " the payment's date and amount; a payment made by mistake is refunded (by card to "
+            "the card, in Telegram Stars in Stars)."
+        ),
+    },
+    ensure_ascii=False,
+)
+DEFAULT_TERMS = json.dumps(
+    {
+        "ru": (
+            "Кредиты оплачивают обработку и создание изображений в этом боте и не обмениваются на"
+            " деньги. Списываются только за запущенную обработку; за неудавшуюся возвращаются. "
+            "Неизрасходованные купленные кредиты можно вернуть по запросу через /paysupport. "
+            "Запрещены запросы с наготой и сексуальным содержанием."
+        ),
+        "en": (
+            "Credits pay for editing and drawing images in this bot and cannot be exchanged for "
+            "money. They are taken only for work started and come back for work that failed. "
+            "Unspent credits you bought can be refunded on request through /paysupport. Requests "
+            "with nudity or sexual content are forbidden."
+        ),
+    },
+    ensure_ascii=False,
+)
+DEFAULT_PRIVACY = json.dumps(
+    {
+        "ru": (
+            "Бот хранит ваш Telegram id, имя пользователя, язык, баланс, историю платежей и "
+            "заданий; присланные фото и результаты хранятся не дольше установленного срока. "
+            "Данные не передаются третьим лицам, кроме платёжных провайдеров для проведения "
+            "платежа."
+        ),
+        "en": (
+            "The bot keeps your Telegram id, username, language, balance, and the history of your"
+            " payments and jobs; the photos you send and their results are kept no longer than "
+            "the retention period. Nothing is shared with third parties except the payment "
+            "providers, to make a payment."
+        ),
+    },
+    ensure_ascii=False,
+)
 
 
 class TelegramSettings(BaseSettings):
@@ -88,6 +139,31 @@ class ConversationSettings(BaseSettings):
     album_window_s: float = Field(default=0.6, gt=0)
     """The photos of an album arrive as separate updates, close together: they are gathered
     until none has come for this long, and answered once."""
+
+    paysupport_texts: str = DEFAULT_PAYSUPPORT
+    """JSON {language: text}: what /paysupport answers (Telegram requires it of bots that take
+    payments): how a buyer reaches the operator about a payment."""
+    terms_texts: str = DEFAULT_TERMS
+    """JSON {language: text}: what /terms answers (the shop's terms of service)."""
+    privacy_texts: str = DEFAULT_PRIVACY
+    """JSON {language: text}: what /privacy answers (the privacy policy)."""
+
+    @field_validator("paysupport_texts", "terms_texts", "privacy_texts")
+    @classmethod
+    def _valid_texts(cls, value: str) -> str:
+        texts = json.loads(value)
+        if not isinstance(texts, dict) or not all(
+            isinstance(text, str) and text.strip() for text in texts.values()
+        ):
+            raise ValueError("a JSON object of {language: non-empty text}")
+        if "ru" not in texts or "en" not in texts:
+            raise ValueError("the ru and the en text are both needed")
+        return value
+
+    def policy(self, name: Literal["paysupport", "terms", "privacy"], language: str) -> str:
+        """The operator's text `name` in `language` (English for a language it lacks)."""
+        texts: dict[str, str] = json.loads(getattr(self, f"{name}_texts"))
+        return texts.get(language, texts["en"])
 
     @property
     def formats(self) -> frozenset[str]:

@@ -52,6 +52,9 @@ def commands() -> list[tuple[str, str]]:
         ("history", _("Recent images and payments")),
         ("cancel", _("Cancel a dialogue or an image in progress")),
         ("help", _("How it works")),
+        ("paysupport", _("Help with a payment")),
+        ("terms", _("Terms of service")),
+        ("privacy", _("Privacy policy")),
     ]
 
 

@@ -13,6 +13,7 @@ from bot_gateway.routers.jobs import router as jobs_router
 from bot_gateway.routers.membership import router as membership_router
 from bot_gateway.routers.menu import router as menu_router
 from bot_gateway.routers.payments import router as payments_router
+from bot_gateway.routers.policies import router as policies_router
 from bot_gateway.routers.results import router as results_router
 
 
@@ -24,6 +25,7 @@ def feature_routers(admins: frozenset[int]) -> list[Router]:
         menu_router(),
         catalog_router(),
         payments_router(),
+        policies_router(),
         jobs_router(),
         results_router(),  # before drafts: theirs takes the other result buttons
         drafts_router(),

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot_gateway.settings import ConversationSettings
 from contracts.events import PaymentSucceeded, StarsPaymentReceived
 from support.gateway_harness import Chat, Stack, new_user
 from support.messaging import count, eventually, scalar
@@ -137,3 +138,30 @@ async def test_a_pre_checkout_for_an_unknown_package_is_refused_with_a_reason(
     valid = telegram.pre_checkout(chat.user, f"stars:stars_small:50:100:{me}", 50)
     answer = await telegram.pre_checkout_answer(valid)
     assert str(answer.params["ok"]).lower() == "true"
+
+
+POLICIES = {
+    "ru": {
+        "/paysupport": "По вопросам оплаты напишите оператору бота",
+        "/terms": "Кредиты оплачивают обработку и создание изображений",
+        "/privacy": "Бот хранит ваш Telegram id",
+    },
+    "en": {
+        "/paysupport": "Questions about a payment: write to the bot's operator",
+        "/terms": "Credits pay for editing and drawing images",
+        "/privacy": "The bot keeps your Telegram id",
+    },
+}
+
+
+@LANGUAGES
+async def test_paysupport_terms_and_privacy_answer_the_operators_texts(
+    stack: Stack, language: str
+) -> None:
+    chat = await started_chat(stack, language)
+    defaults = ConversationSettings()  # the harness configures none of these texts
+    for command, policy in (("/paysupport", "paysupport"), ("/terms", "terms"),
+                            ("/privacy", "privacy")):  # fmt: skip
+        chat.say(command)
+        answer = await chat.expect(POLICIES[language][command])
+        assert answer.text == defaults.policy(policy, language)
