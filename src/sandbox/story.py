@@ -1,7 +1,8 @@
 """The demo's story, played by one Russian-speaking user against a running `SandboxStack`:
 
 /start → a preset on a photo → its result → prompt-only generation → top-up → payment page
-and YooKassa's webhook → /balance → an operator's refund of half the top-up to the buyer
+and YooKassa's webhook → /balance → a top-up in Telegram Stars (invoice, pre-checkout, successful
+payment) → an operator's refund of half the top-up to the buyer
 (`imagebot billing refund`) and /balance → the weekly bonus (the operator runs this week's
 round) → /history. Each step waits for what the user would see and fails loudly if it never comes.
 """
@@ -25,6 +26,7 @@ WELCOME_CREDITS = 60
 PRESET, PRESET_PRICE = "Карандашный контур", 20
 PROMPT_PRICE = 30  # JOBS_CUSTOM_PROMPT_PRICE
 PACKAGE, PACKAGE_CREDITS = "100 кредитов за 100 ₽", 100
+STARS_PACKAGE, STARS_CREDITS = "100 кредитов за 50 ⭐", 100  # BILLING_STARS_PACKAGES' first
 BONUS_CREDITS = 30  # BONUS_CREDITS
 REFUND_RUBLES, REFUND_CREDITS = "50.00", 50  # half the package: half its credits back out
 
@@ -117,6 +119,15 @@ async def play(
     async with step("/balance"):
         user.say("/balance")
         await user.expect(f"Ваш баланс: {result.balance}")
+
+    async with step("top-up with Telegram Stars"):
+        user.say("/topup")
+        packages = await user.expect("Выберите пакет")
+        user.press(packages, STARS_PACKAGE)
+        invoice = await user.expect(f"{STARS_CREDITS} кредитов", method="sendInvoice")
+        await user.pay_invoice(invoice)
+        result.balance += STARS_CREDITS
+        await user.expect(f"Платёж получен: +{STARS_CREDITS} кредитов. Баланс: {result.balance}")
 
     async with step("operator refund"):
         payment_id = stack.yookassa.payments[paid]["metadata"]["payment_id"]

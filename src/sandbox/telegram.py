@@ -713,6 +713,8 @@ def _chat_of(update: dict[str, Any]) -> int:
         return int(update["callback_query"]["from"]["id"])
     if "my_chat_member" in update:
         return int(update["my_chat_member"]["chat"]["id"])
+    if "pre_checkout_query" in update:  # in the payer's lane, before their successful_payment
+        return int(update["pre_checkout_query"]["from"]["id"])
     return int(update["message"]["chat"]["id"])
 
 

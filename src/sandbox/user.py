@@ -80,6 +80,9 @@ class Transcript:
             self.line("🤖✎", body)
         elif call.method == "answerCallbackQuery":
             self.line("🤖💬", str(call.params.get("text")))
+        elif call.method == "sendInvoice":
+            stars = sum(int(price["amount"]) for price in call.params.get("prices") or [])
+            self.line("🤖🧾", f"{body} — {stars} ⭐")
         elif call.method in ("sendPhoto", "sendDocument"):
             saved = self._save(call)
             self.line("🤖🖼", f"{body}\n({saved})" if saved else body)
@@ -147,6 +150,16 @@ class SandboxUser:
         async with aiohttp.ClientSession() as http, http.post(url) as answer:
             answer.raise_for_status()
             return await answer.text()
+
+    async def pay_invoice(self, call: Call) -> str:
+        """Pay the Stars invoice `call` sent, as Telegram's payment form would: the bot's
+        pre-checkout answer, then the successful payment. The charge id."""
+        assert call.message_id is not None
+        self._did(f"pays the invoice «{call.text}» in Telegram Stars")
+        charge = await self.telegram.pay_invoice(self.user, call.message_id)
+        if charge is None:
+            raise AssertionError(f"the bot refused to take the Stars of {call.text!r}")
+        return charge
 
     async def expect(
         self, contains: str, *, method: str | None = None, timeout_s: float = 30.0

@@ -21,6 +21,7 @@ from messaging.broker import delete_topology
 from sandbox.stack import OPERATOR_LOGIN, OPERATOR_PASSWORD, SandboxStack, StackConfig
 from sandbox.story import (
     REFUND_CREDITS,
+    STARS_CREDITS,
     WELCOME_CREDITS,
     BonusRound,
     StoryResult,
@@ -31,7 +32,7 @@ from sandbox.user import SandboxUser
 from support.database import RUN_ID, DatabaseFactory
 
 USERS = 4
-FINAL_BALANCE = WELCOME_CREDITS - 20 - 30 + 100 - REFUND_CREDITS + 30
+FINAL_BALANCE = WELCOME_CREDITS - 20 - 30 + 100 + STARS_CREDITS - REFUND_CREDITS + 30
 
 
 @pytest.fixture(scope="module")
