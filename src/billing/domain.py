@@ -121,6 +121,8 @@ CARD = "card"
 INTERNAL = "internal"
 """Credits that came from us, not from a buyer (weekly bonus, job refunds)."""
 TELEGRAM_STARS = "telegram_stars"
+STARS_CURRENCY = "XTR"
+"""Telegram Stars' currency code: such a payment's `amount` is in Stars, not kopecks."""
 
 
 def payment_method(yookassa_type: str | None) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 from billing import accounts, payments, receipts
 from billing.domain import (
+    STARS_CURRENCY,
     LocalPayment,
     RemoteRefund,
     refund_credits,
@@ -89,6 +90,9 @@ async def refund_topup(
     if topup is None:
         return RefundResult(RefundOutcome.unknown_payment)
     if row is None:
+        if topup.currency == STARS_CURRENCY:  # the gateway holds the bot token, not billing
+            detail = "paid in Telegram Stars: refunds through refundStarPayment are not built yet"
+            return RefundResult(RefundOutcome.not_refundable, detail=detail)
         if topup.status != "succeeded" or topup.yookassa_id is None or topup.request_id is None:
             return RefundResult(RefundOutcome.not_refundable, detail=f"it is {topup.status}")
         left = topup.amount_kopecks - refunded

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing.refunds import RefundOutcome, refund_topup
 from bot_gateway.settings import ConversationSettings
 from contracts.events import PaymentSucceeded, StarsPaymentReceived
 from support.gateway_harness import Chat, Stack, new_user
@@ -108,6 +109,25 @@ async def test_a_paid_invoice_credits_once_even_delivered_twice(
     assert chat.said(p["paid"]) == []
     chat.say("/balance")
     await chat.expect(p["balance"].format(160))
+
+    # billing's refund command cannot refund Stars yet (the gateway holds the bot token): it
+    # says so and moves nothing
+    (payment_id,) = [
+        event.payment_id for event in stack.events.of(PaymentSucceeded, telegram_id=chat.user.id)
+    ]
+    refused = await refund_topup(
+        stack.billing.runtime.unit_of_work,
+        stack.billing.topups._provider,
+        stack.billing.topups._yookassa,
+        payment_id=payment_id,
+        key="stars",
+        reason="test",
+    )
+    assert refused.outcome is RefundOutcome.not_refundable
+    assert "Telegram Stars" in refused.detail
+    assert await scalar(gateway_sessions, balance) == 160
+    refunds = f"SELECT count(*) FROM payments WHERE refund_of = {payment_id}"
+    assert await count(gateway_sessions, refunds) == 0
 
 
 @LANGUAGES
