@@ -48,6 +48,7 @@ from contracts.events import (  # noqa: E402
     BalanceDebited,
     JobCreated,
     JobDispatched,
+    JobDispatchedV1,
     JobProgress,
     JobRequested,
     JobRequestRejected,
@@ -126,7 +127,7 @@ async def jobs_run(channel: AbstractChannel, topology: Topology, total: int, con
             )
             await publish(exchange, new_envelope(debited, source="bench", cause=envelope),
                           debited.routing_key())  # fmt: skip
-        elif isinstance(event, JobDispatched):
+        elif isinstance(event, JobDispatched | JobDispatchedV1):  # v1: a job of one image
             waiting.pop(request_of.pop(event.job_id)).set_result(time.perf_counter())
         elif (  # a refusal comes as a v1 and a v2 copy: the first one tells
             isinstance(event, JobRequestRejected)
