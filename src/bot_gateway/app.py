@@ -33,6 +33,7 @@ from bot_gateway.rate_limited import RateLimitedRequests
 from bot_gateway.recent_jobs import RecentJobs
 from bot_gateway.restrictions import Restrictions
 from bot_gateway.results import Results
+from bot_gateway.retention import RetentionSettings, UploadRetention
 from bot_gateway.routers import feature_routers
 from bot_gateway.screening import PromptScreening, RestrictionGate, Screening
 from bot_gateway.sender import OutboundSender
@@ -65,6 +66,7 @@ class Settings(InfrastructureSettings):
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
 
 @dataclass
@@ -146,6 +148,10 @@ def build(
     )
     restrictions = Restrictions.of(runtime.unit_of_work, settings.moderation)
     register_handlers(runtime.consumer, notifications, backends, restrictions)
+    uploads = UploadRetention(
+        store, settings.conversation.upload_prefix, settings.retention.upload_days
+    )
+    runtime.every(settings.retention.purge_interval_s, "purge_uploads", uploads.purge)
     runtime.every(
         3600.0, "purge_outbound", lambda: sender.purge_sent(settings.outbox.retention_days)
     )

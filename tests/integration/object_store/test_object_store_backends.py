@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
-from pydantic import SecretStr
 
 from object_store import (
     InvalidKeyError,
@@ -34,68 +27,16 @@ from object_store import (
     create_object_store,
 )
 from object_store import s3 as s3_module
+from support.s3 import moto_server, s3_client, s3_settings
 
 BAD_KEYS = ("../escape.png", "/etc/passwd", "a/./b", "a/../../b", "", "a b", "x" * 256)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """An S3-compatible server (`moto_server`) listening on 127.0.0.1, for this module."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"moto_server exited {server.returncode}: {log.read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not listen on {port}: {log.read_text()}")
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def _s3_settings(endpoint: str, bucket: str) -> StorageSettings:
-    return StorageSettings(
-        backend="s3",
-        s3_endpoint_url=endpoint,
-        s3_bucket=bucket,
-        s3_region="us-east-1",
-        s3_access_key_id="testing",
-        s3_secret_access_key=SecretStr("testing"),
-    )
-
-
-def _client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    with moto_server(tmp_path_factory.mktemp("moto") / "server.log") as endpoint:
+        yield endpoint
 
 
 @dataclass
@@ -115,9 +56,9 @@ def _local(root: Path) -> Backend:
 
 
 def _s3(endpoint: str, bucket: str) -> Backend:
-    client = _client(endpoint)
+    client = s3_client(endpoint)
     client.create_bucket(Bucket=bucket)
-    store = create_object_store(_s3_settings(endpoint, bucket))
+    store = create_object_store(s3_settings(endpoint, bucket))
 
     def keys() -> set[str]:
         listed = client.list_objects_v2(Bucket=bucket)
@@ -195,13 +136,13 @@ async def test_s3_keeps_the_content_type(s3_endpoint: str) -> None:
     bucket = f"imagebot-{uuid.uuid4().hex[:12]}"
     backend = _s3(s3_endpoint, bucket)
     await backend.store.put("results/7-r.png", b"\x89PNG", content_type="image/png")
-    head = _client(s3_endpoint).head_object(Bucket=bucket, Key="results/7-r.png")
+    head = s3_client(s3_endpoint).head_object(Bucket=bucket, Key="results/7-r.png")
     assert head["ContentType"] == "image/png"
 
 
 async def test_a_missing_bucket_is_an_error_not_a_missing_object(s3_endpoint: str) -> None:
     """The runner fails a job for good on a missing input, but retries a store it cannot use."""
-    store = create_object_store(_s3_settings(s3_endpoint, f"absent-{uuid.uuid4().hex[:12]}"))
+    store = create_object_store(s3_settings(s3_endpoint, f"absent-{uuid.uuid4().hex[:12]}"))
     with pytest.raises(Exception, match="NoSuchBucket") as raised:
         await store.get("results/1.png", max_bytes=10)
     assert not isinstance(raised.value, ObjectNotFoundError)
