@@ -89,8 +89,8 @@ class RestrictionGate(BaseMiddleware):
 
     async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
         user: User | None = data.get("event_from_user")
-        if user is None:
-            return await handler(event, data)
+        if user is None or (isinstance(event, Message) and event.successful_payment):
+            return await handler(event, data)  # Stars taken (an invoice sent before) are credited
         found = await self._restrictions.standing(user.id)
         if found.kind is Kind.ok:
             return await handler(event, data)

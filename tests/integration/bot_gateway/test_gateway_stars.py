@@ -4,6 +4,8 @@ on the real broker and database crediting each charge once."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -11,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from billing.refunds import RefundOutcome, refund_topup
 from bot_gateway.settings import ConversationSettings
 from contracts.events import PaymentSucceeded, StarsPaymentReceived
-from support.gateway_harness import Chat, Stack, new_user
+from support.gateway_harness import MODERATION, Chat, Stack, new_user
 from support.messaging import count, eventually, scalar
 
 PHRASES = {
@@ -25,6 +27,7 @@ PHRASES = {
         "paid": "Платёж получен: +100 кредитов. Баланс: 160",
         "refused_package": "Этот пакет больше не продаётся",
         "refused_account": "Сначала откройте бота командой /start",
+        "banned": "Бот для вас закрыт",
     },
     "en": {
         "balance": "Your balance: {}",
@@ -36,6 +39,7 @@ PHRASES = {
         "paid": "Payment received: +100 credits. Balance: 160",
         "refused_package": "This package is no longer offered",
         "refused_account": "Open the bot with /start first",
+        "banned": "The bot is closed to you",
     },
 }
 LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
@@ -158,6 +162,34 @@ async def test_a_pre_checkout_for_an_unknown_package_is_refused_with_a_reason(
     valid = telegram.pre_checkout(chat.user, f"stars:stars_small:50:100:{me}", 50)
     answer = await telegram.pre_checkout_answer(valid)
     assert str(answer.params["ok"]).lower() == "true"
+
+
+@LANGUAGES
+async def test_an_invoice_paid_after_a_ban_is_still_credited(
+    stack: Stack, gateway_sessions: async_sessionmaker[AsyncSession], language: str
+) -> None:
+    """Telegram takes the Stars of an invoice sent before the ban: they are credited."""
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.say("/topup")
+    chat.press(await chat.expect(p["packages"]), p["stars_package"])
+    invoice = await chat.expect(p["invoice"], method="sendInvoice")
+    assert invoice.message_id is not None
+    async with gateway_sessions() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO gateway_restrictions (telegram_id, banned_reason, banned_by) "
+                "VALUES (:t, 'test', 'test')"
+            ),
+            {"t": chat.user.id},
+        )
+
+    await asyncio.sleep(MODERATION.standing_cache_s + 0.5)  # the gate's remembered standing
+    chat.say("/balance")
+    await chat.expect(p["banned"])  # the gate stops everything else from this user now
+    chat.mark()
+    assert await stack.telegram.pay_invoice(chat.user, invoice.message_id) is not None
+    await chat.expect(p["paid"])
 
 
 POLICIES = {
