@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billing import operators, services, stars
+from billing import erasure, operators, services, stars
 from billing.settings import BillingSettings
 from billing.topups import TopUps
 from contracts.events import (
@@ -73,3 +73,4 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
     runtime.serve(ListStarsPackages, list_stars_packages)
     runtime.serve(ListTopUpPackages, list_packages)
     operators.register(runtime)  # the backend API's adjustments and reads
+    erasure.register(runtime)  # /deletemydata: the username goes, payments stay

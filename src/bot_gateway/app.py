@@ -21,6 +21,7 @@ from bot_gateway.backends import Backends
 from bot_gateway.commands import publish_commands
 from bot_gateway.conversation import Conversation
 from bot_gateway.dispatcher import TrackingDispatcher
+from bot_gateway.erasure import Erasure
 from bot_gateway.errors import error_handler
 from bot_gateway.fsm_storage import PostgresStorage
 from bot_gateway.handlers import register_handlers
@@ -207,6 +208,7 @@ def _dispatcher(
         backends=backends,
         results=results,
         uploads=Uploads(store, settings.conversation, screening),
+        erasing=Erasure(runtime.unit_of_work, store, settings.conversation.upload_prefix),
         limits=settings.conversation,
     )
     flood = FloodMiddleware(

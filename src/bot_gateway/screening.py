@@ -92,7 +92,7 @@ class RestrictionGate(BaseMiddleware):
         if user is None or (isinstance(event, Message) and event.successful_payment):
             return await handler(event, data)  # Stars taken (an invoice sent before) are credited
         found = await self._restrictions.standing(user.id)
-        if found.kind is Kind.ok:
+        if found.kind is Kind.ok or _a_right(event):
             return await handler(event, data)
         log.info("update from %s not handled: %s", user.id, found.kind.value)
         text = restricted(found, self._restrictions.clock())
@@ -101,6 +101,18 @@ class RestrictionGate(BaseMiddleware):
         elif isinstance(event, Message):
             await event.answer(text)
         return None
+
+
+RIGHTS = ("/privacy", "/deletemydata", "/paysupport", "/terms")
+"""Commands a restricted user keeps: their data and their money are theirs all the same."""
+
+
+def _a_right(event: TelegramObject) -> bool:
+    if isinstance(event, CallbackQuery):
+        return event.data == "erase:confirm"
+    if isinstance(event, Message) and event.text:
+        return event.text.split(maxsplit=1)[0].split("@")[0] in RIGHTS
+    return False
 
 
 def _words_of(message: Message, album: list[Message] | None) -> list[str]:

@@ -628,6 +628,18 @@ class CreditsAdjustmentRefused(Event):
     """The balance that stood in the way (below_zero), when known."""
 
 
+class UserDataErasureRequested(Event):
+    """A user asked for their data to be erased (/deletemydata): each service erases what it
+    holds of them (photos, prompts, profile), keeping only what the law requires (payments and
+    the credit ledger); once per user and request, however often it arrives."""
+
+    event_type: ClassVar[str] = "user.data_erasure_requested"
+
+    request_id: uuid.UUID
+    telegram_id: TelegramId
+    user_id: UserId | None = None
+
+
 CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
@@ -665,6 +677,7 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         CreditsAdjustmentRequested,
         CreditsAdjusted,
         CreditsAdjustmentRefused,
+        UserDataErasureRequested,
     )
 }
 """Every event of the contract by (type, version)."""

@@ -28,6 +28,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsGrantRequested,
         ev.CreditsAdjustmentRequested,
         ev.StarsPaymentReceived,
+        ev.UserDataErasureRequested,
     ),
     "jobs": (
         ev.JobRequestedV1,
@@ -39,6 +40,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.JobCompleted,
         ev.JobAttemptFailed,
         ev.JobCancelRequested,
+        ev.UserDataErasureRequested,
     ),
     "bot_gateway": (
         ev.JobRequestRejectedV1,
@@ -71,6 +73,7 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.TopUpRequested,
         ev.CreditsGrantRequested,
         ev.StarsPaymentReceived,
+        ev.UserDataErasureRequested,
     ),
     "jobs": (
         ev.JobRequestRejectedV1,

@@ -18,7 +18,7 @@ from contracts.events import (
     JobStarted,
 )
 from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
-from jobs import operators
+from jobs import erasure, operators
 from jobs.catalog import catalog_view
 from jobs.lifecycle import JobLifecycle
 from jobs.repository import CatalogRepository, JobsRepository
@@ -37,6 +37,7 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     on(JobCompleted)(lifecycle.completed)
     on(JobAttemptFailed)(lifecycle.attempt_failed)
     on(JobCancelRequested)(lifecycle.cancel)
+    erasure.register(runtime)  # /deletemydata: prompts and image keys go
     reads = Reads(runtime.sessions, runtime.unit_of_work, lifecycle.settings.custom_prompt_price)
     runtime.serve(ListPresets, reads.presets)
     runtime.serve(ListJobs, reads.jobs)

@@ -25,6 +25,10 @@ class ObjectStore(Protocol):
 
     async def exists(self, key: str) -> bool: ...
 
+    async def delete(self, key: str) -> None:
+        """Delete the object; nothing happens when there is none."""
+        ...
+
     async def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
         """Delete every object under `prefix/` last written before `cutoff`: how many."""
         ...

@@ -30,6 +30,9 @@ class LocalObjectStore:
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path(key).is_file)
 
+    async def delete(self, key: str) -> None:
+        await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
+
     async def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
         return await asyncio.to_thread(self._delete_older_than, self.path(prefix), cutoff)
 

@@ -59,6 +59,10 @@ class S3ObjectStore:
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self._exists, check_key(key))
 
+    async def delete(self, key: str) -> None:
+        # S3's DeleteObject succeeds whether or not the key exists
+        await asyncio.to_thread(self._client.delete_object, Bucket=self._bucket, Key=check_key(key))
+
     async def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
         return await asyncio.to_thread(self._delete_older_than, check_key(prefix), cutoff)
 

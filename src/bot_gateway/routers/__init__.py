@@ -7,6 +7,7 @@ from aiogram import Router
 from bot_gateway.routers.admin import router as admin_router
 from bot_gateway.routers.catalog import router as catalog_router
 from bot_gateway.routers.drafts import router as drafts_router
+from bot_gateway.routers.erasure import router as erasure_router
 from bot_gateway.routers.fallback import router as fallback_router
 from bot_gateway.routers.groups import router as groups_router
 from bot_gateway.routers.jobs import router as jobs_router
@@ -26,6 +27,7 @@ def feature_routers(admins: frozenset[int]) -> list[Router]:
         catalog_router(),
         payments_router(),
         policies_router(),
+        erasure_router(),
         jobs_router(),
         results_router(),  # before drafts: theirs takes the other result buttons
         drafts_router(),

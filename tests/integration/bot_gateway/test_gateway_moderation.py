@@ -7,18 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Awaitable, Callable
 from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
 from click.testing import Result
 from PIL import Image
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
 from bot_gateway.restrictions import Restrictions
-from contracts.events import BalanceRefunded, JobAttemptFailed, JobCreated, JobFailed, JobRequested
+from contracts.events import (
+    BalanceRefunded,
+    JobAttemptFailed,
+    JobCreated,
+    JobFailed,
+    JobRequested,
+    JobSucceeded,
+    UserDataErasureRequested,
+)
 from imagebot.cli import app as cli
+from sandbox.telegram import TgUser
 from support.gateway_harness import MODERATION, Chat, Stack, image_bytes, new_user
+from support.messaging import eventually, scalar
 
 PHRASES = {
     "ru": {
@@ -225,3 +237,67 @@ async def test_an_operator_bans_with_a_reason_the_user_is_shown(
         "unban", str(chat.user.id), "--reason", "twice", database_url=gateway_database_url
     )
     assert nothing.exit_code == 1  # nothing to lift: said so, not pretended
+
+
+ERASURE = {
+    "ru": {"explained": "/deletemydata удаляет", "button": "Удалить мои данные", "done": "Удалено"},
+    "en": {"explained": "/deletemydata erases", "button": "Erase my data", "done": "Erased"},
+}
+
+
+@LANGUAGES
+async def test_deletemydata_erases_photos_prompts_and_profile_and_keeps_the_money(
+    stack: Stack, language: str, gateway_sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    p, e = PHRASES[language], ERASURE[language]
+    user = TgUser(id=new_user().id, first_name="Ada", language_code=language, username="ada_l")
+    chat = Chat(stack, user)
+    chat.say("/start")
+    await chat.expect(p["balance"])
+    chat.photo(caption="a fox in the snow")
+    confirm = await chat.expect(p["confirm"].split(":")[0])
+    chat.press(confirm, p["start"])
+    (created,) = await stack.events.wait_for(JobCreated, telegram_id=user.id)
+    await stack.run_job(created.job_id)
+    await stack.events.wait_for(JobSucceeded, job_id=created.job_id)
+    result = stack.store_root / "results" / f"{created.job_id}.png"
+    assert result.exists()
+    assert len(uploads_of(stack, chat)) == 1
+    ledger = f"SELECT count(*) FROM billing_ledger WHERE user_id = {created.user_id}"
+    entries = await scalar(gateway_sessions, ledger)  # the welcome gift and the debit
+    for table in ("users", "gateway_users"):  # the profile as known before
+        named = f"SELECT username FROM {table} WHERE telegram_id = {user.id}"
+        assert await scalar(gateway_sessions, named) == "ada_l"
+
+    chat.say("/deletemydata")
+    explained = await chat.expect(e["explained"])
+    chat.press(explained, e["button"])
+    await chat.expect(e["done"])
+    assert uploads_of(stack, chat) == []
+    assert not result.exists()
+    (erasure,) = await stack.events.wait_for(UserDataErasureRequested, telegram_id=user.id)
+    assert erasure.user_id == created.user_id
+
+    def erased(sql: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return bool(await scalar(gateway_sessions, sql))
+
+        return check
+
+    job_erased = "SELECT prompt IS NULL AND image_path IS NULL FROM jobs WHERE id = {}"
+    await eventually(erased(job_erased.format(created.job_id)))
+    await eventually(erased(f"SELECT username IS NULL FROM users WHERE telegram_id = {user.id}"))
+    assert await scalar(
+        gateway_sessions,
+        f"SELECT prompt IS NULL AND image_key IS NULL AND result_key IS NULL "
+        f"FROM gateway_jobs WHERE job_id = {created.job_id}",
+    )
+    assert await scalar(
+        gateway_sessions,
+        f"SELECT username IS NULL FROM gateway_users WHERE telegram_id = {user.id}",
+    )
+    assert await scalar(gateway_sessions, ledger) == entries  # the money's record stays
+    assert (
+        await scalar(gateway_sessions, f"SELECT balance FROM users WHERE telegram_id = {user.id}")
+        == 60 - created.price
+    )

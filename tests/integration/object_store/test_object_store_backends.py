@@ -87,6 +87,16 @@ async def test_what_is_put_is_got_back_and_exists(backend: Backend) -> None:
     assert backend.keys() == {key}
 
 
+async def test_a_deleted_object_is_gone_and_deleting_nothing_is_fine(backend: Backend) -> None:
+    await backend.store.put("uploads/1/a.jpg", b"a", content_type="image/jpeg")
+    await backend.store.put("uploads/1/b.jpg", b"b", content_type="image/jpeg")
+    await backend.store.delete("uploads/1/a.jpg")
+    assert backend.keys() == {"uploads/1/b.jpg"}
+    await backend.store.delete("uploads/1/a.jpg")  # again: nothing there, no error
+    with pytest.raises(InvalidKeyError):
+        await backend.store.delete("../escape.png")
+
+
 async def test_a_put_replaces_the_object(backend: Backend) -> None:
     await backend.store.put("results/1-r.json", b'{"v": 1}', content_type="application/json")
     await backend.store.put("results/1-r.json", b'{"v": 2}', content_type="application/json")
