@@ -53,13 +53,21 @@ DEFAULT_PRIVACY = json.dumps(
         "ru": (
             "Бот хранит ваш Telegram id, имя пользователя, язык, баланс, историю платежей и "
             "заданий; присланные фото и результаты хранятся не дольше установленного срока. "
-            "Данные не передаются третьим лицам, кроме платёжных провайдеров для проведения "
-            "платежа."
+            "Фото, запросы и результаты автоматически проверяются на запрещённое содержимое; "
+            "отказы записываются в журнал (категория и оценки, без фото и текста). "
+            "/deletemydata удаляет ваши фото, результаты, тексты запросов и данные профиля; "
+            "платежи, история начислений и баланс сохраняются, как требует закон о "
+            "бухгалтерском учёте. Данные не передаются третьим лицам, кроме платёжных "
+            "провайдеров для проведения платежа."
         ),
         "en": (
             "The bot keeps your Telegram id, username, language, balance, and the history of your"
             " payments and jobs; the photos you send and their results are kept no longer than "
-            "the retention period. Nothing is shared with third parties except the payment "
+            "the retention period. Photos, requests and results are checked automatically for "
+            "forbidden content; refusals are logged (category and scores, without the photo or "
+            "the text). /deletemydata erases your photos, results, the texts of your requests and "
+            "your profile details; payments, the credit ledger and the balance are kept, as the "
+            "law on accounting requires. Nothing is shared with third parties except the payment "
             "providers, to make a payment."
         ),
     },
