@@ -3,6 +3,7 @@
 Authentication on every endpoint: the panel's session or HTTP Basic (an operator's login).
 """
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
@@ -19,20 +20,23 @@ from fastapi import (
     status,
 )
 from fastapi.security import HTTPBasicCredentials
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from backend_api.auth import Operators, basic, operator_of
 from backend_api.commands import AuditRecord, Commands, IdempotencyConflictError
 from backend_api.reads import Owners
 from backend_api.settings import Role
-from contracts.events import OperatorNote, SignedCredits, TelegramId
+from contracts.events import OperatorNote, SignedCredits
 from contracts.rpc import (
     AccountView,
     JobRecord,
+    JobStage,
     LedgerEntryView,
+    LedgerKindName,
     ListLedger,
     ListPayments,
     PaymentRecord,
+    PaymentStatusName,
     SearchAccounts,
     SearchJobs,
 )
@@ -41,6 +45,32 @@ OffsetQuery = Annotated[int, Query(ge=0, le=10_000_000)]
 LimitQuery = Annotated[int, Query(ge=1, le=200)]
 PROFILE_ROWS = 20
 T = TypeVar("T")
+
+
+def _iso_8601(value: object) -> object:
+    """A date-time as the document says (RFC 3339), not pydantic's lax numbers (Unix time)."""
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}", value):
+        raise ValueError("an RFC 3339 date-time with its offset, e.g. 2026-12-05T10:00:00Z")
+    return value
+
+
+JSON_SAFE_MAX = 2**53 - 1
+"""Telegram's ids have at most 52 significant bits; JSON numbers past 2**53 lose precision in
+many clients, so the API stops there."""
+JsonTelegramId = Annotated[int, Field(gt=0, le=JSON_SAFE_MAX)]
+
+
+def _json_integer(value: object) -> object:
+    """A JSON integer (2 or 2.0), as the document says: not `true`, not "2" (pydantic's lax
+    mode would take both)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("an integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("an integer")
+    return int(value)
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -60,9 +90,23 @@ class Profile(BaseModel):
 class CreditAdjustment(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    telegram_id: TelegramId
-    credits: Annotated[SignedCredits, Field(description="non-zero; negative takes credits away")]
-    reason: Annotated[OperatorNote, Field(pattern=r"\S")]
+    telegram_id: Annotated[JsonTelegramId, BeforeValidator(_json_integer)]
+    credits: Annotated[
+        SignedCredits,
+        BeforeValidator(_json_integer),
+        Field(
+            description="non-zero; negative takes credits away",
+            json_schema_extra={"not": {"const": 0}},
+        ),
+    ]
+    reason: Annotated[OperatorNote, Field(pattern=r"^[^\x00]*\S[^\x00]*$")]
+
+    @field_validator("credits")
+    @classmethod
+    def _not_zero(cls, credits: int) -> int:
+        if credits == 0:
+            raise ValueError("an adjustment moves at least one credit")
+        return credits
 
 
 class CommandStatus(BaseModel):
@@ -100,7 +144,9 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
     Support = Annotated[str, needs(Role.support)]
     Admin = Annotated[str, needs(Role.admin)]
     errors: dict[int | str, dict[str, Any]] = {
+        400: {"description": "A body that cannot be read"},
         401: {"description": "Not signed in"},
+        502: {"description": "An owning service refused the request"},
         403: {"description": "The operator's role may not do this"},
         503: {"description": "An owning service did not answer"},
     }
@@ -115,8 +161,10 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
     @router.get("/users", tags=["users"])
     async def users(
         _: Operator,
-        telegram_id: Annotated[int | None, Query(gt=0, lt=2**63)] = None,
-        username: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+        telegram_id: Annotated[int | None, Query(gt=0, le=JSON_SAFE_MAX)] = None,
+        username: Annotated[
+            str | None, Query(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")
+        ] = None,
         offset: OffsetQuery = 0,
         limit: LimitQuery = 50,
     ) -> Page[AccountView]:
@@ -150,7 +198,7 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
     async def ledger(
         _: Operator,
         user_id: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
-        kind: Annotated[str | None, Query(min_length=1, max_length=20)] = None,
+        kind: LedgerKindName | None = None,
         offset: OffsetQuery = 0,
         limit: LimitQuery = 50,
     ) -> Page[LedgerEntryView]:
@@ -163,9 +211,7 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
     async def payments(
         _: Operator,
         user_id: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
-        status_: Annotated[
-            Literal["pending", "succeeded", "failed", "cancelled"] | None, Query(alias="status")
-        ] = None,
+        status_: Annotated[PaymentStatusName | None, Query(alias="status")] = None,
         offset: OffsetQuery = 0,
         limit: LimitQuery = 50,
     ) -> Page[PaymentRecord]:
@@ -178,10 +224,10 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
     async def jobs(
         _: Operator,
         user_id: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
-        status_: Annotated[str | None, Query(alias="status", min_length=1, max_length=20)] = None,
+        status_: Annotated[JobStage | None, Query(alias="status")] = None,
         preset_id: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
-        created_from: datetime | None = None,
-        created_until: datetime | None = None,
+        created_from: Moment | None = None,
+        created_until: Moment | None = None,
         offset: OffsetQuery = 0,
         limit: LimitQuery = 50,
     ) -> Page[JobRecord]:
@@ -216,8 +262,6 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         """Add credits to a user's balance or take some away (never below zero), once per
         idempotency key, with a reason; billing applies it through its ledger. Support or
         admin."""
-        if body.credits == 0:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, detail="credits: not 0")
         try:
             record = await commands.adjust_credits(
                 key=idempotency_key,
@@ -245,9 +289,11 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
     @router.get("/audit", tags=["audit"])
     async def audit(
         _: Admin,
-        operator_: Annotated[str | None, Query(alias="operator", max_length=100)] = None,
-        action: Annotated[str | None, Query(max_length=50)] = None,
-        target: Annotated[str | None, Query(max_length=100)] = None,
+        operator_: Annotated[
+            str | None, Query(alias="operator", max_length=100, pattern=r"^[^\x00-\x1f]*$")
+        ] = None,
+        action: Annotated[str | None, Query(max_length=50, pattern=r"^[^\x00-\x1f]*$")] = None,
+        target: Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00-\x1f]*$")] = None,
         offset: OffsetQuery = 0,
         limit: LimitQuery = 50,
     ) -> Page[CommandStatus]:

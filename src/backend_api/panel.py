@@ -11,7 +11,7 @@ import gettext
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -22,14 +22,14 @@ from backend_api.auth import SESSION_OPERATOR, Operators, csrf_token, csrf_valid
 from backend_api.commands import Commands
 from backend_api.reads import Owners
 from backend_api.settings import Role
-from contracts.rpc import ListLedger, ListPayments, SearchAccounts, SearchJobs
+from contracts.rpc import JobStage, ListLedger, ListPayments, SearchAccounts, SearchJobs
 
 HERE = Path(__file__).parent
 LOCALES = HERE / "locales"
 LANGUAGES = ("ru", "en")
 PAGE = 50
 SESSION_LANGUAGE = "lang"
-JOB_STATUSES = ("requested", "paid", "queued", "processing", "succeeded", "failed", "canceled")
+JOB_STATUSES: tuple[str, ...] = get_args(JobStage)
 
 
 def _environment(language: str) -> Environment:
@@ -152,7 +152,7 @@ class Panel:
     async def users(self, request: Request, q: str = "", offset: int = 0) -> Response:
         if (denied := self._signed_out(request)) is not None:
             return denied
-        query = q.strip()
+        query = "".join(char for char in q if char >= " ").strip()  # no control characters
         offset = max(offset, 0)
         search = SearchAccounts(offset=offset, limit=PAGE)
         if query.isdigit() and 0 < int(query) < 2**63:
@@ -220,7 +220,7 @@ class Panel:
         if not found.accounts or found.accounts[0].telegram_id is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND)
         raw_credits = (_text(form.get("credits")) or "").strip()
-        reason = (_text(form.get("reason")) or "").strip()
+        reason = "".join(char for char in _text(form.get("reason")) or "" if char >= " ").strip()
         errors: dict[str, str] = {}
         credits = 0
         try:

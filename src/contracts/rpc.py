@@ -7,7 +7,7 @@ and the model of its result. On the wire a reply is a `Reply`: a result or an er
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -171,6 +171,23 @@ class ListJobs(Request):
 
 Offset = Annotated[int, Field(ge=0, le=10_000_000)]
 PageLimit = Annotated[int, Field(ge=1, le=200)]
+JobStage = Literal[
+    "awaiting_payment",
+    "waiting",
+    "dispatched",
+    "queued",
+    "processing",
+    "completed",
+    "failed",
+    "canceled",
+]
+"""A job's stage; `queued` (and the others the seed knew) for jobs of an adopted database that
+have only the seed's status."""
+LedgerKindName = Literal[
+    "opening", "welcome", "debit", "refund", "topup", "bonus", "adjustment", "topup_refund"
+]
+PaymentStatusName = Literal["pending", "succeeded", "failed", "cancelled"]
+UsernamePrefix = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]+$")]
 
 
 class AccountView(Result):
@@ -195,7 +212,7 @@ class SearchAccounts(Request):
 
     telegram_id: TelegramId | None = None
     user_id: UserId | None = None
-    username_prefix: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    username_prefix: UsernamePrefix | None = None
     offset: Offset = 0
     limit: PageLimit = 50
 
@@ -224,7 +241,7 @@ class ListLedger(Request):
     result_type: ClassVar[type[BaseModel]] = LedgerPage
 
     user_id: UserId | None = None
-    kind: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    kind: LedgerKindName | None = None
     offset: Offset = 0
     limit: PageLimit = 50
 
@@ -254,7 +271,7 @@ class ListPayments(Request):
     result_type: ClassVar[type[BaseModel]] = PaymentPage
 
     user_id: UserId | None = None
-    status: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    status: PaymentStatusName | None = None
     offset: Offset = 0
     limit: PageLimit = 50
 
@@ -285,7 +302,7 @@ class SearchJobs(Request):
     result_type: ClassVar[type[BaseModel]] = JobPage
 
     user_id: UserId | None = None
-    status: Annotated[str, Field(min_length=1, max_length=20)] | None = None
+    status: JobStage | None = None
     preset_id: Annotated[int, Field(gt=0)] | None = None
     created_from: datetime | None = None
     created_until: datetime | None = None

@@ -193,9 +193,9 @@ async def test_jobs_list_filters_and_pages(running: Running, backend_engine: Asy
     user_id, telegram_id, _ = await open_account(backend_engine, f"jobs_{uuid.uuid4().hex[:6]}")
     now = datetime.now(UTC)
     rows = [
-        {"stage": "succeeded", "preset_id": 1, "created_at": now - timedelta(hours=3)},
+        {"stage": "completed", "preset_id": 1, "created_at": now - timedelta(hours=3)},
         {"stage": "failed", "preset_id": 1, "created_at": now - timedelta(hours=2)},
-        {"stage": "succeeded", "preset_id": 2, "created_at": now - timedelta(hours=1)},
+        {"stage": "completed", "preset_id": 2, "created_at": now - timedelta(hours=1)},
     ]
     async with backend_engine.begin() as connection:
         ids = [
@@ -217,8 +217,8 @@ async def test_jobs_list_filters_and_pages(running: Running, backend_engine: Asy
         ]
     everything = await get(running, "/api/v1/jobs", user_id=user_id)
     assert [job["job_id"] for job in everything["items"]] == ids[::-1]
-    succeeded = await get(running, "/api/v1/jobs", user_id=user_id, status="succeeded")
-    assert [job["job_id"] for job in succeeded["items"]] == [ids[2], ids[0]]
+    completed = await get(running, "/api/v1/jobs", user_id=user_id, status="completed")
+    assert [job["job_id"] for job in completed["items"]] == [ids[2], ids[0]]
     by_preset = await get(running, "/api/v1/jobs", user_id=user_id, preset_id=1)
     assert by_preset["total"] == 2
     recent = await get(
