@@ -148,6 +148,7 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         401: {"description": "Not signed in"},
         502: {"description": "An owning service refused the request"},
         403: {"description": "The operator's role may not do this"},
+        429: {"description": "Too many failed sign-ins from here or for this login"},
         503: {"description": "An owning service did not answer"},
     }
     router = APIRouter(prefix="/api/v1", responses=errors)

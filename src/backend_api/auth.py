@@ -7,7 +7,10 @@ checked off the event loop (scrypt takes tens of milliseconds by design).
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
+import time
+from collections import deque
 
 from fastapi import HTTPException, Request, status
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
@@ -27,6 +30,7 @@ class Operators:
             name: secret.get_secret_value() for name, secret in settings.operators.items()
         }
         self._roles = {name: Role[role] for name, role in settings.roles.items()}
+        self._throttle = LoginThrottle(settings.login_attempts, settings.login_window_s)
 
     def role(self, name: str) -> Role | None:
         """The operator's role now (a changed setting applies to open sessions); None for a
@@ -35,13 +39,68 @@ class Operators:
             return None
         return self._roles.get(name, Role.viewer)
 
-    async def verify(self, name: str, password: str) -> bool:
+    async def verify(self, name: str, password: str, address: str) -> bool:
+        """Whether `password` is `name`'s; `TooManyAttemptsError` (no check made) while the name or
+        the client's address has failed too often lately."""
+        self._throttle.check(name, address)
+        valid = await self._check(name, password)
+        if valid:
+            self._throttle.forget(name)
+        else:
+            self._throttle.failed(name, address)
+        return valid
+
+    async def _check(self, name: str, password: str) -> bool:
         stored = self._hashes.get(name)
         if stored is None:
             # as slow as a real check, so a login's time does not tell which names exist
             await asyncio.to_thread(verify_password, password, _DUMMY)
             return False
         return await asyncio.to_thread(verify_password, password, stored)
+
+
+class TooManyAttemptsError(Exception):
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"too many failed sign-ins; retry after {retry_after_s:.0f} s")
+        self.retry_after_s = retry_after_s
+
+
+class LoginThrottle:
+    """At most `attempts` failed sign-ins per login and per client address within `window_s`;
+    past that, sign-ins there are refused unchecked until the oldest failure leaves the window.
+    In memory: per replica, forgotten on restart."""
+
+    MAX_KEYS = 100_000
+
+    def __init__(self, attempts: int, window_s: float) -> None:
+        self._attempts = attempts
+        self._window_s = window_s
+        self._failures: dict[str, deque[float]] = {}
+
+    def check(self, name: str, address: str) -> None:
+        now = time.monotonic()
+        for key in (f"login:{name}", f"address:{address}"):
+            failures = self._recent(key, now)
+            if len(failures) >= self._attempts:
+                raise TooManyAttemptsError(failures[0] + self._window_s - now)
+
+    def failed(self, name: str, address: str) -> None:
+        now = time.monotonic()
+        if len(self._failures) >= self.MAX_KEYS:
+            self._failures = {
+                key: times for key, times in self._failures.items() if self._recent(key, now)
+            }
+        for key in (f"login:{name}", f"address:{address}"):
+            self._failures.setdefault(key, deque(maxlen=self._attempts)).append(now)
+
+    def forget(self, name: str) -> None:
+        self._failures.pop(f"login:{name}", None)
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        failures = self._failures.get(key, deque())
+        while failures and failures[0] <= now - self._window_s:
+            failures.popleft()
+        return failures
 
 
 _DUMMY = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
@@ -59,10 +118,18 @@ async def operator_of(
     signed_in = request.session.get(SESSION_OPERATOR)
     if isinstance(signed_in, str) and operators.role(signed_in) is not None:
         name = signed_in
-    elif credentials is not None and await operators.verify(
-        credentials.username, credentials.password
-    ):
-        name = credentials.username
+    elif credentials is not None:
+        try:
+            if await operators.verify(
+                credentials.username, credentials.password, client_address(request)
+            ):
+                name = credentials.username
+        except TooManyAttemptsError as exc:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail="too many failed sign-ins",
+                headers={"Retry-After": str(math.ceil(exc.retry_after_s))},
+            ) from exc
     if name is not None:
         role = operators.role(name)
         if role is None or role < needs:
@@ -73,6 +140,11 @@ async def operator_of(
         detail="not signed in",
         headers={"WWW-Authenticate": 'Basic realm="imagebot"'},
     )
+
+
+def client_address(request: Request) -> str:
+    """The peer's address (uvicorn's proxy headers are off: behind a proxy, the proxy's)."""
+    return request.client.host if request.client else "unknown"
 
 
 def csrf_token(request: Request) -> str:

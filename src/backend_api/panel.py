@@ -8,6 +8,7 @@ token; an adjustment form carries its own idempotency key, so a double submit ap
 from __future__ import annotations
 
 import gettext
+import math
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,14 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from backend_api.auth import SESSION_OPERATOR, Operators, csrf_token, csrf_valid
+from backend_api.auth import (
+    SESSION_OPERATOR,
+    Operators,
+    TooManyAttemptsError,
+    client_address,
+    csrf_token,
+    csrf_valid,
+)
 from backend_api.commands import Commands
 from backend_api.reads import Owners
 from backend_api.settings import Role
@@ -121,10 +129,19 @@ class Panel:
     async def login(self, request: Request) -> Response:
         form = await request.form()
         username, password = str(form.get("username", "")), str(form.get("password", ""))
-        if not csrf_valid(request, _text(form.get("csrf"))) or not await self._operators.verify(
-            username, password
-        ):
-            context = {"error": True, "username": username}
+        try:
+            valid = csrf_valid(request, _text(form.get("csrf"))) and await self._operators.verify(
+                username, password, client_address(request)
+            )
+        except TooManyAttemptsError as exc:
+            context = {
+                "error": "throttled",
+                "minutes": math.ceil(exc.retry_after_s / 60),
+                "username": username,
+            }
+            return self.render(request, "login.html", context, status_code=429)
+        if not valid:
+            context = {"error": "wrong", "username": username}
             return self.render(request, "login.html", context, status_code=401)
         language = request.session.get(SESSION_LANGUAGE)
         request.session.clear()  # a fresh session (and CSRF token) for the signed-in operator

@@ -31,6 +31,10 @@ class BackendApiSettings(BaseSettings):
     session_secret: SecretStr = SecretStr("")
     """Signs the panel's session cookies; every replica needs the same one. Empty: a random one
     per process (sessions end with it)."""
+    login_attempts: int = Field(default=5, ge=1)
+    login_window_s: float = Field(default=300.0, gt=0)
+    """At most login_attempts failed sign-ins per login and per client address within
+    login_window_s (per replica); then sign-ins there wait (429, Retry-After)."""
     session_max_age_s: int = Field(default=8 * 3600, gt=0)
     secure_cookies: bool = False
     """Send the session cookie over HTTPS only (set it behind TLS)."""

@@ -15,7 +15,14 @@ from billing import services
 from billing.models import DELIVERY as BILLING
 from jobs.models import Job
 from messaging.unit_of_work import UnitOfWork
-from support.backend_harness import OPERATOR, SUPPORT, VIEWER, Running, basic_auth
+from support.backend_harness import (
+    OPERATOR,
+    PASSWORD,
+    SUPPORT,
+    VIEWER,
+    Running,
+    basic_auth,
+)
 from support.billing_harness import new_telegram_id, scalar
 
 pytestmark = pytest.mark.integration
@@ -267,3 +274,15 @@ async def test_each_role_reaches_what_it_may_and_nothing_more(
     assert await status_of(OPERATOR, "GET", "/api/v1/audit") == 200
     profile = await get(running, f"/api/v1/users/{user_id}")
     assert profile["account"]["balance"] == balance + 3  # the support's, once; not the viewer's
+
+
+async def test_sign_ins_are_refused_unchecked_after_five_failures(running: Running) -> None:
+    wrong = {"Authorization": basic_auth(VIEWER, "not the password")}
+    right = {"Authorization": basic_auth(VIEWER, PASSWORD)}
+    async with running.client(signed_in=False) as client:
+        for _ in range(5):
+            async with client.get("/api/v1/me", headers=wrong) as response:
+                assert response.status == 401
+        async with client.get("/api/v1/me", headers=right) as response:  # even the right one
+            assert response.status == 429
+            assert 0 < int(response.headers["Retry-After"]) <= 300
