@@ -29,6 +29,7 @@ from backend_api.settings import Role
 from contracts.events import OperatorNote, SignedCredits
 from contracts.rpc import (
     AccountView,
+    CurrencyTotal,
     JobRecord,
     JobStage,
     LedgerEntryView,
@@ -78,6 +79,11 @@ class Page(BaseModel, Generic[T]):
     total: int
     offset: int
     limit: int
+
+
+class PaymentsPage(Page[PaymentRecord]):
+    totals: list[CurrencyTotal]
+    """Every payment matching the filters, per currency: how many, how much."""
 
 
 class Profile(BaseModel):
@@ -215,11 +221,14 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         status_: Annotated[PaymentStatusName | None, Query(alias="status")] = None,
         offset: OffsetQuery = 0,
         limit: LimitQuery = 50,
-    ) -> Page[PaymentRecord]:
+    ) -> PaymentsPage:
+        """Payments, newest first, with their totals per currency (all matching, not one page)."""
         page = await owners.payments(
             ListPayments(user_id=user_id, status=status_, offset=offset, limit=limit)
         )
-        return Page(items=page.payments, total=page.total, offset=offset, limit=limit)
+        return PaymentsPage(
+            items=page.payments, total=page.total, offset=offset, limit=limit, totals=page.totals
+        )
 
     @router.get("/jobs", tags=["jobs"])
     async def jobs(

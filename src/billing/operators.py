@@ -24,6 +24,7 @@ from contracts.events import (
 from contracts.rpc import (
     AccountPage,
     AccountView,
+    CurrencyTotal,
     LedgerEntryView,
     LedgerPage,
     ListLedger,
@@ -170,7 +171,24 @@ class OperatorReads:
                 raise RpcRefusedError("invalid_status", request.status) from None
             query = query.where(Payment.status == status)
         rows, total = await self._page(query, Payment.id.desc(), request.offset, request.limit)
+        matching = query.subquery()
+        async with self._sessions() as session:
+            sums = (
+                await session.execute(
+                    select(
+                        matching.c.currency,
+                        func.count(),
+                        func.coalesce(func.sum(matching.c.amount), 0),
+                    )
+                    .group_by(matching.c.currency)
+                    .order_by(matching.c.currency)
+                )
+            ).all()
         return PaymentPage(
+            totals=[
+                CurrencyTotal(currency=currency, payments=count, amount=int(amount))
+                for currency, count, amount in sums
+            ],
             payments=[
                 PaymentRecord(
                     id=payment.id,

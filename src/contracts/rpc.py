@@ -259,9 +259,18 @@ class PaymentRecord(Result):
     paid_at: datetime | None
 
 
+class CurrencyTotal(Result):
+    currency: str | None
+    payments: Annotated[int, Field(ge=0)]
+    amount: int
+    """In the currency's minor unit (kopecks) or, for Stars, in Stars."""
+
+
 class PaymentPage(Result):
     payments: list[PaymentRecord]
     total: Annotated[int, Field(ge=0)]
+    totals: list[CurrencyTotal] = []
+    """Every payment matching the filters (not only this page's), per currency."""
 
 
 class ListPayments(Request):

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import services
 from billing.models import DELIVERY as BILLING
+from billing.models import Payment, PaymentStatus
 from jobs.models import Job
 from messaging.unit_of_work import UnitOfWork
 from support.backend_harness import (
@@ -286,3 +287,31 @@ async def test_sign_ins_are_refused_unchecked_after_five_failures(running: Runni
         async with client.get("/api/v1/me", headers=right) as response:  # even the right one
             assert response.status == 429
             assert 0 < int(response.headers["Retry-After"]) <= 300
+
+
+async def test_payments_filter_page_and_total_per_currency(
+    running: Running, backend_engine: AsyncEngine
+) -> None:
+    user_id, _, _ = await open_account(backend_engine, f"pay_{uuid.uuid4().hex[:6]}")
+    rows = [
+        ("RUB", 10_000, PaymentStatus.succeeded),
+        ("RUB", 25_000, PaymentStatus.succeeded),
+        ("RUB", 5_000, PaymentStatus.pending),
+        ("XTR", 50, PaymentStatus.succeeded),
+    ]
+    async with backend_engine.begin() as connection:
+        for currency, amount, status in rows:
+            await connection.execute(
+                insert(Payment).values(
+                    user_id=user_id, amount=amount, currency=currency, status=status
+                )
+            )
+    succeeded = await get(running, "/api/v1/payments", user_id=user_id, status="succeeded", limit=1)
+    assert succeeded["total"] == 3
+    assert len(succeeded["items"]) == 1  # the page; the totals are of every match
+    assert succeeded["totals"] == [
+        {"currency": "RUB", "payments": 2, "amount": 35_000},
+        {"currency": "XTR", "payments": 1, "amount": 50},
+    ]
+    everything = await get(running, "/api/v1/payments", user_id=user_id)
+    assert everything["totals"][0] == {"currency": "RUB", "payments": 3, "amount": 40_000}
