@@ -79,10 +79,11 @@ def migrate(
 def run(
     service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}, or all.")],
 ) -> None:
-    """Run one service (or all four, supervised) until SIGINT/SIGTERM.
+    """Run one service (or all five, supervised) until SIGINT/SIGTERM.
 
-    `all` starts each service as a child process on SERVICE_HTTP_PORT + 0, 1, 2, 3 (billing,
-    jobs, bot_gateway, gpu_runner), restarts any that exits, and stops them all gracefully.
+    `all` starts each service as a child process on SERVICE_HTTP_PORT + 0, 1, 2, 3, 4 (billing,
+    jobs, bot_gateway, gpu_runner, backend_api), restarts any that exits, and stops them all
+    gracefully.
     """
     if service == "all":
         _run_all()
