@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Select, String, exists, func, literal, select
 
-from billing import accounts
+from billing import accounts, farming
 from billing.accounts import LEDGER, USERS, Credit
 from billing.domain import BONUS_KEY_PREFIX, LedgerKind, bonus_key, iso_week
 from billing.models import PaymentType
@@ -26,10 +26,17 @@ LOCK = "billing.weekly_bonus"
 
 
 def eligible(
-    week: str, *, everyone: bool, threshold: int, limit: int
+    week: str,
+    *,
+    everyone: bool,
+    threshold: int,
+    limit: int,
+    now: datetime | None = None,
+    paymentless_weeks: int = 0,
 ) -> Select[tuple[int, int | None]]:
     """Accounts with a Telegram id (and, unless `everyone`, below `threshold` credits) still
-    without this week's bonus: its ledger key, `bonus_key(user, week)`, built per row."""
+    without this week's bonus: its ledger key, `bonus_key(user, week)`, built per row; with
+    `paymentless_weeks`, an account that never paid only in its first weeks (farming.py)."""
     key = func.concat(BONUS_KEY_PREFIX, USERS.c.user_id, literal(f":{week}", String()))
     statement = select(USERS.c.user_id, USERS.c.telegram_id).where(
         USERS.c.telegram_id.is_not(None),
@@ -38,6 +45,8 @@ def eligible(
     )
     if not everyone:
         statement = statement.where(USERS.c.balance < threshold)
+    if paymentless_weeks and now is not None:
+        statement = statement.where(farming.paid_or_new(now, paymentless_weeks))
     return statement.order_by(USERS.c.user_id).limit(limit)
 
 
@@ -58,7 +67,8 @@ class WeeklyBonus:
         """Grant this week's bonus to every eligible account still without it; how many got it."""
         if not self._bonus.enabled:
             return 0
-        week = iso_week(self._clock(), self._bonus.time_zone)
+        now = self._clock()
+        week = iso_week(now, self._bonus.time_zone)
         granted = 0
         while True:
             async with self._unit_of_work() as uow:
@@ -73,6 +83,8 @@ class WeeklyBonus:
                     everyone=self._bonus.eligibility == "all",
                     threshold=self._bonus.balance_threshold,
                     limit=self._bonus.batch_size,
+                    now=now,
+                    paymentless_weeks=self._bonus.paymentless_weeks,
                 )
                 users = (await uow.execute(batch)).all()
                 for user_id, telegram_id in users:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billing import erasure, operators, services, stars
+from billing import erasure, farming, operators, services, stars
 from billing.settings import BillingSettings
 from billing.topups import TopUps
 from contracts.events import (
@@ -59,8 +59,9 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
 
     async def ensure_account(request: EnsureAccount) -> Account:
         async with runtime.unit_of_work() as uow:
+            welcome = await farming.welcome_for(uow, request.telegram_id, settings)
             return await services.ensure_account(
-                uow, request.telegram_id, request.username, settings.welcome_credits
+                uow, request.telegram_id, request.username, welcome
             )
 
     async def list_packages(request: ListTopUpPackages) -> TopUpPackages:

@@ -99,6 +99,10 @@ class BillingSettings(BaseSettings):
     kopecks_per_credit: int = Field(default=100, gt=0)
     """What one credit is worth, for `payments` rows of refunds and bonuses."""
     welcome_credits: int = Field(default=60, ge=0)
+    welcome_burst_accounts: int = Field(default=0, ge=0)
+    """While this many accounts or more were opened within `welcome_burst_window_s`, a new one
+    opens without welcome credits (a creation burst: farming; farming.py); 0: off."""
+    welcome_burst_window_s: float = Field(default=600.0, gt=0)
     currency: str = Field(default="RUB", pattern=r"^[A-Z]{3}$")
     reconcile_interval_s: float = Field(default=60.0, gt=0)
     reconcile_min_age_s: float = Field(default=300.0, ge=0)
@@ -172,6 +176,9 @@ class BonusSettings(BaseSettings):
     """With `below_balance`: only accounts holding fewer credits than this get the bonus."""
     interval_s: float = Field(default=600.0, gt=0)
     batch_size: int = Field(default=500, ge=1, le=10_000)
+    paymentless_weeks: int = Field(default=4, ge=0)
+    """An account that never paid gets the bonus only in its first weeks (farming.py); 0: no
+    limit."""
 
 
 class WebhookSettings(BaseSettings):
