@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from contracts.topology import build_topology
+from imagebot.processes import SERVICES
 from messaging.broker import delete_topology
 from sandbox.stack import SandboxStack, StackConfig
 from support.database import RUN_ID, DatabaseFactory
@@ -71,7 +72,7 @@ def unknown(expressions: list[str], exported: dict[str, set[str]]) -> list[str]:
 
 
 def test_every_service_exports_the_delivery_metrics(exported: dict[str, set[str]]) -> None:
-    assert set(exported) == {"billing", "jobs", "bot_gateway", "gpu_runner"}
+    assert set(exported) == set(SERVICES)  # every service, backend_api too
     for service, names in exported.items():
         assert {"imagebot_ready", "imagebot_messages_consumed_total"} <= names, service
 
