@@ -293,8 +293,13 @@ class Player:
     async def job(self, preset: str, photo: bytes) -> None:
         send = lambda: self.telegram.send_photo(self.user, photo)  # noqa: E731
         answer = await self.step(
-            "photo", send, lambda c: says("Фото получено")(c) or says("Стоимость:")(c)
+            "photo",
+            send,
+            lambda c: says("Фото получено")(c) or says("Стоимость:")(c) or says(DAMAGED)(c),
         )
+        if DAMAGED in answer.text:  # refused at upload, before any job: nothing to pay
+            self.tally.outcomes["damaged photo refused at upload"] += 1
+            return
         confirm = answer  # a preset still chosen from before: the bot offers it at once
         if "Стоимость:" not in answer.text:
             presets = await self.step(
@@ -337,6 +342,10 @@ class Player:
             self.tally.topups_confirmed += 1
 
 
+DAMAGED = "повреждено"
+"""The gateway's answer to a photo that does not decode whole."""
+
+
 def _troubled(call: Call) -> bool:
     return STALE in call.text or any(part in call.text for part in TROUBLE)
 
@@ -354,8 +363,9 @@ def _outcome(text: str) -> str:
 
 
 def plans(users: int, jobs: int) -> list[list[tuple[str, bytes]]]:
-    """Mostly 10-credit presets; every 20th job a truncated photo (the runner fails it, the
-    user is refunded); every 10th user picks the 20-credit preset only and runs out of credits."""
+    """Mostly 10-credit presets; every 20th job a truncated photo (the gateway decodes uploads
+    whole and refuses it before any job: nothing charged); every 10th user picks the 20-credit
+    preset only and runs out of credits."""
     photos = [picture((160 + 16 * n, 120 + 8 * n)) for n in range(8)]
     broken = photos[0][: len(photos[0]) // 3]
     cheap = ("Чёрно-белое", "Тиснение")
