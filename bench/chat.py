@@ -31,62 +31,18 @@ import logging
 import random
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from bench.common import (  # noqa: E402
-    amqp_url,
-    configure,
-    dsn,
-    percentile,
-    throwaway_database,
-    throwaway_namespace,
-)
-from bench.gateway import ADMIN, FIRST_CHAT, TEXT, seed  # noqa: E402
-from bot_gateway.app import create_app  # noqa: E402
+from bench.common import percentile  # noqa: E402
+from bench.gateway import ADMIN, FIRST_CHAT, TEXT, running_gateway  # noqa: E402
 from bot_gateway.keyboards import MenuAction  # noqa: E402
-from sandbox.telegram import TOKEN, TelegramSandbox, TgUser  # noqa: E402
+from sandbox.telegram import TelegramSandbox, TgUser  # noqa: E402
 
 TAPS = ("menu", "help")
 ANSWER_TIMEOUT_S = 30.0
-
-
-@asynccontextmanager
-async def gateway(chats: int, **settings: str) -> AsyncIterator[TelegramSandbox]:
-    """The gateway, with `chats` users it knows (and the operator), against a sandbox Bot API
-    that enforces Telegram's limits."""
-    telegram = TelegramSandbox(enforce_limits=True)
-    await telegram.start()
-    try:
-        async with (
-            throwaway_database("chat") as url,
-            throwaway_namespace("chat") as topology,
-        ):
-            await seed(dsn(url), chats)
-            with TemporaryDirectory() as objects:
-                configure(
-                    DATABASE_URL=url,
-                    AMQP_URL=amqp_url(),
-                    AMQP_NAMESPACE=topology.namespace,
-                    TELEGRAM_BOT_TOKEN=TOKEN,
-                    TELEGRAM_API_URL=telegram.base_url,
-                    TELEGRAM_MODE="polling",
-                    TELEGRAM_POLLING_TIMEOUT_S="1",
-                    TELEGRAM_ADMIN_IDS=str(ADMIN.id),
-                    STORAGE_BACKEND="local",
-                    STORAGE_LOCAL_ROOT=objects,
-                    SERVICE_GRACEFUL_TIMEOUT_S="5",
-                    **{"DELIVERY_CHAT_BURST": "5", **settings},
-                )
-                async with create_app():
-                    yield telegram
-    finally:
-        await telegram.stop()
 
 
 async def tap(telegram: TelegramSandbox, user: TgUser, action: str) -> float:
@@ -115,7 +71,8 @@ async def quick_user(telegram: TelegramSandbox, user: TgUser, taps: int) -> list
 
 
 async def quick(users: int, taps: int, burst: int) -> tuple[list[float], int]:
-    async with gateway(users, DELIVERY_CHAT_BURST=str(burst)) as telegram:
+    async with running_gateway("chat", users, DELIVERY_CHAT_BURST=str(burst)) as run:
+        telegram = run.telegram
         latencies = []
         for n in range(users):
             latencies += await quick_user(telegram, TgUser(FIRST_CHAT + n), taps)
@@ -125,7 +82,9 @@ async def quick(users: int, taps: int, burst: int) -> tuple[list[float], int]:
 async def crowd(
     chats: int, users: int, seconds: float, pause: tuple[float, float]
 ) -> tuple[list[float], str, int]:
-    async with gateway(chats) as telegram:
+    # the environment outlives a run (configure sets os.environ): the burst as configured
+    async with running_gateway("chat", chats, DELIVERY_CHAT_BURST="5") as run:
+        telegram = run.telegram
         telegram.say(ADMIN, f"/broadcast {TEXT}")
         await telegram.wait_for(ADMIN.id, "Broadcast queued", method="sendMessage", timeout_s=60)
         audience = set(range(FIRST_CHAT, FIRST_CHAT + chats))

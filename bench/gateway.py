@@ -23,6 +23,9 @@ import logging
 import re
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -112,14 +115,24 @@ async def unsent(database: str) -> int:
         await connection.close()
 
 
-async def broadcast(chats: int) -> tuple[str, str]:
-    telegram = TelegramSandbox(enforce_limits=True)
-    await telegram.start()
-    targets = set(range(FIRST_CHAT, FIRST_CHAT + chats))
+@dataclass
+class GatewayRun:
+    telegram: TelegramSandbox
+    unsent: int = -1
+    """Rows of the gateway's mailbox still unsent once it stopped (set then)."""
+
+
+@asynccontextmanager
+async def running_gateway(label: str, chats: int, **settings: str) -> AsyncIterator[GatewayRun]:
+    """The gateway as `imagebot run bot_gateway` runs it, polling a sandbox Bot API that
+    enforces Telegram's limits, on a throwaway database and broker namespace, with `chats`
+    users it knows (and the operator); `settings` overrides its environment."""
+    run = GatewayRun(TelegramSandbox(enforce_limits=True))
+    await run.telegram.start()
     try:
         async with (
-            throwaway_database("gateway") as url,
-            throwaway_namespace("gateway") as topology,
+            throwaway_database(label) as url,
+            throwaway_namespace(label) as topology,
         ):
             await seed(dsn(url), chats)
             with TemporaryDirectory() as objects:
@@ -128,28 +141,37 @@ async def broadcast(chats: int) -> tuple[str, str]:
                     AMQP_URL=amqp_url(),
                     AMQP_NAMESPACE=topology.namespace,
                     TELEGRAM_BOT_TOKEN=TOKEN,
-                    TELEGRAM_API_URL=telegram.base_url,
+                    TELEGRAM_API_URL=run.telegram.base_url,
                     TELEGRAM_MODE="polling",
                     TELEGRAM_POLLING_TIMEOUT_S="1",
                     TELEGRAM_ADMIN_IDS=str(ADMIN.id),
                     STORAGE_BACKEND="local",
                     STORAGE_LOCAL_ROOT=objects,
                     SERVICE_GRACEFUL_TIMEOUT_S="5",
+                    **settings,
                 )
                 async with create_app():
-                    telegram.say(ADMIN, f"/broadcast {TEXT}")
-                    reply = await telegram.wait_for(
-                        ADMIN.id, "Broadcast queued", method="sendMessage", timeout_s=60
-                    )
-                    found = re.search(r"\d+", reply.text)
-                    queued = int(found.group()) if found else 0
-                    deadline = time.monotonic() + chats / 20 + 60
-                    for chat in targets:  # each chat's first call is its broadcast message
-                        if not await telegram.next_call(chat, 0, deadline - time.monotonic()):
-                            break
-            left = await unsent(dsn(url))
+                    yield run
+            run.unsent = await unsent(dsn(url))
     finally:
-        await telegram.stop()
+        await run.telegram.stop()
+
+
+async def broadcast(chats: int) -> tuple[str, str]:
+    targets = set(range(FIRST_CHAT, FIRST_CHAT + chats))
+    async with running_gateway("gateway", chats) as run:
+        telegram = run.telegram
+        telegram.say(ADMIN, f"/broadcast {TEXT}")
+        reply = await telegram.wait_for(
+            ADMIN.id, "Broadcast queued", method="sendMessage", timeout_s=60
+        )
+        found = re.search(r"\d+", reply.text)
+        queued = int(found.group()) if found else 0
+        deadline = time.monotonic() + chats / 20 + 60
+        for chat in targets:  # each chat's first call is its broadcast message
+            if not await telegram.next_call(chat, 0, deadline - time.monotonic()):
+                break
+    left = run.unsent
     times = sorted(
         call.at
         for call in telegram.calls
