@@ -5,6 +5,8 @@ Authentication on every endpoint: the panel's session or HTTP Basic (an operator
 
 import re
 import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -137,7 +139,17 @@ class Me(BaseModel):
     role: Literal["viewer", "support", "admin"]
 
 
-def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIRouter:
+@dataclass(frozen=True)
+class Guards:
+    """The role each endpoint needs, as a dependency: `who: Annotated[str, guards.support]` is
+    the signed-in operator's login, checked at every request (401 signed out, 403 too low)."""
+
+    viewer: Any
+    support: Any
+    admin: Any
+
+
+def guards(operators: Operators) -> Guards:
     def needs(role: Role) -> Any:
         async def operator(
             request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)]
@@ -146,18 +158,42 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
 
         return Depends(operator)
 
-    Operator = Annotated[str, needs(Role.viewer)]
-    Support = Annotated[str, needs(Role.support)]
-    Admin = Annotated[str, needs(Role.admin)]
-    errors: dict[int | str, dict[str, Any]] = {
-        400: {"description": "A body that cannot be read"},
-        401: {"description": "Not signed in"},
-        502: {"description": "An owning service refused the request"},
-        403: {"description": "The operator's role may not do this"},
-        429: {"description": "Too many failed sign-ins from here or for this login"},
-        503: {"description": "An owning service did not answer"},
-    }
-    router = APIRouter(prefix="/api/v1", responses=errors)
+    return Guards(viewer=needs(Role.viewer), support=needs(Role.support), admin=needs(Role.admin))
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "A body that cannot be read"},
+    401: {"description": "Not signed in"},
+    502: {"description": "An owning service refused the request"},
+    403: {"description": "The operator's role may not do this"},
+    429: {"description": "Too many failed sign-ins from here or for this login"},
+    503: {"description": "An owning service did not answer"},
+}
+COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": CommandStatus, "description": "Sent; its owner has not answered yet"},
+    409: {"description": "The idempotency key was used for another command"},
+}
+IdempotencyKey = Annotated[uuid.UUID, Header(description="A new UUID per write")]
+
+
+async def command_answer(submitted: Awaitable[AuditRecord], response: Response) -> CommandStatus:
+    """A write's answer: 200 with the owner's outcome, 202 while it has not answered, 409 for a
+    reused idempotency key."""
+    try:
+        record = await submitted
+    except IdempotencyConflictError as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail="idempotency key reused") from exc
+    if record.status == "pending":
+        response.status_code = status.HTTP_202_ACCEPTED
+    return CommandStatus.of(record)
+
+
+def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIRouter:
+    guard = guards(operators)
+    Operator = Annotated[str, guard.viewer]
+    Support = Annotated[str, guard.support]
+    Admin = Annotated[str, guard.admin]
+    router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
     @router.get("/me", tags=["operators"])
     async def me(who: Operator) -> Me:
@@ -255,36 +291,21 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         )
         return Page(items=page.jobs, total=page.total, offset=offset, limit=limit)
 
-    @router.post(
-        "/credit-adjustments",
-        tags=["money"],
-        responses={
-            202: {"model": CommandStatus, "description": "Sent; billing has not answered yet"},
-            409: {"description": "The idempotency key was used for another command"},
-        },
-    )
+    @router.post("/credit-adjustments", tags=["money"], responses=COMMAND_RESPONSES)
     async def adjust(
-        who: Support,
-        body: CreditAdjustment,
-        response: Response,
-        idempotency_key: Annotated[uuid.UUID, Header(description="A new UUID per adjustment")],
+        who: Support, body: CreditAdjustment, response: Response, idempotency_key: IdempotencyKey
     ) -> CommandStatus:
         """Add credits to a user's balance or take some away (never below zero), once per
         idempotency key, with a reason; billing applies it through its ledger. Support or
         admin."""
-        try:
-            record = await commands.adjust_credits(
-                key=idempotency_key,
-                operator=who,
-                telegram_id=body.telegram_id,
-                credits=body.credits,
-                reason=body.reason.strip(),
-            )
-        except IdempotencyConflictError as exc:
-            raise HTTPException(status.HTTP_409_CONFLICT, detail="idempotency key reused") from exc
-        if record.status == "pending":
-            response.status_code = status.HTTP_202_ACCEPTED
-        return CommandStatus.of(record)
+        submitted = commands.adjust_credits(
+            key=idempotency_key,
+            operator=who,
+            telegram_id=body.telegram_id,
+            credits=body.credits,
+            reason=body.reason.strip(),
+        )
+        return await command_answer(submitted, response)
 
     @router.get(
         "/commands/{request_id}", tags=["audit"], responses={404: {"description": "Unknown"}}

@@ -92,8 +92,12 @@ def build(settings: Settings | None = None) -> BackendApi:
         docs_url="/docs",
         redoc_url=None,
     )
+    # Each area of operators' work adds its API routes and panel pages here (and its owners'
+    # answers to `runtime` above); `api.guards`, `commands.submit`/`settle` and `Panel`'s
+    # helpers are what they share.
+    panel = Panel(owners, commands, operators, own.default_language)
     web.include_router(api_router(owners, commands, operators))
-    web.include_router(Panel(owners, commands, operators, own.default_language).router())
+    web.include_router(panel.router())
 
     @web.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

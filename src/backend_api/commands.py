@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from backend_api.models import AuditEntry
+from contracts.envelope import Event
 from contracts.events import CreditsAdjusted, CreditsAdjustmentRefused, CreditsAdjustmentRequested
 from messaging.runtime import ServiceRuntime
 from messaging.unit_of_work import UnitOfWork
@@ -65,10 +66,11 @@ class Commands:
             credits=credits,
             reason=reason,
         )
-        await self._send(key, operator, ADJUST_CREDITS, str(telegram_id), payload, reason, command)
-        return await self.wait(key)
+        return await self.submit(
+            key, operator, ADJUST_CREDITS, str(telegram_id), payload, reason, command
+        )
 
-    async def _send(
+    async def submit(
         self,
         key: uuid.UUID,
         operator: str,
@@ -76,7 +78,23 @@ class Commands:
         target: str,
         payload: dict[str, Any],
         reason: str,
-        command: CreditsAdjustmentRequested,
+        command: Event,
+    ) -> AuditRecord:
+        """Record the action and send `command` to its owner, once per `key` (the same key with
+        other parameters: `IdempotencyConflictError`); the entry, as settled as it got within
+        the wait. Every operator write goes through here."""
+        await self._record(key, operator, action, target, payload, reason, command)
+        return await self.wait(key)
+
+    async def _record(
+        self,
+        key: uuid.UUID,
+        operator: str,
+        action: str,
+        target: str,
+        payload: dict[str, Any],
+        reason: str,
+        command: Event,
     ) -> None:
         async with self._runtime.unit_of_work() as uow:
             inserted = await uow.execute(
@@ -153,7 +171,9 @@ class Commands:
         return [AuditRecord(**row._mapping) for row in rows], int(total or 0)
 
 
-async def _settle(uow: UnitOfWork, key: uuid.UUID, status: str, outcome: dict[str, Any]) -> None:
+async def settle(uow: UnitOfWork, key: uuid.UUID, status: str, outcome: dict[str, Any]) -> None:
+    """The owner's answer to the command sent under `key`: `applied` or `refused`, with what
+    it said. Each area's answer handlers call this."""
     await uow.execute(
         update(AUDIT)
         .where(AUDIT.c.request_id == key, AUDIT.c.status == "pending")
@@ -166,13 +186,13 @@ def register(runtime: ServiceRuntime) -> None:
 
     @runtime.consumer.on(CreditsAdjusted)
     async def adjusted(event: CreditsAdjusted, uow: UnitOfWork) -> None:
-        await _settle(
+        await settle(
             uow, event.request_id, "applied", {"user_id": event.user_id, "balance": event.balance}
         )
 
     @runtime.consumer.on(CreditsAdjustmentRefused)
     async def refused(event: CreditsAdjustmentRefused, uow: UnitOfWork) -> None:
-        await _settle(
+        await settle(
             uow,
             event.request_id,
             "refused",

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.datastructures import FormData
 
 from backend_api.auth import (
     SESSION_OPERATOR,
@@ -66,13 +67,16 @@ class Panel:
         name = request.session.get(SESSION_OPERATOR)
         return self._operators.role(name) if isinstance(name, str) else None
 
-    def _signed_out(self, request: Request) -> Response | None:
+    def signed_out(self, request: Request) -> Response | None:
+        """A redirect to the login page when nobody is signed in; None otherwise. Every page
+        starts with it."""
         if self.role(request) is not None:
             return None
         request.session.pop(SESSION_OPERATOR, None)
         return RedirectResponse("/panel/login", status.HTTP_303_SEE_OTHER)
 
-    def _require(self, request: Request, needs: Role) -> None:
+    def require(self, request: Request, needs: Role) -> None:
+        """403 unless the signed-in operator's role is at least `needs`."""
         role = self.role(request)
         if role is None or role < needs:
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs the {needs.name} role")
@@ -130,9 +134,9 @@ class Panel:
         form = await request.form()
         username, password = str(form.get("username", "")), str(form.get("password", ""))
         try:
-            valid = csrf_valid(request, _text(form.get("csrf"))) and await self._operators.verify(
-                username, password, client_address(request)
-            )
+            valid = csrf_valid(
+                request, form_text(form.get("csrf"))
+            ) and await self._operators.verify(username, password, client_address(request))
         except TooManyAttemptsError as exc:
             context = {
                 "error": "throttled",
@@ -152,22 +156,22 @@ class Panel:
 
     async def logout(self, request: Request) -> Response:
         form = await request.form()
-        if csrf_valid(request, _text(form.get("csrf"))):
+        if csrf_valid(request, form_text(form.get("csrf"))):
             request.session.clear()
         return RedirectResponse("/panel/login", status.HTTP_303_SEE_OTHER)
 
     async def set_language(self, request: Request) -> Response:
         form = await request.form()
-        language = _text(form.get("language"))
-        if csrf_valid(request, _text(form.get("csrf"))) and language in LANGUAGES:
+        language = form_text(form.get("language"))
+        if csrf_valid(request, form_text(form.get("csrf"))) and language in LANGUAGES:
             request.session[SESSION_LANGUAGE] = language
-        back = _text(form.get("back")) or "/panel/users"
+        back = form_text(form.get("back")) or "/panel/users"
         return RedirectResponse(back if back.startswith("/panel") else "/panel/users", 303)
 
     # --- pages
 
     async def users(self, request: Request, q: str = "", offset: int = 0) -> Response:
-        if (denied := self._signed_out(request)) is not None:
+        if (denied := self.signed_out(request)) is not None:
             return denied
         query = "".join(char for char in q if char >= " ").strip()  # no control characters
         offset = max(offset, 0)
@@ -185,12 +189,12 @@ class Panel:
                 "page": page,
                 "offset": offset,
                 "rows": page.accounts,
-                **_pager(request, offset, page.total),
+                **pager(request, offset, page.total),
             },
         )
 
     async def profile(self, request: Request, user_id: int, done: str | None = None) -> Response:
-        if (denied := self._signed_out(request)) is not None:
+        if (denied := self.signed_out(request)) is not None:
             return denied
         return await self._profile(request, user_id, done=done)
 
@@ -226,18 +230,26 @@ class Panel:
         }
         return self.render(request, "profile.html", context, status_code=422 if errors else 200)
 
-    async def adjust(self, request: Request, user_id: int) -> Response:
-        if (denied := self._signed_out(request)) is not None:
-            return denied
-        self._require(request, Role.support)
+    async def form(self, request: Request, needs: Role) -> FormData:
+        """A posted form, once the operator's role and the form's CSRF token are checked (403
+        otherwise). Every write starts with it (after `signed_out`)."""
+        self.require(request, needs)
         form = await request.form()
-        if not csrf_valid(request, _text(form.get("csrf"))):
+        if not csrf_valid(request, form_text(form.get("csrf"))):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail="CSRF token missing or wrong")
+        return form
+
+    async def adjust(self, request: Request, user_id: int) -> Response:
+        if (denied := self.signed_out(request)) is not None:
+            return denied
+        form = await self.form(request, Role.support)
         found = await self._owners.accounts(SearchAccounts(user_id=user_id, limit=1))
         if not found.accounts or found.accounts[0].telegram_id is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND)
-        raw_credits = (_text(form.get("credits")) or "").strip()
-        reason = "".join(char for char in _text(form.get("reason")) or "" if char >= " ").strip()
+        raw_credits = (form_text(form.get("credits")) or "").strip()
+        reason = "".join(
+            char for char in form_text(form.get("reason")) or "" if char >= " "
+        ).strip()
         errors: dict[str, str] = {}
         credits = 0
         try:
@@ -252,7 +264,7 @@ class Panel:
         elif len(reason) > 500:
             errors["reason"] = "too_long"
         try:
-            key = uuid.UUID(_text(form.get("key")) or "")
+            key = uuid.UUID(form_text(form.get("key")) or "")
         except ValueError:
             key = uuid.uuid4()
         if errors:
@@ -281,14 +293,14 @@ class Panel:
         preset_id: str = "",
         offset: int = 0,
     ) -> Response:
-        if (denied := self._signed_out(request)) is not None:
+        if (denied := self.signed_out(request)) is not None:
             return denied
         status_ = request.query_params.get("status", "")  # `status` is the module's name
         offset = max(offset, 0)
         search = SearchJobs(
-            user_id=_positive(user_id),
+            user_id=positive(user_id),
             status=status_ if status_ in JOB_STATUSES else None,
-            preset_id=_positive(preset_id),
+            preset_id=positive(preset_id),
             offset=offset,
             limit=PAGE,
         )
@@ -301,14 +313,14 @@ class Panel:
                 "page": page,
                 "filters": {"user_id": user_id, "status": status_, "preset_id": preset_id},
                 "statuses": JOB_STATUSES,
-                **_pager(request, offset, page.total),
+                **pager(request, offset, page.total),
             },
         )
 
     async def audit(self, request: Request, offset: int = 0) -> Response:
-        if (denied := self._signed_out(request)) is not None:
+        if (denied := self.signed_out(request)) is not None:
             return denied
-        self._require(request, Role.admin)
+        self.require(request, Role.admin)
         offset = max(offset, 0)
         records, total = await self._commands.audit(
             operator=None, action=None, target=None, offset=offset, limit=PAGE
@@ -316,11 +328,13 @@ class Panel:
         return self.render(
             request,
             "audit.html",
-            {"rows": records, "total": total, **_pager(request, offset, total)},
+            {"rows": records, "total": total, **pager(request, offset, total)},
         )
 
 
-def _pager(request: Request, offset: int, total: int) -> dict[str, Any]:
+def pager(request: Request, offset: int, total: int) -> dict[str, Any]:
+    """A list page's rows-shown and previous/next links, for `macros.html`'s pager."""
+
     def link(to: int) -> str:
         params = {**request.query_params, "offset": str(to)}
         return f"{request.url.path}?{urlencode(params)}"
@@ -334,10 +348,12 @@ def _pager(request: Request, offset: int, total: int) -> dict[str, Any]:
     }
 
 
-def _positive(value: str) -> int | None:
+def positive(value: str) -> int | None:
+    """A filter's positive id (a 32-bit key); None when blank or not one."""
     value = value.strip()
     return int(value) if value.isdigit() and 0 < int(value) < 2**31 else None
 
 
-def _text(value: object) -> str | None:
+def form_text(value: object) -> str | None:
+    """A form field's text; None when absent or a file."""
     return value if isinstance(value, str) else None
