@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from contracts.topology import build_topology
-from imagebot.dlq import DeadLetterError, DeadLetterQueues, describe, select
+from messaging.dead_letters import DeadLetterError, DeadLetterQueues, describe, select
 from messaging.settings import BrokerSettings
 
 dlq_app = typer.Typer(help="Dead-letter queues: list, show, replay, purge.", no_args_is_help=True)

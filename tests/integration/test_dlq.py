@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aio_pika
 import pytest
@@ -15,9 +16,10 @@ from contracts.envelope import RawEnvelope, new_envelope
 from contracts.events import JobCreated, JobRequested, TopUpRequested
 from contracts.topology import Topology
 from imagebot.cli import app
-from imagebot.dlq import DeadLetter, DeadLetterError, DeadLetterQueues, select
+from messaging import dead_letters
 from messaging.broker import create_broker, declare_topology, subscribe
 from messaging.consumer import EventConsumer
+from messaging.dead_letters import DeadLetter, DeadLetterError, DeadLetterQueues, select
 from messaging.settings import BrokerSettings
 from support.messaging import eventually
 
@@ -224,6 +226,34 @@ async def test_a_message_whose_queue_is_gone_stays_in_the_dlq(
     assert report.replayed == []
     assert "refused it" in report.refused[0]
     assert {s.dlq: s.count for s in await queues.summaries()}[billing.dlq] == 1
+
+
+async def test_a_broker_failure_mid_replay_is_reported_not_a_traceback(
+    amqp_url: str, topology: Topology, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await declare_topology(amqp_url, topology)
+    billing = topology.service_queues["billing"]
+    await _dead_letter_by_hand(amqp_url, billing.name, [_event("billing"), _event("billing")])
+    republish = dead_letters._republish
+    sent = 0
+
+    async def closing_after_one(channel: Any, *args: Any) -> None:
+        nonlocal sent
+        if sent == 1:
+            await channel.close()  # the broker's channel goes away in the middle of the run
+        sent += 1
+        await republish(channel, *args)
+
+    monkeypatch.setattr(dead_letters, "_republish", closing_after_one)
+    result = await asyncio.to_thread(_cli, amqp_url, topology, "replay", "billing", "--wait", "0")
+    assert result.exit_code == 1
+    assert "the broker failed during the replay" in result.output
+    assert "1 message(s) had been replayed" in result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit)  # typer's exit 1, nothing raised past it
+    monkeypatch.setattr(dead_letters, "_republish", republish)
+    # one went back to billing's queue; the other returned to the DLQ as the connection closed
+    assert await _dlq_count(DeadLetterQueues(amqp_url, topology), "billing") == 1
 
 
 async def _dlq_count(queues: DeadLetterQueues, name: str) -> int:

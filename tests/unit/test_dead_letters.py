@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from imagebot.dlq import letter_of, replay_headers, select
+from messaging.dead_letters import letter_of, replay_headers, select
 
 DIED = datetime(2026, 12, 1, 10, 0, 0)  # as the broker sends it: no zone
 LATER = datetime(2026, 12, 2, 11, 0, 0)

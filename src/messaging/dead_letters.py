@@ -1,5 +1,8 @@
 """Dead-letter queues for operators: list, show, replay, purge; safe while services run.
 
+One implementation for every operator's tool: `imagebot dlq ...` and the backend API's
+operations area both use it (neither imports the other).
+
 Reading: messages are taken with `basic.get`, each once per command, and left unacknowledged
 unless acted upon; whatever is not acknowledged returns to its DLQ when the channel closes (never
 `basic.reject`, which RabbitMQ 4.3+ counts as a failed delivery), so a listing, a dry run or a
@@ -51,8 +54,32 @@ BROKER_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
 """Headers the broker sets on dead-lettering or delivery: never copied to a live queue."""
 
 
+BROKER_FAILURES = (
+    aio_pika.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+)
+"""What a broker lost or closing under a command raises (aiormq's closed channel is a
+RuntimeError of its own)."""
+
+
 class DeadLetterError(RuntimeError):
     """An operator asked for something that cannot be done; the message says what."""
+
+
+class ReplayInterruptedError(DeadLetterError):
+    """The broker failed in the middle of a replay; `report` says what had been done by then.
+
+    A message sent back but not yet acknowledged in the DLQ returns there as the connection
+    closes: it may be in both places, and its consumer's inbox takes it once."""
+
+    def __init__(self, report: ReplayReport, cause: BaseException) -> None:
+        self.report = report
+        super().__init__(
+            f"the broker failed during the replay of {report.dlq} ({cause!r}): "
+            f"{len(report.replayed)} message(s) had been replayed, the rest are still in the DLQ"
+        )
 
 
 @dataclass(frozen=True)
@@ -243,24 +270,39 @@ class DeadLetterQueues:
                 report.replayed = [letter.key for letter, _ in chosen]
                 return report
             on_start(len(chosen))
-            watch = _Watch(run_id, wait_s)
-            await watch.start(connection, dlq)
-            for letter, message in chosen:
-                try:
-                    await _republish(snapshot_channel, letter, dlq, run_id)
-                except aio_pika.exceptions.DeliveryError as exc:
-                    report.refused.append(
-                        f"{letter.key}: queue {letter.queue!r} refused it ({exc})"
-                    )
-                    continue
-                await message.ack()
-                report.replayed.append(letter.key)
-                on_progress(letter)
-            if report.replayed and wait_s > 0:
-                on_wait(wait_s)
-            report.died_again = await watch.until(len(report.replayed))
+            try:
+                await self._send_back(
+                    connection, snapshot_channel, chosen, report, run_id, on_progress, on_wait
+                )
+            except BROKER_FAILURES as exc:
+                raise ReplayInterruptedError(report, exc) from exc
         # the snapshot's other messages return to the DLQ as the connection closes
         return report
+
+    async def _send_back(
+        self,
+        connection: AbstractConnection,
+        channel: AbstractChannel,
+        chosen: list[tuple[DeadLetter, AbstractIncomingMessage]],
+        report: ReplayReport,
+        run_id: str,
+        on_progress: Callable[[DeadLetter], None],
+        on_wait: Callable[[float], None],
+    ) -> None:
+        watch = _Watch(run_id, report.wait_s)
+        await watch.start(connection, report.dlq)
+        for letter, message in chosen:
+            try:
+                await _republish(channel, letter, report.dlq, run_id)
+            except aio_pika.exceptions.DeliveryError as exc:
+                report.refused.append(f"{letter.key}: queue {letter.queue!r} refused it ({exc})")
+                continue
+            await message.ack()
+            report.replayed.append(letter.key)
+            on_progress(letter)
+        if report.replayed and report.wait_s > 0:
+            on_wait(report.wait_s)
+        report.died_again = await watch.until(len(report.replayed))
 
     async def purge(self, name: str, keys: Iterable[str] | None = None) -> int:
         """Delete the messages with these keys for good (every message when None)."""
@@ -282,7 +324,12 @@ class DeadLetterQueues:
         except Exception as exc:
             raise DeadLetterError(f"cannot reach the broker: {exc}") from exc
         async with connection:
-            yield connection
+            try:
+                yield connection
+            except DeadLetterError:
+                raise
+            except BROKER_FAILURES as exc:
+                raise DeadLetterError(f"the broker failed: {exc!r}") from exc
 
 
 async def _browse(
