@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from billing import erasure, farming, operators, services, stars
+from billing import erasure, farming, operators, services, stars, stars_refunds
 from billing.settings import BillingSettings
 from billing.topups import TopUps
 from contracts.events import (
@@ -11,6 +11,7 @@ from contracts.events import (
     JobCreated,
     JobFailed,
     StarsPaymentReceived,
+    StarsRefundSettled,
     TopUpRequested,
     TopUpRequestedV1,
 )
@@ -52,6 +53,10 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
     @consumer.on(StarsPaymentReceived)
     async def stars_paid(event: StarsPaymentReceived, uow: UnitOfWork) -> None:
         await stars.credit(event, uow, settings)
+
+    @consumer.on(StarsRefundSettled)  # the gateway's answer to refundStarPayment
+    async def stars_refund_settled(event: StarsRefundSettled, uow: UnitOfWork) -> None:
+        await stars_refunds.settle(event, uow)
 
     @consumer.on(CreditsGrantRequested)
     async def grant_requested(event: CreditsGrantRequested, uow: UnitOfWork) -> None:

@@ -5,8 +5,10 @@ it happens at most once."""
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -32,6 +34,7 @@ from billing import accounts
 from billing.accounts import LEDGER, PAYMENTS, USERS
 from billing.domain import (
     CARD,
+    STARS_CURRENCY,
     TELEGRAM_STARS,
     LedgerKind,
     LocalPayment,
@@ -310,11 +313,17 @@ def _logged(settled: CTE, local: LocalPayment, status: str, yookassa_id: str | N
         ["user_id", "amount", "status", "payment_id"],
         select(
             settled.c.user_id,
-            literal(local.amount_kopecks / 100, Float()),
+            literal(_logged_amount(local), Float()),
             literal(status, String()),
             literal(yookassa_id, String()),
         ),
     )
+
+
+def _logged_amount(local: LocalPayment) -> float:
+    """Rubles for the customer's old tools; Stars as they are (a Stars payment's log row)."""
+    stars = local.currency == STARS_CURRENCY
+    return float(local.amount_kopecks) if stars else local.amount_kopecks / 100
 
 
 def mark_checked(payment_id: int) -> Update:
@@ -354,6 +363,19 @@ def pending_refunds_older_than(age_s: float, limit: int) -> Select[Any]:
         .order_by(PAYMENTS.c.updated_at.asc().nulls_first(), PAYMENTS.c.id)
         .limit(limit)
     )
+
+
+async def stars_charge(uow: UnitOfWork, payment_id: int) -> str | None:
+    """The `telegram_payment_charge_id` a Stars top-up was credited under, if it was."""
+    details = (
+        await uow.read(
+            select(PAYMENTS.c.payment_method_details).where(
+                PAYMENTS.c.id == payment_id, PAYMENTS.c.payment_method == TELEGRAM_STARS
+            )
+        )
+    ).scalar_one_or_none()
+    charge = json.loads(details).get("telegram_payment_charge_id") if details else None
+    return charge if isinstance(charge, str) else None
 
 
 def by_refund_request(request_id: uuid.UUID) -> Select[Any]:
@@ -435,15 +457,16 @@ def attach_refund(payment_id: int, refund_id: str) -> Update:
 
 
 def refunded(
-    refund: LocalPayment, refund_id: str, *, balance: int
+    refund: LocalPayment, refund_id: str, *, balance: Decimal | int
 ) -> tuple[Insert, dict[str, Any]]:
     """pending -> succeeded for the refund row, its credits out through the ledger
     (`topup_refund:<refund id>`) as far as `balance` (read just before) holds them, the rest
     being the shortfall (what the buyer spent already), and the legacy log row: one
     statement, all of it or nothing, and nothing unless the balance is still `balance` when
-    there is a shortfall (a top-up meanwhile would make it smaller)."""
+    there is a shortfall (a top-up meanwhile would make it smaller). Whole credits come out:
+    the fraction of an adopted balance stays with the buyer."""
     credits = refund.credits or 0
-    taken = min(balance, credits)
+    taken = min(math.floor(balance), credits)
     settled = transition(refund.id, "succeeded", only_if=accounts.can_move("user_id")).cte(
         "settled"
     )

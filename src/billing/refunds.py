@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,6 +31,7 @@ from billing.domain import (
 )
 from billing.settings import YooKassaSettings
 from billing.yookassa_gateway import PaymentProvider, ProviderRejectedError, RefundDraft
+from contracts.events import StarsRefundRequested, TopUpRefunded
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -89,10 +91,15 @@ async def refund_topup(
         refunded = int((await uow.read(payments.refunds_of(payment_id))).scalar_one())
     if topup is None:
         return RefundResult(RefundOutcome.unknown_payment)
+    if row is None and topup.currency == STARS_CURRENCY:
+        refusal = _stars_refusal(topup, refunded, amount_kopecks)
+        if refusal is not None:
+            return refusal
+        row = await _open(unit_of_work, topup, request, topup.amount_kopecks, reason)
+    if topup.currency == STARS_CURRENCY:  # the gateway holds the bot token, not billing
+        assert row is not None
+        return await _ask_telegram(unit_of_work, topup, row)
     if row is None:
-        if topup.currency == STARS_CURRENCY:  # the gateway holds the bot token, not billing
-            detail = "paid in Telegram Stars: refunds through refundStarPayment are not built yet"
-            return RefundResult(RefundOutcome.not_refundable, detail=detail)
         if topup.status != "succeeded" or topup.yookassa_id is None or topup.request_id is None:
             return RefundResult(RefundOutcome.not_refundable, detail=f"it is {topup.status}")
         left = topup.amount_kopecks - refunded
@@ -123,6 +130,47 @@ async def refund_topup(
     else:
         row = replace(row, yookassa_id=remote.id)
     return await _settle(unit_of_work, row, remote)
+
+
+def _stars_refusal(topup: LocalPayment, refunded: int, amount: int | None) -> RefundResult | None:
+    """Why a Stars top-up cannot be refunded (Telegram refunds a charge whole, once), if not."""
+    if topup.status != "succeeded" or topup.telegram_id is None:
+        return RefundResult(RefundOutcome.not_refundable, detail=f"it is {topup.status}")
+    if refunded:
+        return RefundResult(RefundOutcome.too_much, detail="0 Stars left to refund")
+    if amount not in (None, topup.amount_kopecks):
+        detail = f"Telegram Stars are refunded whole: {topup.amount_kopecks} Stars"
+        return RefundResult(RefundOutcome.not_refundable, detail=detail)
+    return None
+
+
+async def _ask_telegram(
+    unit_of_work: Callable[[], UnitOfWork], topup: LocalPayment, row: LocalPayment
+) -> RefundResult:
+    """A Stars refund's row is settled by the gateway's answer (StarsRefundSettled); while it
+    is pending, asking again asks the gateway again (Telegram refunds a charge once: a charge
+    refunded already is a success there, so a repeated question cannot refund twice)."""
+    if row.status != "pending":
+        return _settled(row)
+    async with unit_of_work() as uow:
+        charge = await payments.stars_charge(uow, topup.id)
+        assert charge is not None
+        assert topup.telegram_id is not None
+        uow.emit(
+            StarsRefundRequested(
+                refund_payment_id=row.id,
+                payment_id=topup.id,
+                telegram_id=topup.telegram_id,
+                telegram_payment_charge_id=charge,
+                amount=row.amount_kopecks,
+            ),
+            correlation_id=None if row.request_id is None else str(row.request_id),
+        )
+        await uow.commit()
+    log.info(
+        "stars refund %s of payment %s (charge %s) asked of Telegram", row.id, topup.id, charge
+    )
+    return _result(RefundOutcome.pending, row, detail="refundStarPayment asked of Telegram")
 
 
 async def _open(
@@ -175,6 +223,10 @@ async def _resume(
     """The request was made before: where it stands (finishing it if YooKassa has)."""
     if row.status == "pending" and row.yookassa_id is not None:
         return await _settle(unit_of_work, row, await provider.fetch_refund(row.yookassa_id))
+    return _settled(row)
+
+
+def _settled(row: LocalPayment) -> RefundResult:
     outcome = {"succeeded": RefundOutcome.refunded, "pending": RefundOutcome.pending}.get(
         row.status, RefundOutcome.rejected
     )
@@ -212,9 +264,11 @@ async def apply_refund(uow: UnitOfWork, row: LocalPayment, remote: RemoteRefund)
         if found.applied or found.user_id is None:
             return 0
         balance = found.balance or 0
+        whole = math.floor(balance)  # whole credits come out: an adopted fraction stays
+        _tell_the_buyer(uow, row, whole)
         taken = await accounts.apply(uow, *payments.refunded(row, remote.id, balance=balance))
         if taken is not None:
-            shortfall = max((row.credits or 0) - balance, 0)
+            shortfall = max((row.credits or 0) - whole, 0)
             log_level = logging.WARNING if shortfall else logging.INFO
             log.log(
                 log_level,
@@ -229,6 +283,28 @@ async def apply_refund(uow: UnitOfWork, row: LocalPayment, remote: RemoteRefund)
         if now is None or now.status != "pending":
             return 0
     raise RuntimeError(f"refund {remote.id} kept moving under its decision")
+
+
+def _tell_the_buyer(uow: UnitOfWork, row: LocalPayment, balance: int) -> None:
+    """TopUpRefunded, with the refund's own statement (forgotten if that does not apply)."""
+    if row.telegram_id is None:
+        return
+    credits = row.credits or 0
+    taken = min(balance, credits)
+    uow.emit(
+        TopUpRefunded(
+            refund_payment_id=row.id,
+            user_id=row.user_id,
+            telegram_id=row.telegram_id,
+            amount=row.amount_kopecks,
+            currency=row.currency,
+            credits=taken,
+            shortfall=credits - taken,
+            balance=0,
+        ),
+        correlation_id=None if row.request_id is None else str(row.request_id),
+        fill={"balance": "balance_after_exact"},
+    )
 
 
 async def adopt_refund(

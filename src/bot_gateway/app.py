@@ -16,6 +16,7 @@ from aiogram.methods.base import Response
 from aiogram.utils.i18n import I18n
 from faststream.asgi import AsgiFastStream
 
+from bot_gateway import stars_refunds
 from bot_gateway.albums import Albums
 from bot_gateway.backends import Backends
 from bot_gateway.commands import publish_commands
@@ -149,6 +150,7 @@ def build(
     )
     restrictions = Restrictions.of(runtime.unit_of_work, settings.moderation)
     register_handlers(runtime.consumer, notifications, backends, restrictions)
+    stars_refunds.register(runtime.consumer, bot)  # refundStarPayment, asked by billing
     uploads = UploadRetention(
         store, settings.conversation.upload_prefix, settings.retention.upload_days
     )

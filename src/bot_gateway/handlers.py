@@ -12,6 +12,7 @@ from bot_gateway.screening import MODERATION_REFUSED
 from contracts.envelope import Event
 from contracts.events import (
     BalanceRefunded,
+    CreditsAdjusted,
     CreditsGranted,
     CreditsGrantRefused,
     DebitRejected,
@@ -29,6 +30,7 @@ from contracts.events import (
     PaymentFailed,
     PaymentSucceeded,
     PresetsChanged,
+    TopUpRefunded,
     WeeklyBonusGranted,
 )
 from messaging.consumer import TransactionalConsumer
@@ -78,6 +80,8 @@ def register_handlers(
         CreditsGranted: notifications.credits_granted,
         CreditsGrantRefused: notifications.grant_refused,
         PresetsChanged: presets_changed,
+        TopUpRefunded: notifications.topup_refunded,
+        CreditsAdjusted: notifications.credits_adjusted,
     }
     for event_type, use_case in routes.items():
         consumer.on(event_type)(use_case)

@@ -36,6 +36,7 @@ from bot_gateway.sender import markup_payload
 from contracts.envelope import Envelope
 from contracts.events import (
     BalanceRefunded,
+    CreditsAdjusted,
     CreditsGranted,
     CreditsGrantRefused,
     DebitRejected,
@@ -52,11 +53,14 @@ from contracts.events import (
     PaymentCreated,
     PaymentFailed,
     PaymentSucceeded,
+    TopUpRefunded,
     WeeklyBonusGranted,
 )
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
+
+STARS_CURRENCY = "XTR"
 
 TRIES = 8
 """Reads and writes before a job that keeps moving (its events handled side by side) is given
@@ -381,6 +385,26 @@ class Notifications:
         with self._speaking(language):
             text = texts.grant_refused_unknown(event.telegram_id, event.credits)
         key = f"grant_refused:{event.request_id}"
+        await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
+
+    async def topup_refunded(self, event: TopUpRefunded, uow: UnitOfWork) -> None:
+        """A top-up refunded to the buyer (an operator's refund, YooKassa or Stars)."""
+        language, chat_id = await self._addressee(uow, event.telegram_id)
+        stars = event.currency == STARS_CURRENCY
+        money = f"{event.amount} ⭐" if stars else f"{rubles(event.amount)} ₽"
+        with self._speaking(language):
+            text = texts.topup_refunded(money, event.credits, event.shortfall, event.balance)
+        await self._credit(uow, event.telegram_id, "topup_refund", -event.credits, event.balance)
+        key = f"topup_refunded:{event.refund_payment_id}"
+        await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
+
+    async def credits_adjusted(self, event: CreditsAdjusted, uow: UnitOfWork) -> None:
+        """An operator added credits or took some away (the backend API)."""
+        language, chat_id = await self._addressee(uow, event.telegram_id)
+        with self._speaking(language):
+            text = texts.credits_adjusted(event.credits, event.balance)
+        await self._credit(uow, event.telegram_id, "adjustment", event.credits, event.balance)
+        key = f"adjusted:{event.request_id}"
         await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
 
     async def _credit(

@@ -355,7 +355,7 @@ def history_results_hint(days: int) -> str:
 
 
 def history_credits_title() -> str:
-    return _("Credits received:")
+    return _("Credits in and out:")
 
 
 def history_credit(kind: str, credits: int, at: datetime) -> str:
@@ -364,8 +364,27 @@ def history_credit(kind: str, credits: int, at: datetime) -> str:
         "bonus": _("weekly bonus"),
         "refund": _("refund"),
         "grant": _("gift"),
+        "topup_refund": _("top-up refunded"),
+        "adjustment": _("by support"),
     }.get(kind, kind)
-    return f"+{credits} · {label} · {at.strftime('%d.%m %H:%M')}"
+    return f"{credits:+d} · {label} · {at.strftime('%d.%m %H:%M')}"
+
+
+def topup_refunded(money: str, credits: int, shortfall: int, balance: int) -> str:
+    """`money`: what went back to the buyer, with its unit (`100.50 ₽`, `50 ⭐`)."""
+    text = _("↩️ Your top-up was refunded: {money} back to you, {credits} credits taken back.")
+    if shortfall:
+        text += " " + _("{shortfall} of its credits had been spent already.")
+    text += " " + _("Balance: {balance}.")
+    return text.format(money=money, credits=credits, shortfall=shortfall, balance=balance)
+
+
+def credits_adjusted(credits: int, balance: int) -> str:
+    if credits > 0:
+        text = _("🛠 Support added {credits} credits to your balance. Balance: {balance}.")
+    else:
+        text = _("🛠 Support took {credits} credits from your balance. Balance: {balance}.")
+    return text.format(credits=abs(credits), balance=balance)
 
 
 def nothing_to_cancel() -> str:

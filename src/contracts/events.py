@@ -496,6 +496,57 @@ class StarsPaymentReceived(Event):
     credits: PositiveCredits
 
 
+ChargeId = Annotated[str, Field(min_length=1, max_length=100)]
+"""Telegram's `telegram_payment_charge_id` of a Stars payment."""
+
+
+class StarsRefundRequested(Event):
+    """Billing asks the gateway (which alone holds the bot token) to refund a Stars payment
+    whole through Telegram's `refundStarPayment`; `refund_payment_id` is billing's pending
+    refund row. Asked again for the same row, the gateway asks Telegram again: a charge
+    refunded already is a success there."""
+
+    event_type: ClassVar[str] = "payment.stars_refund_requested"
+
+    refund_payment_id: PaymentId
+    payment_id: PaymentId
+    telegram_id: TelegramId
+    telegram_payment_charge_id: ChargeId
+    amount: Annotated[int, Field(gt=0, le=10**6)]
+    """Stars, as paid."""
+
+
+class StarsRefundSettled(Event):
+    """The gateway's answer to StarsRefundRequested: Telegram refunded the Stars (`refunded`,
+    also when the charge had been refunded before), or refused (`detail`: Telegram's words)."""
+
+    event_type: ClassVar[str] = "payment.stars_refund_settled"
+
+    refund_payment_id: PaymentId
+    telegram_id: TelegramId
+    telegram_payment_charge_id: ChargeId
+    refunded: bool
+    detail: Detail = ""
+
+
+class TopUpRefunded(Event):
+    """A top-up was refunded to its buyer (YooKassa or Telegram Stars), once: `amount` in the
+    payment's unit (kopecks for RUB, Stars for XTR); `credits` came out of the balance, and
+    `shortfall` more had been spent already."""
+
+    event_type: ClassVar[str] = "payment.refunded"
+
+    refund_payment_id: PaymentId
+    """Billing's `payments` row of the refund (type `refund`)."""
+    user_id: UserId
+    telegram_id: TelegramId
+    amount: Annotated[int, Field(gt=0, le=10**12)]
+    currency: Annotated[str, Field(min_length=3, max_length=3)]
+    credits: Credits
+    shortfall: Credits
+    balance: Credits
+
+
 class PaymentFailed(Event):
     """A payment was canceled or could not be created; nothing was credited."""
 
@@ -670,6 +721,9 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         PaymentSucceeded,
         PaymentFailed,
         StarsPaymentReceived,
+        StarsRefundRequested,
+        StarsRefundSettled,
+        TopUpRefunded,
         WeeklyBonusGranted,
         CreditsGrantRequested,
         CreditsGranted,

@@ -28,6 +28,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsGrantRequested,
         ev.CreditsAdjustmentRequested,
         ev.StarsPaymentReceived,
+        ev.StarsRefundSettled,
         ev.UserDataErasureRequested,
     ),
     "jobs": (
@@ -61,6 +62,9 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsGranted,
         ev.CreditsGrantRefused,
         ev.PresetsChanged,
+        ev.StarsRefundRequested,
+        ev.TopUpRefunded,
+        ev.CreditsAdjusted,
     ),
     "backend_api": (ev.CreditsAdjusted, ev.CreditsAdjustmentRefused),
 }
@@ -73,6 +77,7 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.TopUpRequested,
         ev.CreditsGrantRequested,
         ev.StarsPaymentReceived,
+        ev.StarsRefundSettled,
         ev.UserDataErasureRequested,
     ),
     "jobs": (
@@ -99,6 +104,8 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsGrantRefused,
         ev.CreditsAdjusted,
         ev.CreditsAdjustmentRefused,
+        ev.StarsRefundRequested,
+        ev.TopUpRefunded,
     ),
     "backend_api": (ev.CreditsAdjustmentRequested,),
     "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
