@@ -130,15 +130,25 @@ def refund(
         str | None, typer.Option(help="Rubles to refund (123.45); all that is left when omitted.")
     ] = None,
     reason: Annotated[str, typer.Option(help="Why; the buyer sees it at YooKassa.")] = "",
+    wait: Annotated[
+        float,
+        typer.Option(help="Seconds to wait for the gateway's answer to a Stars refund."),
+    ] = 30.0,
 ) -> None:
-    """Refund a YooKassa top-up to the buyer, whole or part; its credits come back out."""
+    """Refund a top-up to the buyer, its credits back out: YooKassa whole or part, Telegram
+    Stars whole (through the gateway's refundStarPayment)."""
     from billing.refunds import RefundOutcome
 
     kopecks = None if amount is None else to_kopecks(amount)
-    result = asyncio.run(_refund(payment_id, key, kopecks, reason.strip()))
+    result = asyncio.run(_refund(payment_id, key, kopecks, reason.strip(), wait))
+    money = (
+        f"{result.amount_kopecks} XTR"
+        if result.currency == "XTR"
+        else f"{amount_value(result.amount_kopecks)} {result.currency}"
+    )
     line = (
         f"refund of payment {payment_id} (key {key}): {result.outcome.value}, "
-        f"{amount_value(result.amount_kopecks)} RUB, {result.credits} credits bought back"
+        f"{money}, {result.credits} credits bought back"
     )
     if result.shortfall:
         line += f", {result.shortfall} of them spent already (shortfall)"
@@ -150,16 +160,19 @@ def refund(
         raise typer.Exit(1)
 
 
-async def _refund(payment_id: int, key: str, kopecks: int | None, reason: str) -> Any:
-    from billing.refunds import refund_topup
+async def _refund(
+    payment_id: int, key: str, kopecks: int | None, reason: str, wait_s: float
+) -> Any:
+    from billing.refunds import RefundOutcome, refund_topup, where_it_stands
     from billing.settings import YooKassaSettings
     from billing.yookassa_gateway import YooKassaGateway
 
     engine = create_engine(DatabaseSettings())
     settings = YooKassaSettings()
+    unit_of_work = lambda: UnitOfWork(engine, DELIVERY, source="billing")  # noqa: E731
     try:
-        return await refund_topup(
-            lambda: UnitOfWork(engine, DELIVERY, source="billing"),
+        result = await refund_topup(
+            unit_of_work,
             YooKassaGateway(settings),
             settings,
             payment_id=payment_id,
@@ -167,6 +180,15 @@ async def _refund(payment_id: int, key: str, kopecks: int | None, reason: str) -
             amount_kopecks=kopecks,
             reason=reason,
         )
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while (  # a Stars refund: billing's service applies the gateway's answer
+            result.currency == "XTR"
+            and result.outcome is RefundOutcome.pending
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            await asyncio.sleep(0.2)
+            result = await where_it_stands(unit_of_work, payment_id, key) or result
+        return result
     finally:
         await engine.dispose()
 

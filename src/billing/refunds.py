@@ -64,6 +64,8 @@ class RefundResult:
     shortfall: int = 0
     """Of those, what the balance no longer held (spent already)."""
     detail: str = ""
+    currency: str = "RUB"
+    """`amount_kopecks` is in Stars when this is XTR."""
 
 
 def request_id(payment_id: int, key: str) -> uuid.UUID:
@@ -251,8 +253,24 @@ def _result(
     outcome: RefundOutcome, row: LocalPayment, *, shortfall: int = 0, detail: str = ""
 ) -> RefundResult:
     return RefundResult(
-        outcome, row.id, row.amount_kopecks, row.credits or 0, shortfall, detail=detail
+        outcome,
+        row.id,
+        row.amount_kopecks,
+        row.credits or 0,
+        shortfall,
+        detail=detail,
+        currency=row.currency,
     )
+
+
+async def where_it_stands(
+    unit_of_work: Callable[[], UnitOfWork], payment_id: int, key: str
+) -> RefundResult | None:
+    """The refund request `key` of top-up `payment_id` as it stands now, asking no one (the
+    CLI waits with it for the gateway's answer to a Stars refund); None before it was made."""
+    async with unit_of_work() as uow:
+        row = await payments.find(uow, payments.by_refund_request(request_id(payment_id, key)))
+    return None if row is None else _settled(row)
 
 
 async def apply_refund(uow: UnitOfWork, row: LocalPayment, remote: RemoteRefund) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import sys
 
 import pytest
 from sqlalchemy import text
@@ -374,3 +376,20 @@ async def test_paysupport_terms_and_privacy_answer_the_operators_texts(
         chat.say(command)
         answer = await chat.expect(POLICIES[language][command])
         assert answer.text == defaults.policy(policy, language)
+
+
+async def test_the_operators_cli_refunds_stars_and_waits_for_telegrams_answer(
+    stack: Stack, gateway_database_url: str
+) -> None:
+    chat, charge, payment_id = await paid_in_stars(stack, "en")
+    args = ("billing", "refund", "--payment-id", str(payment_id), "--key", "cli")
+    env = {**os.environ, "DATABASE_URL": gateway_database_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "imagebot", *args, "--reason", "complaint", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output = (await process.communicate())[0].decode()
+    assert process.returncode == 0, output
+    assert "refunded, 50 XTR, 100 credits bought back" in output
+    assert stack.telegram.stars_charges[charge]["refunded"] is True
+    await chat.expect(PHRASES["en"]["refunded"].replace("Balance: 30", "Balance: 60"))
