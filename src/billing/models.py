@@ -131,4 +131,18 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+class FarmingFlag(Base):
+    """An account the gateway saw uploading the same picture as many other accounts: while it
+    never paid, it gets no weekly bonus (farming.py)."""
+
+    __tablename__ = "billing_farming_flags"
+
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    shared_upload_accounts: Mapped[int] = mapped_column(Integer, nullable=False)
+    """How many accounts had uploaded that picture when it was last reported."""
+    flagged_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 DELIVERY = delivery_tables("billing", metadata)

@@ -24,12 +24,15 @@ from bot_gateway.conversation import Conversation
 from bot_gateway.dispatcher import TrackingDispatcher
 from bot_gateway.erasure import Erasure
 from bot_gateway.errors import error_handler
+from bot_gateway.fingerprints import UploadFingerprints
 from bot_gateway.fsm_storage import PostgresStorage
 from bot_gateway.handlers import register_handlers
 from bot_gateway.late_answers import LateAnswers
 from bot_gateway.limits import RateLimiter
 from bot_gateway.middlewares import AccountMiddleware, FloodMiddleware, LanguageMiddleware
 from bot_gateway.models import DELIVERY
+from bot_gateway.moderation_queue import ModerationQueue
+from bot_gateway.moderation_queue import register as register_moderation
 from bot_gateway.notifications import Notifications
 from bot_gateway.rate_limited import RateLimitedRequests
 from bot_gateway.recent_jobs import RecentJobs
@@ -150,6 +153,15 @@ def build(
     )
     restrictions = Restrictions.of(runtime.unit_of_work, settings.moderation)
     register_handlers(runtime.consumer, notifications, backends, restrictions)
+    held = ModerationQueue(
+        runtime.unit_of_work,
+        store,
+        i18n,
+        default_language=settings.telegram.default_language,
+        restrictions=restrictions,
+        mail_committed=sender.notify,
+    )
+    register_moderation(runtime, held, restrictions)  # held inputs, bans (backend API)
     stars_refunds.register(runtime.consumer, bot)  # refundStarPayment, asked by billing
     uploads = UploadRetention(
         store, settings.conversation.upload_prefix, settings.retention.upload_days
@@ -160,7 +172,7 @@ def build(
     )
     results = Results(runtime.unit_of_work, store, settings.conversation)
     runtime.every(settings.conversation.result_purge_interval_s, "purge_results", results.purge)
-    dispatcher = _dispatcher(settings, runtime, i18n, conversation, backends, store, results)
+    dispatcher = _dispatcher(settings, runtime, i18n, conversation, backends, store, results, held)
     webhook = TelegramWebhook(dispatcher, bot, settings.telegram.webhook_secret.get_secret_value())
     routes = [(WEBHOOK_PATH, webhook)] if settings.telegram.mode == "webhook" else []
     updates = _Updates(settings.telegram, dispatcher, bot, webhook)
@@ -198,12 +210,16 @@ def _dispatcher(
     backends: Backends,
     store: ObjectStore,
     results: Results,
+    held: ModerationQueue,
 ) -> TrackingDispatcher:
     storage = PostgresStorage(runtime.engine)
     # on without its detector: ModerationUnavailableError, and the gateway does not start
     moderation = create_moderation(settings.moderation)
     restrictions = Restrictions.of(runtime.unit_of_work, settings.moderation)
-    screening = Screening(moderation, restrictions)
+    fingerprints = UploadFingerprints(
+        runtime.unit_of_work, settings.moderation.shared_upload_accounts
+    )
+    screening = Screening(moderation, restrictions, fingerprints)
     dispatcher = TrackingDispatcher(
         storage=storage,
         conversation=conversation,
@@ -212,6 +228,7 @@ def _dispatcher(
         uploads=Uploads(store, settings.conversation, screening),
         erasing=Erasure(runtime.unit_of_work, store, settings.conversation.upload_prefix),
         limits=settings.conversation,
+        moderation_queue=held,
     )
     flood = FloodMiddleware(
         FloodGuard(

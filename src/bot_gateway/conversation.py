@@ -12,7 +12,7 @@ from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
 
-from bot_gateway import texts
+from bot_gateway import receipt_contacts, texts
 from bot_gateway.domain import (
     FINISHED,
     CreditView,
@@ -23,11 +23,13 @@ from bot_gateway.domain import (
     Phase,
     RequestView,
 )
+from bot_gateway.receipt_contacts import ReceiptContacts
 from bot_gateway.recent_jobs import RecentJobs
 from bot_gateway.repository import (
     Credits,
     Jobs,
     Mailbox,
+    Statement,
     Users,
     broadcast_statement,
     remember_statement,
@@ -76,6 +78,9 @@ class Draft:
     prompt: str | None = None
     image_keys: tuple[str, ...] = ()
     """The photos to edit, in the order sent: one, an album's two or three, or none."""
+    held: dict[str, Any] | None = None
+    """The verdict (`category`, `scores`) that holds these photos for an operator: Start
+    puts the request in the moderation queue instead of requesting the job."""
 
     def as_data(self) -> dict[str, Any]:
         return {
@@ -85,6 +90,7 @@ class Draft:
             "preset_id": self.preset_id,
             "prompt": self.prompt,
             "image_keys": list(self.image_keys),
+            "held": self.held,
         }
 
     @classmethod
@@ -96,6 +102,52 @@ class Draft:
         if keys is None:
             keys = [single] if single else []
         return cls(**data, image_keys=tuple(keys))
+
+
+def job_request(
+    customer: Customer, draft: Draft, status_message_id: int, request_id: uuid.UUID
+) -> tuple[JobRequested, Statement, JobView]:
+    """What requesting `draft` emits and writes: JobRequested, the request's row with its
+    status message's first text (one statement, nothing if the row exists), and its view.
+    Speaks the current locale (the status text)."""
+    title = draft.title[:200]
+    job = {
+        "request_id": request_id,
+        "telegram_id": customer.telegram_id,
+        "user_id": customer.user_id,
+        "chat_id": customer.chat_id,
+        "language": customer.language,
+        "preset_id": draft.preset_id,
+        "title": title,
+        "prompt": draft.prompt,
+        "image_key": draft.image_keys[0] if draft.image_keys else None,
+        "extra_image_keys": list(draft.image_keys[1:]) or None,
+        "phase": str(Phase.requested),
+        "price": draft.price,
+        "status_message_id": status_message_id,
+    }
+    status = {"message_id": status_message_id, "text": texts.accepted(draft.title)}
+    requested = JobRequested(
+        request_id=request_id,
+        user_id=customer.user_id,
+        telegram_id=customer.telegram_id,
+        chat_id=customer.chat_id,
+        preset_id=draft.preset_id,
+        prompt=draft.prompt,
+        image_keys=list(draft.image_keys),
+        language=customer.language,
+        price=draft.price,  # as confirmed: jobs refuses the request if the price moved
+    )
+    view = JobView(
+        request_id,
+        customer.chat_id,
+        customer.language,
+        title,
+        draft.price,
+        status_message_id,
+        JobState(Phase.requested),
+    )
+    return requested, request_statement(job, status), view
 
 
 class CancelOutcome(Enum):
@@ -188,51 +240,17 @@ class Conversation:
         The request id derives from the draft, so a double-tapped Start (two updates handled
         at once) asks for one job: the second finds it here, and jobs deduplicates on the id.
         """
-        request_id = job_request_id(customer, draft.draft)
-        title = draft.title[:200]
-        job = {
-            "request_id": request_id,
-            "telegram_id": customer.telegram_id,
-            "user_id": customer.user_id,
-            "chat_id": customer.chat_id,
-            "language": customer.language,
-            "preset_id": draft.preset_id,
-            "title": title,
-            "prompt": draft.prompt,
-            "image_key": draft.image_keys[0] if draft.image_keys else None,
-            "extra_image_keys": list(draft.image_keys[1:]) or None,
-            "phase": str(Phase.requested),
-            "price": draft.price,
-            "status_message_id": status_message_id,
-        }
-        status = {"message_id": status_message_id, "text": texts.accepted(draft.title)}
-        requested = JobRequested(
-            request_id=request_id,
-            user_id=customer.user_id,
-            telegram_id=customer.telegram_id,
-            chat_id=customer.chat_id,
-            preset_id=draft.preset_id,
-            prompt=draft.prompt,
-            image_keys=list(draft.image_keys),
-            language=customer.language,
-            price=draft.price,  # as confirmed: jobs refuses the request if the price moved
+        requested, statement, view = job_request(
+            customer, draft, status_message_id, job_request_id(customer, draft.draft)
         )
-        view = JobView(
-            request_id,
-            customer.chat_id,
-            customer.language,
-            title,
-            draft.price,
-            status_message_id,
-            JobState(Phase.requested),
-        )
+        request_id = requested.request_id
         async with self._unit_of_work() as uow:
             uow.emit(requested, correlation_id=str(request_id))
             # the job's events find it remembered, with no read
             uow.after_commit(lambda: self._recent_jobs.moved(view, view.state))
             uow.after_commit(self._mail_committed)
             # the row, JobRequested and the first text in one statement; none if it was made
-            await uow.apply(*request_statement(job, status))
+            await uow.apply(*statement)
         return request_id
 
     async def job_of(self, customer: Customer, request_id: uuid.UUID) -> RequestView | None:
@@ -265,15 +283,24 @@ class Conversation:
             return await Jobs(uow.read).unfinished_of(customer.telegram_id)
 
     async def request_topup(
-        self, customer: Customer, package_id: str, offer_message_id: int
+        self,
+        customer: Customer,
+        package_id: str,
+        offer_message_id: int,
+        receipt_contact: str | None = None,
     ) -> None:
-        """TopUpRequested; once per package per offer message, however often it is tapped.
+        """TopUpRequested; once per package per offer message (and receipt contact), however
+        often it is tapped; in the user's language (the payment's description), with the
+        receipt's email or phone when the shop sends receipts.
 
         Billing keeps one payment per request id, so repeated taps get the same payment.
         """
         request_id = uuid.uuid5(
-            REQUESTS, f"topup:{customer.telegram_id}:{offer_message_id}:{package_id}"
+            REQUESTS,
+            f"topup:{customer.telegram_id}:{offer_message_id}:{package_id}"
+            + (f":{receipt_contact}" if receipt_contact else ""),
         )
+        email, phone = receipt_contacts.split(receipt_contact)
         async with self._unit_of_work() as uow:
             uow.emit(
                 TopUpRequested(
@@ -282,10 +309,20 @@ class Conversation:
                     telegram_id=customer.telegram_id,
                     chat_id=customer.chat_id,
                     package_id=package_id,
+                    language=customer.language,
+                    email=email,
+                    phone=phone,
                 ),
                 correlation_id=str(request_id),  # every event of the top-up reads as one story
             )
             await uow.commit()
+
+    async def receipt_contact(self, customer: Customer) -> str | None:
+        """Where the user's 54-FZ receipts go (`receipt_contacts.parse`'s form), if they said."""
+        return await ReceiptContacts(self._unit_of_work).of(customer.telegram_id)
+
+    async def remember_receipt_contact(self, customer: Customer, contact: str) -> None:
+        await ReceiptContacts(self._unit_of_work).remember(customer.telegram_id, contact)
 
     async def stars_paid(
         self, customer: Customer, charge_id: str, package_id: str, stars: int, credits: int

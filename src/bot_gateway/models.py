@@ -14,6 +14,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     SmallInteger,
     String,
     Text,
@@ -204,6 +205,57 @@ class UserRestriction(Base):
     banned_by: Mapped[str | None] = mapped_column(String(100))
     suspended_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class HeldRequest(Base):
+    """A request whose photo scored between the hold and the refuse thresholds: no job yet,
+    kept as the user asked for it (at the price they were shown) until an operator approves
+    it (then it is requested) or rejects it (the user is told; nothing was charged)."""
+
+    __tablename__ = "gateway_moderation_queue"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False, unique=True)
+    """The job request it holds (the same id the request gets once approved)."""
+    subject: Mapped[str] = mapped_column(String(16), nullable=False)
+    """photo (an input held before any job)."""
+    state: Mapped[str] = mapped_column(String(16), nullable=False, server_default="held")
+    """held, approved, rejected."""
+    telegram_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
+    user_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    chat_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    language: Mapped[str] = mapped_column(String(10), nullable=False)
+    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    price: Mapped[int] = mapped_column(Integer, nullable=False)
+    preset_id: Mapped[int | None] = mapped_column(Integer)
+    prompt: Mapped[str | None] = mapped_column(Text)
+    image_keys: Mapped[list[str]] = mapped_column(ARRAY(String(255)), nullable=False)
+    status_message_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    category: Mapped[str] = mapped_column(String(64), nullable=False, server_default="")
+    scores: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (Index("ix_gateway_moderation_queue_state_id", "state", "id"),)
+
+
+class UploadFingerprint(Base):
+    """The SHA-256 of an upload's decoded pixels, once per account: the same picture uploaded
+    by many accounts is a sign of farmed free credits."""
+
+    __tablename__ = "gateway_upload_fingerprints"
+
+    digest: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, index=True)
+    first_seen: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 

@@ -1,7 +1,10 @@
-"""`imagebot moderation ...`: operators' bans, suspensions and the moderation's audit log.
+"""`imagebot moderation ...`: operators' bans, suspensions, the moderation queue (held
+requests: approve or reject) and the moderation's audit log.
 
-Written through the gateway's own tables (it owns them), each decision logged with the operator
-and the reason; a running gateway sees a change within its few seconds of caching."""
+Written through the gateway's own tables (it owns them) and its outbox (the events a decision
+announces, the job an approval requests, the user's message: a running gateway relays and sends
+them), each decision logged with the operator and the reason; a running gateway sees a change
+within its few seconds of caching."""
 
 from __future__ import annotations
 
@@ -9,18 +12,27 @@ import asyncio
 import getpass
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Annotated, TypeVar
+from pathlib import Path
+from typing import Annotated, Literal, TypeVar
 
 import typer
+from aiogram.utils.i18n import I18n
 
 from bot_gateway.models import DELIVERY
+from bot_gateway.moderation_queue import ModerationQueue
 from bot_gateway.restrictions import Restrictions, utcnow
+from contracts.rpc import ListHeld
 from messaging.database import create_engine
 from messaging.settings import DatabaseSettings
 from messaging.unit_of_work import UnitOfWork
 from moderation import ModerationSettings
+from object_store import StorageSettings, create_object_store
 
-app = typer.Typer(help="Moderation: bans, suspensions, the audit log.", no_args_is_help=True)
+app = typer.Typer(
+    help="Moderation: bans, suspensions, the queue of held requests, the audit log.",
+    no_args_is_help=True,
+)
+LOCALES = Path(__file__).parent / "locales"
 
 T = TypeVar("T")
 Operator = Annotated[
@@ -30,13 +42,27 @@ Reason = Annotated[str, typer.Option(help="Why; the audit log keeps it, a ban sh
 
 
 def _run(action: Callable[[Restrictions], Awaitable[T]]) -> T:
+    return _run_queue(lambda restrictions, _: action(restrictions))
+
+
+def _run_queue(action: Callable[[Restrictions, ModerationQueue], Awaitable[T]]) -> T:
     async def run() -> T:
         engine = create_engine(DatabaseSettings(), application_name="imagebot-moderation")
         try:
-            restrictions = Restrictions.of(
-                lambda: UnitOfWork(engine, DELIVERY, source="bot_gateway"), ModerationSettings()
+
+            def unit_of_work() -> UnitOfWork:
+                return UnitOfWork(engine, DELIVERY, source="bot_gateway")
+
+            restrictions = Restrictions.of(unit_of_work, ModerationSettings())
+            language = "ru"  # a held request's messages speak its user's language
+            queue = ModerationQueue(
+                unit_of_work,
+                create_object_store(StorageSettings()),
+                I18n(path=LOCALES, default_locale=language, domain="messages"),
+                default_language=language,
+                restrictions=restrictions,
             )
-            return await action(restrictions)
+            return await action(restrictions, queue)
         finally:
             await engine.dispose()
 
@@ -100,3 +126,59 @@ def log(
             f"{row.created_at:%Y-%m-%d %H:%M:%S} {row.telegram_id} {row.actor} {row.subject} "
             f"{row.decision} {row.category or '-'} {row.detail}"
         )
+
+
+@app.command()
+def queue(
+    state: Annotated[
+        str, typer.Option(help="held (waiting, oldest first), approved, rejected or all.")
+    ] = "held",
+    telegram_id: Annotated[int | None, typer.Option(help="One user's.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
+) -> None:
+    """The moderation queue: requests held for a decision (id, when, user, what, scores)."""
+    if state not in ("held", "approved", "rejected", "all"):
+        raise typer.BadParameter("held, approved, rejected or all", param_hint="--state")
+    request = ListHeld(
+        state=None if state == "all" else state,
+        telegram_id=telegram_id,
+        limit=limit,
+    )
+    page = _run_queue(lambda _, q: q.page(request))
+    for item in page.items:
+        scores = ", ".join(f"{label}={score:.2f}" for label, score in sorted(item.scores.items()))
+        decided = f" {item.decided_by}: {item.reason}" if item.decided_by else ""
+        typer.echo(
+            f"#{item.item_id} {item.created_at:%Y-%m-%d %H:%M:%S} {item.state} "
+            f"{item.telegram_id} «{item.title}» {item.price} credits, {item.images} photo(s), "
+            f"{item.category or '-'} ({scores}){decided}"
+        )
+    typer.echo(f"{page.total} in all")
+
+
+def _decide(
+    item_id: int, verdict: Literal["approve", "reject"], reason: str, operator: str
+) -> None:
+    decision = _run_queue(
+        lambda _, q: q.decide(item_id, verdict, _operator(operator), _reason(reason))
+    )
+    if decision.outcome == "unknown_item":
+        typer.echo(f"no held request #{item_id}", err=True)
+        raise typer.Exit(1)
+    if decision.outcome == "already_decided":
+        typer.echo(f"#{item_id} was {decision.state} already", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"#{item_id} {decision.outcome}")
+
+
+@app.command()
+def approve(item_id: int, reason: Reason, operator: Operator = "") -> None:
+    """Let a held request go ahead: its job is requested as the user asked (at the price they
+    were shown)."""
+    _decide(item_id, "approve", reason, operator)
+
+
+@app.command()
+def reject(item_id: int, reason: Reason, operator: Operator = "") -> None:
+    """Refuse a held request: the user is told; nothing was charged."""
+    _decide(item_id, "reject", reason, operator)

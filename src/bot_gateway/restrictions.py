@@ -7,8 +7,11 @@ free user's standing for `cache_s` so a quick user's taps do not each cost a que
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -18,8 +21,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 
 from bot_gateway.models import ModerationDecision, UserRestriction
+from contracts.events import ModerationRefused, UserRestricted
 from messaging.unit_of_work import UnitOfWork
 from moderation import ModerationSettings
+
+OPERATOR_NAME = r"[^A-Za-z0-9_.@-]"
+"""What an operator's name may not hold in the public events (`OperatorName`)."""
 
 
 class Kind(Enum):
@@ -137,8 +144,11 @@ class Restrictions:
         detail: str,
         *,
         job_id: int | None = None,
+        scores: dict[str, float] | None = None,
+        check: str = "",
     ) -> Standing:
-        """Log a refusal; enough of them in the window suspend the user. Their standing after."""
+        """Log a refusal (and announce it: ModerationRefused); enough of them in the window
+        suspend the user (UserRestricted). Their standing after."""
         now = self.clock()
         async with self._unit_of_work() as uow:
             logged = await uow.execute(
@@ -156,30 +166,63 @@ class Restrictions:
                 .returning(ModerationDecision.id)
             )
             if logged.first() is not None:
+                uow.emit(
+                    ModerationRefused(
+                        telegram_id=telegram_id,
+                        subject=subject,  # prompt, photo, result
+                        category=category[:64],
+                        scores=scores or {},
+                        check=check[:100],
+                        job_id=job_id,
+                    )
+                )
                 refusals = await self._refusals(uow, telegram_id, now)
                 if suspends(len(refusals), self.policy):
                     until = now + self.policy.suspension
                     await self._restrict(uow, telegram_id, suspended_until=until, now=now)
-                    await self._log(
-                        uow,
-                        telegram_id,
-                        "suspended",
-                        f"{len(refusals)} refusals within {self.policy.window}",
-                        "moderation",
-                        now,
+                    why = f"{len(refusals)} refusals within {self.policy.window}"
+                    await self._log(uow, telegram_id, "suspended", why, "moderation", now)
+                    uow.emit(
+                        UserRestricted(
+                            telegram_id=telegram_id,
+                            restriction="suspended",
+                            reason=why,
+                            decided_by="moderation",
+                            until=until,
+                        )
                     )
             await uow.commit()
         self._known.pop(telegram_id, None)
         return await self.standing(telegram_id)
 
-    async def ban(self, telegram_id: int, reason: str, operator: str) -> None:
+    async def ban(
+        self,
+        telegram_id: int,
+        reason: str,
+        operator: str,
+        *,
+        request_id: uuid.UUID | None = None,
+        uow: UnitOfWork | None = None,
+    ) -> None:
+        """Close the bot to the user (UserRestricted); in `uow` when given (an operator's
+        command, applied with its inbox mark), else in a unit of its own."""
         now = self.clock()
-        async with self._unit_of_work() as uow:
+        async with self._unit(uow) as unit:
             await self._restrict(
-                uow, telegram_id, banned_reason=reason, banned_by=operator, now=now
+                unit, telegram_id, banned_reason=reason, banned_by=operator, now=now
             )
-            await self._log(uow, telegram_id, "banned", reason, operator, now)
-            await uow.commit()
+            await self._log(unit, telegram_id, "banned", reason, operator, now)
+            unit.emit(
+                UserRestricted(
+                    request_id=request_id,
+                    telegram_id=telegram_id,
+                    restriction="banned",
+                    reason=reason,
+                    decided_by=public_name(operator),
+                ),
+                correlation_id=str(request_id) if request_id else None,
+            )
+            await unit.commit()
         self._known.pop(telegram_id, None)
 
     async def suspend(self, telegram_id: int, until: datetime, reason: str, operator: str) -> None:
@@ -188,24 +231,59 @@ class Restrictions:
             await self._restrict(uow, telegram_id, suspended_until=until, now=now)
             detail = f"until {until:%F %H:%M} UTC: {reason}"
             await self._log(uow, telegram_id, "suspended", detail, operator, now)
+            uow.emit(
+                UserRestricted(
+                    telegram_id=telegram_id,
+                    restriction="suspended",
+                    reason=reason,
+                    decided_by=public_name(operator),
+                    until=until,
+                )
+            )
             await uow.commit()
         self._known.pop(telegram_id, None)
 
-    async def unban(self, telegram_id: int, reason: str, operator: str) -> bool:
-        """Lift a ban or a suspension; False when there was none."""
+    async def unban(
+        self,
+        telegram_id: int,
+        reason: str,
+        operator: str,
+        *,
+        request_id: uuid.UUID | None = None,
+        uow: UnitOfWork | None = None,
+    ) -> bool:
+        """Lift a ban or a suspension (UserRestricted); False when there was none."""
         now = self.clock()
-        async with self._unit_of_work() as uow:
-            lifted = await uow.execute(
+        async with self._unit(uow) as unit:
+            lifted = await unit.execute(
                 delete(UserRestriction)
                 .where(UserRestriction.telegram_id == telegram_id)
                 .returning(UserRestriction.telegram_id)
             )
             if lifted.first() is None:
                 return False
-            await self._log(uow, telegram_id, "unbanned", reason, operator, now)
-            await uow.commit()
+            await self._log(unit, telegram_id, "unbanned", reason, operator, now)
+            unit.emit(
+                UserRestricted(
+                    request_id=request_id,
+                    telegram_id=telegram_id,
+                    restriction="unbanned",
+                    reason=reason,
+                    decided_by=public_name(operator),
+                ),
+                correlation_id=str(request_id) if request_id else None,
+            )
+            await unit.commit()
         self._known.pop(telegram_id, None)
         return True
+
+    @contextlib.asynccontextmanager
+    async def _unit(self, uow: UnitOfWork | None) -> AsyncIterator[UnitOfWork]:
+        if uow is not None:
+            yield uow
+            return
+        async with self._unit_of_work() as own:
+            yield own
 
     async def log(self, telegram_id: int | None = None, limit: int = 50) -> list[Any]:
         """The newest decisions first, one user's or everyone's."""
@@ -268,3 +346,8 @@ class Restrictions:
         if len(self._known) > 100_000:
             self._known.clear()
         self._known[telegram_id] = (time.monotonic(), found)
+
+
+def public_name(operator: str) -> str:
+    """An operator's name as the public events carry it (letters, digits, `_.@-`)."""
+    return re.sub(OPERATOR_NAME, "_", operator)[:100] or "operator"

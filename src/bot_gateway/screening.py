@@ -19,6 +19,7 @@ from aiogram.types import CallbackQuery, Message, TelegramObject, User
 from aiogram.utils.i18n import gettext as _
 from PIL import Image
 
+from bot_gateway.fingerprints import UploadFingerprints, pixel_digest
 from bot_gateway.middlewares import Handler
 from bot_gateway.restrictions import Kind, Restrictions, Standing
 from moderation import Moderation, Verdict
@@ -31,11 +32,18 @@ MODERATION_REFUSED = "moderation_refused"
 
 
 class Screening:
-    """The checks on a user's input, each refusal logged (and counted towards a suspension)."""
+    """The checks on a user's input, each refusal logged (and counted towards a suspension);
+    an accepted photo's pixels are fingerprinted (identical uploads across accounts)."""
 
-    def __init__(self, moderation: Moderation, restrictions: Restrictions | None = None) -> None:
+    def __init__(
+        self,
+        moderation: Moderation,
+        restrictions: Restrictions | None = None,
+        fingerprints: UploadFingerprints | None = None,
+    ) -> None:
         self.moderation = moderation
         self.restrictions = restrictions
+        self.fingerprints = fingerprints
 
     async def words(self, telegram_id: int, texts: list[str]) -> Verdict:
         for words in texts:
@@ -46,21 +54,29 @@ class Screening:
         return ALLOWED
 
     async def photo(self, telegram_id: int, data: bytes) -> Verdict:
-        """The image check on an upload's bytes (already checked to decode)."""
-        if self.moderation.images is None:
+        """The image check on an upload's bytes (already checked to decode): refused, held
+        (for an operator, once the user asks for a job) or allowed."""
+        if self.moderation.images is None and self.fingerprints is None:
             return ALLOWED
         image = await asyncio.to_thread(_decoded, data)
         verdict = await self.moderation.check_image(image)
         log.info("upload from %s moderation: %s", telegram_id, verdict.summary())
         if verdict.refused:
             await self._refused(telegram_id, "photo", verdict)
+        elif self.fingerprints is not None:
+            await self.fingerprints.seen(telegram_id, await asyncio.to_thread(pixel_digest, image))
         return verdict
 
     async def _refused(self, telegram_id: int, subject: str, verdict: Verdict) -> None:
         log.info("%s from %s refused: %s", subject, telegram_id, verdict.summary())
         if self.restrictions is not None:
             await self.restrictions.refused(
-                telegram_id, subject, verdict.category, verdict.summary()
+                telegram_id,
+                subject,
+                verdict.category,
+                verdict.summary(),
+                scores=verdict.scores,
+                check=verdict.check,
             )
 
 

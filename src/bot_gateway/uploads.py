@@ -6,6 +6,7 @@ import asyncio
 import io
 import logging
 import uuid
+from dataclasses import dataclass
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
@@ -14,10 +15,18 @@ from aiogram.types import Message
 from bot_gateway.images import ImageRejectedError, check_image
 from bot_gateway.screening import MODERATION_REFUSED, Screening
 from bot_gateway.settings import ConversationSettings
-from moderation import Moderation
+from moderation import Moderation, Verdict
 from object_store import ObjectStore
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A stored upload: its object key, and the verdict holding it for an operator, if any."""
+
+    key: str
+    held: Verdict | None = None
 
 
 class UploadRejectedError(ValueError):
@@ -48,8 +57,8 @@ class Uploads:
         self._settings = settings
         self._screening = screening or Screening(Moderation.off())
 
-    async def accept(self, bot: Bot, message: Message, telegram_id: int) -> str:
-        """The object key of the checked upload; `UploadRejectedError` says why not."""
+    async def accept(self, bot: Bot, message: Message, telegram_id: int) -> Upload:
+        """The checked upload, stored; `UploadRejectedError` says why not."""
         if message.photo:
             file_id, size = message.photo[-1].file_id, message.photo[-1].file_size
         elif message.document is not None and carries_image(message):
@@ -77,7 +86,7 @@ class Uploads:
         log.info(
             "upload %s: %s %dx%d, %d bytes", key, image.format, image.width, image.height, len(data)
         )
-        return key
+        return Upload(key, verdict if verdict.held else None)
 
     async def _download(self, bot: Bot, file_id: str, limit: int) -> bytes:
         try:

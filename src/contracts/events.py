@@ -691,6 +691,379 @@ class UserDataErasureRequested(Event):
     user_id: UserId | None = None
 
 
+# --- moderation: what the checks and the operators decided (public), and operators' commands
+
+ModerationSubject = Literal["prompt", "photo", "result"]
+"""What was checked: the user's words, their photo (before any job), a job's result."""
+ModerationCategory = Annotated[str, Field(max_length=64)]
+"""The list or detector label that decided (`""` when none did)."""
+ModerationScores = Annotated[
+    dict[Annotated[str, Field(max_length=64)], float], Field(max_length=64)
+]
+"""Every detector score seen, label → score in [0, 1]; empty for a prompt's lists."""
+HeldItemId = Annotated[int, Field(gt=0, lt=2**63)]
+ModerationVerdict = Literal["approve", "reject"]
+
+
+class ModerationRefused(Event):
+    """The automatic checks refused an input (nothing was charged) or a result (refunded)."""
+
+    event_type: ClassVar[str] = "moderation.refused"
+
+    telegram_id: TelegramId
+    subject: ModerationSubject
+    category: ModerationCategory
+    scores: Annotated[ModerationScores, Field(default_factory=dict)]
+    check: Annotated[str, Field(max_length=100)] = ""
+    """Which check decided (`prompt:lists`, `image:nudenet`, ...)."""
+    job_id: JobId | None = None
+    """A refused result's job."""
+
+
+class ModerationHeld(Event):
+    """An input scored between the hold and the refuse thresholds: the request waits for an
+    operator's decision (no job, nothing charged yet)."""
+
+    event_type: ClassVar[str] = "moderation.held"
+
+    item_id: HeldItemId
+    request_id: uuid.UUID
+    """The job request it holds; approved, the job is requested under this id."""
+    telegram_id: TelegramId
+    user_id: UserId
+    subject: ModerationSubject
+    category: ModerationCategory
+    scores: Annotated[ModerationScores, Field(default_factory=dict)]
+
+
+class ModerationDecisionRequested(Event):
+    """An operator asked (through the backend API) to approve or reject a held request; the
+    gateway applies it once per request id (the idempotency key)."""
+
+    event_type: ClassVar[str] = "moderation.decision_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    item_id: HeldItemId
+    verdict: ModerationVerdict
+    reason: OperatorNote
+
+
+class ModerationDecided(Event):
+    """An operator decided a held request: approved (its job is requested, at the price the
+    user was shown) or rejected (the user is told; nothing was charged)."""
+
+    event_type: ClassVar[str] = "moderation.decided"
+
+    request_id: uuid.UUID | None = None
+    """The operator's command (its idempotency key); None when decided in the CLI."""
+    item_id: HeldItemId
+    job_request_id: uuid.UUID
+    telegram_id: TelegramId
+    user_id: UserId
+    subject: ModerationSubject
+    verdict: Literal["approved", "rejected"]
+    category: ModerationCategory
+    scores: Annotated[ModerationScores, Field(default_factory=dict)]
+    decided_by: OperatorName
+    reason: OperatorNote
+
+
+class ModerationDecisionRefusedReason(StrEnum):
+    unknown_item = "unknown_item"
+    already_decided = "already_decided"
+
+
+class ModerationDecisionRefused(Event):
+    """An operator's decision was not applied: no such held request, or decided already."""
+
+    event_type: ClassVar[str] = "moderation.decision_refused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    item_id: HeldItemId
+    verdict: ModerationVerdict
+    reason: ModerationDecisionRefusedReason
+    state: Annotated[str, Field(max_length=16)] | None = None
+    """The decision that stood (approved, rejected), when already decided."""
+
+
+class UserRestrictionRequested(Event):
+    """An operator asked (through the backend API) to ban a user (the bot then refuses them
+    politely, with the reason) or to lift a ban or suspension; the gateway applies it once per
+    request id."""
+
+    event_type: ClassVar[str] = "user.restriction_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    telegram_id: TelegramId
+    action: Literal["ban", "unban"]
+    reason: OperatorNote
+
+
+class UserRestricted(Event):
+    """A user's standing changed: banned or unbanned by an operator, or suspended by the
+    moderation after repeated refusals (`decided_by` `moderation`)."""
+
+    event_type: ClassVar[str] = "user.restricted"
+
+    request_id: uuid.UUID | None = None
+    """The operator's command; None from the CLI or the moderation itself."""
+    telegram_id: TelegramId
+    restriction: Literal["banned", "suspended", "unbanned"]
+    reason: Annotated[str, Field(max_length=2000)]
+    decided_by: OperatorName
+    until: AwareDatetime | None = None
+    """A suspension's end."""
+
+
+class UserRestrictionRefused(Event):
+    """An operator's ban or unban was not applied (an unban of a user under no restriction)."""
+
+    event_type: ClassVar[str] = "user.restriction_refused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    telegram_id: TelegramId
+    action: Literal["ban", "unban"]
+    reason: Literal["not_restricted"]
+
+
+class SharedUploadSeen(Event):
+    """An account uploaded a picture (the same decoded pixels, by SHA-256) that at least the
+    configured number of accounts uploaded: a sign of farmed free credits. Billing withholds
+    the weekly bonus of such an account until it pays."""
+
+    event_type: ClassVar[str] = "farming.shared_upload_seen"
+
+    telegram_id: TelegramId
+    accounts: Annotated[int, Field(ge=2)]
+    """How many accounts (this one included) uploaded that picture so far."""
+    digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    """The SHA-256 of the decoded RGB pixels (with the size), hex."""
+
+
+# --- the catalog and jobs, by operators (the backend API asks, jobs applies) ---------------
+
+PRESET_ICON_PREFIX = "presets/icons/"
+"""A preset's `icon` is a short text (an emoji, shown before its name on the bot's button) or,
+when it starts with this, the object-store key of an uploaded image (the seed's "path to the
+icon")."""
+PresetCategory = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]*\S")]
+PresetName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]*\S")]
+PresetPrompt = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S")]
+PresetIcon = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
+PresetPrice = Annotated[int, Field(ge=0, le=10**6)]
+PresetOrder = Annotated[int, Field(ge=-(10**6), le=10**6)]
+PresetId = Annotated[int, Field(gt=0, le=2**31 - 1)]
+
+
+class PresetCreationRequested(Event):
+    """An operator asked jobs to add a preset to the catalog; applied once per request id."""
+
+    event_type: ClassVar[str] = "preset.creation_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    category: PresetCategory
+    name: PresetName
+    prompt: PresetPrompt
+    icon: PresetIcon | None = None
+    price: PresetPrice
+    order_index: PresetOrder = 0
+    workflow_type: WorkflowType = DEFAULT_WORKFLOW
+    enabled: bool = True
+
+
+class PresetUpdateRequested(Event):
+    """An operator asked jobs to change a preset: each field given replaces the preset's (None:
+    unchanged; `remove_icon` clears the icon); a new price applies to requests from now on."""
+
+    event_type: ClassVar[str] = "preset.update_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    preset_id: PresetId
+    category: PresetCategory | None = None
+    name: PresetName | None = None
+    prompt: PresetPrompt | None = None
+    icon: PresetIcon | None = None
+    remove_icon: bool = False
+    price: PresetPrice | None = None
+    order_index: PresetOrder | None = None
+    workflow_type: WorkflowType | None = None
+    enabled: bool | None = None
+
+
+class PresetsReorderRequested(Event):
+    """An operator asked jobs to show presets in this order: each named preset's `order_index`
+    becomes 10 × its position (from 1); presets not named keep theirs."""
+
+    event_type: ClassVar[str] = "preset.reorder_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    preset_ids: Annotated[list[PresetId], Field(min_length=1, max_length=500)]
+
+
+class CatalogEditRefusedReason(StrEnum):
+    unknown_preset = "unknown_preset"
+    duplicate_name = "duplicate_name"
+    """Another preset of the category has that name (presets are imported by category + name)."""
+
+
+class CatalogEditApplied(Event):
+    """Jobs applied an operator's change to the catalog (once); `revision` is the catalog's
+    now (PresetsChanged went out if what users see changed)."""
+
+    event_type: ClassVar[str] = "preset.edit_applied"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    preset_ids: list[PresetId]
+    revision: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class CatalogEditRefused(Event):
+    """Jobs did not apply an operator's change to the catalog; nothing changed."""
+
+    event_type: ClassVar[str] = "preset.edit_refused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: CatalogEditRefusedReason
+    detail: Detail = ""
+
+
+class JobCancelOrdered(Event):
+    """An operator asked jobs to cancel a job, as its user's cancel does (billing refunds what
+    was debited, a runner stops it, the user is told); once per request id."""
+
+    event_type: ClassVar[str] = "job.cancel_ordered"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    job_id: JobId
+
+
+class JobRetryOrdered(Event):
+    """An operator asked jobs to run a failed job again: a new job of the same inputs for the
+    same user, at no charge (the failed one was refunded); once per request id."""
+
+    event_type: ClassVar[str] = "job.retry_ordered"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    job_id: JobId
+
+
+class JobOrderRefusedReason(StrEnum):
+    unknown_job = "unknown_job"
+    finished = "finished"
+    """Cancel: the job has finished already."""
+    not_failed = "not_failed"
+    """Retry: only a failed job is run again."""
+    inputs_erased = "inputs_erased"
+    """Retry: the user erased the job's prompt or photos (/deletemydata)."""
+
+
+class JobOrderApplied(Event):
+    """Jobs applied an operator's cancel or retry (once); `new_job_id` is the retry's job."""
+
+    event_type: ClassVar[str] = "job.order_applied"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    job_id: JobId
+    new_job_id: JobId | None = None
+
+
+class JobOrderRefused(Event):
+    """Jobs did not apply an operator's cancel or retry; nothing changed."""
+
+    event_type: ClassVar[str] = "job.order_refused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    job_id: JobId
+    reason: JobOrderRefusedReason
+    detail: Detail = ""
+
+
+# --- operations: a workflow's queue paused and resumed (backend API -> jobs -> gateway) ------
+
+
+class WorkflowPauseRequested(Event):
+    """An operator asked (through the backend API) to pause a workflow's queue: jobs keeps its
+    paid jobs waiting, dispatches none, and tells their users why; once per request id."""
+
+    event_type: ClassVar[str] = "workflow.pause_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    reason: OperatorNote
+
+
+class WorkflowResumeRequested(Event):
+    """An operator asked to resume a paused workflow's queue: its waiting jobs are dispatched
+    again, oldest first; once per request id."""
+
+    event_type: ClassVar[str] = "workflow.resume_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    reason: OperatorNote
+
+
+class WorkflowPaused(Event):
+    """jobs paused a workflow's queue (or found it paused already)."""
+
+    event_type: ClassVar[str] = "workflow.paused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    already: bool
+    """It was paused before this request (by whom: `workflow_pauses`)."""
+    waiting: Annotated[int, Field(ge=0)]
+    """Its paid jobs now held (their users are told, `JobHeld`)."""
+
+
+class WorkflowResumed(Event):
+    """jobs resumed a workflow's queue (or found it running already)."""
+
+    event_type: ClassVar[str] = "workflow.resumed"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    already: bool
+    """It was not paused."""
+    waiting: Annotated[int, Field(ge=0)]
+    """Its paid jobs that will now be dispatched (in their usual fair order)."""
+
+
+class JobHeld(Event):
+    """A paid job waits for a reason of the operators' (its workflow's queue is paused): not
+    dispatched, not lost, not failed; it goes on (`JobQueued`) once the reason is gone."""
+
+    event_type: ClassVar[str] = "job.held"
+
+    job_id: JobId
+    user_id: UserId
+    chat_id: ChatId
+    workflow_type: WorkflowType
+    reason: Literal["workflow_paused"]
+
+
 CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
@@ -732,6 +1105,15 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         CreditsAdjusted,
         CreditsAdjustmentRefused,
         UserDataErasureRequested,
+        ModerationRefused,
+        ModerationHeld,
+        ModerationDecisionRequested,
+        ModerationDecided,
+        ModerationDecisionRefused,
+        UserRestrictionRequested,
+        UserRestricted,
+        UserRestrictionRefused,
+        SharedUploadSeen,
     )
 }
 """Every event of the contract by (type, version)."""

@@ -30,6 +30,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.StarsPaymentReceived,
         ev.StarsRefundSettled,
         ev.UserDataErasureRequested,
+        ev.SharedUploadSeen,
     ),
     "jobs": (
         ev.JobRequestedV1,
@@ -44,6 +45,8 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.UserDataErasureRequested,
     ),
     "bot_gateway": (
+        ev.ModerationDecisionRequested,
+        ev.UserRestrictionRequested,
         ev.JobRequestRejectedV1,
         ev.JobRequestRejected,
         ev.JobCreated,
@@ -66,12 +69,26 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.TopUpRefunded,
         ev.CreditsAdjusted,
     ),
-    "backend_api": (ev.CreditsAdjusted, ev.CreditsAdjustmentRefused),
+    "backend_api": (
+        ev.ModerationDecided,
+        ev.ModerationDecisionRefused,
+        ev.UserRestricted,
+        ev.UserRestrictionRefused,
+        ev.CreditsAdjusted,
+        ev.CreditsAdjustmentRefused,
+    ),
 }
 """Which events each service's queue receives (every version it handles: one binding per type)."""
 
 PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
     "bot_gateway": (
+        ev.ModerationRefused,
+        ev.ModerationHeld,
+        ev.ModerationDecided,
+        ev.ModerationDecisionRefused,
+        ev.UserRestricted,
+        ev.UserRestrictionRefused,
+        ev.SharedUploadSeen,
         ev.JobRequested,
         ev.JobCancelRequested,
         ev.TopUpRequested,
@@ -107,7 +124,11 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.StarsRefundRequested,
         ev.TopUpRefunded,
     ),
-    "backend_api": (ev.CreditsAdjustmentRequested,),
+    "backend_api": (
+        ev.ModerationDecisionRequested,
+        ev.UserRestrictionRequested,
+        ev.CreditsAdjustmentRequested,
+    ),
     "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
 }
 """Which service publishes each event: exactly one per event (the AsyncAPI document's source)."""

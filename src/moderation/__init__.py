@@ -62,7 +62,10 @@ def create_moderation(
     if not settings.enabled:
         return Moderation.off()
     prompts = PromptCheck.from_files(settings.lists_file, settings.extra_words)
-    return Moderation(prompts, ImageCheck(detector or _nudenet(settings), settings.thresholds))
+    images = ImageCheck(
+        detector or _nudenet(settings), settings.thresholds, settings.hold_thresholds
+    )
+    return Moderation(prompts, images)
 
 
 def _nudenet(settings: ModerationSettings) -> ImageDetector:

@@ -20,22 +20,36 @@ class ImageDetector(Protocol):
 
 
 class ImageCheck:
-    """Refuses an image when a label scores at or above its threshold; CPU-bound and
-    thread-safe (callers run it off the event loop)."""
+    """Refuses an image when a label scores at or above its threshold, else holds it for an
+    operator when a label scores at or above its hold threshold; CPU-bound and thread-safe
+    (callers run it off the event loop)."""
 
-    def __init__(self, detector: ImageDetector, thresholds: Mapping[str, float]) -> None:
+    def __init__(
+        self,
+        detector: ImageDetector,
+        thresholds: Mapping[str, float],
+        hold_thresholds: Mapping[str, float] | None = None,
+    ) -> None:
         self.detector = detector
         self._thresholds = dict(thresholds)
+        self._hold_thresholds = dict(hold_thresholds or {})
 
     def check(self, image: Image.Image) -> Verdict:
         scores = {label: round(score, 4) for label, score in self.detector.detect(image).items()}
-        over = sorted(
-            (label for label, limit in self._thresholds.items() if scores.get(label, 0.0) >= limit),
-            key=lambda label: -scores[label],
+        refusing = _over(scores, self._thresholds)
+        if refusing:
+            return Verdict(refused=True, category=refusing, scores=scores, check=self.name)
+        holding = _over(scores, self._hold_thresholds)
+        return Verdict(
+            refused=False, held=bool(holding), category=holding, scores=scores, check=self.name
         )
-        category = over[0].lower() if over else ""
-        return Verdict(refused=bool(over), category=category, scores=scores, check=self.name)
 
     @property
     def name(self) -> str:
         return f"image:{self.detector.name}"
+
+
+def _over(scores: Mapping[str, float], thresholds: Mapping[str, float]) -> str:
+    """The label scoring highest among those at or above their threshold, lower-cased; ""."""
+    over = [label for label, limit in thresholds.items() if scores.get(label, 0.0) >= limit]
+    return max(over, key=lambda label: scores[label]).lower() if over else ""

@@ -16,6 +16,12 @@ NUDITY_THRESHOLDS = (
 )
 
 
+NUDITY_HOLD_THRESHOLDS = (
+    "FEMALE_GENITALIA_EXPOSED=0.3,MALE_GENITALIA_EXPOSED=0.3,ANUS_EXPOSED=0.3,"
+    "FEMALE_BREAST_EXPOSED=0.35,BUTTOCKS_EXPOSED=0.4"
+)
+
+
 class ModerationSettings(BaseSettings):
     """On by default: a service that cannot moderate refuses to start unless this is off."""
 
@@ -26,6 +32,13 @@ class ModerationSettings(BaseSettings):
     image_thresholds: str = NUDITY_THRESHOLDS
     """`LABEL=score,...`: the detector's labels that refuse an image at or above their score
     (the category recorded is the label); nudenet's labels are in docs/architecture.md."""
+    image_hold_thresholds: str = NUDITY_HOLD_THRESHOLDS
+    """`LABEL=score,...`: an input photo scoring at or above one of these (and below every
+    refuse threshold) is held for an operator's decision (the gateway's moderation queue);
+    empty: nothing is held. A result is never held: it is delivered or refused."""
+    shared_upload_accounts: int = Field(default=3, ge=0)
+    """This many accounts uploading the same picture (its decoded pixels) flag each of them
+    to billing (a farming signal: no weekly bonus until they pay); 0: not counted."""
     detector_threads: int = Field(default=1, ge=1, le=16)
     """CPU threads the image detector's model may use per check."""
     prompt_lists: str = ""
@@ -45,7 +58,7 @@ class ModerationSettings(BaseSettings):
     """How long a gateway takes a user for free before reading their standing again: an
     operator's ban takes effect within this (a restricted user is read at every update)."""
 
-    @field_validator("image_thresholds")
+    @field_validator("image_thresholds", "image_hold_thresholds")
     @classmethod
     def _readable_thresholds(cls, value: str) -> str:
         cls.thresholds_of(value)
@@ -67,6 +80,10 @@ class ModerationSettings(BaseSettings):
     @property
     def thresholds(self) -> dict[str, float]:
         return self.thresholds_of(self.image_thresholds)
+
+    @property
+    def hold_thresholds(self) -> dict[str, float]:
+        return self.thresholds_of(self.image_hold_thresholds)
 
     @property
     def lists_file(self) -> Path | None:

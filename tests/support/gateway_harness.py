@@ -33,7 +33,7 @@ from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
 from moderation import ModerationSettings
-from moderation.settings import NUDITY_THRESHOLDS
+from moderation.settings import NUDITY_HOLD_THRESHOLDS, NUDITY_THRESHOLDS
 from object_store import StorageSettings
 from sandbox.telegram import TOKEN, Call, TelegramSandbox, TgUser
 from sandbox.yookassa import YooKassaSandbox
@@ -51,13 +51,15 @@ FLOOD_INTERVAL_S = 0.5
 seconds to handle them (the bucket refills two a second)."""
 MODERATION = ModerationSettings(
     image_thresholds=f"{NUDITY_THRESHOLDS},FACE_FEMALE=0.5",
+    image_hold_thresholds=f"{NUDITY_HOLD_THRESHOLDS},FACE_MALE=0.5",
     slowdown_after=2,
     slowdown_s=3.0,
     suspend_after=3,
 )
-"""The real detector, with one harmless label made refusing: a face (scikit-image's astronaut
-photo) shows an upload refused; the plain pictures the other tests send have none. Two refusals
-slow a user down for 3 s, three suspend them."""
+"""The real detector, with harmless labels made refusing and holding: a woman's face
+(scikit-image's astronaut photo) shows an upload refused, a man's (its cameraman) one held for
+an operator; the plain pictures the other tests send have none. Two refusals slow a user down
+for 3 s, three suspend them."""
 
 _ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**4 + 2**33)
 

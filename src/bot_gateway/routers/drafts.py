@@ -21,6 +21,7 @@ from bot_gateway.conversation import Conversation, Customer, Draft, job_request_
 from bot_gateway.domain import Phase
 from bot_gateway.fsm_storage import forget
 from bot_gateway.keyboards import DraftAction, MenuAction, ResultAction
+from bot_gateway.moderation_queue import ModerationQueue
 from bot_gateway.settings import ConversationSettings
 from bot_gateway.uploads import UploadRejectedError, Uploads, carries_image
 from contracts.events import MAX_INPUT_IMAGES
@@ -99,14 +100,20 @@ async def upload(
         return
     caption = next((text for part in parts if (text := _instruction_in(part))), "")
     try:
-        image_keys = await asyncio.gather(
+        accepted = await asyncio.gather(
             *(uploads.accept(bot, part, customer.telegram_id) for part in parts)
         )
     except UploadRejectedError as exc:
         log.info("upload from %s rejected: %s", customer.telegram_id, exc)
         await message.answer(_upload_problem(exc.reason, limits))
         return
-    draft = await offer(state, image_keys=tuple(image_keys))
+    held = next((upload.held for upload in accepted if upload.held is not None), None)
+    draft = await offer(
+        state,
+        image_keys=tuple(upload.key for upload in accepted),
+        # borderline: an operator sees it before any job (Start queues it; moderation_queue)
+        held={"category": held.category, "scores": held.scores} if held else None,
+    )
     if caption and len(caption) > limits.prompt_max_length:
         # the photo is kept: only the description has to come again, shorter
         await state.set_state(Drafting.waiting_prompt)
@@ -190,6 +197,7 @@ async def draft_action(
     state: FSMContext,
     customer: Customer,
     conversation: Conversation,
+    moderation_queue: ModerationQueue | None = None,
 ) -> None:
     draft = await current_draft(state)
     confirming = await state.get_state() == Drafting.confirming.state
@@ -214,7 +222,10 @@ async def draft_action(
     elif callback_data.action == "start" and confirming:
         # Request first, then forget the draft: a crash in between leaves the draft, and the
         # re-tapped Start finds the request already made (its id derives from the draft).
-        await conversation.request_job(customer, draft, callback.message.message_id)
+        if draft.held is not None and moderation_queue is not None:
+            await moderation_queue.hold(customer, draft, callback.message.message_id)
+        else:
+            await conversation.request_job(customer, draft, callback.message.message_id)
         await forget(state)
     elif callback_data.action == "drop":
         await forget(state)

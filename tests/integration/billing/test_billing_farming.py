@@ -1,6 +1,8 @@
 """Free credits are not farmed: an account that never paid gets the weekly bonus only in its
-first weeks, and accounts opened in a burst open without welcome credits (billing/farming.py).
-Each test on a database of its own, since a burst counts every account opened."""
+first weeks, accounts opened in a burst open without welcome credits, and an account reported
+for uploads shared with many others gets no weekly bonus until it pays; the signals as the panel
+sees them (billing/farming.py). Each test on a database of its own, since a burst counts every
+account opened."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from billing import farming, services
 from billing.bonus import WeeklyBonus
 from billing.models import DELIVERY
 from billing.settings import BillingSettings, BonusSettings
+from contracts.events import SharedUploadSeen
+from contracts.rpc import FarmingSignals, GetFarmingSignals
 from messaging.unit_of_work import UnitOfWork
 from support.billing_harness import execute, new_telegram_id, open_account, scalar
 from support.database import DatabaseFactory, engine_at, migrate
@@ -87,3 +91,60 @@ async def test_accounts_opened_in_a_burst_open_without_welcome_credits(
     assert await opened(more[3], BillingSettings()) == 60  # the rule off (the default)
     await execute(engine, "UPDATE users SET created_at = now() - interval '1 hour'")
     assert await opened(new_telegram_id()) == 60  # the burst is over
+
+
+async def test_an_account_flagged_for_shared_uploads_gets_no_weekly_bonus_until_it_pays(
+    engine: AsyncEngine,
+) -> None:
+    clean, _ = await open_account(engine, balance=0)
+    _, sharer_telegram = await open_account(engine, balance=0)
+    payer, payer_telegram = await open_account(engine, balance=0)
+    for telegram_id, accounts in ((sharer_telegram, 3), (payer_telegram, 3), (sharer_telegram, 2)):
+        async with UnitOfWork(engine, DELIVERY, source="test") as uow:
+            seen = SharedUploadSeen(telegram_id=telegram_id, accounts=accounts, digest="ab" * 32)
+            await farming.flag_shared_upload(seen, uow)
+            await uow.commit()
+    flags = "SELECT shared_upload_accounts FROM billing_farming_flags WHERE telegram_id = :t"
+    assert await scalar(engine, flags, t=sharer_telegram) == 3  # the most reported stays
+    await execute(
+        engine,
+        "INSERT INTO payments (user_id, amount, status, payment_type) "
+        "VALUES (:user_id, 10000, 'succeeded', 'payment')",
+        user_id=payer,
+    )
+    now = datetime.now(UTC)
+    bonus = BonusSettings(paymentless_weeks=4)
+    assert await weekly(engine, bonus, now).run_once() == 2
+    assert await bonused(engine) == {clean, payer}  # new, but flagged: not the sharer
+
+    async def signals(telegram_id: int) -> FarmingSignals:
+        async with UnitOfWork(engine, DELIVERY, source="test") as uow:
+            request = GetFarmingSignals(telegram_id=telegram_id)
+            return await farming.farming_signals(uow, request, BillingSettings(), bonus, now)
+
+    flagged = await signals(sharer_telegram)
+    assert (flagged.known, flagged.paid, flagged.shared_upload_accounts) == (True, False, 3)
+    assert (flagged.account_age_days, flagged.welcome_withheld) == (0, False)
+    assert flagged.weekly_bonus_eligible is False
+    paying = await signals(payer_telegram)
+    assert (paying.paid, paying.shared_upload_accounts, paying.weekly_bonus_eligible) == (
+        True,
+        3,
+        True,
+    )
+    assert (await signals(new_telegram_id())).known is False
+
+
+async def test_an_account_opened_in_a_burst_shows_its_welcome_withheld(
+    engine: AsyncEngine,
+) -> None:
+    _, telegram_id = await open_account(engine, balance=0, welcome=0)
+    async with UnitOfWork(engine, DELIVERY, source="test") as uow:
+        found = await farming.farming_signals(
+            uow,
+            GetFarmingSignals(telegram_id=telegram_id),
+            BillingSettings(),
+            BonusSettings(),
+            datetime.now(UTC),
+        )
+    assert (found.welcome_withheld, found.weekly_bonus_eligible) == (True, True)

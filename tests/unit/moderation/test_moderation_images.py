@@ -52,6 +52,46 @@ def test_a_label_at_its_threshold_refuses_and_every_score_is_recorded() -> None:
     )
 
 
+def test_a_score_between_the_hold_and_the_refuse_threshold_holds() -> None:
+    settings = ModerationSettings()
+    check = ImageCheck(
+        StubDetector({"BUTTOCKS_EXPOSED": 0.45, "FEMALE_BREAST_EXPOSED": 0.36}),
+        settings.thresholds,
+        settings.hold_thresholds,
+    )
+    verdict = check.check(blank())
+    assert (verdict.refused, verdict.held) == (False, True)
+    assert verdict.category == "buttocks_exposed"  # the highest of those over their hold score
+    assert verdict.summary().startswith("image:stub held: buttocks_exposed (")
+    refusing = ImageCheck(
+        StubDetector({"BUTTOCKS_EXPOSED": 0.55, "FEMALE_BREAST_EXPOSED": 0.36}),
+        settings.thresholds,
+        settings.hold_thresholds,
+    ).check(blank())
+    assert (refusing.refused, refusing.held, refusing.category) == (True, False, "buttocks_exposed")
+    below = ImageCheck(
+        StubDetector({"BUTTOCKS_EXPOSED": 0.39}), settings.thresholds, settings.hold_thresholds
+    ).check(blank())
+    assert (below.refused, below.held, below.category) == (False, False, "")
+    unheld = ImageCheck(
+        StubDetector({"BUTTOCKS_EXPOSED": 0.45}),
+        settings.thresholds,
+        ModerationSettings(image_hold_thresholds="").hold_thresholds,
+    ).check(blank())
+    assert (unheld.refused, unheld.held) == (False, False)  # nothing held when none are set
+
+
+def test_the_real_detector_holds_on_a_harmless_label_made_holding() -> None:
+    """The cameraman (scikit-image, public domain): a man's face, held at FACE_MALE=0.5."""
+    path = Path(str(distribution("scikit-image").locate_file("skimage/data/camera.png")))
+    settings = ModerationSettings(image_hold_thresholds="FACE_MALE=0.5")
+    moderation = create_moderation(settings)
+    assert moderation.images is not None
+    verdict = moderation.images.check(Image.open(path).convert("RGB"))
+    assert (verdict.refused, verdict.held, verdict.category) == (False, True, "face_male")
+    assert moderation.images.check(blank()).held is False
+
+
 def test_scores_under_their_thresholds_pass() -> None:
     check = ImageCheck(
         StubDetector({"FEMALE_BREAST_EXPOSED": 0.49, "FACE_FEMALE": 0.99}),
