@@ -17,12 +17,13 @@ from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 from starlette.middleware.sessions import SessionMiddleware
 
+from backend_api import broadcasts, dashboard
 from backend_api import commands as command_handlers
 from backend_api.api import api_router
 from backend_api.auth import Operators
 from backend_api.commands import Commands
 from backend_api.models import DELIVERY
-from backend_api.panel import Panel
+from backend_api.panel import HOME, Panel
 from backend_api.reads import Owners
 from backend_api.settings import BackendApiSettings
 from messaging.rpc import RpcClient
@@ -70,6 +71,7 @@ def build(settings: Settings | None = None) -> BackendApi:
     own = settings.backend_api
     runtime = ServiceRuntime.of("backend_api", DELIVERY, settings)
     command_handlers.register(runtime)
+    broadcasts.register(runtime)
     rpc = RpcClient(
         settings.broker.url.get_secret_value(),
         runtime.topology,
@@ -98,10 +100,14 @@ def build(settings: Settings | None = None) -> BackendApi:
     panel = Panel(owners, commands, operators, own.default_language)
     web.include_router(api_router(owners, commands, operators))
     web.include_router(panel.router())
+    web.include_router(broadcasts.api_router(owners, commands, operators))
+    web.include_router(broadcasts.BroadcastPages(panel, owners, commands).router())
+    web.include_router(dashboard.api_router(owners, operators))
+    web.include_router(dashboard.DashboardPage(panel, owners).router())
 
     @web.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
-        return RedirectResponse("/panel/users")
+        return RedirectResponse(HOME)
 
     if own.session_secret is None:
         log.warning("BACKEND_API_SESSION_SECRET unset: sessions end when this process does")

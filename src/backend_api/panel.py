@@ -38,6 +38,9 @@ LOCALES = HERE / "locales"
 LANGUAGES = ("ru", "en")
 PAGE = 50
 SESSION_LANGUAGE = "lang"
+SESSION_NEXT = "next"
+"""The page a signed-out operator asked for: the login goes back there."""
+HOME = "/panel/dashboard"
 JOB_STATUSES: tuple[str, ...] = get_args(JobStage)
 
 
@@ -73,6 +76,8 @@ class Panel:
         if self.role(request) is not None:
             return None
         request.session.pop(SESSION_OPERATOR, None)
+        if request.method == "GET":  # back there once signed in
+            request.session[SESSION_NEXT] = request.url.path
         return RedirectResponse("/panel/login", status.HTTP_303_SEE_OTHER)
 
     def require(self, request: Request, needs: Role) -> None:
@@ -125,7 +130,7 @@ class Panel:
     # --- session
 
     async def home(self, request: Request) -> Response:
-        return RedirectResponse("/panel/users", status.HTTP_303_SEE_OTHER)
+        return RedirectResponse(HOME, status.HTTP_303_SEE_OTHER)
 
     async def login_form(self, request: Request) -> Response:
         return self.render(request, "login.html", {"error": False, "username": ""})
@@ -148,11 +153,13 @@ class Panel:
             context = {"error": "wrong", "username": username}
             return self.render(request, "login.html", context, status_code=401)
         language = request.session.get(SESSION_LANGUAGE)
+        asked = request.session.get(SESSION_NEXT)
         request.session.clear()  # a fresh session (and CSRF token) for the signed-in operator
         request.session[SESSION_OPERATOR] = username
         if language is not None:
             request.session[SESSION_LANGUAGE] = language
-        return RedirectResponse("/panel/users", status.HTTP_303_SEE_OTHER)
+        back = asked if isinstance(asked, str) and asked.startswith("/panel/") else HOME
+        return RedirectResponse(back, status.HTTP_303_SEE_OTHER)
 
     async def logout(self, request: Request) -> Response:
         form = await request.form()

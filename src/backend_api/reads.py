@@ -1,4 +1,5 @@
-"""Reads go to the owners, by request/reply: billing (accounts, ledger, payments) and jobs.
+"""Reads go to the owners, by request/reply: billing (accounts, ledger, payments), jobs and the
+gateway (broadcasts, users).
 
 Nothing is copied here, so a read sees exactly what the owner holds, rows older than any event
 included (an adopted database). A silent owner is a 503, a refused request a 422 or 502.
@@ -13,14 +14,24 @@ from pydantic import BaseModel
 
 from contracts.rpc import (
     AccountPage,
+    AudienceSize,
+    BroadcastPage,
+    CountAudience,
+    CountJobs,
+    CountMoney,
+    CountUsers,
     JobPage,
+    JobStats,
     LedgerPage,
+    ListBroadcasts,
     ListLedger,
     ListPayments,
+    MoneyStats,
     PaymentPage,
     Request,
     SearchAccounts,
     SearchJobs,
+    UserStats,
 )
 from messaging.rpc import BROKER_TROUBLE, RpcClient, RpcRefusedError
 
@@ -42,6 +53,21 @@ class Owners:
 
     async def jobs(self, request: SearchJobs) -> JobPage:
         return await self._call(request, JobPage)
+
+    async def audience(self, request: CountAudience) -> AudienceSize:
+        return await self._call(request, AudienceSize)
+
+    async def broadcasts(self, request: ListBroadcasts) -> BroadcastPage:
+        return await self._call(request, BroadcastPage)
+
+    async def user_stats(self, request: CountUsers) -> UserStats:
+        return await self._call(request, UserStats)
+
+    async def job_stats(self, request: CountJobs) -> JobStats:
+        return await self._call(request, JobStats)
+
+    async def money_stats(self, request: CountMoney) -> MoneyStats:
+        return await self._call(request, MoneyStats)
 
     async def _call(self, request: Request, result_type: type[ResultT]) -> ResultT:
         try:

@@ -16,7 +16,7 @@ from aiogram.methods.base import Response
 from aiogram.utils.i18n import I18n
 from faststream.asgi import AsgiFastStream
 
-from bot_gateway import stars_refunds
+from bot_gateway import broadcasts, stars_refunds, user_stats
 from bot_gateway.albums import Albums
 from bot_gateway.backends import Backends
 from bot_gateway.commands import publish_commands
@@ -153,6 +153,8 @@ def build(
     )
     restrictions = Restrictions.of(runtime.unit_of_work, settings.moderation)
     register_handlers(runtime.consumer, notifications, backends, restrictions)
+    broadcasts.register(runtime, sender.notify)  # operators' broadcasts (the backend API)
+    user_stats.register(runtime)  # the dashboard's users
     held = ModerationQueue(
         runtime.unit_of_work,
         store,

@@ -260,4 +260,37 @@ class UploadFingerprint(Base):
     )
 
 
+class GatewayBroadcast(Base):
+    """An operator's broadcast (through the backend API): its text and audience, how many
+    chats it was queued for, and whether it was canceled. Its messages are the outbound rows
+    keyed `broadcast:<id hex>:<chat>`, where the sender leaves their progress."""
+
+    __tablename__ = "gateway_broadcasts"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    """The operator's request id (the idempotency key)."""
+    operator: Mapped[str] = mapped_column(String(100), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    audience: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    recipients: Mapped[int] = mapped_column(Integer, nullable=False)
+    dropped: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    """Messages not sent because the broadcast was canceled."""
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    canceled_by: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
+    )
+
+
+Index(  # a broadcast's progress: its rows by key prefix (0021)
+    "ix_gateway_outbound_broadcast_key",
+    OutboundMessage.key,
+    postgresql_ops={"key": "text_pattern_ops"},
+    postgresql_where=text("key LIKE 'broadcast:%'"),
+)
+Index("ix_gateway_jobs_created_at", GatewayJob.created_at)  # active users (0021)
+Index("ix_gateway_users_created_at", GatewayUser.created_at)  # new and active users (0021)
+
+
 DELIVERY = delivery_tables("bot_gateway", metadata)

@@ -14,7 +14,7 @@ import uuid
 from enum import StrEnum
 from typing import Annotated, ClassVar, Literal, get_args
 
-from pydantic import AwareDatetime, Field, HttpUrl, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from contracts.envelope import Event
 
@@ -859,6 +859,86 @@ PresetOrder = Annotated[int, Field(ge=-(10**6), le=10**6)]
 PresetId = Annotated[int, Field(gt=0, le=2**31 - 1)]
 
 
+# --- broadcasts (operators, through the backend API; the gateway sends them) ----------------
+
+BroadcastText = Annotated[str, Field(min_length=1, max_length=4096)]
+"""One Telegram message: at most 4,096 characters."""
+LanguageCode = Annotated[
+    str, Field(min_length=2, max_length=10, pattern=r"^[a-z]{2}([_-][A-Za-z]{2,4})?$")
+]
+
+
+class BroadcastAudience(BaseModel):
+    """Who a broadcast reaches, among the users who have not blocked the bot: every filter
+    given must hold (an empty `languages` is every language)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    languages: Annotated[list[LanguageCode], Field(max_length=10)] = []
+    active_since: AwareDatetime | None = None
+    """Joined or asked for an image at or after this moment."""
+    paid_ever: bool | None = None
+    """True: only users who ever topped up; False: only those who never did."""
+
+
+class BroadcastRequested(Event):
+    """An operator asked (through the backend API) to send `text` to an audience; the gateway
+    queues it once per request id (the idempotency key and the broadcast's id) in the sender's
+    lowest lane."""
+
+    event_type: ClassVar[str] = "broadcast.requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    text: BroadcastText
+    audience: BroadcastAudience
+    reason: OperatorNote
+
+
+class BroadcastQueued(Event):
+    """The gateway queued a broadcast: one message for each of `recipients` chats."""
+
+    event_type: ClassVar[str] = "broadcast.queued"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    recipients: Annotated[int, Field(ge=0)]
+
+
+class BroadcastCancelRequested(Event):
+    """An operator asked to stop a broadcast: its messages not sent yet are dropped."""
+
+    event_type: ClassVar[str] = "broadcast.cancel_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    broadcast_id: uuid.UUID
+    reason: OperatorNote
+
+
+class BroadcastCanceled(Event):
+    """The gateway stopped a broadcast: `dropped` messages will not be sent (those on their
+    way to Telegram at that moment still go)."""
+
+    event_type: ClassVar[str] = "broadcast.canceled"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    broadcast_id: uuid.UUID
+    dropped: Annotated[int, Field(ge=0)]
+
+
+class BroadcastCancelRefused(Event):
+    """The gateway knows no broadcast of that id; nothing changed."""
+
+    event_type: ClassVar[str] = "broadcast.cancel_refused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    broadcast_id: uuid.UUID
+    reason: Reason
+
+
 CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
@@ -909,6 +989,11 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         UserRestricted,
         UserRestrictionRefused,
         SharedUploadSeen,
+        BroadcastRequested,
+        BroadcastQueued,
+        BroadcastCancelRequested,
+        BroadcastCanceled,
+        BroadcastCancelRefused,
     )
 }
 """Every event of the contract by (type, version)."""

@@ -6,12 +6,14 @@ and the model of its result. On the wire a reply is a `Reply`: a result or an er
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.events import (
+    BroadcastAudience,
     Credits,
     JobId,
     Kopecks,
@@ -438,6 +440,157 @@ class GetFarmingSignals(Request):
     telegram_id: TelegramId
 
 
+# --- broadcasts and the dashboard (the backend API asks; the gateway, jobs, billing answer) --
+
+StatsDays = Annotated[int, Field(ge=1, le=366)]
+
+
+class AudienceSize(Result):
+    recipients: Annotated[int, Field(ge=0)]
+
+
+class CountAudience(Request):
+    """How many chats a broadcast to `audience` would reach now."""
+
+    method: ClassVar[str] = "gateway.count_audience"
+    result_type: ClassVar[type[BaseModel]] = AudienceSize
+
+    audience: BroadcastAudience
+
+
+class BroadcastView(Result):
+    broadcast_id: uuid.UUID
+    operator: str
+    text: str
+    reason: str
+    audience: BroadcastAudience
+    recipients: Annotated[int, Field(ge=0)]
+    sent: Annotated[int, Field(ge=0)]
+    failed: Annotated[int, Field(ge=0)]
+    """Refused by Telegram for good (the user blocked the bot, the chat is gone)."""
+    left: Annotated[int, Field(ge=0)]
+    dropped: Annotated[int, Field(ge=0)]
+    """Not sent because the broadcast was canceled."""
+    created_at: datetime
+    canceled_at: datetime | None
+
+
+class BroadcastPage(Result):
+    broadcasts: list[BroadcastView]
+    total: Annotated[int, Field(ge=0)]
+
+
+class ListBroadcasts(Request):
+    """Operators' broadcasts with their progress, newest first (or the one of `broadcast_id`)."""
+
+    method: ClassVar[str] = "gateway.list_broadcasts"
+    result_type: ClassVar[type[BaseModel]] = BroadcastPage
+
+    broadcast_id: uuid.UUID | None = None
+    offset: Offset = 0
+    limit: PageLimit = 50
+
+
+class DayCount(Result):
+    day: date
+    count: Annotated[int, Field(ge=0)]
+
+
+class SourceCount(Result):
+    source: str | None
+    """The `/start` payload the users first came with; None: none."""
+    users: Annotated[int, Field(ge=0)]
+
+
+class UserStats(Result):
+    users: Annotated[int, Field(ge=0)]
+    blocked: Annotated[int, Field(ge=0)]
+    new_per_day: list[DayCount]
+    """Every day of the period, oldest first (zero days too)."""
+    active_1d: Annotated[int, Field(ge=0)]
+    active_7d: Annotated[int, Field(ge=0)]
+    active_30d: Annotated[int, Field(ge=0)]
+    """Users who joined or asked for an image within the last 1, 7, 30 days."""
+    sources: list[SourceCount]
+    """The most common `/start` sources, most users first."""
+
+
+class CountUsers(Request):
+    """The gateway's users: new per day over the last `days`, active, by `/start` source."""
+
+    method: ClassVar[str] = "gateway.count_users"
+    result_type: ClassVar[type[BaseModel]] = UserStats
+
+    days: StatsDays = 30
+    sources: Annotated[int, Field(ge=1, le=100)] = 10
+
+
+class OutcomeCount(Result):
+    status: str
+    jobs: Annotated[int, Field(ge=0)]
+
+
+class PresetStats(Result):
+    preset_id: int | None
+    """None: jobs with a prompt of the user's own."""
+    name: str | None
+    jobs: Annotated[int, Field(ge=0)]
+    completed: Annotated[int, Field(ge=0)]
+    failed: Annotated[int, Field(ge=0)]
+    success_rate: Annotated[float, Field(ge=0, le=1)] | None
+    """completed / (completed + failed); None before any finished."""
+    revenue: Annotated[int, Field(ge=0)]
+    """Credits charged for the completed jobs (the failed and canceled were refunded)."""
+
+
+class JobStats(Result):
+    outcomes: list[OutcomeCount]
+    presets: list[PresetStats]
+
+
+class CountJobs(Request):
+    """Jobs created within the last `days`: by outcome, and per preset."""
+
+    method: ClassVar[str] = "jobs.count_jobs"
+    result_type: ClassVar[type[BaseModel]] = JobStats
+
+    days: StatsDays = 30
+
+
+class MoneyDay(Result):
+    day: date
+    currency: str
+    revenue: Annotated[int, Field(ge=0)]
+    """Succeeded payments that day, in the currency's minor unit (kopecks) or Stars."""
+    payments: Annotated[int, Field(ge=0)]
+    refunds: Annotated[int, Field(ge=0)]
+    """Succeeded refunds that day, in the same unit."""
+
+
+class BonusWeek(Result):
+    week: date
+    """The ISO week's Monday."""
+    users: Annotated[int, Field(ge=0)]
+    credits: Annotated[int, Field(ge=0)]
+
+
+class MoneyStats(Result):
+    days: list[MoneyDay]
+    """The days with a payment or a refund, oldest first, per currency."""
+    bonus_weeks: list[BonusWeek]
+    """The weekly bonus's cost in credits per ISO week, oldest first."""
+
+
+class CountMoney(Request):
+    """Revenue and refunds per day and currency, and the weekly bonus's cost, over the last
+    `days`."""
+
+    method: ClassVar[str] = "billing.count_money"
+    result_type: ClassVar[type[BaseModel]] = MoneyStats
+
+    days: StatsDays = 30
+
+
 REQUESTS: dict[str, type[Request]] = {
     request.method: request
     for request in (
@@ -453,6 +606,11 @@ REQUESTS: dict[str, type[Request]] = {
         ListLedger,
         ListPayments,
         SearchJobs,
+        CountAudience,
+        ListBroadcasts,
+        CountUsers,
+        CountJobs,
+        CountMoney,
     )
 }
 """Every request/reply method by name; each has its own queue."""

@@ -68,6 +68,8 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.StarsRefundRequested,
         ev.TopUpRefunded,
         ev.CreditsAdjusted,
+        ev.BroadcastRequested,
+        ev.BroadcastCancelRequested,
     ),
     "backend_api": (
         ev.ModerationDecided,
@@ -76,6 +78,9 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.UserRestrictionRefused,
         ev.CreditsAdjusted,
         ev.CreditsAdjustmentRefused,
+        ev.BroadcastQueued,
+        ev.BroadcastCanceled,
+        ev.BroadcastCancelRefused,
     ),
 }
 """Which events each service's queue receives (every version it handles: one binding per type)."""
@@ -96,6 +101,9 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.StarsPaymentReceived,
         ev.StarsRefundSettled,
         ev.UserDataErasureRequested,
+        ev.BroadcastQueued,
+        ev.BroadcastCanceled,
+        ev.BroadcastCancelRefused,
     ),
     "jobs": (
         ev.JobRequestRejectedV1,
@@ -128,6 +136,8 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.ModerationDecisionRequested,
         ev.UserRestrictionRequested,
         ev.CreditsAdjustmentRequested,
+        ev.BroadcastRequested,
+        ev.BroadcastCancelRequested,
     ),
     "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
 }

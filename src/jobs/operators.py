@@ -1,12 +1,23 @@
-"""The backend API's read of jobs: a filtered page of every job, with the total."""
+"""The backend API's reads of jobs: a filtered page of every job, with the total; the
+dashboard's counts by outcome and per preset."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import String, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from contracts.rpc import JobPage, JobRecord, SearchJobs
-from jobs.models import Job
+from contracts.rpc import (
+    CountJobs,
+    JobPage,
+    JobRecord,
+    JobStats,
+    OutcomeCount,
+    PresetStats,
+    SearchJobs,
+)
+from jobs.models import Job, Preset
 from messaging.runtime import ServiceRuntime
 
 
@@ -59,5 +70,60 @@ class OperatorJobReads:
         )
 
 
+class JobCounts:
+    """The dashboard's jobs: created within the last days, by outcome and per preset."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def count(self, request: CountJobs) -> JobStats:
+        since = datetime.now(UTC) - timedelta(days=request.days)
+        outcome = func.coalesce(Job.stage, cast(Job.status, String), "unknown")
+        completed = outcome == "completed"
+        failed = outcome == "failed"
+        async with self._sessions() as session:
+            outcomes = (
+                await session.execute(
+                    select(outcome, func.count())
+                    .where(Job.created_at >= since)
+                    .group_by(outcome)
+                    .order_by(func.count().desc(), outcome)
+                )
+            ).all()
+            presets = (
+                await session.execute(
+                    select(
+                        Job.preset_id,
+                        func.min(Preset.name),
+                        func.count(),
+                        func.count().filter(completed),
+                        func.count().filter(failed),
+                        func.coalesce(func.sum(Job.price).filter(completed), 0),
+                    )
+                    .select_from(Job)
+                    .outerjoin(Preset, Preset.id == Job.preset_id)
+                    .where(Job.created_at >= since)
+                    .group_by(Job.preset_id)
+                    .order_by(func.count().desc(), Job.preset_id)
+                )
+            ).all()
+        return JobStats(
+            outcomes=[OutcomeCount(status=status, jobs=int(jobs)) for status, jobs in outcomes],
+            presets=[
+                PresetStats(
+                    preset_id=preset_id,
+                    name=name,
+                    jobs=int(jobs),
+                    completed=int(done),
+                    failed=int(lost),
+                    success_rate=done / (done + lost) if done + lost else None,
+                    revenue=int(revenue or 0),
+                )
+                for preset_id, name, jobs, done, lost, revenue in presets
+            ],
+        )
+
+
 def register(runtime: ServiceRuntime) -> None:
+    runtime.serve(CountJobs, JobCounts(runtime.sessions).count)
     runtime.serve(SearchJobs, OperatorJobReads(runtime.sessions).search)

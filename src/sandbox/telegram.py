@@ -129,6 +129,8 @@ class TelegramSandbox:
     by_chat: defaultdict[int, list[Call]] = field(default_factory=lambda: defaultdict(list))
     """The same calls, per chat they went into."""
     http_429: int = 0
+    blocked_by: set[int] = field(default_factory=set)
+    """Private chats whose user blocked the bot: sends into them are refused (403)."""
     shown: dict[tuple[int, int], ShownMessage] = field(default_factory=dict)
     files: dict[str, tuple[str, bytes, int]] = field(default_factory=dict)
     webhook: dict[str, Any] = field(default_factory=dict)
@@ -535,6 +537,8 @@ class TelegramSandbox:
                 },
                 status=429,
             )
+        if method in CHAT_METHODS and int(params["chat_id"]) in self.blocked_by:
+            return _error(403, "Forbidden: bot was blocked by the user")
         call = Call(method, params, time.monotonic(), photo=upload)
         self._record(call)
         handler = getattr(self, f"_m_{method}", None)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from backend_api.app import BackendApi
+from support.backend_gateway import BotSide
 
 OPERATOR, PASSWORD = "alice", "correct horse battery staple"
 """An admin; SUPPORT and VIEWER have the same password and the roles they are named for."""
@@ -18,6 +19,8 @@ ROLES = {OPERATOR: "admin", SUPPORT: "support", VIEWER: "viewer"}
 class Running:
     backend: BackendApi
     url: str
+    bot: BotSide | None = None
+    """The gateway behind it, with the fake Telegram it sends to."""
 
     def client(self, *, signed_in: bool = True, login: str = OPERATOR) -> aiohttp.ClientSession:
         """An HTTP client of the API: an operator's (HTTP Basic), or nobody's."""

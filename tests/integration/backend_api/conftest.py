@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -24,6 +25,7 @@ from jobs.settings import JobsSettings
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
 from sandbox.stack import free_port
 from sandbox.yookassa import YooKassaSandbox
+from support.backend_gateway import bot_side
 from support.backend_harness import PASSWORD, ROLES, Running
 from support.billing_harness import make_settings
 from support.database import DatabaseFactory, engine_at, migrated_database
@@ -47,9 +49,14 @@ def operator_hash() -> str:
 
 @pytest.fixture
 async def running(
-    backend_database_url: str, amqp_url: str, topology: Topology, operator_hash: str
+    backend_database_url: str,
+    amqp_url: str,
+    topology: Topology,
+    operator_hash: str,
+    tmp_path: Path,
 ) -> AsyncIterator[Running]:
-    """Billing, jobs and the backend API, started; the API served at `running.url`."""
+    """Billing, jobs, the gateway (with the fake Telegram) and the backend API, started; the
+    API served at `running.url`."""
     database = DatabaseSettings(url=backend_database_url)  # type: ignore[arg-type]
     broker = BrokerSettings(url=amqp_url, namespace=topology.namespace)  # type: ignore[arg-type]
     async with AsyncExitStack() as stack:
@@ -68,6 +75,9 @@ async def running(
             )
         )
         await stack.enter_async_context(jobs)
+        bot = await stack.enter_async_context(
+            bot_side(backend_database_url, amqp_url, topology, tmp_path)
+        )
         backend = build(
             BackendApp(
                 backend_api=BackendApiSettings(
@@ -98,4 +108,4 @@ async def running(
             await serving
 
         stack.push_async_callback(stop_serving)
-        yield Running(backend, f"http://127.0.0.1:{port}")
+        yield Running(backend, f"http://127.0.0.1:{port}", bot=bot)
