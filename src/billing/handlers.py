@@ -18,8 +18,10 @@ from contracts.events import (
 from contracts.rpc import (
     Account,
     EnsureAccount,
+    GetReceiptPolicy,
     ListStarsPackages,
     ListTopUpPackages,
+    ReceiptPolicy,
     StarsPackages,
     TopUpPackages,
 )
@@ -75,7 +77,11 @@ def register(runtime: ServiceRuntime, settings: BillingSettings, topups: TopUps)
     async def list_stars_packages(request: ListStarsPackages) -> StarsPackages:
         return StarsPackages(packages=list(settings.stars))
 
+    async def receipt_policy(request: GetReceiptPolicy) -> ReceiptPolicy:
+        return ReceiptPolicy(receipts=topups.receipts)
+
     runtime.serve(EnsureAccount, ensure_account)
+    runtime.serve(GetReceiptPolicy, receipt_policy)
     runtime.serve(ListStarsPackages, list_stars_packages)
     runtime.serve(ListTopUpPackages, list_packages)
     operators.register(runtime)  # the backend API's adjustments and reads

@@ -32,6 +32,11 @@ class TopUps:
         self._billing = billing
         self._yookassa = yookassa
 
+    @property
+    def receipts(self) -> bool:
+        """Whether every payment carries a 54-FZ receipt (and so needs the buyer's contact)."""
+        return self._yookassa.receipts
+
     def package(self, package_id: str) -> TopUpPackage | None:
         return next((p for p in self._billing.packages if p.package_id == package_id), None)
 

@@ -12,12 +12,14 @@ from pydantic import BaseModel
 from contracts.rpc import (
     Account,
     EnsureAccount,
+    GetReceiptPolicy,
     JobHistory,
     ListJobs,
     ListPresets,
     ListStarsPackages,
     ListTopUpPackages,
     PresetCatalog,
+    ReceiptPolicy,
     Request,
     StarsPackages,
     TopUpPackages,
@@ -62,6 +64,10 @@ class Backends:
 
     async def stars_packages(self) -> StarsPackages:
         return await self._call(ListStarsPackages(), StarsPackages)
+
+    async def receipts(self) -> bool:
+        """Whether billing sends 54-FZ receipts, so a ruble top-up needs the buyer's contact."""
+        return (await self._call(GetReceiptPolicy(), ReceiptPolicy)).receipts
 
     async def history(self, user_id: int, limit: int) -> JobHistory:
         return await self._call(ListJobs(user_id=user_id, limit=limit), JobHistory)

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
 
-from bot_gateway import texts
+from bot_gateway import receipt_contacts, texts
 from bot_gateway.domain import (
     FINISHED,
     CreditView,
@@ -23,6 +23,7 @@ from bot_gateway.domain import (
     Phase,
     RequestView,
 )
+from bot_gateway.receipt_contacts import ReceiptContacts
 from bot_gateway.recent_jobs import RecentJobs
 from bot_gateway.repository import (
     Credits,
@@ -282,15 +283,24 @@ class Conversation:
             return await Jobs(uow.read).unfinished_of(customer.telegram_id)
 
     async def request_topup(
-        self, customer: Customer, package_id: str, offer_message_id: int
+        self,
+        customer: Customer,
+        package_id: str,
+        offer_message_id: int,
+        receipt_contact: str | None = None,
     ) -> None:
-        """TopUpRequested; once per package per offer message, however often it is tapped.
+        """TopUpRequested; once per package per offer message (and receipt contact), however
+        often it is tapped; in the user's language (the payment's description), with the
+        receipt's email or phone when the shop sends receipts.
 
         Billing keeps one payment per request id, so repeated taps get the same payment.
         """
         request_id = uuid.uuid5(
-            REQUESTS, f"topup:{customer.telegram_id}:{offer_message_id}:{package_id}"
+            REQUESTS,
+            f"topup:{customer.telegram_id}:{offer_message_id}:{package_id}"
+            + (f":{receipt_contact}" if receipt_contact else ""),
         )
+        email, phone = receipt_contacts.split(receipt_contact)
         async with self._unit_of_work() as uow:
             uow.emit(
                 TopUpRequested(
@@ -299,10 +309,20 @@ class Conversation:
                     telegram_id=customer.telegram_id,
                     chat_id=customer.chat_id,
                     package_id=package_id,
+                    language=customer.language,
+                    email=email,
+                    phone=phone,
                 ),
                 correlation_id=str(request_id),  # every event of the top-up reads as one story
             )
             await uow.commit()
+
+    async def receipt_contact(self, customer: Customer) -> str | None:
+        """Where the user's 54-FZ receipts go (`receipt_contacts.parse`'s form), if they said."""
+        return await ReceiptContacts(self._unit_of_work).of(customer.telegram_id)
+
+    async def remember_receipt_contact(self, customer: Customer, contact: str) -> None:
+        await ReceiptContacts(self._unit_of_work).remember(customer.telegram_id, contact)
 
     async def stars_paid(
         self, customer: Customer, charge_id: str, package_id: str, stars: int, credits: int

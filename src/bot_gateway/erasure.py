@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from aiogram.utils.i18n import gettext as _
 from sqlalchemy import select, update
 
+from bot_gateway import receipt_contacts
 from bot_gateway.conversation import Customer
 from bot_gateway.models import GatewayJob, GatewayUser
 from contracts.events import UserDataErasureRequested
@@ -60,6 +61,7 @@ class Erasure:
                 .where(GatewayUser.telegram_id == customer.telegram_id)
                 .values(username=None, source=None, source_at=None)
             )
+            await uow.execute(receipt_contacts.erase(customer.telegram_id))
             uow.emit(
                 UserDataErasureRequested(
                     request_id=uuid.uuid4(),
@@ -93,9 +95,10 @@ class Erasure:
 def explained() -> str:
     return _(
         "🗑 /deletemydata erases your photos and results, the prompts of your requests, and "
-        "your profile details (username, where you came from). Kept, as the law on accounting "
-        "requires: your payments, the credit ledger and your balance. Kept to prevent abuse: the "
-        "log of refused requests (no photos or prompts in it). This cannot be undone."
+        "your profile details (username, where you came from, the email or phone for receipts). "
+        "Kept, as the law on accounting requires: your payments, the credit ledger and your "
+        "balance. Kept to prevent abuse: the log of refused requests (no photos or prompts in "
+        "it). This cannot be undone."
     )
 
 

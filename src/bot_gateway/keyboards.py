@@ -191,9 +191,13 @@ def topup() -> InlineKeyboardMarkup:
 
 
 def packages(
-    options: list[TopUpPackage], stars: list[StarsPackage] | None = None
+    options: list[TopUpPackage],
+    stars: list[StarsPackage] | None = None,
+    receipt_to: str | None = None,
 ) -> InlineKeyboardMarkup:
-    """Both rails: the ruble packages (YooKassa), then those paid in Telegram Stars."""
+    """Both rails: the ruble packages (YooKassa), then those paid in Telegram Stars; while
+    the shop sends receipts, a last button shows (and changes) where they go: `receipt_to`
+    ("" when the user has given no contact yet)."""
     builder = InlineKeyboardBuilder()
     for package in options:
         builder.button(
@@ -205,8 +209,26 @@ def packages(
             text=texts.stars_package_button(offer.credits, offer.stars),
             callback_data=StarsChoice(package_id=offer.package_id),
         )
+    if receipt_to is not None:
+        builder.button(
+            text=texts.receipt_button(receipt_to), callback_data=MenuAction(action="receipt")
+        )
     builder.adjust(1)
     return builder.as_markup()
+
+
+def receipt_contact() -> InlineKeyboardMarkup:
+    """Under a top-up refused for want of a receipt contact: give one (the top-up follows)."""
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [
+                InlineKeyboardButton(
+                    text=texts.receipt_give_button(),
+                    callback_data=MenuAction(action="receipt_retry").pack(),
+                )
+            ]
+        ]
+    )
 
 
 def pay(url: str, kopecks: int) -> InlineKeyboardMarkup:

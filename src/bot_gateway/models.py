@@ -106,6 +106,19 @@ class GatewayCredit(Base):
     )
 
 
+class ReceiptContact(Base):
+    """Where a user's 54-FZ receipts go: the email or phone (digits, country code first) they
+    gave when the shop sends receipts; they can change it, /deletemydata erases it."""
+
+    __tablename__ = "gateway_receipt_contacts"
+
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    contact: Mapped[str] = mapped_column(String(254), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 class OutboundMessage(Base):
     """A Telegram call still to make: the sender delivers it and marks it sent.
 

@@ -61,6 +61,8 @@ from messaging.unit_of_work import UnitOfWork
 log = logging.getLogger(__name__)
 
 STARS_CURRENCY = "XTR"
+RECEIPT_CONTACT_MISSING = "receipt_contact_missing"
+"""Billing's PaymentFailed reason for a top-up that needs a 54-FZ receipt and has no contact."""
 
 TRIES = 8
 """Reads and writes before a job that keeps moving (its events handled side by side) is given
@@ -353,11 +355,18 @@ class Notifications:
         await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
 
     async def payment_failed(self, event: PaymentFailed, uow: UnitOfWork) -> None:
+        """Nothing was charged; a top-up that needs a receipt contact asks for one (a button
+        that takes it and requests the top-up again)."""
         language, chat_id = await self._addressee(uow, event.telegram_id)
+        payload: dict[str, Any]
         with self._speaking(language):
-            text = texts.payment_failed()
+            if event.reason == RECEIPT_CONTACT_MISSING:
+                markup = markup_payload(keyboards.receipt_contact())
+                payload = {"text": texts.receipt_missing(), "markup": markup}
+            else:
+                payload = {"text": texts.payment_failed()}
         key = f"payment_failed:{event.payment_id or event.request_id}"
-        await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
+        await self._mailbox(uow).send(key, chat_id, "text", payload)
 
     async def weekly_bonus(self, event: WeeklyBonusGranted, uow: UnitOfWork) -> None:
         language, chat_id = await self._addressee(uow, event.telegram_id)

@@ -539,3 +539,44 @@ def credits_granted(credits: int, balance: int) -> str:
     return _("🎁 You received {credits} credits. Balance: {balance}.").format(
         credits=credits, balance=balance
     )
+
+
+def receipt_ask() -> str:
+    return _(
+        "🧾 By law (54-FZ) every payment comes with a receipt. Send the email or phone number "
+        "to send it to: I will remember it for your next top-ups."
+    )
+
+
+def receipt_current(contact: str) -> str:
+    return _(
+        "🧾 Receipts go to {contact}. To change it, send another email or phone number."
+    ).format(contact=contact)
+
+
+def receipt_invalid() -> str:
+    return _(
+        "That is not an email or a phone number. Send, for example, name@example.com "
+        "or +7 900 123-45-67."
+    )
+
+
+def receipt_saved(contact: str) -> str:
+    return _("🧾 Receipts will go to {contact}.").format(contact=contact)
+
+
+def receipt_button(contact: str) -> str:
+    if contact:
+        return _("🧾 Receipt: {contact}").format(contact=contact)
+    return _("🧾 Email or phone for receipts")
+
+
+def receipt_give_button() -> str:
+    return _("🧾 Give an email or phone")
+
+
+def receipt_missing() -> str:
+    return _(
+        "The payment needs a receipt (54-FZ), and I don't know where to send it. Give an "
+        "email or phone number, and I will create the payment again."
+    )

@@ -114,6 +114,21 @@ class ListStarsPackages(Request):
     result_type: ClassVar[type[BaseModel]] = StarsPackages
 
 
+class ReceiptPolicy(Result):
+    """Whether the shop sends 54-FZ receipts (billing's YOOKASSA_RECEIPTS): while it does, a
+    ruble top-up needs the buyer's email or phone, which the gateway asks for first."""
+
+    receipts: bool
+
+
+class GetReceiptPolicy(Request):
+    """Billing's receipt setting, for the gateway to ask for the buyer's contact only when a
+    receipt needs one (a method of its own: TopUpPackages keeps its shape for older gateways)."""
+
+    method: ClassVar[str] = "billing.receipt_policy"
+    result_type: ClassVar[type[BaseModel]] = ReceiptPolicy
+
+
 # --- jobs ---------------------------------------------------------------------------------
 
 
@@ -600,6 +615,8 @@ REQUESTS: dict[str, type[Request]] = {
         GetFarmingSignals,
         EnsureAccount,
         ListTopUpPackages,
+        ListStarsPackages,
+        GetReceiptPolicy,
         ListPresets,
         ListJobs,
         SearchAccounts,

@@ -1,6 +1,12 @@
 """/topup: the packages of both rails. Rubles: TopUpRequested, and billing answers with the
 payment button. Telegram Stars: an invoice (XTR, no provider token), its pre-checkout query
-answered at once, and its `successful_payment` reported to billing (StarsPaymentReceived)."""
+answered at once, and its `successful_payment` reported to billing (StarsPaymentReceived).
+
+54-FZ receipts: while billing sends them (`billing.receipt_policy`), a ruble package first needs
+the buyer's email or phone: asked once with the reason, checked, remembered, then the top-up
+goes on; /receipt or the last button of the packages changes it. A top-up billing refused for
+want of one (`receipt_contact_missing`: receipts switched on meanwhile) is asked for the same
+way and requested again with it."""
 
 from __future__ import annotations
 
@@ -9,9 +15,17 @@ from dataclasses import dataclass
 
 from aiogram import Bot, F, Router
 from aiogram.filters import Command
-from aiogram.types import CallbackQuery, LabeledPrice, Message, PreCheckoutQuery
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import (
+    CallbackQuery,
+    InlineKeyboardMarkup,
+    LabeledPrice,
+    Message,
+    PreCheckoutQuery,
+)
 
-from bot_gateway import keyboards, texts
+from bot_gateway import keyboards, receipt_contacts, texts
 from bot_gateway.backends import Backends, ServiceBusyError
 from bot_gateway.conversation import Conversation, Customer
 from bot_gateway.keyboards import MenuAction, PackageChoice, StarsChoice
@@ -21,6 +35,13 @@ log = logging.getLogger(__name__)
 
 STARS = "XTR"
 PAYLOAD_PREFIX = "stars"
+PENDING = "topup_package"
+"""FSM data: the ruble package last tapped and its offer message, to request once the buyer
+gave a receipt contact."""
+
+
+class ReceiptAsking(StatesGroup):
+    waiting_contact = State()
 
 
 @dataclass(frozen=True)
@@ -59,21 +80,41 @@ async def _offers(backends: Backends) -> tuple[TopUpPackages, StarsPackages]:
     return offer, stars
 
 
-async def topup_command(message: Message, backends: Backends) -> None:
-    offer, stars = await _offers(backends)
-    await message.answer(
-        texts.choose_package(), reply_markup=keyboards.packages(offer.packages, stars.packages)
-    )
+async def _receipt_to(
+    customer: Customer, backends: Backends, conversation: Conversation
+) -> str | None:
+    """The receipt button's contact ("" for none yet); None while no receipts are sent."""
+    try:
+        if not await backends.receipts():
+            return None
+    except ServiceBusyError:  # the packages are still worth showing
+        return None
+    contact = await conversation.receipt_contact(customer)
+    return "" if contact is None else receipt_contacts.shown(contact)
 
 
-async def topup_button(callback: CallbackQuery, backends: Backends) -> None:
+async def _menu(
+    customer: Customer, backends: Backends, conversation: Conversation
+) -> InlineKeyboardMarkup:
     offer, stars = await _offers(backends)
+    receipt_to = await _receipt_to(customer, backends, conversation)
+    return keyboards.packages(offer.packages, stars.packages, receipt_to)
+
+
+async def topup_command(
+    message: Message, customer: Customer, backends: Backends, conversation: Conversation
+) -> None:
+    markup = await _menu(customer, backends, conversation)
+    await message.answer(texts.choose_package(), reply_markup=markup)
+
+
+async def topup_button(
+    callback: CallbackQuery, customer: Customer, backends: Backends, conversation: Conversation
+) -> None:
+    markup = await _menu(customer, backends, conversation)
     await callback.answer()
     if callback.message is not None:
-        await callback.message.answer(
-            texts.choose_package(),
-            reply_markup=keyboards.packages(offer.packages, stars.packages),
-        )
+        await callback.message.answer(texts.choose_package(), reply_markup=markup)
 
 
 async def package(
@@ -82,16 +123,80 @@ async def package(
     customer: Customer,
     backends: Backends,
     conversation: Conversation,
+    state: FSMContext,
 ) -> None:
     offer = await backends.packages()
     if callback_data.package_id not in {p.package_id for p in offer.packages}:
         await callback.answer(texts.stale_button(), show_alert=True)
         return
     offer_message_id = callback.message.message_id if callback.message else 0
-    await conversation.request_topup(customer, callback_data.package_id, offer_message_id)
+    await state.update_data({PENDING: [callback_data.package_id, offer_message_id]})
+    contact = None
+    if await backends.receipts():
+        contact = await conversation.receipt_contact(customer)
+        if contact is None:
+            await state.set_state(ReceiptAsking.waiting_contact)
+            await callback.answer()
+            if callback.message is not None:
+                await callback.message.answer(texts.receipt_ask())
+            return
+    await conversation.request_topup(customer, callback_data.package_id, offer_message_id, contact)
     await callback.answer()
     if callback.message is not None:
         await callback.message.answer(texts.creating_payment())
+
+
+async def receipt_command(
+    message: Message, customer: Customer, conversation: Conversation, state: FSMContext
+) -> None:
+    """Where receipts go, and a new contact asked for (no top-up follows this one)."""
+    await state.update_data({PENDING: None})
+    await state.set_state(ReceiptAsking.waiting_contact)
+    contact = await conversation.receipt_contact(customer)
+    if contact is None:
+        await message.answer(texts.receipt_ask())
+    else:
+        await message.answer(texts.receipt_current(receipt_contacts.shown(contact)))
+
+
+async def receipt_button(
+    callback: CallbackQuery,
+    callback_data: MenuAction,
+    customer: Customer,
+    conversation: Conversation,
+    state: FSMContext,
+) -> None:
+    """The packages' receipt button (a change) or a refused top-up's (the top-up follows)."""
+    if callback_data.action == "receipt":
+        await state.update_data({PENDING: None})
+    await state.set_state(ReceiptAsking.waiting_contact)
+    await callback.answer()
+    if callback.message is None:
+        return
+    contact = await conversation.receipt_contact(customer)
+    if contact is None or callback_data.action == "receipt_retry":
+        await callback.message.answer(texts.receipt_ask())
+    else:
+        await callback.message.answer(texts.receipt_current(receipt_contacts.shown(contact)))
+
+
+async def receipt_contact(
+    message: Message, customer: Customer, conversation: Conversation, state: FSMContext
+) -> None:
+    """An email or phone for receipts: checked, remembered, and the waiting top-up requested."""
+    contact = receipt_contacts.parse(message.text or "")
+    if contact is None:
+        await message.answer(texts.receipt_invalid())
+        return
+    await conversation.remember_receipt_contact(customer, contact)
+    pending = (await state.get_data()).get(PENDING)
+    await state.update_data({PENDING: None})
+    await state.set_state(None)
+    await message.answer(texts.receipt_saved(receipt_contacts.shown(contact)))
+    if pending:
+        package_id, offer_message_id = pending
+        await conversation.request_topup(customer, package_id, offer_message_id, contact)
+        await message.answer(texts.creating_payment())
 
 
 def _stars_package(stars: StarsPackages, package_id: str) -> StarsPackage | None:
@@ -182,6 +287,11 @@ def router() -> Router:
     feature.message(Command("topup"))(topup_command)
     feature.callback_query(MenuAction.filter(F.action == "topup"))(topup_button)
     feature.callback_query(PackageChoice.filter())(package)
+    feature.message(Command("receipt"))(receipt_command)
+    feature.callback_query(MenuAction.filter(F.action.in_({"receipt", "receipt_retry"})))(
+        receipt_button
+    )
+    feature.message(ReceiptAsking.waiting_contact, F.text, ~F.text.startswith("/"))(receipt_contact)
     feature.callback_query(StarsChoice.filter())(stars_package)
     feature.pre_checkout_query()(pre_checkout)
     feature.message(F.successful_payment)(stars_paid)
