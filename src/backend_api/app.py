@@ -17,7 +17,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 from starlette.middleware.sessions import SessionMiddleware
 
-from backend_api import broadcasts, dashboard
+from backend_api import broadcasts, dashboard, operations
 from backend_api import commands as command_handlers
 from backend_api.api import api_router
 from backend_api.auth import Operators
@@ -100,6 +100,7 @@ def build(settings: Settings | None = None) -> BackendApi:
     panel = Panel(owners, commands, operators, own.default_language)
     web.include_router(api_router(owners, commands, operators))
     web.include_router(panel.router())
+    operations.register(runtime, web, panel, rpc, commands, operators)  # DLQs, queues
     web.include_router(broadcasts.api_router(owners, commands, operators))
     web.include_router(broadcasts.BroadcastPages(panel, owners, commands).router())
     web.include_router(dashboard.api_router(owners, operators))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -86,6 +87,35 @@ class Commands:
         await self._record(key, operator, action, target, payload, reason, command)
         return await self.wait(key)
 
+    async def perform(
+        self,
+        key: uuid.UUID,
+        operator: str,
+        action: str,
+        target: str,
+        payload: dict[str, Any],
+        reason: str,
+        act: Callable[[], Awaitable[tuple[str, dict[str, Any]]]],
+    ) -> AuditRecord:
+        """An action no service owns (the broker's dead letters): recorded like a command, then
+        `act` runs here, once per `key`, and its (status, outcome) settles the entry. An
+        exception settles it `refused` with what it said, and is raised again."""
+        if await self._record(key, operator, action, target, payload, reason, None):
+            try:
+                status, outcome = await act()
+            except Exception as exc:
+                await self._settle_now(key, "refused", {"error": str(exc)})
+                raise
+            await self._settle_now(key, status, outcome)
+        record = await self.entry(key)
+        assert record is not None  # recorded above
+        return record
+
+    async def _settle_now(self, key: uuid.UUID, status: str, outcome: dict[str, Any]) -> None:
+        async with self._runtime.unit_of_work() as uow:
+            await settle(uow, key, status, outcome)
+            await uow.commit()
+
     async def _record(
         self,
         key: uuid.UUID,
@@ -94,8 +124,10 @@ class Commands:
         target: str,
         payload: dict[str, Any],
         reason: str,
-        command: Event,
-    ) -> None:
+        command: Event | None,
+    ) -> bool:
+        """True when this call recorded it (and sent `command`, if any); False for the same
+        command again."""
         async with self._runtime.unit_of_work() as uow:
             inserted = await uow.execute(
                 insert(AUDIT)
@@ -112,9 +144,10 @@ class Commands:
                 .returning(AUDIT.c.id)
             )
             if inserted.first() is not None:
-                uow.emit(command, correlation_id=str(key))
+                if command is not None:
+                    uow.emit(command, correlation_id=str(key))
                 await uow.commit()
-                return
+                return True
             first = (
                 await uow.execute(
                     select(AUDIT.c.operator, AUDIT.c.action, AUDIT.c.payload, AUDIT.c.reason).where(
@@ -129,6 +162,7 @@ class Commands:
                 reason,
             ):
                 raise IdempotencyConflictError(str(key))
+            return False
 
     async def wait(self, key: uuid.UUID) -> AuditRecord:
         """The entry of `key`, once settled or after the wait."""

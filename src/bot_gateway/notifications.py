@@ -43,6 +43,7 @@ from contracts.events import (
     JobCanceled,
     JobCreated,
     JobFailed,
+    JobHeld,
     JobProgress,
     JobQueued,
     JobRejectReason,
@@ -122,6 +123,15 @@ class Notifications:
             text = texts.queued(job.title, event.position, event.eta_seconds)
             markup = keyboards.cancel_job(job.request_id.hex)
         return Change(move.to, self._status(job, text, markup))
+
+    def on_held(self, job: JobView, event: JobHeld) -> Change | None:
+        """Paid, but its workflow's queue is paused by the operators: it waits, and says why."""
+        if job.state.phase in domain.FINISHED:
+            return None
+        with self._speaking(job.language):
+            text = texts.held(job.title)
+            markup = keyboards.cancel_job(job.request_id.hex)
+        return Change(job.state, self._status(job, text, markup))
 
     def on_started(self, job: JobView, event: JobStarted) -> Change | None:
         move = domain.on_started(job.state, event.attempt, event.total_steps)
@@ -232,6 +242,11 @@ class Notifications:
 
     async def queued(self, event: JobQueued, uow: UnitOfWork) -> None:
         await self._job_event(uow, event.job_id, lambda job: self.on_queued(job, event))
+
+    async def held(self, event: JobHeld, uow: UnitOfWork) -> None:
+        await self._job_event(
+            uow, event.job_id, lambda job: self.on_held(job, event), required=False
+        )
 
     async def started(self, event: JobStarted, uow: UnitOfWork) -> None:
         await self._job_event(

@@ -181,6 +181,13 @@ def queued(title: str, position: int, eta_seconds: int) -> str:
     )
 
 
+def held(title: str) -> str:
+    return _(
+        "⏸ «{title}»: paid and waiting: this kind of processing is paused for a while. "
+        "The job keeps its place and starts once it resumes."
+    ).format(title=title)
+
+
 def started(title: str) -> str:
     return _("⚙️ «{title}»: started.").format(title=title)
 

@@ -939,6 +939,74 @@ class BroadcastCancelRefused(Event):
     reason: Reason
 
 
+# --- operations: a workflow's queue paused and resumed (backend API -> jobs -> gateway) ------
+
+
+class WorkflowPauseRequested(Event):
+    """An operator asked (through the backend API) to pause a workflow's queue: jobs keeps its
+    paid jobs waiting, dispatches none, and tells their users why; once per request id."""
+
+    event_type: ClassVar[str] = "workflow.pause_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    reason: OperatorNote
+
+
+class WorkflowResumeRequested(Event):
+    """An operator asked to resume a paused workflow's queue: its waiting jobs are dispatched
+    again, oldest first; once per request id."""
+
+    event_type: ClassVar[str] = "workflow.resume_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    reason: OperatorNote
+
+
+class WorkflowPaused(Event):
+    """jobs paused a workflow's queue (or found it paused already)."""
+
+    event_type: ClassVar[str] = "workflow.paused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    already: bool
+    """It was paused before this request (by whom: `workflow_pauses`)."""
+    waiting: Annotated[int, Field(ge=0)]
+    """Its paid jobs now held (their users are told, `JobHeld`)."""
+
+
+class WorkflowResumed(Event):
+    """jobs resumed a workflow's queue (or found it running already)."""
+
+    event_type: ClassVar[str] = "workflow.resumed"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    already: bool
+    """It was not paused."""
+    waiting: Annotated[int, Field(ge=0)]
+    """Its paid jobs that will now be dispatched (in their usual fair order)."""
+
+
+class JobHeld(Event):
+    """A paid job waits for a reason of the operators' (its workflow's queue is paused): not
+    dispatched, not lost, not failed; it goes on (`JobQueued`) once the reason is gone."""
+
+    event_type: ClassVar[str] = "job.held"
+
+    job_id: JobId
+    user_id: UserId
+    chat_id: ChatId
+    workflow_type: WorkflowType
+    reason: Literal["workflow_paused"]
+
+
 CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
@@ -994,6 +1062,11 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         BroadcastCancelRequested,
         BroadcastCanceled,
         BroadcastCancelRefused,
+        WorkflowPauseRequested,
+        WorkflowResumeRequested,
+        WorkflowPaused,
+        WorkflowResumed,
+        JobHeld,
     )
 }
 """Every event of the contract by (type, version)."""

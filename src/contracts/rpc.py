@@ -606,6 +606,38 @@ class CountMoney(Request):
     days: StatsDays = 30
 
 
+# --- jobs: the operations area --------------------------------------------------------------
+
+
+class WorkflowQueueView(Result):
+    """One workflow's line, as jobs sees it now."""
+
+    workflow_type: WorkflowType
+    paused: bool
+    """Its queue is paused by an operator: paid jobs wait, none is dispatched."""
+    waiting: Annotated[int, Field(ge=0)]
+    """Paid and held in jobs (a user's cap, a retry's backoff or a pause)."""
+    dispatched: Annotated[int, Field(ge=0)]
+    """On its GPU queue, not started."""
+    running: Annotated[int, Field(ge=0)]
+    recent_durations: Annotated[int, Field(ge=0)]
+    """How many recent completions the mean duration is taken from (0: none yet)."""
+    mean_duration_s: Annotated[float, Field(ge=0)] | None
+    eta_seconds: Annotated[int, Field(ge=0)]
+    """Until a job queued now would be done: behind everything waiting and dispatched."""
+
+
+class WorkflowQueues(Result):
+    workflows: list[WorkflowQueueView]
+
+
+class QueueStats(Request):
+    """Each workflow's queue depth and ETA (every workflow, busy or not)."""
+
+    method: ClassVar[str] = "jobs.queue_stats"
+    result_type: ClassVar[type[BaseModel]] = WorkflowQueues
+
+
 REQUESTS: dict[str, type[Request]] = {
     request.method: request
     for request in (
@@ -628,6 +660,7 @@ REQUESTS: dict[str, type[Request]] = {
         CountUsers,
         CountJobs,
         CountMoney,
+        QueueStats,
     )
 }
 """Every request/reply method by name; each has its own queue."""

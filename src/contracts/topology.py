@@ -43,6 +43,8 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.JobAttemptFailed,
         ev.JobCancelRequested,
         ev.UserDataErasureRequested,
+        ev.WorkflowPauseRequested,
+        ev.WorkflowResumeRequested,
     ),
     "bot_gateway": (
         ev.ModerationDecisionRequested,
@@ -70,6 +72,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsAdjusted,
         ev.BroadcastRequested,
         ev.BroadcastCancelRequested,
+        ev.JobHeld,
     ),
     "backend_api": (
         ev.ModerationDecided,
@@ -81,6 +84,8 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.BroadcastQueued,
         ev.BroadcastCanceled,
         ev.BroadcastCancelRefused,
+        ev.WorkflowPaused,
+        ev.WorkflowResumed,
     ),
 }
 """Which events each service's queue receives (every version it handles: one binding per type)."""
@@ -116,6 +121,9 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.JobFailed,
         ev.JobCanceled,
         ev.PresetsChanged,
+        ev.WorkflowPaused,
+        ev.WorkflowResumed,
+        ev.JobHeld,
     ),
     "billing": (
         ev.BalanceDebited,
@@ -138,6 +146,8 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsAdjustmentRequested,
         ev.BroadcastRequested,
         ev.BroadcastCancelRequested,
+        ev.WorkflowPauseRequested,
+        ev.WorkflowResumeRequested,
     ),
     "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
 }

@@ -18,7 +18,7 @@ from contracts.events import (
     JobStarted,
 )
 from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
-from jobs import erasure, operators
+from jobs import erasure, operators, queues
 from jobs.catalog import catalog_view
 from jobs.lifecycle import JobLifecycle
 from jobs.repository import CatalogRepository, JobsRepository
@@ -42,6 +42,7 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     runtime.serve(ListPresets, reads.presets)
     runtime.serve(ListJobs, reads.jobs)
     operators.register(runtime)  # the backend API's read
+    queues.register(runtime, lifecycle.settings)  # queue depth, ETA, pause and resume
 
 
 class Reads:

@@ -36,7 +36,7 @@ from contracts.events import (
     JobStarted,
     JobSucceeded,
 )
-from jobs import domain
+from jobs import domain, queues
 from jobs.dispatcher import Dispatcher, Sweeper, correlation, facts
 from jobs.domain import (
     IN_FLIGHT,
@@ -222,6 +222,7 @@ class JobLifecycle:
                 await jobs.note_debited(job.id)
             return
         await self.dispatcher.dispatch_user(jobs, uow, moved.user_id)
+        await queues.tell_if_held(uow, moved.id)  # its workflow's queue is paused
 
     async def debit_rejected(self, event: DebitRejected, uow: UnitOfWork) -> None:
         """Unpaid: the job fails; the gateway tells the user from DebitRejected itself."""

@@ -1,4 +1,5 @@
-"""Tables jobs owns: the seed's `presets` and `jobs`, `job_transitions`, and its delivery tables.
+"""Tables jobs owns: the seed's `presets` and `jobs`, `job_transitions`, `workflow_pauses` and its
+delivery tables.
 
 The seed's columns stay exactly as they were; everything the lifecycle needs is added beside
 them (nullable or defaulted), so the customer's own tools keep reading both tables.
@@ -148,6 +149,21 @@ class JobTransition(Base):
     event_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     """The incoming event that caused it; NULL for the dispatcher's and sweeper's own moves."""
     at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class WorkflowPause(Base):
+    """A workflow whose queue an operator paused: its paid jobs wait in jobs, none dispatched."""
+
+    __tablename__ = "workflow_pauses"
+
+    workflow_type: Mapped[str] = mapped_column(String(50), primary_key=True)
+    operator: Mapped[str] = mapped_column(String(100), nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    request_id: Mapped[uuid.UUID] = mapped_column(Uuid, nullable=False)
+    """The operator's command that paused it."""
+    paused_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
 

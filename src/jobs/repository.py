@@ -27,6 +27,7 @@ from sqlalchemy import (
     Table,
     Uuid,
     bindparam,
+    exists,
     func,
     insert,
     literal,
@@ -51,7 +52,7 @@ from jobs.domain import (
     Stage,
     UserQueue,
 )
-from jobs.models import Job, JobStatus, JobTransition, Preset
+from jobs.models import Job, JobStatus, JobTransition, Preset, WorkflowPause
 from messaging.unit_of_work import UnitOfWork
 
 USER_LOCK_SPACE = 0x4A0B
@@ -61,6 +62,10 @@ CATALOG_LOCK = (0x4A0B, 0)
 
 JOBS = cast("Table", Job.__table__)
 TRANSITIONS = cast("Table", JobTransition.__table__)
+PAUSES = cast("Table", WorkflowPause.__table__)
+NOT_PAUSED = ~exists().where(PAUSES.c.workflow_type == JOBS.c.workflow_type)
+"""A job whose workflow's queue an operator has not paused (see `jobs.queues`): only those are
+dispatched; the others wait."""
 PRESETS = cast("Table", Preset.__table__)
 _TRANSITION_COLUMNS = ["job_id", "from_stage", "to_stage", "attempt", "reason", "event_id"]
 _JOB_COLUMNS = [
@@ -187,6 +192,7 @@ def _dispatch() -> Select[Any]:
             JOBS.c.user_id == user,
             JOBS.c.stage == waiting,
             or_(JOBS.c.next_attempt_at.is_(None), JOBS.c.next_attempt_at <= func.now()),
+            NOT_PAUSED,
         )
         .order_by(JOBS.c.created_at, JOBS.c.id)
         .limit(
@@ -607,6 +613,7 @@ class JobsRepository:
             .where(
                 Job.stage == Stage.waiting.value,
                 (Job.next_attempt_at.is_(None)) | (Job.next_attempt_at <= func.now()),
+                NOT_PAUSED,
             )
             .group_by(Job.user_id)
             .subquery()

@@ -44,6 +44,7 @@ from contracts.events import (
     JobCanceled,
     JobCreated,
     JobFailed,
+    JobHeld,
     JobProgress,
     JobQueued,
     JobRejectReason,
@@ -620,3 +621,28 @@ async def test_a_remembered_job_that_moved_elsewhere_is_read_and_moved_as_it_is(
     remembered = recent.get(job.request_id)
     assert remembered is not None
     assert remembered.state == JobState(Phase.running, 1, 1, 3)
+
+
+HELD = {
+    "ru": "«Эскиз»: оплачено и ждёт: этот вид обработки ненадолго приостановлен",
+    "en": "«Эскиз»: paid and waiting: this kind of processing is paused for a while",
+}
+
+
+@pytest.mark.parametrize("language", ["ru", "en"])
+async def test_a_job_held_by_a_paused_workflow_says_why_and_goes_on_when_queued(
+    stack: Stack, amqp_url: str, language: str
+) -> None:
+    job = await requested(stack, language)
+    held = JobHeld(
+        job_id=job.job_id,
+        user_id=1,
+        chat_id=job.chat_id,
+        workflow_type="qwen_edit_2511",
+        reason="workflow_paused",
+    )
+    await deliver(stack, amqp_url, about(held, job))
+    await stack.telegram.shown_eventually(job.chat_id, job.message_id, HELD[language])
+    assert (await state(stack, job))[1] == "created"  # still waiting: nothing failed
+    await deliver(stack, amqp_url, about(story(job)[0], job))  # resumed: JobQueued
+    await stack.telegram.shown_eventually(job.chat_id, job.message_id, WORDS[language][0])
