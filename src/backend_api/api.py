@@ -1,8 +1,10 @@
 """The HTTP API, `/api/v1/...`: every list paged and filtered, every write a command.
 
-Authentication on every endpoint: the panel's session or HTTP Basic (an operator's login).
+Authentication on every endpoint but the sign-in: a session, named by a bearer token from
+`POST /api/v1/sessions` (scripts) or the panel's cookie.
 """
 
+import math
 import re
 import uuid
 from collections.abc import Awaitable
@@ -21,11 +23,27 @@ from fastapi import (
     Response,
     status,
 )
-from fastapi.security import HTTPBasicCredentials
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from backend_api.auth import Operators, basic, operator_of
-from backend_api.commands import AuditRecord, Commands, IdempotencyConflictError
+from backend_api.auth import (
+    Operators,
+    Principal,
+    SessionRecord,
+    SignInRefusedError,
+    TooManyAttemptsError,
+    bearer,
+    client_address,
+    principal_of,
+)
+from backend_api.commands import (
+    AWAITING,
+    AlreadyDecidedError,
+    AuditRecord,
+    Commands,
+    IdempotencyConflictError,
+    SelfApprovalError,
+)
 from backend_api.reads import Owners
 from backend_api.settings import Role
 from contracts.events import OperatorNote, SignedCredits
@@ -124,10 +142,14 @@ class CommandStatus(BaseModel):
     target: str
     payload: dict[str, Any]
     reason: str
-    status: Literal["pending", "applied", "refused"]
+    status: Literal["awaiting_approval", "rejected", "pending", "applied", "refused"]
+    """awaiting_approval: held for a second operator (not sent); rejected: dropped unsent;
+    pending: sent, its owner has not answered; applied / refused: the owner's answer."""
     outcome: dict[str, Any] | None
     created_at: datetime
     decided_at: datetime | None
+    approver: str | None = None
+    """Who approved or rejected a held write."""
 
     @classmethod
     def of(cls, record: AuditRecord) -> "CommandStatus":
@@ -139,22 +161,76 @@ class Me(BaseModel):
     role: Literal["viewer", "support", "admin"]
 
 
+class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    login: Annotated[str, Field(min_length=1, max_length=100)]
+    password: Annotated[str, Field(min_length=1, max_length=1000)]
+    code: Annotated[str | None, Field(max_length=10, description="An admin's one-time code")] = None
+
+
+class SessionToken(BaseModel):
+    token: str
+    """Send it as `Authorization: Bearer <token>`; it ends at `expires_at` or when revoked."""
+    session_id: uuid.UUID
+    operator: str
+    role: Literal["viewer", "support", "admin"]
+    expires_at: datetime
+
+
+class SessionView(BaseModel):
+    id: uuid.UUID
+    operator: str
+    kind: Literal["panel", "api"]
+    address: str
+    user_agent: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    current: bool
+    """The session this request came in."""
+
+    @classmethod
+    def of(cls, record: SessionRecord, current: Principal) -> "SessionView":
+        return cls.model_validate({**record.__dict__, "current": record.id == current.session_id})
+
+
 @dataclass(frozen=True)
 class Guards:
     """The role each endpoint needs, as a dependency: `who: Annotated[str, guards.support]` is
-    the signed-in operator's login, checked at every request (401 signed out, 403 too low)."""
+    the signed-in operator's login, checked at every request against their session and account
+    (401 signed out, 403 too low)."""
 
     viewer: Any
     support: Any
     admin: Any
 
 
-def guards(operators: Operators) -> Guards:
+def signed_in(request: Request, needs: Role = Role.viewer) -> Principal:
+    """The request's operator if their role is at least `needs`: else 401 (nobody signed in,
+    or a session that ended) or 403."""
+    principal = principal_of(request)
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="not signed in",
+            headers={"WWW-Authenticate": 'Bearer realm="imagebot"'},
+        )
+    if principal.role < needs:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"needs the {needs.name} role")
+    return principal
+
+
+def guards(operators: Operators | None = None) -> Guards:
+    """`operators` is no longer needed (the session middleware finds the operator); kept so
+    every area's `guards(operators)` reads the same."""
+
     def needs(role: Role) -> Any:
         async def operator(
-            request: Request, credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)]
+            request: Request,
+            _: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
         ) -> str:
-            return await operator_of(request, credentials, operators, role)
+            return signed_in(request, role).login
 
         return Depends(operator)
 
@@ -166,11 +242,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Not signed in"},
     502: {"description": "An owning service refused the request"},
     403: {"description": "The operator's role may not do this"},
-    429: {"description": "Too many failed sign-ins from here or for this login"},
     503: {"description": "An owning service did not answer"},
 }
 COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
-    202: {"model": CommandStatus, "description": "Sent; its owner has not answered yet"},
+    202: {
+        "model": CommandStatus,
+        "description": "Sent, its owner has not answered yet; or held for a second operator's "
+        "approval (`awaiting_approval`)",
+    },
     409: {"description": "The idempotency key was used for another command"},
 }
 IdempotencyKey = Annotated[uuid.UUID, Header(description="A new UUID per write")]
@@ -183,7 +262,7 @@ async def command_answer(submitted: Awaitable[AuditRecord], response: Response) 
         record = await submitted
     except IdempotencyConflictError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, detail="idempotency key reused") from exc
-    if record.status == "pending":
+    if record.status in ("pending", AWAITING):
         response.status_code = status.HTTP_202_ACCEPTED
     return CommandStatus.of(record)
 
@@ -196,10 +275,9 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
     router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
     @router.get("/me", tags=["operators"])
-    async def me(who: Operator) -> Me:
-        role = operators.role(who)
-        assert role is not None  # `Operator` let them in
-        return Me(operator=who, role=role.name)
+    async def me(request: Request, _: Operator) -> Me:
+        principal = signed_in(request)
+        return Me(operator=principal.login, role=principal.role.name)
 
     @router.get("/users", tags=["users"])
     async def users(
@@ -338,5 +416,147 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
             offset=offset,
             limit=limit,
         )
+
+    router.include_router(_sessions_router(operators))
+    router.include_router(_approvals_router(commands, guard))
+    return router
+
+
+SIGN_IN_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Wrong login, password or one-time code (or a code used before)"},
+    429: {"description": "Too many failed sign-ins from here or for this login"},
+}
+
+
+def _sessions_router(operators: Operators) -> APIRouter:
+    router = APIRouter(prefix="/sessions", tags=["sessions"])
+    Operator = Annotated[str, guards().viewer]
+
+    @router.post("", status_code=status.HTTP_201_CREATED, responses=SIGN_IN_ERRORS)
+    async def sign_in(body: SignIn, request: Request) -> SessionToken:
+        """Sign in: a session token for the other endpoints. Admins give their authenticator's
+        current one-time code too (each code once). Failed sign-ins are throttled per login and
+        per address."""
+        try:
+            session = await operators.sign_in(
+                body.login,
+                body.password,
+                body.code,
+                address=client_address(request),
+                user_agent=request.headers.get("user-agent", ""),
+                kind="api",
+            )
+        except TooManyAttemptsError as exc:
+            raise HTTPException(
+                status.HTTP_429_TOO_MANY_REQUESTS,
+                detail="too many failed sign-ins",
+                headers={"Retry-After": str(math.ceil(exc.retry_after_s))},
+            ) from exc
+        except SignInRefusedError as exc:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED, detail="wrong login, password or code"
+            ) from exc
+        return SessionToken(
+            token=session.token,
+            session_id=session.session_id,
+            operator=session.login,
+            role=session.role.name,
+            expires_at=session.expires_at,
+        )
+
+    @router.get("")
+    async def sessions(
+        request: Request,
+        _: Operator,
+        operator_: Annotated[
+            str | None, Query(alias="operator", max_length=100, pattern=r"^[^\x00-\x1f]*$")
+        ] = None,
+        offset: OffsetQuery = 0,
+        limit: LimitQuery = 50,
+    ) -> Page[SessionView]:
+        """Live sessions, newest first: one's own; an admin's, everyone's (or `operator`'s)."""
+        principal = signed_in(request)
+        of = operator_ if principal.role >= Role.admin else principal.login
+        records, total = await operators.sessions(operator=of, offset=offset, limit=limit)
+        return Page(
+            items=[SessionView.of(record, principal) for record in records],
+            total=total,
+            offset=offset,
+            limit=limit,
+        )
+
+    @router.delete(
+        "/{session_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses={404: {"description": "No such live session of yours"}},
+    )
+    async def revoke(request: Request, _: Operator, session_id: uuid.UUID) -> None:
+        """End a session at once (one's own; an admin, anyone's): its next request is
+        signed out. Ending the current one signs out."""
+        if not await operators.revoke(session_id, signed_in(request)):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such session")
+
+    return router
+
+
+def _approvals_router(commands: Commands, guard: Guards) -> APIRouter:
+    router = APIRouter(prefix="/approvals", tags=["approvals"])
+    Support = Annotated[str, guard.support]
+    decided: dict[int | str, dict[str, Any]] = {
+        404: {"description": "No such write"},
+        409: {"description": "Not awaiting approval (any more)"},
+    }
+
+    @router.get("")
+    async def awaiting(
+        _: Support, offset: OffsetQuery = 0, limit: LimitQuery = 50
+    ) -> Page[CommandStatus]:
+        """Writes held for a second operator's approval, newest first. Support or admin."""
+        records, total = await commands.audit(
+            operator=None, action=None, target=None, offset=offset, limit=limit, status=AWAITING
+        )
+        return Page(
+            items=[CommandStatus.of(record) for record in records],
+            total=total,
+            offset=offset,
+            limit=limit,
+        )
+
+    @router.post(
+        "/{request_id}/approve",
+        responses={
+            **COMMAND_RESPONSES,
+            **decided,
+            403: {"description": "The operator's role may not, or they asked for it themselves"},
+        },
+    )
+    async def approve(who: Support, request_id: uuid.UUID, response: Response) -> CommandStatus:
+        """Approve a held write: it is sent to its owner (once, however often approved). Not
+        by the operator who asked for it. Support or admin."""
+        try:
+            record = await commands.approve(request_id, who)
+        except KeyError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such write") from exc
+        except SelfApprovalError as exc:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, detail="a second operator must approve it"
+            ) from exc
+        except AlreadyDecidedError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail="not awaiting approval") from exc
+        if record.status == "pending":
+            response.status_code = status.HTTP_202_ACCEPTED
+        return CommandStatus.of(record)
+
+    @router.post("/{request_id}/reject", responses=decided)
+    async def reject(who: Support, request_id: uuid.UUID) -> CommandStatus:
+        """Drop a held write unsent (its requester withdrawing it, or another operator).
+        Support or admin."""
+        try:
+            record = await commands.reject(request_id, who)
+        except KeyError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such write") from exc
+        except AlreadyDecidedError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail="not awaiting approval") from exc
+        return CommandStatus.of(record)
 
     return router

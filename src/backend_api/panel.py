@@ -1,8 +1,9 @@
 """The web panel, `/panel/...`: server-rendered pages (Jinja2) over the same reads and commands
 as the API, in Russian and English (gettext catalogs under `locales/`).
 
-Every page but the login needs a signed-in session; every form carries the session's CSRF
-token; an adjustment form carries its own idempotency key, so a double submit applies once.
+Every page but the login needs a signed-in session (checked against its server-side record at
+each request); every form carries the session's CSRF token; an adjustment form carries its own
+idempotency key, so a double submit applies once.
 """
 
 from __future__ import annotations
@@ -22,13 +23,23 @@ from starlette.datastructures import FormData
 
 from backend_api.auth import (
     SESSION_OPERATOR,
+    SESSION_TOKEN,
     Operators,
+    Principal,
+    SignInRefusedError,
     TooManyAttemptsError,
     client_address,
     csrf_token,
     csrf_valid,
+    principal_of,
 )
-from backend_api.commands import Commands
+from backend_api.commands import (
+    AWAITING,
+    AlreadyDecidedError,
+    Commands,
+    IdempotencyConflictError,
+    SelfApprovalError,
+)
 from backend_api.reads import Owners
 from backend_api.settings import Role
 from contracts.rpc import JobStage, ListLedger, ListPayments, SearchAccounts, SearchJobs
@@ -67,13 +78,25 @@ class Panel:
 
     def role(self, request: Request) -> Role | None:
         """The signed-in operator's role now; None when nobody (or no operator any more) is."""
-        name = request.session.get(SESSION_OPERATOR)
-        return self._operators.role(name) if isinstance(name, str) else None
+        principal = principal_of(request)
+        return principal.role if principal is not None else None
+
+    def operator(self, request: Request) -> str:
+        """The signed-in operator's login (after `signed_out`)."""
+        return self._principal(request).login
+
+    def _principal(self, request: Request) -> Principal:
+        principal = principal_of(request)
+        if principal is None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail="not signed in")
+        return principal
 
     def signed_out(self, request: Request) -> Response | None:
-        """A redirect to the login page when nobody is signed in; None otherwise. Every page
-        starts with it."""
-        if self.role(request) is not None:
+        """A redirect to the login page when nobody is signed in (or their session ended);
+        None otherwise. Every page starts with it."""
+        principal = principal_of(request)
+        if principal is not None:
+            request.session[SESSION_OPERATOR] = principal.login
             return None
         request.session.pop(SESSION_OPERATOR, None)
         if request.method == "GET":  # back there once signed in
@@ -108,7 +131,7 @@ class Panel:
             request=request,
             language=language,
             languages=LANGUAGES,
-            operator=request.session.get(SESSION_OPERATOR),
+            operator=principal.login if (principal := principal_of(request)) else None,
             csrf=csrf_token(request),
         )
         return HTMLResponse(html, status_code=status_code)
@@ -125,6 +148,10 @@ class Panel:
         router.add_api_route("/users/{user_id}/adjust", self.adjust, methods=["POST"])
         router.add_api_route("/jobs", self.jobs, methods=["GET"])
         router.add_api_route("/audit", self.audit, methods=["GET"])
+        router.add_api_route("/sessions", self.sessions, methods=["GET"])
+        router.add_api_route("/sessions/{session_id}/revoke", self.revoke, methods=["POST"])
+        router.add_api_route("/approvals", self.approvals, methods=["GET"])
+        router.add_api_route("/approvals/{request_id}/{decision}", self.decide, methods=["POST"])
         return router
 
     # --- session
@@ -137,11 +164,21 @@ class Panel:
 
     async def login(self, request: Request) -> Response:
         form = await request.form()
-        username, password = str(form.get("username", "")), str(form.get("password", ""))
+        username = (form_text(form.get("username")) or "")[:100]
+        password = form_text(form.get("password")) or ""
+        code = form_text(form.get("code"))
+        wrong = {"error": "wrong", "username": username}
+        if not csrf_valid(request, form_text(form.get("csrf"))):
+            return self.render(request, "login.html", wrong, status_code=401)
         try:
-            valid = csrf_valid(
-                request, form_text(form.get("csrf"))
-            ) and await self._operators.verify(username, password, client_address(request))
+            session = await self._operators.sign_in(
+                username,
+                password,
+                code,
+                address=client_address(request),
+                user_agent=request.headers.get("user-agent", ""),
+                kind="panel",
+            )
         except TooManyAttemptsError as exc:
             context = {
                 "error": "throttled",
@@ -149,13 +186,13 @@ class Panel:
                 "username": username,
             }
             return self.render(request, "login.html", context, status_code=429)
-        if not valid:
-            context = {"error": "wrong", "username": username}
-            return self.render(request, "login.html", context, status_code=401)
+        except SignInRefusedError:
+            return self.render(request, "login.html", wrong, status_code=401)
         language = request.session.get(SESSION_LANGUAGE)
         asked = request.session.get(SESSION_NEXT)
         request.session.clear()  # a fresh session (and CSRF token) for the signed-in operator
-        request.session[SESSION_OPERATOR] = username
+        request.session[SESSION_TOKEN] = session.token
+        request.session[SESSION_OPERATOR] = session.login
         if language is not None:
             request.session[SESSION_LANGUAGE] = language
         back = asked if isinstance(asked, str) and asked.startswith("/panel/") else HOME
@@ -164,6 +201,9 @@ class Panel:
     async def logout(self, request: Request) -> Response:
         form = await request.form()
         if csrf_valid(request, form_text(form.get("csrf"))):
+            principal = principal_of(request)
+            if principal is not None:
+                await self._operators.revoke(principal.session_id, principal)
             request.session.clear()
         return RedirectResponse("/panel/login", status.HTTP_303_SEE_OTHER)
 
@@ -283,7 +323,7 @@ class Panel:
             )
         record = await self._commands.adjust_credits(
             key=key,
-            operator=str(request.session[SESSION_OPERATOR]),
+            operator=self.operator(request),
             telegram_id=found.accounts[0].telegram_id,
             credits=credits,
             reason=reason,
@@ -336,6 +376,81 @@ class Panel:
             request,
             "audit.html",
             {"rows": records, "total": total, **pager(request, offset, total)},
+        )
+
+    async def sessions(self, request: Request, offset: int = 0) -> Response:
+        """One's own live sessions (an admin's: everyone's), each with a button that ends it."""
+        if (denied := self.signed_out(request)) is not None:
+            return denied
+        principal = self._principal(request)
+        offset = max(offset, 0)
+        everyone = principal.role >= Role.admin
+        records, total = await self._operators.sessions(
+            operator=None if everyone else principal.login, offset=offset, limit=PAGE
+        )
+        return self.render(
+            request,
+            "sessions.html",
+            {
+                "rows": records,
+                "current": principal.session_id,
+                "everyone": everyone,
+                **pager(request, offset, total),
+            },
+        )
+
+    async def revoke(self, request: Request, session_id: str) -> Response:
+        if (denied := self.signed_out(request)) is not None:
+            return denied
+        await self.form(request, Role.viewer)
+        principal = self._principal(request)
+        try:
+            await self._operators.revoke(uuid.UUID(session_id), principal)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND) from exc
+        return RedirectResponse("/panel/sessions", status.HTTP_303_SEE_OTHER)
+
+    async def approvals(self, request: Request, offset: int = 0, done: str = "") -> Response:
+        """Writes held for a second operator: approve (sent then) or reject."""
+        if (denied := self.signed_out(request)) is not None:
+            return denied
+        self.require(request, Role.support)
+        offset = max(offset, 0)
+        records, total = await self._commands.audit(
+            operator=None, action=None, target=None, offset=offset, limit=PAGE, status=AWAITING
+        )
+        return self.render(
+            request,
+            "approvals.html",
+            {
+                "rows": records,
+                "me": self.operator(request),
+                "done": done,
+                **pager(request, offset, total),
+            },
+        )
+
+    async def decide(self, request: Request, request_id: str, decision: str) -> Response:
+        if (denied := self.signed_out(request)) is not None:
+            return denied
+        await self.form(request, Role.support)
+        if decision not in ("approve", "reject"):
+            raise HTTPException(status.HTTP_404_NOT_FOUND)
+        try:
+            key = uuid.UUID(request_id)
+            if decision == "approve":
+                await self._commands.approve(key, self.operator(request))
+            else:
+                await self._commands.reject(key, self.operator(request))
+            done = decision
+        except (ValueError, KeyError) as exc:
+            raise HTTPException(status.HTTP_404_NOT_FOUND) from exc
+        except SelfApprovalError:
+            done = "self"
+        except (AlreadyDecidedError, IdempotencyConflictError):
+            done = "decided"
+        return RedirectResponse(
+            f"/panel/approvals?{urlencode({'done': done})}", status.HTTP_303_SEE_OTHER
         )
 
 

@@ -1,13 +1,11 @@
 """Operators' password hashes: scrypt (memory-hard KDF, Python's hashlib), salted, self-describing.
 
-`python -m backend_api.passwords` reads a password (twice, unechoed) and prints its hash for
-BACKEND_API_OPERATORS.
+`imagebot admin create-user` / `reset-password` store them in the operators' table.
 """
 
 from __future__ import annotations
 
 import base64
-import getpass
 import hashlib
 import hmac
 import secrets
@@ -45,14 +43,3 @@ def verify_password(password: str, stored: str) -> bool:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
-
-
-def main() -> None:
-    password = getpass.getpass("password: ")
-    if password != getpass.getpass("again: "):
-        raise SystemExit("the passwords differ")
-    print(hash_password(password))
-
-
-if __name__ == "__main__":
-    main()

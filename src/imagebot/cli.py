@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.engine import make_url
 
+from backend_api import cli as backend_cli
 from billing import cli as billing_cli
 from bot_gateway import moderation_cli
 from contracts.schemas import all_schemas
@@ -33,6 +34,7 @@ app.add_typer(billing_cli.app, name="billing")
 app.add_typer(jobs_cli.presets_app, name="presets")
 app.add_typer(gpu_runner_cli.app, name="gpu")
 app.add_typer(moderation_cli.app, name="moderation")
+app.add_typer(backend_cli.app, name="admin")
 
 
 def _alembic_ini() -> Path:

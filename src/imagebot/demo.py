@@ -51,7 +51,8 @@ async def run_demo(database_url: str, amqp_url: str, output: Path, *, replicas: 
         print(f"ready in {ready:.1f} s; logs in {config.work_dir / 'logs'}")
         print(
             f"operators' panel: {panel_url(stack)} "
-            f"(login {OPERATOR_LOGIN}, password {OPERATOR_PASSWORD})\n"
+            f"(login {OPERATOR_LOGIN}, password {OPERATOR_PASSWORD}, an admin: one-time codes "
+            f"from {stack.operator_totp_uri} in an authenticator app)\n"
         )
         user = new_user()
         with Transcript(stack.telegram, user.id, images_dir=output) as transcript:

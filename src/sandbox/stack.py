@@ -13,15 +13,17 @@ declares the topology and imports the sandbox catalog through the `imagebot` com
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend_api.passwords import hash_password
+import aiohttp
+import pyotp
+
 from imagebot.processes import SERVICES, ServiceProcess
 from sandbox.telegram import TOKEN, TelegramSandbox
 from sandbox.yookassa import YooKassaSandbox
@@ -49,7 +51,8 @@ class StackConfig:
 
 
 OPERATOR_LOGIN, OPERATOR_PASSWORD = "operator", "sandbox-operator"
-"""The sandbox's operator of the backend API's panel (the demo prints it)."""
+"""The sandbox's operator of the backend API's panel, an admin (the demo prints it), made with
+`imagebot admin create-user`; their one-time codes: `SandboxStack.operator_code()`."""
 SESSION_SECRET = "sandbox-panel-session-secret-not-for-production"
 
 
@@ -73,7 +76,9 @@ class SandboxStack:
         self.telegram = TelegramSandbox()
         self.yookassa = YooKassaSandbox()
         self.processes: dict[str, list[ServiceProcess]] = {}
-        self._operator_hash = hash_password(OPERATOR_PASSWORD)
+        self.operator_totp_uri = ""
+        """The operator's second factor, as `imagebot admin create-user` printed it."""
+        self._operator_token: str | None = None
 
     async def __aenter__(self) -> SandboxStack:
         try:
@@ -100,6 +105,12 @@ class SandboxStack:
         await self.imagebot("migrate")
         await self.imagebot("topology", "declare")
         await self.imagebot("presets", "import", str(CATALOG))
+        enrolled = await self.imagebot(
+            "admin", "create-user", OPERATOR_LOGIN, "--role", "admin", stdin=OPERATOR_PASSWORD
+        )
+        uri = re.search(r"otpauth://\S+", enrolled)
+        assert uri is not None, enrolled
+        self.operator_totp_uri = uri[0]
         port = self.config.base_port
         for service in SERVICES:
             replicas = self.processes[service] = []
@@ -162,27 +173,50 @@ class SandboxStack:
             "GPU_QWEN_IMAGE_RESOLUTION": "256",
             "GPU_QWEN_IMAGE_STEPS": "8",
             "GPU_QWEN_IMAGE_GUIDANCE": "1.0",
-            # backend_api: one operator, signed in with OPERATOR_LOGIN / OPERATOR_PASSWORD
-            "BACKEND_API_OPERATORS": json.dumps({OPERATOR_LOGIN: self._operator_hash}),
-            "BACKEND_API_ROLES": json.dumps({OPERATOR_LOGIN: "admin"}),
+            # backend_api (its operator is in the database: see `start`)
             "BACKEND_API_SESSION_SECRET": SESSION_SECRET,
         }
         env.update(config.env)
         env.update(config.service_env.get(service, {}))
         return env
 
-    async def imagebot(self, *args: str, env: dict[str, str] | None = None) -> str:
-        """Run an `imagebot` command against the stack's database and broker; its output."""
+    def operator_code(self) -> str:
+        """The sandbox operator's one-time code now (what their authenticator app shows)."""
+        secret = re.search(r"secret=([A-Z2-7]+)", self.operator_totp_uri)
+        assert secret is not None, self.operator_totp_uri
+        return pyotp.TOTP(secret[1]).now()
+
+    async def operator_token(self) -> str:
+        """A session token of the sandbox operator (signed in once, through the first
+        backend API replica, with a one-time code): `Authorization: Bearer <token>`."""
+        if self._operator_token is None:
+            sign_in = {
+                "login": OPERATOR_LOGIN,
+                "password": OPERATOR_PASSWORD,
+                "code": self.operator_code(),
+            }
+            url = f"{self.processes['backend_api'][0].url}/api/v1/sessions"
+            async with aiohttp.ClientSession() as http, http.post(url, json=sign_in) as answer:
+                assert answer.status == 201, await answer.text()
+                self._operator_token = str((await answer.json())["token"])
+        return self._operator_token
+
+    async def imagebot(
+        self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+    ) -> str:
+        """Run an `imagebot` command against the stack's database and broker (`stdin`, a line
+        on its standard input); its output."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "imagebot",
             *args,
             env={**os.environ, **self.environment("cli", "cli", 0), **(env or {})},
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
-        output, _ = await process.communicate()
+        output, _ = await process.communicate(f"{stdin}\n".encode() if stdin is not None else b"")
         text = output.decode(errors="replace")
         if process.returncode != 0:
             raise RuntimeError(

@@ -18,7 +18,7 @@ import pytest
 
 from contracts.topology import build_topology
 from messaging.broker import delete_topology
-from sandbox.stack import OPERATOR_LOGIN, OPERATOR_PASSWORD, SandboxStack, StackConfig
+from sandbox.stack import SandboxStack, StackConfig
 from sandbox.story import (
     REFUND_CREDITS,
     STARS_CREDITS,
@@ -103,7 +103,7 @@ async def test_operators_find_every_player_through_each_backend_api_replica(
     stack: SandboxStack, story: list[tuple[SandboxUser, StoryResult]]
 ) -> None:
     """The operators' API reads billing's books by request/reply, on every replica."""
-    headers = {"Authorization": aiohttp.encode_basic_auth(OPERATOR_LOGIN, OPERATOR_PASSWORD)}
+    headers = {"Authorization": f"Bearer {await stack.operator_token()}"}
     async with aiohttp.ClientSession(headers=headers) as http:
         for process in stack.processes["backend_api"]:
             assert process.running, f"{process.name} died"

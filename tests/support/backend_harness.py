@@ -1,11 +1,15 @@
-"""Helpers for the backend API's tests: the operator they sign in as, the running API."""
+"""Helpers for the backend API's tests: the operators they sign in as, the running API."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import aiohttp
+import pyotp
+from sqlalchemy.dialects.postgresql import insert
 
+from backend_api.accounts import OPERATORS
 from backend_api.app import BackendApi
 from support.backend_gateway import BotSide
 
@@ -13,6 +17,8 @@ OPERATOR, PASSWORD = "alice", "correct horse battery staple"
 """An admin; SUPPORT and VIEWER have the same password and the roles they are named for."""
 SUPPORT, VIEWER = "sam", "vic"
 ROLES = {OPERATOR: "admin", SUPPORT: "support", VIEWER: "viewer"}
+TOTP_SECRET = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+"""The admin's second factor (tests only): `totp_code()` is their authenticator."""
 
 
 @dataclass
@@ -21,15 +27,49 @@ class Running:
     url: str
     bot: BotSide | None = None
     """The gateway behind it, with the fake Telegram it sends to."""
+    tokens: dict[str, str] = field(default_factory=dict)
+    """Each operator's API session (made by `seat_operators`)."""
 
     def client(self, *, signed_in: bool = True, login: str = OPERATOR) -> aiohttp.ClientSession:
-        """An HTTP client of the API: an operator's (HTTP Basic), or nobody's."""
-        headers = {"Authorization": basic_auth(login, PASSWORD)} if signed_in else {}
+        """An HTTP client of the API: an operator's (their session's bearer token), or
+        nobody's."""
+        headers = {"Authorization": bearer(self.tokens[login])} if signed_in else {}
         return aiohttp.ClientSession(
             base_url=self.url, headers=headers, timeout=aiohttp.ClientTimeout(total=30)
         )
 
 
-def basic_auth(login: str, password: str) -> str:
-    """An Authorization header's value for HTTP Basic."""
-    return aiohttp.encode_basic_auth(login, password)
+def bearer(token: str) -> str:
+    """An Authorization header's value for a session token."""
+    return f"Bearer {token}"
+
+
+def totp_code(at: float | None = None) -> str:
+    """The admin's one-time code now (or at `at`)."""
+    return pyotp.TOTP(TOTP_SECRET).at(time.time() if at is None else at)
+
+
+async def seat_operators(backend: BackendApi, password_hash: str) -> dict[str, str]:
+    """The operators of `ROLES` as new (role, password `PASSWORD`, the admin's `TOTP_SECRET`
+    with no code used yet, enabled), each with a fresh API session: their tokens."""
+    async with backend.runtime.sessions.begin() as session:
+        for login, role in ROLES.items():
+            account = {
+                "password_hash": password_hash,
+                "role": role,
+                "totp_secret": TOTP_SECRET if role == "admin" else None,
+                "totp_last_step": None,
+                "disabled_at": None,
+            }
+            await session.execute(
+                insert(OPERATORS)
+                .values(login=login, **account)
+                .on_conflict_do_update(index_elements=[OPERATORS.c.login], set_=account)
+            )
+    tokens = {}
+    for login in ROLES:
+        signed_in = await backend.operators.open_session(
+            login, kind="api", address="127.0.0.1", user_agent="test harness"
+        )
+        tokens[login] = signed_in.token
+    return tokens

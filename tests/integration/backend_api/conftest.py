@@ -26,7 +26,7 @@ from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings,
 from sandbox.stack import free_port
 from sandbox.yookassa import YooKassaSandbox
 from support.backend_gateway import bot_side
-from support.backend_harness import PASSWORD, ROLES, Running
+from support.backend_harness import PASSWORD, Running, seat_operators
 from support.billing_harness import make_settings
 from support.database import DatabaseFactory, engine_at, migrated_database
 
@@ -81,8 +81,6 @@ async def running(
         backend = build(
             BackendApp(
                 backend_api=BackendApiSettings(
-                    operators={login: SecretStr(operator_hash) for login in ROLES},
-                    roles=ROLES,  # type: ignore[arg-type]
                     session_secret=SecretStr("test-session-secret-" + "x" * 32),
                     command_wait_s=15,
                 ),
@@ -93,6 +91,7 @@ async def running(
             )
         )
         await stack.enter_async_context(backend.service)
+        tokens = await seat_operators(backend, operator_hash)
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(
@@ -108,4 +107,4 @@ async def running(
             await serving
 
         stack.push_async_callback(stop_serving)
-        yield Running(backend, f"http://127.0.0.1:{port}", bot=bot)
+        yield Running(backend, f"http://127.0.0.1:{port}", bot=bot, tokens=tokens)

@@ -22,7 +22,6 @@ from support.backend_harness import (
     SUPPORT,
     VIEWER,
     Running,
-    basic_auth,
 )
 from support.billing_harness import new_telegram_id, scalar
 
@@ -59,7 +58,7 @@ async def test_nothing_but_health_without_signing_in(running: Running) -> None:
         for path in ("/api/v1/users", "/api/v1/jobs", "/api/v1/audit", "/api/v1/me"):
             async with client.get(path) as response:
                 assert response.status == 401, path
-                assert response.headers["WWW-Authenticate"].startswith("Basic")
+                assert response.headers["WWW-Authenticate"].startswith("Bearer")
         async with client.get("/panel/users", allow_redirects=False) as response:
             assert response.status == 303
             assert response.headers["Location"] == "/panel/login"
@@ -69,7 +68,7 @@ async def test_nothing_but_health_without_signing_in(running: Running) -> None:
             document = await response.json()
     assert document["openapi"].startswith("3.1")
     assert "/api/v1/credit-adjustments" in document["paths"]
-    wrong = {"Authorization": basic_auth(OPERATOR, "wrong password")}
+    wrong = {"Authorization": "Bearer not-a-session-token"}
     async with (
         running.client(signed_in=False) as client,
         client.get("/api/v1/me", headers=wrong) as response,
@@ -278,13 +277,13 @@ async def test_each_role_reaches_what_it_may_and_nothing_more(
 
 
 async def test_sign_ins_are_refused_unchecked_after_five_failures(running: Running) -> None:
-    wrong = {"Authorization": basic_auth(VIEWER, "not the password")}
-    right = {"Authorization": basic_auth(VIEWER, PASSWORD)}
+    wrong = {"login": VIEWER, "password": "not the password"}
+    right = {"login": VIEWER, "password": PASSWORD}
     async with running.client(signed_in=False) as client:
         for _ in range(5):
-            async with client.get("/api/v1/me", headers=wrong) as response:
+            async with client.post("/api/v1/sessions", json=wrong) as response:
                 assert response.status == 401
-        async with client.get("/api/v1/me", headers=right) as response:  # even the right one
+        async with client.post("/api/v1/sessions", json=right) as response:  # even the right one
             assert response.status == 429
             assert 0 < int(response.headers["Retry-After"]) <= 300
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from support.backend_harness import OPERATOR, PASSWORD, SUPPORT, VIEWER, Running, basic_auth
+from support.backend_harness import OPERATOR, SUPPORT, VIEWER, Running, bearer
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,8 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 
 @pytest.mark.parametrize("login", [OPERATOR, SUPPORT, VIEWER, None])
 async def test_the_api_keeps_to_its_openapi_document(running: Running, login: str | None) -> None:
-    headers = ["--header", f"Authorization: {basic_auth(login, PASSWORD)}"] if login else []
+    # signed in once per role: the session's token on every request
+    headers = ["--header", f"Authorization: {bearer(running.tokens[login])}"] if login else []
     process = await asyncio.create_subprocess_exec(
         str(SCHEMATHESIS),
         "run",

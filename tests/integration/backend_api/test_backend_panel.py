@@ -1,5 +1,6 @@
 """The web panel in a real headless Chromium (Debian's, driven by Playwright): an operator signs
-in, finds a user, adjusts their credits through billing and sees the new balance."""
+in, finds a user, adjusts their credits through billing and sees the new balance; an admin signs
+in with a one-time code and ends another operator's session."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing import services
 from billing.models import DELIVERY as BILLING
 from messaging.unit_of_work import UnitOfWork
-from support.backend_harness import OPERATOR, PASSWORD, VIEWER, Running
+from support.backend_harness import OPERATOR, PASSWORD, VIEWER, Running, totp_code
 from support.billing_harness import new_telegram_id, scalar
 
 pytestmark = pytest.mark.integration
@@ -57,12 +58,20 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 async def sign_in(
-    page: Page, running: Running, password: str = PASSWORD, login: str = OPERATOR
+    page: Page,
+    running: Running,
+    password: str = PASSWORD,
+    login: str = OPERATOR,
+    code: str | None = None,
 ) -> None:
+    """Through the login form; the admin (`OPERATOR`) with their current one-time code unless
+    `code` says otherwise (a code is good once: one admin sign-in per 30 s step)."""
     await page.goto(f"{running.url}/panel/users")
     await expect(page).to_have_url(f"{running.url}/panel/login")
     await page.fill("#username", login)
     await page.fill("#password", password)
+    if code is not None or login == OPERATOR:
+        await page.fill("#code", code if code is not None else totp_code())
     await page.click("button[type=submit]")
 
 
@@ -74,8 +83,9 @@ async def test_an_operator_finds_a_user_and_adjusts_their_credits(
         account = await services.ensure_account(uow, new_telegram_id(), username, 60)
 
     await sign_in(page, running, password="not the password")
-    await expect(page.locator("#login-error")).to_have_text("Неверный логин или пароль.")
+    await expect(page.locator("#login-error")).to_have_text("Неверный логин, пароль или код.")
     await page.fill("#password", PASSWORD)
+    await page.fill("#code", totp_code())
     await page.click("button[type=submit]")
     await expect(page).to_have_url(f"{running.url}/panel/users")
 
@@ -139,3 +149,36 @@ async def test_a_viewer_sees_a_profile_but_no_adjust_form_and_no_audit_log(
     response = await page.goto(f"{running.url}/panel/audit")
     assert response is not None
     assert response.status == 403
+
+
+async def test_an_admin_signs_in_with_a_one_time_code_and_ends_a_session(
+    running: Running, browser: Browser, page: Page
+) -> None:
+    wrong = "000000" if totp_code() != "000000" else "111111"
+    await sign_in(page, running, code=wrong)
+    await expect(page.locator("#login-error")).to_have_text("Неверный логин, пароль или код.")
+    code = totp_code()
+    await page.fill("#password", PASSWORD)
+    await page.fill("#code", code)
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(f"{running.url}/panel/users")
+
+    async with await browser.new_context(locale="ru-RU") as other:
+        replay = await other.new_page()
+        await sign_in(replay, running, code=code)  # the same code again: refused
+        await expect(replay.locator("#login-error")).to_have_text("Неверный логин, пароль или код.")
+        await sign_in(replay, running, login=VIEWER)  # a viewer: no code
+        await expect(replay).to_have_url(f"{running.url}/panel/users")
+
+        await page.click("header a[href='/panel/sessions']")
+        await expect(page.locator("h1")).to_have_text("Сеансы всех операторов")
+        viewers = page.locator("#sessions tr").filter(has_text=VIEWER).filter(has_text="panel")
+        open_ones = await viewers.count()  # newest first: the replay page's is the first
+        assert open_ones >= 1
+        await viewers.first.locator("button[type=submit]").click()
+        await expect(viewers).to_have_count(open_ones - 1)
+
+        await replay.goto(f"{running.url}/panel/jobs")  # revoked: signed out at once
+        await expect(replay).to_have_url(f"{running.url}/panel/login")
+    await page.goto(f"{running.url}/panel/jobs")  # the admin's own session goes on
+    await expect(page).to_have_url(f"{running.url}/panel/jobs")
