@@ -75,6 +75,8 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.JobHeld,
     ),
     "backend_api": (
+        ev.ModerationRefused,
+        ev.ModerationHeld,
         ev.ModerationDecided,
         ev.ModerationDecisionRefused,
         ev.UserRestricted,
