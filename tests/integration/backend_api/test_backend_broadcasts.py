@@ -5,77 +5,21 @@ good, left), a cancel that drops what is left, and every write in the audit log.
 from __future__ import annotations
 
 import asyncio
-import random
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot_gateway.limits import Lane
-from bot_gateway.models import GatewayCredit, GatewayJob, GatewayUser, OutboundMessage
+from bot_gateway.models import OutboundMessage
 from contracts.events import BroadcastCancelRequested
-from support.backend_gateway import BotSide
+from support.backend_gateway import bot, far_future, seed_user
 from support.backend_harness import SUPPORT, VIEWER, Running
-from support.gateway_harness import new_user
 
 pytestmark = pytest.mark.integration
-
-
-def far_future() -> datetime:
-    """A moment no other test's users reach: users seeded from it on are this test's own
-    audience (`active_since`), however many the shared database holds."""
-    return datetime(2200, 1, 1, tzinfo=UTC) + timedelta(days=random.randrange(300_000))
-
-
-async def seed_user(
-    engine: AsyncEngine,
-    *,
-    language: str = "ru",
-    joined: datetime,
-    blocked: bool = False,
-    paid: bool = False,
-    asked_at: datetime | None = None,
-) -> int:
-    """A user as the gateway knows them (its own tables); their chat id."""
-    telegram_id = new_user().id
-    async with engine.begin() as connection:
-        await connection.execute(
-            insert(GatewayUser).values(
-                telegram_id=telegram_id,
-                user_id=random.randrange(1, 2**31 - 1),
-                chat_id=telegram_id,
-                language=language,
-                blocked=blocked,
-                created_at=joined,
-            )
-        )
-        if paid:
-            await connection.execute(
-                insert(GatewayCredit).values(
-                    event_id=uuid.uuid4(),
-                    telegram_id=telegram_id,
-                    kind="topup",
-                    credits=100,
-                    balance=160,
-                )
-            )
-        if asked_at is not None:
-            await connection.execute(
-                insert(GatewayJob).values(
-                    request_id=uuid.uuid4(),
-                    telegram_id=telegram_id,
-                    user_id=1,
-                    chat_id=telegram_id,
-                    language=language,
-                    title="test",
-                    phase="done",
-                    created_at=asked_at,
-                )
-            )
-    return telegram_id
 
 
 async def call(
@@ -119,11 +63,6 @@ async def outbound(engine: AsyncEngine, broadcast_id: uuid.UUID) -> list[Any]:
             )
         )
         return list(rows)
-
-
-def bot(running: Running) -> BotSide:
-    assert running.bot is not None
-    return running.bot
 
 
 async def test_a_broadcast_reaches_its_audience_once_in_the_lowest_lane(
