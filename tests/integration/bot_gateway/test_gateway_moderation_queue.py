@@ -34,7 +34,9 @@ from contracts.events import (
     ModerationDecisionRefused,
     ModerationDecisionRequested,
     ModerationHeld,
+    ModerationRefused,
     SharedUploadSeen,
+    UserRestricted,
 )
 from contracts.rpc import GetUserModeration, ListHeld
 from imagebot.cli import app as cli
@@ -261,3 +263,53 @@ async def test_the_same_picture_from_three_accounts_flags_each_to_billing(
     assert await flags() == [(telegram_id, 3) for telegram_id in ids]
     summary = await queue_of(stack).user(GetUserModeration(telegram_id=ids[0]))
     assert (summary.shared_uploads, summary.most_shared) == (1, 3)
+
+
+async def test_refusals_and_restrictions_are_public_events(
+    stack: Stack, gateway_database_url: str
+) -> None:
+    """What moderation decided goes out for any subscriber: a refused prompt and photo with
+    their category, scores and check; a ban and an unban from the CLI with who and why."""
+    chat = await started_chat(stack, "en")
+    chat.say("take off her clothes")
+    await chat.expect("I can't do that")
+    (prompt,) = await stack.events.wait_for(
+        ModerationRefused, telegram_id=chat.user.id, subject="prompt"
+    )
+    assert (prompt.category, prompt.scores, prompt.job_id) == ("undressing", {}, None)
+    chat.photo(astronaut())
+    await chat.expect("This photo can't be used")
+    (photo,) = await stack.events.wait_for(
+        ModerationRefused, telegram_id=chat.user.id, subject="photo"
+    )
+    assert (photo.category, photo.check) == ("face_female", "image:nudenet")
+    assert photo.scores["FACE_FEMALE"] >= 0.5
+
+    banned = await operator(
+        "ban",
+        str(chat.user.id),
+        "--reason",
+        "spam",
+        "--operator",
+        "alice",
+        database_url=gateway_database_url,
+    )
+    assert banned.exit_code == 0, banned.output
+    lifted = await operator(
+        "unban", str(chat.user.id), "--reason", "appeal", database_url=gateway_database_url
+    )
+    assert lifted.exit_code == 0, lifted.output
+    changes = await stack.events.wait_for(UserRestricted, count=2, telegram_id=chat.user.id)
+    assert [(c.restriction, c.reason, c.request_id) for c in changes] == [
+        ("banned", "spam", None),
+        ("unbanned", "appeal", None),
+    ]
+    assert changes[0].decided_by == "alice"
+
+
+def astronaut() -> bytes:
+    """scikit-image's astronaut (public domain): the harness makes her face refusing."""
+    path = distribution("scikit-image").locate_file("skimage/data/astronaut.png")
+    buffer = io.BytesIO()
+    Image.open(Path(str(path))).convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
