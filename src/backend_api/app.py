@@ -11,28 +11,25 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import RedirectResponse, Response
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
 from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
-from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.routing import Match, Route
 
-from backend_api import broadcasts, dashboard, operations
+from backend_api import broadcasts, catalog, dashboard, operations
 from backend_api import commands as command_handlers
 from backend_api.api import api_router
-from backend_api.auth import Operators, PrincipalMiddleware
+from backend_api.auth import Operators
 from backend_api.commands import Commands
 from backend_api.models import DELIVERY
-from backend_api.moderation import register as register_moderation
 from backend_api.panel import HOME, Panel
 from backend_api.reads import Owners
 from backend_api.settings import BackendApiSettings
 from messaging.rpc import RpcClient
 from messaging.runtime import ServiceRuntime
 from messaging.settings import InfrastructureSettings
+from object_store import StorageSettings, create_object_store
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +39,8 @@ SESSION_COOKIE = "imagebot_panel"
 @dataclass
 class Settings(InfrastructureSettings):
     backend_api: BackendApiSettings = field(default_factory=BackendApiSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    """Where preset icons go (the gateway's object store)."""
 
 
 @dataclass
@@ -53,7 +52,6 @@ class BackendApi:
     web: FastAPI
     commands: Commands
     app: ASGIApp
-    operators: Operators
 
 
 class _Composed:
@@ -77,6 +75,7 @@ def build(settings: Settings | None = None) -> BackendApi:
     runtime = ServiceRuntime.of("backend_api", DELIVERY, settings)
     command_handlers.register(runtime)
     broadcasts.register(runtime)
+    catalog.register(runtime)
     rpc = RpcClient(
         settings.broker.url.get_secret_value(),
         runtime.topology,
@@ -84,8 +83,10 @@ def build(settings: Settings | None = None) -> BackendApi:
     )
     runtime.while_stopping(rpc.close)
     owners = Owners(rpc)
-    commands = Commands(runtime, wait_s=own.command_wait_s, approval_above=own.approval_limits)
-    operators = Operators(runtime.sessions, own)
+    commands = Commands(runtime, wait_s=own.command_wait_s)
+    operators = Operators(own)
+    if not own.operators:
+        log.warning("BACKEND_API_OPERATORS names nobody: no one can sign in")
     web = FastAPI(
         title="imagebot backend API",
         version="1",
@@ -103,34 +104,22 @@ def build(settings: Settings | None = None) -> BackendApi:
     panel = Panel(owners, commands, operators, own.default_language)
     web.include_router(api_router(owners, commands, operators))
     web.include_router(panel.router())
-    register_moderation(runtime, web, panel, rpc, commands, operators)  # queue, bans, signals
     operations.register(runtime, web, panel, rpc, commands, operators)  # DLQs, queues
     web.include_router(broadcasts.api_router(owners, commands, operators))
     web.include_router(broadcasts.BroadcastPages(panel, owners, commands).router())
     web.include_router(dashboard.api_router(owners, operators))
     web.include_router(dashboard.DashboardPage(panel, owners).router())
+    presets = catalog.Catalog(owners, commands, create_object_store(settings.storage))
+    web.include_router(presets.api_router(operators))
+    web.include_router(catalog.CatalogPanel(presets, panel).router())
 
     @web.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:
         return RedirectResponse(HOME)
 
-    @web.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if exc.status_code == 405:  # Starlette names the first matching route's methods only
-            allowed = {
-                method
-                for route in web.routes
-                if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
-                for method in route.methods or ()
-            }
-            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
-        return await http_exception_handler(request, exc)
-
-    if not own.session_secret.get_secret_value():
-        log.warning("BACKEND_API_SESSION_SECRET unset: panel cookies hold only on this process")
-    secret = own.session_secret.get_secret_value() or secrets.token_hex(32)
-    # the last added runs first: the cookie is read, then the session it names is looked up
-    web.add_middleware(PrincipalMiddleware, operators=operators)
+    if own.session_secret is None:
+        log.warning("BACKEND_API_SESSION_SECRET unset: sessions end when this process does")
+    secret = own.session_secret.get_secret_value() if own.session_secret else secrets.token_hex(32)
     web.add_middleware(
         SessionMiddleware,
         secret_key=secret,
@@ -140,7 +129,7 @@ def build(settings: Settings | None = None) -> BackendApi:
         https_only=own.secure_cookies,
     )
     service = runtime.app()
-    return BackendApi(runtime, service, web, commands, _Composed(service, web), operators)
+    return BackendApi(runtime, service, web, commands, _Composed(service, web))
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:

@@ -23,11 +23,13 @@ from contracts.rpc import (
     JobPage,
     JobStats,
     LedgerPage,
+    ListAllPresets,
     ListBroadcasts,
     ListLedger,
     ListPayments,
     MoneyStats,
     PaymentPage,
+    PresetPage,
     Request,
     SearchAccounts,
     SearchJobs,
@@ -68,6 +70,9 @@ class Owners:
 
     async def money_stats(self, request: CountMoney) -> MoneyStats:
         return await self._call(request, MoneyStats)
+
+    async def all_presets(self, request: ListAllPresets) -> PresetPage:
+        return await self._call(request, PresetPage)
 
     async def _call(self, request: Request, result_type: type[ResultT]) -> ResultT:
         try:

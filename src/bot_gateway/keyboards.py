@@ -12,6 +12,7 @@ from aiogram.utils.keyboard import InlineKeyboardBuilder
 
 from bot_gateway import texts
 from bot_gateway.domain import rubles
+from contracts.events import PRESET_ICON_PREFIX
 from contracts.rpc import PresetCatalog, StarsPackage, TopUpPackage
 
 
@@ -91,7 +92,9 @@ def presets(catalog: PresetCatalog, category: str) -> InlineKeyboardMarkup:
     for preset in sorted(
         (p for p in catalog.presets if p.category == category), key=lambda p: p.order_index
     ):
-        label = f"{preset.icon or ''} {preset.name} · {preset.price}".strip()
+        # an uploaded image's key is no text to show: a button carries text only
+        icon = "" if (preset.icon or "").startswith(PRESET_ICON_PREFIX) else preset.icon or ""
+        label = f"{icon} {preset.name} · {preset.price}".strip()
         builder.button(text=label, callback_data=PresetChoice(preset_id=preset.id))
     builder.button(text=texts.back(), callback_data=MenuAction(action="catalog"))
     builder.adjust(1)

@@ -1007,6 +1007,101 @@ class JobHeld(Event):
     reason: Literal["workflow_paused"]
 
 
+# --- the catalog, by operators (the backend API asks, jobs applies) -----------------------
+
+PRESET_ICON_PREFIX = "presets/icons/"
+"""A preset's `icon` is a short text (an emoji, shown before its name on the bot's button) or,
+when it starts with this, the object-store key of an uploaded image (the seed's "path to the
+icon")."""
+PresetCategory = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]*\S")]
+PresetName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]*\S")]
+PresetPrompt = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S")]
+PresetIcon = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
+PresetPrice = Annotated[int, Field(ge=0, le=10**6)]
+PresetOrder = Annotated[int, Field(ge=-(10**6), le=10**6)]
+PresetId = Annotated[int, Field(gt=0, le=2**31 - 1)]
+
+
+class PresetCreationRequested(Event):
+    """An operator asked jobs to add a preset to the catalog; applied once per request id."""
+
+    event_type: ClassVar[str] = "preset.creation_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    category: PresetCategory
+    name: PresetName
+    prompt: PresetPrompt
+    icon: PresetIcon | None = None
+    price: PresetPrice
+    order_index: PresetOrder = 0
+    workflow_type: WorkflowType = DEFAULT_WORKFLOW
+    enabled: bool = True
+
+
+class PresetUpdateRequested(Event):
+    """An operator asked jobs to change a preset: each field given replaces the preset's (None:
+    unchanged; `remove_icon` clears the icon); a new price applies to requests from now on."""
+
+    event_type: ClassVar[str] = "preset.update_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    preset_id: PresetId
+    category: PresetCategory | None = None
+    name: PresetName | None = None
+    prompt: PresetPrompt | None = None
+    icon: PresetIcon | None = None
+    remove_icon: bool = False
+    price: PresetPrice | None = None
+    order_index: PresetOrder | None = None
+    workflow_type: WorkflowType | None = None
+    enabled: bool | None = None
+
+
+class PresetsReorderRequested(Event):
+    """An operator asked jobs to show presets in this order: each named preset's `order_index`
+    becomes 10 × its position (from 1); presets not named keep theirs."""
+
+    event_type: ClassVar[str] = "preset.reorder_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    preset_ids: Annotated[list[PresetId], Field(min_length=1, max_length=500)]
+
+
+class CatalogEditRefusedReason(StrEnum):
+    unknown_preset = "unknown_preset"
+    duplicate_name = "duplicate_name"
+    """Another preset of the category has that name (presets are imported by category + name)."""
+
+
+class CatalogEditApplied(Event):
+    """Jobs applied an operator's change to the catalog (once); `revision` is the catalog's
+    now (PresetsChanged went out if what users see changed)."""
+
+    event_type: ClassVar[str] = "preset.edit_applied"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    preset_ids: list[PresetId]
+    revision: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class CatalogEditRefused(Event):
+    """Jobs did not apply an operator's change to the catalog; nothing changed."""
+
+    event_type: ClassVar[str] = "preset.edit_refused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: CatalogEditRefusedReason
+    detail: Detail = ""
+
+
 CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
@@ -1067,6 +1162,11 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         WorkflowPaused,
         WorkflowResumed,
         JobHeld,
+        PresetCreationRequested,
+        PresetUpdateRequested,
+        PresetsReorderRequested,
+        CatalogEditApplied,
+        CatalogEditRefused,
     )
 }
 """Every event of the contract by (type, version)."""

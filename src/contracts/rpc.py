@@ -336,6 +336,39 @@ class SearchJobs(Request):
     limit: PageLimit = 50
 
 
+class PresetRecord(Result):
+    """A preset as operators see it: its prompt and whether it is shown, too."""
+
+    id: Annotated[int, Field(gt=0)]
+    category: str
+    name: str
+    prompt: str
+    icon: str | None
+    price: Credits
+    order_index: int
+    workflow_type: str
+    enabled: bool
+
+
+class PresetPage(Result):
+    presets: list[PresetRecord]
+    total: Annotated[int, Field(ge=0)]
+
+
+class ListAllPresets(Request):
+    """Every preset, disabled ones too, in display order (category, then order_index); by
+    category (exact) and whether enabled."""
+
+    method: ClassVar[str] = "jobs.list_all_presets"
+    result_type: ClassVar[type[BaseModel]] = PresetPage
+
+    preset_id: Annotated[int, Field(gt=0)] | None = None
+    category: Annotated[str, Field(min_length=1, max_length=50)] | None = None
+    enabled: bool | None = None
+    offset: Offset = 0
+    limit: PageLimit = 50
+
+
 # --- bot_gateway: moderation ------------------------------------------------------------------
 
 HeldState = Literal["held", "approved", "rejected"]
@@ -655,6 +688,7 @@ REQUESTS: dict[str, type[Request]] = {
         ListLedger,
         ListPayments,
         SearchJobs,
+        ListAllPresets,
         CountAudience,
         ListBroadcasts,
         CountUsers,

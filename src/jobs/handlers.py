@@ -18,7 +18,7 @@ from contracts.events import (
     JobStarted,
 )
 from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
-from jobs import erasure, operators, queues
+from jobs import catalog_edits, erasure, operators, queues
 from jobs.catalog import catalog_view
 from jobs.lifecycle import JobLifecycle
 from jobs.repository import CatalogRepository, JobsRepository
@@ -42,6 +42,7 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     runtime.serve(ListPresets, reads.presets)
     runtime.serve(ListJobs, reads.jobs)
     operators.register(runtime)  # the backend API's read
+    catalog_edits.register(runtime, lifecycle.settings.custom_prompt_price)  # operators' catalog
     queues.register(runtime, lifecycle.settings)  # queue depth, ETA, pause and resume
 
 

@@ -22,11 +22,17 @@ from contracts.topology import Topology
 from jobs.app import Settings as JobsApp
 from jobs.app import create_app as create_jobs
 from jobs.settings import JobsSettings
-from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
+from messaging.settings import (
+    BrokerSettings,
+    DatabaseSettings,
+    OutboxSettings,
+    ServiceSettings,
+)
+from object_store import StorageSettings
 from sandbox.stack import free_port
 from sandbox.yookassa import YooKassaSandbox
 from support.backend_gateway import bot_side
-from support.backend_harness import PASSWORD, Running, seat_operators
+from support.backend_harness import PASSWORD, ROLES, Running
 from support.billing_harness import make_settings
 from support.database import DatabaseFactory, engine_at, migrated_database
 
@@ -47,6 +53,12 @@ def operator_hash() -> str:
     return hash_password(PASSWORD)
 
 
+@pytest.fixture(scope="session")
+def objects_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The object store's directory (preset icons) behind the API."""
+    return tmp_path_factory.mktemp("objects")
+
+
 @pytest.fixture
 async def running(
     backend_database_url: str,
@@ -54,6 +66,7 @@ async def running(
     topology: Topology,
     operator_hash: str,
     tmp_path: Path,
+    objects_root: Path,
 ) -> AsyncIterator[Running]:
     """Billing, jobs, the gateway (with the fake Telegram) and the backend API, started; the
     API served at `running.url`."""
@@ -81,6 +94,8 @@ async def running(
         backend = build(
             BackendApp(
                 backend_api=BackendApiSettings(
+                    operators={login: SecretStr(operator_hash) for login in ROLES},
+                    roles=ROLES,  # type: ignore[arg-type]
                     session_secret=SecretStr("test-session-secret-" + "x" * 32),
                     command_wait_s=15,
                 ),
@@ -88,10 +103,10 @@ async def running(
                 broker=broker,
                 outbox=OutboxSettings(poll_interval_s=0.1),
                 service=ServiceSettings(graceful_timeout_s=5),
+                storage=StorageSettings(local_root=objects_root),
             )
         )
         await stack.enter_async_context(backend.service)
-        tokens = await seat_operators(backend, operator_hash)
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(
@@ -99,7 +114,7 @@ async def running(
             )
         )
         serving = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 (uvicorn's flag; no event to wait on)
+        while not server.started:
             await asyncio.sleep(0.02)
 
         async def stop_serving() -> None:
@@ -107,4 +122,4 @@ async def running(
             await serving
 
         stack.push_async_callback(stop_serving)
-        yield Running(backend, f"http://127.0.0.1:{port}", bot=bot, tokens=tokens)
+        yield Running(backend, f"http://127.0.0.1:{port}", bot=bot)
