@@ -28,8 +28,11 @@ from contracts.envelope import Event
 from contracts.events import (
     CATALOG,
     CreditsAdjusted,
+    CreditsAdjustedV1,
     CreditsAdjustmentRefused,
+    CreditsAdjustmentRefusedV1,
     CreditsAdjustmentRequested,
+    credits_text,
 )
 from messaging.runtime import ServiceRuntime
 from messaging.unit_of_work import UnitOfWork
@@ -348,7 +351,10 @@ def register(runtime: ServiceRuntime) -> None:
     @runtime.consumer.on(CreditsAdjusted)
     async def adjusted(event: CreditsAdjusted, uow: UnitOfWork) -> None:
         await settle(
-            uow, event.request_id, "applied", {"user_id": event.user_id, "balance": event.balance}
+            uow,
+            event.request_id,
+            "applied",
+            {"user_id": event.user_id, "balance": credits_text(event.balance)},
         )
 
     @runtime.consumer.on(CreditsAdjustmentRefused)
@@ -357,5 +363,11 @@ def register(runtime: ServiceRuntime) -> None:
             uow,
             event.request_id,
             "refused",
-            {"reason": event.reason.value, "balance": event.balance},
+            {
+                "reason": event.reason.value,
+                "balance": None if event.balance is None else credits_text(event.balance),
+            },
         )
+
+    # their v1 copies, published beside v2 (exact balances): acknowledged, nothing done
+    runtime.consumer.superseded(CreditsAdjustedV1, CreditsAdjustmentRefusedV1)

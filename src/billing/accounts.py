@@ -13,11 +13,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal, TypeAlias, cast
 
 from sqlalchemy import (
     BigInteger,
-    Float,
     Integer,
     Row,
     Select,
@@ -43,7 +43,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.selectable import CTE
 
 from billing.domain import WELCOME_KEY_PREFIX, LedgerKind
-from billing.models import LedgerEntry, Payment, PaymentStatus, PaymentType, User
+from billing.models import CREDITS, LedgerEntry, Payment, PaymentStatus, PaymentType, User
 from messaging.database import unique_violation
 from messaging.unit_of_work import Change, UnitOfWork
 
@@ -69,7 +69,7 @@ class Facts:
     """The key has its ledger entry."""
     user_id: int | None
     """None: no such account."""
-    balance: int | None
+    balance: Decimal | None
     """None: no such account, or a legacy account without a balance (it holds no entries)."""
     telegram_id: int | None
 
@@ -79,7 +79,7 @@ class Entry:
     """A ledger entry and its account's Telegram id."""
 
     user_id: int
-    amount: int
+    amount: Decimal
     telegram_id: int | None
 
 
@@ -87,8 +87,8 @@ class Entry:
 class Drift:
     user_id: int
     telegram_id: int | None
-    balance: float | None
-    ledger_sum: int
+    balance: Decimal | None
+    ledger_sum: Decimal
 
 
 # --- changes
@@ -104,7 +104,7 @@ Statement: TypeAlias = tuple[Change, dict[str, Any]]
 By: TypeAlias = Literal["user_id", "telegram_id"]
 """How a statement names its account."""
 
-_AMOUNT = bindparam("move_amount", type_=BigInteger())
+_AMOUNT = bindparam("move_amount", type_=CREDITS)
 _KEY = bindparam("move_key", type_=String())
 _KIND = bindparam("move_kind", type_=String())
 _JOB_ID = bindparam("move_job_id", type_=Integer())
@@ -137,7 +137,7 @@ def can_move(by: By = "user_id") -> ColumnElement[bool]:
 
 
 def move(
-    amount: int,
+    amount: Decimal | int,
     key: str,
     kind: LedgerKind,
     *,
@@ -224,17 +224,27 @@ def _move(
                 _KEY,
                 _KIND,
                 _AMOUNT,
-                sql_cast(moved.c.balance, BigInteger()),
+                moved.c.balance,
                 _JOB_ID,
                 _PAYMENT_ID,
                 _REASON,
             ),
         )
-        .returning(LEDGER.c.user_id, LEDGER.c.balance_after)
+        .returning(LEDGER.c.user_id, LEDGER.c.balance_after, *versions(LEDGER.c.balance_after))
     )
     if credited:
         entry = entry.add_cte(_credited(moved).cte("credited"))
     return entry
+
+
+def versions(amount: ColumnElement[Any], *, whole: Any = func.floor) -> tuple[Any, ...]:
+    """`amount` (a balance, a shortfall) as the two versions of billing's events carry it:
+    exact, as the contract's decimal string (`<name>_exact`), and in whole credits (rounded
+    down, a shortfall up with `whole=func.ceil`: `<name>_whole`), for `events.emit`'s fills."""
+    return (
+        sql_cast(func.trim_scale(amount), Text()).label(f"{amount.name}_exact"),
+        sql_cast(whole(amount), BigInteger()).label(f"{amount.name}_whole"),
+    )
 
 
 def refusal(user_id: int, price: int, key: str, *, job_id: int, reason: str) -> Statement:
@@ -249,7 +259,8 @@ def refusal(user_id: int, price: int, key: str, *, job_id: int, reason: str) -> 
 @functools.cache
 def _refusal_shape() -> Insert:
     statement = _move("user_id", False, only_if=USERS.c.balance < _PRICE)
-    return statement.returning((_PRICE - LEDGER.c.balance_after).label("shortfall"))
+    shortfall = (_PRICE - LEDGER.c.balance_after).label("shortfall")
+    return statement.returning(shortfall, *versions(shortfall, whole=func.ceil))
 
 
 def open_account(telegram_id: int, username: str | None, welcome: int) -> Statement:
@@ -261,7 +272,7 @@ def open_account(telegram_id: int, username: str | None, welcome: int) -> Statem
 
 @functools.cache
 def _open_shape(welcomed: bool) -> Select[Any]:
-    welcome = bindparam("open_welcome", type_=BigInteger())
+    welcome = bindparam("open_welcome", type_=CREDITS)
     statement = pg_insert(USERS).values(
         telegram_id=bindparam("open_telegram_id", type_=BigInteger()),
         username=bindparam("open_username", type_=String()),
@@ -349,7 +360,7 @@ async def facts(
     return Facts(
         applied=bool(row.applied),
         user_id=row.user_id,
-        balance=None if row.balance is None else int(row.balance),
+        balance=row.balance,
         telegram_id=row.telegram_id,
     )
 
@@ -377,7 +388,7 @@ _ENTRY = (
 async def entry(uow: UnitOfWork, key: str) -> Entry | None:
     """The ledger entry under `key`, if any."""
     row = (await uow.read(_ENTRY, {"move_key": key})).first()
-    return None if row is None else Entry(int(row.user_id), int(row.amount), row.telegram_id)
+    return None if row is None else Entry(int(row.user_id), row.amount, row.telegram_id)
 
 
 async def drifts(connection: AsyncConnection) -> list[Drift]:
@@ -391,10 +402,10 @@ async def drifts(connection: AsyncConnection) -> list[Drift]:
     rows = await connection.execute(
         select(USERS.c.user_id, USERS.c.telegram_id, USERS.c.balance, ledger_sum)
         .select_from(USERS.outerjoin(totals, totals.c.user_id == USERS.c.user_id))
-        .where(USERS.c.balance.is_distinct_from(sql_cast(ledger_sum, Float())))
+        .where(USERS.c.balance.is_distinct_from(ledger_sum))
         .order_by(USERS.c.user_id)
     )
-    return [Drift(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
+    return [Drift(int(r[0]), r[1], r[2], r[3]) for r in rows]
 
 
 async def count_accounts(connection: AsyncConnection) -> int:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Select, String, exists, func, literal, select
 
-from billing import accounts, farming
+from billing import accounts, farming, versions
 from billing.accounts import LEDGER, USERS, Credit
 from billing.domain import BONUS_KEY_PREFIX, LedgerKind, bonus_key, iso_week
 from billing.models import PaymentType
@@ -114,7 +114,8 @@ class WeeklyBonus:
         moved = (await uow.execute(*grant)).first()
         if moved is None:
             return 0
-        uow.emit(
+        versions.emit(
+            uow,
             WeeklyBonusGranted(
                 user_id=user_id,
                 telegram_id=telegram_id,
@@ -122,6 +123,6 @@ class WeeklyBonus:
                 balance=moved.balance_after,
                 week=week,
                 granted_at=self._clock(),
-            )
+            ),
         )
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 from typing import Annotated, Any
 
 import typer
@@ -11,6 +12,7 @@ import typer
 from billing import accounts, payments, services
 from billing.domain import adjustment_key, amount_value, to_kopecks
 from billing.models import DELIVERY
+from contracts.events import credits_text
 from messaging.database import create_engine
 from messaging.settings import DatabaseSettings
 from messaging.unit_of_work import UnitOfWork
@@ -25,7 +27,7 @@ def audit() -> None:
     for drift in drifts:
         typer.echo(
             f"DRIFT user {drift.user_id} (telegram {drift.telegram_id}): "
-            f"balance {drift.balance} != ledger {drift.ledger_sum}",
+            f"balance {_credits(drift.balance)} != ledger {credits_text(drift.ledger_sum)}",
             err=True,
         )
     typer.echo(f"audited {checked} accounts: {len(drifts)} drifting")
@@ -59,10 +61,17 @@ def adjust(
         raise typer.BadParameter("need non-zero --credits and a --reason")
     token = key or str(uuid.uuid4())
     balance = asyncio.run(_adjust(telegram_id, credits, reason.strip(), token))
-    typer.echo(f"adjusted telegram {telegram_id} by {credits}: balance {balance} (key {token})")
+    typer.echo(
+        f"adjusted telegram {telegram_id} by {credits}: balance {credits_text(balance)} "
+        f"(key {token})"
+    )
 
 
-async def _adjust(telegram_id: int, credits: int, reason: str, token: str) -> int:
+def _credits(balance: Decimal | None) -> str:
+    return "none" if balance is None else credits_text(balance)
+
+
+async def _adjust(telegram_id: int, credits: int, reason: str, token: str) -> Decimal:
     engine = create_engine(DatabaseSettings())
     try:
         async with UnitOfWork(engine, DELIVERY, source="billing") as uow:
@@ -84,7 +93,7 @@ async def _adjust(telegram_id: int, credits: int, reason: str, token: str) -> in
             services.AdjustmentOutcome.already_applied: "key already applied",
             services.AdjustmentOutcome.below_zero: "the balance would go below zero",
         }[outcome]
-        typer.echo(f"refused: {why} (balance {adjusted.balance})", err=True)
+        typer.echo(f"refused: {why} (balance {_credits(adjusted.balance)})", err=True)
         raise typer.Exit(1)
     assert adjusted.balance is not None
     return adjusted.balance

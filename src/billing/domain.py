@@ -102,8 +102,9 @@ def iso_week(moment: datetime, time_zone: str) -> str:
     return f"{year}-W{week:02d}"
 
 
-def shortfall(balance: int, price: int) -> int:
-    return max(price - balance, 0)
+def shortfall(balance: Decimal | int, price: int) -> Decimal:
+    """What a balance lacks of a price (an adopted balance may hold a fraction)."""
+    return max(Decimal(price) - balance, Decimal(0))
 
 
 # --- YooKassa -----------------------------------------------------------------------------

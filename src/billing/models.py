@@ -1,10 +1,12 @@
 """Tables billing owns: the customer's `users`, `payments`, `payment_logs`, the ledger, and its
 delivery tables.
 
-Column names, types, lengths and defaults of the customer's tables follow their schema exactly
-(`users.telegram_id` widened to BIGINT: Telegram ids exceed 32 bits); billing only adds a
-`CHECK (balance >= 0)` on `users` and nullable columns on `payments`: `request_id` and
-`credits` make top-ups idempotent; `income_amount`, `refund_of`, `receipt_contact` (0013).
+Column names, types, lengths and defaults of the customer's tables follow their schema exactly,
+but for two widenings: `users.telegram_id` to BIGINT (Telegram ids exceed 32 bits) and
+`users.balance` from double precision to NUMERIC(19, 6) (0018: an adopted fractional balance
+is carried, debited and topped up exactly). Billing only adds a `CHECK (balance >= 0)` on
+`users` and nullable columns on `payments`: `request_id` and `credits` make top-ups
+idempotent; `income_amount`, `refund_of`, `receipt_contact` (0013).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +25,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Integer,
+    Numeric,
     String,
     Text,
     Uuid,
@@ -29,8 +33,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from contracts.events import CREDIT_DIGITS, CREDIT_SCALE
 from messaging.database import metadata
 from messaging.tables import delivery_tables
+
+CREDITS = Numeric(CREDIT_DIGITS, CREDIT_SCALE)
+"""Balances and ledger amounts: exact to a millionth of a credit (0018), so an adopted
+account's fractional balance is carried, debited and topped up exactly."""
 
 
 class Base(DeclarativeBase):
@@ -57,7 +66,7 @@ class User(Base):
     user_id: Mapped[int] = mapped_column(Integer, primary_key=True, index=True)
     telegram_id: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True)
     username: Mapped[str | None] = mapped_column(String(100), index=True)
-    balance: Mapped[float | None] = mapped_column(Float, default=60.0)
+    balance: Mapped[Decimal | None] = mapped_column(CREDITS, default=Decimal(60))
     created_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -123,8 +132,8 @@ class LedgerEntry(Base):
     user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.user_id"), index=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
     kind: Mapped[str] = mapped_column(String(20))
-    amount: Mapped[int] = mapped_column(BigInteger)
-    balance_after: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[Decimal] = mapped_column(CREDITS)
+    balance_after: Mapped[Decimal] = mapped_column(CREDITS)
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     payment_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from billing import versions
 from billing.models import LedgerEntry, Payment, PaymentStatus, User
 from billing.services import AdjustmentOutcome, adjust_balance
 from contracts.events import (
@@ -49,7 +50,8 @@ async def adjust_credits(event: CreditsAdjustmentRequested, uow: UnitOfWork) -> 
     """Apply an operator's adjustment once, or refuse it (unknown account, below zero)."""
 
     def announce() -> None:
-        uow.emit(
+        versions.emit(
+            uow,
             CreditsAdjusted(
                 request_id=event.request_id,
                 operator=event.operator,
@@ -88,7 +90,8 @@ async def adjust_credits(event: CreditsAdjustmentRequested, uow: UnitOfWork) -> 
         else AdjustmentRefusedReason.below_zero
     )
     log.warning("adjustment %s by %s refused: %s", event.request_id, event.operator, reason)
-    uow.emit(
+    versions.emit(
+        uow,
         CreditsAdjustmentRefused(
             request_id=event.request_id,
             operator=event.operator,
@@ -127,7 +130,7 @@ class OperatorReads:
                     user_id=user.user_id,
                     telegram_id=user.telegram_id if user.telegram_id else None,
                     username=user.username,
-                    balance=int(user.balance or 0),
+                    balance=user.balance or 0,
                     created_at=user.created_at,
                 )
                 for user in rows

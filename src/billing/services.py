@@ -13,8 +13,9 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
-from billing import accounts, payments
+from billing import accounts, payments, versions
 from billing.accounts import Credit
 from billing.domain import (
     LedgerKind,
@@ -61,7 +62,8 @@ async def debit_job(event: JobCreated, uow: UnitOfWork) -> None:
     """
     key = debit_key(event.job_id)
     for _ in range(TRIES):
-        uow.emit(
+        versions.emit(
+            uow,
             BalanceDebited(
                 job_id=event.job_id, user_id=event.user_id, amount=event.price, balance=0
             ),
@@ -111,11 +113,12 @@ def _reject(
     event: JobCreated,
     reason: DebitRejectReason,
     *,
-    balance: int,
+    balance: Decimal | int,
     fill: dict[str, str] | None = None,
 ) -> None:
     log.info("debit of job %s rejected: %s", event.job_id, reason.value)
-    uow.emit(
+    versions.emit(
+        uow,
         DebitRejected(
             job_id=event.job_id,
             user_id=event.user_id,
@@ -167,9 +170,10 @@ async def refund_job(job_id: int, user_id: int, uow: UnitOfWork, settings: Billi
 async def _refund(
     job_id: int, debited: accounts.Entry, uow: UnitOfWork, settings: BillingSettings
 ) -> None:
-    amount = -debited.amount
+    amount = int(-debited.amount)  # a debit takes a price: whole credits
     if debited.telegram_id is not None:
-        uow.emit(
+        versions.emit(
+            uow,
             BalanceRefunded(
                 job_id=job_id,
                 user_id=debited.user_id,
@@ -207,7 +211,7 @@ async def ensure_account(
         user_id=opened.user_id,
         telegram_id=telegram_id,
         username=username,
-        balance=int(opened.balance or 0),
+        balance=opened.balance or 0,
         created=opened.created,
     )
 
@@ -223,7 +227,7 @@ class AdjustmentOutcome(enum.Enum):
 class Adjustment:
     outcome: AdjustmentOutcome
     user_id: int | None = None
-    balance: int | None = None
+    balance: Decimal | None = None
     """The balance after the entry; the current one when it was refused."""
 
 
@@ -268,7 +272,8 @@ async def grant_credits(event: CreditsGrantRequested, uow: UnitOfWork) -> None:
             credits=event.credits,
             balance=0,
         )
-        uow.emit(
+        versions.emit(
+            uow,
             granted,
             correlation_id=str(event.request_id),
             fill={"user_id": "user_id", "balance": "balance_after"},
@@ -330,7 +335,8 @@ async def settle_payment(
     if decision is Settlement.credit:
         credits = local.credits or 0
         if local.telegram_id is not None and credits > 0:
-            uow.emit(
+            versions.emit(
+                uow,
                 PaymentSucceeded(
                     payment_id=local.id,
                     user_id=local.user_id,

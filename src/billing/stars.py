@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from billing import accounts, payments
+from billing import accounts, payments, versions
 from billing.domain import TELEGRAM_STARS, stars_request
 from billing.settings import BillingSettings
 from contracts.events import PaymentSucceeded, StarsPaymentReceived
@@ -52,7 +52,8 @@ async def credit(event: StarsPaymentReceived, uow: UnitOfWork, settings: Billing
             log.info("stars payment %s was already credited (payment %s)", charge, local.id)
             return
         if local.telegram_id is not None:
-            uow.emit(
+            versions.emit(
+                uow,
                 PaymentSucceeded(
                     payment_id=local.id,
                     user_id=local.user_id,

@@ -7,6 +7,7 @@ import re
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -115,7 +116,7 @@ class CreditView:
 
     kind: str
     credits: int
-    balance: int
+    balance: Decimal
     at: datetime
 
 

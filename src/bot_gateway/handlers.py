@@ -12,10 +12,14 @@ from bot_gateway.screening import MODERATION_REFUSED
 from contracts.envelope import Event
 from contracts.events import (
     BalanceRefunded,
+    BalanceRefundedV1,
     CreditsAdjusted,
+    CreditsAdjustedV1,
     CreditsGranted,
+    CreditsGrantedV1,
     CreditsGrantRefused,
     DebitRejected,
+    DebitRejectedV1,
     JobCanceled,
     JobCreated,
     JobFailed,
@@ -30,9 +34,11 @@ from contracts.events import (
     PaymentCreated,
     PaymentFailed,
     PaymentSucceeded,
+    PaymentSucceededV1,
     PresetsChanged,
     TopUpRefunded,
     WeeklyBonusGranted,
+    WeeklyBonusGrantedV1,
 )
 from messaging.consumer import TransactionalConsumer
 from messaging.unit_of_work import UnitOfWork
@@ -87,3 +93,11 @@ def register_handlers(
     }
     for event_type, use_case in routes.items():
         consumer.on(event_type)(use_case)
+    consumer.superseded(  # the v1 copies of balances, published beside v2 (exact)
+        DebitRejectedV1,
+        BalanceRefundedV1,
+        PaymentSucceededV1,
+        WeeklyBonusGrantedV1,
+        CreditsGrantedV1,
+        CreditsAdjustedV1,
+    )

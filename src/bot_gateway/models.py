@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Numeric,
     SmallInteger,
     String,
     Text,
@@ -25,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from contracts.events import CREDIT_DIGITS, CREDIT_SCALE
 from messaging.database import metadata
 from messaging.tables import delivery_tables
 
@@ -100,7 +103,7 @@ class GatewayCredit(Base):
     telegram_id: Mapped[int] = mapped_column(BigInteger, nullable=False, index=True)
     kind: Mapped[str] = mapped_column(String(20), nullable=False)
     credits: Mapped[int] = mapped_column(Integer, nullable=False)
-    balance: Mapped[int] = mapped_column(Integer, nullable=False)
+    balance: Mapped[Decimal] = mapped_column(Numeric(CREDIT_DIGITS, CREDIT_SCALE), nullable=False)
     at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

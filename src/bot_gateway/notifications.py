@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from aiogram.types import InlineKeyboardMarkup
@@ -432,7 +433,7 @@ class Notifications:
         await self._mailbox(uow).send(key, chat_id, "text", {"text": text})
 
     async def _credit(
-        self, uow: UnitOfWork, telegram_id: int, kind: str, credits: int, balance: int
+        self, uow: UnitOfWork, telegram_id: int, kind: str, credits: int, balance: Decimal | int
     ) -> None:
         assert uow.cause is not None
         await Credits(uow.execute).record(uow.cause.id, telegram_id, kind, credits, balance)

@@ -20,6 +20,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Protocol, TypeAlias
 from typing import cast as cast_
 
@@ -300,7 +301,7 @@ class Credits:
         self._run = run
 
     async def record(
-        self, event_id: uuid.UUID, telegram_id: int, kind: str, credits: int, balance: int
+        self, event_id: uuid.UUID, telegram_id: int, kind: str, credits: int, balance: Decimal | int
     ) -> None:
         await self._run(
             _RECORD_CREDIT,

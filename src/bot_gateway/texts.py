@@ -7,8 +7,11 @@ insist that every id has a translation in both.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
+from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
+from babel.numbers import format_decimal
 
 from bot_gateway.domain import GRANT_MAX_CREDITS, GRANT_REASON_MAX_LENGTH
 
@@ -58,15 +61,23 @@ def commands() -> list[tuple[str, str]]:
     ]
 
 
-def welcome(name: str, balance: int, welcome_credits: int | None) -> str:
+def credits_amount(value: Decimal | int) -> str:
+    """A balance as the user's language writes it: whole credits as they are (`60`), an
+    adopted account's fraction to the millionth it holds, with the language's decimal sign
+    (`12,5` in Russian, `12.5` in English); no digit grouping, as before."""
+    return format_decimal(value, format="0.######", locale=get_i18n().current_locale)
+
+
+def welcome(name: str, balance: Decimal | int, welcome_credits: Decimal | int | None) -> str:
     text = _("Hello, {name}! I edit photos and draw new images.").format(name=name)
     if welcome_credits:
-        text += "\n" + _("Welcome gift: {credits} credits.").format(credits=welcome_credits)
+        gift = credits_amount(welcome_credits)
+        text += "\n" + _("Welcome gift: {credits} credits.").format(credits=gift)
     return text + "\n" + balance_line(balance)
 
 
-def balance_line(balance: int) -> str:
-    return _("Your balance: {balance} credits.").format(balance=balance)
+def balance_line(balance: Decimal | int) -> str:
+    return _("Your balance: {balance} credits.").format(balance=credits_amount(balance))
 
 
 def help_text() -> str:
@@ -236,17 +247,22 @@ def canceled(title: str) -> str:
     )
 
 
-def refunded(amount: int, balance: int) -> str:
+def refunded(amount: int, balance: Decimal) -> str:
     return _("↩️ {amount} credits returned. Balance: {balance}.").format(
-        amount=amount, balance=balance
+        amount=amount, balance=credits_amount(balance)
     )
 
 
-def insufficient(title: str, price: int, balance: int, shortfall: int) -> str:
+def insufficient(title: str, price: int, balance: Decimal, shortfall: Decimal) -> str:
     return _(
         "Not enough credits for «{title}»: it costs {price}, you have {balance}, "
         "{shortfall} short. Nothing was charged."
-    ).format(title=title, price=price, balance=balance, shortfall=shortfall)
+    ).format(
+        title=title,
+        price=price,
+        balance=credits_amount(balance),
+        shortfall=credits_amount(shortfall),
+    )
 
 
 def topup_button() -> str:
@@ -314,9 +330,9 @@ def pay_button(rubles: str) -> str:
     return _("💳 Pay {rubles} ₽").format(rubles=rubles)
 
 
-def payment_received(credits: int, balance: int) -> str:
+def payment_received(credits: int, balance: Decimal) -> str:
     return _("✅ Payment received: +{credits} credits. Balance: {balance}.").format(
-        credits=credits, balance=balance
+        credits=credits, balance=credits_amount(balance)
     )
 
 
@@ -324,9 +340,9 @@ def payment_failed() -> str:
     return _("The payment did not go through. Nothing was charged.")
 
 
-def weekly_bonus(amount: int, balance: int) -> str:
+def weekly_bonus(amount: int, balance: Decimal) -> str:
     return _("🎁 Weekly bonus: +{amount} credits. Balance: {balance}.").format(
-        amount=amount, balance=balance
+        amount=amount, balance=credits_amount(balance)
     )
 
 
@@ -377,21 +393,23 @@ def history_credit(kind: str, credits: int, at: datetime) -> str:
     return f"{credits:+d} · {label} · {at.strftime('%d.%m %H:%M')}"
 
 
-def topup_refunded(money: str, credits: int, shortfall: int, balance: int) -> str:
+def topup_refunded(money: str, credits: int, shortfall: int, balance: Decimal | int) -> str:
     """`money`: what went back to the buyer, with its unit (`100.50 ₽`, `50 ⭐`)."""
     text = _("↩️ Your top-up was refunded: {money} back to you, {credits} credits taken back.")
     if shortfall:
         text += " " + _("{shortfall} of its credits had been spent already.")
     text += " " + _("Balance: {balance}.")
-    return text.format(money=money, credits=credits, shortfall=shortfall, balance=balance)
+    return text.format(
+        money=money, credits=credits, shortfall=shortfall, balance=credits_amount(balance)
+    )
 
 
-def credits_adjusted(credits: int, balance: int) -> str:
+def credits_adjusted(credits: int, balance: Decimal) -> str:
     if credits > 0:
         text = _("🛠 Support added {credits} credits to your balance. Balance: {balance}.")
     else:
         text = _("🛠 Support took {credits} credits from your balance. Balance: {balance}.")
-    return text.format(credits=abs(credits), balance=balance)
+    return text.format(credits=abs(credits), balance=credits_amount(balance))
 
 
 def nothing_to_cancel() -> str:
@@ -529,9 +547,9 @@ def grant_requested(telegram_id: int, credits: int) -> str:
     )
 
 
-def grant_done(telegram_id: int, credits: int, balance: int) -> str:
+def grant_done(telegram_id: int, credits: int, balance: Decimal) -> str:
     return _("✅ {telegram_id} received {credits} credits. Their balance: {balance}.").format(
-        telegram_id=telegram_id, credits=credits, balance=balance
+        telegram_id=telegram_id, credits=credits, balance=credits_amount(balance)
     )
 
 
@@ -542,9 +560,9 @@ def grant_refused_unknown(telegram_id: int, credits: int) -> str:
     ).format(telegram_id=telegram_id, credits=credits)
 
 
-def credits_granted(credits: int, balance: int) -> str:
+def credits_granted(credits: int, balance: Decimal) -> str:
     return _("🎁 You received {credits} credits. Balance: {balance}.").format(
-        credits=credits, balance=balance
+        credits=credits, balance=credits_amount(balance)
     )
 
 

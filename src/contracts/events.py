@@ -1,7 +1,8 @@
 """The event catalog: every event any service publishes, each version it is published in.
 
 Event types double as routing keys (`<area>.<event>`); JobDispatched adds the workflow type.
-Credits are whole numbers; money is in kopecks. Telegram ids are 64-bit.
+Credits moved are whole numbers; a balance is an exact decimal (an adopted customer account may
+hold 12.5 credits), a string in JSON. Money is in kopecks. Telegram ids are 64-bit.
 
 A changed event is a new class with the next `event_version`; the class it replaces keeps its
 schema (and takes the suffix of its version, `JobRequestedV1`) until no one publishes it. How
@@ -10,11 +11,22 @@ versions are rolled out: docs/subscribing.md §4 and docs/architecture.md.
 
 from __future__ import annotations
 
+import math
 import uuid
+from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal, get_args
+from typing import Annotated, ClassVar, Literal, TypeVar, get_args
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 from contracts.envelope import Event
 
@@ -29,6 +41,59 @@ WORKFLOW_TYPES: tuple[str, ...] = get_args(WorkflowType)
 DEFAULT_WORKFLOW: WorkflowType = "qwen_edit_2511"
 
 Credits = Annotated[int, Field(ge=0, le=10**12)]
+CREDIT_DIGITS = 19
+CREDIT_SCALE = 6
+"""Balances are exact to a millionth of a credit: NUMERIC(19, 6) in the database, which holds
+every balance an adopted customer database's double precision column can mean."""
+
+
+def credits_text(value: Decimal) -> str:
+    """An exact amount of credits as the contract writes it: no exponent, no trailing zeros
+    ("12.5", "100")."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+ExactCredits = Annotated[
+    Decimal,
+    Field(ge=0, le=10**12, max_digits=CREDIT_DIGITS, decimal_places=CREDIT_SCALE),
+    PlainSerializer(credits_text, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9]{1,13}(\.[0-9]{1,6})?$",
+            "description": "credits, exact to a millionth: a decimal string",
+        }
+    ),
+]
+"""A balance (or a shortfall): exact, a decimal string in JSON ("12.5")."""
+SignedExactCredits = Annotated[
+    Decimal,
+    Field(ge=-(10**12), le=10**12, max_digits=CREDIT_DIGITS, decimal_places=CREDIT_SCALE),
+    PlainSerializer(credits_text, return_type=str, when_used="json"),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^-?[0-9]{1,13}(\.[0-9]{1,6})?$",
+            "description": "credits, exact to a millionth, signed: a decimal string",
+        }
+    ),
+]
+"""A ledger entry's amount: exact, signed, a decimal string in JSON ("-10", "0.5")."""
+
+OlderEvent = TypeVar("OlderEvent", bound=Event)
+
+
+def whole(event: Event, older: type[OlderEvent]) -> OlderEvent:
+    """`event` in the older version `older`, whose balances are whole credits: a balance
+    rounded down, a shortfall up (what the user has, and still lacks, in whole credits)."""
+    data = event.model_dump()
+    for name, value in data.items():
+        if isinstance(value, Decimal):
+            data[name] = math.ceil(value) if name == "shortfall" else math.floor(value)
+    return older.model_validate(data)
+
+
 PositiveCredits = Annotated[int, Field(gt=0, le=10**12)]
 Kopecks = Annotated[int, Field(gt=0, le=10**12)]
 UserId = Annotated[int, Field(gt=0, le=2**31 - 1)]
@@ -371,8 +436,11 @@ class PresetsChanged(Event):
 # --- billing ------------------------------------------------------------------------------
 
 
-class BalanceDebited(Event):
-    """The job's price was taken from the balance, once."""
+class BalanceDebitedV1(Event):
+    """The job's price was taken from the balance, once.
+
+    v1: its balance in whole credits, rounded down. Published beside v2 for subscribers
+    that do not know v2 yet."""
 
     event_type: ClassVar[str] = "balance.debited"
 
@@ -382,8 +450,26 @@ class BalanceDebited(Event):
     balance: Credits
 
 
-class DebitRejected(Event):
-    """The job could not be paid for; nothing was taken."""
+class BalanceDebited(Event):
+    """The job's price was taken from the balance, once. The balance is exact (v2)."""
+
+    event_type: ClassVar[str] = "balance.debited"
+    event_version: ClassVar[int] = 2
+
+    job_id: JobId
+    user_id: UserId
+    amount: Credits
+    balance: ExactCredits
+
+    def v1(self) -> BalanceDebitedV1:
+        return whole(self, BalanceDebitedV1)
+
+
+class DebitRejectedV1(Event):
+    """The job could not be paid for; nothing was taken.
+
+    v1: its balance in whole credits, rounded down. Published beside v2 for subscribers
+    that do not know v2 yet."""
 
     event_type: ClassVar[str] = "balance.debit_rejected"
 
@@ -395,8 +481,28 @@ class DebitRejected(Event):
     shortfall: Credits
 
 
-class BalanceRefunded(Event):
-    """What was debited for a failed or canceled job came back, once."""
+class DebitRejected(Event):
+    """The job could not be paid for; nothing was taken. The balance is exact (v2)."""
+
+    event_type: ClassVar[str] = "balance.debit_rejected"
+    event_version: ClassVar[int] = 2
+
+    job_id: JobId
+    user_id: UserId
+    reason: DebitRejectReason
+    price: Credits
+    balance: ExactCredits
+    shortfall: ExactCredits
+
+    def v1(self) -> DebitRejectedV1:
+        return whole(self, DebitRejectedV1)
+
+
+class BalanceRefundedV1(Event):
+    """What was debited for a failed or canceled job came back, once.
+
+    v1: its balance in whole credits, rounded down. Published beside v2 for subscribers
+    that do not know v2 yet."""
 
     event_type: ClassVar[str] = "balance.refunded"
 
@@ -405,6 +511,22 @@ class BalanceRefunded(Event):
     telegram_id: TelegramId
     amount: PositiveCredits
     balance: Credits
+
+
+class BalanceRefunded(Event):
+    """What was debited for a failed or canceled job came back, once. The balance is exact (v2)."""
+
+    event_type: ClassVar[str] = "balance.refunded"
+    event_version: ClassVar[int] = 2
+
+    job_id: JobId
+    user_id: UserId
+    telegram_id: TelegramId
+    amount: PositiveCredits
+    balance: ExactCredits
+
+    def v1(self) -> BalanceRefundedV1:
+        return whole(self, BalanceRefundedV1)
 
 
 class TopUpRequestedV1(Event):
@@ -465,9 +587,12 @@ class PaymentCreated(Event):
     confirmation_url: HttpUrl
 
 
-class PaymentSucceeded(Event):
+class PaymentSucceededV1(Event):
     """A payment was confirmed by YooKassa (or paid in Telegram Stars) and credited, once. For
-    a Stars payment `amount_kopecks` is the credits' worth at BILLING_KOPECKS_PER_CREDIT."""
+    a Stars payment `amount_kopecks` is the credits' worth at BILLING_KOPECKS_PER_CREDIT.
+
+    v1: its balance in whole credits, rounded down. Published beside v2 for subscribers
+    that do not know v2 yet."""
 
     event_type: ClassVar[str] = "payment.succeeded"
 
@@ -477,6 +602,25 @@ class PaymentSucceeded(Event):
     amount_kopecks: Kopecks
     credits: PositiveCredits
     balance: Credits
+
+
+class PaymentSucceeded(Event):
+    """A payment was confirmed by YooKassa (or paid in Telegram Stars) and credited, once. For
+    a Stars payment `amount_kopecks` is the credits' worth at BILLING_KOPECKS_PER_CREDIT.
+    The balance is exact (v2)."""
+
+    event_type: ClassVar[str] = "payment.succeeded"
+    event_version: ClassVar[int] = 2
+
+    payment_id: PaymentId
+    user_id: UserId
+    telegram_id: TelegramId
+    amount_kopecks: Kopecks
+    credits: PositiveCredits
+    balance: ExactCredits
+
+    def v1(self) -> PaymentSucceededV1:
+        return whole(self, PaymentSucceededV1)
 
 
 class StarsPaymentReceived(Event):
@@ -544,7 +688,7 @@ class TopUpRefunded(Event):
     currency: Annotated[str, Field(min_length=3, max_length=3)]
     credits: Credits
     shortfall: Credits
-    balance: Credits
+    balance: ExactCredits
 
 
 class PaymentFailed(Event):
@@ -559,8 +703,11 @@ class PaymentFailed(Event):
     reason: Reason
 
 
-class WeeklyBonusGranted(Event):
-    """The weekly bonus was credited, once for this user and ISO week."""
+class WeeklyBonusGrantedV1(Event):
+    """The weekly bonus was credited, once for this user and ISO week.
+
+    v1: its balance in whole credits, rounded down. Published beside v2 for subscribers
+    that do not know v2 yet."""
 
     event_type: ClassVar[str] = "bonus.weekly_granted"
 
@@ -570,6 +717,23 @@ class WeeklyBonusGranted(Event):
     balance: Credits
     week: Annotated[str, Field(pattern=r"^\d{4}-W\d{2}$")]
     granted_at: AwareDatetime
+
+
+class WeeklyBonusGranted(Event):
+    """The weekly bonus was credited, once for this user and ISO week. The balance is exact (v2)."""
+
+    event_type: ClassVar[str] = "bonus.weekly_granted"
+    event_version: ClassVar[int] = 2
+
+    user_id: UserId
+    telegram_id: TelegramId
+    amount: PositiveCredits
+    balance: ExactCredits
+    week: Annotated[str, Field(pattern=r"^\d{4}-W\d{2}$")]
+    granted_at: AwareDatetime
+
+    def v1(self) -> WeeklyBonusGrantedV1:
+        return whole(self, WeeklyBonusGrantedV1)
 
 
 class GrantRefusedReason(StrEnum):
@@ -594,8 +758,11 @@ class CreditsGrantRequested(Event):
     reason: GrantNote = ""
 
 
-class CreditsGranted(Event):
-    """An admin's grant was credited through the ledger, once."""
+class CreditsGrantedV1(Event):
+    """An admin's grant was credited through the ledger, once.
+
+    v1: its balance in whole credits, rounded down. Published beside v2 for subscribers
+    that do not know v2 yet."""
 
     event_type: ClassVar[str] = "credits.granted"
 
@@ -605,6 +772,23 @@ class CreditsGranted(Event):
     telegram_id: TelegramId
     credits: PositiveCredits
     balance: Credits
+
+
+class CreditsGranted(Event):
+    """An admin's grant was credited through the ledger, once. The balance is exact (v2)."""
+
+    event_type: ClassVar[str] = "credits.granted"
+    event_version: ClassVar[int] = 2
+
+    request_id: uuid.UUID
+    admin_telegram_id: TelegramId
+    user_id: UserId
+    telegram_id: TelegramId
+    credits: PositiveCredits
+    balance: ExactCredits
+
+    def v1(self) -> CreditsGrantedV1:
+        return whole(self, CreditsGrantedV1)
 
 
 class CreditsGrantRefused(Event):
@@ -652,8 +836,11 @@ class CreditsAdjustmentRequested(Event):
         return self
 
 
-class CreditsAdjusted(Event):
-    """An operator's adjustment went through the ledger, once."""
+class CreditsAdjustedV1(Event):
+    """An operator's adjustment went through the ledger, once.
+
+    v1: its balance in whole credits, rounded down. Published beside v2 for subscribers
+    that do not know v2 yet."""
 
     event_type: ClassVar[str] = "credits.adjusted"
 
@@ -665,8 +852,28 @@ class CreditsAdjusted(Event):
     balance: Credits
 
 
-class CreditsAdjustmentRefused(Event):
-    """An operator's adjustment was not applied; the balance did not move."""
+class CreditsAdjusted(Event):
+    """An operator's adjustment went through the ledger, once. The balance is exact (v2)."""
+
+    event_type: ClassVar[str] = "credits.adjusted"
+    event_version: ClassVar[int] = 2
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    user_id: UserId
+    telegram_id: TelegramId
+    credits: SignedCredits
+    balance: ExactCredits
+
+    def v1(self) -> CreditsAdjustedV1:
+        return whole(self, CreditsAdjustedV1)
+
+
+class CreditsAdjustmentRefusedV1(Event):
+    """An operator's adjustment was not applied; the balance did not move.
+
+    v1: its balance in whole credits, rounded down. Published beside v2 for subscribers
+    that do not know v2 yet."""
 
     event_type: ClassVar[str] = "credits.adjustment_refused"
 
@@ -677,6 +884,25 @@ class CreditsAdjustmentRefused(Event):
     reason: AdjustmentRefusedReason
     balance: Credits | None = None
     """The balance that stood in the way (below_zero), when known."""
+
+
+class CreditsAdjustmentRefused(Event):
+    """An operator's adjustment was not applied; the balance did not move.
+    The balance is exact (v2)."""
+
+    event_type: ClassVar[str] = "credits.adjustment_refused"
+    event_version: ClassVar[int] = 2
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    telegram_id: TelegramId
+    credits: SignedCredits
+    reason: AdjustmentRefusedReason
+    balance: ExactCredits | None = None
+    """The balance that stood in the way (below_zero), when known."""
+
+    def v1(self) -> CreditsAdjustmentRefusedV1:
+        return whole(self, CreditsAdjustmentRefusedV1)
 
 
 class UserDataErasureRequested(Event):
@@ -1123,24 +1349,32 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         JobCancelRequested,
         JobCanceled,
         PresetsChanged,
+        BalanceDebitedV1,
         BalanceDebited,
+        DebitRejectedV1,
         DebitRejected,
+        BalanceRefundedV1,
         BalanceRefunded,
         TopUpRequestedV1,
         TopUpRequested,
         PaymentCreated,
+        PaymentSucceededV1,
         PaymentSucceeded,
         PaymentFailed,
         StarsPaymentReceived,
         StarsRefundRequested,
         StarsRefundSettled,
         TopUpRefunded,
+        WeeklyBonusGrantedV1,
         WeeklyBonusGranted,
         CreditsGrantRequested,
+        CreditsGrantedV1,
         CreditsGranted,
         CreditsGrantRefused,
         CreditsAdjustmentRequested,
+        CreditsAdjustedV1,
         CreditsAdjusted,
+        CreditsAdjustmentRefusedV1,
         CreditsAdjustmentRefused,
         UserDataErasureRequested,
         ModerationRefused,

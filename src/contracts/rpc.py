@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from contracts.events import (
     BroadcastAudience,
     Credits,
+    ExactCredits,
     JobId,
     Kopecks,
     PositiveCredits,
+    SignedExactCredits,
     TelegramId,
     UserId,
     WorkflowType,
@@ -62,7 +64,7 @@ class Account(Result):
     user_id: UserId
     telegram_id: TelegramId
     username: str | None
-    balance: Credits
+    balance: ExactCredits
     created: bool
     """True when this call opened the account (and granted the welcome credits)."""
 
@@ -211,7 +213,7 @@ class AccountView(Result):
     user_id: UserId
     telegram_id: TelegramId | None
     username: str | None
-    balance: int
+    balance: ExactCredits
     created_at: datetime | None
 
 
@@ -238,8 +240,8 @@ class LedgerEntryView(Result):
     id: Annotated[int, Field(gt=0)]
     user_id: UserId
     kind: str
-    amount: int
-    balance_after: int
+    amount: SignedExactCredits
+    balance_after: ExactCredits
     job_id: int | None
     payment_id: int | None
     reason: str | None

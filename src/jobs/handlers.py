@@ -8,7 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from contracts.events import (
     BalanceDebited,
+    BalanceDebitedV1,
     DebitRejected,
+    DebitRejectedV1,
     JobAttemptFailed,
     JobCancelRequested,
     JobCompleted,
@@ -33,6 +35,7 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     on(JobRequestedV1)(lifecycle.request)  # from gateways before v2
     on(BalanceDebited)(lifecycle.paid)
     on(DebitRejected)(lifecycle.debit_rejected)
+    runtime.consumer.superseded(BalanceDebitedV1, DebitRejectedV1)  # published beside v2
     on(JobStarted)(lifecycle.started)
     on(JobCompleted)(lifecycle.completed)
     on(JobAttemptFailed)(lifecycle.attempt_failed)

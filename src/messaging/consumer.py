@@ -74,6 +74,14 @@ class EventConsumer:
 
         return register
 
+    def superseded(self, *event_types: type[Event]) -> None:
+        """Older versions published beside a newer one that this queue's handlers act on
+        (docs/subscribing.md §4): each copy is acknowledged without acting, nothing written."""
+        for event_type in event_types:
+            if event_type in self._handlers:
+                raise ValueError(f"{event_type.__name__} already has a handler on {self.queue}")
+            self._handlers[event_type] = _acknowledge
+
     def _wrap(self, handler: Callable[[Any, Any], Awaitable[None]]) -> EnvelopeHandler:
         return handler
 
@@ -208,6 +216,10 @@ def is_transient(error: BaseException) -> bool:
         error,
         (ConnectionError, TimeoutError, OSError, AMQPConnectionError, ChannelInvalidStateError),
     )
+
+
+async def _acknowledge(event: Event, envelope: RawEnvelope) -> None:
+    """A superseded version's copy: its newer copy is the one acted on."""
 
 
 def _delivery_count(message: RabbitMessage) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -29,7 +30,7 @@ SEED_COLUMNS: dict[str, dict[str, tuple[str, int | None, bool, str | None]]] = {
         "user_id": ("integer", None, False, "nextval"),
         "telegram_id": ("bigint", None, True, None),  # widened from integer by design
         "username": ("character varying", 100, True, None),
-        "balance": ("double precision", None, True, None),
+        "balance": ("numeric", None, True, None),  # exact decimals by design (0018)
         "created_at": ("timestamp with time zone", None, True, "now()"),
     },
     "presets": {
@@ -314,3 +315,135 @@ async def test_a_database_with_only_some_seed_tables_is_refused(databases: Datab
         await connection.close()
     with pytest.raises(AdoptionError, match="seed tables missing"):
         await asyncio.to_thread(adopt, alembic_config(url))
+
+
+# The customer's `users.balance` is a double precision: what their bot left there, fractions
+# and float noise included (0.1 + 0.2 is 0.30000000000000004 in a double), as SQL literals.
+FRACTIONAL_BALANCES = {
+    1001: ("12.5", Decimal("12.5")),
+    1002: ("0.3", Decimal("0.3")),
+    1003: ("0.1::float8 + 0.2::float8", Decimal("0.3")),
+    1004: ("59.7::float8 - 0.4::float8", Decimal("59.3")),
+    1005: ("0.000001", Decimal("0.000001")),
+    1006: ("100", Decimal(100)),
+    1007: ("0", Decimal(0)),
+    1008: ("2.5", Decimal("2.5")),  # 0006 rounds this one down (to even), 12.5 too
+}
+
+
+async def _customer_database(databases: DatabaseFactory, label: str, balances: Any) -> str:
+    """A database of the customer's shape, under their own revision id, holding `balances`."""
+    url = await databases.create(label)
+    await migrate(url, "0001")
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        await connection.execute("UPDATE alembic_version SET version_num = 'a1b2c3d4e5f6'")
+        for telegram_id, (literal, _) in balances.items():
+            await connection.execute(
+                "INSERT INTO users (telegram_id, username, balance) "
+                f"VALUES ($1, 'customer', {literal})",
+                telegram_id,
+            )
+    finally:
+        await connection.close()
+    return url
+
+
+async def _balances_and_ledger(url: str) -> dict[int, tuple[Any, Any]]:
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        rows = await connection.fetch(
+            "SELECT u.telegram_id, u.balance, (SELECT COALESCE(sum(amount), 0) "
+            "FROM billing_ledger l WHERE l.user_id = u.user_id) AS ledger FROM users u"
+        )
+    finally:
+        await connection.close()
+    return {row["telegram_id"]: (row["balance"], row["ledger"]) for row in rows}
+
+
+async def test_an_adopted_database_keeps_every_fractional_balance_exactly(
+    databases: DatabaseFactory,
+) -> None:
+    url = await _customer_database(databases, "adopt_fractions", FRACTIONAL_BALANCES)
+    assert await asyncio.to_thread(adopt, alembic_config(url)) == "0001"
+    await migrate(url)
+    found = await _balances_and_ledger(url)
+    expected = {tid: (exact, exact) for tid, (_, exact) in FRACTIONAL_BALANCES.items()}
+    assert found == expected  # the balance, to the millionth, and the ledger sum equal to it
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        fractions = await connection.fetch(
+            "SELECT u.telegram_id, l.amount FROM billing_ledger l JOIN users u USING (user_id) "
+            "WHERE l.idempotency_key LIKE 'opening_fraction:%' ORDER BY u.telegram_id"
+        )
+        # 0006's opening entries rounded 12.5 and 2.5 (to even) and 0.3: 0018 adds what they lost
+        assert [tuple(row) for row in fractions] == [
+            (1001, Decimal("0.5")),
+            (1002, Decimal("0.3")),
+            (1003, Decimal("0.3")),
+            (1004, Decimal("0.3")),
+            (1005, Decimal("0.000001")),
+            (1008, Decimal("0.5")),
+        ]
+        # and the balance still never goes below zero
+        with pytest.raises(asyncpg.CheckViolationError):
+            await connection.execute("UPDATE users SET balance = balance - 12.500001 "
+                                     "WHERE telegram_id = 1001")  # fmt: skip
+    finally:
+        await connection.close()
+
+
+async def test_a_database_adopted_before_exact_balances_gets_its_rounded_fraction_back(
+    databases: DatabaseFactory,
+) -> None:
+    """Adopted by an earlier release (0006 rounded the opening entry), then debited by it in
+    whole credits: 0018 restores the lost fraction and nothing else; any other drift stays
+    for the audit to report."""
+    balances = {2001: ("12.5", None), 2002: ("40", None)}
+    url = await _customer_database(databases, "adopted_before", balances)
+    await asyncio.to_thread(adopt, alembic_config(url))
+    await migrate(url, "0017")
+    connection = await asyncpg.connect(_dsn(url))
+    try:  # the earlier release debited 10 from each; someone moved 2002's balance by hand
+        await connection.execute(
+            "UPDATE users SET balance = balance - 10;"
+            "INSERT INTO billing_ledger (user_id, idempotency_key, kind, amount, balance_after) "
+            "SELECT user_id, 'debit:job:' || user_id, 'debit', -10, round(balance) FROM users;"
+            "UPDATE users SET balance = balance + 1 WHERE telegram_id = 2002"
+        )
+        await migrate(url)
+        found = await _balances_and_ledger(url)
+        assert found == {2001: (Decimal("2.5"), Decimal("2.5")), 2002: (31, 30)}
+        await migrate(url, "0017", down=True)  # the fraction entries go with the revision
+        found = await _balances_and_ledger(url)
+        assert found == {2001: (2.5, 2), 2002: (31.0, 30)}
+    finally:
+        await connection.close()
+
+
+async def test_a_balance_finer_than_a_millionth_is_refused_before_anything_changes(
+    databases: DatabaseFactory,
+) -> None:
+    balances = {3001: ("1.0::float8 / 3", None), 3002: ("12.5", None)}
+    url = await _customer_database(databases, "adopt_finer", balances)
+    await asyncio.to_thread(adopt, alembic_config(url))
+    with pytest.raises(Exception, match=r"finer than a millionth of a credit: users 1 \("):
+        await migrate(url)
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        kind = "SELECT data_type FROM information_schema.columns WHERE table_name = 'users' "
+        assert await connection.fetchval(kind + "AND column_name = 'balance'") == (
+            "double precision"
+        )
+        # the whole upgrade rolled back: the database is as it was adopted
+        assert await connection.fetchval("SELECT version_num FROM alembic_version") == "0001"
+        # the operator sets what the balance stands for, and the upgrade goes on
+        await connection.execute("UPDATE users SET balance = 0.333333 WHERE telegram_id = 3001")
+        await migrate(url)
+        found = await _balances_and_ledger(url)
+        assert found == {
+            3001: (Decimal("0.333333"), Decimal("0.333333")),
+            3002: (Decimal("12.5"), Decimal("12.5")),
+        }
+    finally:
+        await connection.close()

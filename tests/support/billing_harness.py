@@ -8,6 +8,7 @@ import json
 import random
 import uuid
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select, text
@@ -20,7 +21,7 @@ from billing.domain import LedgerKind
 from billing.models import DELIVERY
 from billing.settings import BillingSettings, BonusSettings, WebhookSettings, YooKassaSettings
 from contracts.envelope import Event, RawEnvelope, new_envelope
-from contracts.events import JobCreated
+from contracts.events import CATALOG, JobCreated
 from contracts.topology import Topology
 from messaging.publisher import EventPublisher
 from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
@@ -104,18 +105,35 @@ async def fund(
     assert expect is None or moved.balance_after == expect
 
 
-async def outbox(engine: AsyncEngine, routing_key: str, **data: Any) -> list[dict[str, Any]]:
-    """Payloads billing committed to its outbox under `routing_key` whose data match `data`."""
+async def outbox(
+    engine: AsyncEngine, routing_key: str, *, version: int | None = None, **data: Any
+) -> list[dict[str, Any]]:
+    """Payloads billing committed to its outbox under `routing_key` whose data match `data`,
+    in `version` (the newest the catalog has, unless given); exact amounts (decimal strings:
+    `balance`, `shortfall`) read as Decimals, so they compare equal to the numbers they are."""
+    if version is None:
+        version = max(v for (kind, v) in CATALOG if kind == routing_key)
     async with engine.connect() as connection:
         rows = await connection.execute(
             select(OUTBOX.c.envelope)
             .where(
                 OUTBOX.c.routing_key == routing_key,
+                OUTBOX.c.envelope["version"].as_integer() == version,
                 OUTBOX.c.envelope["data"].contains(data),
             )
             .order_by(OUTBOX.c.seq)
         )
-        return [row[0]["data"] for row in rows]
+        return [_exact(row[0]["data"]) for row in rows]
+
+
+def _exact(data: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: Decimal(value) if name in EXACT and isinstance(value, str) else value
+        for name, value in data.items()
+    }
+
+
+EXACT = frozenset({"balance", "shortfall"})
 
 
 async def handled(engine: AsyncEngine, *event_ids: uuid.UUID) -> int:
@@ -146,18 +164,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 30
         await asyncio.sleep(0.05)
 
 
-async def balance_of(engine: AsyncEngine, user_id: int) -> float:
-    return float(await scalar(engine, "SELECT balance FROM users WHERE user_id = :u", u=user_id))
+async def balance_of(engine: AsyncEngine, user_id: int) -> Decimal:
+    balance = await scalar(engine, "SELECT balance FROM users WHERE user_id = :u", u=user_id)
+    assert isinstance(balance, Decimal)
+    return balance
 
 
-async def ledger_sum(engine: AsyncEngine, user_id: int) -> int:
-    return int(
-        await scalar(
-            engine,
-            "SELECT COALESCE(sum(amount), 0) FROM billing_ledger WHERE user_id = :u",
-            u=user_id,
-        )
+async def ledger_sum(engine: AsyncEngine, user_id: int) -> Decimal:
+    total = await scalar(
+        engine, "SELECT COALESCE(sum(amount), 0) FROM billing_ledger WHERE user_id = :u", u=user_id
     )
+    assert isinstance(total, Decimal)
+    return total
 
 
 async def post_webhook(
