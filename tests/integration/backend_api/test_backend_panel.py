@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing import services
 from billing.models import DELIVERY as BILLING
 from messaging.unit_of_work import UnitOfWork
-from support.backend_harness import OPERATOR, PASSWORD, VIEWER, Running, totp_code
+from support.backend_harness import OPERATOR, PASSWORD, SUPPORT, VIEWER, Running, totp_code
 from support.billing_harness import new_telegram_id, scalar
 
 pytestmark = pytest.mark.integration
@@ -182,3 +182,33 @@ async def test_an_admin_signs_in_with_a_one_time_code_and_ends_a_session(
         await expect(replay).to_have_url(f"{running.url}/panel/login")
     await page.goto(f"{running.url}/panel/jobs")  # the admin's own session goes on
     await expect(page).to_have_url(f"{running.url}/panel/jobs")
+
+
+async def test_a_large_adjustment_waits_in_approvals_until_a_second_operator_approves(
+    running: Running, backend_engine: AsyncEngine, browser: Browser, page: Page
+) -> None:
+    async with UnitOfWork(backend_engine, BILLING, source="test") as uow:
+        account = await services.ensure_account(uow, new_telegram_id(), "held", 60)
+    await sign_in(page, running, login=SUPPORT)
+    await page.goto(f"{running.url}/panel/users/{account.user_id}")
+    await page.fill("#credits", "5000")
+    await page.fill("#reason", "a wholesale order")
+    await page.click("#adjust button[type=submit]")
+    await expect(page.locator("#result")).to_contain_text("одобрения второго оператора")
+    await expect(page.locator("#balance")).to_have_text(str(account.balance))
+
+    await page.click("header a[href='/panel/approvals']")
+    held = page.locator("#approvals tr").filter(has_text="a wholesale order")
+    await expect(held.locator("button.approve")).to_have_count(0)  # not one's own
+    await expect(held.locator("button.reject")).to_have_text("Отозвать")
+
+    async with await browser.new_context(locale="ru-RU") as other:
+        admin = await other.new_page()
+        await sign_in(admin, running)
+        await admin.goto(f"{running.url}/panel/approvals")
+        row = admin.locator("#approvals tr").filter(has_text="a wholesale order")
+        await row.locator("button.approve").click()
+        await expect(admin.locator("#decision")).to_have_text("Одобрено и отправлено.")
+        await expect(row).to_have_count(0)
+    await page.goto(f"{running.url}/panel/users/{account.user_id}")
+    await expect(page.locator("#balance")).to_have_text(str(account.balance + 5000))
