@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class SandboxStack:
         self.operator_totp_uri = ""
         """The operator's second factor, as `imagebot admin create-user` printed it."""
         self._operator_token: str | None = None
+        self._operator_step = 0
 
     async def __aenter__(self) -> SandboxStack:
         try:
@@ -181,10 +183,19 @@ class SandboxStack:
         return env
 
     def operator_code(self) -> str:
-        """The sandbox operator's one-time code now (what their authenticator app shows)."""
+        """A one-time code of the sandbox operator (what their authenticator app shows), never
+        one it gave before: this step's, or the next one's (the server takes one step either
+        side of now, each code once), so the demo's sign-ins (its API session, the panel's
+        screenshots) do not replay each other. At most two within 30 s."""
         secret = re.search(r"secret=([A-Z2-7]+)", self.operator_totp_uri)
         assert secret is not None, self.operator_totp_uri
-        return pyotp.TOTP(secret[1]).now()
+        totp = pyotp.TOTP(secret[1])
+        now = totp.timecode(time.time())
+        step = max(now, self._operator_step + 1)
+        if step > now + 1:
+            raise RuntimeError("the sandbox operator signed in twice in 30 s already; wait")
+        self._operator_step = step
+        return totp.generate_otp(step)
 
     async def operator_token(self) -> str:
         """A session token of the sandbox operator (signed in once, through the first
