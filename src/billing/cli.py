@@ -128,7 +128,6 @@ async def _bonus() -> int:
 
 @app.command()
 def refund(
-    payment_id: Annotated[int, typer.Option(help="Our top-up's id (`payments.id`).")],
     key: Annotated[
         str,
         typer.Option(
@@ -143,13 +142,27 @@ def refund(
         float,
         typer.Option(help="Seconds to wait for the gateway's answer to a Stars refund."),
     ] = 30.0,
+    payment_id: Annotated[int | None, typer.Option(help="Our top-up's id (`payments.id`).")] = None,
+    charge: Annotated[
+        str | None,
+        typer.Option(
+            help="Or a Stars top-up's telegram_payment_charge_id (Telegram's receipt shows it "
+            "to the buyer)."
+        ),
+    ] = None,
 ) -> None:
     """Refund a top-up to the buyer, its credits back out: YooKassa whole or part, Telegram
     Stars whole (through the gateway's refundStarPayment)."""
     from billing.refunds import RefundOutcome
 
+    if (payment_id is None) == (charge is None):
+        raise typer.BadParameter("name the top-up by --payment-id or by --charge")
     kopecks = None if amount is None else to_kopecks(amount)
-    result = asyncio.run(_refund(payment_id, key, kopecks, reason.strip(), wait))
+    found = asyncio.run(_refund(payment_id, charge, key, kopecks, reason.strip(), wait))
+    if found is None:
+        typer.echo(f"no Telegram Stars top-up with charge {charge}", err=True)
+        raise typer.Exit(1)
+    payment_id, result = found
     money = (
         f"{result.amount_kopecks} XTR"
         if result.currency == "XTR"
@@ -170,16 +183,33 @@ def refund(
 
 
 async def _refund(
-    payment_id: int, key: str, kopecks: int | None, reason: str, wait_s: float
-) -> Any:
+    payment_id: int | None,
+    charge: str | None,
+    key: str,
+    kopecks: int | None,
+    reason: str,
+    wait_s: float,
+) -> tuple[int, Any] | None:
+    from billing.domain import stars_request
     from billing.refunds import RefundOutcome, refund_topup, where_it_stands
     from billing.settings import YooKassaSettings
     from billing.yookassa_gateway import YooKassaGateway
 
     engine = create_engine(DatabaseSettings())
     settings = YooKassaSettings()
-    unit_of_work = lambda: UnitOfWork(engine, DELIVERY, source="billing")  # noqa: E731
+
+
+    def unit_of_work() -> UnitOfWork:
+        return UnitOfWork(engine, DELIVERY, source="billing")
+
     try:
+        if payment_id is None:
+            assert charge is not None
+            async with unit_of_work() as uow:
+                topup = await payments.find(uow, payments.by_request(stars_request(charge)))
+            if topup is None:
+                return None
+            payment_id = topup.id
         result = await refund_topup(
             unit_of_work,
             YooKassaGateway(settings),
@@ -197,7 +227,7 @@ async def _refund(
         ):
             await asyncio.sleep(0.2)
             result = await where_it_stands(unit_of_work, payment_id, key) or result
-        return result
+        return payment_id, result
     finally:
         await engine.dispose()
 

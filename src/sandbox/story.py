@@ -2,9 +2,10 @@
 
 /start → a preset on a photo → its result → prompt-only generation → top-up → payment page
 and YooKassa's webhook → /balance → a top-up in Telegram Stars (invoice, pre-checkout, successful
-payment) → an operator's refund of half the top-up to the buyer
-(`imagebot billing refund`) and /balance → the weekly bonus (the operator runs this week's
-round) → /history. Each step waits for what the user would see and fails loudly if it never comes.
+payment) → an operator's refunds to the buyer, half the YooKassa top-up and the Stars top-up
+whole (`imagebot billing refund`, both at once), each told in the chat, and /balance → the
+weekly bonus (the operator runs this week's round) → /history. Each step waits for what the
+user would see and fails loudly if it never comes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ PRESET, PRESET_PRICE = "Карандашный контур", 20
 PROMPT_PRICE = 30  # JOBS_CUSTOM_PROMPT_PRICE
 PACKAGE, PACKAGE_CREDITS = "100 кредитов за 100 ₽", 100
 STARS_PACKAGE, STARS_CREDITS = "100 кредитов за 50 ⭐", 100  # BILLING_STARS_PACKAGES' first
+STARS_PRICE = 50
 BONUS_CREDITS = 30  # BONUS_CREDITS
 REFUND_RUBLES, REFUND_CREDITS = "50.00", 50  # half the package: half its credits back out
 
@@ -125,20 +127,25 @@ async def play(
         packages = await user.expect("Выберите пакет")
         user.press(packages, STARS_PACKAGE)
         invoice = await user.expect(f"{STARS_CREDITS} кредитов", method="sendInvoice")
-        await user.pay_invoice(invoice)
+        charge = await user.pay_invoice(invoice)
         result.balance += STARS_CREDITS
         await user.expect(f"Платёж получен: +{STARS_CREDITS} кредитов. Баланс: {result.balance}")
 
-    async with step("operator refund"):
+    async with step("operator refunds"):
         payment_id = stack.yookassa.payments[paid]["metadata"]["payment_id"]
-        command = ("billing", "refund", "--payment-id", payment_id, "--key", f"demo-{paid}",
-                   "--amount", REFUND_RUBLES, "--reason", "demo: half back")  # fmt: skip
+        rubles = ("billing", "refund", "--payment-id", payment_id, "--key", f"demo-{paid}",
+                  "--amount", REFUND_RUBLES, "--reason", "demo: half back")  # fmt: skip
+        stars = ("billing", "refund", "--charge", charge, "--key", f"demo-{charge}",
+                 "--reason", "demo: Stars back")  # fmt: skip
+        user.mark()
+        outputs = await asyncio.gather(stack.imagebot(*rubles), stack.imagebot(*stars))
         if transcript is not None:
-            transcript.line("⚙️", "operator: imagebot " + " ".join(command))
-        output = await stack.imagebot(*command)
-        if transcript is not None:
-            transcript.line("⚙️", output.strip().splitlines()[-1])
-        result.balance -= REFUND_CREDITS
+            for command, output in zip((rubles, stars), outputs, strict=True):
+                transcript.line("⚙️", "operator: imagebot " + " ".join(command))
+                transcript.line("⚙️", output.strip().splitlines()[-1])
+        await user.expect(f"Пополнение возвращено: {REFUND_RUBLES.replace('.00', '')} ₽")
+        await user.expect(f"Пополнение возвращено: {STARS_PRICE} ⭐")
+        result.balance -= REFUND_CREDITS + STARS_CREDITS
         user.say("/balance")
         await user.expect(f"Ваш баланс: {result.balance}")
 

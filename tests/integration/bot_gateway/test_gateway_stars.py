@@ -382,7 +382,7 @@ async def test_the_operators_cli_refunds_stars_and_waits_for_telegrams_answer(
     stack: Stack, gateway_database_url: str
 ) -> None:
     chat, charge, payment_id = await paid_in_stars(stack, "en")
-    args = ("billing", "refund", "--payment-id", str(payment_id), "--key", "cli")
+    args = ("billing", "refund", "--charge", charge, "--key", "cli")  # as the buyer quotes it
     env = {**os.environ, "DATABASE_URL": gateway_database_url}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "imagebot", *args, "--reason", "complaint", env=env,
@@ -390,6 +390,6 @@ async def test_the_operators_cli_refunds_stars_and_waits_for_telegrams_answer(
     )  # fmt: skip
     output = (await process.communicate())[0].decode()
     assert process.returncode == 0, output
-    assert "refunded, 50 XTR, 100 credits bought back" in output
+    assert f"refund of payment {payment_id} (key cli): refunded, 50 XTR, 100 credits" in output
     assert stack.telegram.stars_charges[charge]["refunded"] is True
     await chat.expect(PHRASES["en"]["refunded"].replace("Balance: 30", "Balance: 60"))
