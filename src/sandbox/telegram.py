@@ -672,6 +672,9 @@ class TelegramSandbox:
         return _ok(True)
 
     def _m_refundStarPayment(self, call: Call) -> web.Response:
+        """Telegram refunds a charge whole and once: a second refund of it is answered `400 Bad
+        Request: CHARGE_ALREADY_REFUNDED` (as reported from the real Bot API, tdlib/td#3209),
+        an unknown charge or another user's `CHARGE_NOT_FOUND` (the sandbox's wording)."""
         charge = self.stars_charges.get(str(call.params.get("telegram_payment_charge_id")))
         if charge is None or charge["user_id"] != int(call.params.get("user_id") or 0):
             return _error(400, "Bad Request: CHARGE_NOT_FOUND")
