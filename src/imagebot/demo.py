@@ -3,8 +3,8 @@
 A fresh database (`<DATABASE_URL's server>/imagebot_demo`) and broker namespace
 (`imagebot_demo`), the four services as processes, the sandbox Telegram Bot API and YooKassa,
 a tiny random Qwen-Image for prompt-only generation; then the story of `sandbox.story`, printed
-as the user sees it. Result images land in the output directory, logs and the object store in
-its `sandbox/` folder.
+as the user sees it. Result images land in the output directory, screenshots of the operators'
+panel in its `panel/` folder, logs and the object store in its `sandbox/` folder.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from contracts.topology import build_topology
 from imagebot.database import drop_database
 from messaging.broker import delete_topology
+from sandbox.screenshots import panel_screenshots
 from sandbox.stack import OPERATOR_LOGIN, OPERATOR_PASSWORD, SandboxStack, StackConfig, panel_url
 from sandbox.story import new_user, play
 from sandbox.user import SandboxUser, Transcript
@@ -57,6 +58,8 @@ async def run_demo(database_url: str, amqp_url: str, output: Path, *, replicas: 
         user = new_user()
         with Transcript(stack.telegram, user.id, images_dir=output) as transcript:
             result = await play(stack, SandboxUser(stack.telegram, user, transcript), transcript)
+        shots = await panel_screenshots(stack, output / "panel")
+        print(f"panel screenshots: {', '.join(map(str, shots)) or 'none (see the log)'}")
     print("\nsteps: " + ", ".join(f"{name} {s:.2f} s" for name, s in result.steps.items()))
     print(f"balance {result.balance} credits; images: {', '.join(map(str, result.images))}")
     print(f"(database {NAME} and namespace {NAME} stay for a look; the next demo resets them)")

@@ -19,8 +19,9 @@ from billing import services
 from billing.models import DELIVERY as BILLING
 from jobs.models import Job, Preset
 from messaging.unit_of_work import UnitOfWork
+from sandbox.screenshots import BROADCAST, screenshots
 from support.backend_gateway import bot, far_future, seed_user
-from support.backend_harness import OPERATOR, PASSWORD, VIEWER, Running
+from support.backend_harness import OPERATOR, PASSWORD, VIEWER, Running, totp_code
 from support.billing_harness import new_telegram_id
 
 pytestmark = pytest.mark.integration
@@ -55,11 +56,14 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 async def sign_in(page: Page, running: Running, path: str, login: str = OPERATOR) -> None:
-    """Ask for `path`, sign in on the login page it sends to, and land back on it."""
+    """Ask for `path`, sign in on the login page it sends to (the admin with their one-time
+    code), and land back on it."""
     await page.goto(f"{running.url}{path}")
     await expect(page).to_have_url(f"{running.url}/panel/login")
     await page.fill("#username", login)
     await page.fill("#password", PASSWORD)
+    if login == OPERATOR:
+        await page.fill("#code", totp_code())
     await page.click("button[type=submit]")
     await expect(page).to_have_url(f"{running.url}{path}")
 
@@ -96,7 +100,7 @@ async def test_the_dashboard_draws_each_owners_figures_in_both_languages(
         ),
     )
 
-    await sign_in(page, running, "/panel/dashboard")
+    await sign_in(page, running, "/panel/dashboard", login=VIEWER)
     await expect(page.locator("h1")).to_have_text("Сводка")
     row = page.locator("#presets tr", has_text=name)
     await expect(row).to_contain_text("75%")
@@ -162,3 +166,16 @@ async def test_a_viewer_sees_broadcasts_but_may_not_send_one(running: Running, p
         form={"text": "hi", "reason": "test", "action": "send", "csrf": "x"},
     )
     assert response.status == 403
+
+
+async def test_the_demos_screenshots_show_the_main_pages(
+    running: Running, backend_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    chat = await seed_user(backend_engine, joined=far_future())  # Russian: gets the broadcast
+    saved = await screenshots(f"{running.url}/panel", OPERATOR, PASSWORD, totp_code(), tmp_path)
+    names = {path.name for path in saved}
+    assert {"broadcast-sent.png", "01-dashboard.png", "06-broadcasts.png"} <= names, names
+    assert len(saved) >= 8, names  # every main page the panel has
+    for path in saved:
+        assert path.read_bytes().startswith(b"\x89PNG\r\n"), path
+    await bot(running).telegram.wait_for(chat, BROADCAST, method="sendMessage")
