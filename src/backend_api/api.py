@@ -58,6 +58,7 @@ from contracts.rpc import (
     ListPayments,
     PaymentRecord,
     PaymentStatusName,
+    PaymentTypeName,
     SearchAccounts,
     SearchJobs,
 )
@@ -333,12 +334,31 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         _: Operator,
         user_id: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
         status_: Annotated[PaymentStatusName | None, Query(alias="status")] = None,
+        payment_type: PaymentTypeName | None = None,
+        currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+        method: Annotated[str | None, Query(max_length=50, pattern=r"^[a-z0-9_]+$")] = None,
+        refund_of: Annotated[int | None, Query(gt=0, le=2**31 - 1)] = None,
+        created_from: Moment | None = None,
+        created_until: Moment | None = None,
         offset: OffsetQuery = 0,
         limit: LimitQuery = 50,
     ) -> PaymentsPage:
-        """Payments, newest first, with their totals per currency (all matching, not one page)."""
+        """Payments, newest first: by user, status, type, currency (RUB, XTR), method and
+        creation time (from inclusive, until exclusive), with their totals per currency (all
+        matching, not one page)."""
         page = await owners.payments(
-            ListPayments(user_id=user_id, status=status_, offset=offset, limit=limit)
+            ListPayments(
+                user_id=user_id,
+                status=status_,
+                payment_type=payment_type,
+                currency=currency,
+                payment_method=method,
+                refund_of=refund_of,
+                created_from=created_from,
+                created_until=created_until,
+                offset=offset,
+                limit=limit,
+            )
         )
         return PaymentsPage(
             items=page.payments, total=page.total, offset=offset, limit=limit, totals=page.totals

@@ -17,7 +17,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 from starlette.middleware.sessions import SessionMiddleware
 
-from backend_api import broadcasts, catalog, dashboard, operations
+from backend_api import broadcasts, catalog, dashboard, money, operations
 from backend_api import commands as command_handlers
 from backend_api.api import api_router
 from backend_api.auth import Operators
@@ -74,6 +74,7 @@ def build(settings: Settings | None = None) -> BackendApi:
     own = settings.backend_api
     runtime = ServiceRuntime.of("backend_api", DELIVERY, settings)
     command_handlers.register(runtime)
+    money.register(runtime)
     broadcasts.register(runtime)
     catalog.register(runtime)
     rpc = RpcClient(
@@ -104,6 +105,8 @@ def build(settings: Settings | None = None) -> BackendApi:
     panel = Panel(owners, commands, operators, own.default_language)
     web.include_router(api_router(owners, commands, operators))
     web.include_router(panel.router())
+    web.include_router(money.api_router(owners, commands, operators))
+    web.include_router(money.MoneyPages(panel, owners, commands).router())
     operations.register(runtime, web, panel, rpc, commands, operators)  # DLQs, queues
     web.include_router(broadcasts.api_router(owners, commands, operators))
     web.include_router(broadcasts.BroadcastPages(panel, owners, commands).router())

@@ -22,6 +22,8 @@ from contracts.rpc import (
     CountUsers,
     JobPage,
     JobStats,
+    LedgerAudit,
+    LedgerAuditResult,
     LedgerPage,
     ListAllPresets,
     ListBroadcasts,
@@ -55,6 +57,9 @@ class Owners:
 
     async def jobs(self, request: SearchJobs) -> JobPage:
         return await self._call(request, JobPage)
+
+    async def ledger_audit(self, request: LedgerAudit) -> LedgerAuditResult:
+        return await self._call(request, LedgerAuditResult)
 
     async def audience(self, request: CountAudience) -> AudienceSize:
         return await self._call(request, AudienceSize)

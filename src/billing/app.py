@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from faststream.asgi import AsgiFastStream
 
-from billing import dashboard
+from billing import dashboard, operator_money
 from billing.bonus import WeeklyBonus
 from billing.farming import register as register_farming
 from billing.handlers import register
@@ -48,6 +48,7 @@ def build(settings: Settings | None = None, *, yookassa: PaymentProvider | None 
     provider = yookassa or YooKassaGateway(settings.yookassa)
     topups = TopUps(provider, settings.billing, settings.yookassa)
     register(runtime, settings.billing, topups)
+    operator_money.register(runtime, provider, settings.yookassa)
     dashboard.register(runtime)  # the backend API's dashboard: money per day, bonus cost
     register_farming(runtime, settings.billing, settings.bonus)  # shared uploads, signals
     webhook = YooKassaWebhook(settings.webhook, provider, runtime.unit_of_work)

@@ -14,7 +14,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import versions
-from billing.models import LedgerEntry, Payment, PaymentStatus, User
+from billing.models import LedgerEntry, Payment, PaymentStatus, PaymentType, User
 from billing.services import AdjustmentOutcome, adjust_balance
 from contracts.events import (
     AdjustmentRefusedReason,
@@ -173,6 +173,20 @@ class OperatorReads:
             except ValueError:
                 raise RpcRefusedError("invalid_status", request.status) from None
             query = query.where(Payment.status == status)
+        if request.payment_id is not None:
+            query = query.where(Payment.id == request.payment_id)
+        if request.refund_of is not None:
+            query = query.where(Payment.refund_of == request.refund_of)
+        if request.payment_type is not None:
+            query = query.where(Payment.payment_type == PaymentType(request.payment_type))
+        if request.currency is not None:
+            query = query.where(Payment.currency == request.currency)
+        if request.payment_method is not None:
+            query = query.where(Payment.payment_method == request.payment_method)
+        if request.created_from is not None:
+            query = query.where(Payment.created_at >= request.created_from)
+        if request.created_until is not None:
+            query = query.where(Payment.created_at < request.created_until)
         rows, total = await self._page(query, Payment.id.desc(), request.offset, request.limit)
         matching = query.subquery()
         async with self._sessions() as session:
@@ -204,6 +218,8 @@ class OperatorReads:
                     provider_payment_id=payment.yukassa_payment_id,
                     created_at=payment.created_at,
                     paid_at=payment.paid_at,
+                    payment_method=payment.payment_method,
+                    refund_of=payment.refund_of,
                 )
                 for payment in rows
             ],

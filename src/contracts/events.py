@@ -905,6 +905,67 @@ class CreditsAdjustmentRefused(Event):
         return whole(self, CreditsAdjustmentRefusedV1)
 
 
+class TopUpRefundRequested(Event):
+    """An operator asked (through the backend API) to refund a top-up to its buyer, whole or
+    `amount` of it; billing runs the same refund use case as `imagebot billing refund`, once per
+    request id (the idempotency key)."""
+
+    event_type: ClassVar[str] = "payment.refund_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    payment_id: PaymentId
+    amount: Kopecks | None = None
+    """In the payment's minor unit (kopecks; Stars for XTR); None: all that is left."""
+    reason: OperatorNote
+
+
+class TopUpRefundDecided(Event):
+    """Billing's answer to an operator's refund: `outcome` is the refund use case's
+    (`refunded`, `pending`: taken and applied later; or why not)."""
+
+    event_type: ClassVar[str] = "payment.refund_decided"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    payment_id: PaymentId
+    outcome: Reason
+    refund_payment_id: PaymentId | None = None
+    amount: Annotated[int, Field(ge=0, le=10**12)] = 0
+    credits: Credits = 0
+    """The credits the refund buys back; `shortfall` of them were spent already."""
+    shortfall: Credits = 0
+    detail: Detail = ""
+
+
+class PaymentRecheckRequested(Event):
+    """An operator asked billing to ask YooKassa about a payment now and apply what it says
+    (as the webhook and the reconciler do), once per request id."""
+
+    event_type: ClassVar[str] = "payment.recheck_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    payment_id: PaymentId
+    reason: OperatorNote
+
+
+class PaymentRechecked(Event):
+    """Billing's answer to a re-check: the payment's status before and after, and what happened
+    (`credited`, `closed`, `unchanged`, or why it could not be checked)."""
+
+    event_type: ClassVar[str] = "payment.rechecked"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    payment_id: PaymentId
+    outcome: Reason
+    status_before: Annotated[str, Field(max_length=20)] | None = None
+    status: Annotated[str, Field(max_length=20)] | None = None
+    provider_status: Annotated[str, Field(max_length=40)] | None = None
+    detail: Detail = ""
+
+
 class UserDataErasureRequested(Event):
     """A user asked for their data to be erased (/deletemydata): each service erases what it
     holds of them (photos, prompts, profile), keeping only what the law requires (payments and
@@ -1376,6 +1437,10 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         CreditsAdjusted,
         CreditsAdjustmentRefusedV1,
         CreditsAdjustmentRefused,
+        TopUpRefundRequested,
+        TopUpRefundDecided,
+        PaymentRecheckRequested,
+        PaymentRechecked,
         UserDataErasureRequested,
         ModerationRefused,
         ModerationHeld,

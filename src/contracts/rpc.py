@@ -18,6 +18,7 @@ from contracts.events import (
     ExactCredits,
     JobId,
     Kopecks,
+    PaymentId,
     PositiveCredits,
     SignedExactCredits,
     TelegramId,
@@ -276,6 +277,9 @@ class PaymentRecord(Result):
     provider_payment_id: str | None
     created_at: datetime | None
     paid_at: datetime | None
+    payment_method: str | None = None
+    refund_of: int | None = None
+    """The top-up a refund gives back (refunds only)."""
 
 
 class CurrencyTotal(Result):
@@ -292,16 +296,53 @@ class PaymentPage(Result):
     """Every payment matching the filters (not only this page's), per currency."""
 
 
+PaymentTypeName = Literal["payment", "weekly_bonus", "refund"]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+PaymentMethod = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[a-z0-9_]+$")]
+
+
 class ListPayments(Request):
-    """Payments, newest first, of one user or all, optionally in one status."""
+    """Payments, newest first, of one user or all, filtered by status, type, currency, method
+    and creation time (from inclusive, until exclusive)."""
 
     method: ClassVar[str] = "billing.list_payments"
     result_type: ClassVar[type[BaseModel]] = PaymentPage
 
+    payment_id: PaymentId | None = None
     user_id: UserId | None = None
     status: PaymentStatusName | None = None
+    payment_type: PaymentTypeName | None = None
+    refund_of: PaymentId | None = None
+    """Refunds of this top-up."""
+    currency: Currency | None = None
+    payment_method: PaymentMethod | None = None
+    created_from: datetime | None = None
+    created_until: datetime | None = None
     offset: Offset = 0
     limit: PageLimit = 50
+
+
+class AuditDrift(Result):
+    user_id: UserId
+    telegram_id: TelegramId | None
+    balance: float | None
+    ledger_sum: int
+
+
+class LedgerAuditResult(Result):
+    checked: Annotated[int, Field(ge=0)]
+    """Accounts checked."""
+    drifting: Annotated[int, Field(ge=0)]
+    drifts: list[AuditDrift]
+    """The first of them (by user id)."""
+
+
+class LedgerAudit(Request):
+    """`imagebot billing audit`'s check: every balance against its ledger sum, in one
+    snapshot."""
+
+    method: ClassVar[str] = "billing.ledger_audit"
+    result_type: ClassVar[type[BaseModel]] = LedgerAuditResult
 
 
 class JobRecord(Result):
@@ -689,6 +730,7 @@ REQUESTS: dict[str, type[Request]] = {
         SearchAccounts,
         ListLedger,
         ListPayments,
+        LedgerAudit,
         SearchJobs,
         ListAllPresets,
         CountAudience,

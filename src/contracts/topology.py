@@ -31,6 +31,8 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.StarsRefundSettled,
         ev.UserDataErasureRequested,
         ev.SharedUploadSeen,
+        ev.TopUpRefundRequested,
+        ev.PaymentRecheckRequested,
     ),
     "jobs": (
         ev.JobRequestedV1,
@@ -101,6 +103,8 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.BroadcastCancelRefused,
         ev.WorkflowPaused,
         ev.WorkflowResumed,
+        ev.TopUpRefundDecided,
+        ev.PaymentRechecked,
     ),
 }
 """Which events each service's queue receives (every version it handles: one binding per type)."""
@@ -164,6 +168,8 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.CreditsAdjustmentRefused,
         ev.StarsRefundRequested,
         ev.TopUpRefunded,
+        ev.TopUpRefundDecided,
+        ev.PaymentRechecked,
     ),
     "backend_api": (
         ev.PresetCreationRequested,
@@ -176,6 +182,8 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.BroadcastCancelRequested,
         ev.WorkflowPauseRequested,
         ev.WorkflowResumeRequested,
+        ev.TopUpRefundRequested,
+        ev.PaymentRecheckRequested,
     ),
     "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
 }

@@ -11,6 +11,8 @@ from sqlalchemy.dialects.postgresql import insert
 
 from backend_api.accounts import OPERATORS
 from backend_api.app import BackendApi
+from billing.app import Billing
+from sandbox.yookassa import YooKassaSandbox
 from support.backend_gateway import BotSide
 
 OPERATOR, PASSWORD = "alice", "correct horse battery staple"
@@ -27,6 +29,9 @@ class Running:
     url: str
     bot: BotSide | None = None
     """The gateway behind it, with the fake Telegram it sends to."""
+    billing: Billing | None = None
+    """The billing service behind it (its payments go to `yookassa`)."""
+    yookassa: YooKassaSandbox | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     """Each operator's API session (made by `seat_operators`)."""
 

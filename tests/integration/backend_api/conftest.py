@@ -122,4 +122,4 @@ async def running(
             await serving
 
         stack.push_async_callback(stop_serving)
-        yield Running(backend, f"http://127.0.0.1:{port}", bot=bot)
+        yield Running(backend, f"http://127.0.0.1:{port}", billing=billing, yookassa=fake, bot=bot)
