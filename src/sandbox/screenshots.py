@@ -4,7 +4,10 @@ Playwright), sends a broadcast from the panel, and each main page is saved as a 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,23 +32,25 @@ PAGES = (
     ("audit", "/audit"),
 )
 """The panel's main pages, in the order of its menu; one missing (404) is skipped."""
+TOTP_STEP_S = 30
 BROADCAST = "Спасибо, что вы с нами! Новые пресеты уже в боте."
 
 
 async def panel_screenshots(stack: SandboxStack, output: Path) -> list[Path]:
     """The demo's screenshots: the sandbox operator (an admin, with their one-time code)."""
     return await screenshots(
-        panel_url(stack), OPERATOR_LOGIN, OPERATOR_PASSWORD, stack.operator_code(), output
+        panel_url(stack), OPERATOR_LOGIN, OPERATOR_PASSWORD, stack.operator_code, output
     )
 
 
 async def screenshots(
-    panel: str, login: str, password: str, code: str | None, output: Path
+    panel: str, login: str, password: str, code: Callable[[], str] | None, output: Path
 ) -> list[Path]:
-    """Sign in to the panel at `panel` (`.../panel`), send a broadcast to the Russian-speaking
-    users, and save a full-page screenshot of each main page (and of the broadcast's progress)
-    under `output`; the files written. Nothing when Chromium or Playwright is missing (said in
-    the log)."""
+    """Sign in to the panel at `panel` (`.../panel`; `code` gives an admin's one-time code, a
+    second one in the next step if the first was used already), send a broadcast to the
+    Russian-speaking users, and save a full-page screenshot of each main page (and of the
+    broadcast's progress) under `output`; the files written. Nothing when Chromium or
+    Playwright is missing (said in the log)."""
     try:
         from playwright.async_api import async_playwright  # a dev tool: imported when used
     except ImportError:
@@ -60,11 +65,17 @@ async def screenshots(
         page = await context.new_page()
         page.set_default_timeout(20_000)
         await page.goto(f"{panel}/dashboard")
-        await page.fill("#username", login)
-        await page.fill("#password", password)
-        if code is not None:
-            await page.fill("#code", code)
-        await page.click("button[type=submit]")
+        for attempt in range(2):
+            await page.fill("#username", login)
+            await page.fill("#password", password)
+            if code is not None:
+                await page.fill("#code", code())
+            await page.click("button[type=submit]")
+            await page.wait_for_load_state()
+            if page.url == f"{panel}/dashboard" or code is None or attempt:
+                break
+            # a one-time code is good once: the story may have signed in with this step's
+            await asyncio.sleep(TOTP_STEP_S - time.time() % TOTP_STEP_S + 1)
         await page.wait_for_url(f"{panel}/dashboard")
 
         await page.goto(f"{panel}/broadcasts")

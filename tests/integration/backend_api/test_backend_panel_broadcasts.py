@@ -172,7 +172,7 @@ async def test_the_demos_screenshots_show_the_main_pages(
     running: Running, backend_engine: AsyncEngine, tmp_path: Path
 ) -> None:
     chat = await seed_user(backend_engine, joined=far_future())  # Russian: gets the broadcast
-    saved = await screenshots(f"{running.url}/panel", OPERATOR, PASSWORD, totp_code(), tmp_path)
+    saved = await screenshots(f"{running.url}/panel", OPERATOR, PASSWORD, totp_code, tmp_path)
     names = {path.name for path in saved}
     assert {"broadcast-sent.png", "01-dashboard.png", "06-broadcasts.png"} <= names, names
     assert len(saved) >= 8, names  # every main page the panel has
