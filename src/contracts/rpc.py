@@ -325,8 +325,8 @@ class ListPayments(Request):
 class AuditDrift(Result):
     user_id: UserId
     telegram_id: TelegramId | None
-    balance: float | None
-    ledger_sum: int
+    balance: ExactCredits | None
+    ledger_sum: SignedExactCredits
 
 
 class LedgerAuditResult(Result):

@@ -113,7 +113,8 @@ async def test_an_adjustment_is_applied_once_and_audited(
     assert code == 200, applied
     assert applied["status"] == "applied"
     assert applied["operator"] == OPERATOR
-    assert applied["outcome"] == {"user_id": user_id, "balance": balance + 25}
+    # balances are exact decimal strings (an adopted account may hold 12.5 credits)
+    assert applied["outcome"] == {"user_id": user_id, "balance": str(balance + 25)}
 
     code, again = await adjust(running, key, **body)  # a retry: nothing moves twice
     assert (code, again["status"], again["outcome"]) == (200, "applied", applied["outcome"])
@@ -125,9 +126,9 @@ async def test_an_adjustment_is_applied_once_and_audited(
     assert entries == 1
 
     profile = await get(running, f"/api/v1/users/{user_id}")
-    assert profile["account"]["balance"] == balance + 25
+    assert profile["account"]["balance"] == str(balance + 25)
     (entry, *_) = profile["ledger"]["items"]
-    assert (entry["kind"], entry["amount"]) == ("adjustment", 25)
+    assert (entry["kind"], entry["amount"]) == ("adjustment", "25")
     assert "compensation for a bad render" in entry["reason"]
     assert OPERATOR in entry["reason"]
 
@@ -155,12 +156,12 @@ async def test_an_adjustment_below_zero_or_to_nobody_is_refused(
     )
     assert code == 200
     assert refused["status"] == "refused"
-    assert refused["outcome"] == {"reason": "below_zero", "balance": balance}
+    assert refused["outcome"] == {"reason": "below_zero", "balance": str(balance)}
 
     code, taken = await adjust(
         running, uuid.uuid4(), telegram_id=telegram_id, credits=-balance, reason="abuse"
     )
-    assert (code, taken["status"], taken["outcome"]["balance"]) == (200, "applied", 0)
+    assert (code, taken["status"], taken["outcome"]["balance"]) == (200, "applied", "0")
 
     code, nobody = await adjust(
         running, uuid.uuid4(), telegram_id=new_telegram_id(), credits=5, reason="typo"
@@ -193,7 +194,7 @@ async def test_nothing_moves_without_a_key_and_a_reason(
     assert code == 422, answer
     assert answer["detail"]
     found = await get(running, "/api/v1/users", telegram_id=telegram_id)
-    assert found["items"][0]["balance"] == balance
+    assert found["items"][0]["balance"] == str(balance)
 
 
 async def test_jobs_list_filters_and_pages(running: Running, backend_engine: AsyncEngine) -> None:
@@ -273,7 +274,7 @@ async def test_each_role_reaches_what_it_may_and_nothing_more(
     assert await status_of(SUPPORT, "POST", "/api/v1/credit-adjustments", **adjust) == 200
     assert await status_of(OPERATOR, "GET", "/api/v1/audit") == 200
     profile = await get(running, f"/api/v1/users/{user_id}")
-    assert profile["account"]["balance"] == balance + 3  # the support's, once; not the viewer's
+    assert profile["account"]["balance"] == str(balance + 3)  # the support's, once
 
 
 async def test_sign_ins_are_refused_unchecked_after_five_failures(running: Running) -> None:
