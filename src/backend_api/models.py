@@ -13,11 +13,14 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -25,7 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from messaging.database import metadata
@@ -116,6 +119,27 @@ class OperatorSession(Base):
         Index("ix_backend_sessions_operator_created_at", "operator", "created_at"),
         Index("ix_backend_sessions_created_at", "created_at"),
     )
+
+
+class RunnerBeat(Base):
+    """The backend API's projection of the GPU runners: each runner's last heartbeat
+    (`RunnerHeartbeat`), kept as it came; a runner is gone once its beats stop."""
+
+    __tablename__ = "backend_runners"
+
+    runner_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    workflows: Mapped[list[str]] = mapped_column(ARRAY(String(50)))
+    device: Mapped[str] = mapped_column(String(50))
+    memory_used_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    current_job: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    healthy: Mapped[bool] = mapped_column(Boolean)
+    problem: Mapped[str | None] = mapped_column(Text, nullable=True)
+    stopping: Mapped[bool] = mapped_column(Boolean)
+    interval_s: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    beat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    """When the runner sent its latest beat (the envelope's time)."""
 
 
 DELIVERY = delivery_tables("backend_api", metadata)

@@ -1,6 +1,6 @@
-"""Operations: dead-letter queues (list, show, replay, purge) and each workflow's queue (depth,
-ETA), in the API (`/api/v1/dead-letters`, `/api/v1/workflows`) and the panel
-(`/panel/operations`).
+"""Operations: dead-letter queues (list, show, replay, purge), each workflow's queue (depth,
+ETA, pause and resume) and the GPU runners, in the API (`/api/v1/dead-letters`,
+`/api/v1/workflows`, `/api/v1/runners`) and the panel (`/panel/operations`).
 
 The dead letters belong to no service but the broker, so a replay or a purge is not a command to
 an owner: it is recorded in the audit log like one (operator, reason, idempotency key), done
@@ -31,6 +31,8 @@ from backend_api.auth import SESSION_OPERATOR, Operators
 from backend_api.commands import AuditRecord, Commands, IdempotencyConflictError, settle
 from backend_api.panel import Panel, form_text
 from backend_api.reads import Owners
+from backend_api.runners import Runners, RunnerView
+from backend_api.runners import register as register_runners
 from backend_api.settings import Role
 from contracts.events import (
     WORKFLOW_TYPES,
@@ -286,7 +288,11 @@ def register_answers(runtime: ServiceRuntime) -> None:
 
 
 def api_router(
-    actions: DeadLetterActions, reads: QueueReads, queues: QueueCommands, operators: Operators
+    actions: DeadLetterActions,
+    reads: QueueReads,
+    queues: QueueCommands,
+    runners: Runners,
+    operators: Operators,
 ) -> APIRouter:
     guard = guards(operators)
     Operator = Annotated[str, guard.viewer]
@@ -356,6 +362,17 @@ def api_router(
         durations and the ETA of a job queued now."""
         return await reads.queues()
 
+    @router.get("/runners")
+    async def gpu_runners(
+        _: Operator,
+        offset: OffsetQuery = 0,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> Page[RunnerView]:
+        """The GPU runners by id, from their heartbeats: workflows, device, memory, current
+        job, and whether each is up, unhealthy, stopping or gone (beats overdue)."""
+        shown, total = await runners.page(offset, limit)
+        return Page(items=shown, total=total, offset=offset, limit=limit)
+
     @router.post("/workflows/{workflow_type}/pause", responses=COMMAND_RESPONSES)
     async def pause(
         who: Admin,
@@ -389,8 +406,14 @@ class OperationsPages:
     """The panel's Operations page (DLQs, workflow queues) and each DLQ's page."""
 
     def __init__(
-        self, panel: Panel, actions: DeadLetterActions, reads: QueueReads, queues: QueueCommands
+        self,
+        panel: Panel,
+        actions: DeadLetterActions,
+        reads: QueueReads,
+        queues: QueueCommands,
+        runners: Runners,
     ) -> None:
+        self._runners = runners
         self._panel = panel
         self._actions = actions
         self._reads = reads
@@ -421,6 +444,7 @@ class OperationsPages:
         context = {
             "queues": await self._actions.summaries(),
             "workflows": (await self._reads.queues()).workflows,
+            "runners": (await self._runners.page(0, 200))[0],
             "result": await self._result(done),
             "errors": errors or {},
             "form": form or {},
@@ -536,12 +560,13 @@ def register(
     """The operations area: its API routes and panel pages on the backend API's FastAPI app,
     jobs' answers on its consumer."""
     register_answers(runtime)
+    runners = register_runners(runtime)
     amqp_url = runtime.broker_settings.url.get_secret_value()
     actions = DeadLetterActions(DeadLetterQueues(amqp_url, runtime.topology), commands)
     reads = QueueReads(rpc)
     queues = QueueCommands(commands)
-    web.include_router(api_router(actions, reads, queues, operators))
-    web.include_router(OperationsPages(panel, actions, reads, queues).router())
+    web.include_router(api_router(actions, reads, queues, runners, operators))
+    web.include_router(OperationsPages(panel, actions, reads, queues, runners).router())
 
 
 def _reason(raw: str | None) -> str:

@@ -1389,6 +1389,30 @@ class CatalogEditRefused(Event):
     detail: Detail = ""
 
 
+class RunnerHeartbeat(Event):
+    """A GPU runner's status, every `GPU_HEARTBEAT_INTERVAL_S` and once as it stops: what it
+    serves, on which device, its device memory, the job it runs. Beats that stop coming mean
+    the runner is gone."""
+
+    event_type: ClassVar[str] = "runner.heartbeat"
+
+    runner_id: Annotated[str, Field(min_length=1, max_length=200)]
+    workflows: list[WorkflowType]
+    device: Annotated[str, Field(min_length=1, max_length=50)]
+    memory_used_bytes: Annotated[int, Field(ge=0)] | None
+    """Device memory in use (all processes'); None on the CPU."""
+    memory_total_bytes: Annotated[int, Field(ge=0)] | None
+    current_job: JobId | None
+    healthy: bool
+    """False once the device cannot run more jobs (`problem` says why)."""
+    problem: Annotated[str, Field(max_length=500)] | None
+    stopping: bool
+    """Its last beat: it is shutting down."""
+    interval_s: Annotated[float, Field(gt=0, le=3600)]
+    """Until its next beat."""
+    started_at: AwareDatetime
+
+
 CATALOG: dict[tuple[str, int], type[Event]] = {
     (event.event_type, event.event_version): event
     for event in (
@@ -1466,6 +1490,7 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         PresetsReorderRequested,
         CatalogEditApplied,
         CatalogEditRefused,
+        RunnerHeartbeat,
     )
 }
 """Every event of the contract by (type, version)."""

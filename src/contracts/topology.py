@@ -105,6 +105,7 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.WorkflowResumed,
         ev.TopUpRefundDecided,
         ev.PaymentRechecked,
+        ev.RunnerHeartbeat,
     ),
 }
 """Which events each service's queue receives (every version it handles: one binding per type)."""
@@ -185,7 +186,13 @@ PUBLISHERS: dict[str, tuple[type[Event], ...]] = {
         ev.TopUpRefundRequested,
         ev.PaymentRecheckRequested,
     ),
-    "gpu_runner": (ev.JobStarted, ev.JobProgress, ev.JobCompleted, ev.JobAttemptFailed),
+    "gpu_runner": (
+        ev.JobStarted,
+        ev.JobProgress,
+        ev.JobCompleted,
+        ev.JobAttemptFailed,
+        ev.RunnerHeartbeat,
+    ),
 }
 """Which service publishes each event: exactly one per event (the AsyncAPI document's source)."""
 

@@ -16,6 +16,7 @@ from contracts.events import JobCanceled, JobFailed
 from contracts.topology import Topology, build_topology
 from gpu_runner.cancellations import Cancellations
 from gpu_runner.failures import ModerationUnavailableError
+from gpu_runner.heartbeat import Heartbeat
 from gpu_runner.runner import Runner
 from gpu_runner.settings import RunnerSettings
 from gpu_runner.workflows import Workflow, build_workflows, check_memory
@@ -89,13 +90,14 @@ def create_app(
     )
     subscribe_runner(rabbit, topology, runner, settings.runner)
     lifecycle = ServiceLifecycle(rabbit, broker.url.get_secret_value(), topology)
+    heartbeat = Heartbeat(runner, publisher, settings.runner)
     return AsgiFastStream(
         rabbit,
         asgi_routes=health_routes(rabbit, _models_loading(runner)),
         # Models load before the broker connects: no job is taken by a runner still loading.
         on_startup=[runner.load, lifecycle.on_startup],
-        after_startup=[lifecycle.after_startup],
-        on_shutdown=[runner.stop_taking, lifecycle.on_shutdown],
+        after_startup=[lifecycle.after_startup, heartbeat.start],
+        on_shutdown=[runner.stop_taking, heartbeat.stop, lifecycle.on_shutdown],
         after_shutdown=[runner.close],
     )
 

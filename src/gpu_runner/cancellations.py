@@ -29,6 +29,11 @@ class Cancellations:
     def is_canceled(self, job_id: int) -> bool:
         return job_id in self._canceled
 
+    @property
+    def running_job(self) -> int | None:
+        """The job running here now (one at a time on the device), if any."""
+        return next(iter(self._running), None)
+
     @contextmanager
     def running(self, job_id: int) -> Iterator[threading.Event]:
         flag = threading.Event()

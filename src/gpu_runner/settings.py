@@ -47,6 +47,8 @@ class RunnerSettings(BaseSettings):
     """How long an outcome publish is retried before the job goes back to its queue."""
     max_consecutive_ooms: int = Field(default=3, ge=1)
     """Out-of-memory failures in a row (the cache freed after each) that end the process."""
+    heartbeat_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    """How often the runner publishes its status (RunnerHeartbeat) for the operators."""
 
     @model_validator(mode="after")
     def _known_workflows(self) -> RunnerSettings:

@@ -213,6 +213,8 @@ def _tell(uow: UnitOfWork, row: Any) -> None:
 
 
 def register(runtime: ServiceRuntime, settings: JobsSettings) -> None:
+    # jobs fills the GPU queues, so it reports their DLQs (no other service declares them its own)
+    runtime.observe_dlqs(*(spec.dlq for spec in runtime.topology.gpu_queues.values()))
     runtime.serve(QueueStats, QueueReads(runtime.sessions, settings).stats)
     runtime.consumer.on(WorkflowPauseRequested)(pause)
     runtime.consumer.on(WorkflowResumeRequested)(resume)

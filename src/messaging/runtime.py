@@ -73,6 +73,7 @@ class ServiceRuntime:
         self.engine: AsyncEngine = create_engine(database, application_name=name)
         self.sessions: async_sessionmaker[AsyncSession] = create_session_factory(self.engine)
         self.tables = tables
+        self._dlqs = [self.topology.service_queues[name].dlq]
         self.publisher = EventPublisher(
             self.broker,
             self.topology.events_exchange,
@@ -157,15 +158,20 @@ class ServiceRuntime:
             after_shutdown=[self.engine.dispose],
         )
 
+    def observe_dlqs(self, *dlqs: str) -> None:
+        """Report these DLQs' depth too (`imagebot_dlq_messages`), besides the service's own:
+        each DLQ by the one service answerable for its queue (jobs: the GPU queues')."""
+        self._dlqs.extend(dlqs)
+
     async def _observe(self) -> None:
-        """Refresh the gauges no event updates: outbox backlog and this service's DLQ depth."""
+        """Refresh the gauges no event updates: outbox backlog and the DLQs' depth."""
         await self.relay.observe()
-        dlq = self.topology.service_queues[self.name].dlq
         connection = await aio_pika.connect(self.broker_settings.url.get_secret_value())
         async with connection:
             channel = await connection.channel()
-            queue = await channel.declare_queue(dlq, passive=True)
-            DLQ_MESSAGES.labels(dlq).set(queue.declaration_result.message_count or 0)
+            for dlq in self._dlqs:
+                queue = await channel.declare_queue(dlq, passive=True)
+                DLQ_MESSAGES.labels(dlq).set(queue.declaration_result.message_count or 0)
 
     async def _database_unreachable(self) -> str | None:
         try:

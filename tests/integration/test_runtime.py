@@ -219,6 +219,8 @@ async def test_the_gauges_no_event_updates_are_read_while_the_service_runs(
     server = uvicorn.Server(
         uvicorn.Config(runtime.app(), host="127.0.0.1", port=port, log_level="warning")
     )
+    gpu_dlq = topology.gpu_queues["qwen_image"].dlq
+    runtime.observe_dlqs(gpu_dlq)  # as jobs does for the GPU queues it dispatches to
     serving = asyncio.create_task(server.serve())
     dlq = topology.service_queues["jobs"].dlq
     try:
@@ -228,12 +230,14 @@ async def test_the_gauges_no_event_updates_are_read_while_the_service_runs(
             channel = await connection.channel()
             for _ in range(2):
                 await channel.default_exchange.publish(aio_pika.Message(b"dead"), routing_key=dlq)
+            await channel.default_exchange.publish(aio_pika.Message(b"dead"), routing_key=gpu_dlq)
 
         async def gauges_read() -> bool:
             metrics = (await _get(port, "/metrics"))[1]
             return (
                 'imagebot_outbox_unsent{owner="jobs"} 1.0' in metrics
                 and f'imagebot_dlq_messages{{dlq="{dlq}"}} 2.0' in metrics
+                and f'imagebot_dlq_messages{{dlq="{gpu_dlq}"}} 1.0' in metrics
                 and _gauge(metrics, 'imagebot_outbox_lag_seconds{owner="jobs"}') >= 60
             )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -19,6 +20,7 @@ from billing.models import DELIVERY as BILLING
 from contracts.envelope import new_envelope
 from contracts.events import JobDispatchedV1
 from contracts.topology import Topology
+from gpu_runner.settings import RunnerSettings
 from jobs.dispatcher import Dispatcher
 from jobs.models import DELIVERY as JOBS
 from jobs.models import Job
@@ -26,6 +28,8 @@ from jobs.settings import JobsSettings
 from messaging.unit_of_work import UnitOfWork
 from support.backend_harness import OPERATOR, SUPPORT, VIEWER, Running
 from support.billing_harness import new_telegram_id
+from support.messaging import eventually
+from support.runner import serving_runner
 
 pytestmark = pytest.mark.integration
 
@@ -282,3 +286,42 @@ async def test_a_paused_workflow_holds_its_jobs_tells_their_users_and_resumes_in
     status, queues = await call(running, "GET", "/api/v1/workflows")
     view = next(one for one in queues["workflows"] if one["workflow_type"] == WORKFLOW)
     assert view["paused"] is False
+
+
+async def runner_row(running: Running, runner_id: str) -> dict[str, Any] | None:
+    status, page = await call(running, "GET", "/api/v1/runners", login=VIEWER)
+    assert status == 200, page
+    return next((row for row in page["items"] if row["runner_id"] == runner_id), None)
+
+
+async def test_a_runner_is_shown_from_its_heartbeats_and_gone_once_they_stop(
+    running: Running, topology: Topology, amqp_url: str, tmp_path: Path
+) -> None:
+    runner_id = f"runner-{uuid.uuid4().hex[:6]}"
+    settings = RunnerSettings(
+        workflows=WORKFLOW, runner_id=runner_id, heartbeat_interval_s=0.3, device="auto"
+    )
+    async with serving_runner(amqp_url, topology, tmp_path, settings):
+
+        async def up() -> bool:
+            row = await runner_row(running, runner_id)
+            return row is not None and row["state"] == "up"
+
+        await eventually(up, timeout_s=20)
+        row = await runner_row(running, runner_id)
+        assert row is not None
+        assert (row["workflows"], row["device"], row["current_job"]) == ([WORKFLOW], "cpu", None)
+        assert row["memory_total_bytes"] is None  # no GPU in this process
+        first_beat = row["last_beat_at"]
+
+        async def beating() -> bool:
+            later = await runner_row(running, runner_id)
+            return later is not None and later["last_beat_at"] > first_beat
+
+        await eventually(beating, timeout_s=10)
+
+    async def gone() -> bool:  # its last beat said it stops; then no beat comes
+        row = await runner_row(running, runner_id)
+        return row is not None and row["state"] == "gone"
+
+    await eventually(gone, timeout_s=10)
