@@ -17,7 +17,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 from starlette.middleware.sessions import SessionMiddleware
 
-from backend_api import broadcasts, catalog, dashboard, money, operations
+from backend_api import broadcasts, catalog, dashboard, job_orders, money, operations
 from backend_api import commands as command_handlers
 from backend_api.api import api_router
 from backend_api.auth import Operators
@@ -77,6 +77,7 @@ def build(settings: Settings | None = None) -> BackendApi:
     money.register(runtime)
     broadcasts.register(runtime)
     catalog.register(runtime)
+    job_orders.register(runtime)
     rpc = RpcClient(
         settings.broker.url.get_secret_value(),
         runtime.topology,
@@ -115,6 +116,9 @@ def build(settings: Settings | None = None) -> BackendApi:
     presets = catalog.Catalog(owners, commands, create_object_store(settings.storage))
     web.include_router(presets.api_router(operators))
     web.include_router(catalog.CatalogPanel(presets, panel).router())
+    orders = job_orders.JobOrders(commands)
+    web.include_router(orders.api_router(operators))
+    web.include_router(orders.panel_router(panel))
 
     @web.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -12,6 +12,7 @@ import gettext
 import math
 import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, get_args
 from urllib.parse import urlencode
@@ -53,6 +54,8 @@ SESSION_NEXT = "next"
 """The page a signed-out operator asked for: the login goes back there."""
 HOME = "/panel/dashboard"
 JOB_STATUSES: tuple[str, ...] = get_args(JobStage)
+FINISHED_JOBS = ("succeeded", "failed", "canceled", "completed", "unknown")
+"""A job in none of these can still be canceled."""
 
 
 def _environment(language: str) -> Environment:
@@ -338,7 +341,11 @@ class Panel:
         request: Request,
         user_id: str = "",
         preset_id: str = "",
+        created_from: str = "",
+        created_until: str = "",
         offset: int = 0,
+        done: str = "",
+        error: str = "",
     ) -> Response:
         if (denied := self.signed_out(request)) is not None:
             return denied
@@ -348,18 +355,38 @@ class Panel:
             user_id=positive(user_id),
             status=status_ if status_ in JOB_STATUSES else None,
             preset_id=positive(preset_id),
+            created_from=moment(created_from),
+            created_until=moment(created_until),
             offset=offset,
             limit=PAGE,
         )
         page = await self._owners.jobs(search)
+        result = None
+        if done:
+            try:
+                result = await self._commands.entry(uuid.UUID(done))
+            except ValueError:
+                result = None
+        role = self.role(request)
         return self.render(
             request,
             "jobs.html",
             {
                 "rows": page.jobs,
                 "page": page,
-                "filters": {"user_id": user_id, "status": status_, "preset_id": preset_id},
+                "filters": {
+                    "user_id": user_id,
+                    "status": status_,
+                    "preset_id": preset_id,
+                    "created_from": created_from if search.created_from else "",
+                    "created_until": created_until if search.created_until else "",
+                },
                 "statuses": JOB_STATUSES,
+                "finished": FINISHED_JOBS,
+                "can_cancel": role is not None and role >= Role.support,
+                "result": result,
+                "error": error == "reason",
+                "new_key": uuid.uuid4,
                 **pager(request, offset, page.total),
             },
         )
@@ -468,6 +495,15 @@ def pager(request: Request, offset: int, total: int) -> dict[str, Any]:
         "previous": link(max(offset - PAGE, 0)) if offset > 0 else None,
         "next": link(offset + PAGE) if offset + PAGE < total else None,
     }
+
+
+def moment(value: str) -> datetime | None:
+    """A filter's time from the browser's `datetime-local` (YYYY-MM-DDTHH:MM), taken as UTC;
+    None when blank or not one."""
+    try:
+        return datetime.fromisoformat(value.strip()).replace(tzinfo=UTC) if value.strip() else None
+    except ValueError:
+        return None
 
 
 def positive(value: str) -> int | None:

@@ -1389,6 +1389,48 @@ class CatalogEditRefused(Event):
     detail: Detail = ""
 
 
+class JobCancelOrdered(Event):
+    """An operator asked (through the backend API) to cancel a job, as its user's cancel does:
+    billing refunds what was debited, a runner stops it, the user is told; once per request
+    id."""
+
+    event_type: ClassVar[str] = "job.cancel_ordered"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    job_id: JobId
+
+
+class JobOrderRefusedReason(StrEnum):
+    unknown_job = "unknown_job"
+    finished = "finished"
+    """The job had finished already (succeeded, failed or canceled): nothing to cancel."""
+
+
+class JobOrderApplied(Event):
+    """Jobs applied an operator's cancel, once (JobCanceled went out with it)."""
+
+    event_type: ClassVar[str] = "job.order_applied"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    job_id: JobId
+    was_running: bool
+
+
+class JobOrderRefused(Event):
+    """Jobs did not apply an operator's cancel; nothing changed."""
+
+    event_type: ClassVar[str] = "job.order_refused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    job_id: JobId
+    reason: JobOrderRefusedReason
+    stage: Annotated[str, Field(max_length=30)] | None = None
+
+
 class RunnerHeartbeat(Event):
     """A GPU runner's status, every `GPU_HEARTBEAT_INTERVAL_S` and once as it stops: what it
     serves, on which device, its device memory, the job it runs. Beats that stop coming mean
@@ -1490,6 +1532,9 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         PresetsReorderRequested,
         CatalogEditApplied,
         CatalogEditRefused,
+        JobCancelOrdered,
+        JobOrderApplied,
+        JobOrderRefused,
         RunnerHeartbeat,
     )
 }

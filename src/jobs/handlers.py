@@ -20,7 +20,7 @@ from contracts.events import (
     JobStarted,
 )
 from contracts.rpc import JobHistory, JobView, ListJobs, ListPresets, PresetCatalog
-from jobs import catalog_edits, erasure, operators, queues
+from jobs import catalog_edits, erasure, job_orders, operators, queues
 from jobs.catalog import catalog_view
 from jobs.lifecycle import JobLifecycle
 from jobs.repository import CatalogRepository, JobsRepository
@@ -45,8 +45,9 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     runtime.serve(ListPresets, reads.presets)
     runtime.serve(ListJobs, reads.jobs)
     operators.register(runtime)  # the backend API's read
-    catalog_edits.register(runtime, lifecycle.settings.custom_prompt_price)  # operators' catalog
     queues.register(runtime, lifecycle.settings)  # queue depth, ETA, pause and resume
+    catalog_edits.register(runtime, lifecycle.settings.custom_prompt_price)  # operators' catalog
+    job_orders.register(runtime, lifecycle)  # operators' cancel
 
 
 class Reads:

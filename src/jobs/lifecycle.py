@@ -414,32 +414,48 @@ class JobLifecycle:
         job = await jobs.job(event.job_id)
         if job is None:
             return
+        await self.cancel_job(jobs, uow, job, chat_id=event.chat_id, error="canceled by the user")
+
+    async def cancel_job(
+        self,
+        jobs: JobsRepository,
+        uow: UnitOfWork,
+        job: JobRow,
+        *,
+        error: str,
+        chat_id: int | None = None,
+        reason: str | None = None,
+    ) -> bool | None:
+        """Cancel `job` (read under its owner's lock): JobCanceled tells billing to refund, a
+        runner to stop and the gateway to tell the user. Whether it was running; None when it
+        had finished (nothing changes, nothing is sent)."""
         move = domain.on_cancel(facts(job))
         if move is None:
             log.info("job %s is already %s; nothing to cancel", job.id, job.stage)
-            return
+            return None
         was_running = facts(job).stage in IN_FLIGHT
         await _move(
             jobs,
             job,
             move.to,
-            reason=move.reason,
+            reason=reason or move.reason,
             event_id=_cause(uow),
             finished_at=NOW,
             deadline_at=None,
             next_attempt_at=None,
-            error="canceled by the user",
+            error=error,
         )
         uow.emit(
             JobCanceled(
                 job_id=job.id,
-                user_id=event.user_id,
-                chat_id=job.chat_id or event.chat_id,
+                user_id=job.user_id,
+                chat_id=job.chat_id or chat_id or 0,
                 was_running=was_running,
             ),
             correlation_id=correlation(job),
         )
-        await self.dispatcher.dispatch_user(jobs, uow, event.user_id)
+        await self.dispatcher.dispatch_user(jobs, uow, job.user_id)
+        return was_running
 
 
 TRIES = 3

@@ -1,0 +1,132 @@
+"""An operator cancels a user's job through the API, against the real jobs, billing and the bot:
+the job ends canceled once, what was charged goes back, the user is told in the chat; a finished
+or unknown job is refused, and only support and admins may."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+from typing import Any, cast
+
+import pytest
+
+from support.backend_harness import SUPPORT, VIEWER, Running
+from support.gateway_harness import Chat, Stack, image_bytes, new_user
+
+pytestmark = pytest.mark.integration
+
+
+async def call(
+    running: Running,
+    method: str,
+    path: str,
+    *,
+    key: uuid.UUID | None = None,
+    login: str | None = None,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    headers = {"Idempotency-Key": str(key or uuid.uuid4())}
+    client = running.client(login=login) if login else running.client()
+    async with client, client.request(method, path, headers=headers, **kwargs) as response:
+        return response.status, await response.json()
+
+
+def credits(value: object) -> Decimal:
+    """A balance or amount as the API writes it (a number, or an exact decimal string)."""
+    return Decimal(str(value))
+
+
+async def eventually_get(running: Running, path: str, done: Any, **params: Any) -> Any:
+    for _ in range(200):
+        code, body = await call(running, "GET", path, params=params)
+        assert code == 200, body
+        if done(body):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{path} never became as expected: {body}")
+
+
+async def a_paid_job(running: Running) -> tuple[Chat, int, int]:
+    """A user asks the bot for a preset of 30 credits and it is paid: (chat, user id, job id)."""
+    assert running.bot is not None
+    category = f"Отмена {uuid.uuid4().hex[:6]}"
+    body = {"category": category, "name": "Сепия", "prompt": "sepia", "price": 30, "reason": "t"}
+    code, answer = await call(running, "POST", "/api/v1/presets", json=body)
+    assert (code, answer["status"]) == (200, "applied"), answer
+    chat = Chat(cast("Stack", running.bot), new_user("ru"))
+    chat.say("/start")
+    await chat.expect("Ваш баланс: 60")
+    chat.photo(image_bytes())
+    chat.press(await chat.expect("Фото получено"), category)
+    chat.press(await chat.expect(f"{category}: выберите пресет"), "Сепия")
+    chat.press(await chat.expect("Стоимость: 30 кредитов"), "Запустить")
+    users = await eventually_get(
+        running, "/api/v1/users", lambda page: page["total"] == 1, telegram_id=chat.user.id
+    )
+    user_id = users["items"][0]["user_id"]
+    jobs = await eventually_get(
+        running,
+        "/api/v1/jobs",
+        lambda page: page["total"] == 1 and page["items"][0]["status"] != "awaiting_payment",
+        user_id=user_id,
+    )
+    profile = await eventually_get(
+        running, f"/api/v1/users/{user_id}", lambda p: credits(p["account"]["balance"]) == 30
+    )
+    assert credits(profile["account"]["balance"]) == 30
+    return chat, user_id, jobs["items"][0]["job_id"]
+
+
+async def test_a_canceled_job_is_refunded_and_its_user_told(running: Running) -> None:
+    chat, user_id, job_id = await a_paid_job(running)
+    key = uuid.uuid4()
+    path = f"/api/v1/jobs/{job_id}/cancel"
+    code, answer = await call(running, "POST", path, key=key, json={"reason": "stuck render"})
+    assert code == 200, answer
+    assert (answer["status"], answer["action"], answer["target"]) == (
+        "applied",
+        "job.cancel",
+        str(job_id),
+    )
+    await chat.expect("«Сепия»: отменено")
+    profile = await eventually_get(
+        running, f"/api/v1/users/{user_id}", lambda p: credits(p["account"]["balance"]) == 60
+    )
+    (job,) = profile["jobs"]["items"]
+    assert job["status"] == "canceled"
+    assert "stuck render" in job["error"]
+    refunds = [entry for entry in profile["ledger"]["items"] if entry["kind"] == "refund"]
+    assert [credits(entry["amount"]) for entry in refunds] == [30]
+
+    code, again = await call(running, "POST", path, key=key, json={"reason": "stuck render"})
+    assert (code, again["status"], again["outcome"]) == (200, "applied", answer["outcome"])
+    code, conflict = await call(running, "POST", path, key=key, json={"reason": "other"})
+    assert code == 409, conflict
+    code, late = await call(running, "POST", path, json={"reason": "once more"})
+    assert (code, late["status"], late["outcome"]["reason"]) == (200, "refused", "finished")
+    profile = await eventually_get(running, f"/api/v1/users/{user_id}", lambda p: True)
+    assert credits(profile["account"]["balance"]) == 60  # refunded once
+
+
+async def test_unknown_jobs_roles_and_reasons(running: Running) -> None:
+    code, unknown = await call(
+        running, "POST", "/api/v1/jobs/2147483000/cancel", json={"reason": "typo"}
+    )
+    assert (code, unknown["status"], unknown["outcome"]["reason"]) == (
+        200,
+        "refused",
+        "unknown_job",
+    )
+    code, _ = await call(running, "POST", "/api/v1/jobs/1/cancel", json={"reason": " "})
+    assert code == 422
+    code, _ = await call(running, "POST", "/api/v1/jobs/1/cancel", json={})
+    assert code == 422
+    code, _ = await call(
+        running, "POST", "/api/v1/jobs/1/cancel", login=VIEWER, json={"reason": "no"}
+    )
+    assert code == 403
+    code, answer = await call(
+        running, "POST", "/api/v1/jobs/2147483001/cancel", login=SUPPORT, json={"reason": "x"}
+    )
+    assert (code, answer["operator"]) == (200, SUPPORT)

@@ -1,0 +1,109 @@
+"""The panel's jobs page in a real headless Chromium: filtered by status, user, preset and
+creation time, and a job canceled from its row (a reason asked for first)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from billing import services
+from billing.models import DELIVERY as BILLING
+from jobs.models import Job
+from messaging.unit_of_work import UnitOfWork
+from support import backend_harness
+from support.backend_harness import OPERATOR, PASSWORD, Running
+from support.billing_harness import new_telegram_id, scalar
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    context = await browser.new_context(locale="ru-RU")
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    await context.close()
+
+
+async def test_jobs_are_filtered_and_one_is_canceled(
+    running: Running, backend_engine: AsyncEngine, page: Page
+) -> None:
+    async with UnitOfWork(backend_engine, BILLING, source="test") as uow:
+        account = await services.ensure_account(uow, new_telegram_id(), "jobs_panel", 60)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    rows = [
+        ("completed", now - timedelta(hours=5)),
+        ("waiting", now - timedelta(hours=3)),
+        ("failed", now - timedelta(hours=1)),
+    ]
+    async with backend_engine.begin() as connection:
+        ids = [
+            (
+                await connection.execute(
+                    insert(Job)
+                    .values(
+                        user_id=account.user_id,
+                        telegram_id=account.telegram_id,
+                        prompt="a cat",
+                        price=30,
+                        request_id=uuid.uuid4(),
+                        stage=stage,
+                        created_at=created,
+                    )
+                    .returning(Job.id)
+                )
+            ).scalar_one()
+            for stage, created in rows
+        ]
+
+    await page.goto(f"{running.url}/panel/jobs")
+    await page.fill("#username", OPERATOR)
+    await page.fill("#password", PASSWORD)
+    if await page.locator("#code").count():
+        await page.fill("#code", backend_harness.totp_code())  # the admins' second factor
+    await page.click("button[type=submit]")
+    await page.goto(f"{running.url}/panel/jobs?user_id={account.user_id}")
+    await expect(page.locator("#job-list tr[id^=job-]")).to_have_count(3)
+
+    moment = "%Y-%m-%dT%H:%M"
+    await page.fill("#created_from", (now - timedelta(hours=4)).strftime(moment))
+    await page.fill("#created_until", (now - timedelta(minutes=30)).strftime(moment))
+    await page.click("#job-filters button[type=submit]")
+    await expect(page.locator("#job-list tr[id^=job-]")).to_have_count(2)
+    await page.select_option("#status", "waiting")
+    await page.click("#job-filters button[type=submit]")
+    await expect(page.locator("#job-list tr[id^=job-]")).to_have_count(1)
+    row = page.locator(f"#job-{ids[1]}")
+    await expect(row.locator("form.cancel")).to_have_count(1)
+
+    await row.locator("form.cancel button").click()  # no reason: asked for one
+    await expect(page.locator("#reason-error")).to_be_visible()
+    await row.locator("input[name=reason]").fill("the user asked by mail")
+    await row.locator("form.cancel button").click()
+    await expect(page.locator("#result .ok")).to_be_visible()
+    await page.select_option("#status", "")
+    await page.click("#job-filters button[type=submit]")
+    await expect(page.locator(f"#job-{ids[1]} .status")).to_have_text("canceled")
+    await expect(page.locator(f"#job-{ids[0]} form.cancel")).to_have_count(0)  # finished
+    stage = await scalar(backend_engine, "SELECT stage FROM jobs WHERE id = :id", id=ids[1])
+    assert stage == "canceled"
