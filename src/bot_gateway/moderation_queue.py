@@ -177,6 +177,14 @@ class ModerationQueue:
         log.info("request %s of %s held: item %s", request_id, customer.telegram_id, item_id)
         return True
 
+    async def holds(self, request_id: uuid.UUID) -> bool:
+        """Whether the request is in the queue (waiting or decided): a Start tapped again."""
+        async with self._unit_of_work() as uow:
+            found = await uow.read(
+                select(HeldRequest.id).where(HeldRequest.request_id == request_id)
+            )
+            return found.first() is not None
+
     # --- the operator's side
 
     async def decide(

@@ -209,7 +209,8 @@ async def draft_action(
         # A Start tapped again (no answer came soon enough, say): the job it asked for
         # goes on, and the user should wait for it instead of making another.
         request_id = job_request_id(customer, callback_data.draft)
-        if await conversation.job_of(customer, request_id) is not None:
+        held = moderation_queue is not None and await moderation_queue.holds(request_id)
+        if held or await conversation.job_of(customer, request_id) is not None:
             await callback.answer()
             await callback.message.answer(texts.already_requested())
             return

@@ -55,6 +55,7 @@ PHRASES = {
         "queued": "в очереди, позиция ",
         "rejected": "модератор проверил ваше фото, и его нельзя использовать",
         "balance": "Ваш баланс: 60",
+        "under_way": "Это задание уже запущено",
     },
     "en": {
         "photo_received": "Photo received",
@@ -65,6 +66,7 @@ PHRASES = {
         "queued": "in the queue, position ",
         "rejected": "a moderator checked your photo, and it can't be used",
         "balance": "Your balance: 60",
+        "under_way": "This job is already under way",
     },
 }
 LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
@@ -133,6 +135,9 @@ async def held_request(stack: Stack, language: str) -> tuple[Chat, Call, int]:
     (item,) = page.items
     assert (item.item_id, item.state, item.price, item.images) == (held.item_id, "held", 20, 1)
     assert stack.events.of(JobRequested, telegram_id=chat.user.id) == []
+    chat.press(confirm, p["start"])  # tapped again: it waits already, nothing more is held
+    await chat.expect(p["under_way"])
+    assert len(stack.events.of(ModerationHeld, telegram_id=chat.user.id)) == 1
     return chat, confirm, held.item_id
 
 
