@@ -11,16 +11,19 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import RedirectResponse, Response
 from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import Match, Route
 
 from backend_api import broadcasts, catalog, dashboard, job_orders, money, operations
 from backend_api import commands as command_handlers
 from backend_api.api import api_router
-from backend_api.auth import Operators
+from backend_api.auth import Operators, PrincipalMiddleware
 from backend_api.commands import Commands
 from backend_api.models import DELIVERY
 from backend_api.panel import HOME, Panel
@@ -52,6 +55,7 @@ class BackendApi:
     web: FastAPI
     commands: Commands
     app: ASGIApp
+    operators: Operators
 
 
 class _Composed:
@@ -85,10 +89,8 @@ def build(settings: Settings | None = None) -> BackendApi:
     )
     runtime.while_stopping(rpc.close)
     owners = Owners(rpc)
-    commands = Commands(runtime, wait_s=own.command_wait_s)
-    operators = Operators(own)
-    if not own.operators:
-        log.warning("BACKEND_API_OPERATORS names nobody: no one can sign in")
+    commands = Commands(runtime, wait_s=own.command_wait_s, approval_above=own.approval_limits)
+    operators = Operators(runtime.sessions, own)
     web = FastAPI(
         title="imagebot backend API",
         version="1",
@@ -124,9 +126,23 @@ def build(settings: Settings | None = None) -> BackendApi:
     async def root() -> RedirectResponse:
         return RedirectResponse(HOME)
 
-    if own.session_secret is None:
-        log.warning("BACKEND_API_SESSION_SECRET unset: sessions end when this process does")
-    secret = own.session_secret.get_secret_value() if own.session_secret else secrets.token_hex(32)
+    @web.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 405:  # Starlette names the first matching route's methods only
+            allowed = {
+                method
+                for route in web.routes
+                if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
+                for method in route.methods or ()
+            }
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return await http_exception_handler(request, exc)
+
+    if not own.session_secret.get_secret_value():
+        log.warning("BACKEND_API_SESSION_SECRET unset: panel cookies hold only on this process")
+    secret = own.session_secret.get_secret_value() or secrets.token_hex(32)
+    # the last added runs first: the cookie is read, then the session it names is looked up
+    web.add_middleware(PrincipalMiddleware, operators=operators)
     web.add_middleware(
         SessionMiddleware,
         secret_key=secret,
@@ -136,7 +152,7 @@ def build(settings: Settings | None = None) -> BackendApi:
         https_only=own.secure_cookies,
     )
     service = runtime.app()
-    return BackendApi(runtime, service, web, commands, _Composed(service, web))
+    return BackendApi(runtime, service, web, commands, _Composed(service, web), operators)
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:

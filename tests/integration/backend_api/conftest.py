@@ -22,17 +22,12 @@ from contracts.topology import Topology
 from jobs.app import Settings as JobsApp
 from jobs.app import create_app as create_jobs
 from jobs.settings import JobsSettings
-from messaging.settings import (
-    BrokerSettings,
-    DatabaseSettings,
-    OutboxSettings,
-    ServiceSettings,
-)
+from messaging.settings import BrokerSettings, DatabaseSettings, OutboxSettings, ServiceSettings
 from object_store import StorageSettings
 from sandbox.stack import free_port
 from sandbox.yookassa import YooKassaSandbox
 from support.backend_gateway import bot_side
-from support.backend_harness import PASSWORD, ROLES, Running
+from support.backend_harness import PASSWORD, Running, seat_operators
 from support.billing_harness import make_settings
 from support.database import DatabaseFactory, engine_at, migrated_database
 
@@ -94,8 +89,6 @@ async def running(
         backend = build(
             BackendApp(
                 backend_api=BackendApiSettings(
-                    operators={login: SecretStr(operator_hash) for login in ROLES},
-                    roles=ROLES,  # type: ignore[arg-type]
                     session_secret=SecretStr("test-session-secret-" + "x" * 32),
                     command_wait_s=15,
                 ),
@@ -107,6 +100,7 @@ async def running(
             )
         )
         await stack.enter_async_context(backend.service)
+        tokens = await seat_operators(backend, operator_hash)
         port = free_port()
         server = uvicorn.Server(
             uvicorn.Config(
@@ -114,7 +108,7 @@ async def running(
             )
         )
         serving = asyncio.create_task(server.serve())
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 (uvicorn's flag; no event to wait on)
             await asyncio.sleep(0.02)
 
         async def stop_serving() -> None:
@@ -122,4 +116,11 @@ async def running(
             await serving
 
         stack.push_async_callback(stop_serving)
-        yield Running(backend, f"http://127.0.0.1:{port}", billing=billing, yookassa=fake, bot=bot)
+        yield Running(
+            backend,
+            f"http://127.0.0.1:{port}",
+            billing=billing,
+            yookassa=fake,
+            tokens=tokens,
+            bot=bot,
+        )
