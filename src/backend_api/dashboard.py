@@ -125,11 +125,11 @@ def _number(value: float) -> str:
 
 
 def money(amount: int, currency: str) -> str:
-    """Kopecks as rubles; Stars as they are."""
+    """Kopecks as rubles; Stars as they are (XTR)."""
     if currency == "RUB":
         return f"{amount / 100:,.2f} ₽".replace(",", " ")
-    if currency == "XTR":
-        return f"{_number(amount)} ⭐"
+    if currency == "XTR":  # no star glyph: not every font has one
+        return f"{_number(amount)} XTR"
     return f"{amount / 100:,.2f} {currency}".replace(",", " ")
 
 
