@@ -57,7 +57,12 @@ async def run_demo(database_url: str, amqp_url: str, output: Path, *, replicas: 
         )
         user = new_user()
         with Transcript(stack.telegram, user.id, images_dir=output) as transcript:
-            result = await play(stack, SandboxUser(stack.telegram, user, transcript), transcript)
+            result = await play(
+                stack,
+                SandboxUser(stack.telegram, user, transcript),
+                transcript,
+                reprice_preset=True,
+            )
         shots = await panel_screenshots(stack, output / "panel")
         print(f"panel screenshots: {', '.join(map(str, shots)) or 'none (see the log)'}")
     print("\nsteps: " + ", ".join(f"{name} {s:.2f} s" for name, s in result.steps.items()))

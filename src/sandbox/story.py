@@ -4,8 +4,9 @@
 and YooKassa's webhook → /balance → a top-up in Telegram Stars (invoice, pre-checkout, successful
 payment) → an operator's refunds to the buyer, half the YooKassa top-up and the Stars top-up
 whole (`imagebot billing refund`, both at once), each told in the chat, and /balance → the
-weekly bonus (the operator runs this week's round) → /history. Each step waits for what the
-user would see and fails loudly if it never comes.
+weekly bonus (the operator runs this week's round) → /history → (the demo's single user only)
+an operator reprices the preset through the backend API and the user's next confirmation asks
+the new price. Each step waits for what the user would see and fails loudly if it never comes.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import asyncio
 import itertools
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import aiohttp
 
 from sandbox.stack import SandboxStack
 from sandbox.telegram import TgUser
@@ -31,6 +35,8 @@ STARS_PACKAGE, STARS_CREDITS = "100 кредитов за 50 ⭐", 100  # BILLIN
 STARS_PRICE = 50
 BONUS_CREDITS = 30  # BONUS_CREDITS
 REFUND_RUBLES, REFUND_CREDITS = "50.00", 50  # half the package: half its credits back out
+REPRICED = 25
+"""What the operator reprices PRESET to (the demo's last step)."""
 
 _user_ids = itertools.count(random.randrange(10**6, 2 * 10**6) * 10**4 + 2**33)
 
@@ -62,13 +68,39 @@ class StoryResult:
     images: list[Path] = field(default_factory=list)
 
 
+async def reprice(stack: SandboxStack, name: str, price: int, reason: str) -> str:
+    """An operator reprices the preset `name` through the backend API (as a script would:
+    signed in, a new idempotency key, a reason); what the API answered, in a line."""
+    token = await stack.operator_token()
+    async with aiohttp.ClientSession(
+        base_url=stack.processes["backend_api"][0].url,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=aiohttp.ClientTimeout(total=30),
+    ) as http:
+        async with http.get("/api/v1/presets", params={"limit": 200}) as answer:
+            assert answer.status == 200, await answer.text()
+            (preset,) = [p for p in (await answer.json())["items"] if p["name"] == name]
+        change = {"price": price, "reason": reason}
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+        path = f"/api/v1/presets/{preset['id']}"
+        async with http.patch(path, json=change, headers=key) as answer:
+            assert answer.status == 200, await answer.text()
+            applied = await answer.json()
+    assert applied["status"] == "applied", applied
+    return f"PATCH {path} price {preset['price']} → {price}: {applied['status']}"
+
+
 async def play(
     stack: SandboxStack,
     user: SandboxUser,
     transcript: Transcript | None = None,
     bonus: BonusRound | None = None,
+    *,
+    reprice_preset: bool = False,
 ) -> StoryResult:
-    """Play the story (several users at once share one `bonus` round); what it came to."""
+    """Play the story (several users at once share one `bonus` round); what it came to.
+    `reprice_preset`: end with an operator repricing the preset (for one player alone: the
+    others' confirmations would change under them)."""
     result = StoryResult(balance=WELCOME_CREDITS)
     bonus = bonus or BonusRound(stack)
 
@@ -162,6 +194,16 @@ async def play(
     async with step("/history"):
         user.say("/history")
         await user.expect("Последние изображения")
+
+    if reprice_preset:
+        async with step("an operator reprices the preset"):
+            said = await reprice(stack, PRESET, REPRICED, "demo: the filter costs more now")
+            if transcript is not None:
+                transcript.line("⚙️", "operator, through the backend API: " + said)
+            user.photo(picture())  # the bot shows the new price at once
+            user.press(await user.expect("Фото получено"), "фильтры")
+            user.press(await user.expect("выберите пресет"), f"{PRESET} · {REPRICED}")
+            await user.expect(f"Стоимость: {REPRICED} кредитов")
 
     if transcript is not None:
         transcript.flush()
