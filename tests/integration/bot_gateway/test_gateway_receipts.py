@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiogram.fsm.storage.base import StorageKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,7 +22,7 @@ from bot_gateway.receipt_contacts import parse
 from contracts.events import PaymentCreated, PaymentFailed, TopUpRequested
 from contracts.topology import build_topology
 from messaging.broker import declare_topology, delete_topology
-from sandbox.telegram import BOT_ID, TelegramSandbox
+from sandbox.telegram import TelegramSandbox
 from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import make_settings as billing_settings
 from support.database import RUN_ID
@@ -167,30 +166,36 @@ async def test_the_bot_asks_once_for_a_receipt_contact_and_the_payment_carries_i
 
 @LANGUAGES
 async def test_a_top_up_refused_for_want_of_a_contact_is_asked_for_and_requested_again(
-    receipts_stack: Stack, language: str
+    receipts_stack: Stack, language: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Receipts switched on after the user tapped (a request without a contact reached
-    billing): billing refuses it, the bot asks for the contact and requests it again."""
+    """Receipts switched on after the gateway looked (it requested the top-up without a
+    contact): billing refuses it, the bot asks for the contact and requests it again."""
     p = PHRASES[language]
     stack = receipts_stack
     chat = await started(stack, language)
+
+    async def not_yet() -> bool:
+        return False
+
+    monkeypatch.setattr(stack.gateway.backends, "receipts", not_yet)
     chat.say("/topup")
-    packages = await chat.expect(p["packages"])
-    customer = await stack.gateway.conversation.known(chat.user.id)
-    assert customer is not None
-    await stack.gateway.dispatcher.storage.update_data(  # as the tap records it
-        StorageKey(bot_id=BOT_ID, chat_id=chat.user.id, user_id=chat.user.id),
-        {"topup_package": ["small", packages.message_id]},
-    )
-    await stack.gateway.conversation.request_topup(customer, "small", packages.message_id)
+    chat.press(await chat.expect(p["packages"]), p["package"])
     (failed,) = await stack.events.wait_for(PaymentFailed, telegram_id=chat.user.id)
     assert failed.reason == "receipt_contact_missing"
+    (request,) = stack.events.of(TopUpRequested, telegram_id=chat.user.id)
+    assert (request.email, request.phone) == (None, None)
+    monkeypatch.undo()
     missing = await chat.expect(p["missing"])
     chat.press(missing, p["give"])
     await chat.expect(p["ask"])
     chat.say("buyer@example.org")
     await chat.expect(p["saved"].format("buyer@example.org"))
     await chat.expect(p["pay"])
+    requests = stack.events.of(TopUpRequested, telegram_id=chat.user.id)
+    assert [(r.package_id, r.email) for r in requests] == [
+        ("small", None),
+        ("small", "buyer@example.org"),
+    ]
 
 
 def test_contacts_are_checked_and_kept_as_a_receipt_takes_them() -> None:
