@@ -239,10 +239,11 @@ def shortfalls() -> None:
     for row in rows:
         typer.echo(
             f"refund {row.refund} of payment {row.payment} (telegram {row.telegram_id}): "
-            f"{row.credits} credits bought back, {row.taken} taken, shortfall {row.shortfall}"
+            f"{row.credits} credits bought back, {credits_text(row.taken)} taken, "
+            f"shortfall {credits_text(row.shortfall)}"
         )
-    total = sum(int(row.shortfall) for row in rows)
-    typer.echo(f"{len(rows)} refunds with a shortfall: {total} credits in all")
+    total = sum(row.shortfall for row in rows)
+    typer.echo(f"{len(rows)} refunds with a shortfall: {credits_text(total)} credits in all")
 
 
 async def _shortfalls() -> list[Any]:

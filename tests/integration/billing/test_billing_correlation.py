@@ -88,7 +88,11 @@ async def test_payment_succeeded_and_failed_carry_the_top_up_request_id_as_corre
         await reconciling.runtime.engine.dispose()
 
     for request_id, payment_id, _ in (by_webhook, by_reconciler):
-        [succeeded] = await envelopes(billing_engine, "payment.succeeded", payment_id=payment_id)
-        assert succeeded["correlation_id"] == str(request_id)
+        copies = await envelopes(billing_engine, "payment.succeeded", payment_id=payment_id)
+        # v2 (the balance exact) and its v1 copy beside it, both of the request
+        assert [(copy["version"], copy["correlation_id"]) for copy in copies] == [
+            (2, str(request_id)),
+            (1, str(request_id)),
+        ]
     [failed] = await envelopes(billing_engine, "payment.failed", payment_id=canceled[1])
     assert failed["correlation_id"] == str(canceled[0])

@@ -84,12 +84,13 @@ async def test_a_debit_is_one_statement_and_a_refusal_decides_on_what_it_reads(
 
     committed, statements = await _debit(billing_engine, job, message)
     assert len(statements) == 1, statements
-    [(routing_key, debited)] = committed
+    [(routing_key, debited), (_, debited_v1)] = committed  # v2 and its v1 copy beside it
     assert (routing_key, debited.data["balance"], debited.causation_id) == (
         "balance.debited",
-        5,
+        "5",
         message.id,
     )
+    assert (debited.version, debited_v1.version, debited_v1.data["balance"]) == (2, 1, 5)
     [stored] = await outbox(billing_engine, "balance.debited", job_id=job.job_id)
     assert stored == {"job_id": job.job_id, "user_id": user_id, "amount": 10, "balance": 5}
     assert await handled(billing_engine, message.id) == 1
@@ -98,13 +99,16 @@ async def test_a_debit_is_one_statement_and_a_refusal_decides_on_what_it_reads(
     short = new_job(user_id, telegram_id, price=12)
     committed, statements = await _debit(billing_engine, short, new_envelope(short, source="t"))
     assert len(statements) == 3, statements  # the debit that missed, the facts, the refusal
-    [(routing_key, rejected)] = committed
+    [(routing_key, rejected), (_, rejected_v1)] = committed
     assert routing_key == "balance.debit_rejected"
-    assert (rejected.data["balance"], rejected.data["shortfall"]) == (5, 7)
+    assert (rejected.data["balance"], rejected.data["shortfall"]) == ("5", "7")
+    assert (rejected_v1.data["balance"], rejected_v1.data["shortfall"]) == (5, 7)
     assert await outbox(billing_engine, "balance.debit_rejected", job_id=short.job_id) == [
-        rejected.data
+        {**rejected.data, "balance": 5, "shortfall": 7}
     ]
-    entry = "SELECT amount || ' ' || reason FROM billing_ledger WHERE idempotency_key = :k"
+    entry = (
+        "SELECT trim_scale(amount) || ' ' || reason FROM billing_ledger WHERE idempotency_key = :k"
+    )
     assert await scalar(billing_engine, entry, k=f"debit:job:{short.job_id}") == (
         "0 refused: insufficient_funds"
     )
@@ -224,7 +228,7 @@ async def test_audit_fails_on_drift_and_adjust_corrects_through_the_ledger(
     await _execute(billing_engine, drift, user_id, 5)  # behind the ledger's back
     code, out, err = await imagebot(billing_database_url, "billing", "audit")
     assert code == 1
-    assert f"DRIFT user {user_id} (telegram {telegram_id}): balance 65.0 != ledger 60" in err
+    assert f"DRIFT user {user_id} (telegram {telegram_id}): balance 65 != ledger 60" in err
     await _execute(billing_engine, drift, user_id, -5)
     assert await _audit(billing_database_url) == (0, "0 drifting")
 

@@ -64,7 +64,7 @@ async def test_a_grant_delivered_twice_credits_once_through_the_ledger(
     assert await ledger_sum(billing_engine, user_id) == 65
     entry = await scalar(
         billing_engine,
-        "SELECT kind || ' ' || amount || ' ' || reason FROM billing_ledger "
+        "SELECT kind || ' ' || trim_scale(amount) || ' ' || reason FROM billing_ledger "
         "WHERE idempotency_key = :key",
         key=f"grant:{grant.request_id}",
     )
