@@ -165,6 +165,10 @@ gpu-wheels: $(INSTALLED) ## Fetch bench-gpu's pure-Python wheels into .gpu-wheel
 	@! ls .gpu-wheels | grep -v -- '-none-any.whl$$' || { echo "compiled wheels above: not for carrying" >&2; exit 1; }
 	@du -sh .gpu-wheels
 
+.PHONY: bench-backend
+bench-backend: $(INSTALLED) ## Backend API: user search and every list's first page (filters, totals) p99 on 1M users, 5M jobs, 1M payments (ARGS="--users 100000 ...")
+	$(TEST_ENV) $(PY) bench/backend.py $(ARGS)
+
 .PHONY: bench-jobs
 bench-jobs: $(INSTALLED) ## Jobs alone: request → dispatch latency p50/p99 and jobs/s, beside a raw broker hop
 	$(TEST_ENV) $(PY) bench/jobs.py

@@ -100,6 +100,9 @@ class Page(BaseModel, Generic[T]):
     total: int
     offset: int
     limit: int
+    total_exact: bool = True
+    """False: at least `total` match (the owner stops counting there, so that a list stays fast
+    on a big shop; narrow the filters for an exact count)."""
 
 
 class PaymentsPage(Page[PaymentRecord]):
@@ -296,7 +299,13 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
                 telegram_id=telegram_id, username_prefix=username, offset=offset, limit=limit
             )
         )
-        return Page(items=page.accounts, total=page.total, offset=offset, limit=limit)
+        return Page(
+            items=page.accounts,
+            total=page.total,
+            offset=offset,
+            limit=limit,
+            total_exact=page.total_exact,
+        )
 
     @router.get("/users/{user_id}", tags=["users"], responses={404: {"description": "No user"}})
     async def profile(_: Operator, user_id: Annotated[int, Path(gt=0, le=2**31 - 1)]) -> Profile:
@@ -327,7 +336,13 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         page = await owners.ledger(
             ListLedger(user_id=user_id, kind=kind, offset=offset, limit=limit)
         )
-        return Page(items=page.entries, total=page.total, offset=offset, limit=limit)
+        return Page(
+            items=page.entries,
+            total=page.total,
+            offset=offset,
+            limit=limit,
+            total_exact=page.total_exact,
+        )
 
     @router.get("/payments", tags=["money"])
     async def payments(
@@ -387,7 +402,13 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
                 limit=limit,
             )
         )
-        return Page(items=page.jobs, total=page.total, offset=offset, limit=limit)
+        return Page(
+            items=page.jobs,
+            total=page.total,
+            offset=offset,
+            limit=limit,
+            total_exact=page.total_exact,
+        )
 
     @router.post("/credit-adjustments", tags=["money"], responses=COMMAND_RESPONSES)
     async def adjust(

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from billing import versions
+from billing import payment_totals, versions
 from billing.models import LedgerEntry, Payment, PaymentStatus, PaymentType, User
 from billing.services import AdjustmentOutcome, adjust_balance
 from contracts.events import (
@@ -104,6 +104,11 @@ async def adjust_credits(event: CreditsAdjustmentRequested, uow: UnitOfWork) -> 
     )
 
 
+COUNT_CAP = 10_000
+"""A list's total is counted exactly up to this many rows past the page's start (a count over a
+million rows per page view takes longer than the page should); past it, "at least"."""
+
+
 class OperatorReads:
     """Pages of accounts, ledger entries and payments, with the total matching the filters."""
 
@@ -123,7 +128,9 @@ class OperatorReads:
             query = query.where(
                 func.lower(User.username).startswith(prefix, autoescape=True),
             )
-        rows, total = await self._page(query, User.user_id.desc(), request.offset, request.limit)
+        rows, total, exact = await self._page(
+            query, User.user_id.desc(), request.offset, request.limit
+        )
         return AccountPage(
             accounts=[
                 AccountView(
@@ -136,6 +143,7 @@ class OperatorReads:
                 for user in rows
             ],
             total=total,
+            total_exact=exact,
         )
 
     async def ledger(self, request: ListLedger) -> LedgerPage:
@@ -144,7 +152,9 @@ class OperatorReads:
             query = query.where(LedgerEntry.user_id == request.user_id)
         if request.kind is not None:
             query = query.where(LedgerEntry.kind == request.kind)
-        rows, total = await self._page(query, LedgerEntry.id.desc(), request.offset, request.limit)
+        rows, total, exact = await self._page(
+            query, LedgerEntry.id.desc(), request.offset, request.limit
+        )
         return LedgerPage(
             entries=[
                 LedgerEntryView(
@@ -161,6 +171,7 @@ class OperatorReads:
                 for entry in rows
             ],
             total=total,
+            total_exact=exact,
         )
 
     async def payments(self, request: ListPayments) -> PaymentPage:
@@ -187,20 +198,14 @@ class OperatorReads:
             query = query.where(Payment.created_at >= request.created_from)
         if request.created_until is not None:
             query = query.where(Payment.created_at < request.created_until)
-        rows, total = await self._page(query, Payment.id.desc(), request.offset, request.limit)
-        matching = query.subquery()
         async with self._sessions() as session:
-            sums = (
-                await session.execute(
-                    select(
-                        matching.c.currency,
-                        func.count(),
-                        func.coalesce(func.sum(matching.c.amount), 0),
-                    )
-                    .group_by(matching.c.currency)
-                    .order_by(matching.c.currency)
+            sums = await payment_totals.per_currency(session, request, query)
+            rows = (
+                await session.scalars(
+                    query.order_by(Payment.id.desc()).offset(request.offset).limit(request.limit)
                 )
             ).all()
+        total = sum(count for _, count, _ in sums)
         return PaymentPage(
             totals=[
                 CurrencyTotal(currency=currency, payments=count, amount=int(amount))
@@ -228,11 +233,17 @@ class OperatorReads:
 
     async def _page(
         self, query: Select[Any], order: Any, offset: int, limit: int
-    ) -> tuple[list[Any], int]:
+    ) -> tuple[list[Any], int, bool]:
+        """A page of `query` in `order`, and how many rows match: exact up to COUNT_CAP rows
+        past the page's start (then True), else that many (False: "at least")."""
+        cap = offset + max(limit, COUNT_CAP)
         async with self._sessions() as session:
-            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            counted = await session.scalar(
+                select(func.count()).select_from(query.limit(cap + 1).subquery())
+            )
             rows = (await session.scalars(query.order_by(order).offset(offset).limit(limit))).all()
-        return list(rows), int(total or 0)
+        total = int(counted or 0)
+        return list(rows), min(total, cap), total <= cap
 
 
 def register(runtime: ServiceRuntime) -> None:

@@ -221,6 +221,8 @@ class AccountView(Result):
 class AccountPage(Result):
     accounts: list[AccountView]
     total: Annotated[int, Field(ge=0)]
+    total_exact: bool = True
+    """False: at least `total` match (counting stops there; a page stays fast on a big shop)."""
 
 
 class SearchAccounts(Request):
@@ -252,6 +254,7 @@ class LedgerEntryView(Result):
 class LedgerPage(Result):
     entries: list[LedgerEntryView]
     total: Annotated[int, Field(ge=0)]
+    total_exact: bool = True
 
 
 class ListLedger(Request):
@@ -361,6 +364,7 @@ class JobRecord(Result):
 class JobPage(Result):
     jobs: list[JobRecord]
     total: Annotated[int, Field(ge=0)]
+    total_exact: bool = True
 
 
 class SearchJobs(Request):

@@ -168,4 +168,10 @@ class WorkflowPause(Base):
     )
 
 
+# The operators' lists on a big shop (migration 0024): newest first by stage, preset, time.
+Index("ix_jobs_stage_id", Job.stage, Job.id)
+Index("ix_jobs_preset_id_id", Job.preset_id, Job.id)
+Index("ix_jobs_created_at", Job.created_at)
+
+
 DELIVERY = delivery_tables("jobs", metadata)

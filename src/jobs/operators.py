@@ -20,6 +20,10 @@ from contracts.rpc import (
 from jobs.models import Job, Preset
 from messaging.runtime import ServiceRuntime
 
+COUNT_CAP = 10_000
+"""The total is counted exactly up to this many jobs past the page's start (a count over
+millions of jobs per page view takes longer than the page should); past it, "at least"."""
+
 
 class OperatorJobReads:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
@@ -44,7 +48,10 @@ class OperatorJobReads:
         if request.created_until is not None:
             query = query.where(Job.created_at < request.created_until)
         async with self._sessions() as session:
-            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            cap = request.offset + max(request.limit, COUNT_CAP)
+            counted = await session.scalar(
+                select(func.count()).select_from(query.limit(cap + 1).subquery())
+            )
             jobs = (
                 await session.scalars(
                     query.order_by(Job.id.desc()).offset(request.offset).limit(request.limit)
@@ -66,7 +73,8 @@ class OperatorJobReads:
                 )
                 for job in jobs
             ],
-            total=int(total or 0),
+            total=min(int(counted or 0), cap),
+            total_exact=int(counted or 0) <= cap,
         )
 
 

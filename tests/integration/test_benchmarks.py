@@ -95,6 +95,16 @@ BENCHES = {
         may_be_zero=frozenset({"http_429"}),
         says=(r"^baseline quick user ", r"^crowd of 3 .* the broadcast meanwhile sent [1-9]"),
     ),
+    "backend": Bench(
+        ("--users", "300", "--jobs", "1500", "--payments", "300", "--samples", "2"),
+        frozenset({"search_p99_ms", "list_p99_ms", "rows"}),
+        says=(
+            r"^search telegram id +n= +2 ",
+            r"^payments by status, currency, days +n= +1 ",
+            r"^the target \(p99 <= 200 ms for searches and first pages\) "
+            r"is (NOT )?met at 2,100 rows",
+        ),
+    ),
     "gpu": Bench(
         ("--size", "tiny", "--device", "cpu"),
         frozenset({"s_per_image_40", "s_per_image_4", "peak_gib", "first_over_steady"}),

@@ -211,8 +211,8 @@ async def test_the_ledger_audit_finds_a_balance_that_drifts_from_its_ledger(
         assert drift == {
             "user_id": user_id,
             "telegram_id": telegram_id,
-            "balance": 35,
-            "ledger_sum": 30,
+            "balance": "35",
+            "ledger_sum": "30",
         }
     finally:
         async with backend_engine.begin() as connection:
@@ -259,3 +259,96 @@ async def test_payments_filter_by_currency_method_type_and_time(
         async with client.get("/api/v1/payments", params={"currency": "rub"}) as response:
             assert response.status == 422
     assert await scalar(backend_engine, "SELECT 1") == 1
+
+
+async def test_payment_totals_stay_equal_to_the_payments_and_answer_the_page(
+    running: Running, backend_engine: AsyncEngine
+) -> None:
+    user_id, _ = await open_account(backend_engine, balance=0, welcome=0)
+    payment_id, _ = await topup(running, backend_engine, user_id, kopecks=30_000)
+    await post(
+        running,
+        f"/api/v1/payments/{payment_id}/refund",
+        {"amount": 500, "reason": "x"},
+        uuid.uuid4(),
+    )
+    async with backend_engine.begin() as connection:  # writers the triggers must follow too
+        await connection.execute(
+            text("UPDATE payments SET created_at = created_at - interval '2 days' WHERE id = :p"),
+            {"p": payment_id},
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO payments (user_id, amount, currency, status, payment_type) "
+                "SELECT :u, 100 * g, 'XTR', 'failed', 'payment' FROM generate_series(1, 3) g"
+            ),
+            {"u": user_id},
+        )
+        await connection.execute(
+            text("DELETE FROM payments WHERE user_id = :u AND amount = 200"), {"u": user_id}
+        )
+    by_group = (
+        "SELECT (created_at AT TIME ZONE 'UTC')::date, currency, status::text, "
+        "payment_type::text, payment_method, count(*), coalesce(sum(amount), 0) "
+        "FROM payments GROUP BY 1, 2, 3, 4, 5"
+    )
+    kept = (
+        "SELECT day, currency, status::text, payment_type::text, payment_method, payments, amount"
+        " FROM payment_totals WHERE payments <> 0"
+    )
+    async with backend_engine.connect() as connection:
+        counted = set((await connection.execute(text(by_group))).all())
+        totals = set((await connection.execute(text(kept))).all())
+    assert totals == counted
+
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    for params in (  # answered from the totals table, then from the payments themselves
+        {"created_from": (midnight - timedelta(days=3)).isoformat(), "currency": "XTR"},
+        {"created_from": (midnight - timedelta(days=3)).isoformat(), "status": "succeeded"},
+        {"user_id": user_id},
+    ):
+        page = await get(running, "/api/v1/payments", **params)
+        where = ["created_at >= :since" if "created_from" in params else "user_id = :u"]
+        where += [f"{name}::text = :{name}" for name in ("currency", "status") if name in params]
+        direct = (
+            "SELECT currency, count(*), coalesce(sum(amount), 0) FROM payments "
+            f"WHERE {' AND '.join(where)} GROUP BY 1 ORDER BY 1"
+        )
+        async with backend_engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    text(direct),
+                    {
+                        "since": midnight - timedelta(days=3),
+                        "u": user_id,
+                        **{k: v for k, v in params.items() if k in ("currency", "status")},
+                    },
+                )
+            ).all()
+        expected = [{"currency": c, "payments": n, "amount": a} for c, n, a in rows]
+        assert page["totals"] == expected, params
+        assert page["total"] == sum(row["payments"] for row in expected)
+
+
+async def test_a_long_list_counts_to_a_cap_and_says_so(
+    running: Running, backend_engine: AsyncEngine
+) -> None:
+    user_id, _ = await open_account(backend_engine, balance=0, welcome=0)
+    async with backend_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO jobs (user_id, stage, status, preset_id, price) "
+                "SELECT :u, CASE WHEN g <= 3 THEN 'failed' ELSE 'completed' END, "
+                "CASE WHEN g <= 3 THEN 'failed' ELSE 'completed' END::jobstatus, 1, 5 "
+                "FROM generate_series(1, 10050) g"
+            ),
+            {"u": user_id},
+        )
+    first = await get(running, "/api/v1/jobs", user_id=user_id, limit=50)
+    assert (first["total"], first["total_exact"], len(first["items"])) == (10_000, False, 50)
+    further = await get(running, "/api/v1/jobs", user_id=user_id, offset=100, limit=50)
+    assert (further["total"], further["total_exact"]) == (10_050, True)
+    failed = await get(running, "/api/v1/jobs", user_id=user_id, status="failed")
+    assert (failed["total"], failed["total_exact"]) == (3, True)
+    users = await get(running, "/api/v1/users", telegram_id=7)
+    assert users["total_exact"] is True
