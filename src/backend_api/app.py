@@ -26,6 +26,7 @@ from backend_api.api import api_router
 from backend_api.auth import Operators, PrincipalMiddleware
 from backend_api.commands import Commands
 from backend_api.models import DELIVERY
+from backend_api.moderation import register as register_moderation
 from backend_api.panel import HOME, Panel
 from backend_api.reads import Owners
 from backend_api.settings import BackendApiSettings
@@ -108,6 +109,7 @@ def build(settings: Settings | None = None) -> BackendApi:
     panel = Panel(owners, commands, operators, own.default_language)
     web.include_router(api_router(owners, commands, operators))
     web.include_router(panel.router())
+    register_moderation(runtime, web, panel, rpc, commands, operators)  # queue, bans, signals
     web.include_router(money.api_router(owners, commands, operators))
     web.include_router(money.MoneyPages(panel, owners, commands).router())
     operations.register(runtime, web, panel, rpc, commands, operators)  # DLQs, queues

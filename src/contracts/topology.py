@@ -93,6 +93,8 @@ SUBSCRIPTIONS: dict[str, tuple[type[Event], ...]] = {
         ev.CatalogEditRefused,
         ev.JobOrderApplied,
         ev.JobOrderRefused,
+        ev.ModerationRefused,
+        ev.ModerationHeld,
         ev.ModerationDecided,
         ev.ModerationDecisionRefused,
         ev.UserRestricted,
