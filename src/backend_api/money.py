@@ -32,7 +32,7 @@ from backend_api.api import (
     guards,
 )
 from backend_api.auth import SESSION_OPERATOR, Operators
-from backend_api.commands import AuditRecord, Commands, settle
+from backend_api.commands import Amount, AuditRecord, Commands, settle
 from backend_api.panel import PAGE, Panel, form_text, pager, positive
 from backend_api.reads import Owners
 from backend_api.settings import Role
@@ -99,14 +99,29 @@ class Money:
     commands: Commands
 
     async def refund(
-        self, *, key: uuid.UUID, operator: str, payment_id: int, amount: int | None, reason: str
+        self,
+        *,
+        key: uuid.UUID,
+        operator: str,
+        payment_id: int,
+        amount: int | None,
+        reason: str,
+        paid: PaymentRecord | None = None,
     ) -> AuditRecord:
+        """`paid`: the top-up as its owner shows it, so a refund above the approval limit in its
+        currency (`amount`, or the whole top-up) waits for a second operator."""
         command = TopUpRefundRequested(
             request_id=key, operator=operator, payment_id=payment_id, amount=amount, reason=reason
         )
         payload = {"payment_id": payment_id, "amount": amount}
+        refunded = amount if amount is not None else paid.amount_kopecks if paid else None
+        held = (
+            Amount(refunded, paid.currency)
+            if paid is not None and paid.currency is not None and refunded is not None
+            else None
+        )
         return await self.commands.submit(
-            key, operator, REFUND, str(payment_id), payload, reason, command
+            key, operator, REFUND, str(payment_id), payload, reason, command, amount=held
         )
 
     async def recheck(
@@ -166,12 +181,14 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         billing refunds it (YooKassa) and takes the credits it bought back out of the balance,
         never below zero. The outcome says `refunded`, `pending` (YooKassa has not finished
         yet), or why not. Support or admin."""
+        found = await owners.payments(ListPayments(payment_id=payment_id, limit=1))
         submitted = money.refund(
             key=idempotency_key,
             operator=who,
             payment_id=payment_id,
             amount=body.amount,
             reason=body.reason.strip(),
+            paid=found.payments[0] if found.payments else None,  # unknown: billing refuses it
         )
         return await command_answer(submitted, response)
 
@@ -326,6 +343,7 @@ class MoneyPages:
             payment_id=payment_id,
             amount=amount,
             reason=reason,
+            paid=payment,
         )
         return _to_payment(payment_id, record)
 
