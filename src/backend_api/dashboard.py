@@ -7,7 +7,7 @@ The charts are inline SVG drawn by the template from the geometry computed here:
 fetched by the browser (no script, no CDN), and their words come from the panel's catalogs.
 """
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, TypeVar
@@ -34,7 +34,7 @@ PERIODS = (7, 30, 90)
 T = TypeVar("T")
 
 WIDTH = 640
-LABEL_W = 170
+LABEL_W = 190
 ROW_H = 22
 PLOT_H = 140
 COLORS = {"main": "#3f51b5", "second": "#e57373", "ok": "#2e7d32", "bad": "#c62828"}
@@ -86,7 +86,7 @@ def bars(rows: Sequence[tuple[str, float, str]], color: str = COLORS["main"]) ->
         y = index * ROW_H + 2
         width = plot * value / top
         chart.rects.append(Rect(LABEL_W, y + 3, width, ROW_H - 6, color, f"{label}: {shown}"))
-        chart.labels.append(Label(LABEL_W - 6, y + ROW_H - 7, label[:28], "end"))
+        chart.labels.append(Label(LABEL_W - 6, y + ROW_H - 7, _short(label), "end"))
         chart.labels.append(Label(LABEL_W + width + 6, y + ROW_H - 7, shown))
     return chart
 
@@ -94,7 +94,7 @@ def bars(rows: Sequence[tuple[str, float, str]], color: str = COLORS["main"]) ->
 def columns(
     days: Sequence[date],
     series: Sequence[tuple[dict[date, float], str]],
-    shown: dict[date, str] | None = None,
+    shown: Callable[[float], str] | None = None,
 ) -> Chart:
     """A column per day for each series (side by side), scaled to the largest, with the
     largest value and some dates written along the axes."""
@@ -109,15 +109,20 @@ def columns(
             if value <= 0:
                 continue
             height = PLOT_H * value / top
-            title = f"{day.isoformat()}: {(shown or {}).get(day, _number(value))}"
+            title = f"{day.isoformat()}: {(shown or _number)(value)}"
             x = left + index * slot + number * (width + 1)
             chart.rects.append(Rect(x, 14 + PLOT_H - height, width, height, color, title))
         if index % max(len(days) // 6, 1) == 0:
             chart.labels.append(
                 Label(left + index * slot, PLOT_H + bottom + 10, day.strftime("%d.%m"))
             )
-    chart.labels.append(Label(left, 10, _number(top)))
+    chart.labels.append(Label(left, 10, (shown or _number)(top)))
     return chart
+
+
+def _short(label: str, most: int = 24) -> str:
+    """A bar's label that fits left of it."""
+    return label if len(label) <= most else label[: most - 1] + "…"
 
 
 def _number(value: float) -> str:
@@ -185,7 +190,11 @@ def _money_chart(days: list[date], rows: list[MoneyDay], currency: str) -> dict[
     revenue = {one.day: float(one.revenue) for one in mine}
     refunds = {one.day: float(one.refunds) for one in mine}
     return {
-        "chart": columns(days, [(revenue, COLORS["main"]), (refunds, COLORS["second"])]),
+        "chart": columns(
+            days,
+            [(revenue, COLORS["main"]), (refunds, COLORS["second"])],
+            lambda value: money(int(value), currency),
+        ),
         "revenue": money(sum(one.revenue for one in mine), currency),
         "refunds": money(sum(one.refunds for one in mine), currency),
         "payments": sum(one.payments for one in mine),
