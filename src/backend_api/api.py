@@ -50,6 +50,7 @@ from contracts.events import OperatorNote, SignedCredits
 from contracts.rpc import (
     AccountView,
     CurrencyTotal,
+    GatewayProfile,
     JobRecord,
     JobStage,
     LedgerEntryView,
@@ -115,6 +116,9 @@ class Profile(BaseModel):
     ledger: Page[LedgerEntryView]
     payments: Page[PaymentRecord]
     jobs: Page[JobRecord]
+    gateway: GatewayProfile | None = None
+    """The bot's side: language, `/start` source, first seen, blocked (None: no Telegram id,
+    or the gateway did not answer)."""
 
 
 class CreditAdjustment(BaseModel):
@@ -316,8 +320,10 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         ledger = await owners.ledger(ListLedger(user_id=user_id, limit=PROFILE_ROWS))
         payments = await owners.payments(ListPayments(user_id=user_id, limit=PROFILE_ROWS))
         jobs = await owners.jobs(SearchJobs(user_id=user_id, limit=PROFILE_ROWS))
+        gateway = await owners.gateway_profile(found.accounts[0].telegram_id)
         return Profile(
             account=found.accounts[0],
+            gateway=gateway,
             ledger=Page(items=ledger.entries, total=ledger.total, offset=0, limit=PROFILE_ROWS),
             payments=Page(
                 items=payments.payments, total=payments.total, offset=0, limit=PROFILE_ROWS

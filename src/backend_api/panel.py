@@ -273,6 +273,7 @@ class Panel:
             "ledger": await self._owners.ledger(ListLedger(user_id=user_id, limit=20)),
             "payments": await self._owners.payments(ListPayments(user_id=user_id, limit=20)),
             "jobs": await self._owners.jobs(SearchJobs(user_id=user_id, limit=20)),
+            "gateway": await self._owners.gateway_profile(found.accounts[0].telegram_id),
             "result": result,
             "errors": errors or {},
             "form": form or {},

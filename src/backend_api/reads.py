@@ -20,6 +20,8 @@ from contracts.rpc import (
     CountJobs,
     CountMoney,
     CountUsers,
+    GatewayProfile,
+    GetGatewayProfile,
     JobPage,
     JobStats,
     LedgerAudit,
@@ -60,6 +62,16 @@ class Owners:
 
     async def ledger_audit(self, request: LedgerAudit) -> LedgerAuditResult:
         return await self._call(request, LedgerAuditResult)
+
+    async def gateway_profile(self, telegram_id: int | None) -> GatewayProfile | None:
+        """What the gateway knows of the user; None when they have no Telegram id or the
+        gateway did not answer (the rest of a profile does not wait on it)."""
+        if telegram_id is None:
+            return None
+        try:
+            return await self._call(GetGatewayProfile(telegram_id=telegram_id), GatewayProfile)
+        except HTTPException:
+            return None
 
     async def audience(self, request: CountAudience) -> AudienceSize:
         return await self._call(request, AudienceSize)

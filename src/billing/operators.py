@@ -104,7 +104,7 @@ async def adjust_credits(event: CreditsAdjustmentRequested, uow: UnitOfWork) -> 
     )
 
 
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000
 """A list's total is counted exactly up to this many rows past the page's start (a count over a
 million rows per page view takes longer than the page should); past it, "at least"."""
 

@@ -16,7 +16,7 @@ from aiogram.methods.base import Response
 from aiogram.utils.i18n import I18n
 from faststream.asgi import AsgiFastStream
 
-from bot_gateway import broadcasts, stars_refunds, user_stats
+from bot_gateway import broadcasts, stars_refunds, user_profile, user_stats
 from bot_gateway.albums import Albums
 from bot_gateway.backends import Backends
 from bot_gateway.commands import publish_commands
@@ -155,6 +155,7 @@ def build(
     register_handlers(runtime.consumer, notifications, backends, restrictions)
     broadcasts.register(runtime, sender.notify)  # operators' broadcasts (the backend API)
     user_stats.register(runtime)  # the dashboard's users
+    user_profile.register(runtime)  # a user's language and /start source, for the operators
     held = ModerationQueue(
         runtime.unit_of_work,
         store,

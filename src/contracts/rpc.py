@@ -718,6 +718,30 @@ class QueueStats(Request):
     result_type: ClassVar[type[BaseModel]] = WorkflowQueues
 
 
+class GatewayProfile(Result):
+    """What the gateway knows of a user; `known` False when the bot never talked to them (an
+    account of an adopted database)."""
+
+    telegram_id: int
+    known: bool
+    language: str | None = None
+    """The one the bot speaks to them: chosen in the menu (`chosen_language`), else Telegram's."""
+    chosen_language: str | None = None
+    source: str | None = None
+    """The first `/start` deep-link payload they came with (a campaign, a referral)."""
+    source_at: datetime | None = None
+    first_seen: datetime | None = None
+    blocked: bool = False
+    """Telegram said they blocked the bot."""
+
+
+class GetGatewayProfile(Request):
+    method: ClassVar[str] = "bot_gateway.user_profile"
+    result_type: ClassVar[type[BaseModel]] = GatewayProfile
+
+    telegram_id: TelegramId
+
+
 REQUESTS: dict[str, type[Request]] = {
     request.method: request
     for request in (
@@ -735,6 +759,7 @@ REQUESTS: dict[str, type[Request]] = {
         ListLedger,
         ListPayments,
         LedgerAudit,
+        GetGatewayProfile,
         SearchJobs,
         ListAllPresets,
         CountAudience,

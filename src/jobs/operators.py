@@ -20,7 +20,7 @@ from contracts.rpc import (
 from jobs.models import Job, Preset
 from messaging.runtime import ServiceRuntime
 
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000
 """The total is counted exactly up to this many jobs past the page's start (a count over
 millions of jobs per page view takes longer than the page should); past it, "at least"."""
 

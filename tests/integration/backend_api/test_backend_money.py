@@ -340,14 +340,14 @@ async def test_a_long_list_counts_to_a_cap_and_says_so(
                 "INSERT INTO jobs (user_id, stage, status, preset_id, price) "
                 "SELECT :u, CASE WHEN g <= 3 THEN 'failed' ELSE 'completed' END, "
                 "CASE WHEN g <= 3 THEN 'failed' ELSE 'completed' END::jobstatus, 1, 5 "
-                "FROM generate_series(1, 10050) g"
+                "FROM generate_series(1, 1050) g"
             ),
             {"u": user_id},
         )
     first = await get(running, "/api/v1/jobs", user_id=user_id, limit=50)
-    assert (first["total"], first["total_exact"], len(first["items"])) == (10_000, False, 50)
+    assert (first["total"], first["total_exact"], len(first["items"])) == (1_000, False, 50)
     further = await get(running, "/api/v1/jobs", user_id=user_id, offset=100, limit=50)
-    assert (further["total"], further["total_exact"]) == (10_050, True)
+    assert (further["total"], further["total_exact"]) == (1_050, True)
     failed = await get(running, "/api/v1/jobs", user_id=user_id, status="failed")
     assert (failed["total"], failed["total_exact"]) == (3, True)
     users = await get(running, "/api/v1/users", telegram_id=7)
