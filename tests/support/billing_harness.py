@@ -88,7 +88,7 @@ async def open_account(engine: AsyncEngine, *, balance: int, welcome: int = 60) 
 
 
 async def fund(
-    engine: AsyncEngine, user_id: int, credits: int, *, expect: int | None = None
+    engine: AsyncEngine, user_id: int, credits: Decimal | int, *, expect: int | None = None
 ) -> None:
     """An adjustment of `credits` through the ledger, as `imagebot billing adjust` makes."""
     async with UnitOfWork(engine, DELIVERY, source="test") as uow:

@@ -109,7 +109,9 @@ async def _user(engine: Engine, telegram_id: int) -> int:
     return int(found)
 
 
-async def _both_versions(engine: Engine, routing_key: str, **data: Any) -> tuple[dict, dict]:
+async def _both_versions(
+    engine: Engine, routing_key: str, **data: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The event's v2 and v1 copies, once both are in billing's outbox."""
 
     async def there() -> bool:
