@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import services
 from billing.models import DELIVERY as BILLING
+from contracts.events import credits_text
 from messaging.unit_of_work import UnitOfWork
 from support.backend_harness import OPERATOR, PASSWORD, SUPPORT, VIEWER, Running, totp_code
 from support.billing_harness import new_telegram_id, scalar
@@ -92,18 +93,18 @@ async def test_an_operator_finds_a_user_and_adjusts_their_credits(
     await page.fill("#q", username.lower()[:10])
     await page.click("form[action='/panel/users'] button[type=submit]")
     await page.click(f"#users a[href='/panel/users/{account.user_id}']")
-    await expect(page.locator("#balance")).to_have_text(str(account.balance))
+    await expect(page.locator("#balance")).to_have_text(credits_text(account.balance))
 
     await page.fill("#credits", "40")  # no reason: a field error, nothing sent
     await page.click("#adjust button[type=submit]")
     await expect(page.locator("#reason-error")).to_have_text("Укажите причину.")
-    await expect(page.locator("#balance")).to_have_text(str(account.balance))
+    await expect(page.locator("#balance")).to_have_text(credits_text(account.balance))
 
     await page.fill("#credits", "40")
     await page.fill("#reason", "a refund for a lost render")
     await page.click("#adjust button[type=submit]")
     await expect(page.locator("#result .ok")).to_contain_text("Выполнено: 40 кредитов")
-    await expect(page.locator("#balance")).to_have_text(str(account.balance + 40))
+    await expect(page.locator("#balance")).to_have_text(credits_text(account.balance + 40))
     await expect(page.locator("#ledger")).to_contain_text("a refund for a lost render")
     balance = await scalar(
         backend_engine, "SELECT balance FROM users WHERE user_id = :u", u=account.user_id
@@ -143,7 +144,7 @@ async def test_a_viewer_sees_a_profile_but_no_adjust_form_and_no_audit_log(
     await sign_in(page, running, login=VIEWER)
     await expect(page).to_have_url(f"{running.url}/panel/users")
     await page.goto(f"{running.url}/panel/users/{account.user_id}")
-    await expect(page.locator("#balance")).to_have_text(str(account.balance))
+    await expect(page.locator("#balance")).to_have_text(credits_text(account.balance))
     await expect(page.locator("#adjust")).to_have_count(0)
     await expect(page.locator("header a[href='/panel/audit']")).to_have_count(0)
     response = await page.goto(f"{running.url}/panel/audit")
@@ -195,7 +196,7 @@ async def test_a_large_adjustment_waits_in_approvals_until_a_second_operator_app
     await page.fill("#reason", "a wholesale order")
     await page.click("#adjust button[type=submit]")
     await expect(page.locator("#result")).to_contain_text("одобрения второго оператора")
-    await expect(page.locator("#balance")).to_have_text(str(account.balance))
+    await expect(page.locator("#balance")).to_have_text(credits_text(account.balance))
 
     await page.click("header a[href='/panel/approvals']")
     held = page.locator("#approvals tr").filter(has_text="a wholesale order")
@@ -211,4 +212,4 @@ async def test_a_large_adjustment_waits_in_approvals_until_a_second_operator_app
         await expect(admin.locator("#decision")).to_have_text("Одобрено и отправлено.")
         await expect(row).to_have_count(0)
     await page.goto(f"{running.url}/panel/users/{account.user_id}")
-    await expect(page.locator("#balance")).to_have_text(str(account.balance + 5000))
+    await expect(page.locator("#balance")).to_have_text(credits_text(account.balance + 5000))
