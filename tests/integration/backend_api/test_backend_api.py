@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from billing import services
 from billing.models import DELIVERY as BILLING
 from billing.models import Payment, PaymentStatus
+from contracts.events import credits_text
 from jobs.models import Job
 from messaging.unit_of_work import UnitOfWork
 from support.backend_harness import (
@@ -114,7 +115,7 @@ async def test_an_adjustment_is_applied_once_and_audited(
     assert applied["status"] == "applied"
     assert applied["operator"] == OPERATOR
     # balances are exact decimal strings (an adopted account may hold 12.5 credits)
-    assert applied["outcome"] == {"user_id": user_id, "balance": str(balance + 25)}
+    assert applied["outcome"] == {"user_id": user_id, "balance": credits_text(balance + 25)}
 
     code, again = await adjust(running, key, **body)  # a retry: nothing moves twice
     assert (code, again["status"], again["outcome"]) == (200, "applied", applied["outcome"])
@@ -126,7 +127,7 @@ async def test_an_adjustment_is_applied_once_and_audited(
     assert entries == 1
 
     profile = await get(running, f"/api/v1/users/{user_id}")
-    assert profile["account"]["balance"] == str(balance + 25)
+    assert profile["account"]["balance"] == credits_text(balance + 25)
     (entry, *_) = profile["ledger"]["items"]
     assert (entry["kind"], entry["amount"]) == ("adjustment", "25")
     assert "compensation for a bad render" in entry["reason"]
@@ -152,14 +153,14 @@ async def test_an_adjustment_below_zero_or_to_nobody_is_refused(
     _, telegram_id, balance = await open_account(backend_engine, f"neg_{uuid.uuid4().hex[:6]}")
 
     code, refused = await adjust(
-        running, uuid.uuid4(), telegram_id=telegram_id, credits=-(balance + 1), reason="abuse"
+        running, uuid.uuid4(), telegram_id=telegram_id, credits=-int(balance + 1), reason="abuse"
     )
     assert code == 200
     assert refused["status"] == "refused"
-    assert refused["outcome"] == {"reason": "below_zero", "balance": str(balance)}
+    assert refused["outcome"] == {"reason": "below_zero", "balance": credits_text(balance)}
 
     code, taken = await adjust(
-        running, uuid.uuid4(), telegram_id=telegram_id, credits=-balance, reason="abuse"
+        running, uuid.uuid4(), telegram_id=telegram_id, credits=-int(balance), reason="abuse"
     )
     assert (code, taken["status"], taken["outcome"]["balance"]) == (200, "applied", "0")
 
@@ -194,7 +195,7 @@ async def test_nothing_moves_without_a_key_and_a_reason(
     assert code == 422, answer
     assert answer["detail"]
     found = await get(running, "/api/v1/users", telegram_id=telegram_id)
-    assert found["items"][0]["balance"] == str(balance)
+    assert found["items"][0]["balance"] == credits_text(balance)
 
 
 async def test_jobs_list_filters_and_pages(running: Running, backend_engine: AsyncEngine) -> None:
@@ -274,7 +275,7 @@ async def test_each_role_reaches_what_it_may_and_nothing_more(
     assert await status_of(SUPPORT, "POST", "/api/v1/credit-adjustments", **adjust) == 200
     assert await status_of(OPERATOR, "GET", "/api/v1/audit") == 200
     profile = await get(running, f"/api/v1/users/{user_id}")
-    assert profile["account"]["balance"] == str(balance + 3)  # the support's, once
+    assert profile["account"]["balance"] == credits_text(balance + 3)  # the support's, once
 
 
 async def test_sign_ins_are_refused_unchecked_after_five_failures(running: Running) -> None:
