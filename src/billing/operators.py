@@ -122,8 +122,9 @@ class OperatorReads:
         if request.user_id is not None:
             query = query.where(User.user_id == request.user_id)
         if request.username_prefix is not None:
-            # lower(username) LIKE 'prefix%' with the wildcards escaped. No index serves it
-            # yet: a big shop wants one on lower(username) text_pattern_ops (issue 19's bench)
+            # lower(username) LIKE 'prefix%' with the wildcards escaped: the planner serves a
+            # selective prefix by ix_users_username_lower_prefix (migration 0024) and a common
+            # one by walking the newest users
             prefix = request.username_prefix.lower().lstrip("@")
             query = query.where(
                 func.lower(User.username).startswith(prefix, autoescape=True),
