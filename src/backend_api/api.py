@@ -297,7 +297,8 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
         offset: OffsetQuery = 0,
         limit: LimitQuery = 50,
     ) -> Page[AccountView]:
-        """Users by Telegram id (exact) or username (prefix, any case), newest first."""
+        """Users by Telegram id (exact, newest first) or username (prefix, any case, in
+        the username's order)."""
         page = await owners.accounts(
             SearchAccounts(
                 telegram_id=telegram_id, username_prefix=username, offset=offset, limit=limit

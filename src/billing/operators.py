@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing import payment_totals, versions
@@ -122,16 +122,20 @@ class OperatorReads:
         if request.user_id is not None:
             query = query.where(User.user_id == request.user_id)
         if request.username_prefix is not None:
-            # lower(username) LIKE 'prefix%' with the wildcards escaped: the planner serves a
-            # selective prefix by ix_users_username_lower_prefix (migration 0024) and a common
-            # one by walking the newest users
+            # lower(username) LIKE 'prefix%' with the wildcards escaped, in the order of
+            # ix_users_username_lower_prefix (migration 0024): a page is the index's next rows
+            # whatever the prefix. Newest first, a prefix matching only old users made the walk
+            # of the newest pass most of the table (1.2 s at 1,000,000 users)
             prefix = request.username_prefix.lower().lstrip("@")
             query = query.where(
                 func.lower(User.username).startswith(prefix, autoescape=True),
             )
-        rows, total, exact = await self._page(
-            query, User.user_id.desc(), request.offset, request.limit
+        order = (
+            text("lower(users.username) USING ~<~, users.user_id DESC")
+            if request.username_prefix is not None
+            else User.user_id.desc()
         )
+        rows, total, exact = await self._page(query, order, request.offset, request.limit)
         return AccountPage(
             accounts=[
                 AccountView(

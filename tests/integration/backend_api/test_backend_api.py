@@ -92,10 +92,10 @@ async def test_search_by_telegram_id_and_username_prefix(
     assert exact["total"] == 1
 
     prefix = await get(running, "/api/v1/users", username=f"ZOE_{tag}")
-    assert [user["user_id"] for user in prefix["items"]] == [second[0], first[0]]  # newest first
+    assert [user["user_id"] for user in prefix["items"]] == [first[0], second[0]]  # by name
     assert prefix["total"] == 2
     paged = await get(running, "/api/v1/users", username=f"zoe_{tag}", limit=1, offset=1)
-    assert [user["user_id"] for user in paged["items"]] == [first[0]]
+    assert [user["user_id"] for user in paged["items"]] == [second[0]]
     assert paged["total"] == 2
     # LIKE's wildcards are taken literally
     assert (await get(running, "/api/v1/users", username=f"zoe%{tag}"))["total"] == 0
