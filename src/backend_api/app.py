@@ -79,8 +79,8 @@ def build(settings: Settings | None = None) -> BackendApi:
     own = settings.backend_api
     runtime = ServiceRuntime.of("backend_api", DELIVERY, settings)
     command_handlers.register(runtime)
-    money.register(runtime)
     broadcasts.register(runtime)
+    money.register(runtime)
     catalog.register(runtime)
     job_orders.register(runtime)
     rpc = RpcClient(
@@ -110,13 +110,13 @@ def build(settings: Settings | None = None) -> BackendApi:
     web.include_router(api_router(owners, commands, operators))
     web.include_router(panel.router())
     register_moderation(runtime, web, panel, rpc, commands, operators)  # queue, bans, signals
-    web.include_router(money.api_router(owners, commands, operators))
-    web.include_router(money.MoneyPages(panel, owners, commands).router())
     operations.register(runtime, web, panel, rpc, commands, operators)  # DLQs, queues
     web.include_router(broadcasts.api_router(owners, commands, operators))
     web.include_router(broadcasts.BroadcastPages(panel, owners, commands).router())
     web.include_router(dashboard.api_router(owners, operators))
     web.include_router(dashboard.DashboardPage(panel, owners).router())
+    web.include_router(money.api_router(owners, commands, operators))
+    web.include_router(money.MoneyPages(panel, owners, commands).router())
     presets = catalog.Catalog(owners, commands, create_object_store(settings.storage))
     web.include_router(presets.api_router(operators))
     web.include_router(catalog.CatalogPanel(presets, panel).router())

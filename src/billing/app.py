@@ -48,9 +48,9 @@ def build(settings: Settings | None = None, *, yookassa: PaymentProvider | None 
     provider = yookassa or YooKassaGateway(settings.yookassa)
     topups = TopUps(provider, settings.billing, settings.yookassa)
     register(runtime, settings.billing, topups)
-    operator_money.register(runtime, provider, settings.yookassa)
-    dashboard.register(runtime)  # the backend API's dashboard: money per day, bonus cost
     register_farming(runtime, settings.billing, settings.bonus)  # shared uploads, signals
+    dashboard.register(runtime)  # the backend API's dashboard: money per day, bonus cost
+    operator_money.register(runtime, provider, settings.yookassa)
     webhook = YooKassaWebhook(settings.webhook, provider, runtime.unit_of_work)
     bonus = WeeklyBonus(runtime.unit_of_work, settings.bonus, settings.billing)
     reconciler = Reconciler(runtime.unit_of_work, provider, settings.billing)

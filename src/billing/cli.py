@@ -198,7 +198,6 @@ async def _refund(
     engine = create_engine(DatabaseSettings())
     settings = YooKassaSettings()
 
-
     def unit_of_work() -> UnitOfWork:
         return UnitOfWork(engine, DELIVERY, source="billing")
 

@@ -153,9 +153,6 @@ def build(
     )
     restrictions = Restrictions.of(runtime.unit_of_work, settings.moderation)
     register_handlers(runtime.consumer, notifications, backends, restrictions)
-    broadcasts.register(runtime, sender.notify)  # operators' broadcasts (the backend API)
-    user_stats.register(runtime)  # the dashboard's users
-    user_profile.register(runtime)  # a user's language and /start source, for the operators
     held = ModerationQueue(
         runtime.unit_of_work,
         store,
@@ -165,6 +162,9 @@ def build(
         mail_committed=sender.notify,
     )
     register_moderation(runtime, held, restrictions)  # held inputs, bans (backend API)
+    broadcasts.register(runtime, sender.notify)  # operators' broadcasts (the backend API)
+    user_stats.register(runtime)  # the dashboard's users
+    user_profile.register(runtime)  # a user's language and /start source, for the operators
     stars_refunds.register(runtime.consumer, bot)  # refundStarPayment, asked by billing
     uploads = UploadRetention(
         store, settings.conversation.upload_prefix, settings.retention.upload_days

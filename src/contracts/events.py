@@ -92,8 +92,6 @@ def whole(event: Event, older: type[OlderEvent]) -> OlderEvent:
         if isinstance(value, Decimal):
             data[name] = math.ceil(value) if name == "shortfall" else math.floor(value)
     return older.model_validate(data)
-
-
 PositiveCredits = Annotated[int, Field(gt=0, le=10**12)]
 Kopecks = Annotated[int, Field(gt=0, le=10**12)]
 UserId = Annotated[int, Field(gt=0, le=2**31 - 1)]
@@ -978,6 +976,86 @@ class UserDataErasureRequested(Event):
     user_id: UserId | None = None
 
 
+# --- broadcasts (operators, through the backend API; the gateway sends them) ----------------
+
+BroadcastText = Annotated[str, Field(min_length=1, max_length=4096)]
+"""One Telegram message: at most 4,096 characters."""
+LanguageCode = Annotated[
+    str, Field(min_length=2, max_length=10, pattern=r"^[a-z]{2}([_-][A-Za-z]{2,4})?$")
+]
+
+
+class BroadcastAudience(BaseModel):
+    """Who a broadcast reaches, among the users who have not blocked the bot: every filter
+    given must hold (an empty `languages` is every language)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    languages: Annotated[list[LanguageCode], Field(max_length=10)] = []
+    active_since: AwareDatetime | None = None
+    """Joined or asked for an image at or after this moment."""
+    paid_ever: bool | None = None
+    """True: only users who ever topped up; False: only those who never did."""
+
+
+class BroadcastRequested(Event):
+    """An operator asked (through the backend API) to send `text` to an audience; the gateway
+    queues it once per request id (the idempotency key and the broadcast's id) in the sender's
+    lowest lane."""
+
+    event_type: ClassVar[str] = "broadcast.requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    text: BroadcastText
+    audience: BroadcastAudience
+    reason: OperatorNote
+
+
+class BroadcastQueued(Event):
+    """The gateway queued a broadcast: one message for each of `recipients` chats."""
+
+    event_type: ClassVar[str] = "broadcast.queued"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    recipients: Annotated[int, Field(ge=0)]
+
+
+class BroadcastCancelRequested(Event):
+    """An operator asked to stop a broadcast: its messages not sent yet are dropped."""
+
+    event_type: ClassVar[str] = "broadcast.cancel_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    broadcast_id: uuid.UUID
+    reason: OperatorNote
+
+
+class BroadcastCanceled(Event):
+    """The gateway stopped a broadcast: `dropped` messages will not be sent (those on their
+    way to Telegram at that moment still go)."""
+
+    event_type: ClassVar[str] = "broadcast.canceled"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    broadcast_id: uuid.UUID
+    dropped: Annotated[int, Field(ge=0)]
+
+
+class BroadcastCancelRefused(Event):
+    """The gateway knows no broadcast of that id; nothing changed."""
+
+    event_type: ClassVar[str] = "broadcast.cancel_refused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    broadcast_id: uuid.UUID
+    reason: Reason
+
+
 # --- moderation: what the checks and the operators decided (public), and operators' commands
 
 ModerationSubject = Literal["prompt", "photo", "result"]
@@ -1131,169 +1209,6 @@ class SharedUploadSeen(Event):
     """The SHA-256 of the decoded RGB pixels (with the size), hex."""
 
 
-# --- the catalog and jobs, by operators (the backend API asks, jobs applies) ---------------
-
-PRESET_ICON_PREFIX = "presets/icons/"
-"""A preset's `icon` is a short text (an emoji, shown before its name on the bot's button) or,
-when it starts with this, the object-store key of an uploaded image (the seed's "path to the
-icon")."""
-PresetCategory = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]*\S")]
-PresetName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]*\S")]
-PresetPrompt = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S")]
-PresetIcon = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
-PresetPrice = Annotated[int, Field(ge=0, le=10**6)]
-PresetOrder = Annotated[int, Field(ge=-(10**6), le=10**6)]
-PresetId = Annotated[int, Field(gt=0, le=2**31 - 1)]
-
-
-# --- broadcasts (operators, through the backend API; the gateway sends them) ----------------
-
-BroadcastText = Annotated[str, Field(min_length=1, max_length=4096)]
-"""One Telegram message: at most 4,096 characters."""
-LanguageCode = Annotated[
-    str, Field(min_length=2, max_length=10, pattern=r"^[a-z]{2}([_-][A-Za-z]{2,4})?$")
-]
-
-
-class BroadcastAudience(BaseModel):
-    """Who a broadcast reaches, among the users who have not blocked the bot: every filter
-    given must hold (an empty `languages` is every language)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    languages: Annotated[list[LanguageCode], Field(max_length=10)] = []
-    active_since: AwareDatetime | None = None
-    """Joined or asked for an image at or after this moment."""
-    paid_ever: bool | None = None
-    """True: only users who ever topped up; False: only those who never did."""
-
-
-class BroadcastRequested(Event):
-    """An operator asked (through the backend API) to send `text` to an audience; the gateway
-    queues it once per request id (the idempotency key and the broadcast's id) in the sender's
-    lowest lane."""
-
-    event_type: ClassVar[str] = "broadcast.requested"
-
-    request_id: uuid.UUID
-    operator: OperatorName
-    text: BroadcastText
-    audience: BroadcastAudience
-    reason: OperatorNote
-
-
-class BroadcastQueued(Event):
-    """The gateway queued a broadcast: one message for each of `recipients` chats."""
-
-    event_type: ClassVar[str] = "broadcast.queued"
-
-    request_id: uuid.UUID
-    operator: OperatorName
-    recipients: Annotated[int, Field(ge=0)]
-
-
-class BroadcastCancelRequested(Event):
-    """An operator asked to stop a broadcast: its messages not sent yet are dropped."""
-
-    event_type: ClassVar[str] = "broadcast.cancel_requested"
-
-    request_id: uuid.UUID
-    operator: OperatorName
-    broadcast_id: uuid.UUID
-    reason: OperatorNote
-
-
-class BroadcastCanceled(Event):
-    """The gateway stopped a broadcast: `dropped` messages will not be sent (those on their
-    way to Telegram at that moment still go)."""
-
-    event_type: ClassVar[str] = "broadcast.canceled"
-
-    request_id: uuid.UUID
-    operator: OperatorName
-    broadcast_id: uuid.UUID
-    dropped: Annotated[int, Field(ge=0)]
-
-
-class BroadcastCancelRefused(Event):
-    """The gateway knows no broadcast of that id; nothing changed."""
-
-    event_type: ClassVar[str] = "broadcast.cancel_refused"
-
-    request_id: uuid.UUID
-    operator: OperatorName
-    broadcast_id: uuid.UUID
-    reason: Reason
-
-
-# --- operations: a workflow's queue paused and resumed (backend API -> jobs -> gateway) ------
-
-
-class WorkflowPauseRequested(Event):
-    """An operator asked (through the backend API) to pause a workflow's queue: jobs keeps its
-    paid jobs waiting, dispatches none, and tells their users why; once per request id."""
-
-    event_type: ClassVar[str] = "workflow.pause_requested"
-
-    request_id: uuid.UUID
-    operator: OperatorName
-    workflow_type: WorkflowType
-    reason: OperatorNote
-
-
-class WorkflowResumeRequested(Event):
-    """An operator asked to resume a paused workflow's queue: its waiting jobs are dispatched
-    again, oldest first; once per request id."""
-
-    event_type: ClassVar[str] = "workflow.resume_requested"
-
-    request_id: uuid.UUID
-    operator: OperatorName
-    workflow_type: WorkflowType
-    reason: OperatorNote
-
-
-class WorkflowPaused(Event):
-    """jobs paused a workflow's queue (or found it paused already)."""
-
-    event_type: ClassVar[str] = "workflow.paused"
-
-    request_id: uuid.UUID
-    operator: OperatorName
-    workflow_type: WorkflowType
-    already: bool
-    """It was paused before this request (by whom: `workflow_pauses`)."""
-    waiting: Annotated[int, Field(ge=0)]
-    """Its paid jobs now held (their users are told, `JobHeld`)."""
-
-
-class WorkflowResumed(Event):
-    """jobs resumed a workflow's queue (or found it running already)."""
-
-    event_type: ClassVar[str] = "workflow.resumed"
-
-    request_id: uuid.UUID
-    operator: OperatorName
-    workflow_type: WorkflowType
-    already: bool
-    """It was not paused."""
-    waiting: Annotated[int, Field(ge=0)]
-    """Its paid jobs that will now be dispatched (in their usual fair order)."""
-
-
-class JobHeld(Event):
-    """A paid job waits for a reason of the operators' (its workflow's queue is paused): not
-    dispatched, not lost, not failed; it goes on (`JobQueued`) once the reason is gone."""
-
-    event_type: ClassVar[str] = "job.held"
-
-    job_id: JobId
-    user_id: UserId
-    chat_id: ChatId
-    workflow_type: WorkflowType
-    reason: Literal["workflow_paused"]
-
-
 # --- the catalog, by operators (the backend API asks, jobs applies) -----------------------
 
 PRESET_ICON_PREFIX = "presets/icons/"
@@ -1431,6 +1346,74 @@ class JobOrderRefused(Event):
     stage: Annotated[str, Field(max_length=30)] | None = None
 
 
+# --- operations: a workflow's queue paused and resumed (backend API -> jobs -> gateway) ------
+
+
+class WorkflowPauseRequested(Event):
+    """An operator asked (through the backend API) to pause a workflow's queue: jobs keeps its
+    paid jobs waiting, dispatches none, and tells their users why; once per request id."""
+
+    event_type: ClassVar[str] = "workflow.pause_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    reason: OperatorNote
+
+
+class WorkflowResumeRequested(Event):
+    """An operator asked to resume a paused workflow's queue: its waiting jobs are dispatched
+    again, oldest first; once per request id."""
+
+    event_type: ClassVar[str] = "workflow.resume_requested"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    reason: OperatorNote
+
+
+class WorkflowPaused(Event):
+    """jobs paused a workflow's queue (or found it paused already)."""
+
+    event_type: ClassVar[str] = "workflow.paused"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    already: bool
+    """It was paused before this request (by whom: `workflow_pauses`)."""
+    waiting: Annotated[int, Field(ge=0)]
+    """Its paid jobs now held (their users are told, `JobHeld`)."""
+
+
+class WorkflowResumed(Event):
+    """jobs resumed a workflow's queue (or found it running already)."""
+
+    event_type: ClassVar[str] = "workflow.resumed"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    workflow_type: WorkflowType
+    already: bool
+    """It was not paused."""
+    waiting: Annotated[int, Field(ge=0)]
+    """Its paid jobs that will now be dispatched (in their usual fair order)."""
+
+
+class JobHeld(Event):
+    """A paid job waits for a reason of the operators' (its workflow's queue is paused): not
+    dispatched, not lost, not failed; it goes on (`JobQueued`) once the reason is gone."""
+
+    event_type: ClassVar[str] = "job.held"
+
+    job_id: JobId
+    user_id: UserId
+    chat_id: ChatId
+    workflow_type: WorkflowType
+    reason: Literal["workflow_paused"]
+
+
 class RunnerHeartbeat(Event):
     """A GPU runner's status, every `GPU_HEARTBEAT_INTERVAL_S` and once as it stops: what it
     serves, on which device, its device memory, the job it runs. Beats that stop coming mean
@@ -1522,11 +1505,6 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         BroadcastCancelRequested,
         BroadcastCanceled,
         BroadcastCancelRefused,
-        WorkflowPauseRequested,
-        WorkflowResumeRequested,
-        WorkflowPaused,
-        WorkflowResumed,
-        JobHeld,
         PresetCreationRequested,
         PresetUpdateRequested,
         PresetsReorderRequested,
@@ -1535,6 +1513,11 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         JobCancelOrdered,
         JobOrderApplied,
         JobOrderRefused,
+        WorkflowPauseRequested,
+        WorkflowResumeRequested,
+        WorkflowPaused,
+        WorkflowResumed,
+        JobHeld,
         RunnerHeartbeat,
     )
 }

@@ -325,6 +325,39 @@ class ListPayments(Request):
     limit: PageLimit = 50
 
 
+class PresetRecord(Result):
+    """A preset as operators see it: its prompt and whether it is shown, too."""
+
+    id: Annotated[int, Field(gt=0)]
+    category: str
+    name: str
+    prompt: str
+    icon: str | None
+    price: Credits
+    order_index: int
+    workflow_type: str
+    enabled: bool
+
+
+class PresetPage(Result):
+    presets: list[PresetRecord]
+    total: Annotated[int, Field(ge=0)]
+
+
+class ListAllPresets(Request):
+    """Every preset, disabled ones too, in display order (category, then order_index); by
+    category (exact) and whether enabled."""
+
+    method: ClassVar[str] = "jobs.list_all_presets"
+    result_type: ClassVar[type[BaseModel]] = PresetPage
+
+    preset_id: Annotated[int, Field(gt=0)] | None = None
+    category: Annotated[str, Field(min_length=1, max_length=50)] | None = None
+    enabled: bool | None = None
+    offset: Offset = 0
+    limit: PageLimit = 50
+
+
 class AuditDrift(Result):
     user_id: UserId
     telegram_id: TelegramId | None
@@ -381,158 +414,6 @@ class SearchJobs(Request):
     created_until: datetime | None = None
     offset: Offset = 0
     limit: PageLimit = 50
-
-
-class PresetRecord(Result):
-    """A preset as operators see it: its prompt and whether it is shown, too."""
-
-    id: Annotated[int, Field(gt=0)]
-    category: str
-    name: str
-    prompt: str
-    icon: str | None
-    price: Credits
-    order_index: int
-    workflow_type: str
-    enabled: bool
-
-
-class PresetPage(Result):
-    presets: list[PresetRecord]
-    total: Annotated[int, Field(ge=0)]
-
-
-class ListAllPresets(Request):
-    """Every preset, disabled ones too, in display order (category, then order_index); by
-    category (exact) and whether enabled."""
-
-    method: ClassVar[str] = "jobs.list_all_presets"
-    result_type: ClassVar[type[BaseModel]] = PresetPage
-
-    preset_id: Annotated[int, Field(gt=0)] | None = None
-    category: Annotated[str, Field(min_length=1, max_length=50)] | None = None
-    enabled: bool | None = None
-    offset: Offset = 0
-    limit: PageLimit = 50
-
-
-# --- bot_gateway: moderation ------------------------------------------------------------------
-
-HeldState = Literal["held", "approved", "rejected"]
-
-
-class HeldRecord(Result):
-    """A request held for an operator's decision (the gateway's moderation queue)."""
-
-    item_id: Annotated[int, Field(gt=0)]
-    request_id: str
-    subject: str
-    state: str
-    telegram_id: int
-    user_id: int
-    title: str
-    price: int
-    prompt: str | None
-    images: Annotated[int, Field(ge=0)]
-    category: str
-    scores: dict[str, float]
-    decided_by: str | None
-    reason: str | None
-    created_at: datetime
-    decided_at: datetime | None
-
-
-class HeldPage(Result):
-    items: list[HeldRecord]
-    total: Annotated[int, Field(ge=0)]
-
-
-class ListHeld(Request):
-    """The moderation queue, oldest held first (decided ones newest first), by state and user."""
-
-    method: ClassVar[str] = "bot_gateway.list_held"
-    result_type: ClassVar[type[BaseModel]] = HeldPage
-
-    state: HeldState | None = "held"
-    telegram_id: TelegramId | None = None
-    item_id: Annotated[int, Field(gt=0, lt=2**63)] | None = None
-    offset: Offset = 0
-    limit: PageLimit = 50
-
-
-class HeldPreview(Result):
-    """A held photo, downscaled for an operator's eyes (JPEG)."""
-
-    content_type: str
-    data_base64: str
-
-
-class GetHeldPreview(Request):
-    """One of a held request's photos (`index`), as a preview; unknown: `unknown_item`."""
-
-    method: ClassVar[str] = "bot_gateway.held_preview"
-    result_type: ClassVar[type[BaseModel]] = HeldPreview
-
-    item_id: Annotated[int, Field(gt=0, lt=2**63)]
-    index: Annotated[int, Field(ge=0, le=2)] = 0
-
-
-class ModerationLogRecord(Result):
-    id: Annotated[int, Field(gt=0)]
-    subject: str
-    decision: str
-    category: str
-    detail: str
-    actor: str
-    created_at: datetime
-
-
-class UserModeration(Result):
-    """A user's standing, their recent moderation decisions and the farming signal the gateway
-    sees (uploads shared with other accounts)."""
-
-    telegram_id: int
-    standing: Literal["ok", "slowed", "suspended", "banned"]
-    reason: str
-    until: datetime | None
-    decisions: list[ModerationLogRecord]
-    held: Annotated[int, Field(ge=0)]
-    """Their requests waiting in the moderation queue."""
-    shared_uploads: Annotated[int, Field(ge=0)]
-    """Their uploads that other accounts uploaded too (the same pixels)."""
-    most_shared: Annotated[int, Field(ge=0)]
-    """The most accounts sharing one of their uploads (them included; 0: none shared)."""
-
-
-class GetUserModeration(Request):
-    method: ClassVar[str] = "bot_gateway.user_moderation"
-    result_type: ClassVar[type[BaseModel]] = UserModeration
-
-    telegram_id: TelegramId
-    limit: PageLimit = 20
-
-
-class FarmingSignals(Result):
-    """What billing sees of a user's free credits: whether they ever paid, whether their
-    welcome credits were withheld (a creation burst), the shared-upload flag, and so whether
-    the weekly bonus reaches them."""
-
-    telegram_id: int
-    known: bool
-    """False: billing has no account of this Telegram id (the rest is then empty)."""
-    paid: bool
-    account_age_days: Annotated[int, Field(ge=0)] | None
-    welcome_withheld: bool
-    shared_upload_accounts: Annotated[int, Field(ge=0)]
-    """0 unless flagged: the accounts that uploaded the same picture when it was reported."""
-    weekly_bonus_eligible: bool
-
-
-class GetFarmingSignals(Request):
-    method: ClassVar[str] = "billing.farming_signals"
-    result_type: ClassVar[type[BaseModel]] = FarmingSignals
-
-    telegram_id: TelegramId
 
 
 # --- broadcasts and the dashboard (the backend API asks; the gateway, jobs, billing answer) --
@@ -684,6 +565,125 @@ class CountMoney(Request):
     result_type: ClassVar[type[BaseModel]] = MoneyStats
 
     days: StatsDays = 30
+
+
+# --- bot_gateway: moderation ------------------------------------------------------------------
+
+HeldState = Literal["held", "approved", "rejected"]
+
+
+class HeldRecord(Result):
+    """A request held for an operator's decision (the gateway's moderation queue)."""
+
+    item_id: Annotated[int, Field(gt=0)]
+    request_id: str
+    subject: str
+    state: str
+    telegram_id: int
+    user_id: int
+    title: str
+    price: int
+    prompt: str | None
+    images: Annotated[int, Field(ge=0)]
+    category: str
+    scores: dict[str, float]
+    decided_by: str | None
+    reason: str | None
+    created_at: datetime
+    decided_at: datetime | None
+
+
+class HeldPage(Result):
+    items: list[HeldRecord]
+    total: Annotated[int, Field(ge=0)]
+
+
+class ListHeld(Request):
+    """The moderation queue, oldest held first (decided ones newest first), by state and user."""
+
+    method: ClassVar[str] = "bot_gateway.list_held"
+    result_type: ClassVar[type[BaseModel]] = HeldPage
+
+    state: HeldState | None = "held"
+    telegram_id: TelegramId | None = None
+    item_id: Annotated[int, Field(gt=0, lt=2**63)] | None = None
+    offset: Offset = 0
+    limit: PageLimit = 50
+
+
+class HeldPreview(Result):
+    """A held photo, downscaled for an operator's eyes (JPEG)."""
+
+    content_type: str
+    data_base64: str
+
+
+class GetHeldPreview(Request):
+    """One of a held request's photos (`index`), as a preview; unknown: `unknown_item`."""
+
+    method: ClassVar[str] = "bot_gateway.held_preview"
+    result_type: ClassVar[type[BaseModel]] = HeldPreview
+
+    item_id: Annotated[int, Field(gt=0, lt=2**63)]
+    index: Annotated[int, Field(ge=0, le=2)] = 0
+
+
+class ModerationLogRecord(Result):
+    id: Annotated[int, Field(gt=0)]
+    subject: str
+    decision: str
+    category: str
+    detail: str
+    actor: str
+    created_at: datetime
+
+
+class UserModeration(Result):
+    """A user's standing, their recent moderation decisions and the farming signal the gateway
+    sees (uploads shared with other accounts)."""
+
+    telegram_id: int
+    standing: Literal["ok", "slowed", "suspended", "banned"]
+    reason: str
+    until: datetime | None
+    decisions: list[ModerationLogRecord]
+    held: Annotated[int, Field(ge=0)]
+    """Their requests waiting in the moderation queue."""
+    shared_uploads: Annotated[int, Field(ge=0)]
+    """Their uploads that other accounts uploaded too (the same pixels)."""
+    most_shared: Annotated[int, Field(ge=0)]
+    """The most accounts sharing one of their uploads (them included; 0: none shared)."""
+
+
+class GetUserModeration(Request):
+    method: ClassVar[str] = "bot_gateway.user_moderation"
+    result_type: ClassVar[type[BaseModel]] = UserModeration
+
+    telegram_id: TelegramId
+    limit: PageLimit = 20
+
+
+class FarmingSignals(Result):
+    """What billing sees of a user's free credits: whether they ever paid, whether their
+    welcome credits were withheld (a creation burst), the shared-upload flag, and so whether
+    the weekly bonus reaches them."""
+
+    telegram_id: int
+    known: bool
+    """False: billing has no account of this Telegram id (the rest is then empty)."""
+    paid: bool
+    account_age_days: Annotated[int, Field(ge=0)] | None
+    welcome_withheld: bool
+    shared_upload_accounts: Annotated[int, Field(ge=0)]
+    """0 unless flagged: the accounts that uploaded the same picture when it was reported."""
+    weekly_bonus_eligible: bool
+
+
+class GetFarmingSignals(Request):
+    method: ClassVar[str] = "billing.farming_signals"
+    result_type: ClassVar[type[BaseModel]] = FarmingSignals
+
+    telegram_id: TelegramId
 
 
 # --- jobs: the operations area --------------------------------------------------------------
