@@ -70,9 +70,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute(
-        "DELETE FROM billing_ledger WHERE idempotency_key = 'opening_fraction:' || user_id"
-    )
+    op.execute("DELETE FROM billing_ledger WHERE idempotency_key = 'opening_fraction:' || user_id")
     op.alter_column(
         "gateway_credits", "balance", type_=sa.Integer(), postgresql_using="round(balance)::integer"
     )

@@ -92,6 +92,8 @@ def whole(event: Event, older: type[OlderEvent]) -> OlderEvent:
         if isinstance(value, Decimal):
             data[name] = math.ceil(value) if name == "shortfall" else math.floor(value)
     return older.model_validate(data)
+
+
 PositiveCredits = Annotated[int, Field(gt=0, le=10**12)]
 Kopecks = Annotated[int, Field(gt=0, le=10**12)]
 UserId = Annotated[int, Field(gt=0, le=2**31 - 1)]
