@@ -46,6 +46,16 @@ from messaging.unit_of_work import UnitOfWork
 UseCase = Callable[[Any, UnitOfWork], Awaitable[None]]
 
 
+def as_newer(newer: type[Event], use_case: UseCase) -> UseCase:
+    """An older version's copy handled as the newer one (the same fields: whole credits are
+    exact credits too)."""
+
+    async def handle(event: Event, uow: UnitOfWork) -> None:
+        await use_case(newer.model_validate(event.model_dump()), uow)
+
+    return handle
+
+
 def register_handlers(
     consumer: TransactionalConsumer,
     notifications: Notifications,
@@ -93,11 +103,15 @@ def register_handlers(
     }
     for event_type, use_case in routes.items():
         consumer.on(event_type)(use_case)
-    consumer.superseded(  # the v1 copies of balances, published beside v2 (exact)
-        DebitRejectedV1,
-        BalanceRefundedV1,
-        PaymentSucceededV1,
-        WeeklyBonusGrantedV1,
-        CreditsGrantedV1,
-        CreditsAdjustedV1,
-    )
+    # The v1 copies of balances, published beside v2 (exact); a billing of the release before
+    # publishes v1 alone, and while old and new gateways share this queue either copy may come
+    # here: whichever comes first is told (each notice's mailbox key sends it once).
+    for older, newer in (
+        (DebitRejectedV1, DebitRejected),
+        (BalanceRefundedV1, BalanceRefunded),
+        (PaymentSucceededV1, PaymentSucceeded),
+        (WeeklyBonusGrantedV1, WeeklyBonusGranted),
+        (CreditsGrantedV1, CreditsGranted),
+        (CreditsAdjustedV1, CreditsAdjusted),
+    ):
+        consumer.on(older)(as_newer(newer, routes[newer]))

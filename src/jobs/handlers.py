@@ -33,9 +33,13 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     on(JobRequested)(lifecycle.request)
     on(JobRequestedV2)(lifecycle.request)  # from gateways before v3 (albums)
     on(JobRequestedV1)(lifecycle.request)  # from gateways before v2
+    # Billing publishes v1 beside v2, and a billing of the release before publishes v1 alone
+    # (jobs is upgraded first): whichever copy comes first moves the job, the other finds it
+    # moved on and changes nothing.
     on(BalanceDebited)(lifecycle.paid)
+    on(BalanceDebitedV1)(lifecycle.paid)
     on(DebitRejected)(lifecycle.debit_rejected)
-    runtime.consumer.superseded(BalanceDebitedV1, DebitRejectedV1)  # published beside v2
+    on(DebitRejectedV1)(lifecycle.debit_rejected)
     on(JobStarted)(lifecycle.started)
     on(JobCompleted)(lifecycle.completed)
     on(JobAttemptFailed)(lifecycle.attempt_failed)

@@ -19,7 +19,9 @@ from sqlalchemy.exc import IntegrityError
 
 from contracts.events import (
     BalanceDebited,
+    BalanceDebitedV1,
     DebitRejected,
+    DebitRejectedV1,
     JobAttemptFailed,
     JobCanceled,
     JobCancelRequested,
@@ -200,7 +202,7 @@ class JobLifecycle:
         )
         uow.emit(refused_v1, correlation_id=str(event.request_id))
 
-    async def paid(self, event: BalanceDebited, uow: UnitOfWork) -> None:
+    async def paid(self, event: BalanceDebited | BalanceDebitedV1, uow: UnitOfWork) -> None:
         """Paid: the job waits for its owner's free slot, which it usually has at once."""
         jobs = JobsRepository(uow)
         if not await _lock_owner(jobs, event.job_id):
@@ -224,7 +226,7 @@ class JobLifecycle:
         await self.dispatcher.dispatch_user(jobs, uow, moved.user_id)
         await queues.tell_if_held(uow, moved.id)  # its workflow's queue is paused
 
-    async def debit_rejected(self, event: DebitRejected, uow: UnitOfWork) -> None:
+    async def debit_rejected(self, event: DebitRejected | DebitRejectedV1, uow: UnitOfWork) -> None:
         """Unpaid: the job fails; the gateway tells the user from DebitRejected itself."""
         jobs = JobsRepository(uow)
         if not await _lock_owner(jobs, event.job_id):

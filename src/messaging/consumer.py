@@ -203,13 +203,23 @@ TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "5
 """Serialization failure, deadlock, admin/crash shutdown, cannot connect now, too many clients."""
 
 
+STALE_PLAN = "InvalidCachedStatementError"
+"""SQLAlchemy's asyncpg dialect's error for a cached statement whose table changed (a migration
+altered a column under a running process); the dialect has dropped its caches by then, so the
+next try prepares the statement anew."""
+
+
 def is_transient(error: BaseException) -> bool:
     """Trouble that is no fault of the message: another try, a moment later, may succeed."""
     if isinstance(error, PoolTimeoutError):  # every connection busy: wait for one, later
         return True
     if isinstance(error, DBAPIError):
         sqlstate = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
-        return error.connection_invalidated or sqlstate in TRANSIENT_SQLSTATES
+        return (
+            error.connection_invalidated
+            or sqlstate in TRANSIENT_SQLSTATES
+            or type(error.orig).__name__ == STALE_PLAN
+        )
     # a channel closed under us (a broker restart) raises ChannelInvalidStateError, which
     # aiormq derives from RuntimeError, not from its AMQP errors
     return isinstance(

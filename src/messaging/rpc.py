@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from contracts.rpc import Reply, Request, RpcError
 from contracts.topology import RPC_ARGUMENTS, RPC_REQUEST_TTL_MS, Topology
 from messaging.broker import keep_message
+from messaging.consumer import is_transient
 from messaging.logs import current, handling
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,15 @@ def serve(
             log.warning("rpc %s: invalid request: %s", request_type.method, exc.errors()[:3])
             return _reply(error=RpcError(code="invalid_request", detail=str(exc)[:2000]))
         try:
-            result = await handler(request)
+            try:
+                result = await handler(request)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                # a read or an idempotent ensure: once more at once, before the caller, who is
+                # waiting, is told to come back later
+                log.info("rpc %s: %r; trying once more", request_type.method, exc)
+                result = await handler(request)
         except RpcRefusedError as exc:
             log.info("rpc %s refused: %s", request_type.method, exc)
             return _reply(error=RpcError(code=exc.code, detail=exc.detail))

@@ -48,10 +48,11 @@ from support.upgrade import (
 )
 
 USERS = 3
-UPGRADE_ORDER = ("gpu_runner", "jobs", "billing", "bot_gateway")
+UPGRADE_ORDER = ("gpu_runner", "jobs", "billing", "bot_gateway", "backend_api")
 """docs/deployment.md's order: every service before those that send it requests, so a request's
 new version is only sent once its reader is new: the runners (jobs sends them JobDispatched),
-then jobs and billing (the gateway sends them JobRequested, TopUpRequested...), the gateway last."""
+then jobs and billing (the gateway sends them JobRequested, TopUpRequested...), the gateway, and
+the backend API last (it commands billing, jobs and the gateway)."""
 ROUND_CREDITS = PACKAGE_CREDITS - PRESET_PRICE - PROMPT_PRICE
 """What a user's balance gains in a round: a preset, a prompt-only job and a top-up."""
 DLQ_LINE = re.compile(r"^(\S+\.dlq)\s+(\d+)\s", re.M)
@@ -146,7 +147,9 @@ async def play_through_the_upgrade(drill: Drill) -> None:
         await players.finish()
     async with drill.phase("dead letters replayed"):
         drill.replayed = await replay_dead_letters(stack)
+    busy = sum(player.busy for player in players.players)
     print("rolling upgrade: " + ", ".join(f"{name} {s:.1f} s" for name, s in drill.phases.items()))
+    print(f"rolling upgrade: {busy} busy answers asked again")
 
 
 async def revision(stack: UpgradeStack) -> str:

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import aio_pika
 import pytest
 from faststream.rabbit import RabbitBroker
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.exc import NotSupportedError
 
 from contracts.rpc import Account, EnsureAccount, PresetCatalog
 from contracts.topology import Topology
@@ -17,12 +19,18 @@ from messaging.broker import create_broker, declare_topology
 from messaging.rpc import RpcClient, RpcRefusedError, serve
 from messaging.settings import BrokerSettings
 
+STALE_PLAN = AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError
+STALE_ONCE: list[int] = []
+
 
 async def open_account(request: EnsureAccount) -> Account:
     if request.telegram_id == 13:
         raise RpcRefusedError("banned", "unlucky number")
     if request.telegram_id == 666:
         raise RuntimeError("the handler broke")
+    if request.telegram_id == 777 and not STALE_ONCE:
+        STALE_ONCE.append(request.telegram_id)  # a migration altered a table under this process
+        raise NotSupportedError("SELECT ...", {}, STALE_PLAN("cached statement plan is invalid"))
     return Account(
         user_id=7,
         telegram_id=request.telegram_id,
@@ -109,6 +117,15 @@ async def test_a_broken_handler_answers_internal_error_instead_of_silence(
     assert refused.value.code == "internal_error"
     # and the server goes on answering
     assert (await client.call(EnsureAccount(telegram_id=1), Account)).telegram_id == 1
+
+
+async def test_a_transient_failure_is_tried_once_more_before_the_caller_is_answered(
+    server: RabbitBroker, client: RpcClient
+) -> None:
+    """A statement cached before a migration altered its table fails once per connection (the
+    dialect then drops its caches): the caller gets the answer, not an error."""
+    assert (await client.call(EnsureAccount(telegram_id=777), Account)).telegram_id == 777
+    assert STALE_ONCE == [777]
 
 
 async def test_a_malformed_request_is_answered_invalid_request(

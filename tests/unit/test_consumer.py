@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from aiormq.exceptions import AMQPConnectionError, ChannelInvalidStateError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.exc import NotSupportedError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from contracts.envelope import RawEnvelope, new_envelope
@@ -49,6 +50,14 @@ class PgError(Exception):
         (OperationalError("UPDATE", {}, PgError("40001")), True),  # serialization failure
         (OperationalError("UPDATE", {}, PgError("23505")), False),  # unique violation
         (PoolTimeoutError("QueuePool limit reached"), True),
+        # a statement cached before a migration altered its table (the dialect drops its cache)
+        (
+            NotSupportedError(
+                "SELECT", {}, AsyncAdapt_asyncpg_dbapi.InvalidCachedStatementError("plan")
+            ),
+            True,
+        ),
+        (NotSupportedError("SELECT", {}, PgError("0A000")), False),
         (AMQPConnectionError("Connect call failed"), True),  # the broker restarting
         (ChannelInvalidStateError("writer is None"), True),  # its channel closed under us
         (ValueError("a bug"), False),
