@@ -113,7 +113,7 @@ async def test_operators_find_every_player_through_each_backend_api_replica(
                 ) as answer:
                     assert answer.status == 200, await answer.text()
                     (account,) = (await answer.json())["items"]
-                assert account["balance"] == FINAL_BALANCE
+                assert account["balance"] == str(FINAL_BALANCE)  # exact: a decimal string
                 async with http.get(
                     f"{process.url}/api/v1/jobs", params={"user_id": account["user_id"]}
                 ) as answer:
