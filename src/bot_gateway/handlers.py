@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot_gateway.backends import Backends
-from bot_gateway.notifications import Notifications
+from bot_gateway.notifications import OLDER_COPY, Notifications
 from bot_gateway.restrictions import Restrictions
 from bot_gateway.screening import MODERATION_REFUSED
 from contracts.envelope import Event
@@ -51,7 +51,11 @@ def as_newer(newer: type[Event], use_case: UseCase) -> UseCase:
     exact credits too)."""
 
     async def handle(event: Event, uow: UnitOfWork) -> None:
-        await use_case(newer.model_validate(event.model_dump()), uow)
+        older = OLDER_COPY.set(True)
+        try:
+            await use_case(newer.model_validate(event.model_dump()), uow)
+        finally:
+            OLDER_COPY.reset(older)
 
     return handle
 
