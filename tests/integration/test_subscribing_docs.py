@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from contracts.envelope import Event, new_envelope
-from contracts.events import JobSucceeded, PaymentSucceeded
+from contracts.events import JobSucceeded, PaymentSucceededV1
 from contracts.topology import DELIVERY_LIMIT, Topology
 from messaging.broker import create_broker
 from messaging.publisher import EventPublisher
@@ -168,7 +168,7 @@ async def test_the_subscribing_sample_handles_events_and_dead_letters_into_its_o
         return line in printed
 
     try:
-        paid = PaymentSucceeded(
+        paid = PaymentSucceededV1(  # the version the sample handles (published beside v2)
             payment_id=7,
             user_id=3,
             telegram_id=5_000_000_000,
