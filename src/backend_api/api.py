@@ -81,6 +81,9 @@ JSON_SAFE_MAX = 2**53 - 1
 """Telegram's ids have at most 52 significant bits; JSON numbers past 2**53 lose precision in
 many clients, so the API stops there."""
 JsonTelegramId = Annotated[int, Field(gt=0, le=JSON_SAFE_MAX)]
+WRITTEN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+"""Text an operator writes: something besides spaces, and no NUL (PostgreSQL refuses it)."""
+Reason = Annotated[OperatorNote, Field(pattern=WRITTEN)]
 
 
 def _json_integer(value: object) -> object:
@@ -133,7 +136,7 @@ class CreditAdjustment(BaseModel):
             json_schema_extra={"not": {"const": 0}},
         ),
     ]
-    reason: Annotated[OperatorNote, Field(pattern=r"^[^\x00]*\S[^\x00]*$")]
+    reason: Reason
 
     @field_validator("credits")
     @classmethod

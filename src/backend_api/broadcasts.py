@@ -24,10 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from backend_api.api import (
     COMMAND_RESPONSES,
     ERRORS,
+    WRITTEN,
     CommandStatus,
     IdempotencyKey,
     Moment,
     Page,
+    Reason,
     command_answer,
     guards,
 )
@@ -43,7 +45,6 @@ from contracts.events import (
     BroadcastCancelRequested,
     BroadcastQueued,
     BroadcastRequested,
-    OperatorNote,
 )
 from contracts.rpc import AudienceSize, BroadcastView, CountAudience, ListBroadcasts
 from messaging.runtime import ServiceRuntime
@@ -55,8 +56,7 @@ Language = Literal["ru", "en"]
 """The bot's languages: a user's is the one they chose, else Telegram's, else the default."""
 LANGUAGES: tuple[str, ...] = get_args(Language)
 TEXT_MAX = 4096
-Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX, pattern=r"^[^\x00]*\S[^\x00]*$")]
-Reason = Annotated[OperatorNote, Field(pattern=r"^[^\x00]*\S[^\x00]*$")]
+Text = Annotated[str, Field(min_length=1, max_length=TEXT_MAX, pattern=WRITTEN)]
 
 
 class Audience(BaseModel):

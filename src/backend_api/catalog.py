@@ -51,6 +51,7 @@ from backend_api.api import (
     CommandStatus,
     IdempotencyKey,
     Page,
+    Reason,
     _json_integer,
     command_answer,
     guards,
@@ -66,7 +67,6 @@ from contracts.events import (
     WORKFLOW_TYPES,
     CatalogEditApplied,
     CatalogEditRefused,
-    OperatorNote,
     PresetCategory,
     PresetCreationRequested,
     PresetName,
@@ -96,7 +96,6 @@ ICON_TEXT_MAX = 16
 """An emoji (with its modifiers) or a few characters: the bot puts it before the name."""
 
 JsonInt = BeforeValidator(_json_integer)
-Reason = Annotated[OperatorNote, Field(pattern=r"^[^\x00]*\S[^\x00]*$")]
 IconText = Annotated[
     str,
     Field(

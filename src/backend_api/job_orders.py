@@ -14,13 +14,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from fastapi.responses import RedirectResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from backend_api.api import (
     COMMAND_RESPONSES,
     ERRORS,
     CommandStatus,
     IdempotencyKey,
+    Reason,
     command_answer,
     guards,
 )
@@ -28,7 +29,7 @@ from backend_api.auth import SESSION_OPERATOR, Operators
 from backend_api.commands import AuditRecord, Commands, settle
 from backend_api.panel import Panel, form_text
 from backend_api.settings import Role
-from contracts.events import JobCancelOrdered, JobOrderApplied, JobOrderRefused, OperatorNote
+from contracts.events import JobCancelOrdered, JobOrderApplied, JobOrderRefused
 from messaging.runtime import ServiceRuntime
 from messaging.unit_of_work import UnitOfWork
 
@@ -39,7 +40,7 @@ JobIdPath = Annotated[int, Path(gt=0, le=2**31 - 1)]
 class JobCancel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[OperatorNote, Field(pattern=r"^[^\x00]*\S[^\x00]*$")]
+    reason: Reason
 
 
 class JobOrders:

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import RedirectResponse
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from backend_api.api import (
     COMMAND_RESPONSES,
@@ -30,6 +30,7 @@ from backend_api.api import (
     LimitQuery,
     OffsetQuery,
     Page,
+    Reason,
     command_answer,
     guards,
 )
@@ -44,7 +45,6 @@ from contracts.events import (
     ModerationDecisionRequested,
     ModerationHeld,
     ModerationRefused,
-    OperatorNote,
     UserRestricted,
     UserRestrictionRefused,
     UserRestrictionRequested,
@@ -69,7 +69,6 @@ REJECT = "moderation.reject"
 BAN = "user.ban"
 UNBAN = "user.unban"
 STATES = ("held", "approved", "rejected", "all")
-Reason = Annotated[OperatorNote, Field(pattern=r"^[^\x00]*\S[^\x00]*$")]
 ItemId = Annotated[int, Path(gt=0, le=JSON_SAFE_MAX)]
 TelegramIdPath = Annotated[int, Path(gt=0, le=JSON_SAFE_MAX)]
 PhotoIndex = Annotated[int, Path(ge=0, le=2)]

@@ -27,6 +27,7 @@ from backend_api.api import (
     ERRORS,
     CommandStatus,
     IdempotencyKey,
+    Reason,
     _json_integer,
     command_answer,
     guards,
@@ -38,7 +39,6 @@ from backend_api.reads import Owners
 from backend_api.settings import Role
 from contracts.events import (
     Kopecks,
-    OperatorNote,
     PaymentRechecked,
     PaymentRecheckRequested,
     TopUpRefundDecided,
@@ -65,7 +65,6 @@ RECHECK_DONE = ("credit", "cancel", "wait", "done", "conflict", "mismatch")
 human: `conflict`, `mismatch`)."""
 PAYMENT_STATUSES: tuple[str, ...] = get_args(PaymentStatusName)
 PAYMENT_TYPES: tuple[str, ...] = get_args(PaymentTypeName)
-Reason = Annotated[OperatorNote, Field(pattern=r"^[^\x00]*\S[^\x00]*$")]
 PaymentPath = Annotated[int, Path(gt=0, le=2**31 - 1)]
 
 

@@ -24,6 +24,7 @@ from backend_api.api import (
     IdempotencyKey,
     OffsetQuery,
     Page,
+    Reason,
     command_answer,
     guards,
 )
@@ -36,7 +37,6 @@ from backend_api.runners import register as register_runners
 from backend_api.settings import Role
 from contracts.events import (
     WORKFLOW_TYPES,
-    OperatorNote,
     WorkflowPaused,
     WorkflowPauseRequested,
     WorkflowResumed,
@@ -72,7 +72,6 @@ QueueName = Annotated[
     ),
 ]
 MessageKey = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")]
-Reason = Annotated[OperatorNote, Field(pattern=r"^[^\x00]*\S[^\x00]*$")]
 
 
 class DeadLetterQueueView(BaseModel):

@@ -91,10 +91,11 @@ async def refund_topup(
         topup = await payments.find(uow, payments.topup_by_id(payment_id))
         row = await payments.find(uow, payments.by_refund_request(request))
         refunded = int((await uow.read(payments.refunds_of(payment_id))).scalar_one())
+        charge = await payments.stars_charge(uow, payment_id)
     if topup is None:
         return RefundResult(RefundOutcome.unknown_payment)
     if row is None and topup.currency == STARS_CURRENCY:
-        refusal = _stars_refusal(topup, refunded, amount_kopecks)
+        refusal = _stars_refusal(topup, refunded, amount_kopecks, charge)
         if refusal is not None:
             return refusal
         row = await _open(unit_of_work, topup, request, topup.amount_kopecks, reason)
@@ -134,10 +135,15 @@ async def refund_topup(
     return await _settle(unit_of_work, row, remote)
 
 
-def _stars_refusal(topup: LocalPayment, refunded: int, amount: int | None) -> RefundResult | None:
+def _stars_refusal(
+    topup: LocalPayment, refunded: int, amount: int | None, charge: str | None
+) -> RefundResult | None:
     """Why a Stars top-up cannot be refunded (Telegram refunds a charge whole, once), if not."""
     if topup.status != "succeeded" or topup.telegram_id is None:
         return RefundResult(RefundOutcome.not_refundable, detail=f"it is {topup.status}")
+    if charge is None:  # an adopted row, say: Telegram is asked by the charge's id alone
+        detail = "no Telegram charge id is recorded for it"
+        return RefundResult(RefundOutcome.not_refundable, detail=detail)
     if refunded:
         return RefundResult(RefundOutcome.too_much, detail="0 Stars left to refund")
     if amount not in (None, topup.amount_kopecks):

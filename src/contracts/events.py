@@ -1219,7 +1219,9 @@ when it starts with this, the object-store key of an uploaded image (the seed's 
 icon")."""
 PresetCategory = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[^\x00-\x1f]*\S")]
 PresetName = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f]*\S")]
-PresetPrompt = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S")]
+PresetPrompt = Annotated[
+    str, Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")
+]
 PresetIcon = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
 PresetPrice = Annotated[int, Field(ge=0, le=10**6)]
 PresetOrder = Annotated[int, Field(ge=-(10**6), le=10**6)]

@@ -197,3 +197,26 @@ async def test_a_stars_refund_telegram_refused_closes_its_row_and_can_be_asked_a
     assert again.outcome is RefundOutcome.pending
     assert again.refund_payment_id not in (None, first.refund_payment_id)
     assert len(await outbox(billing_engine, "payment.stars_refund_requested", charge)) == 2
+
+
+async def test_a_stars_top_up_with_no_charge_id_recorded_is_refused_not_retried(
+    billing: Billing, billing_engine: Engine, sender: EventPublisher
+) -> None:
+    # an adopted Stars row, say: Telegram refunds by the charge's id alone, so there is nothing
+    # to ask it, and no refund row is opened
+    user_id, _, _, payment_id = await paid_in_stars(billing, billing_engine, sender)
+    async with billing_engine.begin() as connection:
+        await connection.exec_driver_sql(
+            "UPDATE payments SET payment_method_details = NULL WHERE id = $1", (payment_id,)
+        )
+    result = await refund(billing, payment_id, "whole")
+    assert (result.outcome, result.detail) == (
+        RefundOutcome.not_refundable,
+        "no Telegram charge id is recorded for it",
+    )
+    refunds = await scalar(
+        billing_engine,
+        "SELECT count(*) FROM payments WHERE user_id = :u AND payment_type = 'refund'",
+        u=user_id,
+    )
+    assert (refunds, await balance_of(billing_engine, user_id)) == (0, 100)
