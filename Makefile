@@ -48,7 +48,7 @@ $(MONITORING_TOOLS): | $(PY)
 	@if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then \
 	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	    guard=; [ -e /usr/sbin/policy-rc.d ] || { guard=1; printf '#!/bin/sh\nexit 101\n' | $$sudo tee /usr/sbin/policy-rc.d >/dev/null; $$sudo chmod +x /usr/sbin/policy-rc.d; }; \
-	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	    $$sudo apt-get update -o DPkg::Lock::Timeout=300 -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -o DPkg::Lock::Timeout=300 -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
 	    status=$$?; [ -z "$$guard" ] || $$sudo rm -f /usr/sbin/policy-rc.d; \
 	    if [ -d /run/systemd/system ]; then $$sudo systemctl disable --now prometheus prometheus-alertmanager >/dev/null 2>&1 || true; fi; \
 	    [ $$status = 0 ]; \
@@ -64,7 +64,7 @@ INSTALLED += $(PG_CLIENT_TOOLS)
 $(PG_CLIENT_TOOLS): | $(PY)
 	@if ! command -v pg_dump >/dev/null || ! command -v pg_restore >/dev/null || ! command -v createdb >/dev/null; then \
 	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends postgresql-client >/dev/null; \
+	    $$sudo apt-get update -o DPkg::Lock::Timeout=300 -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -o DPkg::Lock::Timeout=300 -y -qq --no-install-recommends postgresql-client >/dev/null; \
 	fi
 	pg_dump --version && pg_restore --version >/dev/null && createdb --version >/dev/null
 	touch $@
@@ -77,7 +77,7 @@ INSTALLED += $(CHROMIUM)
 $(CHROMIUM): | $(PY)
 	@if [ ! -x /usr/bin/chromium ]; then \
 	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	    $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	    $$sudo apt-get update -o DPkg::Lock::Timeout=300 -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -o DPkg::Lock::Timeout=300 -y -qq --no-install-recommends chromium >/dev/null; \
 	fi
 	/usr/bin/chromium --version >/dev/null
 	touch $@
