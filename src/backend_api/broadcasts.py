@@ -33,7 +33,7 @@ from backend_api.api import (
     command_answer,
     guards,
 )
-from backend_api.auth import SESSION_OPERATOR, Operators
+from backend_api.auth import Operators
 from backend_api.commands import AuditRecord, Commands, settle
 from backend_api.panel import PAGE, Panel, form_text, pager
 from backend_api.reads import Owners
@@ -324,7 +324,7 @@ class BroadcastPages:
             return await self._list(request, 0, form=shown, errors=errors, key=key)
         record = await self._sending.send(
             key=key,
-            operator=str(request.session[SESSION_OPERATOR]),
+            operator=self._panel.operator(request),
             text=text,
             audience=audience,
             reason=reason,
@@ -379,7 +379,7 @@ class BroadcastPages:
             key = uuid.uuid4()
         record = await self._sending.cancel(
             key=key,
-            operator=str(request.session[SESSION_OPERATOR]),
+            operator=self._panel.operator(request),
             broadcast_id=target,
             reason=reason,
         )

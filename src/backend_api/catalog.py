@@ -56,9 +56,9 @@ from backend_api.api import (
     command_answer,
     guards,
 )
-from backend_api.auth import SESSION_OPERATOR, Operators
+from backend_api.auth import Operators
 from backend_api.commands import AuditRecord, Commands, settle
-from backend_api.panel import PAGE, Panel, form_text, pager
+from backend_api.panel import PAGE, Panel, form_key, form_reason, form_text, pager, printable
 from backend_api.reads import Owners
 from backend_api.settings import Role
 from contracts.events import (
@@ -399,7 +399,7 @@ class CatalogPanel:
     ) -> Response:
         if (denied := self._panel.signed_out(request)) is not None:
             return denied
-        category = "".join(char for char in category if char >= " ").strip()[:50]
+        category = printable(category)[:50]
         shown = request.query_params.get("enabled", "")
         offset = max(offset, 0)
         rows, total = await self._catalog.presets(
@@ -497,7 +497,9 @@ class CatalogPanel:
         if errors:
             return self._form(request, None, raw, errors)
         fields["enabled"] = form_text(form.get("enabled")) == "on"
-        record = await self._catalog.create(_key(form), _operator(request), reason, fields)
+        record = await self._catalog.create(
+            form_key(form), self._panel.operator(request), reason, fields
+        )
         return _back("/panel/presets", record)
 
     async def change(self, request: Request, preset_id: int) -> Response:
@@ -528,7 +530,7 @@ class CatalogPanel:
         if errors:
             return self._form(request, preset, raw, errors)
         record = await self._catalog.update(
-            _key(form), _operator(request), reason, preset_id, changes
+            form_key(form), self._panel.operator(request), reason, preset_id, changes
         )
         return _back(f"/panel/presets/{preset_id}", record)
 
@@ -542,7 +544,11 @@ class CatalogPanel:
         if errors:
             return _back_error("/panel/presets", errors["reason"])
         record = await self._catalog.update(
-            _key(form), _operator(request), reason, preset_id, {"enabled": not preset.enabled}
+            form_key(form),
+            self._panel.operator(request),
+            reason,
+            preset_id,
+            {"enabled": not preset.enabled},
         )
         return _back("/panel/presets", record)
 
@@ -563,7 +569,9 @@ class CatalogPanel:
         other = place - 1 if form_text(form.get("direction")) == "up" else place + 1
         if 0 <= other < len(order):
             order[place], order[other] = order[other], order[place]
-        record = await self._catalog.reorder(_key(form), _operator(request), reason, order)
+        record = await self._catalog.reorder(
+            form_key(form), self._panel.operator(request), reason, order
+        )
         return _back("/panel/presets", record)
 
     async def icon(self, request: Request, preset_id: int) -> Response:
@@ -587,27 +595,14 @@ def _can_edit(panel: Panel, request: Request) -> bool:
     return role is not None and role >= Role.admin
 
 
-def _operator(request: Request) -> str:
-    return str(request.session[SESSION_OPERATOR])
-
-
-def _key(form: Any) -> uuid.UUID:
-    try:
-        return uuid.UUID(form_text(form.get("key")) or "")
-    except ValueError:
-        return uuid.uuid4()
-
-
 def _clean(value: object) -> str:
     return "".join(char for char in form_text(value) or "" if char >= " " or char in "\n\t").strip()
 
 
 def _reason(form: Any, errors: dict[str, str]) -> str:
-    reason = "".join(char for char in form_text(form.get("reason")) or "" if char >= " ").strip()
-    if not reason:
-        errors["reason"] = "required"
-    elif len(reason) > 500:
-        errors["reason"] = "too_long"
+    reason, error = form_reason(form)
+    if error is not None:
+        errors["reason"] = error
     return reason
 
 

@@ -25,9 +25,9 @@ from backend_api.api import (
     command_answer,
     guards,
 )
-from backend_api.auth import SESSION_OPERATOR, Operators
+from backend_api.auth import Operators
 from backend_api.commands import AuditRecord, Commands, settle
-from backend_api.panel import Panel, form_text
+from backend_api.panel import Panel, form_key, form_reason, form_text
 from backend_api.settings import Role
 from contracts.events import JobCancelOrdered, JobOrderApplied, JobOrderRefused
 from messaging.runtime import ServiceRuntime
@@ -84,17 +84,13 @@ class JobOrders:
             form = await panel.form(request, Role.support)
             if not 0 < job_id < 2**31:
                 raise HTTPException(status.HTTP_404_NOT_FOUND)
-            reason = "".join(c for c in form_text(form.get("reason")) or "" if c >= " ").strip()
+            reason, error = form_reason(form)
             back = _back(form_text(form.get("back")) or "")
             separator = "&" if "?" in back else "?"
-            if not reason or len(reason) > 500:
+            if error is not None:
                 error = urlencode({"error": "reason", "job": job_id})
                 return RedirectResponse(f"{back}{separator}{error}", status.HTTP_303_SEE_OTHER)
-            try:
-                key = uuid.UUID(form_text(form.get("key")) or "")
-            except ValueError:
-                key = uuid.uuid4()
-            record = await self.cancel(key, str(request.session[SESSION_OPERATOR]), job_id, reason)
+            record = await self.cancel(form_key(form), panel.operator(request), job_id, reason)
             done = urlencode({"done": str(record.request_id)})
             return RedirectResponse(f"{back}{separator}{done}", status.HTTP_303_SEE_OTHER)
 

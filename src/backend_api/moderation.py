@@ -34,9 +34,9 @@ from backend_api.api import (
     command_answer,
     guards,
 )
-from backend_api.auth import SESSION_OPERATOR, Operators
+from backend_api.auth import Operators
 from backend_api.commands import AuditRecord, Commands, settle
-from backend_api.panel import PAGE, Panel, form_text, pager
+from backend_api.panel import PAGE, Panel, form_key, form_reason, form_text, pager
 from backend_api.reads import Owners
 from backend_api.settings import Role
 from contracts.events import (
@@ -384,15 +384,15 @@ class ModerationPages:
         verdict = form_text(form.get("verdict"))
         if verdict not in ("approve", "reject"):
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="approve or reject")
-        reason = _reason(form_text(form.get("reason")))
+        reason, error = form_reason(form)
         state = form_text(form.get("state")) or "held"
-        if (error := _reason_error(reason)) is not None:
+        if error is not None:
             return await self._queue(
                 request, state, 0, errors={item_id: error}, form={"reason": reason}
             )
         record = await self._moderation.decide(
-            _key(form_text(form.get("key"))),
-            str(request.session[SESSION_OPERATOR]),
+            form_key(form),
+            self._panel.operator(request),
             item_id,
             verdict,  # type: ignore[arg-type]
             reason,
@@ -442,14 +442,14 @@ class ModerationPages:
         action = form_text(form.get("action"))
         if action not in ("ban", "unban"):
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="ban or unban")
-        reason = _reason(form_text(form.get("reason")))
-        if (error := _reason_error(reason)) is not None:
+        reason, error = form_reason(form)
+        if error is not None:
             return await self._user(
                 request, telegram_id, errors={"reason": error}, form={"reason": reason}
             )
         record = await self._moderation.restrict(
-            _key(form_text(form.get("key"))),
-            str(request.session[SESSION_OPERATOR]),
+            form_key(form),
+            self._panel.operator(request),
             telegram_id,
             action == "ban",
             reason,
@@ -466,25 +466,6 @@ class ModerationPages:
             return await self._moderation.entry(uuid.UUID(done))
         except ValueError:
             return None
-
-
-def _reason(raw: str | None) -> str:
-    """The form's reason without control characters."""
-    return "".join(char for char in raw or "" if char >= " ").strip()
-
-
-def _reason_error(reason: str) -> str | None:
-    if not reason:
-        return "required"
-    return "too_long" if len(reason) > 500 else None
-
-
-def _key(raw: str | None) -> uuid.UUID:
-    """The form's idempotency key (a double submit applies once); a fresh one if missing."""
-    try:
-        return uuid.UUID(raw or "")
-    except ValueError:
-        return uuid.uuid4()
 
 
 def register(

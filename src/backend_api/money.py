@@ -20,7 +20,6 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, HTTPException, Path, Request, Response, status
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from starlette.datastructures import FormData
 
 from backend_api.api import (
     COMMAND_RESPONSES,
@@ -32,9 +31,18 @@ from backend_api.api import (
     command_answer,
     guards,
 )
-from backend_api.auth import SESSION_OPERATOR, Operators
+from backend_api.auth import Operators
 from backend_api.commands import Amount, AuditRecord, Commands, settle
-from backend_api.panel import PAGE, Panel, form_text, pager, positive
+from backend_api.panel import (
+    PAGE,
+    Panel,
+    form_key,
+    form_reason,
+    form_text,
+    pager,
+    positive,
+    printable,
+)
 from backend_api.reads import Owners
 from backend_api.settings import Role
 from contracts.events import (
@@ -245,7 +253,7 @@ class MoneyPages:
             return denied
         params = request.query_params
         filters = {
-            name: "".join(char for char in params.get(name, "") if char >= " ").strip()[:40]
+            name: printable(params.get(name))[:40]
             for name in ("user_id", "status", "type", "currency", "method", "from", "until")
         }
         offset = max(offset, 0)
@@ -322,23 +330,19 @@ class MoneyPages:
         form = await self._panel.form(request, Role.support)
         payment = await _payment(self._owners, payment_id)
         raw_amount = (form_text(form.get("amount")) or "").strip()
-        reason = _reason(form)
-        errors: dict[str, str] = {}
+        reason, reason_error = form_reason(form)
+        errors: dict[str, str] = {} if reason_error is None else {"reason": reason_error}
         amount = None
         if raw_amount:
             amount = _minor_units(raw_amount, payment.currency)
             if amount is None:
                 errors["amount"] = "amount"
-        if not reason:
-            errors["reason"] = "required"
-        elif len(reason) > 500:
-            errors["reason"] = "too_long"
         if errors:
             form_values = {"amount": raw_amount, "reason": reason}
             return await self._payment_page(request, payment_id, errors=errors, form=form_values)
         record = await self._money.refund(
-            key=_key(form),
-            operator=str(request.session[SESSION_OPERATOR]),
+            key=form_key(form),
+            operator=self._panel.operator(request),
             payment_id=payment_id,
             amount=amount,
             reason=reason,
@@ -351,15 +355,15 @@ class MoneyPages:
             return denied
         form = await self._panel.form(request, Role.support)
         await _payment(self._owners, payment_id)
-        reason = _reason(form)
-        if not reason or len(reason) > 500:
-            errors = {"recheck_reason": "required" if not reason else "too_long"}
+        reason, error = form_reason(form)
+        if error is not None:
+            errors = {"recheck_reason": error}
             return await self._payment_page(
                 request, payment_id, errors=errors, form={"recheck_reason": reason}
             )
         record = await self._money.recheck(
-            key=_key(form),
-            operator=str(request.session[SESSION_OPERATOR]),
+            key=form_key(form),
+            operator=self._panel.operator(request),
             payment_id=payment_id,
             reason=reason,
         )
@@ -378,18 +382,6 @@ def _to_payment(payment_id: int, record: AuditRecord) -> Response:
         f"/panel/payments/{payment_id}?{urlencode({'done': str(record.request_id)})}",
         status.HTTP_303_SEE_OTHER,
     )
-
-
-def _reason(form: FormData) -> str:
-    return "".join(char for char in form_text(form.get("reason")) or "" if char >= " ").strip()
-
-
-def _key(form: FormData) -> uuid.UUID:
-    """The form's own idempotency key (a double submit applies once)."""
-    try:
-        return uuid.UUID(form_text(form.get("key")) or "")
-    except ValueError:
-        return uuid.uuid4()
 
 
 def _minor_units(text: str, currency: str | None) -> int | None:

@@ -28,9 +28,9 @@ from backend_api.api import (
     command_answer,
     guards,
 )
-from backend_api.auth import SESSION_OPERATOR, Operators
+from backend_api.auth import Operators
 from backend_api.commands import AuditRecord, Commands, IdempotencyConflictError, settle
-from backend_api.panel import Panel, form_text
+from backend_api.panel import Panel, form_key, form_reason, form_text
 from backend_api.reads import Owners
 from backend_api.runners import Runners, RunnerView
 from backend_api.runners import register as register_runners
@@ -468,15 +468,15 @@ class OperationsPages:
         if workflow not in WORKFLOW_TYPES:
             raise HTTPException(status.HTTP_404_NOT_FOUND)
         action = form_text(form.get("action"))
-        reason = _reason(form_text(form.get("reason")))
+        reason, error = form_reason(form)
         if action not in ("pause", "resume"):
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="pause or resume")
-        if (error := _reason_error(reason)) is not None:
+        if error is not None:
             return await self._overview(
                 request, errors={"workflow": workflow, "reason": error}, form={"reason": reason}
             )
-        key = _form_key(form_text(form.get("key")))
-        operator = str(request.session[SESSION_OPERATOR])
+        key = form_key(form)
+        operator = self._panel.operator(request)
         change = self._queues.pause if action == "pause" else self._queues.resume
         try:
             record = await change(key, operator, cast("WorkflowType", workflow), reason)
@@ -524,15 +524,15 @@ class OperationsPages:
         dlq = self._actions.dlq(queue)
         ids = [text for value in form.getlist("ids") if (text := form_text(value))]
         action = form_text(form.get("action"))
-        reason = _reason(form_text(form.get("reason")))
+        reason, error = form_reason(form)
         if action not in ("replay", "purge"):
             raise HTTPException(status.HTTP_400_BAD_REQUEST, detail="replay or purge")
-        if (error := _reason_error(reason)) is not None:
+        if error is not None:
             return await self._dead_letters(
                 request, dlq, errors={"reason": error}, form={"reason": reason, "ids": ids}
             )
-        key = _form_key(form_text(form.get("key")))
-        operator = str(request.session[SESSION_OPERATOR])
+        key = form_key(form)
+        operator = self._panel.operator(request)
         try:
             if action == "replay":
                 record = await self._actions.replay(
@@ -566,25 +566,6 @@ def register(
     queues = QueueCommands(commands)
     web.include_router(api_router(actions, reads, queues, runners, operators))
     web.include_router(OperationsPages(panel, actions, reads, queues, runners).router())
-
-
-def _reason(raw: str | None) -> str:
-    """A form's reason without control characters (a field error says when it is missing)."""
-    return "".join(char for char in raw or "" if char >= " ").strip()
-
-
-def _reason_error(reason: str) -> str | None:
-    if not reason:
-        return "required"
-    return "too_long" if len(reason) > 500 else None
-
-
-def _form_key(raw: str | None) -> uuid.UUID:
-    """The form's own idempotency key (a double submit applies once); a new one if garbled."""
-    try:
-        return uuid.UUID(raw or "")
-    except ValueError:
-        return uuid.uuid4()
 
 
 def _json_safe(value: Any) -> Any:

@@ -49,6 +49,8 @@ HERE = Path(__file__).parent
 LOCALES = HERE / "locales"
 LANGUAGES = ("ru", "en")
 PAGE = 50
+REASON_MAX = 500
+"""An operator's reason's length at most (the commands' `OperatorNote`)."""
 SESSION_LANGUAGE = "lang"
 SESSION_NEXT = "next"
 """The page a signed-out operator asked for: the login goes back there."""
@@ -223,7 +225,7 @@ class Panel:
     async def users(self, request: Request, q: str = "", offset: int = 0) -> Response:
         if (denied := self.signed_out(request)) is not None:
             return denied
-        query = "".join(char for char in q if char >= " ").strip()  # no control characters
+        query = printable(q)
         offset = max(offset, 0)
         search = SearchAccounts(offset=offset, limit=PAGE)
         if query.isdigit() and 0 < int(query) < 2**63:
@@ -298,10 +300,8 @@ class Panel:
         if not found.accounts or found.accounts[0].telegram_id is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND)
         raw_credits = (form_text(form.get("credits")) or "").strip()
-        reason = "".join(
-            char for char in form_text(form.get("reason")) or "" if char >= " "
-        ).strip()
-        errors: dict[str, str] = {}
+        reason, reason_error = form_reason(form)
+        errors: dict[str, str] = {} if reason_error is None else {"reason": reason_error}
         credits = 0
         try:
             credits = int(raw_credits)
@@ -310,14 +310,6 @@ class Panel:
         else:
             if credits == 0 or abs(credits) > 10**12:
                 errors["credits"] = "not_zero"
-        if not reason:
-            errors["reason"] = "required"
-        elif len(reason) > 500:
-            errors["reason"] = "too_long"
-        try:
-            key = uuid.UUID(form_text(form.get("key")) or "")
-        except ValueError:
-            key = uuid.uuid4()
         if errors:
             return await self._profile(
                 request,
@@ -326,7 +318,7 @@ class Panel:
                 form={"credits": raw_credits, "reason": reason},
             )
         record = await self._commands.adjust_credits(
-            key=key,
+            key=form_key(form),
             operator=self.operator(request),
             telegram_id=found.accounts[0].telegram_id,
             credits=credits,
@@ -516,3 +508,22 @@ def positive(value: str) -> int | None:
 def form_text(value: object) -> str | None:
     """A form field's text; None when absent or a file."""
     return value if isinstance(value, str) else None
+
+
+def printable(value: object) -> str:
+    """A form field's (or query's) text without control characters, trimmed; "" when absent."""
+    return "".join(char for char in form_text(value) or "" if char >= " ").strip()
+
+
+def form_reason(form: FormData) -> tuple[str, str | None]:
+    """The form's reason, printable, and its field error: `required`, `too_long` or None."""
+    reason = printable(form.get("reason"))
+    return reason, "required" if not reason else "too_long" if len(reason) > REASON_MAX else None
+
+
+def form_key(form: FormData) -> uuid.UUID:
+    """The form's own idempotency key (a double submit applies once); a new one if garbled."""
+    try:
+        return uuid.UUID(form_text(form.get("key")) or "")
+    except ValueError:
+        return uuid.uuid4()
