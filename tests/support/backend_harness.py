@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import pyotp
+from playwright.async_api import Page, expect
 from sqlalchemy.dialects.postgresql import insert
 
 from backend_api.accounts import OPERATORS
@@ -78,3 +79,27 @@ async def seat_operators(backend: BackendApi, password_hash: str) -> dict[str, s
         )
         tokens[login] = signed_in.token
     return tokens
+
+
+async def sign_in(
+    page: Page,
+    running: Running,
+    login: str = OPERATOR,
+    *,
+    path: str = "/panel/users",
+    password: str = PASSWORD,
+    code: str | None = None,
+    refused: bool = False,
+) -> None:
+    """Ask the panel for `path` and sign in on the login page it sends to: an admin (`OPERATOR`)
+    with their current one-time code unless `code` says otherwise (a code is good once: one admin
+    sign-in per 30 s step). It lands back on `path`, unless the sign-in is to be `refused`."""
+    await page.goto(f"{running.url}{path}")
+    await expect(page).to_have_url(f"{running.url}/panel/login")
+    await page.fill("#username", login)
+    await page.fill("#password", password)
+    if code is not None or login == OPERATOR:
+        await page.fill("#code", code if code is not None else totp_code())
+    await page.click("button[type=submit]")
+    if not refused:
+        await expect(page).to_have_url(f"{running.url}{path}")

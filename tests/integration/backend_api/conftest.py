@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from playwright.async_api import Browser, Page, async_playwright
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,6 +31,45 @@ from support.backend_gateway import bot_side
 from support.backend_harness import PASSWORD, Running, seat_operators
 from support.billing_harness import make_settings
 from support.database import DatabaseFactory, engine_at, migrated_database
+
+CHROMIUM = Path("/usr/bin/chromium")
+"""Debian's chromium: Playwright's own browser download is not reachable here."""
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    assert CHROMIUM.exists(), "Debian's chromium is missing: run `make install`"
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+async def browser(chromium: Path) -> AsyncIterator[Browser]:
+    """One headless Chromium for every panel test (each page a context of its own)."""
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(chromium), args=CHROMIUM_FLAGS
+        )
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A fresh browser context (no cookies: signed out), in Russian, the panel's first language."""
+    context = await browser.new_context(locale="ru-RU")
+    page = await context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    await context.close()
 
 
 @pytest.fixture(scope="session")

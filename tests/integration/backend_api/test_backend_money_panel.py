@@ -10,13 +10,11 @@ import pytest
 from playwright.async_api import Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_backend_money import topup
-from test_backend_panel import browser, chromium, page, sign_in
 
-from support.backend_harness import VIEWER, Running
+from support.backend_harness import VIEWER, Running, sign_in
 from support.billing_harness import balance_of, ledger_sum, open_account
 
 pytestmark = pytest.mark.integration
-__all__ = ["browser", "chromium", "page"]  # the panel test's fixtures, used here too
 
 
 async def test_an_operator_refunds_part_of_a_payment_in_the_panel(

@@ -9,15 +9,14 @@ import aio_pika
 import pytest
 from playwright.async_api import Page, expect
 from test_backend_operations import WORKFLOW, channel, count, dead_letter
-from test_backend_panel import browser, chromium, page, sign_in
 
 from contracts.envelope import new_envelope
 from contracts.events import JobDispatchedV1
 from contracts.topology import Topology
-from support.backend_harness import Running
+from support.backend_harness import Running, sign_in
 
 pytestmark = pytest.mark.integration
-__all__ = ["browser", "channel", "chromium", "page"]  # fixtures of the other tests, used here
+__all__ = ["channel"]  # a fixture of the operations tests, used here
 
 
 async def test_an_admin_replays_a_dead_letter_and_pauses_a_workflow(

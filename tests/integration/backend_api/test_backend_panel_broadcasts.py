@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,51 +20,10 @@ from jobs.models import Job, Preset
 from messaging.unit_of_work import UnitOfWork
 from sandbox.screenshots import BROADCAST, screenshots
 from support.backend_gateway import bot, far_future, seed_user
-from support.backend_harness import OPERATOR, PASSWORD, VIEWER, Running, totp_code
+from support.backend_harness import OPERATOR, PASSWORD, VIEWER, Running, sign_in, totp_code
 from support.billing_harness import new_telegram_id
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    assert CHROMIUM.exists(), "Debian's chromium is missing: run `make install`"
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(chromium), args=CHROMIUM_FLAGS
-        )
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(locale="ru-RU")
-    page = await context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    await context.close()
-
-
-async def sign_in(page: Page, running: Running, path: str, login: str = OPERATOR) -> None:
-    """Ask for `path`, sign in on the login page it sends to (the admin with their one-time
-    code), and land back on it."""
-    await page.goto(f"{running.url}{path}")
-    await expect(page).to_have_url(f"{running.url}/panel/login")
-    await page.fill("#username", login)
-    await page.fill("#password", PASSWORD)
-    if login == OPERATOR:
-        await page.fill("#code", totp_code())
-    await page.click("button[type=submit]")
-    await expect(page).to_have_url(f"{running.url}{path}")
 
 
 async def test_the_dashboard_draws_each_owners_figures_in_both_languages(
@@ -100,7 +58,7 @@ async def test_the_dashboard_draws_each_owners_figures_in_both_languages(
         ),
     )
 
-    await sign_in(page, running, "/panel/dashboard", login=VIEWER)
+    await sign_in(page, running, VIEWER, path="/panel/dashboard")
     await expect(page.locator("h1")).to_have_text("Сводка")
     row = page.locator("#presets tr", has_text=name)
     await expect(row).to_contain_text("75%")
@@ -129,7 +87,7 @@ async def test_an_admin_counts_an_audience_and_sends_it_a_broadcast(
     await seed_user(backend_engine, language="en", joined=since)  # not in the audience
     text = f"Панель шлёт {uuid.uuid4().hex[:6]}"
 
-    await sign_in(page, running, "/panel/broadcasts")
+    await sign_in(page, running, path="/panel/broadcasts")
     await page.check("#language-ru")
     await page.fill("#since", since.date().isoformat())
     await page.click("#count")
@@ -158,7 +116,7 @@ async def test_an_admin_counts_an_audience_and_sends_it_a_broadcast(
 
 
 async def test_a_viewer_sees_broadcasts_but_may_not_send_one(running: Running, page: Page) -> None:
-    await sign_in(page, running, "/panel/broadcasts", login=VIEWER)
+    await sign_in(page, running, VIEWER, path="/panel/broadcasts")
     await expect(page.locator("h1")).to_have_text("Рассылки")
     await expect(page.locator("#new-broadcast")).to_have_count(0)
     response = await page.request.post(

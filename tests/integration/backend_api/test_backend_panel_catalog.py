@@ -5,41 +5,15 @@ screen is refused with it, the next one asks for it); invalid forms get field er
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import cast
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
-from support import backend_harness
-from support.backend_harness import OPERATOR, PASSWORD, VIEWER, Running
+from support.backend_harness import VIEWER, Running, sign_in
 from support.gateway_harness import Chat, Stack, image_bytes, new_user
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    assert CHROMIUM.exists(), "Debian's chromium is missing: run `make install`"  # noqa: ASYNC240
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS
-        )
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(locale="ru-RU")
-    page = await context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    await context.close()
 
 
 @pytest.fixture
@@ -47,18 +21,6 @@ def chat(running: Running) -> Chat:
     """A new user's chat with the bot that runs behind the API."""
     assert running.bot is not None
     return Chat(cast("Stack", running.bot), new_user("ru"))
-
-
-async def sign_in(page: Page, running: Running, login: str = OPERATOR) -> None:
-    await page.goto(f"{running.url}/panel/presets")
-    await expect(page).to_have_url(f"{running.url}/panel/login")
-    await page.fill("#username", login)
-    await page.fill("#password", PASSWORD)
-    if await page.locator("#code").count():
-        await page.fill("#code", backend_harness.totp_code())  # the admins' second factor
-    await page.click("button[type=submit]")
-    await expect(page.locator("header a[href='/panel/presets']")).to_be_visible()
-    await page.goto(f"{running.url}/panel/presets")
 
 
 async def confirmation(chat: Chat, category: str, preset: str, price: int) -> object:
@@ -72,7 +34,7 @@ async def test_an_operator_reprices_a_preset_and_the_bot_shows_the_new_price(
     running: Running, chat: Chat, page: Page
 ) -> None:
     category = f"Витрина {uuid.uuid4().hex[:6]}"
-    await sign_in(page, running)
+    await sign_in(page, running, path="/panel/presets")
 
     await page.click("#new-preset")  # a new preset, first with its mistakes
     await page.fill("#category", category)
@@ -113,7 +75,7 @@ async def test_an_operator_reprices_a_preset_and_the_bot_shows_the_new_price(
 async def test_a_viewer_sees_the_presets_but_cannot_change_them(
     running: Running, page: Page
 ) -> None:
-    await sign_in(page, running, login=VIEWER)
+    await sign_in(page, running, VIEWER, path="/panel/presets")
     await expect(page.locator("#new-preset")).to_have_count(0)
     await expect(page.locator("form.toggle")).to_have_count(0)
     response = await page.request.post(

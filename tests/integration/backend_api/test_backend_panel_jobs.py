@@ -4,12 +4,10 @@ creation time, and a job canceled from its row (a reason asked for first)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,32 +15,10 @@ from billing import services
 from billing.models import DELIVERY as BILLING
 from jobs.models import Job
 from messaging.unit_of_work import UnitOfWork
-from support import backend_harness
-from support.backend_harness import OPERATOR, PASSWORD, Running
+from support.backend_harness import Running, sign_in
 from support.billing_harness import new_telegram_id, scalar
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--headless", "--no-sandbox", "--disable-gpu"]
-        )
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(locale="ru-RU")
-    page = await context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    await context.close()
 
 
 async def test_jobs_are_filtered_and_one_is_canceled(
@@ -76,12 +52,7 @@ async def test_jobs_are_filtered_and_one_is_canceled(
             for stage, created in rows
         ]
 
-    await page.goto(f"{running.url}/panel/jobs")
-    await page.fill("#username", OPERATOR)
-    await page.fill("#password", PASSWORD)
-    if await page.locator("#code").count():
-        await page.fill("#code", backend_harness.totp_code())  # the admins' second factor
-    await page.click("button[type=submit]")
+    await sign_in(page, running, path="/panel/jobs")
     await page.goto(f"{running.url}/panel/jobs?user_id={account.user_id}")
     await expect(page.locator("#job-list tr[id^=job-]")).to_have_count(3)
 

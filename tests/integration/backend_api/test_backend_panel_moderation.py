@@ -4,55 +4,17 @@ held photo, is told to give a reason, approves it with one, and the gateway requ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from support.backend_harness import PASSWORD, SUPPORT, Running
+from support.backend_harness import SUPPORT, Running, sign_in
 from support.billing_harness import scalar
 from support.held_requests import hold_request
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Path:
-    assert CHROMIUM.exists(), "Debian's chromium is missing: run `make install`"
-    return CHROMIUM
-
-
-@pytest.fixture(scope="module")
-async def browser(chromium: Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(chromium), args=CHROMIUM_FLAGS
-        )
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(locale="ru-RU")
-    page = await context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    await context.close()
-
-
-async def sign_in(page: Page, running: Running, login: str) -> None:
-    """Through the login form (an operator below admin: no one-time code)."""
-    await page.goto(f"{running.url}/panel/users")
-    await expect(page).to_have_url(f"{running.url}/panel/login")
-    await page.fill("#username", login)
-    await page.fill("#password", PASSWORD)
-    await page.click("button[type=submit]")
 
 
 async def test_an_operator_approves_a_held_photo_in_the_panel(
