@@ -15,10 +15,8 @@ import pyotp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import payments, services
-from billing.domain import creation_key
+from billing import services
 from billing.models import DELIVERY as BILLING
-from billing.yookassa_gateway import PaymentDraft
 from messaging.unit_of_work import UnitOfWork
 from support.backend_harness import (
     OPERATOR,
@@ -27,9 +25,10 @@ from support.backend_harness import (
     VIEWER,
     Running,
     bearer,
+    topup,
     totp_code,
 )
-from support.billing_harness import new_telegram_id, post_webhook, scalar
+from support.billing_harness import new_telegram_id, scalar
 from support.billing_harness import open_account as open_billing_account
 
 pytestmark = pytest.mark.integration
@@ -274,50 +273,11 @@ async def user_balance(engine: AsyncEngine, user_id: int) -> int:
     return int(await scalar(engine, "SELECT balance FROM users WHERE user_id = :u", u=user_id))
 
 
-async def paid_topup(running: Running, engine: AsyncEngine, user_id: int, kopecks: int) -> int:
-    """A top-up of `kopecks` (100 credits per 100 rubles) opened as billing opens it, paid at
-    the YooKassa sandbox and credited by its notification: our payment id."""
-    assert running.billing is not None
-    assert running.yookassa is not None
-    request_id = uuid.uuid4()
-    async with engine.begin() as connection:
-        await connection.execute(
-            payments.open_topup(
-                request_id=request_id,
-                user_id=user_id,
-                amount_kopecks=kopecks,
-                credits=kopecks // 100,
-                currency="RUB",
-                description="test",
-            )
-        )
-        local = payments.local((await connection.execute(payments.by_request(request_id))).one())
-    remote = await running.billing.topups._provider.create(
-        PaymentDraft(
-            kopecks,
-            "RUB",
-            "test",
-            {"payment_id": str(local.id), "user_id": str(user_id)},
-            "https://t.me/",
-        ),
-        creation_key(request_id),
-    )
-    async with engine.begin() as connection:
-        attach = payments.attach_yookassa(local.id, remote.id, remote.confirmation_url or "")
-        assert (await connection.execute(attach)).first() is not None
-    running.yookassa.set_status(remote.id, "succeeded")
-    assert await post_webhook(running.billing, running.yookassa.notification(remote.id)) == (
-        200,
-        "credit",
-    )
-    return local.id
-
-
 async def test_a_large_refund_waits_for_a_second_operator(
     running: Running, backend_engine: AsyncEngine
 ) -> None:
     user_id, _ = await open_billing_account(backend_engine, balance=0, welcome=0)
-    payment_id = await paid_topup(running, backend_engine, user_id, kopecks=2_000_000)  # 20k RUB
+    payment_id, _ = await topup(running, backend_engine, user_id, kopecks=2_000_000)  # 20k RUB
     assert await user_balance(backend_engine, user_id) == 20_000
     key = uuid.uuid4()
     refund = {"json": {"reason": "a chargeback threat"}, "headers": {"Idempotency-Key": str(key)}}
@@ -332,7 +292,7 @@ async def test_a_large_refund_waits_for_a_second_operator(
     assert applied["outcome"]["outcome"] == "refunded"
     assert await user_balance(backend_engine, user_id) == 0
 
-    small = await paid_topup(running, backend_engine, user_id, kopecks=10_000)
+    small, _ = await topup(running, backend_engine, user_id, kopecks=10_000)
     part = {
         "json": {"amount": 5000, "reason": "half"},
         "headers": {"Idempotency-Key": str(uuid.uuid4())},

@@ -12,53 +12,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from billing import payments
-from billing.domain import creation_key
-from billing.yookassa_gateway import PaymentDraft
-from support.backend_harness import OPERATOR, SUPPORT, VIEWER, Running
-from support.billing_harness import balance_of, ledger_sum, open_account, post_webhook, scalar
+from support.backend_harness import OPERATOR, SUPPORT, VIEWER, Running, topup
+from support.billing_harness import balance_of, ledger_sum, open_account, scalar
 
 pytestmark = pytest.mark.integration
-
-
-async def topup(
-    running: Running, engine: AsyncEngine, user_id: int, *, kopecks: int = 10_000, paid: bool = True
-) -> tuple[int, str]:
-    """A top-up of `kopecks` for 100 credits per 100 rubles, as billing opens it; paid and
-    credited through YooKassa's notification unless `paid` is False: (our id, YooKassa's)."""
-    assert running.billing is not None
-    assert running.yookassa is not None
-    request_id = uuid.uuid4()
-    async with engine.begin() as connection:
-        await connection.execute(
-            payments.open_topup(
-                request_id=request_id,
-                user_id=user_id,
-                amount_kopecks=kopecks,
-                credits=kopecks // 100,
-                currency="RUB",
-                description="test",
-            )
-        )
-        local = payments.local((await connection.execute(payments.by_request(request_id))).one())
-    remote = await running.billing.topups._provider.create(
-        PaymentDraft(
-            kopecks,
-            "RUB",
-            "test",
-            {"payment_id": str(local.id), "user_id": str(user_id)},
-            "https://t.me/",
-        ),
-        creation_key(request_id),
-    )
-    async with engine.begin() as connection:
-        attach = payments.attach_yookassa(local.id, remote.id, remote.confirmation_url or "")
-        assert (await connection.execute(attach)).first() is not None
-    if paid:
-        running.yookassa.set_status(remote.id, "succeeded")
-        answer = await post_webhook(running.billing, running.yookassa.notification(remote.id))
-        assert answer == (200, "credit")
-    return local.id, remote.id
 
 
 async def post(

@@ -9,9 +9,8 @@ import uuid
 import pytest
 from playwright.async_api import Page, expect
 from sqlalchemy.ext.asyncio import AsyncEngine
-from test_backend_money import topup
 
-from support.backend_harness import VIEWER, Running, sign_in
+from support.backend_harness import VIEWER, Running, sign_in, topup
 from support.billing_harness import balance_of, ledger_sum, open_account
 
 pytestmark = pytest.mark.integration
