@@ -241,7 +241,7 @@ class Panel:
                 "page": page,
                 "offset": offset,
                 "rows": page.accounts,
-                **pager(request, offset, page.total),
+                **pager(request, offset, page.total, page.total_exact),
             },
         )
 
@@ -380,7 +380,7 @@ class Panel:
                 "result": result,
                 "error": error == "reason",
                 "new_key": uuid.uuid4,
-                **pager(request, offset, page.total),
+                **pager(request, offset, page.total, page.total_exact),
             },
         )
 
@@ -474,8 +474,9 @@ class Panel:
         )
 
 
-def pager(request: Request, offset: int, total: int) -> dict[str, Any]:
-    """A list page's rows-shown and previous/next links, for `macros.html`'s pager."""
+def pager(request: Request, offset: int, total: int, exact: bool = True) -> dict[str, Any]:
+    """A list page's rows-shown and previous/next links, for `macros.html`'s pager; not `exact`:
+    the owner stopped counting at `total` (a big shop's list stays fast), shown as "at least"."""
 
     def link(to: int) -> str:
         params = {**request.query_params, "offset": str(to)}
@@ -483,6 +484,7 @@ def pager(request: Request, offset: int, total: int) -> dict[str, Any]:
 
     return {
         "total": total,
+        "total_exact": exact,
         "first_row": offset + 1 if total else 0,
         "last_row": min(offset + PAGE, total),
         "previous": link(max(offset - PAGE, 0)) if offset > 0 else None,

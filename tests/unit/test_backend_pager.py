@@ -1,0 +1,51 @@
+"""The panel's pager: rows shown, previous/next links that keep the filters, and a total the
+owner stopped counting at shown as "at least", in both languages."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.requests import Request
+
+from backend_api.panel import PAGE, _environment, pager
+
+pytestmark = pytest.mark.unit
+
+
+def request(query: str) -> Request:
+    scope = {"type": "http", "path": "/panel/jobs", "query_string": query.encode(), "headers": []}
+    return Request(scope)
+
+
+def shown(language: str, **page: object) -> str:
+    macros = _environment(language).get_template("macros.html").module
+    keys = ("total", "first_row", "last_row", "previous", "next")
+    return " ".join(str(macros.pager(*(page[key] for key in keys), page["total_exact"])).split())  # type: ignore[attr-defined]
+
+
+def test_a_middle_page_links_both_ways_and_keeps_the_filters() -> None:
+    page = pager(request("status=failed&offset=50"), 50, 120)
+    assert (page["first_row"], page["last_row"], page["total_exact"]) == (51, 100, True)
+    assert page["previous"] == "/panel/jobs?status=failed&offset=0"
+    assert page["next"] == f"/panel/jobs?status=failed&offset={50 + PAGE}"
+    assert "51–100 из 120" in shown("ru", **page)
+
+
+def test_an_empty_list_shows_none_and_no_links() -> None:
+    page = pager(request(""), 0, 0)
+    assert (page["first_row"], page["last_row"], page["previous"], page["next"]) == (
+        0,
+        0,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [("ru", "1–50 из не менее чем 1000"), ("en", "1–50 of at least 1000")],
+)
+def test_a_total_counted_no_further_is_shown_as_at_least(language: str, text: str) -> None:
+    page = pager(request(""), 0, 1000, exact=False)
+    assert page["next"] is not None
+    assert text in shown(language, **page)
+    assert text not in shown(language, **{**page, "total_exact": True})
