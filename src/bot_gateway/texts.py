@@ -56,8 +56,10 @@ def commands() -> list[tuple[str, str]]:
         ("cancel", _("Cancel a dialogue or an image in progress")),
         ("help", _("How it works")),
         ("paysupport", _("Help with a payment")),
+        ("receipt", _("Email or phone for receipts")),
         ("terms", _("Terms of service")),
         ("privacy", _("Privacy policy")),
+        ("deletemydata", _("Delete my data")),
     ]
 
 

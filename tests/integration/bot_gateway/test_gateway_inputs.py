@@ -298,6 +298,8 @@ COMMAND_MENU = {
     "ru": ["Главное меню", "Ваш баланс", "Пополнить баланс"],
     "en": ["Main menu", "Your balance", "Top up the balance"],
 }
+MENU_RECEIPT = {"ru": "Почта или телефон для чеков", "en": "Email or phone for receipts"}
+MENU_ERASE = {"ru": "Удалить мои данные", "en": "Delete my data"}
 
 
 @LANGUAGES
@@ -314,6 +316,9 @@ async def test_the_command_menu_is_published_in_each_language(stack: Stack, lang
         commands = json.loads(commands) if isinstance(commands, str) else commands
         assert [c["command"] for c in commands][:3] == ["start", "balance", "topup"]
         assert [c["description"] for c in commands][:3] == expected
+        described = {c["command"]: c["description"] for c in commands}
+        assert described["receipt"] == MENU_RECEIPT[language]  # every command is listed
+        assert described["deletemydata"] == MENU_ERASE[language]
 
 
 async def test_a_language_the_bot_does_not_speak_gets_english(stack: Stack) -> None:
