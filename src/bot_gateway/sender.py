@@ -58,7 +58,7 @@ _CLAIM = text(
           AND o.chat_id NOT IN (SELECT busy.chat_id FROM gateway_outbound busy
                                 WHERE busy.sent_at IS NULL AND busy.leased_until >= now())
         ORDER BY o.lane, o.id LIMIT :limit FOR UPDATE OF o SKIP LOCKED)
-    RETURNING id, chat_id, kind, payload, lane, version, attempts,
+    RETURNING id, chat_id, kind, payload, lane, version, attempts, message_id,
               CAST(EXTRACT(EPOCH FROM now() - not_before) AS double precision) AS overdue_s
     """
 )
@@ -92,6 +92,9 @@ class Outbound:
     lane: int
     version: int
     attempts: int
+    message_id: int | None
+    """The message this row last sent or edited: a status message the gateway had none of
+    when it first showed it (a job it followed from JobRetried) is edited from then on."""
     overdue_s: float
     """How long it had been due when claimed (the database's clock)."""
     claimed_at: float
@@ -312,8 +315,9 @@ class OutboundSender:
         payload = row.payload
         markup = _markup(payload.get("markup"))
         try:
-            if row.kind == "edit" and payload.get("message_id"):
-                return await self._edit(row.chat_id, payload, markup)
+            shown = payload.get("message_id") or row.message_id
+            if row.kind == "edit" and shown:
+                return await self._edit(row.chat_id, int(shown), payload, markup)
             if row.kind == "photo":
                 return await self._photo(row.chat_id, payload, markup)
             sent = await self._bot.send_message(row.chat_id, payload["text"], reply_markup=markup)
@@ -322,9 +326,12 @@ class OutboundSender:
             raise PermanentFailure(exc.message) from exc
 
     async def _edit(
-        self, chat_id: int, payload: dict[str, Any], markup: InlineKeyboardMarkup | None
+        self,
+        chat_id: int,
+        message_id: int,
+        payload: dict[str, Any],
+        markup: InlineKeyboardMarkup | None,
     ) -> int | None:
-        message_id = int(payload["message_id"])
         try:
             await self._bot.edit_message_text(
                 text=payload["text"], chat_id=chat_id, message_id=message_id, reply_markup=markup
