@@ -1321,10 +1321,27 @@ class JobCancelOrdered(Event):
     job_id: JobId
 
 
+class JobRetryOrdered(Event):
+    """An operator asked (through the backend API) to run a failed job again: a new job of the
+    same inputs for the same user at no charge (the failed one stays failed, its refund
+    stands), under this request id, once."""
+
+    event_type: ClassVar[str] = "job.retry_ordered"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    reason: OperatorNote
+    job_id: JobId
+
+
 class JobOrderRefusedReason(StrEnum):
     unknown_job = "unknown_job"
     finished = "finished"
     """The job had finished already (succeeded, failed or canceled): nothing to cancel."""
+    not_failed = "not_failed"
+    """A retry of a job that did not fail (it runs still, succeeded or was canceled)."""
+    inputs_gone = "inputs_gone"
+    """A retry of a job whose prompt or photos are no longer kept (the user's erasure)."""
 
 
 class JobOrderApplied(Event):
@@ -1339,7 +1356,7 @@ class JobOrderApplied(Event):
 
 
 class JobOrderRefused(Event):
-    """Jobs did not apply an operator's cancel; nothing changed."""
+    """Jobs did not apply an operator's cancel or retry; nothing changed."""
 
     event_type: ClassVar[str] = "job.order_refused"
 
@@ -1348,6 +1365,24 @@ class JobOrderRefused(Event):
     job_id: JobId
     reason: JobOrderRefusedReason
     stage: Annotated[str, Field(max_length=30)] | None = None
+
+
+class JobRetried(Event):
+    """Jobs applied an operator's retry, once: `job_id` is a new job (request `request_id`, the
+    operator's) of the inputs of the failed `retried_job_id`, for its user, at no charge
+    (JobCreated with price 0 went out with it). The gateway follows the new job from here, as
+    one its user asked for."""
+
+    event_type: ClassVar[str] = "job.retried"
+
+    request_id: uuid.UUID
+    operator: OperatorName
+    retried_job_id: JobId
+    job_id: JobId
+    user_id: UserId
+    telegram_id: TelegramId
+    preset_id: int | None = Field(default=None, gt=0)
+    language: Annotated[str, Field(min_length=2, max_length=10)] = "ru"
 
 
 # --- operations: a workflow's queue paused and resumed (backend API -> jobs -> gateway) ------
@@ -1515,8 +1550,10 @@ CATALOG: dict[tuple[str, int], type[Event]] = {
         CatalogEditApplied,
         CatalogEditRefused,
         JobCancelOrdered,
+        JobRetryOrdered,
         JobOrderApplied,
         JobOrderRefused,
+        JobRetried,
         WorkflowPauseRequested,
         WorkflowResumeRequested,
         WorkflowPaused,

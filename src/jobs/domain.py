@@ -9,12 +9,18 @@ slots (the cap minus jobs in flight), and a move applies only while the job is a
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from contracts.events import PROMPT_MAX_LENGTH, WORKFLOW_TYPES, JobRejectReason
+from contracts.events import (
+    PROMPT_MAX_LENGTH,
+    WORKFLOW_TYPES,
+    JobOrderRefusedReason,
+    JobRejectReason,
+)
 
 
 class Stage(StrEnum):
@@ -274,6 +280,73 @@ def on_deadline(job: JobFacts, policy: RetryPolicy) -> Move | None:
 
 def on_cancel(job: JobFacts) -> Move | None:
     return _move(job, Stage.canceled, "canceled_by_user")
+
+
+# --- an operator's retry of a failed job --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """Where a job stands and what it was asked on, whose it is: what a retry runs again."""
+
+    stage: Stage
+    user_id: int
+    telegram_id: int | None
+    chat_id: int | None
+    language: str | None
+    preset_id: int | None
+    prompt: str | None
+    workflow_type: str | None
+    images: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """A failed job asked for again by an operator (`request_id` is theirs): a new job of the
+    same inputs for the same user, priced `order.price` (free)."""
+
+    request_id: uuid.UUID
+    user_id: int
+    telegram_id: int
+    chat_id: int
+    language: str
+    preset_id: int | None
+    images: tuple[str, ...]
+    order: Order
+
+
+DEFAULT_LANGUAGE = "ru"
+"""A request's language when its job kept none (JobRequested's default)."""
+
+
+FREE = 0
+"""A retry's price: its user paid for the failed job and got that back; billing debits 0."""
+
+
+def retry(job: JobInputs, request_id: uuid.UUID) -> Rerun | JobOrderRefusedReason:
+    """The failed job again, at no charge; or why not: only a failed job runs again (a
+    canceled one was canceled on purpose, the others did not fail), and only while its
+    inputs are kept (a user's erasure drops them)."""
+    if job.stage is not Stage.failed:
+        return JobOrderRefusedReason.not_failed
+    workflow, telegram_id = job.workflow_type or "", job.telegram_id
+    if (
+        telegram_id is None
+        or not job.prompt
+        or workflow not in WORKFLOW_TYPES
+        or (needs_image(workflow) and not job.images)
+    ):
+        return JobOrderRefusedReason.inputs_gone
+    return Rerun(
+        request_id=request_id,
+        user_id=job.user_id,
+        telegram_id=telegram_id,
+        chat_id=job.chat_id or telegram_id,
+        language=job.language or DEFAULT_LANGUAGE,
+        preset_id=job.preset_id,
+        images=job.images,
+        order=Order(prompt=job.prompt, price=FREE, workflow_type=workflow),
+    )
 
 
 # --- fairness and ETA -------------------------------------------------------------------------

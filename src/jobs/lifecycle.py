@@ -13,8 +13,9 @@ import secrets
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 
 from contracts.events import (
@@ -76,6 +77,26 @@ AnyJobRequested = JobRequestedV1 | JobRequestedV2 | JobRequested
 """A request in either version: v2 says the price the user confirmed, v1 (older gateways) not."""
 
 
+class Asker(Protocol):
+    """Who a new job is for and what it is asked on: a request (any version), or an
+    operator's retry of a failed job (`domain.Rerun`)."""
+
+    @property
+    def request_id(self) -> uuid.UUID: ...
+    @property
+    def user_id(self) -> int: ...
+    @property
+    def telegram_id(self) -> int: ...
+    @property
+    def chat_id(self) -> int: ...
+    @property
+    def language(self) -> str: ...
+    @property
+    def preset_id(self) -> int | None: ...
+    @property
+    def images(self) -> tuple[str, ...]: ...
+
+
 class JobLifecycle:
     """The job lifecycle from request to result, one method per incoming event."""
 
@@ -107,20 +128,15 @@ class JobLifecycle:
         if not isinstance(decision, Order):
             self._reject(uow, event, decision)
             return
-        uow.emit(
-            self.created(event, decision, state.next_job_id), correlation_id=str(event.request_id)
-        )
         try:
-            created = await uow.apply(
-                *creation_statement(self.new_job(event, decision, state), _cause(uow))
-            )
+            made = await self.create(uow, self.new_job(event, decision, state))
         except IntegrityError as exc:
             if getattr(exc.orig, "sqlstate", None) != FOREIGN_KEY_VIOLATION:
                 raise
             await uow.rollback()  # billing has no such user (the legacy foreign key)
             self._reject(uow, event, Rejection(JobRejectReason.invalid_request, "unknown user"))
             return
-        if created is None:  # the lock makes this unreachable; a constraint still guards it
+        if made is None:  # the lock makes this unreachable; a constraint still guards it
             raise RuntimeError(f"request {event.request_id} raced past the user lock")
 
     def decide(
@@ -142,7 +158,8 @@ class JobLifecycle:
             self._limits,
         )
 
-    def new_job(self, event: AnyJobRequested, order: Order, state: RequestState) -> NewJob:
+    def new_job(self, event: Asker, order: Order, state: RequestState) -> NewJob:
+        """The job `event` asks for, as `order` says, with a seed of its own."""
         return NewJob(
             id=state.next_job_id,
             request_id=event.request_id,
@@ -160,17 +177,12 @@ class JobLifecycle:
         )
 
     @staticmethod
-    def created(event: AnyJobRequested, order: Order, job_id: int) -> JobCreated:
-        return JobCreated(
-            job_id=job_id,
-            request_id=event.request_id,
-            user_id=event.user_id,
-            telegram_id=event.telegram_id,
-            chat_id=event.chat_id,
-            price=order.price,
-            workflow_type=order.workflow_type,
-            preset_id=event.preset_id,
-        )
+    async def create(uow: UnitOfWork, job: NewJob) -> Row[Any] | None:
+        """Make `job`, awaiting payment, and announce it (JobCreated: billing debits its price
+        next), with the events emitted so far, then commit; None when its request has its job
+        already (nothing written)."""
+        uow.emit(_created(job), correlation_id=str(job.request_id))
+        return await uow.apply(*creation_statement(job, _cause(uow)))
 
     def _reject(self, uow: UnitOfWork, event: AnyJobRequested, rejection: Rejection) -> None:
         """JobRequestRejected, in v2 and beside it in v1 until every subscriber reads v2."""
@@ -458,6 +470,19 @@ class JobLifecycle:
         )
         await self.dispatcher.dispatch_user(jobs, uow, job.user_id)
         return was_running
+
+
+def _created(job: NewJob) -> JobCreated:
+    return JobCreated(
+        job_id=job.id,
+        request_id=job.request_id,
+        user_id=job.user_id,
+        telegram_id=job.telegram_id,
+        chat_id=job.chat_id,
+        price=job.price,
+        workflow_type=job.workflow_type,
+        preset_id=job.preset_id,
+    )
 
 
 TRIES = 3

@@ -48,6 +48,7 @@ from jobs.domain import (
     UNFINISHED,
     WITH_DEADLINE,
     JobFacts,
+    JobInputs,
     PresetFacts,
     Stage,
     UserQueue,
@@ -476,6 +477,23 @@ _JOB = select(*_JOB_COLUMNS, func.now().label("now")).where(
     JOBS.c.id == bindparam("job_id"), JOBS.c.stage.is_not(None)
 )
 _JOB_LOCKED = _JOB.with_for_update()
+_INPUTS = select(
+    *(
+        JOBS.c[name]
+        for name in (
+            "stage",
+            "user_id",
+            "telegram_id",
+            "chat_id",
+            "language",
+            "preset_id",
+            "prompt",
+            "workflow_type",
+            "image_path",
+            "extra_image_paths",
+        )
+    )
+).where(JOBS.c.id == bindparam("job_id"), JOBS.c.stage.is_not(None), JOBS.c.user_id.is_not(None))
 _ONE = select(literal(1).label("one")).subquery("one")
 _REQUEST_STATE = select(
     select(JOBS.c.id)
@@ -534,6 +552,23 @@ class JobsRepository:
             return None
         row = found._mapping
         return JobRow(**{**row, "retry_count": row["retry_count"] or 0})
+
+    async def inputs(self, job_id: int) -> JobInputs | None:
+        """Where the job stands and what it was asked on (for a retry); None if unknown."""
+        row = (await self._uow.execute(_INPUTS, {"job_id": job_id})).first()
+        if row is None:
+            return None
+        return JobInputs(
+            stage=Stage(row.stage),
+            user_id=row.user_id,
+            telegram_id=row.telegram_id,
+            chat_id=row.chat_id,
+            language=row.language,
+            preset_id=row.preset_id,
+            prompt=row.prompt,
+            workflow_type=row.workflow_type,
+            images=tuple(key for key in (row.image_path, *(row.extra_image_paths or ())) if key),
+        )
 
     # --- requests
 

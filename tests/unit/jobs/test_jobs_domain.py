@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from contracts.events import JobRejectReason
+from contracts.events import JobOrderRefusedReason, JobRejectReason
 from jobs.domain import (
     ALLOWED,
     FINISHED,
     JobFacts,
+    JobInputs,
     Limits,
     Order,
     PresetFacts,
     Rejection,
     RequestFacts,
+    Rerun,
     RetryPolicy,
     Stage,
     UserQueue,
@@ -31,6 +35,7 @@ from jobs.domain import (
     on_debit_rejected,
     on_paid,
     on_started,
+    retry,
     take_order,
 )
 
@@ -218,3 +223,54 @@ def test_eta_grows_with_the_position_and_shrinks_with_busy_runners() -> None:
     assert eta_seconds(1, [], busy_runners=0, default_s=60) == 60
     assert eta_seconds(3, [10_000, 20_000], busy_runners=1, default_s=60) == 45
     assert eta_seconds(3, [10_000, 20_000], busy_runners=3, default_s=60) == 15
+
+
+FAILED = JobInputs(
+    stage=Stage.failed,
+    user_id=7,
+    telegram_id=2**40,
+    chat_id=2**40,
+    language="en",
+    preset_id=3,
+    prompt="make it anime",
+    workflow_type="qwen_edit_2511",
+    images=("uploads/1/a.jpg", "uploads/1/b.jpg"),
+)
+
+
+def test_a_retry_is_the_failed_jobs_inputs_again_at_no_charge() -> None:
+    request_id = uuid.uuid4()
+    assert retry(FAILED, request_id) == Rerun(
+        request_id=request_id,
+        user_id=7,
+        telegram_id=2**40,
+        chat_id=2**40,
+        language="en",
+        preset_id=3,
+        images=("uploads/1/a.jpg", "uploads/1/b.jpg"),
+        order=Order(prompt="make it anime", price=0, workflow_type="qwen_edit_2511"),
+    )
+    text_only = replace(FAILED, workflow_type="qwen_image", images=(), chat_id=None, language=None)
+    rerun = retry(text_only, request_id)
+    assert isinstance(rerun, Rerun)
+    assert (rerun.chat_id, rerun.language, rerun.order.price) == (2**40, "ru", 0)
+
+
+@pytest.mark.parametrize("stage", sorted(set(Stage) - {Stage.failed}))
+def test_only_a_failed_job_is_retried(stage: Stage) -> None:
+    assert retry(replace(FAILED, stage=stage), uuid.uuid4()) is JobOrderRefusedReason.not_failed
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [
+        {"prompt": None},
+        {"images": ()},
+        {"telegram_id": None},
+        {"workflow_type": None},
+        {"workflow_type": "no_such_workflow"},
+    ],
+)
+def test_a_job_whose_inputs_are_gone_is_not_retried(gone: dict[str, object]) -> None:
+    refused = retry(replace(FAILED, **gone), uuid.uuid4())  # type: ignore[arg-type]
+    assert refused is JobOrderRefusedReason.inputs_gone
