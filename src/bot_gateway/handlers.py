@@ -29,6 +29,7 @@ from contracts.events import (
     JobRejectReason,
     JobRequestRejected,
     JobRequestRejectedV1,
+    JobRetried,
     JobStarted,
     JobSucceeded,
     PaymentCreated,
@@ -84,6 +85,7 @@ def register_handlers(
 
     routes: dict[type[Event], UseCase] = {
         JobCreated: notifications.job_created,
+        JobRetried: notifications.job_retried,
         JobRequestRejected: request_rejected,
         JobRequestRejectedV1: notifications.request_rejected_v1,
         JobQueued: notifications.queued,

@@ -33,7 +33,14 @@ from aiogram.utils.i18n import I18n
 from bot_gateway import domain, keyboards, screening, texts
 from bot_gateway.domain import Change, JobState, JobView, Mail, Phase, rubles
 from bot_gateway.recent_jobs import RecentJobs
-from bot_gateway.repository import Credits, Jobs, Mailbox, Users, move_statement
+from bot_gateway.repository import (
+    Credits,
+    Jobs,
+    Mailbox,
+    Users,
+    followed_statement,
+    move_statement,
+)
 from bot_gateway.sender import markup_payload
 from contracts.envelope import Envelope
 from contracts.events import (
@@ -51,6 +58,7 @@ from contracts.events import (
     JobRejectReason,
     JobRequestRejected,
     JobRequestRejectedV1,
+    JobRetried,
     JobStarted,
     JobSucceeded,
     PaymentCreated,
@@ -237,6 +245,38 @@ class Notifications:
         )
         if not found:
             log.warning("JobCreated for request %s the gateway never made", event.request_id)
+
+    async def job_retried(self, event: JobRetried, uow: UnitOfWork) -> None:
+        """An operator's retry of a failed job: a job its user did not ask for here. From now
+        on the gateway follows it like one they did (its row, in their private chat, linked
+        and priced: free), and tells them support restarted their request at no charge; the
+        job's next event opens its status message. The request's title and inputs are the
+        failed one's, so *again* works on the result as on any."""
+        failed = await Jobs(uow.read).request(job_id=event.retried_job_id)
+        user = await Users(uow.read).by_telegram_id(event.telegram_id)
+        language = user.language if user else event.language
+        with self._speaking(language):
+            title = failed.title if failed else texts.retried_title()
+            notice = Mail(f"retried:{event.job_id}", "text", {"text": texts.retried(title)})
+        images = failed.image_keys if failed else ()
+        job = {
+            "request_id": event.request_id,
+            "job_id": event.job_id,
+            "telegram_id": event.telegram_id,
+            "user_id": event.user_id,
+            "chat_id": event.telegram_id,  # the user's private chat
+            "language": language,
+            "preset_id": failed.preset_id if failed else event.preset_id,
+            "title": title,
+            "prompt": failed.prompt if failed else None,
+            "image_key": images[0] if images else None,
+            "extra_image_keys": list(images[1:]) or None,
+            "phase": str(Phase.created),
+            "price": 0,
+        }
+        uow.after_commit(self._mail_committed)
+        if await uow.apply(*followed_statement(job, notice)) is None:
+            log.info("retry %s is followed here already", event.request_id)
 
     async def request_rejected(self, event: JobRequestRejected, uow: UnitOfWork) -> None:
         await self._move(uow, lambda job: self.on_rejected(job, event), request_id=event.request_id)

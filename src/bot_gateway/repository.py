@@ -58,6 +58,7 @@ from bot_gateway.domain import (
     JobState,
     JobView,
     KnownUser,
+    Mail,
     RequestView,
     ResultView,
 )
@@ -186,8 +187,15 @@ class Jobs:
             row.job_id,
         )
 
-    async def request(self, request_id: uuid.UUID) -> RequestView | None:
-        row = (await self._run(_REQUEST_BY_ID, {"gw_request_id": request_id})).first()
+    async def request(
+        self, request_id: uuid.UUID | None = None, *, job_id: int | None = None
+    ) -> RequestView | None:
+        """The request by its id or, with `job_id`, the one that job is linked to."""
+        if job_id is not None:
+            found = await self._run(_REQUEST_BY_JOB, {"gw_job_id": job_id})
+        else:
+            found = await self._run(_REQUEST_BY_ID, {"gw_request_id": request_id})
+        row = found.first()
         return _request(row) if row is not None else None
 
     async def unfinished_of(self, telegram_id: int) -> list[RequestView]:
@@ -256,6 +264,7 @@ _REQUEST = select(
     GatewayJob.job_id,
 )
 _REQUEST_BY_ID = _REQUEST.where(_BY_REQUEST)
+_REQUEST_BY_JOB = _REQUEST.where(_BY_ID)
 _UNFINISHED_OF = _REQUEST.where(
     GatewayJob.telegram_id == _bound(JOBS, "telegram_id"), UNFINISHED
 ).order_by(GatewayJob.created_at)
@@ -523,21 +532,26 @@ def _move_shape(
         not_before = func.now() if shown == "final" else _NEXT_EDIT
         statement = statement.add_cte(_show_status(anchor, not_before=not_before).cte("shown"))
     if mailed:
-        mail = (
-            pg_insert(OutboundMessage)
-            .from_select(
-                ["key", "chat_id", "kind", "payload"],
-                select(
-                    bindparam("gw_mail_key", type_=String()),
-                    _CHAT_ID,
-                    bindparam("gw_mail_kind", type_=String()),
-                    _json("gw_mail"),
-                ).select_from(anchor),
-            )
-            .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
-        )
-        statement = statement.add_cte(mail.cte("mailed"))
+        statement = statement.add_cte(_mail(anchor).cte("mailed"))
     return statement
+
+
+def _mail(anchor: CTE) -> Insert:
+    """The message `gw_mail` (`gw_mail_kind`, once per `gw_mail_key`) to chat `gw_chat_id`, if
+    `anchor` yields a row."""
+    return (
+        pg_insert(OutboundMessage)
+        .from_select(
+            ["key", "chat_id", "kind", "payload"],
+            select(
+                bindparam("gw_mail_key", type_=String()),
+                _CHAT_ID,
+                bindparam("gw_mail_kind", type_=String()),
+                _json("gw_mail"),
+            ).select_from(anchor),
+        )
+        .on_conflict_do_nothing(index_elements=[OutboundMessage.key])
+    )
 
 
 _CHAT_ID = bindparam("gw_chat_id", type_=BigInteger())
@@ -552,8 +566,21 @@ def request_statement(job: dict[str, Any], status: dict[str, Any]) -> Statement:
     return _request_shape(tuple(job)), params
 
 
+def followed_statement(job: dict[str, Any], mail: Mail) -> Statement:
+    """The row of a job the gateway did not ask for (an operator's retry) and a message that
+    tells its user of it; no row when the request exists already. Its status message comes
+    with the job's next event."""
+    params = {f"gw_{name}": value for name, value in job.items()}
+    params["gw_mail_key"] = mail.key
+    params["gw_mail_kind"] = mail.kind
+    params["gw_mail"] = json.dumps(mail.payload)
+    return _request_shape(tuple(job), mailed=True), params
+
+
 @functools.cache
-def _request_shape(columns: tuple[str, ...]) -> Select[Any]:
+def _request_shape(columns: tuple[str, ...], *, mailed: bool = False) -> Select[Any]:
+    """The row and, if it was made, its status message's first text, or (`mailed`) another
+    message."""
     made = (
         pg_insert(GatewayJob)
         .values({name: _bound(JOBS, name) for name in columns})
@@ -561,8 +588,8 @@ def _request_shape(columns: tuple[str, ...]) -> Select[Any]:
         .returning(GatewayJob.request_id)
         .cte("made")
     )
-    shown = _show_status(made, not_before=func.now())
-    return select(made.c.request_id).add_cte(shown.cte("shown"))
+    told = _mail(made) if mailed else _show_status(made, not_before=func.now())
+    return select(made.c.request_id).add_cte(told.cte("shown"))
 
 
 def _show_status(anchor: CTE, *, not_before: ColumnElement[Any]) -> Insert:

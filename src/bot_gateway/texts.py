@@ -184,6 +184,18 @@ def accepted(title: str) -> str:
     )
 
 
+def retried(title: str) -> str:
+    return _(
+        "🔁 «{title}»: support restarted your failed request, at no charge. "
+        "Its progress and the result come here as usual."
+    ).format(title=title)
+
+
+def retried_title() -> str:
+    """The title of a restarted request whose first one the bot no longer holds."""
+    return _("Your earlier request")
+
+
 def queued(title: str, position: int, eta_seconds: int) -> str:
     if eta_seconds < 60:
         eta = _("less than a minute")

@@ -26,6 +26,8 @@ from contracts.events import (
     JobRequested,
     JobRequestRejected,
     JobRequestRejectedV1,
+    JobRetried,
+    JobRetryOrdered,
     JobStarted,
     JobSucceeded,
     PaymentCreated,
@@ -78,6 +80,7 @@ PHRASES = {
         "presets": "Пресеты",
         "choose_category": "Выберите категорию",
         "price_changed": "цена изменилась после подтверждения: теперь {} кредитов",
+        "retried": "«Мультфильм»: поддержка перезапустила ваш неудавшийся запрос, бесплатно",
     },
     "en": {
         "balance": "Your balance: {}",
@@ -117,6 +120,7 @@ PHRASES = {
         "presets": "Presets",
         "choose_category": "Choose a category",
         "price_changed": "the price has changed since you confirmed it: it is {} credits now",
+        "retried": "«Мультфильм»: support restarted your failed request, at no charge",
     },
 }
 LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
@@ -347,6 +351,41 @@ async def test_a_failed_job_says_the_credits_came_back(stack: Stack, language: s
     )
     await stack.telegram.shown_eventually(chat.user.id, status_id, p["refund_promise"])
     await chat.expect(p["refunded"])
+
+
+@LANGUAGES
+async def test_a_failed_job_retried_by_support_is_told_and_delivered(
+    stack: Stack, language: str
+) -> None:
+    """A job the gateway did not ask for (an operator's retry, through the backend API) is
+    followed like the user's own: they are told, in their language, then its status message
+    shows the queue and is edited to done, and the result comes; nothing is charged."""
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    status_id = await confirm_preset(chat, language, "Мультфильм", 20)
+    created = await created_job(stack, chat)
+    await stack.telegram.shown_eventually(chat.user.id, status_id, p["queued"])
+    await stack.runner_publisher.publish(
+        JobAttemptFailed(job_id=created.job_id, attempt=1, retryable=False, reason="corrupt_image")
+    )
+    await chat.expect(p["refunded"])
+
+    chat.mark()
+    key = uuid.uuid4()
+    retry = JobRetryOrdered(request_id=key, operator="sam", reason="fixed", job_id=created.job_id)
+    await stack.runner_publisher.publish(retry)
+    (retried,) = await stack.events.wait_for(JobRetried, request_id=key)
+    (free,) = await stack.events.wait_for(JobCreated, job_id=retried.job_id)
+    assert (free.price, free.telegram_id, free.preset_id) == (0, chat.user.id, created.preset_id)
+    await chat.expect(p["retried"], method="sendMessage")
+    status = await chat.expect(p["queued"], method="sendMessage")  # its own status message
+    assert status.message_id not in (None, status_id)
+    await stack.run_job(retried.job_id, steps=2)
+    await chat.expect(p["ready"], method="sendPhoto")
+    await stack.telegram.shown_eventually(chat.user.id, status.message_id, p["done"])
+    assert {call.method for call in chat.said(p["done"])} == {"editMessageText"}
+    chat.say("/balance")
+    await chat.expect(p["balance"].format(60))  # refunded once, the retry free
 
 
 @LANGUAGES
