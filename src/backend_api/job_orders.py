@@ -1,14 +1,16 @@
-"""Operators' orders about a job: cancel, in the API (`POST /api/v1/jobs/{job_id}/cancel`) and
-the panel's jobs page. Jobs owns the jobs: the cancel is a command (JobCancelOrdered) with the
-idempotency key, the operator and a reason, applied once by jobs as a user's cancel is (billing
-refunds what was debited, a runner stops it, the user is told) and answered by JobOrderApplied
-or JobOrderRefused (`unknown_job`, `finished`), which settle the audit entry.
-
-No retry yet: a failed job was refunded and its user told; running it again needs the gateway
-to follow a job its user did not ask for (docs/architecture.md, "not built yet").
+"""Operators' orders about a job, in the API (`POST /api/v1/jobs/{job_id}/cancel` and
+`.../retry`) and the panel's jobs page. Jobs owns the jobs: each order is a command with the
+idempotency key, the operator and a reason, applied once by jobs. A cancel (JobCancelOrdered)
+ends the job as its user's cancel does (billing refunds what was debited, a runner stops it, the
+user is told), answered by JobOrderApplied; a retry (JobRetryOrdered) runs a failed job again as
+a new job of the same inputs at no charge, under the key as its request id (the failed job stays
+failed, its refund stands), answered by JobRetried, which the gateway follows the new job by.
+JobOrderRefused (`unknown_job`, `finished`, `not_failed`, `inputs_gone`) refuses either. The
+answer settles the audit entry.
 """
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -29,15 +31,24 @@ from backend_api.auth import Operators
 from backend_api.commands import AuditRecord, Commands, settle
 from backend_api.panel import Panel, form_key, form_reason, form_text
 from backend_api.settings import Role
-from contracts.events import JobCancelOrdered, JobOrderApplied, JobOrderRefused
+from contracts.events import (
+    JobCancelOrdered,
+    JobOrderApplied,
+    JobOrderRefused,
+    JobRetried,
+    JobRetryOrdered,
+)
 from messaging.runtime import ServiceRuntime
 from messaging.unit_of_work import UnitOfWork
 
 CANCEL_JOB = "job.cancel"
+RETRY_JOB = "job.retry"
 JobIdPath = Annotated[int, Path(gt=0, le=2**31 - 1)]
+Order = Callable[[uuid.UUID, str, int, str], Awaitable[AuditRecord]]
+"""An order about a job: (key, operator, job id, reason) -> its audit entry."""
 
 
-class JobCancel(BaseModel):
+class JobOrder(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason
@@ -50,8 +61,25 @@ class JobOrders:
     async def cancel(self, key: uuid.UUID, operator: str, job_id: int, reason: str) -> AuditRecord:
         """Ask jobs to cancel `job_id`; the audit entry, as settled as it got within the wait."""
         command = JobCancelOrdered(request_id=key, operator=operator, reason=reason, job_id=job_id)
+        return await self._submit(CANCEL_JOB, command)
+
+    async def retry(self, key: uuid.UUID, operator: str, job_id: int, reason: str) -> AuditRecord:
+        """Ask jobs to run the failed `job_id` again, free, as a new job of request `key`; the
+        audit entry, as settled as it got within the wait."""
+        command = JobRetryOrdered(request_id=key, operator=operator, reason=reason, job_id=job_id)
+        return await self._submit(RETRY_JOB, command)
+
+    async def _submit(
+        self, action: str, command: JobCancelOrdered | JobRetryOrdered
+    ) -> AuditRecord:
         return await self._commands.submit(
-            key, operator, CANCEL_JOB, str(job_id), {"job_id": job_id}, reason, command
+            command.request_id,
+            command.operator,
+            action,
+            str(command.job_id),
+            {"job_id": command.job_id},
+            command.reason,
+            command,
         )
 
     def api_router(self, operators: Operators) -> APIRouter:
@@ -63,7 +91,7 @@ class JobOrders:
         async def cancel(
             who: Support,
             job_id: JobIdPath,
-            body: JobCancel,
+            body: JobOrder,
             response: Response,
             idempotency_key: IdempotencyKey,
         ) -> CommandStatus:
@@ -73,29 +101,53 @@ class JobOrders:
             submitted = self.cancel(idempotency_key, who, job_id, body.reason.strip())
             return await command_answer(submitted, response)
 
+        @router.post("/jobs/{job_id}/retry", responses=COMMAND_RESPONSES)
+        async def retry(
+            who: Support,
+            job_id: JobIdPath,
+            body: JobOrder,
+            response: Response,
+            idempotency_key: IdempotencyKey,
+        ) -> CommandStatus:
+            """Run a failed job again: a new job of the same inputs for the same user, at no
+            charge, whose request id is the idempotency key (the outcome names it,
+            `new_job_id`); the user is told in the chat and gets the result there. The failed
+            job stays failed and its refund stands. Refused: `not_failed` (it runs still,
+            succeeded or was canceled), `inputs_gone` (its prompt or photos were erased),
+            `unknown_job`. Support or admin."""
+            submitted = self.retry(idempotency_key, who, job_id, body.reason.strip())
+            return await command_answer(submitted, response)
+
         return router
 
     def panel_router(self, panel: Panel) -> APIRouter:
         router = APIRouter(prefix="/panel/jobs", include_in_schema=False)
-
-        async def cancel(request: Request, job_id: int) -> Response:
-            if (denied := panel.signed_out(request)) is not None:
-                return denied
-            form = await panel.form(request, Role.support)
-            if not 0 < job_id < 2**31:
-                raise HTTPException(status.HTTP_404_NOT_FOUND)
-            reason, error = form_reason(form)
-            back = _back(form_text(form.get("back")) or "")
-            separator = "&" if "?" in back else "?"
-            if error is not None:
-                error = urlencode({"error": "reason", "job": job_id})
-                return RedirectResponse(f"{back}{separator}{error}", status.HTTP_303_SEE_OTHER)
-            record = await self.cancel(form_key(form), panel.operator(request), job_id, reason)
-            done = urlencode({"done": str(record.request_id)})
-            return RedirectResponse(f"{back}{separator}{done}", status.HTTP_303_SEE_OTHER)
-
-        router.add_api_route("/{job_id}/cancel", cancel, methods=["POST"])
+        router.add_api_route("/{job_id}/cancel", _form(panel, self.cancel), methods=["POST"])
+        router.add_api_route("/{job_id}/retry", _form(panel, self.retry), methods=["POST"])
         return router
+
+
+def _form(panel: Panel, order: Order) -> Callable[[Request, int], Awaitable[Response]]:
+    """A row's form on the jobs page: `order` with the form's reason and key, then back to
+    the page it came from, showing the answer (or asking for a reason)."""
+
+    async def submit(request: Request, job_id: int) -> Response:
+        if (denied := panel.signed_out(request)) is not None:
+            return denied
+        form = await panel.form(request, Role.support)
+        if not 0 < job_id < 2**31:
+            raise HTTPException(status.HTTP_404_NOT_FOUND)
+        reason, error = form_reason(form)
+        back = _back(form_text(form.get("back")) or "")
+        separator = "&" if "?" in back else "?"
+        if error is not None:
+            asked = urlencode({"error": "reason", "job": job_id})
+            return RedirectResponse(f"{back}{separator}{asked}", status.HTTP_303_SEE_OTHER)
+        record = await order(form_key(form), panel.operator(request), job_id, reason)
+        done = urlencode({"done": str(record.request_id)})
+        return RedirectResponse(f"{back}{separator}{done}", status.HTTP_303_SEE_OTHER)
+
+    return submit
 
 
 def _back(path: str) -> str:
@@ -117,6 +169,15 @@ def register(runtime: ServiceRuntime) -> None:
             event.request_id,
             "applied",
             {"job_id": event.job_id, "was_running": event.was_running},
+        )
+
+    @runtime.consumer.on(JobRetried)
+    async def retried(event: JobRetried, uow: UnitOfWork) -> None:
+        await settle(
+            uow,
+            event.request_id,
+            "applied",
+            {"job_id": event.retried_job_id, "new_job_id": event.job_id},
         )
 
     @runtime.consumer.on(JobOrderRefused)

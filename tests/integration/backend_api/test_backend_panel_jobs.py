@@ -1,5 +1,6 @@
 """The panel's jobs page in a real headless Chromium: filtered by status, user, preset and
-creation time, and a job canceled from its row (a reason asked for first)."""
+creation time, a job canceled from its row (a reason asked for first), and a failed one retried
+from its row as a new job at no charge."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from support.billing_harness import new_telegram_id, scalar
 pytestmark = pytest.mark.integration
 
 
-async def test_jobs_are_filtered_and_one_is_canceled(
+async def test_jobs_are_filtered_one_is_canceled_and_a_failed_one_retried(
     running: Running, backend_engine: AsyncEngine, page: Page
 ) -> None:
     async with UnitOfWork(backend_engine, BILLING, source="test") as uow:
@@ -41,6 +42,7 @@ async def test_jobs_are_filtered_and_one_is_canceled(
                         user_id=account.user_id,
                         telegram_id=account.telegram_id,
                         prompt="a cat",
+                        workflow_type="qwen_image",
                         price=30,
                         request_id=uuid.uuid4(),
                         stage=stage,
@@ -78,3 +80,19 @@ async def test_jobs_are_filtered_and_one_is_canceled(
     await expect(page.locator(f"#job-{ids[0]} form.cancel")).to_have_count(0)  # finished
     stage = await scalar(backend_engine, "SELECT stage FROM jobs WHERE id = :id", id=ids[1])
     assert stage == "canceled"
+
+    failed = page.locator(f"#job-{ids[2]}")
+    await expect(failed.locator("form.cancel")).to_have_count(0)
+    await expect(page.locator(f"#job-{ids[0]} form.retry")).to_have_count(0)  # it did not fail
+    await failed.locator("input[name=reason]").fill("the runner is fixed")
+    await failed.locator("form.retry button").click()
+    await expect(page.locator("#result .ok")).to_contain_text("перезапущено бесплатно")
+    retried = await scalar(
+        backend_engine,
+        "SELECT price FROM jobs WHERE user_id = :user AND id > :last",
+        user=account.user_id,
+        last=max(ids),
+    )
+    assert retried == 0
+    stage = await scalar(backend_engine, "SELECT stage FROM jobs WHERE id = :id", id=ids[2])
+    assert stage == "failed"  # never revived
