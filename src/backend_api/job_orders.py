@@ -5,8 +5,8 @@ ends the job as its user's cancel does (billing refunds what was debited, a runn
 user is told), answered by JobOrderApplied; a retry (JobRetryOrdered) runs a failed job again as
 a new job of the same inputs at no charge, under the key as its request id (the failed job stays
 failed, its refund stands), answered by JobRetried, which the gateway follows the new job by.
-JobOrderRefused (`unknown_job`, `finished`, `not_failed`, `inputs_gone`) refuses either. The
-answer settles the audit entry.
+JobOrderRefused (`unknown_job`, `finished`, `not_failed`, `never_paid`, `inputs_gone`) refuses
+either. The answer settles the audit entry.
 """
 
 import uuid
@@ -113,7 +113,8 @@ class JobOrders:
             charge, whose request id is the idempotency key (the outcome names it,
             `new_job_id`); the user is told in the chat and gets the result there. The failed
             job stays failed and its refund stands. Refused: `not_failed` (it runs still,
-            succeeded or was canceled), `inputs_gone` (its prompt or photos were erased),
+            succeeded or was canceled), `never_paid` (it failed before billing debited it:
+            no credits, no answer), `inputs_gone` (its prompt or photos were erased),
             `unknown_job`. Support or admin."""
             submitted = self.retry(idempotency_key, who, job_id, body.reason.strip())
             return await command_answer(submitted, response)

@@ -1342,6 +1342,8 @@ class JobOrderRefusedReason(StrEnum):
     """A retry of a job that did not fail (it runs still, succeeded or was canceled)."""
     inputs_gone = "inputs_gone"
     """A retry of a job whose prompt or photos are no longer kept (the user's erasure)."""
+    never_paid = "never_paid"
+    """A retry of a job that failed before billing debited it (no credits, no answer)."""
 
 
 class JobOrderApplied(Event):

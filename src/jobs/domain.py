@@ -298,6 +298,8 @@ class JobInputs:
     prompt: str | None
     workflow_type: str | None
     images: tuple[str, ...]
+    paid: bool
+    """Billing debited it (then refunded it when it failed)."""
 
 
 @dataclass(frozen=True)
@@ -325,10 +327,14 @@ FREE = 0
 
 def retry(job: JobInputs, request_id: uuid.UUID) -> Rerun | JobOrderRefusedReason:
     """The failed job again, at no charge; or why not: only a failed job runs again (a
-    canceled one was canceled on purpose, the others did not fail), and only while its
+    canceled one was canceled on purpose, the others did not fail), only one its user paid
+    for (a job that failed for want of credits or of billing's answer cost nothing: running
+    it free would be a gift, which is a credit adjustment's to make), and only while its
     inputs are kept (a user's erasure drops them)."""
     if job.stage is not Stage.failed:
         return JobOrderRefusedReason.not_failed
+    if not job.paid:
+        return JobOrderRefusedReason.never_paid
     workflow, telegram_id = job.workflow_type or "", job.telegram_id
     if (
         telegram_id is None

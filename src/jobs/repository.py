@@ -492,7 +492,8 @@ _INPUTS = select(
             "image_path",
             "extra_image_paths",
         )
-    )
+    ),
+    JOBS.c.debited_at.is_not(None).label("paid"),
 ).where(JOBS.c.id == bindparam("job_id"), JOBS.c.stage.is_not(None), JOBS.c.user_id.is_not(None))
 _ONE = select(literal(1).label("one")).subquery("one")
 _REQUEST_STATE = select(
@@ -568,6 +569,7 @@ class JobsRepository:
             prompt=row.prompt,
             workflow_type=row.workflow_type,
             images=tuple(key for key in (row.image_path, *(row.extra_image_paths or ())) if key),
+            paid=row.paid,
         )
 
     # --- requests

@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts.events import JobAttemptFailed, JobCompleted, JobStarted
+from jobs.models import Job
 from support.backend_gateway import bot
 from support.backend_harness import SUPPORT, VIEWER, Running
+from support.billing_harness import new_telegram_id
 from support.gateway_harness import Chat, Stack, image_bytes, new_user
 from support.messaging import publisher_for
 
@@ -234,8 +238,23 @@ async def test_a_failed_job_is_retried_once_as_a_new_job_at_no_charge(
     assert jobs["total"] == 2  # the same key twice made one job
 
 
-async def test_a_retry_of_a_job_that_did_not_fail_or_is_unknown_is_refused(
-    running: Running,
+async def failed_unpaid(engine: AsyncEngine, user_id: int) -> int:
+    """A job of `user_id` that failed before billing debited it (as DebitRejected fails one)."""
+    async with engine.begin() as connection:
+        job = insert(Job).values(
+            user_id=user_id,
+            telegram_id=new_telegram_id(),
+            prompt="a cat",
+            workflow_type="qwen_image",
+            price=30,
+            request_id=uuid.uuid4(),
+            stage="failed",
+        )
+        return int((await connection.execute(job.returning(Job.id))).scalar_one())
+
+
+async def test_a_retry_of_a_job_that_did_not_fail_or_was_never_paid_is_refused(
+    running: Running, backend_engine: AsyncEngine
 ) -> None:
     _, user_id, job_id = await a_paid_job(running)
     code, answer = await call(
@@ -259,6 +278,11 @@ async def test_a_retry_of_a_job_that_did_not_fail_or_is_unknown_is_refused(
         "refused",
         "unknown_job",
     )
+    unpaid = await failed_unpaid(backend_engine, user_id)  # no credits: billing took nothing
+    code, answer = await call(
+        running, "POST", f"/api/v1/jobs/{unpaid}/retry", json={"reason": "a gift?"}
+    )
+    assert (code, answer["status"], answer["outcome"]["reason"]) == (200, "refused", "never_paid")
     code, _ = await call(running, "POST", f"/api/v1/jobs/{job_id}/retry", json={"reason": " "})
     assert code == 422
     code, _ = await call(
@@ -266,4 +290,4 @@ async def test_a_retry_of_a_job_that_did_not_fail_or_is_unknown_is_refused(
     )
     assert code == 403
     jobs = await eventually_get(running, "/api/v1/jobs", lambda page: True, user_id=user_id)
-    assert jobs["total"] == 1  # nothing was made
+    assert jobs["total"] == 2  # nothing was made: the paid job and the unpaid one

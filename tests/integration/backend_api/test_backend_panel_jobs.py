@@ -47,6 +47,7 @@ async def test_jobs_are_filtered_one_is_canceled_and_a_failed_one_retried(
                         request_id=uuid.uuid4(),
                         stage=stage,
                         created_at=created,
+                        debited_at=created,  # paid, as every job past billing was
                     )
                     .returning(Job.id)
                 )

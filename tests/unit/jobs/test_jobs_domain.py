@@ -235,6 +235,7 @@ FAILED = JobInputs(
     prompt="make it anime",
     workflow_type="qwen_edit_2511",
     images=("uploads/1/a.jpg", "uploads/1/b.jpg"),
+    paid=True,
 )
 
 
@@ -259,6 +260,11 @@ def test_a_retry_is_the_failed_jobs_inputs_again_at_no_charge() -> None:
 @pytest.mark.parametrize("stage", sorted(set(Stage) - {Stage.failed}))
 def test_only_a_failed_job_is_retried(stage: Stage) -> None:
     assert retry(replace(FAILED, stage=stage), uuid.uuid4()) is JobOrderRefusedReason.not_failed
+
+
+def test_a_job_that_failed_before_it_was_paid_for_is_not_retried_free() -> None:
+    refused = retry(replace(FAILED, paid=False), uuid.uuid4())
+    assert refused is JobOrderRefusedReason.never_paid
 
 
 @pytest.mark.parametrize(
