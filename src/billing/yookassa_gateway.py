@@ -3,9 +3,12 @@
 The SDK (yookassa 3.x, kept: it is the customer's) passes no timeout to `requests`, so a hung
 API would hold a thread for ever and `wait_for` could only stop waiting for it. Its one
 transport seam is `ApiClient.get_session()`, called for every request by a client each
-resource class (`Payment`, `Refund`) makes in its `__init__`: our subclasses of those classes
-make a client whose sessions carry `_TimeoutAdapter`, a real socket timeout on connect and on
-every read. `tests/unit/billing/test_yookassa_transport.py` breaks if an SDK upgrade moves it.
+resource class (`Payment`, `Refund`) makes in its `__init__`: each gateway's subclasses of those
+classes make a client whose sessions carry `_TimeoutAdapter`, a real socket timeout on connect
+and on every read, and which is given the gateway's own shop and address (the SDK keeps its
+configuration in class attributes, one shop per process: two billings in one process, as the
+tests run them against sandboxes of their own, would otherwise call whichever was configured
+last). `tests/unit/billing/test_yookassa_transport.py` breaks if an SDK upgrade moves it.
 The calls run on a bounded pool of their own (`YOOKASSA_POOL_SIZE`), so slow YooKassa calls
 never take the threads anything else runs on.
 """
@@ -97,10 +100,24 @@ class _TimeoutAdapter(HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
-class _Client(ApiClient):  # type: ignore[misc]
-    """The SDK's client, its sessions' transport given a socket timeout."""
+@dataclass(frozen=True)
+class Shop:
+    """Whose API a client calls, and how long it waits for a socket."""
 
-    timeout_s: float = 10.0
+    shop_id: str
+    secret_key: str = field(repr=False)
+    api_url: str
+    timeout_s: float
+
+
+class _Client(ApiClient):  # type: ignore[misc]
+    """The SDK's client for `shop`, its sessions' transport given a socket timeout."""
+
+    def __init__(self, shop: Shop) -> None:
+        super().__init__()
+        self.endpoint = shop.api_url
+        self.shop_id, self.shop_password, self.auth_token = shop.shop_id, shop.secret_key, None
+        self.timeout_s = shop.timeout_s
 
     def get_session(self) -> requests.Session:
         session: requests.Session = super().get_session()
@@ -114,14 +131,14 @@ class _Client(ApiClient):  # type: ignore[misc]
         return session
 
 
-class _Payment(Payment):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.client = _Client()
+def _resource(base: type[Any], shop: Shop) -> type[Any]:
+    """The SDK's resource class `base` (Payment, Refund), its calls made by `shop`'s client;
+    the SDK's classes left as they are."""
 
+    def __init__(self: Any) -> None:
+        self.client = _Client(shop)
 
-class _Refund(Refund):  # type: ignore[misc]
-    def __init__(self) -> None:
-        self.client = _Client()
+    return type(base.__name__, (base,), {"__init__": __init__})
 
 
 class YooKassaGateway:
@@ -129,11 +146,16 @@ class YooKassaGateway:
 
     def __init__(self, settings: YooKassaSettings) -> None:
         self._timeout_s = settings.timeout_s
-        # The SDK keeps its configuration in class attributes: one shop per process.
-        Configuration.configure(
-            settings.shop_id, settings.secret_key.get_secret_value(), api_url=settings.api_url
+        shop = Shop(
+            settings.shop_id,
+            settings.secret_key.get_secret_value(),
+            settings.api_url,
+            settings.timeout_s,
         )
-        _Client.timeout_s = settings.timeout_s
+        # The SDK's clients read its class-level configuration first (and refuse to be made
+        # without one); ours then put their own shop in place of it.
+        Configuration.configure(shop.shop_id, shop.secret_key, api_url=shop.api_url)
+        self.payments, self.refunds = _resource(Payment, shop), _resource(Refund, shop)
         self._pool = ThreadPoolExecutor(settings.pool_size, thread_name_prefix="yookassa")
 
     async def create(self, draft: PaymentDraft, idempotency_key: str) -> RemotePayment:
@@ -146,15 +168,15 @@ class YooKassaGateway:
         }
         if draft.receipt is not None:
             params["receipt"] = draft.receipt
-        response = await self._call(_Payment.create, params, idempotency_key)
+        response = await self._call(self.payments.create, params, idempotency_key)
         return remote_payment(dict(response))
 
     async def fetch(self, yookassa_id: str) -> RemotePayment:
-        response = await self._call(_Payment.find_one, yookassa_id)
+        response = await self._call(self.payments.find_one, yookassa_id)
         return remote_payment(dict(response))
 
     async def cancel(self, yookassa_id: str, idempotency_key: str) -> RemotePayment:
-        response = await self._call(_Payment.cancel, yookassa_id, idempotency_key)
+        response = await self._call(self.payments.cancel, yookassa_id, idempotency_key)
         return remote_payment(dict(response))
 
     async def refund(self, draft: RefundDraft, idempotency_key: str) -> RemoteRefund:
@@ -167,11 +189,11 @@ class YooKassaGateway:
             params["metadata"] = draft.metadata
         if draft.receipt is not None:
             params["receipt"] = draft.receipt
-        response = await self._call(_Refund.create, params, idempotency_key)
+        response = await self._call(self.refunds.create, params, idempotency_key)
         return remote_refund(dict(response))
 
     async def fetch_refund(self, refund_id: str) -> RemoteRefund:
-        response = await self._call(_Refund.find_one, refund_id)
+        response = await self._call(self.refunds.find_one, refund_id)
         return remote_refund(dict(response))
 
     async def _call(self, function: Any, *args: Any) -> Any:
