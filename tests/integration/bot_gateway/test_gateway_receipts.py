@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from billing.app import build as build_billing
 from billing.settings import YooKassaSettings
@@ -25,7 +24,7 @@ from messaging.broker import declare_topology, delete_topology
 from sandbox.telegram import TelegramSandbox
 from sandbox.yookassa import YooKassaSandbox
 from support.billing_harness import make_settings as billing_settings
-from support.database import RUN_ID
+from support.database import RUN_ID, DatabaseFactory, engine_at, migrated_database
 from support.gateway_harness import Chat, Stack, gateway_settings, new_user
 from support.jobs_harness import EventLog
 from support.messaging import eventually
@@ -68,8 +67,15 @@ LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
 
 
 @pytest.fixture(scope="module")
+async def receipts_database_url(databases: DatabaseFactory) -> str:
+    """A database of its own: a billing and a gateway on the shared one would share its outboxes
+    and outbound messages with the shared stack's, whose relays and sender would take them."""
+    return await migrated_database(databases, "receipts")
+
+
+@pytest.fixture(scope="module")
 async def receipts_stack(
-    gateway_database_url: str, amqp_url: str, tmp_path_factory: pytest.TempPathFactory
+    receipts_database_url: str, amqp_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
     topology = build_topology(f"test-{RUN_ID}-rc-{uuid.uuid4().hex[:6]}")
     await declare_topology(amqp_url, topology)
@@ -79,11 +85,11 @@ async def receipts_stack(
     await yookassa.start()
     receipts = YooKassaSettings(api_url=yookassa.api_url, timeout_s=5, receipts=True)
     billing = build_billing(
-        billing_settings(gateway_database_url, amqp_url, topology, yookassa, yookassa=receipts)
+        billing_settings(receipts_database_url, amqp_url, topology, yookassa, yookassa=receipts)
     )
     root = tmp_path_factory.mktemp("receipts")
     gateway = build_gateway(
-        gateway_settings(gateway_database_url, amqp_url, topology, telegram, root)
+        gateway_settings(receipts_database_url, amqp_url, topology, telegram, root)
     )
     events = EventLog(amqp_url, topology)
     await events.start()
@@ -106,7 +112,7 @@ async def started(stack: Stack, language: str) -> Chat:
 
 @LANGUAGES
 async def test_the_bot_asks_once_for_a_receipt_contact_and_the_payment_carries_it(
-    receipts_stack: Stack, gateway_sessions: async_sessionmaker[AsyncSession], language: str
+    receipts_stack: Stack, receipts_database_url: str, language: str
 ) -> None:
     p = PHRASES[language]
     stack = receipts_stack
@@ -157,11 +163,13 @@ async def test_the_bot_asks_once_for_a_receipt_contact_and_the_payment_carries_i
     chat.press(await chat.expect("/deletemydata"), "🗑")
     stored = f"SELECT count(*) FROM gateway_receipt_contacts WHERE telegram_id = {chat.user.id}"
 
-    async def erased() -> bool:
-        async with gateway_sessions() as session:
-            return (await session.execute(text(stored))).scalar_one() == 0
+    async with engine_at(receipts_database_url) as engine:
 
-    await eventually(erased)
+        async def erased() -> bool:
+            async with engine.connect() as connection:
+                return (await connection.execute(text(stored))).scalar_one() == 0
+
+        await eventually(erased)
 
 
 @LANGUAGES
