@@ -68,6 +68,9 @@ def _environment(language: str) -> Environment:
     )
     translations = gettext.translation("messages", LOCALES, languages=[language])
     environment.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+    environment.filters["label"] = lambda code: (
+        translations.pgettext("status", code) if code else "—"
+    )  # a job's stage, a payment's status or type, a command's status, in words (msgctxt status)
     return environment
 
 

@@ -32,7 +32,7 @@ async def test_an_operator_refunds_part_of_a_payment_in_the_panel(
     await page.click("#payment-filters button[type=submit]")
     await expect(page.locator("#totals")).to_contain_text("250.00 RUB")
     await page.click(f"#payment-list a[href='/panel/payments/{payment_id}']")
-    await expect(page.locator("#payment-status")).to_have_text("succeeded")
+    await expect(page.locator("#payment-status")).to_have_text("успешно")
 
     await page.fill("#amount", "1000")  # more than was paid, and no reason: field errors
     await page.click("#refund button[type=submit]")
@@ -68,7 +68,7 @@ async def test_a_viewer_sees_payments_but_no_refund_form(
     await sign_in(page, running, login=VIEWER)
     await expect(page).to_have_url(f"{running.url}/panel/users")
     await page.goto(f"{running.url}/panel/payments/{payment_id}")
-    await expect(page.locator("#payment-status")).to_have_text("succeeded")
+    await expect(page.locator("#payment-status")).to_have_text("успешно")
     await expect(page.locator("#refund")).to_have_count(0)
     await expect(page.locator("#recheck")).to_have_count(0)
     response = await page.request.post(

@@ -77,7 +77,7 @@ async def test_jobs_are_filtered_one_is_canceled_and_a_failed_one_retried(
     await expect(page.locator("#result .ok")).to_be_visible()
     await page.select_option("#status", "")
     await page.click("#job-filters button[type=submit]")
-    await expect(page.locator(f"#job-{ids[1]} .status")).to_have_text("canceled")
+    await expect(page.locator(f"#job-{ids[1]} .status")).to_have_text("отменено")
     await expect(page.locator(f"#job-{ids[0]} form.cancel")).to_have_count(0)  # finished
     stage = await scalar(backend_engine, "SELECT stage FROM jobs WHERE id = :id", id=ids[1])
     assert stage == "canceled"

@@ -1,12 +1,16 @@
-"""The panel's pager: rows shown, previous/next links that keep the filters, and a total the
-owner stopped counting at shown as "at least", in both languages."""
+"""The panel's rendering helpers: the pager (rows shown, previous/next links that keep the
+filters, a total the owner stopped counting at shown as "at least") and the status labels, in
+both languages."""
 
 from __future__ import annotations
+
+from typing import get_args
 
 import pytest
 from starlette.requests import Request
 
 from backend_api.panel import PAGE, _environment, pager
+from contracts.rpc import JobStage, LedgerKindName, PaymentStatusName, PaymentTypeName
 
 pytestmark = pytest.mark.unit
 
@@ -49,3 +53,20 @@ def test_a_total_counted_no_further_is_shown_as_at_least(language: str, text: st
     assert page["next"] is not None
     assert text in shown(language, **page)
     assert text not in shown(language, **{**page, "total_exact": True})
+
+
+CODES = [
+    *get_args(JobStage),
+    *get_args(PaymentStatusName),
+    *get_args(PaymentTypeName),
+    *get_args(LedgerKindName),
+]
+COMMAND_STATUSES = ["pending", "awaiting_approval", "applied", "refused", "rejected"]
+
+
+@pytest.mark.parametrize("code", sorted({*CODES, *COMMAND_STATUSES, "unknown"}))
+def test_every_status_a_page_shows_is_in_words_in_russian(code: str) -> None:
+    label = _environment("ru").filters["label"]
+    assert label(code) != code  # translated (an untranslated one would show the code)
+    assert _environment("en").filters["label"](code).replace(" ", "_") == code
+    assert label(None) == "—"
