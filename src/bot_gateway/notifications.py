@@ -252,7 +252,7 @@ class Notifications:
         and priced: free), and tells them support restarted their request at no charge; the
         job's next event opens its status message. The request's title and inputs are the
         failed one's, so *again* works on the result as on any."""
-        failed = await Jobs(uow.read).request(job_id=event.retried_job_id)
+        failed = await Jobs(uow.read).request_of_job(event.retried_job_id)
         user = await Users(uow.read).by_telegram_id(event.telegram_id)
         language = user.language if user else event.language
         with self._speaking(language):

@@ -187,15 +187,13 @@ class Jobs:
             row.job_id,
         )
 
-    async def request(
-        self, request_id: uuid.UUID | None = None, *, job_id: int | None = None
-    ) -> RequestView | None:
-        """The request by its id or, with `job_id`, the one that job is linked to."""
-        if job_id is not None:
-            found = await self._run(_REQUEST_BY_JOB, {"gw_job_id": job_id})
-        else:
-            found = await self._run(_REQUEST_BY_ID, {"gw_request_id": request_id})
-        row = found.first()
+    async def request(self, request_id: uuid.UUID) -> RequestView | None:
+        row = (await self._run(_REQUEST_BY_ID, {"gw_request_id": request_id})).first()
+        return _request(row) if row is not None else None
+
+    async def request_of_job(self, job_id: int) -> RequestView | None:
+        """The request job `job_id` is linked to."""
+        row = (await self._run(_REQUEST_BY_JOB, {"gw_job_id": job_id})).first()
         return _request(row) if row is not None else None
 
     async def unfinished_of(self, telegram_id: int) -> list[RequestView]:
