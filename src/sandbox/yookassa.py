@@ -196,9 +196,9 @@ class YooKassaSandbox:
         key = request.headers.get("Idempotence-Key")
         if not key:
             return self._error(400, "invalid_request", "Idempotence-Key is required")
+        params = await request.json()  # read first: from the key's check to its record, no await
         if key in self.by_key:
             return web.json_response(self.payments[self.by_key[key]])
-        params = await request.json()
         amount = params.get("amount") or {}
         if amount.get("value") in (None, "0.00"):
             return self._error(400, "invalid_request", "amount is required")
@@ -261,9 +261,9 @@ class YooKassaSandbox:
         key = request.headers.get("Idempotence-Key")
         if not key:
             return self._error(400, "invalid_request", "Idempotence-Key is required")
+        params = await request.json()  # read first: from the key's check to its record, no await
         if key in self.by_key:
             return web.json_response(self.refunds[self.by_key[key]])
-        params = await request.json()
         payment = self.payments.get(str(params.get("payment_id")))
         if payment is None:
             return self._error(404, "not_found", "payment not found")
