@@ -5,7 +5,7 @@ session: a random token of which only the SHA-256 is kept (`backend_sessions`). 
 looks its token up, joined to the operator's account, so a revoked session, a disabled account
 or a changed role applies at the next request. Passwords are checked off the event loop
 (scrypt takes tens of milliseconds by design); failed sign-ins are throttled per login and per
-address.
+address, counted in the database so that every replica sees them.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import hashlib
 import secrets
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from fastapi import Request
 from fastapi.security import HTTPBearer
-from sqlalchemy import Select, func, select, true, update
+from sqlalchemy import Select, Table, func, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from backend_api import totp
 from backend_api.accounts import OPERATORS, SESSIONS
+from backend_api.models import SignInFailure
 from backend_api.passwords import verify_password
 from backend_api.settings import BackendApiSettings, Role
 
@@ -36,6 +36,7 @@ SESSION_OPERATOR = "operator"
 SESSION_TOKEN = "token"
 SESSION_CSRF = "csrf"
 SEEN_EVERY = timedelta(minutes=1)
+FAILURES = cast("Table", SignInFailure.__table__)
 """How stale a session's last_seen_at may grow before a request writes it."""
 
 bearer = HTTPBearer(auto_error=False, description="A session token from `POST /api/v1/sessions`")
@@ -89,7 +90,7 @@ class Operators:
     ) -> None:
         self._sessions = sessions
         self._max_age = timedelta(seconds=settings.session_max_age_s)
-        self._throttle = LoginThrottle(settings.login_attempts, settings.login_window_s)
+        self._throttle = LoginThrottle(sessions, settings.login_attempts, settings.login_window_s)
 
     async def sign_in(
         self,
@@ -104,11 +105,11 @@ class Operators:
         """A new session for `login`; `SignInRefusedError` if a credential is wrong,
         `TooManyAttemptsError` (nothing checked) while the login or the address has failed too
         often lately."""
-        self._throttle.check(login, address)
+        await self._throttle.check(login, address)
         if not await self._check(login, password, code):
-            self._throttle.failed(login, address)
+            await self._throttle.failed(login, address)
             raise SignInRefusedError(login)
-        self._throttle.forget(login)
+        await self._throttle.forget(login)
         return await self.open_session(login, kind=kind, address=address, user_agent=user_agent)
 
     async def open_session(
@@ -235,40 +236,56 @@ def _digest(token: str) -> bytes:
 
 class LoginThrottle:
     """At most `attempts` failed sign-ins per login and per client address within `window_s`;
-    past that, sign-ins there are refused unchecked until the oldest failure leaves the window.
-    In memory: per replica, forgotten on restart."""
+    past that, sign-ins there are refused unchecked until the oldest of those failures leaves
+    the window. Counted in the database (`backend_sign_in_failures`, by its clock), so every
+    replica sees the same count and a restart forgets nothing."""
 
-    MAX_KEYS = 100_000
-
-    def __init__(self, attempts: int, window_s: float) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], attempts: int, window_s: float
+    ) -> None:
+        self._sessions = sessions
         self._attempts = attempts
-        self._window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
+        self._window = timedelta(seconds=window_s)
 
-    def check(self, name: str, address: str) -> None:
-        now = time.monotonic()
-        for key in (f"login:{name}", f"address:{address}"):
-            failures = self._recent(key, now)
-            if len(failures) >= self._attempts:
-                raise TooManyAttemptsError(failures[0] + self._window_s - now)
+    async def check(self, name: str, address: str) -> None:
+        async with self._sessions() as session:
+            for key in _keys(name, address):
+                # The newest `attempts` failures in the window: a full set means wait until the
+                # oldest of them leaves it.
+                recent = (
+                    select(FAILURES.c.failed_at)
+                    .where(FAILURES.c.key == key, FAILURES.c.failed_at > func.now() - self._window)
+                    .order_by(FAILURES.c.failed_at.desc())
+                    .limit(self._attempts)
+                    .subquery()
+                )
+                row = (
+                    await session.execute(
+                        select(
+                            func.count(),
+                            func.extract(
+                                "epoch", func.min(recent.c.failed_at) + self._window - func.now()
+                            ),
+                        ).select_from(recent)
+                    )
+                ).one()
+                if row[0] >= self._attempts:
+                    raise TooManyAttemptsError(float(row[1]))
 
-    def failed(self, name: str, address: str) -> None:
-        now = time.monotonic()
-        if len(self._failures) >= self.MAX_KEYS:
-            self._failures = {
-                key: times for key, times in self._failures.items() if self._recent(key, now)
-            }
-        for key in (f"login:{name}", f"address:{address}"):
-            self._failures.setdefault(key, deque(maxlen=self._attempts)).append(now)
+    async def failed(self, name: str, address: str) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                FAILURES.delete().where(FAILURES.c.failed_at <= func.now() - self._window)
+            )
+            await session.execute(FAILURES.insert(), [{"key": key} for key in _keys(name, address)])
 
-    def forget(self, name: str) -> None:
-        self._failures.pop(f"login:{name}", None)
+    async def forget(self, name: str) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(FAILURES.delete().where(FAILURES.c.key == _keys(name, "")[0]))
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        failures = self._failures.get(key, deque())
-        while failures and failures[0] <= now - self._window_s:
-            failures.popleft()
-        return failures
+
+def _keys(name: str, address: str) -> tuple[str, str]:
+    return f"login:{name}", f"address:{address}"
 
 
 _DUMMY = "scrypt$16384$8$1$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="

@@ -121,6 +121,22 @@ class OperatorSession(Base):
     )
 
 
+class SignInFailure(Base):
+    """One failed sign-in, counted against its login and its client address (`key` is
+    `login:<name>` or `address:<ip>`); rows older than the throttle's window are deleted."""
+
+    __tablename__ = "backend_sign_in_failures"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200))
+    failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (
+        Index("ix_backend_sign_in_failures_key_failed_at", "key", "failed_at"),
+        Index("ix_backend_sign_in_failures_failed_at", "failed_at"),
+    )
+
+
 class RunnerBeat(Base):
     """The backend API's projection of the GPU runners: each runner's last heartbeat
     (`RunnerHeartbeat`), kept as it came; a runner is gone once its beats stop."""

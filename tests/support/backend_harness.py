@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 import aiohttp
 import pyotp
 from playwright.async_api import Page, expect
+from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from backend_api.accounts import OPERATORS
 from backend_api.app import BackendApi
+from backend_api.auth import FAILURES as SIGN_IN_FAILURES
 from billing import payments
 from billing.app import Billing
 from billing.domain import creation_key
@@ -63,8 +65,10 @@ def totp_code(at: float | None = None) -> str:
 
 async def seat_operators(backend: BackendApi, password_hash: str) -> dict[str, str]:
     """The operators of `ROLES` as new (role, password `PASSWORD`, the admin's `TOTP_SECRET`
-    with no code used yet, enabled), each with a fresh API session: their tokens."""
+    with no code used yet, enabled, no failed sign-ins counted), each with a fresh API
+    session: their tokens."""
     async with backend.runtime.sessions.begin() as session:
+        await session.execute(delete(SIGN_IN_FAILURES))
         for login, role in ROLES.items():
             account = {
                 "password_hash": password_hash,

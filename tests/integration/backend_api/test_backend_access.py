@@ -13,8 +13,9 @@ from typing import Any
 
 import pyotp
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from backend_api.auth import LoginThrottle, TooManyAttemptsError
 from billing import services
 from billing.models import DELIVERY as BILLING
 from messaging.unit_of_work import UnitOfWork
@@ -70,6 +71,34 @@ async def status_with(running: Running, token: str, method: str, path: str) -> i
         client.request(method, path, headers={"Authorization": bearer(token)}) as response,
     ):
         return response.status
+
+
+async def test_failed_sign_ins_count_on_every_replica_and_leave_the_window(
+    backend_engine: AsyncEngine,
+) -> None:
+    sessions = async_sessionmaker(backend_engine)
+    one, other = (LoginThrottle(sessions, attempts=3, window_s=300) for _ in range(2))
+    login, address = f"replica_{uuid.uuid4().hex[:8]}", f"address-{uuid.uuid4()}"
+    elsewhere = f"address-{uuid.uuid4()}"
+    for replica in (one, other):
+        await replica.failed(login, address)
+    await other.check(login, elsewhere)  # two failures: not yet
+    await one.failed(login, address)
+    with pytest.raises(TooManyAttemptsError) as refused:  # the third, counted by another replica
+        await other.check(login, elsewhere)
+    assert 299 < refused.value.retry_after_s <= 300
+    with pytest.raises(TooManyAttemptsError):  # the address, for any login
+        await LoginThrottle(sessions, attempts=3, window_s=300).check("someone", address)
+    await other.forget(login)  # a sign-in that succeeded: the login's count starts again
+    await one.check(login, elsewhere)
+    with pytest.raises(TooManyAttemptsError):
+        await one.check(login, address)
+    brief = LoginThrottle(sessions, attempts=1, window_s=0.5)
+    await brief.failed(login, elsewhere)
+    with pytest.raises(TooManyAttemptsError):
+        await brief.check(login, elsewhere)
+    await asyncio.sleep(0.6)
+    await brief.check(login, elsewhere)  # the failure has left the window
 
 
 async def test_operators_are_made_and_changed_with_imagebot_admin(
