@@ -12,18 +12,22 @@ from bot_gateway.settings import TelegramSettings
 from contracts.topology import Topology
 from messaging.settings import BrokerSettings
 from sandbox.telegram import TOKEN, TelegramSandbox
+from support.database import DatabaseFactory, migrated_database
 from support.gateway_harness import gateway_settings, new_user
 
 SECRET = "webhook-secret-for-tests"
 
 
 async def test_pushed_updates_are_handled_only_with_the_secret(
-    gateway_database_url: str, amqp_url: str, topology: Topology, tmp_path: Path
+    databases: DatabaseFactory, amqp_url: str, topology: Topology, tmp_path: Path
 ) -> None:
+    # A database of its own: on the shared gateway database, the shared stack's relays and
+    # sender would take this gateway's outbox rows and outbound messages (and it theirs).
+    database_url = await migrated_database(databases, "webhook")
     telegram = TelegramSandbox()
     await telegram.start()
     settings = gateway_settings(
-        gateway_database_url,
+        database_url,
         amqp_url,
         topology,
         telegram,
