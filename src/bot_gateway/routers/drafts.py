@@ -171,8 +171,8 @@ async def prompt(
     limits: ConversationSettings,
     raw_state: str | None = None,
 ) -> None:
-    """The user's words: asked for, or typed at the menu (then offered as a prompt: draw it,
-    or send a photo to edit with it)."""
+    """The user's words: asked for, typed at a confirmation (they refine its preset), or typed
+    at the menu (then offered as a prompt: draw it, or send a photo to edit with it)."""
     asked = raw_state == Drafting.waiting_prompt.state
     text = (message.text or "").strip()
     if problem := _prompt_error(text, limits):
@@ -284,8 +284,9 @@ def router() -> Router:
     feature = Router(name=__name__)
     feature.message(F.photo | F.document)(upload)
     feature.callback_query(MenuAction.filter(F.action == "prompt"))(ask_prompt)
-    asked_or_at_menu = StateFilter(Drafting.waiting_prompt, None)
-    feature.message(asked_or_at_menu, F.text, ~F.text.startswith("/"))(prompt)
+    # at the confirmation too: words after the photo refine its preset (or replace the prompt)
+    words_taken = StateFilter(Drafting.waiting_prompt, Drafting.confirming, None)
+    feature.message(words_taken, F.text, ~F.text.startswith("/"))(prompt)
     feature.message(StateFilter(Drafting.waiting_photo), ~F.text.startswith("/"))(not_a_photo)
     feature.callback_query(DraftAction.filter())(draft_action)
     feature.callback_query(ResultAction.filter())(after_result)

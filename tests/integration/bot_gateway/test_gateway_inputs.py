@@ -327,3 +327,28 @@ async def test_a_language_the_bot_does_not_speak_gets_english(stack: Stack) -> N
     await chat.expect(SAY["en"]["balance"])
     chat.say("ein Leuchtturm im Sturm")
     await chat.expect(SAY["en"]["offered"].format("ein Leuchtturm im Sturm"))
+
+
+@LANGUAGES
+async def test_words_typed_at_the_confirmation_refine_its_preset(
+    stack: Stack, language: str
+) -> None:
+    """Photo, preset, and then the user's own words: they refine the preset (as a caption or
+    words before the photo would), not 'I did not understand'."""
+    s = SAY[language]
+    chat = await started_chat(stack, language)
+    chat.photo()
+    offer = await chat.expect(s["photo_received"])
+    chat.press(offer, "Фото")
+    presets = await chat.expect("Фото:")
+    chat.press(presets, "Аниме")
+    await chat.expect(s["confirm"])
+    chat.say("make the hair blue")
+    confirm = await chat.expect(s["quote"].format("make the hair blue"))
+    assert s["confirm"] in confirm.text
+    assert chat.said(s["unknown"]) == []
+    chat.press(confirm, s["start"])
+    (requested,) = await stack.events.wait_for(JobRequested, telegram_id=chat.user.id)
+    assert requested.prompt == "make the hair blue"
+    assert requested.preset_id is not None
+    assert len(requested.image_keys) == 1
