@@ -126,8 +126,13 @@ def cancel_job(request: str) -> InlineKeyboardMarkup:
     return _single(texts.cancel_button(), CancelJob(request=request).pack())
 
 
-def result(request: str) -> InlineKeyboardMarkup:
+def result(request: str, *, made: bool = True) -> InlineKeyboardMarkup:
+    """Under a result; `made=False` under a request refused before any result (a changed
+    price): no *original quality*, which would only say the button is outdated."""
     labels = texts.result_buttons()
+    file = InlineKeyboardButton(
+        text=labels["file"], callback_data=ResultAction(action="file", request=request).pack()
+    )
     return InlineKeyboardMarkup(
         inline_keyboard=[
             [
@@ -141,10 +146,7 @@ def result(request: str) -> InlineKeyboardMarkup:
                 ),
             ],
             [
-                InlineKeyboardButton(
-                    text=labels["file"],
-                    callback_data=ResultAction(action="file", request=request).pack(),
-                ),
+                *([file] if made else []),
                 InlineKeyboardButton(
                     text=labels["menu"], callback_data=MenuAction(action="menu").pack()
                 ),

@@ -196,7 +196,7 @@ class Notifications:
         repriced = event.reason is JobRejectReason.price_changed
         with self._speaking(job.language):
             text = texts.rejected(job.title, event.reason, event.price)
-            markup = keyboards.result(job.request_id.hex) if repriced else None
+            markup = keyboards.result(job.request_id.hex, made=False) if repriced else None
         change = self._end(job, Phase.rejected, text, markup)
         if change is None and repriced and job.state.phase == Phase.rejected:
             change = Change(job.state, self._status(job, text, markup), final=True)

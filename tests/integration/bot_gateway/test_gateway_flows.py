@@ -239,6 +239,9 @@ async def test_a_price_changed_since_the_confirmation_is_charged_only_once_confi
         chat.press(confirm, p["start"])
         refused = await chat.expect(p["price_changed"].format(35), method="editMessageText")
         assert refused.message_id == confirm.message_id
+        # no result was made: no button under the refusal asks for one (it could only fail)
+        assert [b["callback_data"][:2] for b in refused.buttons] == ["r:", "r:", "m:"]
+        assert not any(b["callback_data"].startswith("r:file:") for b in refused.buttons)
         refusal = await price_refusal_of(stack, chat)
         user_id = refusal.user_id
         assert not stack.events.of(JobCreated, user_id=user_id)
