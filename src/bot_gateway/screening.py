@@ -17,6 +17,7 @@ from typing import Any
 from aiogram import BaseMiddleware
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 from PIL import Image
 
 from bot_gateway.fingerprints import UploadFingerprints, pixel_digest
@@ -173,9 +174,12 @@ def restricted(found: Standing, now: datetime) -> str:
 
 def result_refused(title: str, price: int | None) -> str:
     if price:
-        return _(
+        return ngettext(
             "🚫 «{title}»: the result broke the content rules, so it is not shown. "
-            "The {price} credits go back to your balance."
+            "The {price} credit goes back to your balance.",
+            "🚫 «{title}»: the result broke the content rules, so it is not shown. "
+            "The {price} credits go back to your balance.",
+            price,
         ).format(title=title, price=price)
     return _(
         "🚫 «{title}»: the result broke the content rules, so it is not shown. Nothing was charged."

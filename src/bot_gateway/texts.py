@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from aiogram.utils.i18n import get_i18n
+from aiogram.utils.i18n import get_i18n, ngettext
 from aiogram.utils.i18n import gettext as _
 from babel.numbers import format_decimal
 
@@ -70,16 +70,28 @@ def credits_amount(value: Decimal | int) -> str:
     return format_decimal(value, format="0.######", locale=get_i18n().current_locale)
 
 
+def count(value: Decimal | int) -> int:
+    """The number that picks a noun's plural form (`ngettext`): a fraction reads as 2 does
+    (`12,5 кредита`, `12.5 credits`)."""
+    return int(value) if value == int(value) else 2
+
+
 def welcome(name: str, balance: Decimal | int, welcome_credits: Decimal | int | None) -> str:
     text = _("Hello, {name}! I edit photos and draw new images.").format(name=name)
     if welcome_credits:
         gift = credits_amount(welcome_credits)
-        text += "\n" + _("Welcome gift: {credits} credits.").format(credits=gift)
+        text += "\n" + ngettext(
+            "Welcome gift: {credits} credit.",
+            "Welcome gift: {credits} credits.",
+            count(welcome_credits),
+        ).format(credits=gift)
     return text + "\n" + balance_line(balance)
 
 
 def balance_line(balance: Decimal | int) -> str:
-    return _("Your balance: {balance} credits.").format(balance=credits_amount(balance))
+    return ngettext(
+        "Your balance: {balance} credit.", "Your balance: {balance} credits.", count(balance)
+    ).format(balance=credits_amount(balance))
 
 
 def help_text() -> str:
@@ -161,7 +173,11 @@ def own_prompt_title() -> str:
 def confirm(title: str, price: int, prompt: str | None = None, *, photos: int = 1) -> str:
     """The offer to pay for: what, for how much, the user's own words it will follow, and how
     many photos (an album's) it edits together."""
-    text = _("«{title}»\nPrice: {price} credits.\nStart?").format(title=title, price=price)
+    text = ngettext(
+        "«{title}»\nPrice: {price} credit.\nStart?",
+        "«{title}»\nPrice: {price} credits.\nStart?",
+        count(price),
+    ).format(title=title, price=price)
     if photos > 1:
         text = _("Photos: {count}").format(count=photos) + "\n" + text
     if prompt:
@@ -248,9 +264,12 @@ def result_not_kept(days: int) -> str:
 
 def failed(title: str, price: int | None) -> str:
     if price:
-        return _(
+        return ngettext(
+            "❌ «{title}»: the image could not be made. The {price} credit goes back to your "
+            "balance.",
             "❌ «{title}»: the image could not be made. "
-            "The {price} credits go back to your balance."
+            "The {price} credits go back to your balance.",
+            count(price),
         ).format(title=title, price=price)
     return _("❌ «{title}»: the image could not be made. Nothing was charged.").format(title=title)
 
@@ -262,9 +281,11 @@ def canceled(title: str) -> str:
 
 
 def refunded(amount: int, balance: Decimal) -> str:
-    return _("↩️ {amount} credits returned. Balance: {balance}.").format(
-        amount=amount, balance=credits_amount(balance)
-    )
+    return ngettext(
+        "↩️ {amount} credit returned. Balance: {balance}.",
+        "↩️ {amount} credits returned. Balance: {balance}.",
+        count(amount),
+    ).format(amount=amount, balance=credits_amount(balance))
 
 
 def insufficient(title: str, price: int, balance: Decimal, shortfall: Decimal) -> str:
@@ -285,9 +306,11 @@ def topup_button() -> str:
 
 def rejected(title: str, reason: str, price: int | None = None) -> str:
     if reason == "price_changed" and price is not None:
-        why = _("the price has changed since you confirmed it: it is {price} credits now.").format(
-            price=price
-        )
+        why = ngettext(
+            "the price has changed since you confirmed it: it is {price} credit now.",
+            "the price has changed since you confirmed it: it is {price} credits now.",
+            count(price),
+        ).format(price=price)
     else:
         why = {
             "unknown_preset": _("this preset is no longer available."),
@@ -303,21 +326,27 @@ def choose_package() -> str:
 
 
 def package_button(credits: int, rubles: str) -> str:
-    return _("{credits} credits for {rubles} ₽").format(credits=credits, rubles=rubles)
+    return ngettext(
+        "{credits} credit for {rubles} ₽", "{credits} credits for {rubles} ₽", count(credits)
+    ).format(credits=credits, rubles=rubles)
 
 
 def stars_package_button(credits: int, stars: int) -> str:
-    return _("{credits} credits for {stars} ⭐").format(credits=credits, stars=stars)
+    return ngettext(
+        "{credits} credit for {stars} ⭐", "{credits} credits for {stars} ⭐", count(credits)
+    ).format(credits=credits, stars=stars)
 
 
 def stars_invoice_title(credits: int) -> str:
-    return _("{credits} credits").format(credits=credits)
+    return ngettext("{credits} credit", "{credits} credits", count(credits)).format(credits=credits)
 
 
 def stars_invoice_description(credits: int) -> str:
-    return _("Balance top-up: {credits} credits for image edits, paid in Telegram Stars.").format(
-        credits=credits
-    )
+    return ngettext(
+        "Balance top-up: {credits} credit for image edits, paid in Telegram Stars.",
+        "Balance top-up: {credits} credits for image edits, paid in Telegram Stars.",
+        count(credits),
+    ).format(credits=credits)
 
 
 def stars_refused_package() -> str:
@@ -337,7 +366,11 @@ def creating_payment() -> str:
 
 
 def payment_link(credits: int, rubles: str) -> str:
-    return _("Pay {rubles} ₽ to get {credits} credits:").format(rubles=rubles, credits=credits)
+    return ngettext(
+        "Pay {rubles} ₽ to get {credits} credit:",
+        "Pay {rubles} ₽ to get {credits} credits:",
+        count(credits),
+    ).format(rubles=rubles, credits=credits)
 
 
 def pay_button(rubles: str) -> str:
@@ -345,9 +378,11 @@ def pay_button(rubles: str) -> str:
 
 
 def payment_received(credits: int, balance: Decimal) -> str:
-    return _("✅ Payment received: +{credits} credits. Balance: {balance}.").format(
-        credits=credits, balance=credits_amount(balance)
-    )
+    return ngettext(
+        "✅ Payment received: +{credits} credit. Balance: {balance}.",
+        "✅ Payment received: +{credits} credits. Balance: {balance}.",
+        count(credits),
+    ).format(credits=credits, balance=credits_amount(balance))
 
 
 def payment_failed() -> str:
@@ -355,9 +390,11 @@ def payment_failed() -> str:
 
 
 def weekly_bonus(amount: int, balance: Decimal) -> str:
-    return _("🎁 Weekly bonus: +{amount} credits. Balance: {balance}.").format(
-        amount=amount, balance=credits_amount(balance)
-    )
+    return ngettext(
+        "🎁 Weekly bonus: +{amount} credit. Balance: {balance}.",
+        "🎁 Weekly bonus: +{amount} credits. Balance: {balance}.",
+        count(amount),
+    ).format(amount=amount, balance=credits_amount(balance))
 
 
 def history_jobs_title() -> str:
@@ -382,9 +419,11 @@ def job_status(status: str) -> str:
 
 
 def history_job(job_id: int, status: str, price: int, at: datetime) -> str:
-    return _("#{job_id} · {status} · {price} credits · {date}").format(
-        job_id=job_id, status=job_status(status), price=price, date=at.strftime("%d.%m %H:%M")
-    )
+    return ngettext(
+        "#{job_id} · {status} · {price} credit · {date}",
+        "#{job_id} · {status} · {price} credits · {date}",
+        count(price),
+    ).format(job_id=job_id, status=job_status(status), price=price, date=at.strftime("%d.%m %H:%M"))
 
 
 def history_results_hint(days: int) -> str:
@@ -409,7 +448,11 @@ def history_credit(kind: str, credits: int, at: datetime) -> str:
 
 def topup_refunded(money: str, credits: int, shortfall: int, balance: Decimal | int) -> str:
     """`money`: what went back to the buyer, with its unit (`100.50 ₽`, `50 ⭐`)."""
-    text = _("↩️ Your top-up was refunded: {money} back to you, {credits} credits taken back.")
+    text = ngettext(
+        "↩️ Your top-up was refunded: {money} back to you, {credits} credit taken back.",
+        "↩️ Your top-up was refunded: {money} back to you, {credits} credits taken back.",
+        count(credits),
+    )
     if shortfall:
         text += " " + _("{shortfall} of its credits had been spent already.")
     text += " " + _("Balance: {balance}.")
@@ -420,9 +463,17 @@ def topup_refunded(money: str, credits: int, shortfall: int, balance: Decimal | 
 
 def credits_adjusted(credits: int, balance: Decimal) -> str:
     if credits > 0:
-        text = _("🛠 Support added {credits} credits to your balance. Balance: {balance}.")
+        text = ngettext(
+            "🛠 Support added {credits} credit to your balance. Balance: {balance}.",
+            "🛠 Support added {credits} credits to your balance. Balance: {balance}.",
+            count(credits),
+        )
     else:
-        text = _("🛠 Support took {credits} credits from your balance. Balance: {balance}.")
+        text = ngettext(
+            "🛠 Support took {credits} credit from your balance. Balance: {balance}.",
+            "🛠 Support took {credits} credits from your balance. Balance: {balance}.",
+            count(-credits),
+        )
     return text.format(credits=abs(credits), balance=credits_amount(balance))
 
 
@@ -471,9 +522,11 @@ def file_too_large(megabytes: int) -> str:
 
 
 def too_many_pixels(megapixels: int) -> str:
-    return _("The image is too large: at most {megapixels} megapixels.").format(
-        megapixels=megapixels
-    )
+    return ngettext(
+        "The image is too large: at most {megapixels} megapixel.",
+        "The image is too large: at most {megapixels} megapixels.",
+        megapixels,
+    ).format(megapixels=megapixels)
 
 
 def unsupported_format() -> str:
@@ -489,9 +542,11 @@ def heif_unsupported() -> str:
 
 
 def prompt_too_long(length: int, limit: int) -> str:
-    return _("The description is too long: {length} characters, at most {limit}.").format(
-        length=length, limit=limit
-    )
+    return ngettext(
+        "The description is too long: {length} character, at most {limit}.",
+        "The description is too long: {length} characters, at most {limit}.",
+        length,
+    ).format(length=length, limit=limit)
 
 
 def caption_too_long(length: int, limit: int) -> str:
@@ -575,9 +630,11 @@ def grant_refused_unknown(telegram_id: int, credits: int) -> str:
 
 
 def credits_granted(credits: int, balance: Decimal) -> str:
-    return _("🎁 You received {credits} credits. Balance: {balance}.").format(
-        credits=credits, balance=credits_amount(balance)
-    )
+    return ngettext(
+        "🎁 You received {credits} credit. Balance: {balance}.",
+        "🎁 You received {credits} credits. Balance: {balance}.",
+        count(credits),
+    ).format(credits=credits, balance=credits_amount(balance))
 
 
 def receipt_ask() -> str:
