@@ -29,6 +29,8 @@ def error_handler(i18n: I18n, foreign: str) -> Callable[..., Awaitable[bool]]:
             if update.message
             else update.callback_query.from_user
             if update.callback_query
+            else update.pre_checkout_query.from_user
+            if update.pre_checkout_query
             else None
         )
         busy = isinstance(event.exception, ServiceBusyError) or is_transient(event.exception)
@@ -50,6 +52,9 @@ def error_handler(i18n: I18n, foreign: str) -> Callable[..., Awaitable[bool]]:
             await update.message.answer(text)
         elif update.callback_query is not None:
             await update.callback_query.answer(text, show_alert=True)
+        elif update.pre_checkout_query is not None:
+            # Telegram holds the Stars ~10 s for an answer, then fails the payment unexplained
+            await update.pre_checkout_query.answer(ok=False, error_message=text)
         return True
 
     return on_error

@@ -1,0 +1,80 @@
+"""The central error handler answers whatever the user is waiting on, a payment included."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from pathlib import Path
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.base import BaseSession
+from aiogram.methods import AnswerPreCheckoutQuery, TelegramMethod
+from aiogram.types import PreCheckoutQuery, Update
+from aiogram.utils.i18n import I18n
+
+import bot_gateway
+from bot_gateway.errors import error_handler
+
+LOCALES = Path(bot_gateway.__file__).parent / "locales"
+PRE_CHECKOUT = {
+    "update_id": 1,
+    "pre_checkout_query": {
+        "id": "q1",
+        "from": {"id": 9, "is_bot": False, "first_name": "A", "language_code": "en"},
+        "currency": "XTR",
+        "total_amount": 50,
+        "invoice_payload": "stars:p100:50:100:9",
+    },
+}
+
+
+class Recorded(BaseSession):
+    """A Bot API that answers every call with True and remembers it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[TelegramMethod[Any]] = []
+
+    async def make_request(  # aiogram's signature
+        self,
+        bot: Bot,
+        method: TelegramMethod[Any],
+        timeout: int | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        self.calls.append(method)
+        return True
+
+    async def stream_content(
+        self,
+        url: str,
+        headers: dict[str, Any] | None = None,
+        timeout: int = 30,  # noqa: ASYNC109
+        chunk_size: int = 65536,
+        raise_for_status: bool = True,
+    ) -> AsyncGenerator[bytes, None]:
+        raise AssertionError("no downloads here")
+        yield b""
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_pre_checkout_that_broke_is_refused_at_once_not_left_to_time_out() -> None:
+    """Telegram holds the buyer's Stars for 10 s waiting for this answer, then fails the
+    payment with its own words; a failure of ours is answered now, in the buyer's language."""
+    i18n = I18n(path=LOCALES, default_locale="ru", domain="messages")
+    dispatcher = Dispatcher()
+    dispatcher.errors()(error_handler(i18n, "en"))
+
+    @dispatcher.pre_checkout_query()
+    async def broken(query: PreCheckoutQuery) -> None:
+        raise RuntimeError("the database went away")
+
+    session = Recorded()
+    bot = Bot("42:unit-test-token", session=session)
+    await dispatcher.feed_update(bot, Update.model_validate(PRE_CHECKOUT))
+
+    [answer] = [call for call in session.calls if isinstance(call, AnswerPreCheckoutQuery)]
+    assert (answer.pre_checkout_query_id, answer.ok) == ("q1", False)
+    assert answer.error_message is not None
+    assert answer.error_message.startswith("Something went wrong")
