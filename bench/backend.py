@@ -122,7 +122,9 @@ async def seed(database: str, users: int, jobs: int, payments: int) -> None:
                    CASE WHEN g % 97 = 0 THEN 'refund' ELSE 'payment' END::paymenttype,
                    CASE WHEN g % 5 = 0 THEN 'stars'
                         ELSE (ARRAY['card', 'sbp', 'yoo_money'])[1 + g % 3] END,
-                   100, now() - (g % 8760) * interval '1 hour', now()
+                   100, now() - (g % 8760) * interval '1 hour',
+                   CASE WHEN g % 5 < 3  -- succeeded ones only, paid when made
+                        THEN now() - (g % 8760) * interval '1 hour' END
             FROM generate_series(1, $1) AS g
             """,
             payments,
