@@ -350,6 +350,12 @@ async def apply(
 # --- reads
 
 
+def locked(user_id: int) -> Select[Any]:
+    """The account's row, locked until the unit's transaction ends: its balance holds still
+    from a read to the change decided on it, and a change that misses rolls back whole."""
+    return select(USERS.c.user_id).where(USERS.c.user_id == user_id).with_for_update()
+
+
 async def facts(
     uow: UnitOfWork, key: str, *, user_id: int | None = None, telegram_id: int | None = None
 ) -> Facts:

@@ -464,7 +464,9 @@ def refunded(
     being the shortfall (what the buyer spent already), and the legacy log row: one
     statement, all of it or nothing, and nothing unless the balance is still `balance` when
     there is a shortfall (a top-up meanwhile would make it smaller). Whole credits come out:
-    the fraction of an adopted balance stays with the buyer."""
+    the fraction of an adopted balance stays with the buyer. Run it in a transaction holding
+    the account (`accounts.locked`): the row's transition is a CTE of its own, and a miss
+    autocommitted would keep it while the credits stay."""
     credits = refund.credits or 0
     taken = min(math.floor(balance), credits)
     settled = transition(refund.id, "succeeded", only_if=accounts.can_move("user_id")).cte(

@@ -284,6 +284,9 @@ async def apply_refund(uow: UnitOfWork, row: LocalPayment, remote: RemoteRefund)
     far as the balance holds them, the log row. The shortfall (0 when it was applied before)."""
     key = topup_refund_key(remote.id)
     for _ in range(TRIES):
+        # In a transaction holding the account: a balance moving between this read and the
+        # statement would make the statement settle the row and take nothing, autocommitted.
+        await uow.execute(accounts.locked(row.user_id))
         found = await accounts.facts(uow, key, user_id=row.user_id)
         if found.applied or found.user_id is None:
             return 0

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_billing_payments import pending_payment
 
-from billing import payments
+from billing import accounts, payments
 from billing.app import Billing, Settings, build
 from billing.domain import RemoteRefund, refund_request_key
 from billing.refunds import RefundOutcome, RefundResult, refund_topup
@@ -27,6 +27,7 @@ from support.billing_harness import (
     fund,
     ledger_sum,
     open_account,
+    outbox,
     post_webhook,
     scalar,
 )
@@ -288,3 +289,45 @@ async def test_a_pending_refund_whose_notification_never_came_is_settled_by_reco
         assert await ledger_sum(billing_engine, user_id) == 130
     finally:
         await service.runtime.engine.dispose()
+
+
+async def test_a_topup_landing_between_a_refunds_read_and_its_write_still_takes_the_credits(
+    idle_billing: Billing,
+    billing_engine: Engine,
+    fake_yookassa: YooKassaSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The refund reads the balance (30 of the 100 credits left: a shortfall), and the
+    buyer's other top-up of 50 commits right after: the refund must still take its credits
+    (as far as the balance holds them) and tell the buyer, never close its row with nothing
+    taken (the money back at YooKassa and the credits kept)."""
+    user_id, telegram_id = await open_account(billing_engine, balance=60)
+    payment_id, _ = await paid_topup(idle_billing, billing_engine, fake_yookassa, user_id)
+    await fund(billing_engine, user_id, -130, expect=30)
+    read = accounts.facts
+    topups: list[asyncio.Task[None]] = []
+
+    async def then_a_topup(*args: Any, **kwargs: Any) -> accounts.Facts:
+        found = await read(*args, **kwargs)
+        if not topups:
+            topups.append(asyncio.create_task(fund(billing_engine, user_id, 50)))
+            await asyncio.sleep(0.3)  # it commits now, unless the refund holds the account
+        return found
+
+    monkeypatch.setattr(accounts, "facts", then_a_topup)
+    result = await refund(idle_billing, payment_id, "raced-by-a-topup")
+    await asyncio.gather(*topups)
+
+    assert result.outcome is RefundOutcome.refunded
+    assert await _refund_rows(billing_engine, payment_id) == "succeeded 10000 100 card"
+    entry = (
+        "SELECT COALESCE(-sum(amount), 0) FROM billing_ledger "
+        "WHERE kind = 'topup_refund' AND user_id = :u"
+    )
+    taken = await scalar(billing_engine, entry, u=user_id)
+    assert taken > 0
+    assert taken + result.shortfall == 100
+    assert await balance_of(billing_engine, user_id) == 80 - taken
+    assert await ledger_sum(billing_engine, user_id) == 80 - taken
+    [told] = await outbox(billing_engine, "payment.refunded", telegram_id=telegram_id)
+    assert (told["credits"], told["shortfall"]) == (taken, result.shortfall)
