@@ -354,9 +354,13 @@ async def settle_payment(
                             local.status)  # fmt: skip
             return Outcome(decision, credited=True)
         now = await payments.find(uow, payments.by_id(local.id))
-        if now is not None and now.status == local.status:
+        if now is None:
+            return Outcome(Settlement.done, credited=False)
+        if now.status == local.status:
             raise RuntimeError(f"payment {local.id}: credit refused although it is {now.status}")
-        return Outcome(Settlement.done, credited=False)  # a concurrent notification won
+        # Settled meanwhile: by a concurrent notification (done), or expired by the
+        # reconciler, which found it pending just before the buyer paid (credit it still).
+        return await settle_payment(uow, now, remote, reason=reason)
     if decision is Settlement.cancel:
         _emit_failed(uow, local, reason or remote.cancellation_reason or "canceled")
         if await accounts.apply(uow, payments.cancel(local, remote)) is None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from test_billing_payments import YOOKASSA_ADDRESS, pending_payment
 
 from billing.app import Billing, Settings, build
+from billing.domain import RemotePayment
 from billing.settings import BillingSettings, WebhookSettings, YooKassaSettings
 from billing.yookassa_gateway import ProviderUnavailableError
 from contracts.events import TopUpRequested
@@ -90,6 +91,41 @@ async def test_a_payment_we_expired_and_the_buyer_paid_later_is_credited(
     [paid] = await outbox(billing_engine, "payment.succeeded", payment_id=payment_id)
     assert (paid["credits"], paid["balance"]) == (100, 160)
     assert await _logs(billing_engine, payment_id=yookassa_id) == "expired 100,succeeded 100"
+
+
+class ExpiredWhileFetching:
+    """The webhook's YooKassa, in whose fetch the reconciler expires the same payment: it had
+    found it still pending at YooKassa a moment before the buyer paid."""
+
+    def __init__(self, billing: Billing, fake: YooKassaSandbox) -> None:
+        self._billing, self._fake = billing, fake
+        self._provider = billing.topups._provider
+
+    async def fetch(self, yookassa_id: str) -> RemotePayment:
+        self._fake.set_status(yookassa_id, "pending")
+        await self._billing.reconciler.run_once()
+        self._fake.set_status(yookassa_id, "succeeded")
+        return await self._provider.fetch(yookassa_id)
+
+
+async def test_a_payment_expired_while_its_success_was_being_verified_is_credited(
+    expiring: Billing, billing_engine: Engine, fake_yookassa: YooKassaSandbox
+) -> None:
+    user_id, _ = await open_account(billing_engine, balance=60)
+    payment_id, yookassa_id = await pending_payment(expiring, billing_engine, user_id)
+    await _age(billing_engine, payment_id)
+    fake_yookassa.set_status(yookassa_id, "succeeded")
+    expiring.webhook._provider = ExpiredWhileFetching(expiring, fake_yookassa)  # type: ignore[assignment]
+
+    status, _ = await post_webhook(expiring, fake_yookassa.notification(yookassa_id))
+
+    assert status == 200
+    sql = "SELECT status::text FROM payments WHERE id = :p"
+    assert await scalar(billing_engine, sql, p=payment_id) == "succeeded"
+    assert await balance_of(billing_engine, user_id) == 160
+    assert await ledger_sum(billing_engine, user_id) == 160
+    [paid] = await outbox(billing_engine, "payment.succeeded", payment_id=payment_id)
+    assert (paid["credits"], paid["balance"]) == (100, 160)
 
 
 async def test_a_payment_waiting_for_capture_is_canceled_at_yookassa_before_it_expires(
