@@ -65,12 +65,19 @@ def refund_request_key(request_id: object) -> str:
     return f"refund-{request_id}"
 
 
-def refund_credits(credits: int, amount_kopecks: int, refund_kopecks: int) -> int:
-    """The credits a refund of `refund_kopecks` of a top-up takes back: all of them for the
-    whole amount, in proportion (rounded down, in the buyer's favour) for a part."""
-    if refund_kopecks >= amount_kopecks:
-        return credits
-    return credits * refund_kopecks // amount_kopecks
+def refund_credits(
+    credits: int, amount_kopecks: int, refund_kopecks: int, refunded_kopecks: int = 0
+) -> int:
+    """The credits a refund of `refund_kopecks` of a top-up takes back after its refunds of
+    `refunded_kopecks`: all of them for the whole amount, in proportion (rounded down, in the
+    buyer's favour) for a part; the parts of the whole amount add up to all of them."""
+
+    def up_to(kopecks: int) -> int:
+        if kopecks >= amount_kopecks:
+            return credits
+        return credits * kopecks // amount_kopecks
+
+    return up_to(refunded_kopecks + refund_kopecks) - up_to(refunded_kopecks)
 
 
 def bonus_key(user_id: int, week: str) -> str:

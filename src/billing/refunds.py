@@ -98,7 +98,7 @@ async def refund_topup(
         refusal = _stars_refusal(topup, refunded, amount_kopecks, charge)
         if refusal is not None:
             return refusal
-        row = await _open(unit_of_work, topup, request, topup.amount_kopecks, reason)
+        row = await _open(unit_of_work, topup, request, topup.amount_kopecks, 0, reason)
     if topup.currency == STARS_CURRENCY:  # the gateway holds the bot token, not billing
         assert row is not None
         return await _ask_telegram(unit_of_work, topup, row)
@@ -109,7 +109,7 @@ async def refund_topup(
         amount = left if amount_kopecks is None else amount_kopecks
         if not 0 < amount <= left:
             return RefundResult(RefundOutcome.too_much, detail=f"{left} kopecks left to refund")
-        row = await _open(unit_of_work, topup, request, amount, reason)
+        row = await _open(unit_of_work, topup, request, amount, refunded, reason)
     if row.status != "pending" or row.yookassa_id is not None:
         return await _resume(unit_of_work, provider, row)
     try:
@@ -186,9 +186,10 @@ async def _open(
     topup: LocalPayment,
     request: uuid.UUID,
     amount: int,
+    refunded: int,
     reason: str,
 ) -> LocalPayment:
-    credits = refund_credits(topup.credits or 0, topup.amount_kopecks, amount)
+    credits = refund_credits(topup.credits or 0, topup.amount_kopecks, amount, refunded)
     async with unit_of_work() as uow:
         await uow.commit_alone(
             payments.open_refund(
@@ -343,7 +344,10 @@ async def adopt_refund(
     claim = payments.claim_refund(topup.id, remote.id, remote.amount_kopecks)
     if (await uow.commit_alone(claim)).first() is not None:
         return await payments.find(uow, payments.by_refund_id(remote.id))
-    credits = refund_credits(topup.credits or 0, topup.amount_kopecks, remote.amount_kopecks)
+    refunded = int((await uow.read(payments.refunds_of(topup.id))).scalar_one())
+    credits = refund_credits(
+        topup.credits or 0, topup.amount_kopecks, remote.amount_kopecks, refunded
+    )
     await uow.commit_alone(
         payments.open_refund(
             topup,

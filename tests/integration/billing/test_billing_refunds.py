@@ -331,3 +331,35 @@ async def test_a_topup_landing_between_a_refunds_read_and_its_write_still_takes_
     assert await ledger_sum(billing_engine, user_id) == 80 - taken
     [told] = await outbox(billing_engine, "payment.refunded", telegram_id=telegram_id)
     assert (told["credits"], told["shortfall"]) == (taken, result.shortfall)
+
+
+async def test_a_topup_refunded_whole_in_parts_takes_back_all_its_credits(
+    idle_billing: Billing, billing_engine: Engine, fake_yookassa: YooKassaSandbox
+) -> None:
+    """Each part rounds down, but the parts of the whole amount add up to all the credits: the
+    buyer keeps no credit of money that all went back."""
+    user_id, _ = await open_account(billing_engine, balance=60)
+    payment_id, _ = await paid_topup(idle_billing, billing_engine, fake_yookassa, user_id)
+    parts = [
+        await refund(idle_billing, payment_id, "part-1", kopecks=2500),
+        await refund(idle_billing, payment_id, "part-2", kopecks=3333),
+        await refund(idle_billing, payment_id, "the-rest"),
+    ]
+    assert [part.outcome for part in parts] == [RefundOutcome.refunded] * 3
+    assert [part.amount_kopecks for part in parts] == [2500, 3333, 4167]
+    assert sum(part.credits for part in parts) == 100
+    assert await balance_of(billing_engine, user_id) == 60
+    assert await ledger_sum(billing_engine, user_id) == 60
+
+    # The same through YooKassa's dashboard: the part that completes the whole takes the rest.
+    other, other_yookassa_id = await paid_topup(
+        idle_billing, billing_engine, fake_yookassa, user_id
+    )
+    for kopecks in (3333, 6667):
+        refund_id = fake_yookassa.refund(other_yookassa_id, kopecks)
+        notification = fake_yookassa.refund_notification(refund_id)
+        assert (await post_webhook(idle_billing, notification))[0] == 200
+    assert await _refund_rows(billing_engine, other) == (
+        "succeeded 3333 33 card,succeeded 6667 67 card"
+    )
+    assert await balance_of(billing_engine, user_id) == 60
