@@ -50,4 +50,11 @@ async def settle(event: StarsRefundSettled, uow: UnitOfWork) -> None:
         currency=row.currency,
     )
     shortfall = await refunds.apply_refund(uow, row, remote)
+    now = await payments.find(uow, payments.by_id(row.id))
+    if now is not None and now.status == "pending":
+        # The charge's refund was applied under another row (two refunds of it asked at once;
+        # Telegram refunded once, and answered this one CHARGE_ALREADY_REFUNDED).
+        log.warning("stars refund %s: charge %s was refunded under another row", row.id, charge)
+        await uow.apply(payments.close(replace(row, yookassa_id=charge), "failed", "refund_failed"))
+        return
     log.info("stars refund %s (charge %s) applied, shortfall %s", row.id, charge, shortfall)

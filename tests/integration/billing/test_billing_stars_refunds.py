@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from billing import payments
 from billing.app import Billing
-from billing.refunds import RefundOutcome, RefundResult, refund_topup, where_it_stands
+from billing.refunds import (
+    RefundOutcome,
+    RefundResult,
+    refund_topup,
+    request_id,
+    where_it_stands,
+)
 from contracts.events import StarsPaymentReceived, StarsRefundSettled
 from messaging.publisher import EventPublisher
 from support.billing_harness import balance_of, eventually, fund, open_account, scalar
@@ -220,3 +226,50 @@ async def test_a_stars_top_up_with_no_charge_id_recorded_is_refused_not_retried(
         u=user_id,
     )
     assert (refunds, await balance_of(billing_engine, user_id)) == (0, 100)
+
+
+async def test_two_stars_refunds_of_one_charge_asked_at_once_leave_neither_pending(
+    billing: Billing, billing_engine: Engine, sender: EventPublisher
+) -> None:
+    """Two operators refund the same Stars top-up at once: both read it unrefunded, so each
+    opens its row and asks Telegram. Telegram refunds the charge once and answers the second
+    CHARGE_ALREADY_REFUNDED, which the gateway reports as refunded: the credits come out
+    once, and the second row is closed, not left pending for ever."""
+    user_id, telegram_id, charge, payment_id = await paid_in_stars(billing, billing_engine, sender)
+    first = await refund(billing, payment_id, "operator-a")
+    async with billing.runtime.unit_of_work() as uow:  # the second, opened before the first
+        topup = await payments.find(uow, payments.topup_by_id(payment_id))
+        assert topup is not None
+        await uow.commit_alone(
+            payments.open_refund(
+                topup,
+                request_id=request_id(payment_id, "operator-b"),
+                amount_kopecks=50,
+                credits=100,
+                description="test",
+            )
+        )
+    second = await refund(billing, payment_id, "operator-b")
+    assert (first.outcome, second.outcome) == (RefundOutcome.pending, RefundOutcome.pending)
+    assert second.refund_payment_id not in (None, first.refund_payment_id)
+
+    for row in (first.refund_payment_id, second.refund_payment_id):
+        assert row is not None
+        await sender.publish(
+            StarsRefundSettled(
+                refund_payment_id=row,
+                telegram_id=telegram_id,
+                telegram_payment_charge_id=charge,
+                refunded=True,
+            )
+        )
+    assert first.refund_payment_id is not None
+    assert second.refund_payment_id is not None
+    await settled(billing_engine, first.refund_payment_id, "succeeded")
+    await settled(billing_engine, second.refund_payment_id, "failed")
+    assert await balance_of(billing_engine, user_id) == 0
+    entries = "SELECT count(*) FROM billing_ledger WHERE kind = 'topup_refund' AND user_id = :u"
+    assert await scalar(billing_engine, entries, u=user_id) == 1
+    again = await where_it_stands(billing.runtime.unit_of_work, payment_id, "operator-b")
+    assert again is not None
+    assert again.outcome is RefundOutcome.rejected
