@@ -15,6 +15,7 @@ from billing.domain import (
     our_status,
     payment_method,
     payment_mismatches,
+    refund_credits,
     settle,
     shortfall,
     to_kopecks,
@@ -78,6 +79,19 @@ def test_the_api_version_must_match_our_row() -> None:
 def test_shortfall_is_never_negative() -> None:
     assert shortfall(balance=5, price=13) == 8
     assert shortfall(balance=50, price=13) == 0
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [[10000], [2500, 3333, 4167], [1, 9999], [3333, 3333, 3334], [9999, 1], [1] * 7 + [9993]],
+)
+def test_refunds_in_parts_round_down_each_and_add_up_to_every_credit(parts: list[int]) -> None:
+    taken = []
+    for number, kopecks in enumerate(parts):
+        taken.append(refund_credits(100, 10000, kopecks, sum(parts[:number])))
+        assert taken[-1] <= 100 * kopecks // 10000 + 1
+    assert sum(taken) == 100
+    assert refund_credits(100, 10000, 3333) == 33
 
 
 def test_packages_are_validated_and_sorted_cheapest_first() -> None:
