@@ -110,9 +110,9 @@ async def test_a_refunded_top_up_is_told_with_what_was_spent_and_shows_in_histor
     chat.mark()
     await adjust(stack, chat, -120)  # the buyer spends it all
     await stack.events.wait_for(CreditsAdjusted, telegram_id=chat.user.id)
-    await refund(stack, payment_id, "rest")  # 59.50 ₽: 59 credits bought back, none left
+    await refund(stack, payment_id, "rest")  # 59.50 ₽: the other 60 credits, none left
     (_, rest) = await stack.events.wait_for(TopUpRefunded, 2, telegram_id=chat.user.id)
-    assert (rest.credits, rest.shortfall, rest.balance, rest.currency) == (0, 59, 0, "RUB")
+    assert (rest.credits, rest.shortfall, rest.balance, rest.currency) == (0, 60, 0, "RUB")
     await chat.expect("59.50 ₽")
     assert len(chat.said("40.50 ₽")) == 0  # each refund told once
 
