@@ -135,11 +135,13 @@ async def seed(database: str, users: int, jobs: int, payments: int) -> None:
         await connection.execute(
             """
             INSERT INTO gateway_users (telegram_id, user_id, chat_id, language, username, source,
-                                       created_at)
+                                       created_at, active_at)
             SELECT telegram_id, user_id, telegram_id, 'ru', username,
                    CASE WHEN user_id % 3 = 0 THEN NULL ELSE 'campaign_' || user_id % 50 END,
-                   created_at
-            FROM users
+                   created_at, greatest(created_at, asked_at)
+            FROM users LEFT JOIN (
+                SELECT user_id, max(created_at) AS asked_at FROM jobs GROUP BY user_id
+            ) AS asked USING (user_id)
             """
         )
         await connection.execute(

@@ -40,7 +40,6 @@ from bot_gateway.limits import Lane
 from bot_gateway.models import (
     GatewayBroadcast,
     GatewayCredit,
-    GatewayJob,
     GatewayUser,
     OutboundMessage,
 )
@@ -73,12 +72,8 @@ def audience_chats(audience: BroadcastAudience) -> Select[Any]:
     chats = select(GatewayUser.chat_id).where(GatewayUser.blocked.is_(False))
     if audience.languages:
         chats = chats.where(GatewayUser.language.in_(audience.languages))
-    if audience.active_since is not None:
-        since = audience.active_since
-        asked = exists().where(
-            GatewayJob.telegram_id == GatewayUser.telegram_id, GatewayJob.created_at >= since
-        )
-        chats = chats.where(or_(GatewayUser.created_at >= since, asked))
+    if audience.active_since is not None:  # joined or asked for an image since
+        chats = chats.where(GatewayUser.active_at >= audience.active_since)
     if audience.paid_ever is not None:
         paid = exists().where(
             GatewayCredit.telegram_id == GatewayUser.telegram_id, GatewayCredit.kind == "topup"

@@ -56,6 +56,11 @@ class GatewayUser(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+    active_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    """When the user joined or last asked for an image (0027): who is "active" within a period,
+    for the dashboard and a broadcast's audience, is one indexed range of it."""
 
 
 class GatewayJob(Base):
@@ -305,8 +310,9 @@ Index(  # a broadcast's progress: its rows by key prefix (0021)
     postgresql_ops={"key": "text_pattern_ops"},
     postgresql_where=text("key LIKE 'broadcast:%'"),
 )
-Index("ix_gateway_jobs_created_at", GatewayJob.created_at)  # active users (0021)
-Index("ix_gateway_users_created_at", GatewayUser.created_at)  # new and active users (0021)
+Index("ix_gateway_jobs_created_at", GatewayJob.created_at)  # jobs since (0021)
+Index("ix_gateway_users_created_at", GatewayUser.created_at)  # new users (0021)
+Index("ix_gateway_users_active_at", GatewayUser.active_at)  # active users (0027)
 
 
 DELIVERY = delivery_tables("bot_gateway", metadata)

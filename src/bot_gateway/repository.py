@@ -38,6 +38,7 @@ from sqlalchemy import (
     bindparam,
     case,
     cast,
+    exists,
     func,
     literal,
     null,
@@ -577,8 +578,8 @@ def followed_statement(job: dict[str, Any], mail: Mail) -> Statement:
 
 @functools.cache
 def _request_shape(columns: tuple[str, ...], *, mailed: bool = False) -> Select[Any]:
-    """The row and, if it was made, its status message's first text, or (`mailed`) another
-    message."""
+    """The row and, if it was made, its status message's first text and its user's
+    `active_at`, or (`mailed`: an operator's retry, not the user's doing) another message."""
     made = (
         pg_insert(GatewayJob)
         .values({name: _bound(JOBS, name) for name in columns})
@@ -586,8 +587,16 @@ def _request_shape(columns: tuple[str, ...], *, mailed: bool = False) -> Select[
         .returning(GatewayJob.request_id)
         .cte("made")
     )
-    told = _mail(made) if mailed else _show_status(made, not_before=func.now())
-    return select(made.c.request_id).add_cte(told.cte("shown"))
+    if mailed:
+        return select(made.c.request_id).add_cte(_mail(made).cte("shown"))
+    asked = (
+        update(GatewayUser)
+        .where(GatewayUser.telegram_id == _bound(JOBS, "telegram_id"), exists(select(made)))
+        .values(active_at=func.now())
+    )
+    return select(made.c.request_id).add_cte(
+        _show_status(made, not_before=func.now()).cte("shown"), asked.cte("asked")
+    )
 
 
 def _show_status(anchor: CTE, *, not_before: ColumnElement[Any]) -> Insert:

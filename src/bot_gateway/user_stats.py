@@ -7,10 +7,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, cast, func, select, union
+from sqlalchemy import Date, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot_gateway.models import GatewayJob, GatewayUser
+from bot_gateway.models import GatewayUser
 from contracts.rpc import CountUsers, DayCount, SourceCount, UserStats
 from messaging.runtime import ServiceRuntime
 
@@ -71,12 +71,9 @@ class UserCounts:
         )
 
     async def _active(self, session: AsyncSession, since: datetime) -> int:
-        """Users who joined or asked for an image since `since` (both indexed by time)."""
-        seen = union(
-            select(GatewayUser.telegram_id).where(GatewayUser.created_at >= since),
-            select(GatewayJob.telegram_id).where(GatewayJob.created_at >= since),
-        ).subquery()
-        return int(await session.scalar(select(func.count()).select_from(seen)) or 0)
+        """Users who joined or asked for an image since `since` (`active_at`, indexed)."""
+        active = select(func.count()).where(GatewayUser.active_at >= since)
+        return int(await session.scalar(active) or 0)
 
 
 def register(runtime: ServiceRuntime) -> None:

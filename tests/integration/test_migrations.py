@@ -447,3 +447,32 @@ async def test_a_balance_finer_than_a_millionth_is_refused_before_anything_chang
         }
     finally:
         await connection.close()
+
+
+async def test_active_at_is_filled_from_each_users_last_request(databases: DatabaseFactory) -> None:
+    """0027: a user's `active_at` is their last request's time, or when they joined."""
+    url = await databases.create("active_at")
+    await migrate(url, "0026")
+    connection = await asyncpg.connect(_dsn(url))
+    try:
+        await connection.execute(
+            "INSERT INTO gateway_users (telegram_id, user_id, chat_id, created_at) VALUES "
+            "(1, 1, 1, '2026-01-01Z'), (2, 2, 2, '2026-02-01Z'), (3, 3, 3, '2026-03-01Z');"
+            "INSERT INTO gateway_jobs (request_id, telegram_id, user_id, chat_id, language, "
+            "title, phase, created_at) VALUES "
+            "(gen_random_uuid(), 1, 1, 1, 'ru', 't', 'completed', '2026-05-01Z'),"
+            "(gen_random_uuid(), 1, 1, 1, 'ru', 't', 'completed', '2026-04-01Z'),"
+            "(gen_random_uuid(), 2, 2, 2, 'ru', 't', 'completed', '2026-01-15Z')"
+        )
+        await migrate(url)
+        rows = await connection.fetch(
+            "SELECT telegram_id, (active_at AT TIME ZONE 'UTC')::date::text "
+            "FROM gateway_users ORDER BY telegram_id"
+        )
+        assert [tuple(row) for row in rows] == [
+            (1, "2026-05-01"),  # the last of two requests
+            (2, "2026-02-01"),  # a request older than the row (an adopted history): joined
+            (3, "2026-03-01"),  # never asked: joined
+        ]
+    finally:
+        await connection.close()

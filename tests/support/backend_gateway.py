@@ -95,6 +95,7 @@ async def seed_user(
                 language=language,
                 blocked=blocked,
                 created_at=joined,
+                active_at=max(joined, asked_at or joined),  # as the gateway's request sets it
             )
         )
         if paid:

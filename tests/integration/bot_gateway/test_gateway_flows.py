@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -356,17 +357,41 @@ async def test_a_failed_job_says_the_credits_came_back(stack: Stack, language: s
     await chat.expect(p["refunded"])
 
 
+async def active_at(gateway_database_url: str, telegram_id: int, then: str | None = None) -> Any:
+    """The user's `active_at`, then (`then`) set to another time."""
+    engine = create_engine(DatabaseSettings(url=gateway_database_url))  # type: ignore[arg-type]
+    user = {"id": telegram_id}
+    try:
+        async with engine.begin() as connection:
+            at = await connection.scalar(
+                text("SELECT active_at FROM gateway_users WHERE telegram_id = :id"), user
+            )
+            if then is not None:
+                await connection.execute(
+                    text("UPDATE gateway_users SET active_at = :at WHERE telegram_id = :id"),
+                    {**user, "at": datetime.fromisoformat(then)},
+                )
+            return at
+    finally:
+        await engine.dispose()
+
+
 @LANGUAGES
 async def test_a_failed_job_retried_by_support_is_told_and_delivered(
-    stack: Stack, language: str
+    stack: Stack, language: str, gateway_database_url: str
 ) -> None:
     """A job the gateway did not ask for (an operator's retry, through the backend API) is
     followed like the user's own: they are told, in their language, then its status message
-    shows the queue and is edited to done, and the result comes; nothing is charged."""
+    shows the queue and is edited to done, and the result comes; nothing is charged. The
+    user's own request made them active; the operator's retry does not."""
     p = PHRASES[language]
     chat = await started_chat(stack, language)
+    long_ago = "2020-01-01T00:00:00+00:00"
+    await active_at(gateway_database_url, chat.user.id, then=long_ago)
     status_id = await confirm_preset(chat, language, "Мультфильм", 20)
     created = await created_job(stack, chat)
+    asked = await active_at(gateway_database_url, chat.user.id, then=long_ago)
+    assert asked > datetime.now(UTC) - timedelta(minutes=1)
     await stack.telegram.shown_eventually(chat.user.id, status_id, p["queued"])
     await stack.runner_publisher.publish(
         JobAttemptFailed(job_id=created.job_id, attempt=1, retryable=False, reason="corrupt_image")
@@ -389,6 +414,7 @@ async def test_a_failed_job_retried_by_support_is_told_and_delivered(
     assert {call.method for call in chat.said(p["done"])} == {"editMessageText"}
     chat.say("/balance")
     await chat.expect(p["balance"].format(60))  # refunded once, the retry free
+    assert await active_at(gateway_database_url, chat.user.id) == datetime.fromisoformat(long_ago)
 
 
 @LANGUAGES
