@@ -139,30 +139,37 @@ bench-moderation: $(INSTALLED) ## Moderation: the image detector's CPU time per 
 
 # bench-gpu: on a GPU host, in the project's venv (`make install` takes PyPI's CUDA torch there).
 # On a machine with its own CUDA torch and no internet: `make gpu-wheels` here (the bench's
-# pure-Python wheels, for the torch it finds), carry .gpu-wheels, and there
+# wheels, for the torch it finds), carry .gpu-wheels, and there
 # `make bench-gpu GPU_PYTHON=python3` (docs/deployment.md, "GPU benchmark").
 GPU_PYTHON ?= $(PY)
 # pure-Python only, versions as this venv's; torch's own dependencies and the compiled ones
-# (numpy, pillow, pyyaml, regex, safetensors, tokenizers, pydantic, charset-normalizer) are the
+# (numpy, pillow, pyyaml, regex, safetensors, tokenizers, charset-normalizer) are the
 # machine's. `make gpu-wheels` refuses a list that would bring anything compiled.
 GPU_WHEELS := diffusers==0.42.1 transformers==5.25.0 accelerate==1.16.0 peft==0.21.2 \
-	huggingface-hub==2.4.0 pydantic-settings==2.16.3 python-dotenv==1.2.4 typing-inspection==0.4.5 \
+	huggingface-hub==2.4.0 pydantic==2.13.5 annotated-types==0.8.0 typing-extensions==4.16.0 \
+	pydantic-settings==2.16.3 python-dotenv==1.2.4 typing-inspection==0.4.5 \
 	filelock==4.3.2 packaging==26.4 tqdm==4.70.1 requests==2.34.2 urllib3==2.8.0 idna==3.20 \
 	certifi==2026.10.19.post1 httpx2==2.17.0 httpcore2==2.17.0 h11==0.16.0 anyio==4.16.0 \
 	typer==0.29.2 click==8.5.1 shellingham==1.5.4 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 \
 	pygments==2.21.0 annotated-doc==0.0.7 tomlkit==0.15.3 truststore==0.10.5 lazy-importer==0.1.0 \
 	importlib-metadata==10.2.0 zipp==4.1.2
+# The lent machines' image has no pydantic: its compiled core, built for their Python.
+GPU_COMPILED_WHEELS := pydantic-core==2.46.5
+GPU_PYTHON_VERSION ?= 3.12
 
 .PHONY: bench-gpu gpu-wheels
 bench-gpu: $(if $(filter $(PY),$(GPU_PYTHON)),$(INSTALLED)) ## gpu_runner on the GPU: s/image of Qwen-Image-Edit-2511 at real size, random weights (40 steps + CFG, Lightning 4/8, each speed lever), first job vs steady, peak memory
 	@if [ "$(GPU_PYTHON)" != "$(PY)" ]; then \
-	    $(GPU_PYTHON) -m pip install -q --no-index --no-deps --upgrade --target .gpu-wheels/site .gpu-wheels/*.whl; \
+	    $(GPU_PYTHON) -m pip install -q --no-index --no-deps --upgrade --target .gpu-wheels/site .gpu-wheels/*.whl && \
 	    PYTHONPATH=$(CURDIR)/.gpu-wheels/site $(GPU_PYTHON) bench/gpu.py $(ARGS); \
 	else $(GPU_PYTHON) bench/gpu.py $(ARGS); fi
 
-gpu-wheels: $(INSTALLED) ## Fetch bench-gpu's pure-Python wheels into .gpu-wheels (~25 MB, for a GPU machine without internet)
+gpu-wheels: $(INSTALLED) ## Fetch bench-gpu's wheels into .gpu-wheels (~28 MB, for a GPU machine without internet; GPU_PYTHON_VERSION=3.12)
 	rm -rf .gpu-wheels && $(PY) -m pip download -q --no-deps --only-binary=:all: -d .gpu-wheels $(GPU_WHEELS)
 	@! ls .gpu-wheels | grep -v -- '-none-any.whl$$' || { echo "compiled wheels above: not for carrying" >&2; exit 1; }
+	$(PY) -m pip download -q --no-deps --only-binary=:all: -d .gpu-wheels \
+	    --python-version $(GPU_PYTHON_VERSION) --implementation cp --platform manylinux2014_x86_64 \
+	    $(GPU_COMPILED_WHEELS)
 	@du -sh .gpu-wheels
 
 .PHONY: bench-backend
