@@ -4,7 +4,8 @@ The real-size components (the 20 B transformer, Qwen2.5-VL-7B, the VAE) are buil
 weights directly on the device (`with torch.device(...)`: nothing is staged in host memory, no
 weights are downloaded) and handed to `DiffusionWorkflow.adopt`, which applies the profile and
 speed levers and renders exactly as the runner does. Timing random weights is timing the model:
-the same shapes and kernels, whatever the numbers.
+the same shapes and kernels, whatever the numbers; except for the step cache, which skips a step
+by how little its first block's output moved: its figure here says nothing of real photos.
 
 Per variant, a render of STEPS_A and of STEPS_B steps after a warm render gives the fixed cost
 (prompt encoding, reference VAE encode, decode) and the cost per step; N steps are extrapolated
