@@ -81,12 +81,14 @@ class DiffusionWorkflow:
         for part, directory in component_dirs(self._model_dir).items():
             size = parameter_count(directory) * element
             if part == "transformer":
-                if s.fp8:
+                loading = 0
+                if s.fp8:  # loaded in its dtype, then quantized in place
+                    loading = size - parameter_count(directory)
                     size = parameter_count(directory)  # a byte a weight (norms, biases aside)
                 if self._lora is not None and not s.lora_fuse:
                     size += self._lora.stat().st_size
                 # a transformer is never shared: a LoRA or compile would change it for both
-                needs.append(Need(part, size))
+                needs.append(Need(part, size, loading=loading))
             else:
                 needs.append(Need(part, size, directory))
         return [*needs, Need("working", round(s.working_memory_gib * GIB), working=True)]

@@ -21,6 +21,8 @@ class Need:
     """A shareable component's files: another workflow's with the same files is shared."""
     working: bool = False
     """Memory a render takes while it runs: one job runs at a time, so the largest counts."""
+    loading: int = 0
+    """Bytes held beyond `bytes` while it loads: an FP8 transformer loads in bf16, then shrinks."""
 
 
 class Measurable(Protocol):
@@ -35,6 +37,8 @@ class Line:
     part: str
     bytes: int
     shared_with: str | None = None
+    loading: int = 0
+    working: bool = False
 
 
 def plan(workflows: Sequence[Measurable]) -> list[Line]:
@@ -46,10 +50,10 @@ def plan(workflows: Sequence[Measurable]) -> list[Line]:
     for workflow in workflows:
         for need in workflow.memory_needs():
             if need.working:
-                working.append(Line(workflow.name, need.part, need.bytes))
+                working.append(Line(workflow.name, need.part, need.bytes, working=True))
                 continue
             if need.directory is None:
-                lines.append(Line(workflow.name, need.part, need.bytes))
+                lines.append(Line(workflow.name, need.part, need.bytes, loading=need.loading))
                 continue
             owner = next((o for d, o in loaded if same_files(need.directory, d)), None)
             if owner is None:
@@ -65,13 +69,28 @@ def plan(workflows: Sequence[Measurable]) -> list[Line]:
     return lines
 
 
+def peak(lines: Sequence[Line]) -> int:
+    """Bytes the plan holds at its height: serving (every weight and one job's working memory),
+    or loading, when a transformer is still unquantized beside every other weight (no job runs
+    then, and what a warm-up render held is free again)."""
+    serving = sum(line.bytes for line in lines)
+    working = sum(line.bytes for line in lines if line.working)
+    loading = max((line.loading for line in lines), default=0)
+    return max(serving, serving - working + loading)
+
+
 def describe(lines: Sequence[Line]) -> str:
     rows = [
         f"  {line.workflow:<28} {line.part:<14} "
         + (f"shared ({line.shared_with})" if line.shared_with else f"{line.bytes / GIB:6.1f} GiB")
+        + (f" (+{line.loading / GIB:.1f} GiB while it loads)" if line.loading else "")
         for line in lines
     ]
-    return "\n".join([*rows, f"  {'total':<43} {sum(line.bytes for line in lines) / GIB:6.1f} GiB"])
+    serving = sum(line.bytes for line in lines)
+    rows.append(f"  {'total':<43} {serving / GIB:6.1f} GiB")
+    if (height := peak(lines)) > serving:
+        rows.append(f"  {'while loading, at most':<43} {height / GIB:6.1f} GiB")
+    return "\n".join(rows)
 
 
 def check_fits(
@@ -80,7 +99,7 @@ def check_fits(
     """Raise `InsufficientMemoryError` (naming what each part needs) when the plan is over the
     device's free memory; otherwise return the plan."""
     lines = plan(workflows)
-    needed = sum(line.bytes for line in lines)
+    needed = peak(lines)
     if needed > free:
         raise InsufficientMemoryError(
             f"GPU_WORKFLOWS={','.join(served)} needs about {needed / GIB:.1f} GiB on {device}, "

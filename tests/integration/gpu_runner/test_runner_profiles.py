@@ -160,6 +160,17 @@ def test_memory_is_read_from_the_weight_files(settings: RunnerSettings) -> None:
     assert needs["working"] == 8 * 2**30
 
 
+def test_an_fp8_transformer_counts_its_unquantized_size_while_it_loads(
+    settings: RunnerSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPU_QWEN_EDIT_2511_FP8", "true")
+    workflow = build_workflows(settings)["qwen_edit_2511"]
+    needs = {need.part: need for need in workflow.memory_needs()}  # type: ignore[attr-defined]
+    count = parameter_count(settings.models_dir / "Qwen-Image-Edit-2511" / "transformer")
+    assert (needs["transformer"].bytes, needs["transformer"].loading) == (count, 3 * count)
+    assert needs["text_encoder"].loading == 0  # float32 on the CPU: 4 bytes a weight, then 1
+
+
 def test_warm_up_renders_the_first_jobs_shapes_before_ready(
     settings: RunnerSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

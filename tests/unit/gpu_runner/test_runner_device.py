@@ -205,6 +205,23 @@ def test_memory_counts_shared_components_once_and_one_jobs_working_memory(
     assert "docs/deployment.md" in message
 
 
+def test_an_fp8_transformer_is_counted_as_it_loads_before_it_is_quantized() -> None:
+    """torchao quantizes the transformer once it has loaded in bf16: then it holds its full size
+    beside every other weight (no job runs yet), more than the quantized workflow serves with."""
+    fp8 = Sized(
+        "edit",
+        Need("transformer", 19 * GIB, loading=19 * GIB),
+        Need("text_encoder", 15 * GIB),
+        Need("working", 8 * GIB, working=True),
+    )
+    with pytest.raises(InsufficientMemoryError) as refused:  # serving: 42 GiB; loading: 53
+        check_fits([fp8], 44 * GIB, 48 * GIB, "cuda", ["edit"])
+    message = str(refused.value)
+    assert "needs about 53.0 GiB on cuda, which has 44.0 GiB free" in message
+    assert "+19.0 GiB while it loads" in message
+    check_fits([fp8], 54 * GIB, 80 * GIB, "cuda", ["edit"])
+
+
 def test_a_profile_is_validated_before_anything_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     check_profile("qwen_edit_2511", QwenEditSettings())
     check_profile("qwen_edit_2511_lightning", QwenEditLightningSettings())
