@@ -164,7 +164,7 @@ bench-gpu: $(if $(filter $(PY),$(GPU_PYTHON)),$(INSTALLED)) ## gpu_runner on the
 	    PYTHONPATH=$(CURDIR)/.gpu-wheels/site $(GPU_PYTHON) bench/gpu.py $(ARGS); \
 	else $(GPU_PYTHON) bench/gpu.py $(ARGS); fi
 
-gpu-wheels: $(INSTALLED) ## Fetch bench-gpu's wheels into .gpu-wheels (~28 MB, for a GPU machine without internet; GPU_PYTHON_VERSION=3.12)
+gpu-wheels: $(INSTALLED) ## Fetch bench-gpu's wheels into .gpu-wheels (~27 MB, for a GPU machine without internet; GPU_PYTHON_VERSION=3.12)
 	rm -rf .gpu-wheels && $(PY) -m pip download -q --no-deps --only-binary=:all: -d .gpu-wheels $(GPU_WHEELS)
 	@! ls .gpu-wheels | grep -v -- '-none-any.whl$$' || { echo "compiled wheels above: not for carrying" >&2; exit 1; }
 	$(PY) -m pip download -q --no-deps --only-binary=:all: -d .gpu-wheels \
