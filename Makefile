@@ -160,7 +160,7 @@ GPU_PYTHON_VERSION ?= 3.12
 .PHONY: bench-gpu gpu-wheels
 bench-gpu: $(if $(filter $(PY),$(GPU_PYTHON)),$(INSTALLED)) ## gpu_runner on the GPU: s/image of Qwen-Image-Edit-2511 at real size, random weights (40 steps + CFG, Lightning 4/8, each speed lever), first job vs steady, peak memory
 	@if [ "$(GPU_PYTHON)" != "$(PY)" ]; then \
-	    $(GPU_PYTHON) -m pip install -q --no-index --no-deps --upgrade --target .gpu-wheels/site .gpu-wheels/*.whl && \
+	    $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade --target .gpu-wheels/site .gpu-wheels/*.whl && \
 	    PYTHONPATH=$(CURDIR)/.gpu-wheels/site $(GPU_PYTHON) bench/gpu.py $(ARGS); \
 	else $(GPU_PYTHON) bench/gpu.py $(ARGS); fi
 
