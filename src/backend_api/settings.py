@@ -31,7 +31,8 @@ class BackendApiSettings(BaseSettings):
     login_attempts: int = Field(default=5, ge=1)
     login_window_s: float = Field(default=300.0, gt=0)
     """At most login_attempts failed sign-ins per login and per client address within
-    login_window_s (counted in the database, across replicas); then sign-ins there wait (429, Retry-After)."""
+    login_window_s, counted in the database across replicas; then sign-ins there wait (429,
+    Retry-After)."""
     session_max_age_s: int = Field(default=8 * 3600, gt=0)
     """A session (the panel's cookie, an API token) ends this long after its sign-in."""
     secure_cookies: bool = False
