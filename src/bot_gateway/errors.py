@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from aiogram.types import ErrorEvent
+from aiogram.types import CallbackQuery, ErrorEvent
 from aiogram.utils.i18n import I18n
 
 from bot_gateway import texts
@@ -51,10 +51,17 @@ def error_handler(i18n: I18n, foreign: str) -> Callable[..., Awaitable[bool]]:
         if update.message is not None:
             await update.message.answer(text)
         elif update.callback_query is not None:
-            await update.callback_query.answer(text, show_alert=True)
+            await _tell_tapper(update.callback_query, text)
         elif update.pre_checkout_query is not None:
             # Telegram holds the Stars ~10 s for an answer, then fails the payment unexplained
             await update.pre_checkout_query.answer(ok=False, error_message=text)
         return True
 
     return on_error
+
+
+async def _tell_tapper(query: CallbackQuery, text: str) -> None:
+    """An alert, or, when Telegram refuses it (the handler answered the tap before it failed,
+    or the tap is too old; `LateAnswers` says False), the same sentence in the chat."""
+    if not await query.answer(text, show_alert=True) and query.message is not None:
+        await query.message.answer(text)

@@ -1,8 +1,10 @@
 """A tap is never lost to a late answer.
 
 Telegram refuses an answerCallbackQuery sent more than about 15 s after the tap ("query is too
-old"); a busy moment or a redelivered update gets there. The answer only stops the button's
-spinner, so its refusal is logged and the handler goes on to do what was tapped.
+old"), or after the query was answered already (with the same words); a busy moment or a
+redelivered update gets there. The answer only stops the button's spinner, so its refusal is
+logged and answered False, not answered, and the handler goes on to do what was tapped. (The
+error handler, whose alert comes after the handler answered, then says it in the chat.)
 """
 
 from __future__ import annotations
@@ -34,5 +36,6 @@ class LateAnswers(BaseRequestMiddleware):
                 words in exc.message for words in TOO_LATE
             ):
                 raise
-            log.info("callback %s answered too late; its action goes on", method.callback_query_id)
-            return True
+            log.info("callback %s answered too late or twice: %s",
+                     method.callback_query_id, exc.message)  # fmt: skip
+            return False

@@ -7,7 +7,8 @@ sendInvoice (XTR, empty provider token), answerPreCheckoutQuery, refundStarPayme
 it (the demo, tests, benchmarks) plays users by queueing updates (`say`, `send_photo`,
 `send_document`, `press`, `pay_invoice`, `pre_checkout`, and `send`, `member_status` for any
 other shape) and reads what the bot did from `calls` and `shown`; `expired_queries` answers a
-late answerCallbackQuery as Telegram does; `stars_charges` are the Stars payments made.
+late answerCallbackQuery as Telegram does, and so is refused a second answer to one query;
+`stars_charges` are the Stars payments made.
 
 Updates go out the way the bot asked for them: through getUpdates, or pushed to the URL given
 to setWebhook with its secret token, in order within a chat and up to `webhook_connections`
@@ -141,6 +142,7 @@ class TelegramSandbox:
     """Pushes answered with an error (or not at all); each is retried, as Telegram does."""
     expired_queries: set[str] = field(default_factory=set)
     """Callback queries answered too late: answerCallbackQuery is refused as Telegram does."""
+    _answered_queries: set[str] = field(default_factory=set)
     invoices: dict[tuple[int, int], dict[str, Any]] = field(default_factory=dict)
     """Invoices sent, by (chat, message): what sendInvoice asked for."""
     stars_charges: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -635,11 +637,14 @@ class TelegramSandbox:
         )
 
     def _m_answerCallbackQuery(self, call: Call) -> web.Response:
-        if call.params.get("callback_query_id") in self.expired_queries:
+        """Once per query: Telegram refuses a second answer with a late answer's words."""
+        query_id = str(call.params.get("callback_query_id"))
+        if query_id in self.expired_queries or query_id in self._answered_queries:
             return _error(
                 400,
                 "Bad Request: query is too old and response timeout expired or query ID is invalid",
             )
+        self._answered_queries.add(query_id)
         return _ok(True)
 
     def _m_sendInvoice(self, call: Call) -> web.Response:

@@ -82,6 +82,7 @@ PHRASES = {
         "choose_category": "Выберите категорию",
         "price_changed": "цена изменилась после подтверждения: теперь {} кредитов",
         "retried": "«Мультфильм»: поддержка перезапустила ваш неудавшийся запрос, бесплатно",
+        "busy": "Сервис сейчас занят. Попробуйте через минуту; ничего не списано.",
     },
     "en": {
         "balance": "Your balance: {}",
@@ -122,6 +123,7 @@ PHRASES = {
         "choose_category": "Choose a category",
         "price_changed": "the price has changed since you confirmed it: it is {} credits now",
         "retried": "«Мультфильм»: support restarted your failed request, at no charge",
+        "busy": "The service is busy right now. Please try again in a minute; nothing was charged.",
     },
 }
 LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
@@ -788,6 +790,28 @@ async def test_a_start_that_failed_midway_can_be_tapped_again(
     await shown_under_way(stack, chat, confirm.message_id or 0, p)
     requests = stack.events.of(JobRequested, telegram_id=chat.user.id)
     assert [r.request_id for r in requests] == [created.request_id]
+
+
+@LANGUAGES
+async def test_a_start_that_failed_after_its_tap_was_answered_says_so_in_the_chat(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, language: str
+) -> None:
+    """The Start stopped the spinner, then the database went away: Telegram refuses a second
+    answer to the tap, so the user reads "busy" in the chat instead of an alert never shown."""
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    chat.photo(caption="make it autumn")
+    confirm = await chat.expect(p["confirm"].format(30))
+
+    async def broken(self: Conversation, *args: Any, **kwargs: Any) -> uuid.UUID:
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(Conversation, "request_job", broken)
+    query = chat.press(confirm, p["start"])
+    told = await chat.expect(p["busy"])
+    assert told.method == "sendMessage"
+    answer = await stack.telegram.answer_to(query)
+    assert not answer.params.get("text")  # the tap's own answer: the spinner stopped, no alert
 
 
 async def test_a_result_too_oblong_for_a_photo_arrives_as_a_file(stack: Stack) -> None:
