@@ -13,8 +13,8 @@ from bot_gateway.routers.drafts import Drafting, offer, show_confirmation
 
 
 async def categories(callback: CallbackQuery, backends: Backends) -> None:
+    await callback.answer()  # the spinner stops now, not when jobs answers on a cache miss
     catalog = await backends.catalog()
-    await callback.answer()
     if callback.message is None:
         return
     if not catalog.presets:

@@ -250,10 +250,10 @@ async def after_result(
     if job is None or callback.message is None:
         await callback.answer(texts.stale_button(), show_alert=True)
         return
+    await callback.answer()  # the spinner stops now, not when jobs answers on a cache miss
     if job.phase == Phase.rejected:
         backends.forget_catalog()  # refused for a price this replica's cache may still show
     catalog = await backends.catalog()
-    await callback.answer()
     await forget(state)
     if callback_data.action == "another":
         await offer(state, image_keys=job.image_keys)

@@ -111,8 +111,8 @@ async def history_button(
     results: Results,
     limits: ConversationSettings,
 ) -> None:
+    await callback.answer()  # the spinner stops now, not when jobs answers
     text, markup = await _history(customer, conversation, backends, results, limits.history_limit)
-    await callback.answer()
     if callback.message is not None:
         await callback.message.answer(text, reply_markup=markup)
 

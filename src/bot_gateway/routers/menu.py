@@ -95,8 +95,8 @@ async def balance_command(message: Message, customer: Customer, backends: Backen
 
 
 async def balance_button(callback: CallbackQuery, customer: Customer, backends: Backends) -> None:
+    await callback.answer()  # the spinner stops now, not when billing answers
     account = await backends.ensure_account(customer.telegram_id, username_of(callback.from_user))
-    await callback.answer()
     if callback.message is not None:
         await callback.message.answer(
             texts.balance_line(account.balance), reply_markup=keyboards.topup()

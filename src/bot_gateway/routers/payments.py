@@ -111,8 +111,8 @@ async def topup_command(
 async def topup_button(
     callback: CallbackQuery, customer: Customer, backends: Backends, conversation: Conversation
 ) -> None:
+    await callback.answer()  # the spinner stops now, not when billing answers
     markup = await _menu(customer, backends, conversation)
-    await callback.answer()
     if callback.message is not None:
         await callback.message.answer(texts.choose_package(), reply_markup=markup)
 
@@ -129,6 +129,7 @@ async def package(
     if callback_data.package_id not in {p.package_id for p in offer.packages}:
         await callback.answer(texts.stale_button(), show_alert=True)
         return
+    await callback.answer()  # the package is known; the rest waits on billing and the database
     offer_message_id = callback.message.message_id if callback.message else 0
     await state.update_data({PENDING: [callback_data.package_id, offer_message_id]})
     contact = None
@@ -136,12 +137,10 @@ async def package(
         contact = await conversation.receipt_contact(customer)
         if contact is None:
             await state.set_state(ReceiptAsking.waiting_contact)
-            await callback.answer()
             if callback.message is not None:
                 await callback.message.answer(texts.receipt_ask())
             return
     await conversation.request_topup(customer, callback_data.package_id, offer_message_id, contact)
-    await callback.answer()
     if callback.message is not None:
         await callback.message.answer(texts.creating_payment())
 

@@ -237,3 +237,20 @@ async def test_billing_or_jobs_not_answering(
     lonely_gateway.say(user, "/start")
     answer = await lonely_gateway.wait_for(user.id, ANSWERS[language]["busy"])
     assert answer.method == "sendMessage"
+
+
+@pytest.mark.parametrize(
+    ("language", "tap"),
+    [("ru", "m:balance"), ("en", "m:topup"), ("ru", "m:history"), ("en", "m:catalog")],
+)
+async def test_a_tap_waiting_on_billing_or_jobs_stops_its_spinner_first(
+    stack: Stack, lonely_gateway: TelegramSandbox, language: str, tap: str
+) -> None:
+    """Balance, packages, history and the catalog ask billing or jobs: the tap is answered
+    before they do (here they never will), and "busy" comes into the chat after."""
+    chat = await started_chat(stack, language)  # known: no account is opened on the tap
+    query = lonely_gateway.press(chat.user, 1, tap)
+    busy = await lonely_gateway.wait_for(chat.user.id, ANSWERS[language]["busy"])
+    answer = await lonely_gateway.answer_to(query)
+    assert (answer.params.get("text"), busy.method) == (None, "sendMessage")
+    assert answer.at < busy.at
