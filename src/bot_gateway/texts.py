@@ -162,6 +162,11 @@ def text_offered(text: str) -> str:
     return _("«{text}»\nDraw this? Or send a photo to edit with these words.").format(text=quoted)
 
 
+def prompt_noted(text: str) -> str:
+    quoted = text if len(text) <= QUOTE_MAX_LENGTH else text[:QUOTE_MAX_LENGTH] + "…"
+    return _("Noted: «{text}». Now send a photo.").format(text=quoted)
+
+
 def generate_button() -> str:
     return _("🖼 Draw from text")
 

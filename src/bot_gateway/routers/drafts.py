@@ -171,8 +171,9 @@ async def prompt(
     limits: ConversationSettings,
     raw_state: str | None = None,
 ) -> None:
-    """The user's words: asked for, typed at a confirmation (they refine its preset), or typed
-    at the menu (then offered as a prompt: draw it, or send a photo to edit with it)."""
+    """The user's words: asked for, typed at a confirmation or while a preset waits for its
+    photo (they refine the preset), or typed at the menu (then offered as a prompt: draw it, or
+    send a photo to edit with it)."""
     asked = raw_state == Drafting.waiting_prompt.state
     text = (message.text or "").strip()
     if problem := _prompt_error(text, limits):
@@ -183,6 +184,9 @@ async def prompt(
         await show_confirmation(message, state, draft)
         return
     await state.set_state(Drafting.waiting_photo)
+    if draft.preset_id is not None:  # kept for the photo, as its caption would be
+        await message.answer(texts.prompt_noted(text))
+        return
     answer = texts.prompt_received() if asked else texts.text_offered(text)
     await message.answer(answer, reply_markup=keyboards.generate(draft.draft))
 
@@ -284,8 +288,11 @@ def router() -> Router:
     feature = Router(name=__name__)
     feature.message(F.photo | F.document)(upload)
     feature.callback_query(MenuAction.filter(F.action == "prompt"))(ask_prompt)
-    # at the confirmation too: words after the photo refine its preset (or replace the prompt)
-    words_taken = StateFilter(Drafting.waiting_prompt, Drafting.confirming, None)
+    # at the confirmation too: words after the photo refine its preset (or replace the prompt);
+    # and before the photo a preset asked for
+    words_taken = StateFilter(
+        Drafting.waiting_prompt, Drafting.waiting_photo, Drafting.confirming, None
+    )
     feature.message(words_taken, F.text, ~F.text.startswith("/"))(prompt)
     feature.message(StateFilter(Drafting.waiting_photo), ~F.text.startswith("/"))(not_a_photo)
     feature.callback_query(DraftAction.filter())(draft_action)

@@ -83,6 +83,9 @@ PHRASES = {
         "price_changed": "цена изменилась после подтверждения: теперь {} кредитов",
         "retried": "«Мультфильм»: поддержка перезапустила ваш неудавшийся запрос, бесплатно",
         "busy": "Сервис сейчас занят. Попробуйте через минуту; ничего не списано.",
+        "ask_photo": "Пришлите фото для «Мультфильм»",
+        "noted": "Запомнил: «{}». Теперь пришлите фото.",
+        "prompt": "Запрос: «{}»",
     },
     "en": {
         "balance": "Your balance: {}",
@@ -124,6 +127,9 @@ PHRASES = {
         "price_changed": "the price has changed since you confirmed it: it is {} credits now",
         "retried": "«Мультфильм»: support restarted your failed request, at no charge",
         "busy": "The service is busy right now. Please try again in a minute; nothing was charged.",
+        "ask_photo": "Send a photo for «Мультфильм»",
+        "noted": "Noted: «{}». Now send a photo.",
+        "prompt": "Prompt: «{}»",
     },
 }
 LANGUAGES = pytest.mark.parametrize("language", ["ru", "en"])
@@ -533,6 +539,30 @@ async def test_help_and_the_catalog_from_the_menu(stack: Stack, language: str) -
     presets = await chat.expect("Генерация")
     chat.press(presets, "Пейзаж")
     await chat.expect(p["confirm"].format(10))  # text to image: no photo needed
+
+
+@LANGUAGES
+async def test_words_after_a_preset_before_the_photo_refine_it(stack: Stack, language: str) -> None:
+    """Preset first, then words, then the photo: the words are kept for the photo, as a
+    caption would be, and the preset follows them."""
+    p = PHRASES[language]
+    chat = await started_chat(stack, language)
+    menu = stack.telegram.sent_to(chat.user.id, "sendMessage")[0]
+    chat.press(menu, p["presets"])
+    chat.press(await chat.expect(p["choose_category"]), "Фото")
+    chat.press(await chat.expect(p["category"]), "Мультфильм")
+    await chat.expect(p["ask_photo"])
+    chat.say("сделай небо фиолетовым")
+    await chat.expect(p["noted"].format("сделай небо фиолетовым"))
+    chat.photo()
+    confirm = await chat.expect(p["confirm"].format(20))
+    assert p["prompt"].format("сделай небо фиолетовым") in confirm.text
+    assert "«Мультфильм»" in confirm.text
+    chat.press(confirm, p["start"])
+    created = await created_job(stack, chat)
+    (requested,) = stack.events.of(JobRequested, request_id=created.request_id)
+    assert (requested.preset_id is not None, requested.prompt) == (True, "сделай небо фиолетовым")
+    assert len(requested.image_keys) == 1
 
 
 async def test_a_duplicate_completion_sends_one_photo(stack: Stack) -> None:
