@@ -9,7 +9,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gpu_runner.failures import AttemptFailure, ModelDirectoryMissingError, ProfileError
+from gpu_runner.failures import (
+    OUT_OF_MEMORY,
+    AttemptFailure,
+    ModelDirectoryMissingError,
+    ProfileError,
+    classify,
+)
 from gpu_runner.settings import LIGHTNING_SHIFT, LIGHTNING_STEPS, PipelineSettings
 from gpu_runner.workflows.base import RenderRequest, StepObserver, choose_seed
 from gpu_runner.workflows.components import (
@@ -233,13 +239,15 @@ class DiffusionWorkflow:
         try:
             with torch.inference_mode():
                 result = self._pipeline(**arguments)
-        except torch.OutOfMemoryError as exc:
+        except Exception as exc:  # torch's own, or a library's "CUDA error: out of memory"
+            if classify(exc).reason != OUT_OF_MEMORY:
+                raise
             # Only the message is kept: the traceback's frames hold the render's tensors, and
             # they must be gone before the cache is freed.
             out_of_memory = str(exc)
         if out_of_memory is not None:
             free_cached_memory()
-            raise AttemptFailure("gpu_out_of_memory", out_of_memory, retryable=True)
+            raise AttemptFailure(OUT_OF_MEMORY, out_of_memory, retryable=True)
         image: Image.Image = result.images[0]
         return image
 

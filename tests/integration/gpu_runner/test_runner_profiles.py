@@ -190,8 +190,16 @@ def test_warm_up_renders_the_first_jobs_shapes_before_ready(
     assert warmed == [(edit_reference_size(0.75), 1), (edit_reference_size(1.333), 1)]
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+        RuntimeError("CUDA error: out of memory"),  # from a library's allocation, not torch's
+    ],
+    ids=["torch", "library"],
+)
 def test_out_of_memory_frees_the_cache_and_the_next_job_runs(
-    settings: RunnerSettings, monkeypatch: pytest.MonkeyPatch
+    settings: RunnerSettings, monkeypatch: pytest.MonkeyPatch, error: Exception
 ) -> None:
     workflow = build_workflows(settings)["qwen_image"]
     workflow.load()
@@ -202,7 +210,7 @@ def test_out_of_memory_frees_the_cache_and_the_next_job_runs(
 
     def out_of_memory(*args: Any, **kwargs: Any) -> Any:
         transformer.forward = forward  # once
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        raise error
 
     transformer.forward = out_of_memory
     with pytest.raises(AttemptFailure) as failed:
