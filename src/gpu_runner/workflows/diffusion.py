@@ -290,8 +290,27 @@ def check_profile(name: str, s: PipelineSettings) -> None:
             import torchao  # type: ignore[import-not-found]  # noqa: F401
         except ImportError:
             problems.append("FP8 needs torchao, which is not installed")
+    if s.attention_backend and (unusable := attention_backend_problem(s.attention_backend)):
+        problems.append(unusable)
     if problems:
         raise ProfileError(f"workflow {name} ({s.profile} profile): " + "; ".join(problems))
+
+
+def attention_backend_problem(backend: str) -> str | None:
+    """Why diffusers cannot run `backend` here (unknown, or its package missing), asked before
+    the weights load rather than found at the transformer's first use after."""
+    from diffusers.models import attention_dispatch
+
+    try:
+        chosen = attention_dispatch.AttentionBackendName(backend.lower())
+    except ValueError:
+        known = ", ".join(name.value for name in attention_dispatch.AttentionBackendName)
+        return f"ATTENTION_BACKEND={backend} is none of diffusers' ({known})"
+    try:  # diffusers' own check, the one set_attention_backend makes
+        attention_dispatch._check_attention_backend_requirements(chosen)
+    except (RuntimeError, ImportError) as exc:
+        return f"ATTENTION_BACKEND={backend}: {exc}"
+    return None
 
 
 def fixed_shift_scheduler(scheduler: Any, shift: float) -> Any:

@@ -239,3 +239,16 @@ def test_a_profile_is_validated_before_anything_loads(monkeypatch: pytest.Monkey
         check_profile("x", QwenEditLightningSettings(steps=8, lora_path=""))
     with pytest.raises(ProfileError, match="is for 8"):
         check_profile("x", QwenEditSettings(lora_path="style-8steps.safetensors", steps=40))
+
+
+def test_an_attention_backend_this_machine_cannot_run_is_refused_before_loading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from diffusers.models import attention_dispatch
+
+    check_profile("x", QwenEditSettings(attention_backend="native"))
+    with pytest.raises(ProfileError, match="ATTENTION_BACKEND=fast is none of diffusers'"):
+        check_profile("x", QwenEditSettings(attention_backend="fast"))
+    monkeypatch.setattr(attention_dispatch, "_CAN_USE_FLASH_ATTN", False)  # flash-attn absent
+    with pytest.raises(ProfileError, match=r"ATTENTION_BACKEND=flash: .*flash-attn"):
+        check_profile("x", QwenEditSettings(attention_backend="flash"))
