@@ -6,15 +6,14 @@ routing polled updates through it, the polling test here fails."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiogram import Bot
-from aiogram.client.session.base import BaseSession
 from aiogram.methods import GetMe, GetUpdates, TelegramMethod
 from aiogram.types import Message, Update, User
 
 from bot_gateway.dispatcher import TrackingDispatcher
+from support.bot_api import OfflineSession
 
 UPDATE = {
     "update_id": 1,
@@ -28,7 +27,7 @@ UPDATE = {
 }
 
 
-class OneUpdate(BaseSession):
+class OneUpdate(OfflineSession):
     """A Bot API that has one update to give, then none."""
 
     def __init__(self) -> None:
@@ -49,20 +48,6 @@ class OneUpdate(BaseSession):
                 await asyncio.sleep(0.05)
             return updates
         raise AssertionError(f"unexpected {type(method).__name__}")
-
-    async def stream_content(
-        self,
-        url: str,
-        headers: dict[str, Any] | None = None,
-        timeout: int = 30,  # noqa: ASYNC109
-        chunk_size: int = 65536,
-        raise_for_status: bool = True,
-    ) -> AsyncGenerator[bytes, None]:
-        raise AssertionError("no downloads here")
-        yield b""
-
-    async def close(self) -> None:
-        pass
 
 
 def slow_echo(dispatcher: TrackingDispatcher) -> tuple[asyncio.Event, asyncio.Event, list[str]]:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiogram import Bot, Dispatcher
-from aiogram.client.session.base import BaseSession
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.methods import AnswerCallbackQuery, AnswerPreCheckoutQuery, SendMessage, TelegramMethod
 from aiogram.types import CallbackQuery, PreCheckoutQuery, Update
@@ -17,6 +15,7 @@ from aiogram.utils.i18n import I18n
 import bot_gateway
 from bot_gateway.errors import error_handler
 from bot_gateway.late_answers import LateAnswers
+from support.bot_api import OfflineSession
 
 LOCALES = Path(bot_gateway.__file__).parent / "locales"
 PRE_CHECKOUT = {
@@ -42,7 +41,7 @@ def tap(language: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-class Recorded(BaseSession):
+class Recorded(OfflineSession):
     """A Bot API that answers every call with True and remembers it; like Telegram, it refuses
     a second answer to one callback query."""
 
@@ -68,20 +67,6 @@ class Recorded(BaseSession):
                 "Bad Request: query is too old and response timeout expired or query ID is invalid",
             )
         return True
-
-    async def stream_content(
-        self,
-        url: str,
-        headers: dict[str, Any] | None = None,
-        timeout: int = 30,  # noqa: ASYNC109
-        chunk_size: int = 65536,
-        raise_for_status: bool = True,
-    ) -> AsyncGenerator[bytes, None]:
-        raise AssertionError("no downloads here")
-        yield b""
-
-    async def close(self) -> None:
-        pass
 
 
 async def test_a_pre_checkout_that_broke_is_refused_at_once_not_left_to_time_out() -> None:
