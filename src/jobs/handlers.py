@@ -44,7 +44,7 @@ def register_handlers(runtime: ServiceRuntime, lifecycle: JobLifecycle) -> None:
     on(JobCompleted)(lifecycle.completed)
     on(JobAttemptFailed)(lifecycle.attempt_failed)
     on(JobCancelRequested)(lifecycle.cancel)
-    erasure.register(runtime)  # /deletemydata: prompts and image keys go
+    erasure.register(runtime, lifecycle)  # /deletemydata: unfinished jobs canceled, inputs go
     reads = Reads(runtime.sessions, runtime.unit_of_work, lifecycle.settings.custom_prompt_price)
     runtime.serve(ListPresets, reads.presets)
     runtime.serve(ListJobs, reads.jobs)
