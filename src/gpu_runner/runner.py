@@ -222,6 +222,8 @@ class Runner:
             async with self._device:
                 if self._stopping:
                     raise ShuttingDownError(job.job_id)
+                if self.cancellations.is_canceled(job.job_id):  # while it waited for the device
+                    raise AttemptFailure("canceled", "canceled before it started", retryable=False)
                 started = time.monotonic()
                 with self.meter.busy(workflow.name):
                     image = await self._guarded(

@@ -189,6 +189,25 @@ async def test_on_shutdown_a_staged_job_goes_back_instead_of_starting(tmp_path: 
     assert [e.job_id for e in publisher.events if isinstance(e, JobStarted)] == [1]
 
 
+async def test_a_job_canceled_while_staged_does_not_start(tmp_path: Path) -> None:
+    """Canceled while it waited for the device behind another job: it never takes the device
+    (no JobStarted after JobCanceled, no render), it is reported canceled."""
+    publisher, workflow = RecordingPublisher(), Gate()
+    subject = runner(tmp_path, publisher, workflow)
+    running = asyncio.create_task(subject.run(*dispatch(job_id=1)))
+    await asyncio.to_thread(workflow.rendering.wait, 10)
+    staged = asyncio.create_task(subject.run(*dispatch(job_id=2)))
+    await asyncio.sleep(0.05)  # fetched and waiting for the device
+    subject.cancellations.cancel(2)
+    workflow.open.set()
+    assert isinstance(await running, JobCompleted)
+    canceled = await staged
+    assert isinstance(canceled, JobAttemptFailed)
+    assert (canceled.reason, canceled.retryable) == ("canceled", False)
+    assert workflow.renders == 1
+    assert [e.job_id for e in publisher.events if isinstance(e, JobStarted)] == [1]
+
+
 async def test_a_result_that_cannot_be_stored_is_a_retryable_failure(tmp_path: Path) -> None:
     (tmp_path / "results").write_text("a file where the results directory should be")
     publisher = RecordingPublisher()
