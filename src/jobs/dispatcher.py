@@ -7,7 +7,8 @@ user is skipped, not waited for), so two replicas never dispatch past a user's c
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Protocol
 
 from contracts.envelope import Event, RawEnvelope
@@ -16,6 +17,7 @@ from jobs.domain import WITH_DEADLINE, JobFacts, Stage, eta_seconds, fair_order
 from jobs.metrics import ETA_SECONDS
 from jobs.repository import Dispatched, JobRow, JobsRepository, Moved
 from jobs.settings import JobsSettings
+from messaging.consumer import is_transient
 from messaging.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ class Dispatcher:
             candidates = await repository.users_with_ready_jobs(cap, self._settings.dispatch_batch)
         dispatched = 0
         for user in fair_order(candidates, cap):
-            async with unit_of_work() as uow:
+            async with each_alone("dispatching to user", user.user_id), unit_of_work() as uow:
                 repository = JobsRepository(uow)
                 if not await repository.try_lock_user(user.user_id):
                     continue  # a handler or another replica is serving this user right now
@@ -106,7 +108,7 @@ class Sweeper:
             overdue = await repository.overdue_jobs(self._settings.dispatch_batch)
         swept = 0
         for job_id, user_id in overdue:
-            async with unit_of_work() as uow:
+            async with each_alone("sweeping job", job_id), unit_of_work() as uow:
                 repository = JobsRepository(uow)
                 await repository.lock_user(user_id)
                 job = await repository.job(job_id)
@@ -118,6 +120,20 @@ class Sweeper:
                 await uow.commit()
                 swept += 1
         return swept
+
+
+@asynccontextmanager
+async def each_alone(what: str, key: int) -> AsyncIterator[None]:
+    """One row's work in a pass: if it fails for a reason of its own (a row no code path
+    expected), it is logged and the pass goes on with the other rows, which it would otherwise
+    hold up at every pass; trouble that is no row's fault (the database or broker away) ends
+    the pass, as before."""
+    try:
+        yield
+    except Exception as error:
+        if is_transient(error):
+            raise
+        log.exception("%s %s failed; the pass goes on with the others", what, key)
 
 
 def dispatch_event(job: Dispatched) -> JobDispatched | JobDispatchedV1:

@@ -216,6 +216,27 @@ async def test_a_dispatched_job_no_runner_takes_is_handed_out_again(
     assert again.attempt == 2
 
 
+async def test_a_job_whose_dispatch_cannot_be_built_holds_up_no_other_job(
+    start_jobs: StartJobs, player: JobsPlayer, jobs_sessions: Sessions
+) -> None:
+    """A row no code path expected (here a dispatched job whose prompt went missing, so its
+    next dispatch cannot be built) fails alone, at each pass of the dispatcher and of the
+    sweeper: the other user's job, which timed out after it, is still handed out again."""
+    async with start_jobs(queue_timeout_s=0.5):
+        broken = await player.submit_paid(9, preset_id=EDIT_PRESET)
+        await player.dispatched(broken.job_id, 1)
+        async with jobs_sessions() as session, session.begin():
+            await session.execute(
+                text("UPDATE jobs SET prompt = NULL WHERE id = :job"), {"job": broken.job_id}
+            )
+        other = await player.submit_paid(10, preset_id=EDIT_PRESET)
+        await player.dispatched(other.job_id, 1)
+        again = await player.dispatched(other.job_id, 2)
+    assert again.attempt == 2
+    # given up on, it waits for a dispatch that cannot be built (each try rolled back)
+    assert await stage_is(jobs_sessions, broken.job_id, "waiting")
+
+
 async def test_duplicate_and_out_of_order_events_change_nothing(
     jobs: None, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
 ) -> None:
