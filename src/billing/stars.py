@@ -1,5 +1,7 @@
 """Telegram Stars: a payment the gateway saw Telegram confirm (`successful_payment`) is
-credited once per `telegram_payment_charge_id`.
+credited once per `telegram_payment_charge_id`, with the credits its invoice offered (the
+invoice's payload carries them; pre-checkout refused an offer no longer sold, and once Telegram
+has taken the Stars, what the buyer was promised is what they get).
 
 Nothing outside our database is called: the `payments` row (method `telegram_stars`, the amount
 in Stars, currency XTR, request id derived from the charge id, so unique per charge) commits on
@@ -29,7 +31,7 @@ class StarsPaymentNotSettledError(RuntimeError):
 
 async def credit(event: StarsPaymentReceived, uow: UnitOfWork, settings: BillingSettings) -> None:
     charge = event.telegram_payment_charge_id
-    credits = _credits(event, settings)
+    credits = event.credits  # what the invoice the buyer paid offered (its payload says)
     request_id = stars_request(charge)
     await uow.commit_alone(
         payments.open_topup(
@@ -69,19 +71,3 @@ async def credit(event: StarsPaymentReceived, uow: UnitOfWork, settings: Billing
             log.info("stars payment %s credited: payment %s", charge, local.id)
             return
     raise StarsPaymentNotSettledError(charge)
-
-
-def _credits(event: StarsPaymentReceived, settings: BillingSettings) -> int:
-    """The package's credits; the invoice's own when the package changed or went since it was
-    sent (the buyer paid for what the invoice offered)."""
-    package = next((p for p in settings.stars if p.package_id == event.package_id), None)
-    if package is not None and package.stars == event.amount:
-        return package.credits
-    log.warning(
-        "stars payment %s: package %r is not %d Stars any more; crediting the invoice's %d",
-        event.telegram_payment_charge_id,
-        event.package_id,
-        event.amount,
-        event.credits,
-    )
-    return event.credits
