@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from billing import accounts, payments
-from billing.domain import Settlement, our_status, payment_mismatches, settle
+from billing.domain import LocalPayment, Settlement, our_status, payment_mismatches
 from billing.refunds import refund_topup
 from billing.services import settle_payment
 from billing.settings import YooKassaSettings
@@ -128,17 +128,21 @@ class OperatorMoney:
                 detail="; ".join(problems)[:2000],
             )
             return
+
         # The answer goes out in the same commit as the change (settle_payment commits it):
-        # what YooKassa's status means for the row, decided before it is applied.
-        decision = settle(local.status, remote.status)
-        moved = decision in (Settlement.credit, Settlement.cancel)
-        answer(
-            decision.value,
-            status_before=local.status,
-            status=our_status(remote.status) if moved else local.status,
-            provider_status=remote.status,
-        )
-        settled = await settle_payment(uow, local, remote)
+        # what YooKassa's status means for the row, decided before it is applied, and decided
+        # again on the row as it is now when a notification settled it first (the miss
+        # forgets the first answer with the change).
+        def announce(decision: Settlement, now: LocalPayment) -> None:
+            moved = decision in (Settlement.credit, Settlement.cancel)
+            answer(
+                decision.value,
+                status_before=local.status,
+                status=our_status(remote.status) if moved else now.status,
+                provider_status=remote.status,
+            )
+
+        settled = await settle_payment(uow, local, remote, announce=announce)
         log.info(
             "operator %s re-checked payment %s: %s", event.operator, local.id, settled.settlement
         )

@@ -325,13 +325,25 @@ class Outcome:
     credited: bool
 
 
+Announce = Callable[[Settlement, LocalPayment], None]
+"""Emits what goes out with a settlement (an operator's answer): called with each decision and
+the row it was made on, again when a miss makes it decide again (the miss forgot the first)."""
+
+
 async def settle_payment(
-    uow: UnitOfWork, local: LocalPayment, remote: RemotePayment, *, reason: str | None = None
+    uow: UnitOfWork,
+    local: LocalPayment,
+    remote: RemotePayment,
+    *,
+    reason: str | None = None,
+    announce: Announce | None = None,
 ) -> Outcome:
     """Apply YooKassa's verified status to our row: pending -> succeeded | cancelled, once,
     each as one statement with its ledger entry, legacy log row and event (a cancel's reason:
     `reason`, or YooKassa's). A payment we expired and the buyer paid after all is credited."""
     decision = settle(local.status, remote.status)
+    if announce is not None:
+        announce(decision, local)
     if decision is Settlement.credit:
         credits = local.credits or 0
         if local.telegram_id is not None and credits > 0:
@@ -353,18 +365,13 @@ async def settle_payment(
                 log.warning("payment %s was %s here but paid after all: credited", local.id,
                             local.status)  # fmt: skip
             return Outcome(decision, credited=True)
-        now = await payments.find(uow, payments.by_id(local.id))
-        if now is None:
-            return Outcome(Settlement.done, credited=False)
-        if now.status == local.status:
-            raise RuntimeError(f"payment {local.id}: credit refused although it is {now.status}")
         # Settled meanwhile: by a concurrent notification (done), or expired by the
         # reconciler, which found it pending just before the buyer paid (credit it still).
-        return await settle_payment(uow, now, remote, reason=reason)
+        return await _settled_meanwhile(uow, local, remote, reason, announce)
     if decision is Settlement.cancel:
         _emit_failed(uow, local, reason or remote.cancellation_reason or "canceled")
         if await accounts.apply(uow, payments.cancel(local, remote)) is None:
-            return Outcome(Settlement.done, credited=False)
+            return await _settled_meanwhile(uow, local, remote, reason, announce)
         return Outcome(decision, credited=False)
     if decision is Settlement.conflict:
         log.error(
@@ -375,6 +382,23 @@ async def settle_payment(
             remote.status,
         )
     return Outcome(decision, credited=False)
+
+
+async def _settled_meanwhile(
+    uow: UnitOfWork,
+    local: LocalPayment,
+    remote: RemotePayment,
+    reason: str | None,
+    announce: Announce | None,
+) -> Outcome:
+    """The change missed (and was forgotten with what it emitted): the row moved since it was
+    read, so decide again on the row as it is now."""
+    now = await payments.find(uow, payments.by_id(local.id))
+    if now is None:
+        return Outcome(Settlement.done, credited=False)
+    if now.status == local.status:
+        raise RuntimeError(f"payment {local.id}: settling refused although it is {now.status}")
+    return await settle_payment(uow, now, remote, reason=reason, announce=announce)
 
 
 def _emit_failed(uow: UnitOfWork, local: LocalPayment, reason: str) -> None:
