@@ -53,7 +53,7 @@ def build(settings: Settings | None = None, *, yookassa: PaymentProvider | None 
     operator_money.register(runtime, provider, settings.yookassa)
     webhook = YooKassaWebhook(settings.webhook, provider, runtime.unit_of_work)
     bonus = WeeklyBonus(runtime.unit_of_work, settings.bonus, settings.billing)
-    reconciler = Reconciler(runtime.unit_of_work, provider, settings.billing)
+    reconciler = Reconciler(runtime.unit_of_work, provider, settings.billing, settings.yookassa)
     runtime.every(settings.bonus.interval_s, "weekly_bonus", bonus.run_once)
     runtime.every(settings.billing.reconcile_interval_s, "reconcile", reconciler.run_once)
     app = runtime.app(routes=[(WEBHOOK_PATH, webhook)])

@@ -65,6 +65,24 @@ def refund_request_key(request_id: object) -> str:
     return f"refund-{request_id}"
 
 
+REFUND_KEY_LIFE_S = 23 * 3600
+"""How long a refund's Idempotence-Key may be sent again: YooKassa honours a key for 24 h from
+its first request (an hour kept in hand); after that the same key could make a second refund."""
+
+
+def refund_description(topup_id: int, reason: str) -> str:
+    """A refund row's description: the operator's reason, read back by `refund_reason`."""
+    return f"refund of payment {topup_id}: {reason}" if reason else f"refund of payment {topup_id}"
+
+
+def refund_reason(topup_id: int, description: str | None) -> str:
+    """The operator's reason a refund row's description holds (`refund_description`)."""
+    prefix = f"refund of payment {topup_id}: "
+    return (
+        description.removeprefix(prefix) if description and description.startswith(prefix) else ""
+    )
+
+
 def refund_credits(
     credits: int, amount_kopecks: int, refund_kopecks: int, refunded_kopecks: int = 0
 ) -> int:

@@ -297,11 +297,20 @@ def cancel(local: LocalPayment, remote: RemotePayment) -> Select[Any]:
 
 
 def close(
-    local: LocalPayment, status: str, logged_as: str, *, unbound_only: bool = False
+    local: LocalPayment,
+    status: str,
+    logged_as: str,
+    *,
+    unbound_only: bool = False,
+    refusal: str | None = None,
 ) -> Select[Any]:
     """pending -> `status` (cancelled, failed) with its legacy log row (`logged_as`: canceled,
-    expired, failed), one statement; no row when it was no longer pending. Columns: id."""
-    settled = transition(local.id, status, unbound_only=unbound_only).cte("settled")
+    expired, failed), one statement; no row when it was no longer pending. `refusal`: why
+    (YooKassa's words), kept in the row's details for whoever asks again. Columns: id."""
+    details = None if refusal is None else {"refusal": refusal}
+    settled = transition(local.id, status, unbound_only=unbound_only, method_details=details).cte(
+        "settled"
+    )
     return select(settled.c.id).add_cte(
         _logged(settled, local, logged_as, local.yookassa_id).cte("logged")
     )
@@ -363,6 +372,37 @@ def pending_refunds_older_than(age_s: float, limit: int) -> Select[Any]:
         .order_by(PAYMENTS.c.updated_at.asc().nulls_first(), PAYMENTS.c.id)
         .limit(limit)
     )
+
+
+def unsent_refunds_older_than(age_s: float, limit: int) -> Select[Any]:
+    """Refunds to YooKassa whose creation was never answered (every call unreachable): pending
+    with no YooKassa id, asked at least `age_s` ago, least recently checked first; with the
+    top-up they refund (`refund_of`), the operator's `description` and their `age_s`. Stars
+    refunds are left to the gateway's answer."""
+    age = func.extract("epoch", func.now() - PAYMENTS.c.created_at)
+    return (
+        _payments()
+        .add_columns(PAYMENTS.c.refund_of, PAYMENTS.c.description, age.label("age_s"))
+        .where(
+            PAYMENTS.c.status == PaymentStatus.pending,
+            PAYMENTS.c.payment_type == PaymentType.refund,
+            PAYMENTS.c.refund_of.is_not(None),
+            PAYMENTS.c.yukassa_payment_id.is_(None),
+            PAYMENTS.c.currency != STARS_CURRENCY,
+            PAYMENTS.c.created_at < func.now() - timedelta(seconds=age_s),
+        )
+        .order_by(PAYMENTS.c.updated_at.asc().nulls_first(), PAYMENTS.c.id)
+        .limit(limit)
+    )
+
+
+async def refusal(uow: UnitOfWork, payment_id: int) -> str:
+    """Why a closed row was refused (`close`'s `refusal`), or empty."""
+    details = (
+        await uow.read(select(PAYMENTS.c.payment_method_details).where(PAYMENTS.c.id == payment_id))
+    ).scalar_one_or_none()
+    found = json.loads(details).get("refusal") if details else None
+    return found if isinstance(found, str) else ""
 
 
 async def stars_charge(uow: UnitOfWork, payment_id: int) -> str | None:

@@ -3,7 +3,10 @@ credits; payments that never got created, or stayed unpaid too long, are closed.
 
 Closing an unpaid payment first cancels at YooKassa what its API can cancel (a payment
 `waiting_for_capture`); one still `pending` there is closed on our side only, and should the
-buyer pay it after all, its notification credits it (`domain.settle`)."""
+buyer pay it after all, its notification credits it (`domain.settle`).
+
+A refund whose creation YooKassa never answered is asked again with its own Idempotence-Key
+while YooKassa still honours it; one YooKassa refuses is closed failed with YooKassa's words."""
 
 from __future__ import annotations
 
@@ -11,10 +14,10 @@ import logging
 from collections.abc import Callable
 
 from billing import payments
-from billing.domain import LocalPayment, cancel_key, payment_mismatches
-from billing.refunds import apply_refund
+from billing.domain import REFUND_KEY_LIFE_S, LocalPayment, cancel_key, payment_mismatches
+from billing.refunds import RefundOutcome, apply_refund, resend
 from billing.services import settle_payment
-from billing.settings import BillingSettings
+from billing.settings import BillingSettings, YooKassaSettings
 from billing.yookassa_gateway import PaymentNotFoundError, PaymentProvider, ProviderRejectedError
 from contracts.events import PaymentFailed
 from messaging.unit_of_work import UnitOfWork
@@ -28,15 +31,57 @@ class Reconciler:
         unit_of_work: Callable[[], UnitOfWork],
         provider: PaymentProvider,
         settings: BillingSettings,
+        yookassa: YooKassaSettings,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._provider = provider
         self._settings = settings
+        self._yookassa = yookassa
 
     async def run_once(self) -> int:
         """Check every pending payment and refund older than the configured age; how many
         were settled."""
-        return await self._payments() + await self._refunds()
+        return await self._payments() + await self._unsent_refunds() + await self._refunds()
+
+    async def _unsent_refunds(self) -> int:
+        """A refund every call to create went unanswered for (the operator's command then
+        dead-lettered) is asked again, as the same request; past its key's life it cannot be
+        asked safely (a new refund could follow) and is closed failed for an operator."""
+        async with self._unit_of_work() as uow:
+            due = (
+                await uow.read(
+                    payments.unsent_refunds_older_than(
+                        self._settings.refund_retry_after_s, self._settings.reconcile_batch
+                    )
+                )
+            ).all()
+        settled = 0
+        for row in due:
+            refund = payments.local(row)
+            if float(row.age_s) >= REFUND_KEY_LIFE_S:
+                log.error("reconcile: refund %s never reached YooKassa in time: closed", refund.id)
+                refusal = "YooKassa never answered while its Idempotence-Key held"
+                closed = payments.close(refund, "failed", "refund_failed", refusal=refusal)
+                async with self._unit_of_work() as uow:
+                    settled += await uow.apply(closed) is not None
+                continue
+            try:
+                result = await resend(
+                    self._unit_of_work,
+                    self._provider,
+                    self._yookassa,
+                    refund,
+                    row.refund_of,
+                    row.description,
+                )
+            except Exception:  # one refund's trouble must not hold up the others
+                log.exception("reconcile: asking again for refund %s failed", refund.id)
+                async with self._unit_of_work() as uow:
+                    await uow.apply(payments.mark_checked(refund.id))
+                continue
+            log.info("reconcile: refund %s asked again: %s", refund.id, result.outcome.value)
+            settled += result.outcome is not RefundOutcome.pending
+        return settled
 
     async def _refunds(self) -> int:
         """A refund YooKassa answered `pending` is applied by its notification; one missed is

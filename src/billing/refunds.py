@@ -26,6 +26,8 @@ from billing.domain import (
     LocalPayment,
     RemoteRefund,
     refund_credits,
+    refund_description,
+    refund_reason,
     refund_request_key,
     topup_refund_key,
 )
@@ -112,13 +114,45 @@ async def refund_topup(
         row = await _open(unit_of_work, topup, request, amount, refunded, reason)
     if row.status != "pending" or row.yookassa_id is not None:
         return await _resume(unit_of_work, provider, row)
+    return await _create(unit_of_work, provider, settings, topup, row, reason)
+
+
+async def resend(
+    unit_of_work: Callable[[], UnitOfWork],
+    provider: PaymentProvider,
+    settings: YooKassaSettings,
+    row: LocalPayment,
+    topup_id: int,
+    description: str | None,
+) -> RefundResult:
+    """Ask YooKassa again for a refund whose creation was never answered, as the same request
+    (its Idempotence-Key and body): a refund YooKassa made then is the one it answers with now.
+    Raises ProviderUnavailableError while YooKassa stays out of reach."""
+    async with unit_of_work() as uow:
+        topup = await payments.find(uow, payments.topup_by_id(topup_id))
+    assert topup is not None
+    reason = refund_reason(topup.id, description)
+    return await _create(unit_of_work, provider, settings, topup, row, reason)
+
+
+async def _create(
+    unit_of_work: Callable[[], UnitOfWork],
+    provider: PaymentProvider,
+    settings: YooKassaSettings,
+    topup: LocalPayment,
+    row: LocalPayment,
+    reason: str,
+) -> RefundResult:
+    """`Refund.create` for our pending row, keyed by its request id, and what YooKassa says
+    applied: refused -> the row failed with YooKassa's words."""
+    assert row.request_id is not None
     try:
         draft = _draft(settings, topup, row, reason)
-        remote = await provider.refund(draft, refund_request_key(request))
+        remote = await provider.refund(draft, refund_request_key(row.request_id))
     except ProviderRejectedError as exc:
-        log.error("refund of payment %s refused by YooKassa: %s", payment_id, exc)
+        log.error("refund %s of payment %s refused by YooKassa: %s", row.id, topup.id, exc)
         async with unit_of_work() as uow:
-            await uow.apply(payments.close(row, "failed", "refund_failed"))
+            await uow.apply(payments.close(row, "failed", "refund_failed", refusal=str(exc)))
         return _result(RefundOutcome.rejected, row, detail=str(exc))
     async with unit_of_work() as uow:
         attached = await uow.apply(payments.attach_refund(row.id, remote.id))
@@ -197,7 +231,7 @@ async def _open(
                 request_id=request,
                 amount_kopecks=amount,
                 credits=credits,
-                description=f"refund of payment {topup.id}: {reason}".strip(": "),
+                description=refund_description(topup.id, reason),
             )
         )
         row = await payments.find(uow, payments.by_refund_request(request))
@@ -232,6 +266,9 @@ async def _resume(
     """The request was made before: where it stands (finishing it if YooKassa has)."""
     if row.status == "pending" and row.yookassa_id is not None:
         return await _settle(unit_of_work, row, await provider.fetch_refund(row.yookassa_id))
+    if row.status == "failed":
+        async with unit_of_work() as uow:
+            return _result(RefundOutcome.rejected, row, detail=await payments.refusal(uow, row.id))
     return _settled(row)
 
 

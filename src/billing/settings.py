@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billing.domain import REFUND_KEY_LIFE_S
 from contracts.rpc import StarsPackage, TopUpPackage
 
 PLACEHOLDER_SECRET = "change-me"
@@ -109,6 +110,10 @@ class BillingSettings(BaseSettings):
     """A pending payment is re-checked through the API once it is this old."""
     pending_expiry_s: float = Field(default=86400.0, gt=0)
     """A payment still pending this long after creation is canceled on our side."""
+    refund_retry_after_s: float = Field(default=600.0, ge=0, le=REFUND_KEY_LIFE_S)
+    """A refund still pending with no YooKassa id this long after it was asked (every call
+    to create it went unanswered) is asked of YooKassa again by the reconciliation, with the
+    same Idempotence-Key; at most the key's life (YooKassa honours a key for 24 h)."""
     reconcile_batch: int = Field(default=100, ge=1, le=10_000)
     descriptions: str = (
         '{"ru": "Пополнение баланса: {credits} кредитов",'

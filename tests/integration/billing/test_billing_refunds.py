@@ -5,6 +5,7 @@ notifications applied once, a refund made in YooKassa's dashboard too."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import uuid
@@ -18,7 +19,7 @@ from test_billing_payments import pending_payment
 from billing import accounts, payments
 from billing.app import Billing, Settings, build
 from billing.domain import RemoteRefund, refund_request_key
-from billing.refunds import RefundOutcome, RefundResult, refund_topup
+from billing.refunds import RefundOutcome, RefundResult, refund_topup, request_id
 from billing.settings import BillingSettings
 from billing.yookassa_gateway import ProviderUnavailableError, RefundDraft
 from sandbox.yookassa import YooKassaSandbox
@@ -363,3 +364,76 @@ async def test_a_topup_refunded_whole_in_parts_takes_back_all_its_credits(
         "succeeded 3333 33 card,succeeded 6667 67 card"
     )
     assert await balance_of(billing_engine, user_id) == 60
+
+
+async def _unsent_refund(
+    service: Billing, engine: Engine, fake: YooKassaSandbox, key: str
+) -> tuple[int, int, str]:
+    """A paid top-up whose refund YooKassa never answered (the operator's command then
+    dead-lettered): its row pending with no YooKassa id. (user, top-up, YooKassa payment id)"""
+    user_id, _ = await open_account(engine, balance=60)
+    payment_id, yookassa_id = await paid_topup(service, engine, fake, user_id)
+    fake.hang_next(1, seconds=1.0)  # answered after our 0.5 s: made there, perhaps, unheard
+    with pytest.raises(ProviderUnavailableError):
+        await refund(service, payment_id, key)
+    assert await _refund_rows(engine, payment_id) == "pending 10000 100 card"
+    assert await scalar(
+        engine, "SELECT yukassa_payment_id FROM payments WHERE refund_of = :p", p=payment_id
+    ) is None  # fmt: skip
+    await asyncio.sleep(1.0)  # the hung call is over at YooKassa
+    return user_id, payment_id, yookassa_id
+
+
+async def test_a_refund_yookassa_never_answered_is_asked_again_with_its_key_by_reconciliation(
+    settings: Settings, billing_engine: Engine, fake_yookassa: YooKassaSandbox
+) -> None:
+    settings.yookassa = settings.yookassa.model_copy(update={"timeout_s": 0.5})
+    settings.billing = BillingSettings(reconcile_min_age_s=0, refund_retry_after_s=3600)
+    waiting = build(settings)
+    settings.billing = BillingSettings(reconcile_min_age_s=0, refund_retry_after_s=0)
+    service = build(settings)
+    try:
+        user_id, payment_id, _ = await _unsent_refund(
+            service, billing_engine, fake_yookassa, "ticket-9"
+        )
+        await waiting.reconciler.run_once()  # not pending long enough to be asked again
+        assert await _refund_rows(billing_engine, payment_id) == "pending 10000 100 card"
+        assert await service.reconciler.run_once() == 1
+        await service.reconciler.run_once()  # a second pass changes nothing
+        assert await _refund_rows(billing_engine, payment_id) == "succeeded 10000 100 card"
+        assert await balance_of(billing_engine, user_id) == 60
+        assert await ledger_sum(billing_engine, user_id) == 60
+        [made] = fake_yookassa.refunds  # one refund, under the operator's request's key
+        key = refund_request_key(request_id(payment_id, "ticket-9"))
+        assert fake_yookassa.by_key[key] == made
+    finally:
+        await waiting.runtime.engine.dispose()
+        await service.runtime.engine.dispose()
+
+
+async def test_a_refund_asked_again_that_yookassa_refuses_is_closed_with_its_words(
+    settings: Settings,
+    billing_engine: Engine,
+    fake_yookassa: YooKassaSandbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings.yookassa = settings.yookassa.model_copy(update={"timeout_s": 0.5})
+    settings.billing = BillingSettings(reconcile_min_age_s=0, refund_retry_after_s=0)
+    service = build(settings)
+    try:
+        user_id, _ = await open_account(billing_engine, balance=60)
+        payment_id, yookassa_id = await paid_topup(service, billing_engine, fake_yookassa, user_id)
+        fake_yookassa.fail_next(1, 500)
+        with pytest.raises(ProviderUnavailableError):
+            await refund(service, payment_id, "ticket-10")
+        fake_yookassa.refund(yookassa_id, 10000)  # refunded whole in the dashboard meanwhile
+        with caplog.at_level(logging.ERROR, logger="billing"):
+            assert await service.reconciler.run_once() == 1
+        assert await _refund_rows(billing_engine, payment_id) == "failed 10000 100 card"
+        assert "refund amount exceeds" in caplog.text
+        again = await refund(service, payment_id, "ticket-10")  # the operator asks again
+        assert again.outcome is RefundOutcome.rejected
+        assert "refund amount exceeds" in again.detail
+        assert await balance_of(billing_engine, user_id) == 160  # the dashboard's: not notified
+    finally:
+        await service.runtime.engine.dispose()

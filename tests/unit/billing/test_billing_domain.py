@@ -16,6 +16,8 @@ from billing.domain import (
     payment_method,
     payment_mismatches,
     refund_credits,
+    refund_description,
+    refund_reason,
     settle,
     shortfall,
     to_kopecks,
@@ -131,3 +133,11 @@ def test_the_payment_description_is_in_the_buyers_language() -> None:
     assert settings.description("en", 100) == "Balance top-up: 100 credits"
     assert settings.description("ru", 100) == "Пополнение баланса: 100 кредитов"
     assert settings.description("uk", 100) == settings.description("ru", 100)
+
+
+@pytest.mark.parametrize("reason", ["", "duplicate charge", "ticket: 7", "a: b: c:", " spaced "])
+def test_a_refunds_description_gives_back_the_operators_reason_word_for_word(reason: str) -> None:
+    """A refund asked again by the reconciliation is sent with the same description."""
+    assert refund_reason(41, refund_description(41, reason)) == reason
+    assert refund_reason(41, None) == ""
+    assert refund_reason(41, "refund 2f00 of payment 41") == ""  # a dashboard refund's
