@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from test_billing_payments import pending_payment
 
@@ -408,6 +409,41 @@ async def test_a_refund_yookassa_never_answered_is_asked_again_with_its_key_by_r
         assert fake_yookassa.by_key[key] == made
     finally:
         await waiting.runtime.engine.dispose()
+        await service.runtime.engine.dispose()
+
+
+async def test_a_refund_unanswered_past_its_keys_life_is_closed_not_asked_again(
+    settings: Settings,
+    billing_engine: Engine,
+    fake_yookassa: YooKassaSandbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Asked again after YooKassa forgot its key, it could make a second refund: the row is
+    closed failed for an operator instead (a refund YooKassa did make is adopted from its
+    notification, as a dashboard's is)."""
+    settings.yookassa = settings.yookassa.model_copy(update={"timeout_s": 0.5})
+    settings.billing = BillingSettings(reconcile_min_age_s=0, refund_retry_after_s=0)
+    service = build(settings)
+    try:
+        user_id, payment_id, _ = await _unsent_refund(
+            service, billing_engine, fake_yookassa, "ticket-11"
+        )
+        made_before = len(fake_yookassa.refunds)
+        async with billing_engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "UPDATE payments SET created_at = now() - interval '24 hours' "
+                    "WHERE refund_of = :p"
+                ),
+                {"p": payment_id},
+            )
+        with caplog.at_level(logging.ERROR, logger="billing"):
+            assert await service.reconciler.run_once() == 1
+        assert await _refund_rows(billing_engine, payment_id) == "failed 10000 100 card"
+        assert "never reached YooKassa in time" in caplog.text
+        assert len(fake_yookassa.refunds) == made_before  # not asked again
+        assert await balance_of(billing_engine, user_id) == 160  # nothing taken back
+    finally:
         await service.runtime.engine.dispose()
 
 
