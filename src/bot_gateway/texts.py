@@ -604,7 +604,9 @@ def broadcast_usage() -> str:
 
 
 def broadcast_queued(count: int) -> str:
-    return _("Broadcast queued for {count} chats.").format(count=count)
+    return ngettext(
+        "Broadcast queued for {count} chat.", "Broadcast queued for {count} chats.", count
+    ).format(count=count)
 
 
 def grant_usage() -> str:
