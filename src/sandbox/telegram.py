@@ -69,6 +69,9 @@ class Call:
     at: float
     message_id: int | None = None
     photo: bytes | None = None
+    refused: bool = False
+    """Telegram answered it with an error (a late or second answer, a bad invoice): the user
+    saw nothing of it."""
 
     @property
     def chat_id(self) -> int | None:
@@ -546,7 +549,9 @@ class TelegramSandbox:
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
             return _ok(True)
-        return handler(call)  # type: ignore[no-any-return]
+        response: web.Response = handler(call)
+        call.refused = response.status >= 400
+        return response
 
     def _over_limit(self, chat_id: int) -> int:
         if not self.enforce_limits:

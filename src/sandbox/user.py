@@ -61,6 +61,8 @@ class Transcript:
         while self._seen < len(calls):
             call = calls[self._seen]
             self._seen += 1
+            if call.refused:  # the user saw nothing of it
+                continue
             if call.chat_id == self._chat_id or (
                 call.method == "answerCallbackQuery" and call.params.get("text")
             ):
