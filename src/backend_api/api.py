@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import (
@@ -24,7 +24,15 @@ from fastapi import (
     status,
 )
 from fastapi.security import HTTPAuthorizationCredentials
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 
 from backend_api.auth import (
     Operators,
@@ -96,7 +104,16 @@ def _json_integer(value: object) -> object:
     return int(value)
 
 
-Moment = Annotated[AwareDatetime, BeforeValidator(_iso_8601)]
+def _in_utc(value: datetime) -> datetime:
+    """The moment in UTC, as the owners compare it; refused when that falls outside years
+    1-9999 (0001-01-01T00:00+05:00), which neither Python nor PostgreSQL's driver holds."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("a moment within years 1-9999 in UTC") from None
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_iso_8601), AfterValidator(_in_utc)]
 
 
 class Page(BaseModel, Generic[T]):

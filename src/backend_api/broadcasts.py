@@ -35,7 +35,7 @@ from backend_api.api import (
 )
 from backend_api.auth import Operators
 from backend_api.commands import AuditRecord, Commands, settle
-from backend_api.panel import PAGE, Panel, form_text, pager
+from backend_api.panel import PAGE, Panel, form_text, page_offset, pager
 from backend_api.reads import Owners
 from backend_api.settings import Role
 from contracts.events import (
@@ -244,7 +244,7 @@ class BroadcastPages:
     async def list(self, request: Request, offset: int = 0) -> Response:
         if (denied := self._panel.signed_out(request)) is not None:
             return denied
-        return await self._list(request, max(offset, 0))
+        return await self._list(request, page_offset(offset))
 
     async def _list(
         self,

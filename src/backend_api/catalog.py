@@ -58,7 +58,16 @@ from backend_api.api import (
 )
 from backend_api.auth import Operators
 from backend_api.commands import AuditRecord, Commands, settle
-from backend_api.panel import PAGE, Panel, form_key, form_reason, form_text, pager, printable
+from backend_api.panel import (
+    PAGE,
+    Panel,
+    form_key,
+    form_reason,
+    form_text,
+    page_offset,
+    pager,
+    printable,
+)
 from backend_api.reads import Owners
 from backend_api.settings import Role
 from contracts.events import (
@@ -401,7 +410,7 @@ class CatalogPanel:
             return denied
         category = printable(category)[:50]
         shown = request.query_params.get("enabled", "")
-        offset = max(offset, 0)
+        offset = page_offset(offset)
         rows, total = await self._catalog.presets(
             ListAllPresets(
                 category=category or None,

@@ -9,6 +9,7 @@ refund use case (the one `imagebot billing refund` runs), so a refund from here 
 the command line are the same thing.
 """
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from backend_api.panel import (
     form_key,
     form_reason,
     form_text,
+    page_offset,
     pager,
     positive,
     printable,
@@ -224,6 +226,8 @@ def api_router(owners: Owners, commands: Commands, operators: Operators) -> APIR
 
 
 async def _payment(owners: Owners, payment_id: int) -> PaymentRecord:
+    if not 0 < payment_id < 2**31:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such payment")
     found = await owners.payments(ListPayments(payment_id=payment_id, limit=1))
     if not found.payments:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such payment")
@@ -256,15 +260,15 @@ class MoneyPages:
             name: printable(params.get(name))[:40]
             for name in ("user_id", "status", "type", "currency", "method", "from", "until")
         }
-        offset = max(offset, 0)
+        offset = page_offset(offset)
         currency = filters["currency"].upper()
         method = filters["method"].lower()
         search = ListPayments(
             user_id=positive(filters["user_id"]),
             status=filters["status"] if filters["status"] in PAYMENT_STATUSES else None,
             payment_type=filters["type"] if filters["type"] in PAYMENT_TYPES else None,
-            currency=currency if len(currency) == 3 and currency.isalpha() else None,
-            payment_method=method if method and method.replace("_", "").isalnum() else None,
+            currency=currency if re.fullmatch(r"[A-Z]{3}", currency) else None,
+            payment_method=method if re.fullmatch(r"[a-z0-9_]+", method) else None,
             created_from=_date(filters["from"]),
             created_until=_date(filters["until"]),
             offset=offset,
@@ -402,6 +406,6 @@ def _date(text: str) -> datetime | None:
     """A filter's day (`2026-12-05`) or moment, as UTC; None when blank or not one."""
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # OverflowError: before year 1 or after 9999 in UTC
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

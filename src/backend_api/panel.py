@@ -49,6 +49,8 @@ HERE = Path(__file__).parent
 LOCALES = HERE / "locales"
 LANGUAGES = ("ru", "en")
 PAGE = 50
+OFFSET_MAX = 10_000_000
+"""The furthest a list pages (the owners' `Offset`): a later offset shows the empty page there."""
 REASON_MAX = 500
 """An operator's reason's length at most (the commands' `OperatorNote`)."""
 SESSION_LANGUAGE = "lang"
@@ -229,10 +231,10 @@ class Panel:
         if (denied := self.signed_out(request)) is not None:
             return denied
         query = printable(q)
-        offset = max(offset, 0)
+        offset = page_offset(offset)
         search = SearchAccounts(offset=offset, limit=PAGE)
-        if query.isdigit() and 0 < int(query) < 2**63:
-            search = SearchAccounts(telegram_id=int(query), offset=offset, limit=PAGE)
+        if (telegram_id := positive(query, below=2**63)) is not None:
+            search = SearchAccounts(telegram_id=telegram_id, offset=offset, limit=PAGE)
         elif query:
             search = SearchAccounts(username_prefix=query[:100], offset=offset, limit=PAGE)
         page = await self._owners.accounts(search)
@@ -299,6 +301,8 @@ class Panel:
         if (denied := self.signed_out(request)) is not None:
             return denied
         form = await self.form(request, Role.support)
+        if not 0 < user_id < 2**31:
+            raise HTTPException(status.HTTP_404_NOT_FOUND)
         found = await self._owners.accounts(SearchAccounts(user_id=user_id, limit=1))
         if not found.accounts or found.accounts[0].telegram_id is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND)
@@ -346,7 +350,7 @@ class Panel:
         if (denied := self.signed_out(request)) is not None:
             return denied
         status_ = request.query_params.get("status", "")  # `status` is the module's name
-        offset = max(offset, 0)
+        offset = page_offset(offset)
         search = SearchJobs(
             user_id=positive(user_id),
             status=status_ if status_ in JOB_STATUSES else None,
@@ -391,7 +395,7 @@ class Panel:
         if (denied := self.signed_out(request)) is not None:
             return denied
         self.require(request, Role.admin)
-        offset = max(offset, 0)
+        offset = page_offset(offset)
         records, total = await self._commands.audit(
             operator=None, action=None, target=None, offset=offset, limit=PAGE
         )
@@ -406,7 +410,7 @@ class Panel:
         if (denied := self.signed_out(request)) is not None:
             return denied
         principal = self._principal(request)
-        offset = max(offset, 0)
+        offset = page_offset(offset)
         everyone = principal.role >= Role.admin
         records, total = await self._operators.sessions(
             operator=None if everyone else principal.login, offset=offset, limit=PAGE
@@ -438,7 +442,7 @@ class Panel:
         if (denied := self.signed_out(request)) is not None:
             return denied
         self.require(request, Role.support)
-        offset = max(offset, 0)
+        offset = page_offset(offset)
         records, total = await self._commands.audit(
             operator=None, action=None, target=None, offset=offset, limit=PAGE, status=AWAITING
         )
@@ -495,6 +499,11 @@ def pager(request: Request, offset: int, total: int, exact: bool = True) -> dict
     }
 
 
+def page_offset(offset: int) -> int:
+    """A list page's offset as asked, within 0..OFFSET_MAX."""
+    return min(max(offset, 0), OFFSET_MAX)
+
+
 def moment(value: str) -> datetime | None:
     """A filter's time from the browser's `datetime-local` (YYYY-MM-DDTHH:MM), taken as UTC;
     None when blank or not one."""
@@ -504,10 +513,13 @@ def moment(value: str) -> datetime | None:
         return None
 
 
-def positive(value: str) -> int | None:
-    """A filter's positive id (a 32-bit key); None when blank or not one."""
+def positive(value: str, *, below: int = 2**31) -> int | None:
+    """A filter's positive id under `below` (a 32-bit key); None when blank or not one (such
+    as "²", a digit to `str.isdigit` but not to `int`, or more digits than `int` reads)."""
     value = value.strip()
-    return int(value) if value.isdigit() and 0 < int(value) < 2**31 else None
+    if not (value.isascii() and value.isdigit() and len(value) <= len(str(below))):
+        return None
+    return number if 0 < (number := int(value)) < below else None
 
 
 def form_text(value: object) -> str | None:

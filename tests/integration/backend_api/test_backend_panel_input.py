@@ -1,0 +1,71 @@
+"""Odd input to the panel's query strings and forms (which the OpenAPI fuzzer does not reach)
+gets a page or a 4xx, never a 500."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from playwright.async_api import Page
+
+from support.backend_harness import SUPPORT, Running, sign_in
+
+pytestmark = pytest.mark.integration
+
+ODD_QUERIES = [
+    "/panel/users?q=%C2%B2",  # "²": a digit to str.isdigit, not to int()
+    "/panel/users?q=" + "9" * 5000,  # past int()'s 4300 digits
+    "/panel/users?offset=99999999999",
+    "/panel/jobs?user_id=%C2%B2",
+    "/panel/jobs?preset_id=" + "9" * 5000,
+    "/panel/jobs?offset=99999999999",
+    "/panel/payments?user_id=%C2%B2",
+    "/panel/payments?currency=%C3%A4%C3%B6%C3%BC",  # "äöü": letters, not A-Z
+    "/panel/payments?method=%C3%A9t%C3%A9",
+    "/panel/payments?offset=99999999999",
+    "/panel/payments?from=0001-01-01T00:00%2B05:00",  # before year 1 in UTC
+    "/panel/payments?until=9999-12-31T23:59-05:00",  # after year 9999 in UTC
+    "/panel/jobs?created_from=0001-01-01T00:00&created_until=9999-12-31T23:59",
+    "/panel/presets?offset=99999999999",
+    "/panel/broadcasts?offset=99999999999",
+    "/panel/sessions?offset=99999999999999999999",
+    "/panel/approvals?offset=99999999999999999999",
+]
+
+
+@pytest.mark.parametrize("path", ODD_QUERIES)
+async def test_odd_query_strings_get_a_page_not_a_server_error(
+    running: Running, page: Page, path: str
+) -> None:
+    await sign_in(page, running, login=SUPPORT)
+    response = await page.request.get(f"{running.url}{path}", max_redirects=0)
+    assert response.status < 500, (path, response.status)
+
+
+async def test_a_write_to_an_id_past_the_keys_range_is_not_found(
+    running: Running, page: Page
+) -> None:
+    await sign_in(page, running, login=SUPPORT)
+    await page.goto(f"{running.url}/panel/users")
+    csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+    form = {"csrf": csrf or "", "reason": "odd", "credits": "1", "key": str(uuid.uuid4())}
+    for path in (
+        "/panel/users/99999999999/adjust",
+        "/panel/payments/99999999999/refund",
+        "/panel/payments/99999999999/recheck",
+    ):
+        response = await page.request.post(f"{running.url}{path}", form=form, max_redirects=0)
+        assert response.status == 404, (path, response.status)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["created_from=0001-01-01T00:00:00%2B05:00", "created_until=9999-12-31T23:59:00-05:00"],
+)
+async def test_a_moment_outside_the_utc_calendar_is_refused_not_a_bad_gateway(
+    running: Running, query: str
+) -> None:
+    """Year 1 at +05:00 is year 0 in UTC, which neither Python nor billing can hold."""
+    for path in ("/api/v1/payments", "/api/v1/jobs"):
+        async with running.client() as client, client.get(f"{path}?{query}") as response:
+            assert response.status == 422, (path, response.status, await response.text())
