@@ -105,6 +105,7 @@ class Operators:
         """A new session for `login`; `SignInRefusedError` if a credential is wrong,
         `TooManyAttemptsError` (nothing checked) while the login or the address has failed too
         often lately."""
+        login = login.replace("\x00", "\ufffd")  # PostgreSQL's text holds no NUL: a wrong login
         await self._throttle.check(login, address)
         if not await self._check(login, password, code):
             await self._throttle.failed(login, address)

@@ -26,6 +26,8 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
     refuses a step at or before the last one accepted: a code is good once."""
     totp = pyotp.TOTP(secret)
     code = code.strip()
+    if not code.isascii():  # compare_digest takes ASCII text only; no code is anything else
+        return None
     current = totp.timecode(now)
     found = None
     for step in range(current - WINDOW, current + WINDOW + 1):

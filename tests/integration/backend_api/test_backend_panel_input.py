@@ -8,7 +8,7 @@ import uuid
 import pytest
 from playwright.async_api import Page
 
-from support.backend_harness import SUPPORT, Running, sign_in
+from support.backend_harness import OPERATOR, PASSWORD, SUPPORT, Running, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +69,31 @@ async def test_a_moment_outside_the_utc_calendar_is_refused_not_a_bad_gateway(
     for path in ("/api/v1/payments", "/api/v1/jobs"):
         async with running.client() as client, client.get(f"{path}?{query}") as response:
             assert response.status == 422, (path, response.status, await response.text())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"login": "alice\u0000", "password": "x"},  # PostgreSQL's text holds no NUL
+        {"login": OPERATOR, "password": PASSWORD, "code": "é12345"},  # hmac: ASCII only
+    ],
+)
+async def test_a_sign_in_with_odd_credentials_is_refused_not_a_server_error(
+    running: Running, body: dict[str, str]
+) -> None:
+    async with (
+        running.client(signed_in=False) as client,
+        client.post("/api/v1/sessions", json=body) as response,
+    ):
+        assert response.status == 401, await response.text()
+
+
+async def test_the_panel_sign_in_with_odd_credentials_is_refused_not_a_server_error(
+    running: Running, page: Page
+) -> None:
+    await page.goto(f"{running.url}/panel/login")
+    csrf = await page.locator("form input[name=csrf]").last.get_attribute("value")
+    for username, code in (("vic\u0000", ""), (OPERATOR, "é12345")):
+        form = {"csrf": csrf or "", "username": username, "password": PASSWORD, "code": code}
+        response = await page.request.post(f"{running.url}/panel/login", form=form)
+        assert response.status == 401, (username, response.status)
