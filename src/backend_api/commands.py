@@ -266,14 +266,20 @@ class Commands:
                 return True
             first = (
                 await uow.execute(
-                    select(AUDIT.c.operator, AUDIT.c.action, AUDIT.c.payload, AUDIT.c.reason).where(
-                        AUDIT.c.request_id == key
-                    )
+                    select(
+                        AUDIT.c.operator,
+                        AUDIT.c.action,
+                        AUDIT.c.target,
+                        AUDIT.c.payload,
+                        AUDIT.c.reason,
+                    ).where(AUDIT.c.request_id == key)
                 )
             ).one()
-            if (first.operator, first.action, first.payload, first.reason) != (
+            # the target too: a workflow's pause or a DLQ's replay names it there only
+            if (first.operator, first.action, first.target, first.payload, first.reason) != (
                 operator,
                 action,
+                target,
                 payload,
                 reason,
             ):

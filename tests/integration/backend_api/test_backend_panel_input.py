@@ -1,5 +1,5 @@
 """Odd input to the panel's query strings and forms (which the OpenAPI fuzzer does not reach)
-gets a page or a 4xx, never a 500."""
+gets a page or a 4xx, never a 500; and an idempotency key is one command, its target included."""
 
 from __future__ import annotations
 
@@ -97,3 +97,19 @@ async def test_the_panel_sign_in_with_odd_credentials_is_refused_not_a_server_er
         form = {"csrf": csrf or "", "username": username, "password": PASSWORD, "code": code}
         response = await page.request.post(f"{running.url}/panel/login", form=form)
         assert response.status == 401, (username, response.status)
+
+
+async def test_a_key_used_for_one_workflow_is_a_conflict_for_another(running: Running) -> None:
+    """Resuming workflow B under the key that resumed A must not answer with A's outcome."""
+    key = str(uuid.uuid4())
+    headers = {"Idempotency-Key": key}
+    body = {"reason": "after maintenance"}
+    async with running.client() as client:
+        async with client.post(
+            "/api/v1/workflows/pillow_filter/resume", json=body, headers=headers
+        ) as response:
+            assert response.status in (200, 202), await response.text()
+        async with client.post(
+            "/api/v1/workflows/qwen_image/resume", json=body, headers=headers
+        ) as response:
+            assert response.status == 409, await response.json()
