@@ -11,7 +11,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import RedirectResponse, Response
 from faststream.asgi import AsgiFastStream
@@ -24,7 +24,7 @@ from backend_api import broadcasts, catalog, dashboard, job_orders, money, opera
 from backend_api import commands as command_handlers
 from backend_api.api import api_router
 from backend_api.auth import Operators, PrincipalMiddleware
-from backend_api.commands import Commands
+from backend_api.commands import Commands, IdempotencyConflictError
 from backend_api.models import DELIVERY
 from backend_api.moderation import register as register_moderation
 from backend_api.panel import HOME, Panel
@@ -139,6 +139,13 @@ def build(settings: Settings | None = None) -> BackendApi:
             }
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
         return await http_exception_handler(request, exc)
+
+    @web.exception_handler(IdempotencyConflictError)
+    async def key_reused(request: Request, exc: IdempotencyConflictError) -> Response:
+        # A panel form sent again with other values (the browser's Back, another amount): its
+        # key is the first command's. The API's writes answer it themselves (`command_answer`).
+        conflict = HTTPException(status.HTTP_409_CONFLICT, detail="form sent twice")
+        return await http_exception_handler(request, conflict)
 
     if not own.session_secret.get_secret_value():
         log.warning("BACKEND_API_SESSION_SECRET unset: panel cookies hold only on this process")

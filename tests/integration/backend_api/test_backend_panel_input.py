@@ -7,8 +7,13 @@ import uuid
 
 import pytest
 from playwright.async_api import Page
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from billing import services
+from billing.models import DELIVERY as BILLING
+from messaging.unit_of_work import UnitOfWork
 from support.backend_harness import OPERATOR, PASSWORD, SUPPORT, Running, sign_in
+from support.billing_harness import new_telegram_id
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +118,22 @@ async def test_a_key_used_for_one_workflow_is_a_conflict_for_another(running: Ru
             "/api/v1/workflows/qwen_image/resume", json=body, headers=headers
         ) as response:
             assert response.status == 409, await response.json()
+
+
+async def test_a_form_sent_again_with_other_values_is_a_conflict_not_a_server_error(
+    running: Running, backend_engine: AsyncEngine, page: Page
+) -> None:
+    """The browser's Back to a sent form, another amount, Send: the form's key was used."""
+    async with UnitOfWork(backend_engine, BILLING, source="test") as uow:
+        account = await services.ensure_account(uow, new_telegram_id(), "twice", 60)
+    await sign_in(page, running, login=SUPPORT, path=f"/panel/users/{account.user_id}")
+    csrf = await page.locator("#adjust input[name=csrf]").get_attribute("value")
+    key = await page.locator("#adjust input[name=key]").get_attribute("value")
+    path = f"{running.url}/panel/users/{account.user_id}/adjust"
+    first = {"csrf": csrf or "", "key": key or "", "credits": "5", "reason": "goodwill"}
+    response = await page.request.post(path, form=first, max_redirects=0)
+    assert response.status == 303
+    again = {**first, "credits": "7"}
+    response = await page.request.post(path, form=again, max_redirects=0)
+    assert response.status == 409
+    assert "form sent twice" in await response.text()
