@@ -12,7 +12,8 @@ import secrets
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Request, status
-from fastapi.exception_handlers import http_exception_handler
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
@@ -138,14 +139,22 @@ def build(settings: Settings | None = None) -> BackendApi:
                 for method in route.methods or ()
             }
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+        if _on_panel(request):  # an operator's browser: a page, not the API's JSON
+            return panel.error(request, exc.status_code, exc.headers or {})
         return await http_exception_handler(request, exc)
+
+    @web.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        if _on_panel(request):  # a path's or query's value the page's parameters refuse
+            return await http_error(request, HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT))
+        return await request_validation_exception_handler(request, exc)
 
     @web.exception_handler(IdempotencyConflictError)
     async def key_reused(request: Request, exc: IdempotencyConflictError) -> Response:
         # A panel form sent again with other values (the browser's Back, another amount): its
         # key is the first command's. The API's writes answer it themselves (`command_answer`).
         conflict = HTTPException(status.HTTP_409_CONFLICT, detail="form sent twice")
-        return await http_exception_handler(request, conflict)
+        return await http_error(request, conflict)
 
     if not own.session_secret.get_secret_value():
         log.warning("BACKEND_API_SESSION_SECRET unset: panel cookies hold only on this process")
@@ -162,6 +171,10 @@ def build(settings: Settings | None = None) -> BackendApi:
     )
     service = runtime.app()
     return BackendApi(runtime, service, web, commands, _Composed(service, web), operators)
+
+
+def _on_panel(request: Request) -> bool:
+    return f"{request.url.path}/".startswith("/panel/")
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:

@@ -146,6 +146,12 @@ class Panel:
         )
         return HTMLResponse(html, status_code=status_code)
 
+    def error(self, request: Request, status_code: int, headers: Mapping[str, str]) -> Response:
+        """A page's HTTP error as a page in the operator's language: what happened, what to do."""
+        page = self.render(request, "error.html", {"status": status_code}, status_code=status_code)
+        page.headers.update(headers)
+        return page
+
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/panel", include_in_schema=False)
         router.add_api_route("", self.home, methods=["GET"])

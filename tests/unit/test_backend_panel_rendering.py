@@ -1,6 +1,6 @@
 """The panel's rendering helpers: the pager (rows shown, previous/next links that keep the
-filters, a total the owner stopped counting at shown as "at least") and the status labels, in
-both languages."""
+filters, a total the owner stopped counting at shown as "at least"), the status labels and the
+error pages, in both languages."""
 
 from __future__ import annotations
 
@@ -70,3 +70,15 @@ def test_every_status_a_page_shows_is_in_words_in_russian(code: str) -> None:
     assert label(code) != code  # translated (an untranslated one would show the code)
     assert _environment("en").filters["label"](code).replace(" ", "_") == code
     assert label(None) == "—"
+
+
+@pytest.mark.parametrize("status", [403, 404, 405, 409, 422, 502])
+def test_an_error_page_says_what_happened_in_both_languages(status: int) -> None:
+    page = {"status": status, "request": request(""), "languages": ("ru", "en"), "csrf": "t"}
+    russian, english = (
+        _environment(language).get_template("error.html").render(**page, language=language)
+        for language in ("ru", "en")
+    )
+    heading = english.split("<h1>")[1].split("</h1>")[0]
+    assert heading not in russian  # translated
+    assert 'href="/panel/dashboard"' in russian
