@@ -19,7 +19,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.asgi.types import ASGIApp, Receive, Scope, Send
 from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.routing import Match, Route
+from starlette.routing import Match
 
 from backend_api import broadcasts, catalog, dashboard, job_orders, money, operations
 from backend_api import commands as command_handlers
@@ -132,13 +132,7 @@ def build(settings: Settings | None = None) -> BackendApi:
     @web.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 405:  # Starlette names the first matching route's methods only
-            allowed = {
-                method
-                for route in web.routes
-                if isinstance(route, Route) and route.matches(request.scope)[0] != Match.NONE
-                for method in route.methods or ()
-            }
-            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(_allowed(web, request))}
         if _on_panel(request):  # an operator's browser: a page, not the API's JSON
             return panel.error(request, exc.status_code, exc.headers or {})
         return await http_exception_handler(request, exc)
@@ -180,3 +174,19 @@ def _on_panel(request: Request) -> bool:
 def create_app(settings: Settings | None = None) -> ASGIApp:
     """The backend API as an ASGI app: consumer, relay, /healthz, the API and the panel."""
     return build(settings).app
+
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed(web: FastAPI, request: Request) -> list[str]:
+    """Every method some route takes at the request's path: each is asked whole, as routes
+    included from routers are matched only through their router."""
+    return [
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in web.router.routes
+        )
+    ]
