@@ -144,8 +144,9 @@ def period(days: int) -> list[date]:
     return [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
 
 
-def charts(figures: Dashboard) -> dict[str, object]:
-    """The dashboard's charts, by name, for `dashboard.html`."""
+def charts(figures: Dashboard, label: Callable[[str], str] = str) -> dict[str, object]:
+    """The dashboard's charts, by name, for `dashboard.html`; `label` puts a job's outcome
+    (a status code) in the operator's words."""
     days = period(figures.days)
     users = figures.users
     result: dict[str, object] = {
@@ -156,7 +157,7 @@ def charts(figures: Dashboard) -> dict[str, object]:
             [(one.source or "—", one.users, _number(one.users)) for one in users.sources]
         ),
         "outcomes": bars(
-            [(one.status, one.jobs, _number(one.jobs)) for one in figures.jobs.outcomes]
+            [(label(one.status), one.jobs, _number(one.jobs)) for one in figures.jobs.outcomes]
         ),
         "success": bars(
             [
@@ -283,7 +284,7 @@ class DashboardPage:
                 "jobs": jobs is None,
                 "money": money_ is None,
             },
-            "charts": charts(figures_),
+            "charts": charts(figures_, self._panel.label(request)),
             "money": money,
         }
         return self._panel.render(request, "dashboard.html", context)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import gettext
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, cast, get_args
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -122,6 +122,12 @@ class Panel:
     def language(self, request: Request) -> str:
         chosen = request.session.get(SESSION_LANGUAGE)
         return chosen if chosen in LANGUAGES else self._default_language
+
+    def label(self, request: Request) -> Callable[[str], str]:
+        """The `label` filter in the operator's language: a status code in words."""
+        return cast(
+            "Callable[[str], str]", self._environments[self.language(request)].filters["label"]
+        )
 
     def render(
         self,

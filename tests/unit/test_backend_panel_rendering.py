@@ -9,8 +9,18 @@ from typing import get_args
 import pytest
 from starlette.requests import Request
 
+from backend_api.dashboard import Dashboard, charts
 from backend_api.panel import PAGE, _environment, pager
-from contracts.rpc import JobStage, LedgerKindName, PaymentStatusName, PaymentTypeName
+from contracts.rpc import (
+    JobStage,
+    JobStats,
+    LedgerKindName,
+    MoneyStats,
+    OutcomeCount,
+    PaymentStatusName,
+    PaymentTypeName,
+    UserStats,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -82,3 +92,16 @@ def test_an_error_page_says_what_happened_in_both_languages(status: int) -> None
     heading = english.split("<h1>")[1].split("</h1>")[0]
     assert heading not in russian  # translated
     assert 'href="/panel/dashboard"' in russian
+
+
+def test_the_dashboards_outcomes_are_in_words() -> None:
+    figures = Dashboard(
+        days=7,
+        users=UserStats(
+            users=0, blocked=0, new_per_day=[], active_1d=0, active_7d=0, active_30d=0, sources=[]
+        ),
+        jobs=JobStats(outcomes=[OutcomeCount(status="completed", jobs=2)], presets=[]),
+        money=MoneyStats(days=[], bonus_weeks=[]),
+    )
+    chart = charts(figures, _environment("ru").filters["label"])["outcomes"]
+    assert [label.text for label in chart.labels][:1] == ["готово"]  # type: ignore[attr-defined]
