@@ -68,6 +68,9 @@ def _environment(language: str) -> Environment:
         autoescape=select_autoescape(["html"]),
         extensions=["jinja2.ext.i18n"],
     )
+    # an operator reads a command's details (audit, approvals, dead letters) as written, not
+    # as \uXXXX escapes; `tojson` still escapes <, >, & and ' for the page
+    environment.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
     translations = gettext.translation("messages", LOCALES, languages=[language])
     environment.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     environment.filters["label"] = lambda code: (

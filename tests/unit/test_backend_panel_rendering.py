@@ -105,3 +105,10 @@ def test_the_dashboards_outcomes_are_in_words() -> None:
     )
     chart = charts(figures, _environment("ru").filters["label"])["outcomes"]
     assert [label.text for label in chart.labels][:1] == ["готово"]  # type: ignore[attr-defined]
+
+
+def test_a_commands_details_read_as_written_and_stay_escaped() -> None:
+    details = {"text": "Спасибо, что вы с нами! <b>", "languages": ["ru"]}
+    shown = _environment("ru").from_string("{{ details | tojson }}").render(details=details)
+    assert "Спасибо, что вы с нами!" in shown
+    assert "<b>" not in shown  # escaped for the page (\u003cb\u003e)
