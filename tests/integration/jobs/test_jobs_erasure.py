@@ -39,6 +39,14 @@ async def stages_are(sessions: Sessions, job_ids: tuple[int, ...], expected: lis
         return [row.stage for row in rows] == expected
 
 
+async def handled(sessions: Sessions, event_id: uuid.UUID) -> bool:
+    async with sessions() as session:
+        found = await session.execute(
+            text("SELECT 1 FROM jobs_inbox WHERE event_id = :id"), {"id": event_id}
+        )
+        return found.first() is not None
+
+
 async def test_an_erasure_cancels_the_users_unfinished_jobs_which_could_no_longer_run(
     start_jobs: StartJobs, player: JobsPlayer, events: EventLog, jobs_sessions: Sessions
 ) -> None:
@@ -60,8 +68,12 @@ async def test_an_erasure_cancels_the_users_unfinished_jobs_which_could_no_longe
         await player.publish(
             UserDataErasureRequested(request_id=uuid.uuid4(), telegram_id=1009, user_id=9)
         )
-        await player.complete(running.job_id)  # the runner had it already
         await eventually(lambda: stages_are(jobs_sessions, jobs, ["canceled"] * 3), timeout_s=10)
+        # the runner had it already: its result, handled after the erasure, changes nothing
+        # (published before it, the two could be handled in either order)
+        completion = await player.complete(running.job_id)
+        await eventually(lambda: handled(jobs_sessions, completion.id))
+        assert await stages_are(jobs_sessions, jobs, ["canceled"] * 3)
         other = await player.submit_paid(10, preset_id=EDIT_PRESET)  # the dispatcher goes on
         await player.dispatched(other.job_id)
         canceled = await events.wait_for(JobCanceled, count=3, user_id=9)
