@@ -67,6 +67,21 @@ async def clean_jobs_database(jobs_sessions: async_sessionmaker[AsyncSession]) -
 
 
 @pytest.fixture
+async def retouch_preset(jobs_sessions: async_sessionmaker[AsyncSession]) -> int:
+    """One enabled edit preset, 30 credits, on qwen_edit_2511 (after the clean): its id."""
+    async with jobs_sessions() as session, session.begin():
+        return int(
+            await session.scalar(
+                text(
+                    "INSERT INTO presets (category, name, prompt, icon, price, order_index, "
+                    "workflow_type, enabled) VALUES ('фото', 'Ретушь', 'Retouch the portrait', "
+                    "'✨', 30, 1, 'qwen_edit_2511', true) RETURNING id"
+                )
+            )
+        )
+
+
+@pytest.fixture
 async def events(amqp_url: str, topology: Topology) -> AsyncIterator[EventLog]:
     """Every event published in the test's namespace, in arrival order."""
     await declare_topology(amqp_url, topology)

@@ -41,15 +41,8 @@ PRESET = 1
 
 
 @pytest.fixture(autouse=True)
-async def preset(jobs_sessions: Sessions, clean_jobs_database: None) -> None:
-    async with jobs_sessions() as session, session.begin():
-        await session.execute(
-            text(
-                "INSERT INTO presets (category, name, prompt, icon, price, order_index, "
-                "workflow_type, enabled) VALUES "
-                "('фото', 'Ретушь', 'Retouch the portrait', '✨', 30, 1, 'qwen_edit_2511', true)"
-            )
-        )
+def preset(retouch_preset: int) -> None:
+    """Every test here asks for jobs on the one edit preset (id 1)."""
 
 
 def request(user_id: int, **fields: Any) -> JobRequested:

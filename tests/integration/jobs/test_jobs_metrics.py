@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from prometheus_client import REGISTRY
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from jobs.metrics import observe_jobs
@@ -24,16 +23,8 @@ def workflow_jobs(workflow: str, stage: str) -> float | None:
 
 
 async def test_the_gauge_counts_jobs_per_stage_and_reports_empty_stages_as_zero(
-    jobs: None, player: JobsPlayer, jobs_sessions: Sessions
+    jobs: None, player: JobsPlayer, jobs_sessions: Sessions, retouch_preset: int
 ) -> None:
-    async with jobs_sessions() as session, session.begin():
-        await session.execute(
-            text(
-                "INSERT INTO presets (category, name, prompt, icon, price, order_index, "
-                "workflow_type, enabled) VALUES "
-                "('фото', 'Ретушь', 'Retouch the portrait', '✨', 30, 1, 'qwen_edit_2511', true)"
-            )
-        )
     unpaid = [await player.submit(user, preset_id=1) for user in (1, 2)]
     paid = await player.submit_paid(3, preset_id=1)
     await player.dispatched(paid.job_id)
